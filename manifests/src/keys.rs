@@ -1,0 +1,111 @@
+//! Public keys, key ids, signature entries and threshold counting (FORMAT.md §3, rules 2 and 3).
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Document, Error, Signed};
+use crate::MAX_KEYS;
+
+/// An ed25519 public key in its 32-byte compressed encoding.
+pub type PublicKey = [u8; 32];
+
+/// A key id: the SHA-256 of the 32-byte public key.
+pub type KeyId = [u8; 32];
+
+/// Computes the key id of a public key.
+pub fn key_id(key: &PublicKey) -> KeyId {
+    Sha256::digest(key).into()
+}
+
+/// One signature in a signature list: who signed (key id) and the 64-byte ed25519 signature.
+///
+/// The key id is not trusted: it only selects which allowed key to verify with, and a wrong id
+/// makes the signature fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureEntry {
+    /// SHA-256 of the signer's public key.
+    pub key_id: KeyId,
+    /// The ed25519 signature over the exact signed bytes.
+    #[serde(with = "crate::codec::bytes64")]
+    pub signature: [u8; 64],
+}
+
+impl SignatureEntry {
+    /// Signs `message` (the exact bytes of a key set or manifest) with `key`.
+    pub fn sign(key: &ed25519_dalek::SigningKey, message: &[u8]) -> Self {
+        use ed25519_dalek::Signer;
+        SignatureEntry {
+            key_id: key_id(&key.verifying_key().to_bytes()),
+            signature: key.sign(message).to_bytes(),
+        }
+    }
+}
+
+/// The fixed-capacity list type for signatures.
+pub type SignatureList = heapless::Vec<SignatureEntry, MAX_KEYS>;
+
+/// The fixed-capacity list type for public keys.
+pub type KeyList = heapless::Vec<PublicKey, MAX_KEYS>;
+
+/// Checks a list of keys and its threshold: at least one key, no duplicates, every key a valid,
+/// non-weak point, `1 <= threshold <= keys`.
+pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Err(Error::NoKeys(doc));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey)?;
+        if vk.is_weak() {
+            return Err(Error::WeakPublicKey);
+        }
+        if keys.iter().skip(i.saturating_add(1)).any(|other| other == key) {
+            return Err(Error::DuplicateKey(doc));
+        }
+    }
+    if threshold == 0 || usize::from(threshold) > keys.len() {
+        return Err(Error::InvalidThreshold(doc));
+    }
+    Ok(())
+}
+
+/// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
+///
+/// Every signature present must name an allowed key and verify under strict ed25519 (rule 3);
+/// a forged or foreign signature is an error, not something to skip. A key that signs more than
+/// once counts once (rule 2).
+pub fn verify_threshold(
+    message: &[u8],
+    signatures: &[SignatureEntry],
+    allowed: &[PublicKey],
+    threshold: u8,
+    what: Signed,
+) -> Result<(), Error> {
+    let mut ids = [[0u8; 32]; MAX_KEYS];
+    for (id, key) in ids.iter_mut().zip(allowed) {
+        *id = key_id(key);
+    }
+    let ids = ids.get(..allowed.len()).ok_or(Error::TooLarge)?;
+
+    let mut counted = [false; MAX_KEYS];
+    let mut found: u8 = 0;
+    for entry in signatures {
+        let index = ids
+            .iter()
+            .position(|id| *id == entry.key_id)
+            .ok_or(Error::UnknownSigner(what))?;
+        let key = allowed.get(index).ok_or(Error::UnknownSigner(what))?;
+        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey)?;
+        vk.verify_strict(message, &Signature::from_bytes(&entry.signature))
+            .map_err(|_| Error::BadSignature(what))?;
+        let seen = counted.get_mut(index).ok_or(Error::UnknownSigner(what))?;
+        if !*seen {
+            *seen = true;
+            found = found.checked_add(1).ok_or(Error::TooLarge)?;
+        }
+    }
+    if found < threshold {
+        return Err(Error::ThresholdNotMet { what, found, required: threshold });
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Key sets: the release keys a root threshold has authorised, and their own signing threshold.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Document, Error, Signed};
+use crate::keys::{check_keys, verify_threshold, KeyList, PublicKey, SignatureEntry, SignatureList};
+use crate::manifest::ProductId;
+use crate::root::TrustRoot;
+
+/// Domain-separation tag of the signed bytes of a key set.
+pub const KEY_SET_TAG: &[u8; 8] = b"SGL-KSET";
+
+/// Domain-separation tag of a stand-alone signed key set file.
+pub const SIGNED_KEY_SET_TAG: &[u8; 8] = b"SGL-SKEY";
+
+/// A key set: the release keys allowed to sign manifests.
+///
+/// Root keys sign its exact encoded bytes. A newer `version` rotates or revokes release keys;
+/// devices store the highest version they have confirmed and refuse older ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySet<'a> {
+    /// Monotonic key set version.
+    pub version: u32,
+    /// How many distinct release keys must sign a manifest.
+    pub threshold: u8,
+    /// If present, manifests verified under this key set must name this product.
+    #[serde(borrow)]
+    pub product_scope: Option<ProductId<'a>>,
+    /// The release public keys.
+    pub keys: KeyList,
+}
+
+impl<'a> KeySet<'a> {
+    /// Decodes and validates the signed bytes of a key set (steps 5a–5b). This does not check
+    /// signatures: use [`SignedKeySet::verify`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let set: KeySet<'a> = codec::decode_tagged(bytes, KEY_SET_TAG, Document::KeySet)?;
+        check_keys(&set.keys, set.threshold, Document::KeySet)?;
+        if let Some(scope) = &set.product_scope {
+            scope.validate()?;
+        }
+        Ok(set)
+    }
+
+    /// Builds a validated key set.
+    pub fn new(
+        version: u32,
+        threshold: u8,
+        product_scope: Option<ProductId<'a>>,
+        keys: &[PublicKey],
+    ) -> Result<Self, Error> {
+        let keys = KeyList::from_slice(keys).map_err(|_| Error::TooLarge)?;
+        check_keys(&keys, threshold, Document::KeySet)?;
+        if let Some(scope) = &product_scope {
+            scope.validate()?;
+        }
+        Ok(KeySet { version, threshold, product_scope, keys })
+    }
+
+    /// Encodes the bytes that root keys sign.
+    #[cfg(feature = "alloc")]
+    pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
+        codec::encode_tagged(self, KEY_SET_TAG)
+    }
+}
+
+/// The exact bytes of a key set together with root signatures over them.
+///
+/// This is both the stand-alone key set file (behind [`SIGNED_KEY_SET_TAG`]) and the first part
+/// of a bundle's envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedKeySet<'a> {
+    /// The exact signed bytes of the [`KeySet`].
+    #[serde(borrow)]
+    pub key_set: &'a [u8],
+    /// Root signatures over `key_set`.
+    pub signatures: SignatureList,
+}
+
+/// A key set whose root signatures have been checked (output of steps 4–5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKeySet<'a> {
+    key_set: KeySet<'a>,
+}
+
+impl<'a> VerifiedKeySet<'a> {
+    /// The verified key set.
+    pub fn key_set(&self) -> &KeySet<'a> {
+        &self.key_set
+    }
+}
+
+impl<'a> SignedKeySet<'a> {
+    /// Decodes a stand-alone signed key set file.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        codec::decode_tagged(bytes, SIGNED_KEY_SET_TAG, Document::SignedKeySet)
+    }
+
+    /// Encodes a stand-alone signed key set file.
+    #[cfg(feature = "alloc")]
+    pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
+        codec::encode_tagged(self, SIGNED_KEY_SET_TAG)
+    }
+
+    /// Adds a root signature; a second signature by the same key replaces the first.
+    pub fn add_signature(&mut self, entry: SignatureEntry) -> Result<(), Error> {
+        add_signature(&mut self.signatures, entry)
+    }
+
+    /// Steps 4 and 5a–5b of FORMAT.md §6: the root threshold signed these exact bytes, then
+    /// the bytes decode to a valid key set.
+    pub fn verify(&self, root: &TrustRoot) -> Result<VerifiedKeySet<'a>, Error> {
+        // Step 4: signatures over the exact received bytes, before they are decoded.
+        verify_threshold(self.key_set, &self.signatures, &root.keys, root.threshold, Signed::KeySet)?;
+        // Step 5a–5b: strict decode and key list checks.
+        let key_set = KeySet::decode(self.key_set)?;
+        Ok(VerifiedKeySet { key_set })
+    }
+}
+
+/// Adds `entry` to `list`, replacing an earlier signature by the same key.
+pub(crate) fn add_signature(list: &mut SignatureList, entry: SignatureEntry) -> Result<(), Error> {
+    if let Some(existing) = list.iter_mut().find(|e| e.key_id == entry.key_id) {
+        *existing = entry;
+        return Ok(());
+    }
+    list.push(entry).map_err(|_| Error::TooLarge)
+}

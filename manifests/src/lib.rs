@@ -1,0 +1,47 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Every index and every length sum in this crate is checked: input reaches all of them.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod bundle;
+pub mod codec;
+mod error;
+pub mod keys;
+pub mod keyset;
+pub mod manifest;
+pub mod root;
+pub mod verify;
+
+pub use bundle::{BundleHeader, Envelope, UnverifiedBundle, HEADER_LEN};
+pub use error::{Document, Error, Signed};
+pub use keys::{key_id, KeyId, PublicKey, SignatureEntry};
+pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
+pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
+pub use root::TrustRoot;
+pub use verify::{verify_bundle, BundleVerifier, DevicePolicy, VerifiedBundle};
+
+/// Most keys in a trust root or key set, and most signatures in one signature list.
+pub const MAX_KEYS: usize = 8;
+
+/// Most dependencies one manifest may name.
+pub const MAX_DEPENDENCIES: usize = 4;
+
+/// Longest identifier (vendor, device, component, pre-release), in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Largest envelope a bundle may carry; a verifier buffer of this size accepts every bundle.
+pub const MAX_ENVELOPE_LEN: usize = 4096;
+
+/// Largest payload alignment (1 MiB).
+pub const MAX_ALIGNMENT: u32 = 1 << 20;

@@ -1,0 +1,282 @@
+//! The manifest: what the image is, which device it is for, and the digest that binds the payload.
+
+use core::cmp::Ordering;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Document, Error};
+use crate::{MAX_ALIGNMENT, MAX_DEPENDENCIES, MAX_ID_LEN};
+
+/// Domain-separation tag of the signed bytes of a manifest.
+pub const MANIFEST_TAG: &[u8; 8] = b"SGL-MNFT";
+
+/// Checks an identifier: 1..=64 bytes of `[A-Za-z0-9._+-]`.
+///
+/// Identifiers are printed by tools and compared byte for byte, so they are kept free of
+/// control characters, spaces and look-alike Unicode.
+pub fn check_identifier(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidIdentifier)
+    }
+}
+
+/// Which device an image is for: the vendor and the device class / hardware id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductId<'a> {
+    /// The vendor, e.g. `acme-medical`.
+    pub vendor: &'a str,
+    /// The device class or hardware id, e.g. `infusion-pump-x2`.
+    pub device: &'a str,
+}
+
+impl<'a> ProductId<'a> {
+    /// Builds a validated product id.
+    pub fn new(vendor: &'a str, device: &'a str) -> Result<Self, Error> {
+        let p = ProductId { vendor, device };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks both identifiers.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_identifier(self.vendor)?;
+        check_identifier(self.device)
+    }
+}
+
+impl fmt::Display for ProductId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.vendor, self.device)
+    }
+}
+
+/// A semantic version: `major.minor.patch` with an optional pre-release (no build metadata).
+///
+/// Ordered by SemVer 2.0 precedence, which the agent uses for "newer than what runs".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version<'a> {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+    /// Pre-release identifiers (`rc.1`), empty for a release.
+    pub pre: &'a str,
+}
+
+impl<'a> Version<'a> {
+    /// Parses `1.2.3` or `1.2.3-rc.1`.
+    pub fn parse(text: &'a str) -> Result<Self, Error> {
+        let (core, pre) = match text.split_once('-') {
+            Some((core, pre)) => (core, pre),
+            None => (text, ""),
+        };
+        let mut parts = core.split('.');
+        let mut number = || -> Result<u32, Error> {
+            let part = parts.next().ok_or(Error::InvalidIdentifier)?;
+            if part.is_empty() || (part.len() > 1 && part.starts_with('0')) {
+                return Err(Error::InvalidIdentifier);
+            }
+            if !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::InvalidIdentifier);
+            }
+            part.parse().map_err(|_| Error::InvalidIdentifier)
+        };
+        let (major, minor, patch) = (number()?, number()?, number()?);
+        if parts.next().is_some() {
+            return Err(Error::InvalidIdentifier);
+        }
+        let v = Version { major, minor, patch, pre };
+        v.validate()?;
+        Ok(v)
+    }
+
+    /// Checks the pre-release: dot-separated non-empty identifiers of `[0-9A-Za-z-]`, numeric
+    /// ones without leading zeros.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.pre.is_empty() {
+            return Ok(());
+        }
+        if self.pre.len() > MAX_ID_LEN {
+            return Err(Error::InvalidIdentifier);
+        }
+        for ident in self.pre.split('.') {
+            let valid = !ident.is_empty()
+                && ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !(is_numeric(ident) && ident.len() > 1 && ident.starts_with('0'));
+            if !valid {
+                return Err(Error::InvalidIdentifier);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_numeric(ident: &str) -> bool {
+    ident.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn compare_identifier(a: &str, b: &str) -> Ordering {
+    match (is_numeric(a), is_numeric(b)) {
+        // Numeric identifiers have no leading zeros, so length then bytes is numeric order.
+        (true, true) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
+}
+
+impl Ord for Version<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.major, self.minor, self.patch)
+            .cmp(&(other.major, other.minor, other.patch))
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => {
+                    let mut a = self.pre.split('.');
+                    let mut b = other.pre.split('.');
+                    loop {
+                        match (a.next(), b.next()) {
+                            (None, None) => break Ordering::Equal,
+                            (None, Some(_)) => break Ordering::Less,
+                            (Some(_), None) => break Ordering::Greater,
+                            (Some(x), Some(y)) => match compare_identifier(x, y) {
+                                Ordering::Equal => continue,
+                                other => break other,
+                            },
+                        }
+                    }
+                }
+            })
+    }
+}
+
+impl PartialOrd for Version<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Version<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)?;
+        if !self.pre.is_empty() {
+            write!(f, "-{}", self.pre)?;
+        }
+        Ok(())
+    }
+}
+
+/// How the payload bytes are to be read. Only `Raw` exists; encrypted and delta payloads will be
+/// new variants (an older verifier rejects them as malformed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PayloadFormat {
+    /// The payload is the exact image to install.
+    Raw,
+}
+
+impl fmt::Display for PayloadFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PayloadFormat::Raw => "raw",
+        })
+    }
+}
+
+/// A component that must already be installed, at least at `min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency<'a> {
+    /// The component name.
+    pub component: &'a str,
+    /// The lowest acceptable version.
+    #[serde(borrow)]
+    pub min_version: Version<'a>,
+}
+
+/// A component the device has installed, for dependency checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstalledComponent<'a> {
+    /// The component name.
+    pub component: &'a str,
+    /// Its installed version.
+    pub version: Version<'a>,
+}
+
+/// The signed description of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest<'a> {
+    /// Which device this image is for.
+    #[serde(borrow)]
+    pub product: ProductId<'a>,
+    /// Which component / slot the image targets, e.g. `app`.
+    pub component: &'a str,
+    /// Version for display and for "newer than" checks.
+    #[serde(borrow)]
+    pub version: Version<'a>,
+    /// Anti-rollback counter: devices refuse images below their stored minimum.
+    pub security_counter: u32,
+    /// Exact payload length in bytes.
+    pub payload_size: u64,
+    /// SHA-256 of the exact payload bytes.
+    pub payload_digest: [u8; 32],
+    /// How to read the payload.
+    pub payload_format: PayloadFormat,
+    /// Alignment of the payload within the bundle (a power of two the device declares).
+    pub payload_alignment: u32,
+    /// Lowest bootloader version able to boot this image.
+    pub min_bootloader_version: Option<u32>,
+    /// Components that must be installed first.
+    #[serde(borrow)]
+    pub dependencies: heapless::Vec<Dependency<'a>, MAX_DEPENDENCIES>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// Optional expiry, seconds since the Unix epoch, for devices with trusted time.
+    pub expires: Option<u64>,
+    /// SHA-256 of the release notes.
+    pub release_notes_digest: Option<[u8; 32]>,
+    /// SHA-256 of the software bill of materials.
+    pub sbom_digest: Option<[u8; 32]>,
+}
+
+impl<'a> Manifest<'a> {
+    /// Decodes and validates the signed bytes of a manifest (step 7a). This does not check
+    /// signatures: only the bundle verifier does.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let m: Manifest<'a> = codec::decode_tagged(bytes, MANIFEST_TAG, Document::Manifest)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the fields that have a valid range.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.product.validate()?;
+        check_identifier(self.component)?;
+        self.version.validate()?;
+        for dep in &self.dependencies {
+            check_identifier(dep.component)?;
+            dep.min_version.validate()?;
+        }
+        if !self.payload_alignment.is_power_of_two() || self.payload_alignment > MAX_ALIGNMENT {
+            return Err(Error::InvalidAlignment);
+        }
+        Ok(())
+    }
+
+    /// Encodes the bytes that release keys sign.
+    #[cfg(feature = "alloc")]
+    pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
+        self.validate()?;
+        codec::encode_tagged(self, MANIFEST_TAG)
+    }
+}

@@ -1,0 +1,469 @@
+//! The one verification sequence (FORMAT.md §6), streaming over the bundle bytes in order.
+//!
+//! Every consumer runs this code: `sigil verify`, the server on upload, the agent while it
+//! downloads and again from the staging slot, and the bootloader on every boot. The verifier
+//! is fed the bundle from its first byte to its last, in chunks of any size; it holds the
+//! envelope in a caller-supplied buffer and hashes the payload as it passes, so no image is ever
+//! held in memory and no allocator is needed.
+
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{align_up, BundleHeader, Envelope, HEADER_LEN};
+use crate::error::{Document, Error, Signed};
+use crate::keys::verify_threshold;
+use crate::keyset::KeySet;
+use crate::manifest::{InstalledComponent, Manifest, ProductId, Version};
+use crate::root::TrustRoot;
+
+/// What the device (or tool) requires beyond valid signatures: the policy half of step 5 and 7.
+///
+/// Devices build it with [`DevicePolicy::device`]; tools that only check signatures and
+/// structure (the signer, the server on upload) use [`DevicePolicy::any_device`].
+#[derive(Debug, Clone, Copy)]
+pub struct DevicePolicy<'a> {
+    product: Option<ProductId<'a>>,
+    component: Option<&'a str>,
+    min_security_counter: u32,
+    min_key_set_version: u32,
+    max_bundle_len: u64,
+    newer_than: Option<Version<'a>>,
+    now: Option<u64>,
+    bootloader_version: Option<u32>,
+    installed: Option<&'a [InstalledComponent<'a>]>,
+}
+
+impl<'a> DevicePolicy<'a> {
+    /// The policy of a device of `product` whose slot holds at most `max_bundle_len` bytes.
+    pub fn device(product: ProductId<'a>, max_bundle_len: u64) -> Self {
+        DevicePolicy { product: Some(product), max_bundle_len, ..Self::any_device() }
+    }
+
+    /// No device checks: any product, no minimums, no size bound. For tools that verify
+    /// signatures and structure but install nothing.
+    pub fn any_device() -> Self {
+        DevicePolicy {
+            product: None,
+            component: None,
+            min_security_counter: 0,
+            min_key_set_version: 0,
+            max_bundle_len: u64::MAX,
+            newer_than: None,
+            now: None,
+            bootloader_version: None,
+            installed: None,
+        }
+    }
+
+    /// Requires a product (also usable on top of [`DevicePolicy::any_device`]).
+    pub fn with_product(mut self, product: ProductId<'a>) -> Self {
+        self.product = Some(product);
+        self
+    }
+
+    /// Requires the manifest to target `component`.
+    pub fn with_component(mut self, component: &'a str) -> Self {
+        self.component = Some(component);
+        self
+    }
+
+    /// The device's stored minimum security counter.
+    pub fn with_min_security_counter(mut self, minimum: u32) -> Self {
+        self.min_security_counter = minimum;
+        self
+    }
+
+    /// The device's stored minimum key set version.
+    pub fn with_min_key_set_version(mut self, minimum: u32) -> Self {
+        self.min_key_set_version = minimum;
+        self
+    }
+
+    /// The largest bundle the device's slot can hold.
+    pub fn with_max_bundle_len(mut self, max: u64) -> Self {
+        self.max_bundle_len = max;
+        self
+    }
+
+    /// Requires a version strictly newer than `running` (the agent's "newer than what runs").
+    pub fn with_newer_than(mut self, running: Version<'a>) -> Self {
+        self.newer_than = Some(running);
+        self
+    }
+
+    /// The device's trusted time (seconds since the Unix epoch), enabling the expiry check.
+    pub fn with_trusted_time(mut self, now: u64) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// The device's bootloader version, enabling the minimum bootloader check.
+    pub fn with_bootloader_version(mut self, version: u32) -> Self {
+        self.bootloader_version = Some(version);
+        self
+    }
+
+    /// The device's installed components, enabling the dependency check.
+    pub fn with_installed(mut self, installed: &'a [InstalledComponent<'a>]) -> Self {
+        self.installed = Some(installed);
+        self
+    }
+
+    /// The largest bundle this policy accepts.
+    pub fn max_bundle_len(&self) -> u64 {
+        self.max_bundle_len
+    }
+}
+
+/// A bundle whose every step passed: the only type that exposes what to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBundle<'a> {
+    header: BundleHeader,
+    manifest: Manifest<'a>,
+    key_set: KeySet<'a>,
+}
+
+impl<'a> VerifiedBundle<'a> {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest<'a> {
+        &self.manifest
+    }
+
+    /// The verified key set the manifest was signed under.
+    pub fn key_set(&self) -> &KeySet<'a> {
+        &self.key_set
+    }
+
+    /// The key set version (to store as the device minimum once the image is confirmed).
+    pub fn key_set_version(&self) -> u32 {
+        self.key_set.version
+    }
+
+    /// The security counter (to store as the device minimum once the image is confirmed).
+    pub fn security_counter(&self) -> u32 {
+        self.manifest.security_counter
+    }
+
+    /// Offset of the payload from the start of the bundle.
+    pub fn payload_offset(&self) -> u64 {
+        u64::from(self.header.payload_offset)
+    }
+
+    /// Exact payload length.
+    pub fn payload_size(&self) -> u64 {
+        self.manifest.payload_size
+    }
+
+    /// Total bundle length.
+    pub fn total_len(&self) -> u64 {
+        // Checked in step 1; the sum fits.
+        self.payload_offset().saturating_add(self.payload_size())
+    }
+}
+
+/// Header, key set and manifest that passed steps 1–7.
+#[derive(Debug, Clone)]
+struct Checked<'a> {
+    header: BundleHeader,
+    manifest: Manifest<'a>,
+    key_set: KeySet<'a>,
+}
+
+#[derive(Debug)]
+enum Stage<'a> {
+    Header { buf: [u8; HEADER_LEN], filled: usize, scratch: &'a mut [u8] },
+    Envelope { header: BundleHeader, buf: &'a mut [u8], filled: usize },
+    Padding { checked: Checked<'a>, remaining: u32 },
+    Payload { checked: Checked<'a>, hasher: Sha256, remaining: u64 },
+    Complete { checked: Checked<'a> },
+    Failed(Error),
+}
+
+/// Streams a bundle through the verification sequence.
+///
+/// ```text
+/// let mut v = BundleVerifier::new(&root, policy, &mut envelope_buf);
+/// for chunk in source { v.feed(chunk)?; }
+/// let verified = v.finish()?;
+/// ```
+///
+/// Signatures and policy are checked as soon as the envelope has arrived, before any payload
+/// byte is hashed, so a forged or unwanted bundle is refused early. After an error the verifier
+/// keeps returning that error.
+#[derive(Debug)]
+pub struct BundleVerifier<'a> {
+    root: &'a TrustRoot,
+    policy: DevicePolicy<'a>,
+    stage: Stage<'a>,
+    consumed: u64,
+    total: Option<u64>,
+}
+
+/// Copies as much of `data` as fits into `dst`, advancing `data`; returns the count.
+fn fill(dst: &mut [u8], data: &mut &[u8]) -> usize {
+    let n = dst.len().min(data.len());
+    let (head, tail) = data.split_at(n);
+    if let Some(d) = dst.get_mut(..n) {
+        d.copy_from_slice(head);
+    }
+    *data = tail;
+    n
+}
+
+/// Splits off at most `max` bytes from the front of `data`.
+fn take<'d>(data: &mut &'d [u8], max: u64) -> &'d [u8] {
+    let n = usize::try_from(max).unwrap_or(usize::MAX).min(data.len());
+    let (head, tail) = data.split_at(n);
+    *data = tail;
+    head
+}
+
+impl<'a> BundleVerifier<'a> {
+    /// Starts verification against the device's trust root and policy. `envelope_buf` holds the
+    /// envelope while it is checked; [`crate::MAX_ENVELOPE_LEN`] bytes accept every valid bundle.
+    pub fn new(root: &'a TrustRoot, policy: DevicePolicy<'a>, envelope_buf: &'a mut [u8]) -> Self {
+        BundleVerifier {
+            root,
+            policy,
+            stage: Stage::Header { buf: [0; HEADER_LEN], filled: 0, scratch: envelope_buf },
+            consumed: 0,
+            total: None,
+        }
+    }
+
+    /// The bundle's total length, known once the header has passed step 1.
+    pub fn total_len(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Bytes fed so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The manifest once steps 1–7 passed (signatures and policy), before the payload is
+    /// verified. For progress reports only: nothing may be installed from it.
+    pub fn authenticated_manifest(&self) -> Option<&Manifest<'a>> {
+        match &self.stage {
+            Stage::Padding { checked, .. }
+            | Stage::Payload { checked, .. }
+            | Stage::Complete { checked } => Some(&checked.manifest),
+            _ => None,
+        }
+    }
+
+    /// Feeds the next bytes of the bundle.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        while !data.is_empty() {
+            let before = data.len();
+            let stage = core::mem::replace(&mut self.stage, Stage::Failed(Error::Truncated));
+            let result = self.step(stage, &mut data);
+            let used = before.saturating_sub(data.len());
+            self.consumed = self.consumed.saturating_add(used as u64);
+            match result {
+                Ok(next) => self.stage = next,
+                Err(e) => {
+                    self.stage = Stage::Failed(e);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: the verified bundle, or why it is not one.
+    pub fn finish(self) -> Result<VerifiedBundle<'a>, Error> {
+        match self.stage {
+            Stage::Complete { checked } => Ok(VerifiedBundle {
+                header: checked.header,
+                manifest: checked.manifest,
+                key_set: checked.key_set,
+            }),
+            Stage::Failed(e) => Err(e),
+            _ => Err(Error::Truncated),
+        }
+    }
+
+    fn step(&mut self, stage: Stage<'a>, data: &mut &[u8]) -> Result<Stage<'a>, Error> {
+        match stage {
+            Stage::Header { mut buf, filled, scratch } => {
+                let filled = filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
+                if filled < HEADER_LEN {
+                    return Ok(Stage::Header { buf, filled, scratch });
+                }
+                // Step 1: the header's structure and bounds.
+                let header = BundleHeader::parse(&buf)?;
+                let total = header.total_len()?;
+                if total > self.policy.max_bundle_len {
+                    return Err(Error::BundleTooLarge);
+                }
+                self.total = Some(total);
+                let buf = scratch
+                    .get_mut(..header.envelope_len as usize)
+                    .ok_or(Error::BufferTooSmall)?;
+                Ok(Stage::Envelope { header, buf, filled: 0 })
+            }
+            Stage::Envelope { header, buf, filled } => {
+                let filled = filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
+                if filled < buf.len() {
+                    return Ok(Stage::Envelope { header, buf, filled });
+                }
+                let envelope: &'a [u8] = buf;
+                let checked = check_envelope(self.root, &self.policy, header, envelope)?;
+                let padding = header.padding_len()?;
+                Ok(if padding > 0 {
+                    Stage::Padding { checked, remaining: padding }
+                } else {
+                    let remaining = checked.manifest.payload_size;
+                    Stage::Payload { checked, hasher: Sha256::new(), remaining }
+                })
+            }
+            Stage::Padding { checked, remaining } => {
+                // Step 8: padding is outside the signatures, so it must be zero.
+                let chunk = take(data, u64::from(remaining));
+                if chunk.iter().any(|&b| b != 0) {
+                    return Err(Error::NonZeroPadding);
+                }
+                let remaining = remaining.saturating_sub(chunk.len() as u32);
+                Ok(if remaining > 0 {
+                    Stage::Padding { checked, remaining }
+                } else {
+                    let remaining = checked.manifest.payload_size;
+                    Stage::Payload { checked, hasher: Sha256::new(), remaining }
+                })
+            }
+            Stage::Payload { checked, mut hasher, remaining } => {
+                // Step 9: exactly payload_size bytes, hashed as they pass.
+                let chunk = take(data, remaining);
+                hasher.update(chunk);
+                let remaining = remaining.saturating_sub(chunk.len() as u64);
+                if remaining > 0 {
+                    return Ok(Stage::Payload { checked, hasher, remaining });
+                }
+                let digest: [u8; 32] = hasher.finalize().into();
+                if digest != checked.manifest.payload_digest {
+                    return Err(Error::DigestMismatch);
+                }
+                Ok(Stage::Complete { checked })
+            }
+            Stage::Complete { .. } => Err(Error::TrailingData),
+            Stage::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// Steps 2–7: decode the envelope, verify the key set under the root, verify the manifest under
+/// the key set, decode the manifest and apply the cross-checks and the device policy.
+fn check_envelope<'a>(
+    root: &TrustRoot,
+    policy: &DevicePolicy<'_>,
+    header: BundleHeader,
+    envelope: &'a [u8],
+) -> Result<Checked<'a>, Error> {
+    // Step 2: strict, canonical decode of the envelope.
+    let envelope = Envelope::decode(envelope)?;
+
+    // Steps 3–5: the key set, signed by the root threshold over its exact bytes, then decoded.
+    let key_set = envelope.signed_key_set.verify(root)?.key_set().clone();
+    // Step 5c: a key set older than the device has confirmed is revoked.
+    if key_set.version < policy.min_key_set_version {
+        return Err(Error::KeySetRolledBack {
+            found: key_set.version,
+            minimum: policy.min_key_set_version,
+        });
+    }
+
+    // Step 6: the release threshold of the key set signed the exact manifest bytes.
+    verify_threshold(
+        envelope.manifest,
+        &envelope.manifest_signatures,
+        &key_set.keys,
+        key_set.threshold,
+        Signed::Manifest,
+    )?;
+
+    // Step 7a: strict decode of the signed manifest and its field ranges.
+    let manifest = Manifest::decode(envelope.manifest)?;
+    if manifest.payload_size == 0 {
+        return Err(Error::BadLength(Document::Manifest));
+    }
+    // Step 7b: the unsigned header agrees with the signed manifest.
+    if header.payload_size != manifest.payload_size {
+        return Err(Error::PayloadSizeMismatch);
+    }
+    if header.payload_offset != align_up(header.envelope_end()?, manifest.payload_alignment)? {
+        return Err(Error::BadPayloadOffset);
+    }
+    // Step 7c: the key set's product scope.
+    if let Some(scope) = &key_set.product_scope {
+        if *scope != manifest.product {
+            return Err(Error::OutOfKeySetScope);
+        }
+    }
+    check_policy(policy, &manifest)?;
+    Ok(Checked { header, manifest, key_set })
+}
+
+/// Steps 7d–7j: the device policy.
+fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<(), Error> {
+    // 7d: product.
+    if let Some(product) = &policy.product {
+        if *product != manifest.product {
+            return Err(Error::WrongProduct);
+        }
+    }
+    // 7e: component.
+    if let Some(component) = policy.component {
+        if component != manifest.component {
+            return Err(Error::WrongComponent);
+        }
+    }
+    // 7f: anti-rollback; equal counters are allowed (same-security re-release).
+    if manifest.security_counter < policy.min_security_counter {
+        return Err(Error::CounterRolledBack {
+            found: manifest.security_counter,
+            minimum: policy.min_security_counter,
+        });
+    }
+    // 7g: newer than what runs.
+    if let Some(running) = &policy.newer_than {
+        if manifest.version <= *running {
+            return Err(Error::NotNewer);
+        }
+    }
+    // 7h: expiry, only where the device has trusted time.
+    if let (Some(now), Some(expires)) = (policy.now, manifest.expires) {
+        if now >= expires {
+            return Err(Error::Expired);
+        }
+    }
+    // 7i: minimum bootloader version.
+    if let (Some(have), Some(need)) = (policy.bootloader_version, manifest.min_bootloader_version) {
+        if have < need {
+            return Err(Error::BootloaderTooOld);
+        }
+    }
+    // 7j: dependencies.
+    if let Some(installed) = policy.installed {
+        for dep in &manifest.dependencies {
+            let ok = installed
+                .iter()
+                .any(|c| c.component == dep.component && c.version >= dep.min_version);
+            if !ok {
+                return Err(Error::DependencyUnmet);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a bundle held entirely in memory (tests, small bundles, tools).
+pub fn verify_bundle<'a>(
+    root: &'a TrustRoot,
+    policy: DevicePolicy<'a>,
+    bundle: &[u8],
+    envelope_buf: &'a mut [u8],
+) -> Result<VerifiedBundle<'a>, Error> {
+    let mut verifier = BundleVerifier::new(root, policy, envelope_buf);
+    verifier.feed(bundle)?;
+    verifier.finish()
+}

@@ -1,0 +1,1 @@
+//! Work in progress (this crate is being built in this session).
