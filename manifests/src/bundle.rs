@@ -92,7 +92,11 @@ impl BundleHeader {
             return Err(Error::TooLarge);
         }
         let envelope_len = u32::try_from(envelope_len).map_err(|_| Error::TooLarge)?;
-        let mut header = BundleHeader { envelope_len, payload_offset: 0, payload_size };
+        let mut header = BundleHeader {
+            envelope_len,
+            payload_offset: 0,
+            payload_size,
+        };
         header.payload_offset = align_up(header.envelope_end()?, alignment)?;
         header.total_len()?;
         Ok(header)
@@ -119,12 +123,16 @@ impl BundleHeader {
 
     /// Offset just past the envelope.
     pub fn envelope_end(&self) -> Result<u32, Error> {
-        (HEADER_LEN as u32).checked_add(self.envelope_len).ok_or(Error::LengthOverflow)
+        (HEADER_LEN as u32)
+            .checked_add(self.envelope_len)
+            .ok_or(Error::LengthOverflow)
     }
 
     /// Number of padding bytes between the envelope and the payload.
     pub fn padding_len(&self) -> Result<u32, Error> {
-        self.payload_offset.checked_sub(self.envelope_end()?).ok_or(Error::BadPayloadOffset)
+        self.payload_offset
+            .checked_sub(self.envelope_end()?)
+            .ok_or(Error::BadPayloadOffset)
     }
 
     /// Total bundle length: payload offset plus payload size.
@@ -185,7 +193,11 @@ impl<'a> Envelope<'a> {
     pub fn encode_prefix(&self) -> Result<alloc::vec::Vec<u8>, Error> {
         let manifest = Manifest::decode(self.manifest)?;
         let envelope = self.encode()?;
-        let header = BundleHeader::new(envelope.len(), manifest.payload_alignment, manifest.payload_size)?;
+        let header = BundleHeader::new(
+            envelope.len(),
+            manifest.payload_alignment,
+            manifest.payload_size,
+        )?;
         let mut out = alloc::vec::Vec::with_capacity(header.payload_offset as usize);
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(&envelope);
@@ -215,7 +227,10 @@ impl<'a> UnverifiedBundle<'a> {
         let env = bytes
             .get(HEADER_LEN..header.envelope_end()? as usize)
             .ok_or(Error::Truncated)?;
-        Ok(UnverifiedBundle { header, envelope: Envelope::decode(env)? })
+        Ok(UnverifiedBundle {
+            header,
+            envelope: Envelope::decode(env)?,
+        })
     }
 
     /// The unverified header.
@@ -241,5 +256,61 @@ impl<'a> UnverifiedBundle<'a> {
     /// Gives back the envelope, e.g. to add a signature and re-encode.
     pub fn into_envelope(self) -> Envelope<'a> {
         self.envelope
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips() {
+        let h = BundleHeader::new(600, 256, 12345).unwrap();
+        assert_eq!(h.payload_offset, 768);
+        assert_eq!(BundleHeader::parse(&h.encode()), Ok(h));
+    }
+
+    #[test]
+    fn align_up_checks_alignment_and_overflow() {
+        assert_eq!(align_up(33, 32), Ok(64));
+        assert_eq!(align_up(64, 32), Ok(64));
+        assert_eq!(align_up(1, 3), Err(Error::InvalidAlignment));
+        assert_eq!(align_up(1, 2 << 20), Err(Error::InvalidAlignment));
+        assert_eq!(align_up(u32::MAX, 16), Err(Error::LengthOverflow));
+    }
+
+    #[test]
+    fn header_fields_are_bounded() {
+        let good = BundleHeader::new(100, 16, 10).unwrap().encode();
+        let mut b = good;
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            BundleHeader::parse(&b),
+            Err(Error::BadLength(Document::Envelope))
+        );
+        let mut b = good;
+        b[12..16].copy_from_slice(&5000u32.to_le_bytes());
+        assert_eq!(
+            BundleHeader::parse(&b),
+            Err(Error::BadLength(Document::Envelope))
+        );
+        let mut b = good;
+        b[16..20].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(BundleHeader::parse(&b), Err(Error::BadPayloadOffset));
+        let mut b = good;
+        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(BundleHeader::parse(&b), Err(Error::BadPayloadOffset));
+        let mut b = good;
+        b[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(BundleHeader::parse(&b), Err(Error::LengthOverflow));
+        let mut b = good;
+        b[31] = 1;
+        assert_eq!(BundleHeader::parse(&b), Err(Error::NonZeroPadding));
+        let mut b = good;
+        b[10] = 31;
+        assert_eq!(
+            BundleHeader::parse(&b),
+            Err(Error::BadLength(Document::Header))
+        );
     }
 }

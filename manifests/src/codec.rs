@@ -51,8 +51,14 @@ where
     if !rest.is_empty() {
         return Err(Error::TrailingBytes(doc));
     }
-    let canonical = postcard::serialize_with_flavor(&value, Compare { expected: body, pos: 0 })
-        .unwrap_or(false);
+    let canonical = postcard::serialize_with_flavor(
+        &value,
+        Compare {
+            expected: body,
+            pos: 0,
+        },
+    )
+    .unwrap_or(false);
     if !canonical {
         return Err(Error::NonCanonical(doc));
     }
@@ -122,11 +128,77 @@ pub mod bytes64 {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 64], A::Error> {
                 let mut out = [0u8; 64];
                 for slot in out.iter_mut() {
-                    *slot = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(64, &self))?;
+                    *slot = seq
+                        .next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(64, &self))?;
                 }
                 Ok(out)
             }
         }
         d.deserialize_tuple(64, V)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // fixed test sizes
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Doc {
+        n: u32,
+        flag: bool,
+    }
+
+    const TAG: &[u8; 8] = b"SGL-TEST";
+
+    fn prefixed(body: &[u8]) -> ([u8; 32], usize) {
+        let mut out = [0u8; 32];
+        out[..8].copy_from_slice(TAG);
+        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[10..10 + body.len()].copy_from_slice(body);
+        (out, 10 + body.len())
+    }
+
+    #[test]
+    fn canonical_body_decodes() {
+        let (b, n) = prefixed(&[0x7f, 0x01]);
+        let d: Doc = decode_tagged(&b[..n], TAG, Document::Manifest).unwrap();
+        assert_eq!(d, Doc { n: 127, flag: true });
+    }
+
+    #[test]
+    fn overlong_varint_is_non_canonical() {
+        // 127 encoded in two bytes instead of one.
+        let (b, n) = prefixed(&[0xff, 0x00, 0x01]);
+        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
+        assert_eq!(r, Err(Error::NonCanonical(Document::Manifest)));
+    }
+
+    #[test]
+    fn bool_other_than_zero_or_one_is_malformed() {
+        let (b, n) = prefixed(&[0x01, 0x02]);
+        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
+        assert_eq!(r, Err(Error::Malformed(Document::Manifest)));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let (b, n) = prefixed(&[0x01, 0x01, 0x00]);
+        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
+        assert_eq!(r, Err(Error::TrailingBytes(Document::Manifest)));
+    }
+
+    #[test]
+    fn tag_and_version_are_checked_before_the_body() {
+        let (mut b, n) = prefixed(&[0xff, 0xff]);
+        b[8] = 2;
+        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
+        assert_eq!(r, Err(Error::UnsupportedVersion(Document::Manifest, 2)));
+        b[0] = b'X';
+        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
+        assert_eq!(r, Err(Error::WrongTag(Document::Manifest)));
+        let r: Result<Doc, _> = decode_tagged(&b[..9], b"XGL-TEST", Document::Manifest);
+        assert_eq!(r, Err(Error::Malformed(Document::Manifest)));
     }
 }

@@ -162,7 +162,9 @@ impl fmt::Display for Error {
             Error::BadLength(d) => write!(f, "step 1: {d} length is outside the format limits"),
             Error::LengthOverflow => f.write_str("step 1: bundle lengths overflow"),
             Error::BundleTooLarge => f.write_str("step 1: bundle is larger than the slot"),
-            Error::BufferTooSmall => f.write_str("step 1: envelope is larger than the verifier's buffer"),
+            Error::BufferTooSmall => {
+                f.write_str("step 1: envelope is larger than the verifier's buffer")
+            }
             Error::BadPayloadOffset => {
                 f.write_str("step 7: header payload offset is not the aligned end of the envelope")
             }
@@ -174,9 +176,17 @@ impl fmt::Display for Error {
             Error::NoKeys(d) => write!(f, "{d} lists no keys"),
             Error::InvalidPublicKey => f.write_str("a public key is not a valid ed25519 point"),
             Error::WeakPublicKey => f.write_str("a public key has small order"),
-            Error::UnknownSigner(s) => write!(f, "{} signature by a key that may not sign it", step_of(*s, s)),
+            Error::UnknownSigner(s) => write!(
+                f,
+                "{} signature by a key that may not sign it",
+                step_of(*s, s)
+            ),
             Error::BadSignature(s) => write!(f, "{} signature does not verify", step_of(*s, s)),
-            Error::ThresholdNotMet { what, found, required } => write!(
+            Error::ThresholdNotMet {
+                what,
+                found,
+                required,
+            } => write!(
                 f,
                 "{} signed by {found} distinct key(s), threshold is {required}",
                 step_of(*what, what)
@@ -197,12 +207,20 @@ impl fmt::Display for Error {
             Error::NotNewer => f.write_str("step 7: version is not newer than the running one"),
             Error::Expired => f.write_str("step 7: manifest has expired"),
             Error::BootloaderTooOld => f.write_str("step 7: bootloader is older than required"),
-            Error::DependencyUnmet => f.write_str("step 7: a required component is missing or too old"),
-            Error::InvalidIdentifier => f.write_str("an identifier is empty, too long or has invalid characters"),
-            Error::InvalidAlignment => f.write_str("payload alignment is not a power of two up to 1 MiB"),
+            Error::DependencyUnmet => {
+                f.write_str("step 7: a required component is missing or too old")
+            }
+            Error::InvalidIdentifier => {
+                f.write_str("an identifier is empty, too long or has invalid characters")
+            }
+            Error::InvalidAlignment => {
+                f.write_str("payload alignment is not a power of two up to 1 MiB")
+            }
             Error::Truncated => f.write_str("step 9: bundle is truncated"),
             Error::TrailingData => f.write_str("step 9: data continues past the end of the bundle"),
-            Error::DigestMismatch => f.write_str("step 9: payload digest does not match the manifest"),
+            Error::DigestMismatch => {
+                f.write_str("step 9: payload digest does not match the manifest")
+            }
             Error::TooLarge => f.write_str("value exceeds a format limit"),
         }
     }

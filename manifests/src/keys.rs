@@ -59,7 +59,11 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
         if vk.is_weak() {
             return Err(Error::WeakPublicKey);
         }
-        if keys.iter().skip(i.saturating_add(1)).any(|other| other == key) {
+        if keys
+            .iter()
+            .skip(i.saturating_add(1))
+            .any(|other| other == key)
+        {
             return Err(Error::DuplicateKey(doc));
         }
     }
@@ -105,7 +109,95 @@ pub fn verify_threshold(
         }
     }
     if found < threshold {
-        return Err(Error::ThresholdNotMet { what, found, required: threshold });
+        return Err(Error::ThresholdNotMet {
+            what,
+            found,
+            required: threshold,
+        });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    fn pk(seed: u8) -> PublicKey {
+        SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_bytes()
+    }
+
+    #[test]
+    fn key_lists_are_checked() {
+        let d = Document::KeySet;
+        assert_eq!(check_keys(&[], 1, d), Err(Error::NoKeys(d)));
+        assert_eq!(
+            check_keys(&[pk(1), pk(1)], 1, d),
+            Err(Error::DuplicateKey(d))
+        );
+        assert_eq!(check_keys(&[pk(1)], 0, d), Err(Error::InvalidThreshold(d)));
+        assert_eq!(check_keys(&[pk(1)], 2, d), Err(Error::InvalidThreshold(d)));
+        assert_eq!(check_keys(&[pk(1), pk(2)], 2, d), Ok(()));
+    }
+
+    #[test]
+    fn small_order_keys_are_refused() {
+        // The identity point (y = 1): every signature "verifies" under lax checks.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(
+            check_keys(&[identity], 1, Document::TrustRoot),
+            Err(Error::WeakPublicKey)
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_point_are_refused() {
+        // y = 2 is not the y-coordinate of any point on the curve.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert_eq!(
+            check_keys(&[not_a_point], 1, Document::TrustRoot),
+            Err(Error::InvalidPublicKey)
+        );
+    }
+
+    #[test]
+    fn each_key_counts_once_and_every_signature_must_verify() {
+        let msg = b"SGL-MNFT\x01\x00body";
+        let keys = [pk(1), pk(2)];
+        let s1 = SignatureEntry::sign(&SigningKey::from_bytes(&[1; 32]), msg);
+        let s2 = SignatureEntry::sign(&SigningKey::from_bytes(&[2; 32]), msg);
+        let m = Signed::Manifest;
+        assert_eq!(verify_threshold(msg, &[s1, s2], &keys, 2, m), Ok(()));
+        assert_eq!(
+            verify_threshold(msg, &[s1, s1], &keys, 2, m),
+            Err(Error::ThresholdNotMet {
+                what: m,
+                found: 1,
+                required: 2
+            })
+        );
+        let mut forged = s2;
+        forged.signature[5] ^= 1;
+        assert_eq!(
+            verify_threshold(msg, &[s1, forged], &keys, 1, m),
+            Err(Error::BadSignature(m))
+        );
+        let foreign = SignatureEntry::sign(&SigningKey::from_bytes(&[9; 32]), msg);
+        assert_eq!(
+            verify_threshold(msg, &[s1, foreign], &keys, 1, m),
+            Err(Error::UnknownSigner(m))
+        );
+        assert_eq!(
+            verify_threshold(msg, &[], &keys, 1, m),
+            Err(Error::ThresholdNotMet {
+                what: m,
+                found: 0,
+                required: 1
+            })
+        );
+    }
 }

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Document, Error, Signed};
-use crate::keys::{check_keys, verify_threshold, KeyList, PublicKey, SignatureEntry, SignatureList};
+use crate::keys::{
+    check_keys, verify_threshold, KeyList, PublicKey, SignatureEntry, SignatureList,
+};
 use crate::manifest::ProductId;
 use crate::root::TrustRoot;
 
@@ -55,7 +57,12 @@ impl<'a> KeySet<'a> {
         if let Some(scope) = &product_scope {
             scope.validate()?;
         }
-        Ok(KeySet { version, threshold, product_scope, keys })
+        Ok(KeySet {
+            version,
+            threshold,
+            product_scope,
+            keys,
+        })
     }
 
     /// Encodes the bytes that root keys sign.
@@ -112,7 +119,13 @@ impl<'a> SignedKeySet<'a> {
     /// the bytes decode to a valid key set.
     pub fn verify(&self, root: &TrustRoot) -> Result<VerifiedKeySet<'a>, Error> {
         // Step 4: signatures over the exact received bytes, before they are decoded.
-        verify_threshold(self.key_set, &self.signatures, &root.keys, root.threshold, Signed::KeySet)?;
+        verify_threshold(
+            self.key_set,
+            &self.signatures,
+            &root.keys,
+            root.threshold,
+            Signed::KeySet,
+        )?;
         // Step 5a–5b: strict decode and key list checks.
         let key_set = KeySet::decode(self.key_set)?;
         Ok(VerifiedKeySet { key_set })

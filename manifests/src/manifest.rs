@@ -19,7 +19,9 @@ pub const MANIFEST_TAG: &[u8; 8] = b"SGL-MNFT";
 pub fn check_identifier(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -76,6 +78,7 @@ impl<'a> Version<'a> {
     /// Parses `1.2.3` or `1.2.3-rc.1`.
     pub fn parse(text: &'a str) -> Result<Self, Error> {
         let (core, pre) = match text.split_once('-') {
+            Some((_, "")) => return Err(Error::InvalidIdentifier),
             Some((core, pre)) => (core, pre),
             None => (text, ""),
         };
@@ -94,7 +97,12 @@ impl<'a> Version<'a> {
         if parts.next().is_some() {
             return Err(Error::InvalidIdentifier);
         }
-        let v = Version { major, minor, patch, pre };
+        let v = Version {
+            major,
+            minor,
+            patch,
+            pre,
+        };
         v.validate()?;
         Ok(v)
     }
@@ -110,7 +118,9 @@ impl<'a> Version<'a> {
         }
         for ident in self.pre.split('.') {
             let valid = !ident.is_empty()
-                && ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && ident
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !(is_numeric(ident) && ident.len() > 1 && ident.starts_with('0'));
             if !valid {
                 return Err(Error::InvalidIdentifier);
@@ -278,5 +288,69 @@ impl<'a> Manifest<'a> {
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
         self.validate()?;
         codec::encode_tagged(self, MANIFEST_TAG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert!(check_identifier("acme-medical_2.x+y").is_ok());
+        for bad in ["", "a b", "caf\u{e9}", "a/b", "\u{1b}[31m", &"x".repeat(65)] {
+            assert_eq!(
+                check_identifier(bad),
+                Err(Error::InvalidIdentifier),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_parse_strictly() {
+        let v = Version::parse("1.20.3-rc.1").unwrap();
+        assert_eq!((v.major, v.minor, v.patch, v.pre), (1, 20, 3, "rc.1"));
+        for bad in [
+            "1.2",
+            "1.2.3.4",
+            "01.2.3",
+            "1.2.3-",
+            "1.2.3-rc..1",
+            "1.2.3-01",
+            "1.2.3+b",
+            "v1.2.3",
+            "1.2.99999999999",
+        ] {
+            assert_eq!(
+                Version::parse(bad),
+                Err(Error::InvalidIdentifier),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_precedence() {
+        let order = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.0.1",
+            "1.1.0",
+            "2.0.0",
+        ];
+        for pair in order.windows(2) {
+            let (a, b) = (
+                Version::parse(pair[0]).unwrap(),
+                Version::parse(pair[1]).unwrap(),
+            );
+            assert!(a < b, "{a} < {b}");
+        }
     }
 }

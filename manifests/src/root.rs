@@ -35,7 +35,11 @@ impl TrustRoot {
     pub fn new(root_version: u32, threshold: u8, keys: &[PublicKey]) -> Result<Self, Error> {
         let keys = KeyList::from_slice(keys).map_err(|_| Error::TooLarge)?;
         check_keys(&keys, threshold, Document::TrustRoot)?;
-        Ok(TrustRoot { root_version, threshold, keys })
+        Ok(TrustRoot {
+            root_version,
+            threshold,
+            keys,
+        })
     }
 
     /// Encodes the trust root file.

@@ -35,7 +35,11 @@ pub struct DevicePolicy<'a> {
 impl<'a> DevicePolicy<'a> {
     /// The policy of a device of `product` whose slot holds at most `max_bundle_len` bytes.
     pub fn device(product: ProductId<'a>, max_bundle_len: u64) -> Self {
-        DevicePolicy { product: Some(product), max_bundle_len, ..Self::any_device() }
+        DevicePolicy {
+            product: Some(product),
+            max_bundle_len,
+            ..Self::any_device()
+        }
     }
 
     /// No device checks: any product, no minimums, no size bound. For tools that verify
@@ -170,11 +174,28 @@ struct Checked<'a> {
 
 #[derive(Debug)]
 enum Stage<'a> {
-    Header { buf: [u8; HEADER_LEN], filled: usize, scratch: &'a mut [u8] },
-    Envelope { header: BundleHeader, buf: &'a mut [u8], filled: usize },
-    Padding { checked: Checked<'a>, remaining: u32 },
-    Payload { checked: Checked<'a>, hasher: Sha256, remaining: u64 },
-    Complete { checked: Checked<'a> },
+    Header {
+        buf: [u8; HEADER_LEN],
+        filled: usize,
+        scratch: &'a mut [u8],
+    },
+    Envelope {
+        header: BundleHeader,
+        buf: &'a mut [u8],
+        filled: usize,
+    },
+    Padding {
+        checked: Checked<'a>,
+        remaining: u32,
+    },
+    Payload {
+        checked: Checked<'a>,
+        hasher: Sha256,
+        remaining: u64,
+    },
+    Complete {
+        checked: Checked<'a>,
+    },
     Failed(Error),
 }
 
@@ -224,7 +245,11 @@ impl<'a> BundleVerifier<'a> {
         BundleVerifier {
             root,
             policy,
-            stage: Stage::Header { buf: [0; HEADER_LEN], filled: 0, scratch: envelope_buf },
+            stage: Stage::Header {
+                buf: [0; HEADER_LEN],
+                filled: 0,
+                scratch: envelope_buf,
+            },
             consumed: 0,
             total: None,
         }
@@ -285,10 +310,19 @@ impl<'a> BundleVerifier<'a> {
 
     fn step(&mut self, stage: Stage<'a>, data: &mut &[u8]) -> Result<Stage<'a>, Error> {
         match stage {
-            Stage::Header { mut buf, filled, scratch } => {
-                let filled = filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
+            Stage::Header {
+                mut buf,
+                filled,
+                scratch,
+            } => {
+                let filled =
+                    filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
                 if filled < HEADER_LEN {
-                    return Ok(Stage::Header { buf, filled, scratch });
+                    return Ok(Stage::Header {
+                        buf,
+                        filled,
+                        scratch,
+                    });
                 }
                 // Step 1: the header's structure and bounds.
                 let header = BundleHeader::parse(&buf)?;
@@ -300,21 +334,41 @@ impl<'a> BundleVerifier<'a> {
                 let buf = scratch
                     .get_mut(..header.envelope_len as usize)
                     .ok_or(Error::BufferTooSmall)?;
-                Ok(Stage::Envelope { header, buf, filled: 0 })
+                Ok(Stage::Envelope {
+                    header,
+                    buf,
+                    filled: 0,
+                })
             }
-            Stage::Envelope { header, buf, filled } => {
-                let filled = filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
+            Stage::Envelope {
+                header,
+                buf,
+                filled,
+            } => {
+                let filled =
+                    filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
                 if filled < buf.len() {
-                    return Ok(Stage::Envelope { header, buf, filled });
+                    return Ok(Stage::Envelope {
+                        header,
+                        buf,
+                        filled,
+                    });
                 }
                 let envelope: &'a [u8] = buf;
                 let checked = check_envelope(self.root, &self.policy, header, envelope)?;
                 let padding = header.padding_len()?;
                 Ok(if padding > 0 {
-                    Stage::Padding { checked, remaining: padding }
+                    Stage::Padding {
+                        checked,
+                        remaining: padding,
+                    }
                 } else {
                     let remaining = checked.manifest.payload_size;
-                    Stage::Payload { checked, hasher: Sha256::new(), remaining }
+                    Stage::Payload {
+                        checked,
+                        hasher: Sha256::new(),
+                        remaining,
+                    }
                 })
             }
             Stage::Padding { checked, remaining } => {
@@ -328,16 +382,28 @@ impl<'a> BundleVerifier<'a> {
                     Stage::Padding { checked, remaining }
                 } else {
                     let remaining = checked.manifest.payload_size;
-                    Stage::Payload { checked, hasher: Sha256::new(), remaining }
+                    Stage::Payload {
+                        checked,
+                        hasher: Sha256::new(),
+                        remaining,
+                    }
                 })
             }
-            Stage::Payload { checked, mut hasher, remaining } => {
+            Stage::Payload {
+                checked,
+                mut hasher,
+                remaining,
+            } => {
                 // Step 9: exactly payload_size bytes, hashed as they pass.
                 let chunk = take(data, remaining);
                 hasher.update(chunk);
                 let remaining = remaining.saturating_sub(chunk.len() as u64);
                 if remaining > 0 {
-                    return Ok(Stage::Payload { checked, hasher, remaining });
+                    return Ok(Stage::Payload {
+                        checked,
+                        hasher,
+                        remaining,
+                    });
                 }
                 let digest: [u8; 32] = hasher.finalize().into();
                 if digest != checked.manifest.payload_digest {
@@ -400,7 +466,11 @@ fn check_envelope<'a>(
         }
     }
     check_policy(policy, &manifest)?;
-    Ok(Checked { header, manifest, key_set })
+    Ok(Checked {
+        header,
+        manifest,
+        key_set,
+    })
 }
 
 /// Steps 7d–7j: the device policy.

@@ -1,5 +1,7 @@
 //! Builders for test bundles: deterministic keys, a trust root, a key set and signed bundles.
 #![allow(dead_code)]
+// Test builders: a failure here is a broken test set-up and should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
@@ -78,17 +80,28 @@ pub fn manifest_for<'a>(spec: &'a Spec) -> Manifest<'a> {
 
 pub fn key_set_bytes(spec: &Spec) -> Vec<u8> {
     let keys: Vec<PublicKey> = spec.release_keys.iter().map(|&s| public(s)).collect();
-    KeySet::new(spec.key_set_version, spec.key_set_threshold, spec.scope, &keys)
-        .unwrap()
-        .encode()
-        .unwrap()
+    KeySet::new(
+        spec.key_set_version,
+        spec.key_set_threshold,
+        spec.scope,
+        &keys,
+    )
+    .unwrap()
+    .encode()
+    .unwrap()
 }
 
 pub fn bundle_from(spec: &Spec, manifest_bytes: &[u8]) -> Vec<u8> {
     let ks = key_set_bytes(spec);
-    let mut signed = SignedKeySet { key_set: &ks, signatures: Default::default() };
+    let mut signed = SignedKeySet {
+        key_set: &ks,
+        signatures: Default::default(),
+    };
     for &s in &spec.root_signers {
-        signed.signatures.push(SignatureEntry::sign(&key(s), &ks)).unwrap();
+        signed
+            .signatures
+            .push(SignatureEntry::sign(&key(s), &ks))
+            .unwrap();
     }
     let mut envelope = Envelope {
         signed_key_set: signed,
@@ -96,7 +109,10 @@ pub fn bundle_from(spec: &Spec, manifest_bytes: &[u8]) -> Vec<u8> {
         manifest_signatures: Default::default(),
     };
     for &s in &spec.manifest_signers {
-        envelope.manifest_signatures.push(SignatureEntry::sign(&key(s), manifest_bytes)).unwrap();
+        envelope
+            .manifest_signatures
+            .push(SignatureEntry::sign(&key(s), manifest_bytes))
+            .unwrap();
     }
     let mut out = envelope.encode_prefix().unwrap();
     out.extend_from_slice(&spec.payload);

@@ -1,0 +1,133 @@
+//! Property tests: round-trips, ordering, and arbitrary bytes through every decoder without a
+//! panic (the in-tree complement of the fuzz target in `manifests/fuzz`).
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use sigil_manifests::*;
+
+fn ident() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._+-]{1,64}"
+}
+
+fn pre() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "(0|[1-9][0-9]{0,5}|[A-Za-z-][0-9A-Za-z-]{0,6})(\\.(0|[1-9][0-9]{0,5}|[A-Za-z-][0-9A-Za-z-]{0,6})){0,3}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn manifest_round_trips(
+        vendor in ident(), device in ident(), component in ident(),
+        major: u32, minor: u32, patch: u32, pre in pre(),
+        counter: u32, size in 1u64.., digest: [u8; 32], align_log in 0u32..=20,
+        min_bl: Option<u32>, created: u64, expires: Option<u64>,
+        notes: Option<[u8; 32]>, sbom: Option<[u8; 32]>,
+    ) {
+        let m = Manifest {
+            product: ProductId { vendor: &vendor, device: &device },
+            component: &component,
+            version: Version { major, minor, patch, pre: &pre },
+            security_counter: counter,
+            payload_size: size,
+            payload_digest: digest,
+            payload_format: PayloadFormat::Raw,
+            payload_alignment: 1 << align_log,
+            min_bootloader_version: min_bl,
+            dependencies: heapless::Vec::from_slice(&[Dependency {
+                component: &component,
+                min_version: Version { major, minor: 0, patch: 0, pre: "" },
+            }]).unwrap(),
+            created,
+            expires,
+            release_notes_digest: notes,
+            sbom_digest: sbom,
+        };
+        let bytes = m.encode().unwrap();
+        prop_assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn version_display_parses_back_and_orders_like_semver(
+        a in (any::<u32>(), any::<u32>(), any::<u32>(), pre()),
+        b in (any::<u32>(), any::<u32>(), any::<u32>(), pre()),
+    ) {
+        let va = Version { major: a.0, minor: a.1, patch: a.2, pre: &a.3 };
+        let vb = Version { major: b.0, minor: b.1, patch: b.2, pre: &b.3 };
+        let sa = va.to_string();
+        let sb = vb.to_string();
+        prop_assert_eq!(Version::parse(&sa).unwrap(), va);
+        let reference = semver::Version::parse(&sa).unwrap().cmp(&semver::Version::parse(&sb).unwrap());
+        prop_assert_eq!(va.cmp(&vb), reference);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        let _ = TrustRoot::decode(&bytes);
+        let _ = KeySet::decode(&bytes);
+        let _ = SignedKeySet::decode(&bytes);
+        let _ = Manifest::decode(&bytes);
+        let _ = Envelope::decode(&bytes);
+        let _ = UnverifiedBundle::parse(&bytes);
+        let _ = verify(&bytes, policy());
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_valid_prefixes_never_panic(
+        which in 0usize..5,
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let tags: [&[u8; 8]; 5] = [b"SGL-ROOT", b"SGL-KSET", b"SGL-SKEY", b"SGL-MNFT", b"SGL-BNDL"];
+        let mut bytes = tags[which].to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&body);
+        let _ = TrustRoot::decode(&bytes);
+        let _ = KeySet::decode(&bytes);
+        let _ = SignedKeySet::decode(&bytes);
+        let _ = Manifest::decode(&bytes);
+        let _ = UnverifiedBundle::parse(&bytes);
+        let _ = verify(&bytes, policy());
+    }
+
+    #[test]
+    fn chunking_does_not_change_the_verdict(
+        cuts in proptest::collection::vec(0usize..1700, 0..12),
+        flip in proptest::option::of((0usize..1700, 1u8..=255)),
+    ) {
+        let mut b = bundle(&Spec::default());
+        if let Some((at, mask)) = flip {
+            let at = at % b.len();
+            b[at] ^= mask;
+        }
+        let whole = verify(&b, policy());
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (b.len() + 1)).collect();
+        cuts.sort_unstable();
+        let root = root();
+        let mut buf = [0u8; MAX_ENVELOPE_LEN];
+        let mut v = BundleVerifier::new(&root, policy(), &mut buf);
+        let mut start = 0;
+        let mut fed = Ok(());
+        for end in cuts.into_iter().chain([b.len()]) {
+            if fed.is_ok() {
+                fed = v.feed(&b[start..end]);
+            }
+            start = end;
+        }
+        let chunked = fed.and_then(|()| v.finish()).map(|v| (v.security_counter(), v.key_set_version()));
+        prop_assert_eq!(chunked, whole);
+        prop_assert_eq!(whole.is_ok(), flip.is_none());
+    }
+
+    #[test]
+    fn mutated_bundles_are_rejected(at in 0usize..1700, mask in 1u8..=255) {
+        let mut b = bundle(&Spec::default());
+        let at = at % b.len();
+        b[at] ^= mask;
+        prop_assert!(verify(&b, policy()).is_err());
+    }
+}
