@@ -3,6 +3,9 @@
 //! format change that silently starts accepting one of them fails here; `SIGIL_BLESS=1`
 //! regenerates them (signatures are deterministic, so regeneration is reproducible).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

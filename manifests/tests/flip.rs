@@ -2,6 +2,9 @@
 //! Outside the payload nothing is unauthenticated slack: signatures, key ids, lengths, tags,
 //! header fields and padding are all either signed, cross-checked or required to be zero.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

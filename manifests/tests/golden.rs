@@ -2,6 +2,9 @@
 //! verifying, and today's encoder must still produce them byte for byte. A change that breaks
 //! either is a format break (FORMAT.md §7). `SIGIL_BLESS=1` writes them.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

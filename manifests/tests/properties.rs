@@ -1,6 +1,9 @@
 //! Property tests: round-trips, ordering, and arbitrary bytes through every decoder without a
 //! panic (the in-tree complement of the fuzz target in `manifests/fuzz`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
