@@ -85,6 +85,15 @@ pub fn verify_threshold(
     threshold: u8,
     what: Signed,
 ) -> Result<(), Error> {
+    // Decoders already refuse such thresholds; this also covers a root or key set built by hand
+    // (the fields are public), where a zero threshold would accept no signatures at all.
+    if threshold == 0 || usize::from(threshold) > allowed.len() {
+        let doc = match what {
+            Signed::KeySet => Document::TrustRoot,
+            Signed::Manifest => Document::KeySet,
+        };
+        return Err(Error::InvalidThreshold(doc));
+    }
     let mut ids = [[0u8; 32]; MAX_KEYS];
     for (id, key) in ids.iter_mut().zip(allowed) {
         *id = key_id(key);
