@@ -1,1 +1,43 @@
-//! Work in progress (this crate is being built in this session).
+//! `sigil`, the release engineer's tool of Sigil: ed25519 keys, trust roots, key sets, signing
+//! firmware images into bundles, verifying and inspecting them.
+//!
+//! The binary is a thin layer over this library: `main` parses [`cli::Cli`], calls [`run`],
+//! prints the error chain and exits with the code [`exit::ExitCode::of`] gives. Every file
+//! format and every verification step comes from `sigil-manifests`; this crate never checks a
+//! signature or a digest itself, it runs the format's verifier.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod bundle_file;
+pub mod cli;
+pub mod docs;
+pub mod exit;
+pub mod files;
+pub mod inspect;
+pub mod keyfile;
+pub mod keygen;
+pub mod keyset;
+pub mod report;
+pub mod root;
+pub mod sign;
+pub mod verify;
+
+use std::io::Write;
+
+use cli::{Cli, Command};
+
+/// Runs one parsed command line, writing its report to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Keygen(args) => keygen::run(args, out)?,
+        Command::Root(command) => root::run(command, out)?,
+        Command::Keyset(command) => keyset::run(command, out)?,
+        Command::Sign(args) => sign::run(args, out)?,
+        Command::Verify(args) => verify::run(args, out)?,
+        Command::Inspect(args) => inspect::run(args, out)?,
+        Command::Completions(args) => docs::completions(args, out)?,
+        Command::Man(args) => docs::man(args, out)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `sigil keygen`: a new ed25519 key pair.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use ed25519_dalek::SigningKey;
+use rand_core::OsRng;
+
+use crate::files::{self, FileError, Overwrite};
+use crate::keyfile::{self, KeyError};
+
+/// Arguments of `sigil keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (PKCS#8 PEM, mode 0600). Never overwritten.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Where to write the public key (SPKI PEM) [default: FILE with `.pem` replaced by
+    /// `.pub.pem`, or FILE + `.pub`]. Never overwritten.
+    #[arg(long, value_name = "FILE")]
+    pub public_out: Option<PathBuf>,
+}
+
+/// Errors of `sigil keygen`.
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    /// Writing a key file failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Encoding failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A key file exists already; keys are never overwritten.
+    #[error("{0} already exists; keys are never overwritten (choose another name)")]
+    Exists(PathBuf),
+    /// The public key would be written over the private key.
+    #[error("the public key path equals the private key path {0}")]
+    SamePath(PathBuf),
+    /// Writing the report failed.
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+}
+
+/// The default public key path beside a private key path.
+pub fn default_public_path(private: &Path) -> PathBuf {
+    let name = private
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.strip_suffix(".pem") {
+        Some(stem) if !stem.is_empty() => private.with_file_name(format!("{stem}.pub.pem")),
+        _ => private.with_file_name(format!("{name}.pub")),
+    }
+}
+
+/// Generates a key pair from the OS random generator and writes both files.
+pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
+    let public_path = args
+        .public_out
+        .clone()
+        .unwrap_or_else(|| default_public_path(&args.out));
+    if public_path == args.out {
+        return Err(KeygenError::SamePath(public_path));
+    }
+    // Refuse before generating anything if either file exists.
+    for path in [&args.out, &public_path] {
+        if path.symlink_metadata().is_ok() {
+            return Err(KeygenError::Exists(path.clone()));
+        }
+    }
+    let key = SigningKey::generate(&mut OsRng);
+    let private_pem = keyfile::private_key_pem(&key)?;
+    let public_pem = keyfile::public_key_pem(&key.verifying_key())?;
+
+    files::write_atomic(
+        &args.out,
+        private_pem.as_bytes(),
+        Overwrite::Never,
+        files::SECRET_MODE,
+    )?;
+    if let Err(e) = files::write_atomic(
+        &public_path,
+        public_pem.as_bytes(),
+        Overwrite::Never,
+        files::PUBLIC_MODE,
+    ) {
+        // The private key was never used: remove it rather than leave half a key pair.
+        let _ = std::fs::remove_file(&args.out);
+        return Err(e.into());
+    }
+    let id = keyfile::key_id_hex(&key.verifying_key().to_bytes());
+    writeln!(
+        out,
+        "private key: {} (keep it offline; mode 0600)",
+        args.out.display()
+    )
+    .and_then(|()| writeln!(out, "public key:  {}", public_path.display()))
+    .and_then(|()| writeln!(out, "key id:      {id}"))
+    .map_err(KeygenError::Output)
+}

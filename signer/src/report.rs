@@ -1,0 +1,143 @@
+//! Human-readable and JSON views of decoded documents, shared by `verify` and `inspect`.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use sigil_manifests::{KeySet, Manifest, SignatureEntry, TrustRoot};
+
+use crate::keyfile::key_id_hex;
+
+fn time_text(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs));
+    match t {
+        Some(t) => format!("{} ({secs})", humantime::format_rfc3339_seconds(t)),
+        None => secs.to_string(),
+    }
+}
+
+fn opt_hex(d: &Option<[u8; 32]>) -> Value {
+    d.map_or(Value::Null, |d| Value::String(hex::encode(d)))
+}
+
+/// The manifest as JSON.
+pub fn manifest_json(m: &Manifest<'_>) -> Value {
+    json!({
+        "product": { "vendor": m.product.vendor, "device": m.product.device },
+        "component": m.component,
+        "version": m.version.to_string(),
+        "security_counter": m.security_counter,
+        "payload_size": m.payload_size,
+        "payload_sha256": hex::encode(m.payload_digest),
+        "payload_format": m.payload_format.to_string(),
+        "payload_alignment": m.payload_alignment,
+        "min_bootloader_version": m.min_bootloader_version,
+        "dependencies": m.dependencies.iter().map(|d| json!({
+            "component": d.component,
+            "min_version": d.min_version.to_string(),
+        })).collect::<Vec<_>>(),
+        "created": m.created,
+        "expires": m.expires,
+        "release_notes_sha256": opt_hex(&m.release_notes_digest),
+        "sbom_sha256": opt_hex(&m.sbom_digest),
+    })
+}
+
+/// The manifest as indented text lines.
+pub fn manifest_text(m: &Manifest<'_>) -> String {
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "  product:            {}", m.product);
+    let _ = writeln!(s, "  component:          {}", m.component);
+    let _ = writeln!(s, "  version:            {}", m.version);
+    let _ = writeln!(s, "  security counter:   {}", m.security_counter);
+    let _ = writeln!(
+        s,
+        "  payload:            {} bytes, {}, aligned to {}",
+        m.payload_size, m.payload_format, m.payload_alignment
+    );
+    let _ = writeln!(s, "  payload sha256:     {}", hex::encode(m.payload_digest));
+    if let Some(v) = m.min_bootloader_version {
+        let _ = writeln!(s, "  min bootloader:     {v}");
+    }
+    for d in &m.dependencies {
+        let _ = writeln!(
+            s,
+            "  requires:           {} >= {}",
+            d.component, d.min_version
+        );
+    }
+    let _ = writeln!(s, "  created:            {}", time_text(m.created));
+    match m.expires {
+        Some(e) => {
+            let _ = writeln!(s, "  expires:            {}", time_text(e));
+        }
+        None => {
+            let _ = writeln!(s, "  expires:            never");
+        }
+    }
+    if let Some(d) = m.release_notes_digest {
+        let _ = writeln!(s, "  release notes sha256: {}", hex::encode(d));
+    }
+    if let Some(d) = m.sbom_digest {
+        let _ = writeln!(s, "  SBOM sha256:        {}", hex::encode(d));
+    }
+    s
+}
+
+/// The key set as JSON (signatures separately).
+pub fn key_set_json(k: &KeySet<'_>) -> Value {
+    json!({
+        "version": k.version,
+        "threshold": k.threshold,
+        "product_scope": k.product_scope.map(|p| json!({ "vendor": p.vendor, "device": p.device })),
+        "keys": k.keys.iter().map(|key| json!({
+            "key_id": key_id_hex(key),
+            "public_key": hex::encode(key),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The key set as indented text lines.
+pub fn key_set_text(k: &KeySet<'_>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "  version:            {}", k.version);
+    let _ = writeln!(
+        s,
+        "  threshold:          {} of {} release keys",
+        k.threshold,
+        k.keys.len()
+    );
+    match &k.product_scope {
+        Some(p) => {
+            let _ = writeln!(s, "  product scope:      {p}");
+        }
+        None => {
+            let _ = writeln!(s, "  product scope:      any product");
+        }
+    }
+    for key in &k.keys {
+        let _ = writeln!(s, "  release key:        {}", key_id_hex(key));
+    }
+    s
+}
+
+/// The trust root as JSON.
+pub fn root_json(r: &TrustRoot) -> Value {
+    json!({
+        "root_version": r.root_version,
+        "threshold": r.threshold,
+        "keys": r.keys.iter().map(|key| json!({
+            "key_id": key_id_hex(key),
+            "public_key": hex::encode(key),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The key ids of a signature list as JSON.
+pub fn signatures_json(sigs: &[SignatureEntry]) -> Value {
+    Value::Array(
+        sigs.iter()
+            .map(|e| json!({ "key_id": hex::encode(e.key_id) }))
+            .collect(),
+    )
+}
