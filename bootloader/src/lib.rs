@@ -1,1 +1,35 @@
-//! Work in progress (this crate is being built in this session).
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Flash contents reach every index and every offset sum in this crate: all are checked.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+#[macro_use]
+mod log;
+
+pub mod boot;
+pub mod control;
+mod crc;
+mod error;
+pub mod layout;
+pub mod record;
+#[cfg(feature = "sim")]
+pub mod sim;
+mod store;
+mod verify;
+
+pub use boot::{BootConfig, BootImage, Bootloader};
+pub use control::BootControl;
+pub use error::Error;
+pub use layout::{Geometry, Layout, LayoutError};
+pub use record::{BootState, ImageId, Outcome, Phase};

@@ -1,0 +1,133 @@
+//! Turns `../board.toml` into Rust constants (`config.rs`) and the two linker scripts
+//! (`boot/memory.x`, `app/memory.x`), so the flash map has a single source.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)] // build script: a bad board.toml must stop the build loudly
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Board {
+    memory: Memory,
+    flash: Flash,
+    layout: Layout,
+    device: Device,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Memory {
+    bootloader: u32,
+    bootloader_size: u32,
+    ram: u32,
+    ram_size: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Flash {
+    base: u32,
+    erase_size: u32,
+    write_size: u32,
+    read_size: u32,
+    erased: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layout {
+    state: u32,
+    active: u32,
+    staging: u32,
+    slot_sectors: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Device {
+    vendor: String,
+    device: String,
+    trial_attempts: u8,
+    payload_alignment: u32,
+}
+
+fn fail(msg: &str) -> ! {
+    panic!("board.toml: {msg}");
+}
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let path = manifest_dir.join("../board.toml");
+    println!("cargo:rerun-if-changed={}", path.display());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| fail(&format!("{e}")));
+    let b: Board = toml::from_str(&text).unwrap_or_else(|e| fail(&format!("{e}")));
+
+    let s = b.flash.erase_size;
+    let slot = b.layout.slot_sectors * s;
+    let flash_size = [
+        b.layout.state + 2 * s,
+        b.layout.active + slot,
+        b.layout.staging + slot + s,
+    ]
+    .into_iter()
+    .max()
+    .unwrap();
+    // The bootloader's own image, RAM and the flash device must not overlap: the linker
+    // places nothing inside the flash device, which the driver accesses as plain memory.
+    let boot_end = b.memory.bootloader + b.memory.bootloader_size;
+    if boot_end > b.flash.base {
+        fail("the bootloader region overlaps the flash device");
+    }
+    let ram_end = b.memory.ram + b.memory.ram_size;
+    if b.memory.ram < b.flash.base + flash_size && b.flash.base < ram_end {
+        fail("RAM overlaps the flash device");
+    }
+    let a = b.device.payload_alignment;
+    if !a.is_power_of_two() || a < 256 || a >= slot {
+        fail("payload_alignment must be a power of two, >= 256 (vector table) and < the slot");
+    }
+    let app_origin = b.flash.base + b.layout.active + a;
+    let app_len = slot - a;
+
+    let mut cfg = String::new();
+    let mut c = |name: &str, ty: &str, value: String, doc: &str| {
+        writeln!(cfg, "/// {doc}\npub const {name}: {ty} = {value};").unwrap();
+    };
+    c("BOOTLOADER_ORIGIN", "u32", format!("{:#x}", b.memory.bootloader), "Address the bootloader runs from.");
+    c("BOOTLOADER_SIZE", "u32", format!("{:#x}", b.memory.bootloader_size), "Size reserved for the bootloader.");
+    c("RAM_ORIGIN", "u32", format!("{:#x}", b.memory.ram), "Start of RAM.");
+    c("RAM_SIZE", "u32", format!("{:#x}", b.memory.ram_size), "RAM size.");
+    c("FLASH_BASE", "u32", format!("{:#x}", b.flash.base), "Address of flash offset 0.");
+    c("FLASH_SIZE", "usize", format!("{flash_size:#x}"), "Flash device size: up to the end of the staging slot.");
+    c("ERASE_SIZE", "usize", format!("{}", b.flash.erase_size), "Erase sector size.");
+    c("WRITE_SIZE", "usize", format!("{}", b.flash.write_size), "Write granularity.");
+    c("READ_SIZE", "usize", format!("{}", b.flash.read_size), "Read granularity.");
+    c("ERASED", "u8", format!("{:#x}", b.flash.erased), "Value of an erased byte.");
+    c("STATE", "u32", format!("{:#x}", b.layout.state), "Offset of the boot-control region.");
+    c("ACTIVE", "u32", format!("{:#x}", b.layout.active), "Offset of the active slot.");
+    c("STAGING", "u32", format!("{:#x}", b.layout.staging), "Offset of the staging slot.");
+    c("SLOT_SECTORS", "u32", format!("{}", b.layout.slot_sectors), "Sectors per slot.");
+    c("VENDOR", "&str", format!("{:?}", b.device.vendor), "Product vendor.");
+    c("DEVICE", "&str", format!("{:?}", b.device.device), "Product device class.");
+    c("TRIAL_ATTEMPTS", "u8", format!("{}", b.device.trial_attempts), "Trial boots before a revert.");
+    c("PAYLOAD_ALIGNMENT", "u32", format!("{a}"), "Payload alignment images are signed with.");
+    c("APP_ORIGIN", "u32", format!("{app_origin:#x}"), "Where the application image is linked.");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(out.join("config.rs"), cfg).unwrap();
+
+    let ram = format!("  RAM : ORIGIN = {:#x}, LENGTH = {:#x}\n", b.memory.ram, b.memory.ram_size);
+    for (dir, origin, len) in [
+        ("boot", b.memory.bootloader, b.memory.bootloader_size),
+        ("app", app_origin, app_len),
+    ] {
+        let d = out.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        let x = format!(
+            "/* Generated from board.toml by sigil-board-mps2-an385's build.rs. */\nMEMORY\n{{\n  FLASH : ORIGIN = {origin:#x}, LENGTH = {len:#x}\n{ram}}}\n"
+        );
+        std::fs::write(d.join("memory.x"), x).unwrap();
+    }
+    println!("cargo:memory_dir={}", out.display());
+}

@@ -1,0 +1,163 @@
+//! A NOR flash driver over the SSRAM window that stands in for flash, persisted to a host file.
+//!
+//! QEMU loads `flash.bin` into the window before reset (`-device loader,file=flash.bin,...`);
+//! every erase and write is applied to the window *and* written through to the same file with
+//! semihosting `SYS_SEEK`/`SYS_WRITE`, so the next QEMU run (the next boot) sees it, and so do
+//! the host tools (`sigil-flash state`). The window is what the image executes from.
+//!
+//! NOR semantics are enforced, not assumed: erase works on whole sectors and sets them to the
+//! erased value; a write must be `WRITE_SIZE`-aligned and can only clear bits (the result is
+//! `old & new`, as on real NOR cells); anything out of bounds or misaligned is an error.
+
+use embedded_storage::nor_flash::{
+    check_erase, check_read, check_write, ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError,
+    NorFlashErrorKind, ReadNorFlash,
+};
+use semihosting::fs::File;
+use semihosting::io::{Seek, SeekFrom, Write};
+
+use crate::config;
+use crate::glue;
+
+/// The host file the flash is persisted to, relative to QEMU's working directory.
+pub const HOST_FILE: &core::ffi::CStr = c"flash.bin";
+
+/// Bytes handled per step (a stack buffer; the bootloader core also moves 256-byte chunks).
+const CHUNK: usize = 256;
+
+/// Why a flash operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlashError {
+    /// Offset or length not aligned to the read, write or erase size.
+    NotAligned,
+    /// The range leaves the flash device.
+    OutOfBounds,
+    /// `flash.bin` is missing, of the wrong size, or a write to it failed: the flash would not
+    /// persist, so nothing is written at all.
+    HostFile,
+    /// The flash window was already handed out.
+    Taken,
+}
+
+impl NorFlashError for FlashError {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            FlashError::NotAligned => NorFlashErrorKind::NotAligned,
+            FlashError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            FlashError::HostFile | FlashError::Taken => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+impl From<NorFlashErrorKind> for FlashError {
+    fn from(kind: NorFlashErrorKind) -> Self {
+        match kind {
+            NorFlashErrorKind::NotAligned => FlashError::NotAligned,
+            _ => FlashError::OutOfBounds,
+        }
+    }
+}
+
+impl core::fmt::Display for FlashError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            FlashError::NotAligned => "flash access not aligned",
+            FlashError::OutOfBounds => "flash access out of bounds",
+            FlashError::HostFile => "host file flash.bin missing, of the wrong size, or not writable",
+            FlashError::Taken => "flash driver already in use",
+        })
+    }
+}
+
+/// The board's flash device: the SSRAM window at [`config::FLASH_BASE`], persisted to
+/// [`HOST_FILE`]. Only one exists at a time.
+#[derive(Debug)]
+pub struct Flash {
+    file: File,
+    _window: glue::Window,
+}
+
+impl Flash {
+    /// Takes the flash window and opens its host file, which must exist and be exactly
+    /// [`config::FLASH_SIZE`] bytes (an image made by `sigil-flash`).
+    pub fn new() -> Result<Self, FlashError> {
+        let window = glue::Window::take().ok_or(FlashError::Taken)?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(HOST_FILE)
+            .map_err(|_| FlashError::HostFile)?;
+        let len = file.metadata().map_err(|_| FlashError::HostFile)?.len();
+        if len != config::FLASH_SIZE as u64 {
+            return Err(FlashError::HostFile);
+        }
+        Ok(Flash { file, _window: window })
+    }
+
+    /// Writes `bytes` (already applied to the window) through to the host file at `offset`.
+    fn persist(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        self.file
+            .seek(SeekFrom::Start(u64::from(offset)))
+            .map_err(|_| FlashError::HostFile)?;
+        self.file.write_all(bytes).map_err(|_| FlashError::HostFile)
+    }
+}
+
+impl ErrorType for Flash {
+    type Error = FlashError;
+}
+
+impl ReadNorFlash for Flash {
+    const READ_SIZE: usize = config::READ_SIZE;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+        check_read(self, offset, bytes.len())?;
+        glue::read_window(offset, bytes).ok_or(FlashError::OutOfBounds)
+    }
+
+    fn capacity(&self) -> usize {
+        config::FLASH_SIZE
+    }
+}
+
+impl NorFlash for Flash {
+    const WRITE_SIZE: usize = config::WRITE_SIZE;
+    const ERASE_SIZE: usize = config::ERASE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+        check_erase(self, from, to)?;
+        let erased = [config::ERASED; CHUNK];
+        let mut at = from;
+        while at < to {
+            let n = CHUNK.min((to - at) as usize);
+            let chunk = erased.get(..n).ok_or(FlashError::OutOfBounds)?;
+            glue::write_window(at, chunk).ok_or(FlashError::OutOfBounds)?;
+            self.persist(at, chunk)?;
+            at = at.checked_add(n as u32).ok_or(FlashError::OutOfBounds)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        check_write(self, offset, bytes.len())?;
+        let mut at = offset;
+        for data in bytes.chunks(CHUNK) {
+            let mut cells = [0u8; CHUNK];
+            let cells = cells.get_mut(..data.len()).ok_or(FlashError::OutOfBounds)?;
+            glue::read_window(at, cells).ok_or(FlashError::OutOfBounds)?;
+            // NOR programming only moves bits from 1 to 0.
+            for (cell, &new) in cells.iter_mut().zip(data) {
+                *cell &= new;
+            }
+            glue::write_window(at, cells).ok_or(FlashError::OutOfBounds)?;
+            self.persist(at, cells)?;
+            at = at.checked_add(data.len() as u32).ok_or(FlashError::OutOfBounds)?;
+        }
+        Ok(())
+    }
+}
+
+/// Programming clears bits only, so writing a location again is well defined (the result is
+/// the AND), as the boot-control log may do after a torn write.
+impl MultiwriteNorFlash for Flash {}

@@ -1,0 +1,155 @@
+//! Board glue for QEMU's `mps2-an385` (Cortex-M3): everything the portable
+//! [`sigil_bootloader`] needs from a board, and nothing else.
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | [`config`], [`LAYOUT`] | the flash map from `board.toml`, checked at compile time |
+//! | [`Flash`] | a NOR flash driver over SSRAM, mirrored to the host file `flash.bin` |
+//! | [`start_image`] | checks a verified image's vector table and jumps to it |
+//! | [`log!`] | semihosting log lines that compile to nothing without the `log` feature |
+//! | [`exit`] | the QEMU exit codes the tests read |
+//!
+//! # Flash map (default `board.toml`)
+//!
+//! | address | size | region |
+//! |---|---|---|
+//! | `0x0000_0000` | 64 KiB | bootloader (`-kernel`) |
+//! | `0x0001_0000` | 8 KiB | boot-control records (flash offset 0, two sectors) |
+//! | `0x0001_2000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0001_3000` |
+//! | `0x0015_2000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0015_3000` |
+//! | `0x2000_0000` | 64 KiB | RAM |
+//!
+//! Only `glue.rs` holds `unsafe` code: copying bytes to and from the flash window, the jump,
+//! and (benchmarks only) the stack high-water scan.
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod config {
+    //! Constants generated from `board.toml`.
+    include!(concat!(env!("OUT_DIR"), "/config.rs"));
+}
+
+mod flash;
+#[allow(unsafe_code)] // the board glue: see the module documentation
+mod glue;
+#[doc(hidden)]
+pub mod logging;
+
+#[cfg(feature = "bench")]
+pub use glue::{peak_stack, stack_size};
+pub use flash::{Flash, FlashError};
+#[doc(hidden)]
+pub use semihosting as __semihosting;
+
+use sigil_bootloader::{BootImage, Geometry, Layout};
+
+/// The checked flash layout. A layout that does not fit the geometry fails the build.
+pub const LAYOUT: Layout = match Layout::new(
+    Geometry::of::<Flash>(config::ERASED),
+    config::STATE,
+    config::ACTIVE,
+    config::STAGING,
+    config::SLOT_SECTORS,
+) {
+    Ok(layout) => layout,
+    Err(e) => panic!("{}", e.message()),
+};
+
+// The application is linked where the payload of an installed bundle lands.
+const _: () = assert!(config::APP_ORIGIN == config::FLASH_BASE + config::ACTIVE + config::PAYLOAD_ALIGNMENT);
+
+/// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests.
+pub mod exit {
+    /// The bootloader refused to boot: no verified image (the device's safe state).
+    pub const NO_BOOTABLE_IMAGE: u8 = 0x50;
+    /// The flash device (or its host file) failed.
+    pub const FLASH_ERROR: u8 = 0x51;
+    /// A verified image's vector table does not point into the image: not started.
+    pub const BAD_VECTOR_TABLE: u8 = 0x52;
+    /// Any other boot error (exhausted state log, bad layout, bad trust root).
+    pub const BOOT_ERROR: u8 = 0x53;
+    /// A panic (never expected).
+    pub const PANIC: u8 = 0x5F;
+    /// Benchmark run finished.
+    pub const BENCH_DONE: u8 = 0x5A;
+
+    /// Ends the QEMU run with `code` (semihosting `SYS_EXIT_EXTENDED`). On a real board this is
+    /// where the device would park in its safe state.
+    pub fn exit(code: u8) -> ! {
+        semihosting::process::exit(i32::from(code))
+    }
+}
+
+/// Why a verified image was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JumpError {
+    /// The vector table could not be read.
+    Flash,
+    /// The image is not aligned for VTOR (256 bytes on this core).
+    Misaligned,
+    /// The initial stack pointer is not inside RAM.
+    BadStackPointer,
+    /// The reset vector is not a Thumb address inside the verified payload.
+    BadResetVector,
+}
+
+impl core::fmt::Display for JumpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            JumpError::Flash => "vector table unreadable",
+            JumpError::Misaligned => "image not aligned for VTOR",
+            JumpError::BadStackPointer => "initial stack pointer outside RAM",
+            JumpError::BadResetVector => "reset vector outside the verified image",
+        })
+    }
+}
+
+/// Vector table alignment required by VTOR: 16 system + 32 external vectors (mps2-an385)
+/// = 192 bytes, rounded up to a power of two.
+const VTOR_ALIGN: u32 = 256;
+
+/// Starts the image the bootloader core just verified: checks that its vector table keeps
+/// execution inside the verified bytes, closes the flash (and its host file), relocates the
+/// vector table, loads the stack pointer and jumps. Returns only if a check fails.
+pub fn start_image(image: &BootImage, mut flash: Flash) -> JumpError {
+    let table = match checked_vector_table(image, &mut flash) {
+        Ok(table) => table,
+        Err(e) => return e,
+    };
+    drop(flash);
+    #[allow(unsafe_code)] // the one call into the jump
+    // SAFETY: `image` comes from `Bootloader::boot`, which verified the whole payload in this
+    // boot (signature chain, policy, digest); `checked_vector_table` checked that the table is
+    // VTOR-aligned inside the payload, its stack pointer lies in RAM and its reset vector is a
+    // Thumb address inside the payload. The flash driver (and its host file) was dropped above;
+    // nothing of the bootloader runs afterwards.
+    unsafe {
+        glue::jump(table)
+    }
+}
+
+fn checked_vector_table(image: &BootImage, flash: &mut Flash) -> Result<u32, JumpError> {
+    use embedded_storage::nor_flash::ReadNorFlash;
+    let offset = image.payload_offset();
+    let size = u32::try_from(image.payload_size()).map_err(|_| JumpError::BadResetVector)?;
+    let table = config::FLASH_BASE.checked_add(offset).ok_or(JumpError::Misaligned)?;
+    if table % VTOR_ALIGN != 0 {
+        return Err(JumpError::Misaligned);
+    }
+    let mut words = [0u8; 8];
+    flash.read(offset, &mut words).map_err(|_| JumpError::Flash)?;
+    let [s0, s1, s2, s3, r0, r1, r2, r3] = words;
+    let sp = u32::from_le_bytes([s0, s1, s2, s3]);
+    let reset = u32::from_le_bytes([r0, r1, r2, r3]);
+    let ram_end = config::RAM_ORIGIN.saturating_add(config::RAM_SIZE);
+    if sp <= config::RAM_ORIGIN || sp > ram_end || sp % 8 != 0 {
+        return Err(JumpError::BadStackPointer);
+    }
+    let end = table.checked_add(size).ok_or(JumpError::BadResetVector)?;
+    let target = reset & !1;
+    if reset & 1 == 0 || target < table.saturating_add(8) || target >= end {
+        return Err(JumpError::BadResetVector);
+    }
+    Ok(table)
+}

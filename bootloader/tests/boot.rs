@@ -1,0 +1,429 @@
+//! Boot decisions, update, confirm and revert on a fault-free simulated flash; fixtures are
+//! named after the attack or fault they represent.
+
+mod common;
+
+use common::*;
+use sigil_bootloader::{Error, Outcome, Phase};
+
+type Dev = Rig<4, 256>;
+
+const SLOT_SECTORS: u32 = 10;
+
+fn v1() -> Spec {
+    Spec {
+        counter: 1,
+        version: "1.0.0",
+        payload_len: 700,
+        payload_seed: 1,
+        ..Spec::default()
+    }
+}
+
+fn v2() -> Spec {
+    Spec {
+        counter: 2,
+        version: "2.0.0",
+        payload_len: 1200,
+        payload_seed: 2,
+        ..Spec::default()
+    }
+}
+
+/// A device running v1 (confirmed), with v2 staged and pending.
+fn pending_update() -> Dev {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&v1()));
+    dev.boot().unwrap();
+    dev.stage(&bundle(&v2())).unwrap();
+    dev
+}
+
+fn active_untouched(dev: &Dev) -> bool {
+    (0..SLOT_SECTORS).all(|i| {
+        let s = dev.flash.stats(dev.active_sector(i));
+        s.writes == 0 && s.erases == 0
+    })
+}
+
+#[test]
+fn valid_image_boots() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    let b = bundle(&v1());
+    dev.provision(&b);
+    let image = dev.boot().unwrap();
+    assert!(!image.is_trial());
+    assert_eq!(image.security_counter(), 1);
+    let header = sigil_manifests::UnverifiedBundle::parse(&b).unwrap();
+    assert_eq!(
+        image.payload_offset(),
+        dev.layout.active_offset() + header.header().payload_offset
+    );
+    assert_eq!(image.payload_size(), 700);
+    // The factory image is confirmed by definition: its counter becomes the floor.
+    let state = dev.state();
+    assert_eq!(
+        (
+            state.phase,
+            state.min_security_counter,
+            state.min_key_set_version
+        ),
+        (Phase::Idle, 1, 1)
+    );
+    // Booting again writes nothing.
+    let ops = dev.flash.ops();
+    dev.boot().unwrap();
+    assert_eq!(dev.flash.ops(), ops);
+}
+
+#[test]
+fn blank_device_stays_in_safe_state() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    assert!(matches!(dev.boot(), Err(Error::NoBootableImage(_))));
+}
+
+#[test]
+fn tampered_active_image_is_refused() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    let mut b = bundle(&v1());
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    dev.provision(&b);
+    assert_eq!(
+        dev.boot(),
+        Err(Error::NoBootableImage(
+            sigil_manifests::Error::DigestMismatch
+        ))
+    );
+}
+
+#[test]
+fn tampered_active_signature_is_refused() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    let mut b = bundle(&v1());
+    b[100] ^= 0x10;
+    dev.provision(&b);
+    assert!(matches!(dev.boot(), Err(Error::NoBootableImage(_))));
+}
+
+#[test]
+fn wrong_product_is_refused() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    let other = sigil_manifests::ProductId::new("acme", "monitor-m1").unwrap();
+    dev.provision(&bundle(&Spec {
+        product: other,
+        ..v1()
+    }));
+    assert_eq!(
+        dev.boot(),
+        Err(Error::NoBootableImage(sigil_manifests::Error::WrongProduct))
+    );
+}
+
+#[test]
+fn wrong_product_update_is_refused_without_touching_the_active_slot() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&v1()));
+    dev.boot().unwrap();
+    let other = sigil_manifests::ProductId::new("acme", "monitor-m1").unwrap();
+    dev.stage(&bundle(&Spec {
+        product: other,
+        ..v2()
+    }))
+    .unwrap();
+    dev.flash.reset_stats();
+    let image = dev.boot().unwrap();
+    assert_eq!(image.security_counter(), 1);
+    assert!(active_untouched(&dev));
+    assert_eq!(dev.state().outcome, Outcome::StagedInvalid);
+}
+
+#[test]
+fn tampered_staged_update_is_refused_without_touching_the_active_slot() {
+    let mut dev = pending_update();
+    let at = dev.layout.staged_bundle_offset() as usize + bundle(&v2()).len() - 10;
+    dev.flash.bytes_mut()[at] ^= 0x55;
+    dev.flash.reset_stats();
+    let image = dev.boot().unwrap();
+    assert_eq!(image.security_counter(), 1);
+    assert!(!image.is_trial());
+    assert!(active_untouched(&dev));
+    assert!(dev.active_holds(&bundle(&v1())));
+    let state = dev.state();
+    assert_eq!(
+        (state.phase, state.outcome),
+        (Phase::Idle, Outcome::StagedInvalid)
+    );
+}
+
+#[test]
+fn rolled_back_counter_update_is_refused() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&Spec { counter: 3, ..v1() }));
+    dev.boot().unwrap();
+    dev.stage(&bundle(&v2())).unwrap(); // counter 2 < 3
+    dev.flash.reset_stats();
+    let image = dev.boot().unwrap();
+    assert_eq!(image.security_counter(), 3);
+    assert!(active_untouched(&dev));
+    assert_eq!(dev.state().outcome, Outcome::StagedInvalid);
+}
+
+#[test]
+fn rolled_back_counter_active_image_is_refused() {
+    // A device whose stored minimum is 2 (v2 confirmed) must not boot v1, even if v1 is put
+    // back into the active slot by hand.
+    let mut dev = pending_update();
+    dev.boot().unwrap();
+    dev.confirm().unwrap();
+    dev.boot().unwrap();
+    let b = bundle(&v1());
+    let at = dev.layout.active_offset() as usize;
+    dev.flash.bytes_mut()[at..at + dev.layout.max_bundle_len() as usize].fill(0xFF);
+    dev.provision(&b);
+    assert_eq!(
+        dev.boot(),
+        Err(Error::NoBootableImage(
+            sigil_manifests::Error::CounterRolledBack {
+                found: 1,
+                minimum: 2
+            }
+        ))
+    );
+}
+
+#[test]
+fn rolled_back_key_set_update_is_refused() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&Spec {
+        key_set_version: 2,
+        ..v1()
+    }));
+    dev.boot().unwrap();
+    dev.stage(&bundle(&Spec {
+        key_set_version: 1,
+        ..v2()
+    }))
+    .unwrap();
+    dev.boot().unwrap();
+    let state = dev.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_key_set_version),
+        (Phase::Idle, Outcome::StagedInvalid, 2)
+    );
+}
+
+#[test]
+fn update_is_confirmed_and_counters_rise_only_on_confirm() {
+    let mut dev = pending_update();
+    let image = dev.boot().unwrap();
+    assert!(image.is_trial());
+    assert_eq!(image.security_counter(), 2);
+    assert!(dev.active_holds(&bundle(&v2())));
+    let state = dev.state();
+    assert_eq!(state.phase, Phase::Trial);
+    assert_eq!(
+        state.min_security_counter, 1,
+        "installing must not raise the counter"
+    );
+    assert_eq!(state.trial_security_counter, 2);
+    // The application confirms.
+    dev.confirm().unwrap();
+    let state = dev.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Confirmed, 2)
+    );
+    let image = dev.boot().unwrap();
+    assert!(!image.is_trial());
+    assert_eq!(image.security_counter(), 2);
+    // Confirming again is a no-op.
+    dev.confirm().unwrap();
+}
+
+#[test]
+fn unconfirmed_update_reverts_and_is_not_retried() {
+    let mut dev = pending_update();
+    for left in (0..dev.attempts).rev() {
+        let image = dev.boot().unwrap();
+        assert!(image.is_trial());
+        assert_eq!(image.attempts_left(), left);
+    }
+    let image = dev.boot().unwrap();
+    assert!(!image.is_trial());
+    assert_eq!(image.security_counter(), 1);
+    assert!(dev.active_holds(&bundle(&v1())));
+    let state = dev.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Reverted, 1)
+    );
+    assert_eq!(state.rejected, Some(image_id(&v2())));
+    // The revert restored the staged bundle where it was: marking it pending again is refused.
+    let mut ctl = dev.control();
+    ctl.mark_pending().unwrap();
+    drop(ctl);
+    dev.flash.reset_stats();
+    let image = dev.boot().unwrap();
+    assert_eq!(image.security_counter(), 1);
+    assert!(active_untouched(&dev));
+    assert_eq!(dev.state().outcome, Outcome::AlreadyRejected);
+}
+
+#[test]
+fn equal_counter_update_is_allowed() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&Spec { counter: 5, ..v1() }));
+    dev.boot().unwrap();
+    dev.stage(&bundle(&Spec { counter: 5, ..v2() })).unwrap();
+    assert!(dev.boot().unwrap().is_trial());
+    dev.confirm().unwrap();
+    let image = dev.boot().unwrap();
+    assert_eq!((image.security_counter(), image.is_trial()), (5, false));
+    assert!(dev.active_holds(&bundle(&Spec { counter: 5, ..v2() })));
+}
+
+#[test]
+fn tampered_trial_image_is_reverted() {
+    let mut dev = pending_update();
+    dev.boot().unwrap();
+    let at = dev.layout.active_offset() as usize + bundle(&v2()).len() - 1;
+    dev.flash.bytes_mut()[at] ^= 0x55;
+    let image = dev.boot().unwrap();
+    assert_eq!(image.security_counter(), 1);
+    assert_eq!(dev.state().outcome, Outcome::TrialInvalid);
+}
+
+#[test]
+fn staging_is_refused_outside_idle() {
+    let mut dev = pending_update();
+    assert_eq!(
+        dev.control().mark_pending(),
+        Err(Error::WrongPhase(Phase::Pending))
+    );
+    dev.boot().unwrap();
+    let mut ctl = dev.control();
+    assert_eq!(ctl.erase_staging(256), Err(Error::WrongPhase(Phase::Trial)));
+    assert_eq!(
+        ctl.write_staging(0, &[0; 4]),
+        Err(Error::WrongPhase(Phase::Trial))
+    );
+    assert_eq!(ctl.mark_pending(), Err(Error::WrongPhase(Phase::Trial)));
+}
+
+#[test]
+fn cancelled_pending_request_installs_nothing() {
+    let mut dev = pending_update();
+    dev.control().cancel_pending().unwrap();
+    dev.flash.reset_stats();
+    assert!(!dev.boot().unwrap().is_trial());
+    assert!(active_untouched(&dev));
+}
+
+#[test]
+fn agent_can_verify_the_staged_bundle_and_read_the_running_version() {
+    let mut dev = pending_update();
+    let config = dev.config();
+    let layout = dev.layout;
+    let mut ctl = dev.control();
+    let state = ctl.state();
+    let mut buf = [0u8; sigil_manifests::MAX_ENVELOPE_LEN];
+    let staged = ctl
+        .verify_staged(root(), config.policy(&layout, &state), &mut buf)
+        .unwrap();
+    assert_eq!(staged.manifest().version.to_string(), "2.0.0");
+    let mut buf = [0u8; sigil_manifests::MAX_ENVELOPE_LEN];
+    let active = ctl
+        .verify_active(root(), config.policy(&layout, &state), &mut buf)
+        .unwrap();
+    assert_eq!(
+        (
+            active.manifest().version.to_string(),
+            active.security_counter()
+        ),
+        ("1.0.0".into(), 1)
+    );
+}
+
+#[test]
+fn first_install_onto_a_blank_active_slot() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    assert!(dev.boot().is_err());
+    dev.stage(&bundle(&v2())).unwrap();
+    assert!(dev.boot().unwrap().is_trial());
+    dev.confirm().unwrap();
+    assert_eq!(dev.boot().unwrap().security_counter(), 2);
+}
+
+#[test]
+fn one_erase_per_image_sector_per_update_and_per_revert() {
+    let mut dev = pending_update();
+    let s = dev.layout.sector_size() as usize;
+    let k = bundle(&v1()).len().max(bundle(&v2()).len()).div_ceil(s) as u32;
+    dev.flash.reset_stats();
+    dev.boot().unwrap();
+    for i in 0..SLOT_SECTORS {
+        let want = u64::from(i < k);
+        assert_eq!(
+            dev.flash.stats(dev.active_sector(i)).erases,
+            want,
+            "update: active sector {i}"
+        );
+        assert_eq!(
+            dev.flash.stats(dev.staging_sector(i)).erases,
+            want,
+            "update: staging sector {i}"
+        );
+    }
+    assert_eq!(dev.flash.stats(dev.staging_sector(SLOT_SECTORS)).erases, 0);
+    for _ in 1..dev.attempts {
+        dev.boot().unwrap();
+    }
+    dev.flash.reset_stats();
+    dev.boot().unwrap();
+    assert_eq!(dev.state().outcome, Outcome::Reverted);
+    for i in 0..SLOT_SECTORS {
+        assert_eq!(
+            dev.flash.stats(dev.active_sector(i)).erases,
+            u64::from(i < k),
+            "revert: active {i}"
+        );
+        let staged_sector = u64::from((1..=k).contains(&i));
+        assert_eq!(
+            dev.flash.stats(dev.staging_sector(i)).erases,
+            staged_sector,
+            "revert: staging {i}"
+        );
+    }
+    assert_eq!(dev.flash.violations(), 0);
+}
+
+#[test]
+fn corrupt_newest_state_record_falls_back_to_the_previous_one() {
+    // `corrupt-state-record`: a bit flip in the newest record loses one step, never the state.
+    let mut dev = pending_update();
+    let seq = dev.state().sequence;
+    let stride = dev.layout.record_stride() as usize;
+    let pos = (0..dev.layout.sector_size() as usize * 2)
+        .step_by(stride)
+        .find(|&at| {
+            dev.flash.bytes()[at + 4..at + 8] == seq.to_le_bytes() && dev.flash.bytes()[at] == b'S'
+        })
+        .unwrap();
+    dev.flash.bytes_mut()[pos + 20] ^= 0x01;
+    let state = dev.state();
+    assert_eq!((state.phase, state.sequence), (Phase::Idle, seq - 1));
+    assert!(!dev.boot().unwrap().is_trial());
+}
+
+#[test]
+fn erased_value_zero_flash_works() {
+    let mut dev: Rig<8, 512> = Rig::new(6, 0x00);
+    dev.provision(&bundle(&v1()));
+    dev.boot().unwrap();
+    dev.stage(&bundle(&v2())).unwrap();
+    assert!(dev.boot().unwrap().is_trial());
+    dev.confirm().unwrap();
+    assert_eq!(dev.boot().unwrap().security_counter(), 2);
+    assert_eq!(dev.flash.violations(), 0);
+}

@@ -1,0 +1,207 @@
+//! Test rig: signed bundles, a simulated device, and the invariants every trial checks.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+use sigil_bootloader::sim::SimFlash;
+use sigil_bootloader::{
+    BootConfig, BootControl, BootImage, BootState, Bootloader, Error, Geometry, Layout,
+};
+use sigil_manifests::*;
+
+pub fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn public(seed: u8) -> PublicKey {
+    key(seed).verifying_key().to_bytes()
+}
+
+pub const ROOT_SEEDS: [u8; 3] = [1, 2, 3];
+pub const RELEASE_SEEDS: [u8; 2] = [11, 12];
+
+pub fn root() -> &'static TrustRoot {
+    static ROOT: OnceLock<TrustRoot> = OnceLock::new();
+    ROOT.get_or_init(|| TrustRoot::new(1, 2, &ROOT_SEEDS.map(public)).unwrap())
+}
+
+pub fn product() -> ProductId<'static> {
+    ProductId::new("acme", "pump-x2").unwrap()
+}
+
+/// What a test varies in a bundle.
+#[derive(Clone)]
+pub struct Spec {
+    pub product: ProductId<'static>,
+    pub counter: u32,
+    pub key_set_version: u32,
+    pub version: &'static str,
+    pub payload_len: usize,
+    pub payload_seed: u8,
+    pub alignment: u32,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            product: product(),
+            counter: 1,
+            key_set_version: 1,
+            version: "1.0.0",
+            payload_len: 700,
+            payload_seed: 1,
+            alignment: 64,
+        }
+    }
+}
+
+pub fn payload(spec: &Spec) -> Vec<u8> {
+    (0..spec.payload_len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(spec.payload_seed))
+        .collect()
+}
+
+/// A bundle signed by the root threshold (2 of 3) and one release key.
+pub fn bundle(spec: &Spec) -> Vec<u8> {
+    let payload = payload(spec);
+    let manifest = Manifest {
+        product: spec.product,
+        component: "app",
+        version: Version::parse(spec.version).unwrap(),
+        security_counter: spec.counter,
+        payload_size: payload.len() as u64,
+        payload_digest: Sha256::digest(&payload).into(),
+        payload_format: PayloadFormat::Raw,
+        payload_alignment: spec.alignment,
+        min_bootloader_version: None,
+        dependencies: heapless::Vec::new(),
+        created: 1_700_000_000,
+        expires: None,
+        release_notes_digest: None,
+        sbom_digest: None,
+    }
+    .encode()
+    .unwrap();
+    let keys: Vec<PublicKey> = RELEASE_SEEDS.iter().map(|&s| public(s)).collect();
+    let ks = KeySet::new(spec.key_set_version, 1, None, &keys)
+        .unwrap()
+        .encode()
+        .unwrap();
+    let mut signed = SignedKeySet {
+        key_set: &ks,
+        signatures: Default::default(),
+    };
+    for s in [1, 2] {
+        signed
+            .signatures
+            .push(SignatureEntry::sign(&key(s), &ks))
+            .unwrap();
+    }
+    let mut envelope = Envelope {
+        signed_key_set: signed,
+        manifest: &manifest,
+        manifest_signatures: Default::default(),
+    };
+    envelope
+        .manifest_signatures
+        .push(SignatureEntry::sign(&key(11), &manifest))
+        .unwrap();
+    let mut out = envelope.encode_prefix().unwrap();
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The image id the bootloader derives from a bundle (first 16 bytes of the payload digest).
+pub fn image_id(spec: &Spec) -> [u8; 16] {
+    let d: [u8; 32] = Sha256::digest(payload(spec)).into();
+    d[..16].try_into().unwrap()
+}
+
+/// A simulated device: state region (2 sectors) | active slot (N) | staging slot (N + 1).
+#[derive(Clone)]
+pub struct Rig<const W: usize, const E: usize> {
+    pub flash: SimFlash<W, E>,
+    pub layout: Layout,
+    pub attempts: u8,
+}
+
+impl<const W: usize, const E: usize> Rig<W, E> {
+    pub fn new(slot_sectors: u32, erased: u8) -> Self {
+        let s = E as u32;
+        let geometry = Geometry::of::<SimFlash<W, E>>(erased);
+        let layout = Layout::new(geometry, 0, 2 * s, (2 + slot_sectors) * s, slot_sectors).unwrap();
+        let sectors = (3 + 2 * slot_sectors) as usize;
+        Rig {
+            flash: SimFlash::new(sectors, erased),
+            layout,
+            attempts: 2,
+        }
+    }
+
+    pub fn config(&self) -> BootConfig<'static> {
+        BootConfig::new(root(), product()).with_trial_attempts(self.attempts)
+    }
+
+    /// Factory programming: the bundle straight into the active slot.
+    pub fn provision(&mut self, bundle: &[u8]) {
+        let at = self.layout.active_offset() as usize;
+        self.flash.bytes_mut()[at..at + bundle.len()].copy_from_slice(bundle);
+    }
+
+    /// One boot with all RAM state rebuilt from flash.
+    pub fn boot(&mut self) -> Result<BootImage, Error> {
+        let config = self.config();
+        let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
+        let mut buf = [0u8; MAX_ENVELOPE_LEN];
+        bl.boot(&mut buf)
+    }
+
+    pub fn control(&mut self) -> BootControl<&mut SimFlash<W, E>> {
+        BootControl::new(&mut self.flash, self.layout).unwrap()
+    }
+
+    pub fn state(&mut self) -> BootState {
+        self.control().state()
+    }
+
+    pub fn confirm(&mut self) -> Result<(), Error> {
+        BootControl::new(&mut self.flash, self.layout)?.confirm()
+    }
+
+    /// The agent's job: erase, write the bundle one sector into the staging slot (padded to the
+    /// write size with the erased value), verify it, mark it pending.
+    pub fn stage(&mut self, bundle: &[u8]) -> Result<(), Error> {
+        let erased = self.flash.erased();
+        let layout = self.layout;
+        let mut ctl = BootControl::new(&mut self.flash, layout)?;
+        ctl.erase_staging(bundle.len() as u32)?;
+        let mut padded = bundle.to_vec();
+        padded.resize(bundle.len().div_ceil(W) * W, erased);
+        for (i, chunk) in padded.chunks(256.max(W)).enumerate() {
+            ctl.write_staging((i * 256.max(W)) as u32, chunk)?;
+        }
+        ctl.mark_pending()
+    }
+
+    /// The bytes of the active slot.
+    pub fn active(&self) -> &[u8] {
+        let at = self.layout.active_offset() as usize;
+        &self.flash.bytes()[at..at + self.layout.max_bundle_len() as usize]
+    }
+
+    /// Whether the active slot starts with `bundle`.
+    pub fn active_holds(&self, bundle: &[u8]) -> bool {
+        self.active().starts_with(bundle)
+    }
+
+    /// Sector index (in the simulator) of active sector `i` and staging sector `i`.
+    pub fn active_sector(&self, i: u32) -> usize {
+        (self.layout.active_offset() / E as u32 + i) as usize
+    }
+
+    pub fn staging_sector(&self, i: u32) -> usize {
+        (self.layout.staging_offset() / E as u32 + i) as usize
+    }
+}
