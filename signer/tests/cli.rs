@@ -1,0 +1,1126 @@
+//! Runs the real `sigil` binary in temporary directories: every subcommand, its outputs and its
+//! error paths, with the exit codes documented in `sigil --help`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const MALFORMED: i32 = 3;
+const SIGNATURE: i32 = 4;
+const POLICY: i32 = 5;
+const DIGEST: i32 = 6;
+
+/// A release workspace: a temporary directory and the `sigil` binary run inside it.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn sigil(&self, args: &[&str]) -> Output {
+        Command::cargo_bin("sigil")
+            .unwrap()
+            .current_dir(self.dir.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `sigil` and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.sigil(args);
+        assert!(
+            out.status.success(),
+            "sigil {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `sigil`, requires exit code `code`; returns stderr.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let out = self.sigil(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "sigil {args:?}: expected exit {code}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        fs::write(self.path(name), bytes).unwrap();
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        fs::read(self.path(name)).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn keygen(&self, name: &str) {
+        self.ok(&["keygen", "--out", &format!("{name}.pem")]);
+    }
+
+    /// Root keys r1, r2 (root threshold 2), release keys k1, k2 (threshold `release_threshold`),
+    /// a key set for acme/pump signed by both root keys, and a 100 000-byte image.
+    fn release_setup(release_threshold: u8) -> Self {
+        let env = Env::new();
+        for k in ["r1", "r2", "k1", "k2"] {
+            env.keygen(k);
+        }
+        env.ok(&[
+            "root",
+            "init",
+            "-m",
+            "2",
+            "--out",
+            "root.sgl",
+            "r1.pub.pem",
+            "r2.pub.pem",
+        ]);
+        let t = release_threshold.to_string();
+        env.ok(&[
+            "keyset",
+            "create",
+            "-m",
+            &t,
+            "--key-set-version",
+            "3",
+            "--product",
+            "acme/pump",
+            "--out",
+            "ks.sgl",
+            "k1.pub.pem",
+            "k2.pub.pem",
+        ]);
+        env.ok(&[
+            "keyset", "sign", "ks.sgl", "--key", "r1.pem", "--key", "r2.pem", "--root", "root.sgl",
+        ]);
+        env.write("app.bin", &image(100_000));
+        env
+    }
+
+    /// Signs app.bin into `out` with the given release keys.
+    fn sign(&self, out: &str, keys: &[&str], extra: &[&str]) {
+        let mut args = vec![
+            "sign",
+            "app.bin",
+            "--key-set",
+            "ks.sgl",
+            "--product",
+            "acme/pump",
+            "--component",
+            "app",
+            "--version",
+            "1.2.3",
+            "--security-counter",
+            "7",
+            "--out",
+            out,
+        ];
+        for k in keys {
+            args.extend(["--key", k]);
+        }
+        args.extend(extra);
+        self.ok(&args);
+    }
+
+    fn verify_code(&self, bundle: &str, extra: &[&str]) -> Option<i32> {
+        let mut args = vec!["verify", bundle, "--root", "root.sgl"];
+        args.extend(extra);
+        self.sigil(&args).status.code()
+    }
+}
+
+/// Deterministic pseudo-random image bytes.
+fn image(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn inspect_bundle(env: &Env, bundle: &str) -> Value {
+    env.json(&["inspect", bundle, "--json"])
+}
+
+// ---------------------------------------------------------------------------------------------
+// keygen
+
+#[test]
+fn keygen_writes_private_key_0600_and_public_key_beside_it() {
+    let env = Env::new();
+    let out = env.ok(&["keygen", "--out", "release.pem"]);
+    assert!(out.contains("key id:"), "{out}");
+    let private = String::from_utf8(env.read("release.pem")).unwrap();
+    let public = String::from_utf8(env.read("release.pub.pem")).unwrap();
+    assert!(
+        private.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+        "{private}"
+    );
+    assert!(
+        public.starts_with("-----BEGIN PUBLIC KEY-----\n"),
+        "{public}"
+    );
+    assert_eq!(mode(&env.path("release.pem")), 0o600);
+    assert_eq!(mode(&env.path("release.pub.pem")), 0o644);
+    // No temporary files are left behind.
+    assert_eq!(fs::read_dir(env.dir.path()).unwrap().count(), 2);
+
+    // Inspect reports the same key id for both halves.
+    let a = env.json(&["inspect", "release.pem", "--json"]);
+    let b = env.json(&["inspect", "release.pub.pem", "--json"]);
+    assert_eq!(a["type"], "private_key");
+    assert_eq!(b["type"], "public_key");
+    assert_eq!(a["key_id"], b["key_id"]);
+    assert_eq!(a["key_id"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn keygen_never_overwrites_an_existing_key() {
+    let env = Env::new();
+    env.keygen("k");
+    let before = env.read("k.pem");
+    let err = env.fails(1, &["keygen", "--out", "k.pem"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(env.read("k.pem"), before);
+
+    // An existing public key file also stops it, and no private key is left behind.
+    env.write("other.pub.pem", b"placeholder");
+    env.fails(1, &["keygen", "--out", "other.pem"]);
+    assert!(!env.path("other.pem").exists());
+    assert_eq!(env.read("other.pub.pem"), b"placeholder");
+}
+
+fn openssl(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .current_dir(env.dir.path())
+        .args(args)
+        .output()
+        .expect("the openssl binary is required for the interoperability test (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn keys_interoperate_with_openssl_both_ways() {
+    let env = Env::new();
+    // sigil → openssl: the same public key, byte for byte, and an OpenSSL signature that
+    // verifies under sigil's public key file.
+    env.keygen("mine");
+    let derived = openssl(&env, &["pkey", "-in", "mine.pem", "-pubout"]);
+    assert_eq!(derived, env.read("mine.pub.pem"));
+    let reencoded = openssl(&env, &["pkey", "-in", "mine.pem"]);
+    assert_eq!(
+        reencoded,
+        env.read("mine.pem"),
+        "sigil writes PKCS#8 exactly as OpenSSL does"
+    );
+    env.write("msg", b"interop");
+    openssl(
+        &env,
+        &[
+            "pkeyutl", "-sign", "-inkey", "mine.pem", "-rawin", "-in", "msg", "-out", "msg.sig",
+        ],
+    );
+    openssl(
+        &env,
+        &[
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "mine.pub.pem",
+            "-rawin",
+            "-in",
+            "msg",
+            "-sigfile",
+            "msg.sig",
+        ],
+    );
+
+    // openssl → sigil: OpenSSL keys serve as root and release keys of a valid bundle.
+    openssl(
+        &env,
+        &["genpkey", "-algorithm", "ed25519", "-out", "root.pem"],
+    );
+    openssl(
+        &env,
+        &["pkey", "-in", "root.pem", "-pubout", "-out", "root.pub.pem"],
+    );
+    openssl(
+        &env,
+        &["genpkey", "-algorithm", "ed25519", "-out", "rel.pem"],
+    );
+    openssl(
+        &env,
+        &["pkey", "-in", "rel.pem", "-pubout", "-out", "rel.pub.pem"],
+    );
+    env.ok(&[
+        "root",
+        "init",
+        "-m",
+        "1",
+        "--out",
+        "root.sgl",
+        "root.pub.pem",
+    ]);
+    env.ok(&[
+        "keyset",
+        "create",
+        "-m",
+        "1",
+        "--key-set-version",
+        "1",
+        "--out",
+        "ks.sgl",
+        "rel.pub.pem",
+    ]);
+    env.ok(&[
+        "keyset", "sign", "ks.sgl", "--key", "root.pem", "--root", "root.sgl",
+    ]);
+    env.write("app.bin", &image(5000));
+    env.sign("app.sgl", &["rel.pem"], &[]);
+    env.ok(&["verify", "app.sgl", "--root", "root.sgl"]);
+    let pub_id = env.json(&["inspect", "rel.pub.pem", "--json"])["key_id"].clone();
+    let bundle = inspect_bundle(&env, "app.sgl");
+    assert_eq!(bundle["manifest"]["signatures"][0]["key_id"], pub_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// root init
+
+#[test]
+fn root_init_writes_a_trust_root_and_refuses_bad_thresholds() {
+    let env = Env::new();
+    env.keygen("r1");
+    env.keygen("r2");
+    env.fails(
+        1,
+        &[
+            "root",
+            "init",
+            "-m",
+            "3",
+            "--out",
+            "root.sgl",
+            "r1.pub.pem",
+            "r2.pub.pem",
+        ],
+    );
+    env.fails(
+        1,
+        &[
+            "root",
+            "init",
+            "-m",
+            "0",
+            "--out",
+            "root.sgl",
+            "r1.pub.pem",
+            "r2.pub.pem",
+        ],
+    );
+    let err = env.fails(
+        1,
+        &[
+            "root",
+            "init",
+            "-m",
+            "1",
+            "--out",
+            "root.sgl",
+            "r1.pub.pem",
+            "r1.pub.pem",
+        ],
+    );
+    assert!(err.contains("same key twice"), "{err}");
+    assert!(!env.path("root.sgl").exists());
+
+    // A private key file works as well as its public half.
+    env.ok(&[
+        "root",
+        "init",
+        "-m",
+        "2",
+        "--out",
+        "root.sgl",
+        "r1.pub.pem",
+        "r2.pem",
+    ]);
+    assert_eq!(&env.read("root.sgl")[..8], b"SGL-ROOT");
+    let root = env.json(&["inspect", "root.sgl", "--json"]);
+    assert_eq!(root["type"], "trust_root");
+    assert_eq!(root["root"]["threshold"], 2);
+    assert_eq!(root["root"]["keys"].as_array().unwrap().len(), 2);
+    let r1 = env.json(&["inspect", "r1.pem", "--json"]);
+    assert_eq!(root["root"]["keys"][0]["key_id"], r1["key_id"]);
+}
+
+#[test]
+fn existing_outputs_are_not_overwritten_without_force() {
+    let env = Env::release_setup(1);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+
+    for (file, args) in [
+        (
+            "root.sgl",
+            vec!["root", "init", "-m", "1", "--out", "root.sgl", "r1.pub.pem"],
+        ),
+        (
+            "ks.sgl",
+            vec![
+                "keyset",
+                "create",
+                "-m",
+                "1",
+                "--key-set-version",
+                "9",
+                "--out",
+                "ks.sgl",
+                "k1.pub.pem",
+            ],
+        ),
+        (
+            "app.sgl",
+            vec![
+                "sign",
+                "app.bin",
+                "--key-set",
+                "ks.sgl",
+                "--key",
+                "k1.pem",
+                "--product",
+                "acme/pump",
+                "--component",
+                "app",
+                "--version",
+                "2.0.0",
+                "--security-counter",
+                "8",
+                "--out",
+                "app.sgl",
+            ],
+        ),
+    ] {
+        let before = env.read(file);
+        let err = env.fails(1, &args);
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(env.read(file), before, "{file} was modified");
+        // --force replaces it.
+        let mut forced = args.clone();
+        forced.push("--force");
+        env.ok(&forced);
+        assert_ne!(
+            env.read(file),
+            before,
+            "{file} was not replaced with --force"
+        );
+    }
+    let leftovers: Vec<_> = fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// keyset
+
+#[test]
+fn keyset_sign_refuses_a_key_that_is_not_in_the_root() {
+    let env = Env::release_setup(1);
+    env.ok(&[
+        "keyset",
+        "create",
+        "-m",
+        "1",
+        "--key-set-version",
+        "4",
+        "--out",
+        "new.sgl",
+        "k1.pub.pem",
+    ]);
+    let before = env.read("new.sgl");
+    let err = env.fails(
+        1,
+        &[
+            "keyset", "sign", "new.sgl", "--key", "k1.pem", "--root", "root.sgl",
+        ],
+    );
+    assert!(err.contains("is not a root key"), "{err}");
+    assert_eq!(
+        env.read("new.sgl"),
+        before,
+        "a refused signature must not touch the file"
+    );
+    // A public key is not a signing key.
+    let err = env.fails(1, &["keyset", "sign", "new.sgl", "--key", "r1.pub.pem"]);
+    assert!(err.contains("not an ed25519 private key"), "{err}");
+}
+
+#[test]
+fn root_threshold_is_met_only_after_the_second_keyset_sign() {
+    let env = Env::release_setup(1);
+    env.ok(&[
+        "keyset",
+        "create",
+        "-m",
+        "1",
+        "--key-set-version",
+        "4",
+        "--product",
+        "acme/pump",
+        "--out",
+        "ks.sgl",
+        "--force",
+        "k1.pub.pem",
+    ]);
+    let out = env.ok(&[
+        "keyset", "sign", "ks.sgl", "--key", "r1.pem", "--root", "root.sgl",
+    ]);
+    assert!(out.contains("not met yet: 1 of 2"), "{out}");
+    let status = env.json(&["inspect", "ks.sgl", "--root", "root.sgl", "--json"]);
+    assert_eq!(status["status"], "incomplete");
+
+    // A bundle signed under it does not verify: step 4, the root threshold.
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    let err = env.fails(SIGNATURE, &["verify", "app.sgl", "--root", "root.sgl"]);
+    assert!(
+        err.contains("step 4") && err.contains("threshold is 2"),
+        "{err}"
+    );
+    // Signing with --root refuses such a key set up front.
+    let err = env.fails(
+        1,
+        &[
+            "sign",
+            "app.bin",
+            "--key-set",
+            "ks.sgl",
+            "--key",
+            "k1.pem",
+            "--root",
+            "root.sgl",
+            "--product",
+            "acme/pump",
+            "--component",
+            "app",
+            "--version",
+            "1.0.0",
+            "--security-counter",
+            "1",
+            "--out",
+            "other.sgl",
+        ],
+    );
+    assert!(err.contains("not valid under trust root"), "{err}");
+
+    // The second root key holder signs on "another machine" (into a copy via --out).
+    let out = env.ok(&[
+        "keyset", "sign", "ks.sgl", "--key", "r2.pem", "--root", "root.sgl", "--out", "ks2.sgl",
+    ]);
+    assert!(out.contains("root threshold met"), "{out}");
+    assert_eq!(
+        env.json(&["inspect", "ks2.sgl", "--root", "root.sgl", "--json"])["status"],
+        "verified"
+    );
+    assert_eq!(
+        env.json(&["inspect", "ks.sgl", "--json"])["key_set"]["signatures"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    fs::rename(env.path("ks2.sgl"), env.path("ks.sgl")).unwrap();
+    env.sign("app.sgl", &["k1.pem"], &["--force"]);
+    env.ok(&["verify", "app.sgl", "--root", "root.sgl"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sign
+
+#[test]
+fn signed_bundle_verifies_and_carries_the_image_unchanged() {
+    let env = Env::release_setup(1);
+    env.write("notes.md", b"# 1.2.3\nFixes the occlusion alarm.\n");
+    env.write("sbom.json", b"{}");
+    env.sign(
+        "app.sgl",
+        &["k1.pem"],
+        &[
+            "--alignment",
+            "65536",
+            "--depends",
+            "bootloader>=1.4.0",
+            "--min-bootloader-version",
+            "2",
+            "--release-notes",
+            "notes.md",
+            "--sbom",
+            "sbom.json",
+            "--expires",
+            "2100-01-01T00:00:00Z",
+            "--created",
+            "1700000000",
+        ],
+    );
+    let out = env.ok(&[
+        "verify",
+        "app.sgl",
+        "--root",
+        "root.sgl",
+        "--product",
+        "acme/pump",
+        "--component",
+        "app",
+    ]);
+    assert!(out.starts_with("OK app.sgl: acme/pump app 1.2.3"), "{out}");
+
+    let v = inspect_bundle(&env, "app.sgl");
+    let m = &v["manifest"];
+    assert_eq!(v["type"], "bundle");
+    assert_eq!(v["status"], "unverified");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["header"]["payload_offset"], 65536);
+    assert_eq!(m["product"]["vendor"], "acme");
+    assert_eq!(m["product"]["device"], "pump");
+    assert_eq!(m["component"], "app");
+    assert_eq!(m["version"], "1.2.3");
+    assert_eq!(m["security_counter"], 7);
+    assert_eq!(m["payload_size"], 100_000);
+    assert_eq!(m["payload_alignment"], 65536);
+    assert_eq!(m["min_bootloader_version"], 2);
+    assert_eq!(m["dependencies"][0]["component"], "bootloader");
+    assert_eq!(m["dependencies"][0]["min_version"], "1.4.0");
+    assert_eq!(m["created"], 1_700_000_000u64);
+    assert_eq!(m["expires"], 4_102_444_800u64);
+    let sha = |bytes: &[u8]| {
+        use sha2_free::sha256_hex;
+        sha256_hex(bytes)
+    };
+    assert_eq!(m["payload_sha256"], sha(&image(100_000)));
+    assert_eq!(m["release_notes_sha256"], sha(&env.read("notes.md")));
+    assert_eq!(m["sbom_sha256"], sha(b"{}"));
+
+    // The payload is the image, byte for byte, at the payload offset; padding is zero.
+    let bundle = env.read("app.sgl");
+    assert_eq!(bundle.len(), 65536 + 100_000);
+    assert_eq!(&bundle[65536..], &image(100_000)[..]);
+    let envelope_end = 32 + v["header"]["envelope_len"].as_u64().unwrap() as usize;
+    assert!(bundle[envelope_end..65536].iter().all(|&b| b == 0));
+
+    let verified = env.json(&["inspect", "app.sgl", "--root", "root.sgl", "--json"]);
+    assert_eq!(verified["status"], "verified");
+    let text = env.ok(&["inspect", "app.sgl"]);
+    assert!(text.contains("UNVERIFIED"), "{text}");
+    let text = env.ok(&["inspect", "app.sgl", "--root", "root.sgl"]);
+    assert!(
+        text.contains("VERIFIED under the trust root") && !text.contains("UNVERIFIED"),
+        "{text}"
+    );
+}
+
+/// A tiny SHA-256 for test expectations, through the `sha256sum` binary (coreutils).
+mod sha2_free {
+    pub fn sha256_hex(bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum (coreutils) is required");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+    }
+}
+
+#[test]
+fn signing_is_reproducible_with_source_date_epoch() {
+    let env = Env::release_setup(1);
+    let args = [
+        "sign",
+        "app.bin",
+        "--key-set",
+        "ks.sgl",
+        "--key",
+        "k1.pem",
+        "--product",
+        "acme/pump",
+        "--component",
+        "app",
+        "--version",
+        "1.0.0",
+        "--security-counter",
+        "1",
+    ];
+    for out in ["a.sgl", "b.sgl"] {
+        let mut a = args.to_vec();
+        a.extend(["--out", out]);
+        let status = Command::cargo_bin("sigil")
+            .unwrap()
+            .current_dir(env.dir.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(&a)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+    }
+    assert_eq!(env.read("a.sgl"), env.read("b.sgl"));
+    assert_eq!(
+        inspect_bundle(&env, "a.sgl")["manifest"]["created"],
+        1_700_000_000u64
+    );
+}
+
+#[test]
+fn sign_refuses_keys_outside_the_key_set_and_products_outside_its_scope() {
+    let env = Env::release_setup(1);
+    let base = [
+        "sign",
+        "app.bin",
+        "--key-set",
+        "ks.sgl",
+        "--component",
+        "app",
+        "--version",
+        "1.0.0",
+        "--security-counter",
+        "1",
+        "--out",
+        "x.sgl",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let err = env.fails(1, &with(&["--key", "r1.pem", "--product", "acme/pump"]));
+    assert!(err.contains("is not a release key"), "{err}");
+    let err = env.fails(1, &with(&["--key", "k1.pem", "--product", "acme/other"]));
+    assert!(err.contains("limited to product acme/pump"), "{err}");
+    let err = env.fails(
+        1,
+        &with(&[
+            "--key",
+            "k1.pem",
+            "--key",
+            "k1.pem",
+            "--product",
+            "acme/pump",
+        ]),
+    );
+    assert!(err.contains("given twice"), "{err}");
+    env.write("empty.bin", b"");
+    let mut empty = with(&["--key", "k1.pem", "--product", "acme/pump"]);
+    empty[1] = "empty.bin";
+    let err = env.fails(1, &empty);
+    assert!(err.contains("is empty"), "{err}");
+    assert!(!env.path("x.sgl").exists());
+
+    // Invalid metadata is a usage error (exit 2), caught before anything is read.
+    env.fails(2, &with(&["--key", "k1.pem", "--product", "acme"]));
+    env.fails(
+        2,
+        &with(&[
+            "--key",
+            "k1.pem",
+            "--product",
+            "acme/pump",
+            "--depends",
+            "bootloader",
+        ]),
+    );
+    let mut bad_version = with(&["--key", "k1.pem", "--product", "acme/pump"]);
+    bad_version[6] = "1.0";
+    env.fails(2, &bad_version);
+    env.fails(
+        1,
+        &with(&[
+            "--key",
+            "k1.pem",
+            "--product",
+            "acme/pump",
+            "--alignment",
+            "3000",
+        ]),
+    );
+}
+
+#[test]
+fn release_threshold_is_met_after_sign_add_on_another_machine() {
+    let env = Env::release_setup(2);
+    let out = env.ok(&[
+        "sign",
+        "app.bin",
+        "--key-set",
+        "ks.sgl",
+        "--key",
+        "k1.pem",
+        "--root",
+        "root.sgl",
+        "--product",
+        "acme/pump",
+        "--component",
+        "app",
+        "--version",
+        "1.2.3",
+        "--security-counter",
+        "7",
+        "--out",
+        "app.sgl",
+    ]);
+    assert!(out.contains("not met yet: 1 of 2"), "{out}");
+    let err = env.fails(SIGNATURE, &["verify", "app.sgl", "--root", "root.sgl"]);
+    assert!(
+        err.contains("step 6") && err.contains("threshold is 2"),
+        "{err}"
+    );
+
+    // The same key again does not count twice.
+    env.ok(&[
+        "sign", "--add", "app.sgl", "--key", "k1.pem", "--out", "same.sgl",
+    ]);
+    assert_eq!(env.verify_code("same.sgl", &[]), Some(SIGNATURE));
+
+    // A key outside the key set is refused and the bundle left alone.
+    let before = env.read("app.sgl");
+    let err = env.fails(1, &["sign", "--add", "app.sgl", "--key", "r1.pem"]);
+    assert!(err.contains("is not a release key"), "{err}");
+    assert_eq!(env.read("app.sgl"), before);
+
+    // The second holder adds a signature in place.
+    let out = env.ok(&[
+        "sign", "--add", "app.sgl", "--key", "k2.pem", "--root", "root.sgl",
+    ]);
+    assert!(
+        out.contains("signatures verify under the trust root"),
+        "{out}"
+    );
+    env.ok(&["verify", "app.sgl", "--root", "root.sgl"]);
+    let v = inspect_bundle(&env, "app.sgl");
+    assert_eq!(v["manifest"]["signatures"].as_array().unwrap().len(), 2);
+    let bundle = env.read("app.sgl");
+    assert_eq!(&bundle[bundle.len() - 100_000..], &image(100_000)[..]);
+
+    // --add on something that is not a bundle is a malformed-bundle error.
+    env.fails(
+        MALFORMED,
+        &[
+            "sign", "--add", "app.bin", "--key", "k2.pem", "--out", "y.sgl",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify: each attack with its exit code
+
+#[test]
+fn verify_rejects_attacks_with_distinct_exit_codes() {
+    let env = Env::release_setup(1);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    env.ok(&["verify", "app.sgl", "--root", "root.sgl"]);
+    let bundle = env.read("app.sgl");
+    let offset = inspect_bundle(&env, "app.sgl")["header"]["payload_offset"]
+        .as_u64()
+        .unwrap() as usize;
+
+    // tampered-payload
+    let mut tampered = bundle.clone();
+    tampered[offset + 500] ^= 1;
+    env.write("tampered-payload.sgl", &tampered);
+    let err = env.fails(
+        DIGEST,
+        &["verify", "tampered-payload.sgl", "--root", "root.sgl"],
+    );
+    assert!(
+        err.contains("tampered-payload.sgl rejected: step 9: payload digest"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+
+    // tampered-signature: the last byte of the envelope is the last byte of a signature.
+    let envelope_end = 32
+        + inspect_bundle(&env, "app.sgl")["header"]["envelope_len"]
+            .as_u64()
+            .unwrap() as usize;
+    let mut forged = bundle.clone();
+    forged[envelope_end - 1] ^= 0x40;
+    env.write("forged-signature.sgl", &forged);
+    env.fails(
+        SIGNATURE,
+        &["verify", "forged-signature.sgl", "--root", "root.sgl"],
+    );
+
+    // truncated-bundle, trailing-garbage, not-a-bundle
+    env.write("truncated.sgl", &bundle[..bundle.len() - 1]);
+    let err = env.fails(
+        MALFORMED,
+        &["verify", "truncated.sgl", "--root", "root.sgl"],
+    );
+    assert!(err.contains("truncated"), "{err}");
+    env.write("header-only.sgl", &bundle[..20]);
+    env.fails(
+        MALFORMED,
+        &["verify", "header-only.sgl", "--root", "root.sgl"],
+    );
+    let mut trailing = bundle.clone();
+    trailing.push(0);
+    env.write("trailing-garbage.sgl", &trailing);
+    env.fails(
+        MALFORMED,
+        &["verify", "trailing-garbage.sgl", "--root", "root.sgl"],
+    );
+    env.fails(MALFORMED, &["verify", "app.bin", "--root", "root.sgl"]);
+    env.fails(MALFORMED, &["verify", "ks.sgl", "--root", "root.sgl"]);
+
+    // Device policy.
+    let err = env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--product",
+            "acme/monitor",
+        ],
+    );
+    assert!(err.contains("another product"), "{err}");
+    env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--component",
+            "bootloader",
+        ],
+    );
+    let err = env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--min-security-counter",
+            "8",
+        ],
+    );
+    assert!(
+        err.contains("security counter 7 is below the device minimum 8"),
+        "{err}"
+    );
+    assert_eq!(
+        env.verify_code("app.sgl", &["--min-security-counter", "7"]),
+        Some(0)
+    );
+    env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--min-key-set-version",
+            "4",
+        ],
+    );
+    assert_eq!(
+        env.verify_code("app.sgl", &["--min-key-set-version", "3"]),
+        Some(0)
+    );
+    env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--max-size",
+            "64K",
+        ],
+    );
+    assert_eq!(env.verify_code("app.sgl", &["--max-size", "1M"]), Some(0));
+
+    // A bundle under another trust root: its key set is signed by unknown keys.
+    env.keygen("x");
+    env.ok(&[
+        "root",
+        "init",
+        "-m",
+        "1",
+        "--out",
+        "other-root.sgl",
+        "x.pub.pem",
+    ]);
+    env.fails(
+        SIGNATURE,
+        &["verify", "app.sgl", "--root", "other-root.sgl"],
+    );
+
+    // Operational errors are 1, usage errors 2.
+    env.fails(1, &["verify", "missing.sgl", "--root", "root.sgl"]);
+    env.fails(1, &["verify", "app.sgl", "--root", "app.bin"]);
+    env.fails(2, &["verify", "app.sgl"]);
+    env.fails(2, &["frobnicate"]);
+}
+
+#[test]
+fn verify_expiry_is_checked_against_the_given_time() {
+    let env = Env::release_setup(1);
+    env.sign(
+        "app.sgl",
+        &["k1.pem"],
+        &["--created", "1700000000", "--expires-in", "30days"],
+    );
+    assert_eq!(env.verify_code("app.sgl", &["--at", "1700000001"]), Some(0));
+    env.fails(
+        POLICY,
+        &[
+            "verify",
+            "app.sgl",
+            "--root",
+            "root.sgl",
+            "--at",
+            "2030-01-01T00:00:00Z",
+        ],
+    );
+    // Without a trusted time the expiry is not checked (the device may have no clock).
+    assert_eq!(env.verify_code("app.sgl", &[]), Some(0));
+}
+
+#[test]
+fn verify_json_reports_success_and_failure() {
+    let env = Env::release_setup(1);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    let ok = env.json(&["verify", "app.sgl", "--root", "root.sgl", "--json"]);
+    assert_eq!(ok["valid"], true);
+    assert_eq!(ok["manifest"]["security_counter"], 7);
+    assert_eq!(ok["key_set"]["version"], 3);
+    assert_eq!(ok["bundle_size"], 4096 + 100_000);
+
+    let out = env.sigil(&[
+        "verify",
+        "app.sgl",
+        "--root",
+        "root.sgl",
+        "--json",
+        "--product",
+        "acme/monitor",
+    ]);
+    assert_eq!(out.status.code(), Some(POLICY));
+    let fail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fail["valid"], false);
+    assert_eq!(fail["exit_code"], POLICY);
+    assert_eq!(fail["class"], "policy");
+    assert!(fail["error"].as_str().unwrap().contains("step 7"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+#[test]
+fn inspect_with_root_reports_an_invalid_bundle_and_fails() {
+    let env = Env::release_setup(1);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    let mut bundle = env.read("app.sgl");
+    let last = bundle.len() - 1;
+    bundle[last] ^= 0xff;
+    env.write("tampered.sgl", &bundle);
+    // Without a root the tampering is invisible: contents are shown, labelled UNVERIFIED.
+    assert_eq!(inspect_bundle(&env, "tampered.sgl")["status"], "unverified");
+    let out = env.sigil(&["inspect", "tampered.sgl", "--root", "root.sgl", "--json"]);
+    assert_eq!(out.status.code(), Some(DIGEST));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "invalid");
+    assert!(v["error"].as_str().unwrap().contains("digest"));
+
+    env.write("random.bin", b"hello");
+    let err = env.fails(1, &["inspect", "random.bin"]);
+    assert!(
+        err.contains("not a Sigil bundle, key set, trust root or PEM key"),
+        "{err}"
+    );
+    env.write("short.sgl", b"SGL-BNDL\x01\x00");
+    env.fails(MALFORMED, &["inspect", "short.sgl"]);
+}
+
+#[test]
+fn inspect_key_set_json() {
+    let env = Env::release_setup(2);
+    let v = env.json(&["inspect", "ks.sgl", "--json"]);
+    assert_eq!(v["type"], "key_set");
+    assert_eq!(v["status"], "unverified");
+    assert_eq!(v["key_set"]["version"], 3);
+    assert_eq!(v["key_set"]["threshold"], 2);
+    assert_eq!(v["key_set"]["product_scope"]["vendor"], "acme");
+    assert_eq!(v["key_set"]["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(v["key_set"]["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        env.json(&["inspect", "ks.sgl", "--json", "--root", "root.sgl"])["status"],
+        "verified"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// completions and man page
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = env.ok(&["completions", shell]);
+        assert!(out.len() > 1000 && out.contains("keyset"), "{shell}: {out}");
+    }
+    env.fails(2, &["completions", "tcsh"]);
+    let man = env.ok(&["man"]);
+    assert!(man.contains(".TH sigil"), "{man}");
+    assert!(man.contains("keygen") && man.contains("verify"));
+    env.ok(&["man", "--out-dir", "."]);
+    assert!(env.path("sigil.1").exists());
+    assert!(env.path("sigil-sign.1").exists());
+
+    let help = env.ok(&["--help"]);
+    assert!(
+        help.contains("Exit codes:") && help.contains("6  payload digest mismatch"),
+        "{help}"
+    );
+}
