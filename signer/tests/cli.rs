@@ -1,6 +1,9 @@
 //! Runs the real `sigil` binary in temporary directories: every subcommand, its outputs and its
 //! error paths, with the exit codes documented in `sigil --help`.
 
+// Harness helpers outside #[test] functions: a failed setup step should panic with its cause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -631,10 +634,7 @@ fn signed_bundle_verifies_and_carries_the_image_unchanged() {
     assert_eq!(m["dependencies"][0]["min_version"], "1.4.0");
     assert_eq!(m["created"], 1_700_000_000u64);
     assert_eq!(m["expires"], 4_102_444_800u64);
-    let sha = |bytes: &[u8]| {
-        use sha2_free::sha256_hex;
-        sha256_hex(bytes)
-    };
+    let sha = |bytes: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
     assert_eq!(m["payload_sha256"], sha(&image(100_000)));
     assert_eq!(m["release_notes_sha256"], sha(&env.read("notes.md")));
     assert_eq!(m["sbom_sha256"], sha(b"{}"));
@@ -655,21 +655,6 @@ fn signed_bundle_verifies_and_carries_the_image_unchanged() {
         text.contains("VERIFIED under the trust root") && !text.contains("UNVERIFIED"),
         "{text}"
     );
-}
-
-/// A tiny SHA-256 for test expectations, through the `sha256sum` binary (coreutils).
-mod sha2_free {
-    pub fn sha256_hex(bytes: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sha256sum (coreutils) is required");
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap()[..64].to_owned()
-    }
 }
 
 #[test]
