@@ -12,8 +12,8 @@
 //! - the update then completes when confirmed, and cleanly reverts (old image, counter not
 //!   raised, new image rejected) when not.
 //!
-//! `cargo test` sweeps three geometries; `SIGIL_POWERFAIL_FULL=1` (or `--ignored`) adds three
-//! more, larger images and more random sequences.
+//! `cargo test` sweeps six geometries, each with 200 random multi-cut lifecycles;
+//! `SIGIL_POWERFAIL_FULL=1` raises that to 3000 lifecycles per geometry.
 
 mod common;
 
@@ -233,8 +233,12 @@ fn geometry<const W: usize, const E: usize>(name: &str, slot: u32, erased: u8, i
     });
     let exhaustive = t.trials;
     // Seeded sequences of several random cuts across whole lifecycles.
+    let mut reference = pending.clone();
+    reference.flash.record_ops();
+    reference.boot().unwrap();
+    let span = reference.flash.recorded_ops().len() as u64 + 8;
     for seed in 0..seeds {
-        t.trials += random_lifecycle(&pending, img, seed);
+        t.trials += random_lifecycle(&pending, img, seed, span);
     }
     println!(
         "power-fail {name}: {} trials ({exhaustive} at every write/erase, {} in {seeds} random multi-cut lifecycles) in {:.1?}",
@@ -255,7 +259,7 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 /// One update lifecycle with 1–4 random power cuts (in boots and confirms); returns the cuts.
-fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &Images, seed: u64) -> usize {
+fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &Images, seed: u64, span: u64) -> usize {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut dev = pending.clone();
     let mut cuts_left = 1 + (xorshift(&mut rng) % 4) as usize;
@@ -275,7 +279,7 @@ fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &I
     };
     for _ in 0..64 {
         if cuts_left > 0 && xorshift(&mut rng) % 4 != 0 {
-            dev.flash.arm(random_cut(&mut rng, 80));
+            dev.flash.arm(random_cut(&mut rng, span));
         }
         let booted = dev.boot();
         if !dev.flash.is_powered() {
@@ -314,36 +318,107 @@ fn full() -> bool {
     std::env::var_os("SIGIL_POWERFAIL_FULL").is_some_and(|v| v != "0")
 }
 
-#[test]
-fn power_cut_at_every_write_and_erase_three_geometries() {
-    let started = Instant::now();
-    let mut trials = 0;
-    // Growing update, byte-writable flash, small sectors (many state-sector alternations).
-    trials += geometry::<1, 256>("1-byte writes, 256 B sectors, erased 0xFF", 10, 0xFF, &Images::new(700, 1200), 200);
-    // Growing update, erased value 0x00, 8-byte writes.
-    trials += geometry::<8, 512>("8-byte writes, 512 B sectors, erased 0x00", 6, 0x00, &Images::new(900, 1900), 200);
-    // Shrinking update, 16-byte writes, 1 KiB sectors.
-    trials += geometry::<16, 1024>("16-byte writes, 1 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(1900, 900), 200);
-    println!("power-fail suite: {trials} trials in {:.1?}", started.elapsed());
+/// Random multi-cut lifecycles per geometry: 200 by default, 3000 in the larger sweep.
+fn seeds() -> u64 {
     if full() {
-        trials += larger_sweep();
-        println!("power-fail suite with the larger sweep: {trials} trials in {:.1?}", started.elapsed());
+        3000
+    } else {
+        200
     }
 }
 
-fn larger_sweep() -> usize {
+#[test]
+fn power_cut_at_every_write_and_erase_six_geometries() {
+    let started = Instant::now();
+    let n = seeds();
     let mut trials = 0;
-    trials += geometry::<4, 4096>("4-byte writes, 4 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(6000, 9000), 400);
-    trials += geometry::<32, 256>("32-byte writes, 256 B sectors, erased 0xFF", 16, 0xFF, &Images::new(3000, 600), 400);
-    trials += geometry::<64, 2048>("64-byte writes, 2 KiB sectors, erased 0x00", 6, 0x00, &Images::new(2500, 7000), 400);
-    trials += geometry::<1, 256>("1-byte writes, 256 B sectors, erased 0xFF (many seeds)", 10, 0xFF, &Images::new(700, 1200), 2000);
-    trials
+    // Growing update, byte-writable flash, small sectors (many state-sector alternations).
+    trials += geometry::<1, 256>("1-byte writes, 256 B sectors, erased 0xFF", 10, 0xFF, &Images::new(700, 1200), n);
+    // Growing update, erased value 0x00, 8-byte writes.
+    trials += geometry::<8, 512>("8-byte writes, 512 B sectors, erased 0x00", 6, 0x00, &Images::new(900, 1900), n);
+    // Shrinking update, 16-byte writes, 1 KiB sectors.
+    trials += geometry::<16, 1024>("16-byte writes, 1 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(1900, 900), n);
+    // Typical internal flash: 4 KiB sectors, 16 chunk writes per sector copy.
+    trials += geometry::<4, 4096>("4-byte writes, 4 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(6000, 9000), n);
+    // Strongly shrinking update, 32-byte writes (3 records per state sector).
+    trials += geometry::<32, 256>("32-byte writes, 256 B sectors, erased 0xFF", 16, 0xFF, &Images::new(3000, 600), n);
+    // 64-byte writes (records padded to 128 bytes), erased 0x00.
+    trials += geometry::<64, 2048>("64-byte writes, 2 KiB sectors, erased 0x00", 6, 0x00, &Images::new(2500, 7000), n);
+    println!("power-fail suite: {trials} trials in {:.1?}", started.elapsed());
 }
 
+/// `torn-state-write`: every prefix of a boot-control record write (here: mark pending) leaves
+/// either the old state or the new one, never none.
 #[test]
-#[ignore = "larger sweep: run with --ignored or SIGIL_POWERFAIL_FULL=1"]
-fn power_cut_larger_sweep() {
-    let started = Instant::now();
-    let trials = larger_sweep();
-    println!("power-fail larger sweep: {trials} trials in {:.1?}", started.elapsed());
+fn torn_state_write() {
+    let img = Images::new(700, 1200);
+    let mut idle: Rig<1, 256> = Rig::new(10, 0xFF);
+    idle.provision(&img.v1);
+    idle.boot().unwrap();
+    idle.stage(&img.v2).unwrap();
+    idle.control().cancel_pending().unwrap();
+    let before = idle.state();
+    let stride = idle.layout.record_stride() as usize;
+    let mut seen_old = false;
+    let mut seen_new = false;
+    for landed in 0..=stride {
+        let mut dev = idle.clone();
+        let mut probe = idle.clone();
+        probe.flash.record_ops();
+        probe.control().mark_pending().unwrap();
+        let at_op = probe.flash.recorded_ops().iter().position(|&k| k == OpKind::Write).unwrap() as u64;
+        dev.flash.arm(Fault { at_op, cut: Cut::Torn { landed } });
+        let _ = dev.control().mark_pending();
+        dev.flash.power_on();
+        dev.flash.disarm();
+        let state = dev.state();
+        match state.phase {
+            Phase::Idle => {
+                assert_eq!(state.sequence, before.sequence);
+                seen_old = true;
+            }
+            Phase::Pending => {
+                assert_eq!(state.sequence, before.sequence + 1);
+                seen_new = true;
+            }
+            other => panic!("torn write of {landed} bytes left phase {other}"),
+        }
+        let mut floor = 1;
+        check_boot(&mut dev, &img, &mut floor);
+    }
+    assert!(seen_old && seen_new);
+}
+
+/// `half-erased-state-sector`: when the current state sector is full and the other one is
+/// being erased, a cut leaves it half erased; the state survives and the next write succeeds.
+#[test]
+fn half_erased_state_sector() {
+    let img = Images::new(700, 1200);
+    let mut dev: Rig<1, 256> = Rig::new(10, 0xFF);
+    dev.provision(&img.v1);
+    dev.boot().unwrap();
+    let mut trials = 0;
+    // Cycle stage/cancel until a commit has to erase the other state sector.
+    for _ in 0..8 {
+        let mut probe = dev.clone();
+        probe.flash.record_ops();
+        probe.control().mark_pending().unwrap();
+        if probe.flash.recorded_ops().first() == Some(&OpKind::Erase) {
+            for erased in [1, 64, 128, 255] {
+                let mut cut = dev.clone();
+                let before = cut.state();
+                cut.flash.arm(Fault { at_op: 0, cut: Cut::PartialErase { erased } });
+                assert!(cut.control().mark_pending().is_err());
+                cut.flash.power_on();
+                assert_eq!(cut.state(), before, "state lost after a half erase of {erased} bytes");
+                cut.control().mark_pending().unwrap();
+                assert_eq!(cut.state().phase, Phase::Pending);
+                assert!(cut.boot().unwrap().is_trial() || cut.state().phase == Phase::Idle);
+                trials += 1;
+            }
+        }
+        dev.control().mark_pending().unwrap();
+        dev.control().cancel_pending().unwrap();
+    }
+    assert!(trials > 0);
 }
