@@ -176,3 +176,68 @@ impl FromStr for SizeArg {
             .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_needs_vendor_and_device_identifiers() {
+        let p: ProductArg = "acme-medical/pump.x2".parse().unwrap();
+        assert_eq!(
+            p.id(),
+            ProductId {
+                vendor: "acme-medical",
+                device: "pump.x2"
+            }
+        );
+        assert_eq!(p.to_string(), "acme-medical/pump.x2");
+        for bad in [
+            "acme",
+            "/pump",
+            "acme/",
+            "acme/pump/x",
+            "acme /pump",
+            "acmé/pump",
+        ] {
+            assert!(bad.parse::<ProductArg>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dependency_and_version_follow_the_format() {
+        let d: DependencyArg = "bootloader >= 1.4.0-rc.1".parse().unwrap();
+        assert_eq!(d.component.0, "bootloader");
+        assert_eq!(d.min_version.version().to_string(), "1.4.0-rc.1");
+        assert!("bootloader>1.0.0".parse::<DependencyArg>().is_err());
+        assert!("bootloader>=1.0".parse::<DependencyArg>().is_err());
+        assert!("01.0.0".parse::<VersionArg>().is_err());
+    }
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc3339() {
+        assert_eq!(
+            "1700000000".parse::<TimeArg>().unwrap(),
+            TimeArg(1_700_000_000)
+        );
+        assert_eq!(
+            "2100-01-01T00:00:00Z".parse::<TimeArg>().unwrap(),
+            TimeArg(4_102_444_800)
+        );
+        assert!("now".parse::<TimeArg>().unwrap().0 > 1_700_000_000);
+        assert!("next tuesday".parse::<TimeArg>().is_err());
+        assert_eq!("2days".parse::<DurationArg>().unwrap().0.as_secs(), 172_800);
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_overflow() {
+        assert_eq!("4096".parse::<SizeArg>().unwrap(), SizeArg(4096));
+        assert_eq!("64K".parse::<SizeArg>().unwrap(), SizeArg(65_536));
+        assert_eq!("16m".parse::<SizeArg>().unwrap(), SizeArg(16 << 20));
+        assert_eq!("1G".parse::<SizeArg>().unwrap(), SizeArg(1 << 30));
+        assert!("99999999999999999999G".parse::<SizeArg>().is_err());
+        assert!("17179869184G".parse::<SizeArg>().is_err());
+        assert!("4 KiB".parse::<SizeArg>().is_err());
+        assert!("".parse::<SizeArg>().is_err());
+    }
+}

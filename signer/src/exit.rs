@@ -141,3 +141,70 @@ impl From<ExitCode> for std::process::ExitCode {
         std::process::ExitCode::from(code as u8)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_manifests::{Document, Signed};
+
+    #[test]
+    fn each_failure_class_has_its_code() {
+        let cases = [
+            (Error::Truncated, ExitCode::Malformed),
+            (Error::TrailingData, ExitCode::Malformed),
+            (Error::WrongTag(Document::Header), ExitCode::Malformed),
+            (Error::NonCanonical(Document::Manifest), ExitCode::Malformed),
+            (Error::BadSignature(Signed::Manifest), ExitCode::Signature),
+            (Error::UnknownSigner(Signed::KeySet), ExitCode::Signature),
+            (
+                Error::ThresholdNotMet {
+                    what: Signed::KeySet,
+                    found: 1,
+                    required: 2,
+                },
+                ExitCode::Signature,
+            ),
+            (Error::OutOfKeySetScope, ExitCode::Signature),
+            (Error::WrongProduct, ExitCode::Policy),
+            (
+                Error::CounterRolledBack {
+                    found: 1,
+                    minimum: 2,
+                },
+                ExitCode::Policy,
+            ),
+            (
+                Error::KeySetRolledBack {
+                    found: 1,
+                    minimum: 2,
+                },
+                ExitCode::Policy,
+            ),
+            (Error::BundleTooLarge, ExitCode::Policy),
+            (Error::Expired, ExitCode::Policy),
+            (Error::DigestMismatch, ExitCode::Digest),
+        ];
+        for (error, code) in cases {
+            assert_eq!(ExitCode::of_error(&error), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn only_rejected_bundles_get_a_verification_code() {
+        let rejected = anyhow::Error::new(crate::verify::VerifyError::Invalid(InvalidBundle {
+            path: "b.sgl".into(),
+            source: Error::DigestMismatch,
+        }));
+        assert_eq!(ExitCode::of(&rejected), ExitCode::Digest);
+        // A malformed trust root is the operator's input, not the bundle's fault.
+        let root = anyhow::Error::new(crate::root::RootError::Decode {
+            path: "root.sgl".into(),
+            source: Error::Malformed(Document::TrustRoot),
+        });
+        assert_eq!(ExitCode::of(&root), ExitCode::Failure);
+        assert_eq!(
+            ExitCode::of(&anyhow::anyhow!("anything else")),
+            ExitCode::Failure
+        );
+    }
+}

@@ -219,3 +219,50 @@ pub const PUBLIC_MODE: u32 = 0o644;
 
 /// Permission of private keys.
 pub const SECRET_MODE: u32 = 0o600;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_clobbers_even_a_file_created_while_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut out = AtomicFile::create(&dest, Overwrite::Never, PUBLIC_MODE).unwrap();
+        io::Write::write_all(out.file(), b"new").unwrap();
+        std::fs::write(&dest, b"raced").unwrap();
+        assert!(matches!(out.commit(), Err(FileError::Exists { .. })));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"raced");
+        // The temporary file is gone.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replaces_atomically_with_the_requested_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("key");
+        std::fs::write(&dest, b"old").unwrap();
+        assert!(matches!(
+            write_atomic(&dest, b"new", Overwrite::Never, SECRET_MODE),
+            Err(FileError::Exists { .. })
+        ));
+        write_atomic(&dest, b"new", Overwrite::Replace, SECRET_MODE).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn documents_above_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![0u8; 11]).unwrap();
+        assert_eq!(read_limited(&path, 11).unwrap().len(), 11);
+        assert!(matches!(
+            read_limited(&path, 10),
+            Err(FileError::TooLarge { .. })
+        ));
+    }
+}

@@ -100,3 +100,24 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
     .and_then(|()| writeln!(out, "key id:      {id}"))
     .map_err(KeygenError::Output)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_key_path_sits_beside_the_private_key() {
+        assert_eq!(
+            default_public_path(Path::new("keys/release.pem")),
+            Path::new("keys/release.pub.pem")
+        );
+        assert_eq!(
+            default_public_path(Path::new("release")),
+            Path::new("release.pub")
+        );
+        assert_eq!(
+            default_public_path(Path::new(".pem")),
+            Path::new(".pem.pub")
+        );
+    }
+}
