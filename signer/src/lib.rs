@@ -1,10 +1,11 @@
-//! `sigil`, the release engineer's tool of Sigil: ed25519 keys, trust roots, key sets, signing
-//! firmware images into bundles, verifying and inspecting them.
+#![doc = include_str!("../README.md")]
+//!
+//! ## Library layout
 //!
 //! The binary is a thin layer over this library: `main` parses [`cli::Cli`], calls [`run`],
-//! prints the error chain and exits with the code [`exit::ExitCode::of`] gives. Every file
-//! format and every verification step comes from `sigil-manifests`; this crate never checks a
-//! signature or a digest itself, it runs the format's verifier.
+//! prints the error chain and exits with the code [`exit::ExitCode::of`] gives. One module per
+//! subcommand ([`keygen`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`docs`]),
+//! each with its own error type.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -116,11 +116,7 @@ pub struct SignArgs {
     pub min_bootloader_version: Option<u32>,
 
     /// A component that must already be installed: COMPONENT>=VERSION (up to 4).
-    #[arg(
-        long = "depends",
-        value_name = "COMPONENT>=VERSION",
-        conflicts_with = "add"
-    )]
+    #[arg(long = "depends", value_name = "DEPENDENCY", conflicts_with = "add")]
     pub dependencies: Vec<DependencyArg>,
 
     /// Release notes file; its SHA-256 goes into the manifest.
