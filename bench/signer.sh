@@ -63,6 +63,18 @@ else
   t_verify=$(median "$verify_cmd")
 fi
 
+# Peak memory (constant-memory check): GNU time's maximum resident set size, in MiB.
+rss() {
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f %M -o rss.txt $1 >/dev/null && awk '{ printf "%.1f MiB", $1 / 1024 }' rss.txt
+  else
+    echo "n/a (no /usr/bin/time)"
+  fi
+}
+m_hash=$(rss "$hash_cmd")
+m_sign=$(rss "$sign_cmd")
+m_verify=$(rss "$verify_cmd")
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 verdict() { awk -v r="$1" 'BEGIN { print (r <= 1.10 ? "meets target" : "MISSES target") }'; }
 r_sign=$(ratio "$t_sign" "$t_hash")
@@ -77,10 +89,12 @@ the same file in the same run ($tool, warm page cache, files on $(df --output=fs
 Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), SHA extensions (sha_ni): $sha_ni.
 Target: sign and verify within 10% of sha256sum (ratio <= 1.10).
 
-| command | seconds | ratio to sha256sum | |
-|---|---:|---:|---|
-| \`sha256sum image.bin\` | $t_hash | 1.00 | peer |
-| \`sigil sign image.bin ... --out bundle.sgl\` (read, hash, write + fsync the bundle) | $t_sign | $r_sign | $(verdict "$r_sign") |
-| \`sigil verify bundle.sgl --root root.sgl --product acme/pump\` | $t_verify | $r_verify | $(verdict "$r_verify") |
+| command | seconds | ratio to sha256sum | | peak RSS |
+|---|---:|---:|---|---:|
+| \`sha256sum image.bin\` | $t_hash | 1.00 | peer | $m_hash |
+| \`sigil sign image.bin ... --out bundle.sgl\` (read, hash, write + fsync the bundle) | $t_sign | $r_sign | $(verdict "$r_sign") | $m_sign |
+| \`sigil verify bundle.sgl --root root.sgl --product acme/pump\` | $t_verify | $r_verify | $(verdict "$r_verify") | $m_verify |
+
+Peak RSS stays a few MiB for a ${SIZE_MIB} MiB image: signing and verifying stream the file.
 
 EOF

@@ -604,7 +604,7 @@ fn write_signature_status(
             out,
             "release threshold not met yet; add signatures with `sigil sign --add BUNDLE --key KEY`"
         ),
-        None => Ok(()),
+        None => writeln!(out, "not checked against a trust root: pass --root, or run `sigil verify`"),
     }
 }
 

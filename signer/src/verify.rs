@@ -24,7 +24,7 @@ pub const CHUNK: usize = 1 << 20;
 /// Arguments of `sigil verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle to verify.
+    /// The bundle to verify (`-` reads it from standard input).
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
 
@@ -134,7 +134,12 @@ pub fn verify_file<'a>(
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
+    // `-` is standard input, so a download can be verified as it streams in.
+    let mut file: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(read_err)?)
+    };
     let mut verifier = BundleVerifier::new(root, policy, envelope_buf);
     let mut buf = vec![0u8; CHUNK];
     loop {

@@ -832,6 +832,34 @@ fn release_threshold_is_met_after_sign_add_on_another_machine() {
     );
 }
 
+#[test]
+fn sign_add_moves_the_payload_when_the_envelope_grows_past_the_alignment() {
+    let env = Env::release_setup(2);
+    // Alignment 1: the payload starts right after the envelope, so a second signature (96
+    // bytes) shifts it.
+    env.sign("app.sgl", &["k1.pem"], &["--alignment", "1"]);
+    let before = inspect_bundle(&env, "app.sgl")["header"]["payload_offset"]
+        .as_u64()
+        .unwrap();
+    env.ok(&[
+        "sign", "--add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
+    ]);
+    let after = inspect_bundle(&env, "both.sgl")["header"]["payload_offset"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before + 96);
+    env.ok(&["verify", "both.sgl", "--root", "root.sgl"]);
+    assert_eq!(&env.read("both.sgl")[after as usize..], &image(100_000)[..]);
+    // --out does not replace an existing file without --force.
+    let err = env.fails(
+        1,
+        &[
+            "sign", "--add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
+        ],
+    );
+    assert!(err.contains("already exists"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // verify: each attack with its exit code
 
@@ -986,6 +1014,36 @@ fn verify_rejects_attacks_with_distinct_exit_codes() {
     env.fails(1, &["verify", "app.sgl", "--root", "app.bin"]);
     env.fails(2, &["verify", "app.sgl"]);
     env.fails(2, &["frobnicate"]);
+}
+
+#[test]
+fn verify_streams_a_bundle_from_standard_input() {
+    let env = Env::release_setup(1);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    let bundle = env.read("app.sgl");
+    let run = |bytes: Vec<u8>| {
+        Command::cargo_bin("sigil")
+            .unwrap()
+            .current_dir(env.dir.path())
+            .args([
+                "verify",
+                "-",
+                "--root",
+                "root.sgl",
+                "--product",
+                "acme/pump",
+            ])
+            .write_stdin(bytes)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(run(bundle.clone()), Some(0));
+    assert_eq!(run(bundle[..bundle.len() - 10].to_vec()), Some(MALFORMED));
+    let mut tampered = bundle;
+    tampered[5000] ^= 4;
+    assert_eq!(run(tampered), Some(DIGEST));
 }
 
 #[test]
