@@ -249,6 +249,9 @@ pub enum SignError {
     /// The metadata does not form a valid manifest or bundle.
     #[error("cannot build the bundle")]
     Build(#[source] FormatError),
+    /// Building a bundle needs the image and its metadata (clap checks this first).
+    #[error("building a bundle needs IMAGE, --key-set, --product, --component, --version, --security-counter and --out")]
+    MissingArguments,
     /// The system clock is before 1970.
     #[error("the system clock is before 1970; pass --created")]
     Clock,
@@ -373,9 +376,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         &args.out,
     )
     else {
-        return Err(SignError::Build(FormatError::Malformed(
-            sigil_manifests::Document::Manifest,
-        )));
+        return Err(SignError::MissingArguments);
     };
 
     // Inputs first: every mistake is reported before the image is read.
