@@ -1,0 +1,164 @@
+//! Deployments and staged rollouts (operator; read by auditors).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sigil_manifests::manifest::check_identifier;
+
+use super::{ApiJson, AppState, Caller};
+use crate::bundles::is_bundle_id;
+use crate::error::ApiError;
+use crate::rollout::{DeviceStatus, RolloutPolicy};
+use crate::store::{
+    now_secs, AuditEvent, Deployment, DeploymentAction, Member, NewDeployment, Role, Target,
+};
+
+const MAX_EXPLICIT_DEVICES: usize = 10_000;
+
+/// Deployment request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    release: String,
+    target: Target,
+    #[serde(default = "default_phases")]
+    phases: Vec<u8>,
+    #[serde(default = "default_success")]
+    min_success_percent: u8,
+    #[serde(default = "default_failure")]
+    max_failure_percent: u8,
+}
+
+fn default_phases() -> Vec<u8> {
+    vec![100]
+}
+fn default_success() -> u8 {
+    100
+}
+fn default_failure() -> u8 {
+    10
+}
+
+/// `POST /api/v1/deployments`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let actor = caller.require(&[Role::Operator])?.name.clone();
+    if !is_bundle_id(&req.release) {
+        return Err(ApiError::BadRequest(
+            "release must be a release id (64 lowercase hex digits)".to_owned(),
+        ));
+    }
+    match &req.target {
+        Target::Channel(v) | Target::Group(v) => {
+            check_identifier(v).map_err(|_| {
+                ApiError::BadRequest(
+                    "target value must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned(),
+                )
+            })?;
+        }
+        Target::Devices(ids) => {
+            if ids.is_empty() || ids.len() > MAX_EXPLICIT_DEVICES {
+                return Err(ApiError::BadRequest(format!(
+                    "target devices must list 1 to {MAX_EXPLICIT_DEVICES} device ids"
+                )));
+            }
+        }
+    }
+    let policy = RolloutPolicy {
+        phases: req.phases,
+        min_success_percent: req.min_success_percent,
+        max_failure_percent: req.max_failure_percent,
+    };
+    policy.validate().map_err(ApiError::BadRequest)?;
+    let new = NewDeployment {
+        release_id: req.release,
+        target: req.target,
+        policy,
+    };
+    let dep = state
+        .db
+        .run(move |s| s.create_deployment(&new, now_secs(), &actor))
+        .await?;
+    Ok((StatusCode::CREATED, Json(dep)))
+}
+
+/// `GET /api/v1/deployments`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    Ok(Json(state.db.run(|s| s.deployments()).await?))
+}
+
+/// A deployment with per-device status.
+#[derive(Debug, Serialize)]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    deployment: Deployment,
+    counts: BTreeMap<&'static str, usize>,
+    members: Vec<Member>,
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("deployment {id:.70} not found")))
+}
+
+/// `GET /api/v1/deployments/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    let n = parse_id(&id)?;
+    let (deployment, members) = state
+        .db
+        .run(move |s| s.deployment(n))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
+    let mut counts: BTreeMap<&'static str, usize> =
+        DeviceStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for m in &members {
+        *counts.entry(m.status.as_str()).or_default() += 1;
+    }
+    Ok(Json(DeploymentView {
+        deployment,
+        counts,
+        members,
+    }))
+}
+
+/// `POST /api/v1/deployments/{id}/{pause|resume|cancel}`.
+pub async fn act(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Deployment>, ApiError> {
+    let actor = caller.require(&[Role::Operator])?.name.clone();
+    let (action, name) = match action.as_str() {
+        "pause" => (DeploymentAction::Pause, "deployment.pause"),
+        "resume" => (DeploymentAction::Resume, "deployment.resume"),
+        "cancel" => (DeploymentAction::Cancel, "deployment.cancel"),
+        _ => {
+            return Err(ApiError::NotFound(
+                "deployment actions are pause, resume and cancel".to_owned(),
+            ))
+        }
+    };
+    let n = parse_id(&id)?;
+    let event = AuditEvent::new(&actor, name, &id, serde_json::json!({}));
+    Ok(Json(
+        state
+            .db
+            .run(move |s| s.act_on_deployment(n, action, &event))
+            .await?,
+    ))
+}

@@ -1,0 +1,426 @@
+//! Devices: enrolment and revocation (operator), challenge–response sessions and check-ins
+//! (device), reports (operator, auditor).
+//!
+//! A device proves its identity by signing, with its enrolled ed25519 key (strict verification),
+//! the message `"SIGIL-DEVICE-AUTH-V1" || u64le(len(id)) || id || nonce` where `nonce` is the
+//! 32-byte single-use challenge (valid 60 s). It receives a session token valid for
+//! `session_ttl_secs`; check-ins then cost one token lookup and no signature check.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ed25519_dalek::{Signature, VerifyingKey};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sigil_manifests::manifest::check_identifier;
+use sigil_manifests::{ProductId, Version};
+
+use super::{new_token, ApiJson, AppState, Caller};
+use crate::error::ApiError;
+use crate::rollout::DeviceStatus;
+use crate::store::{now_secs, AuditEvent, CheckIn, Device, Product, Report, Role, TokenGrant};
+
+const CHALLENGE_TTL_SECS: u64 = 60;
+const AUTH_TAG: &[u8] = b"SIGIL-DEVICE-AUTH-V1";
+const MAX_GROUPS: usize = 16;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_VALUE: usize = 256;
+const MAX_DETAIL: usize = 1024;
+
+/// The message a device signs to open a session.
+pub fn auth_message(device_id: &str, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(AUTH_TAG.len() + 8 + device_id.len() + 32);
+    m.extend_from_slice(AUTH_TAG);
+    m.extend_from_slice(&(device_id.len() as u64).to_le_bytes());
+    m.extend_from_slice(device_id.as_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+fn identifier(what: &str, value: &str) -> Result<(), ApiError> {
+    check_identifier(value).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{what} {value:.70?} must be 1 to 64 characters of [A-Za-z0-9._+-]"
+        ))
+    })
+}
+
+fn hex_array<const N: usize>(what: &str, value: &str) -> Result<[u8; N], ApiError> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(value, &mut out).map_err(|_| {
+        ApiError::BadRequest(format!("{what} must be {N} bytes as {} hex digits", N * 2))
+    })?;
+    Ok(out)
+}
+
+/// Enrolment request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    id: String,
+    product: Product,
+    public_key: String,
+    #[serde(default = "default_channel")]
+    channel: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+fn default_channel() -> String {
+    "stable".to_owned()
+}
+
+/// `POST /api/v1/devices`.
+pub async fn enrol(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<EnrolRequest>,
+) -> Result<(StatusCode, Json<Device>), ApiError> {
+    let actor = caller.require(&[Role::Operator])?.name.clone();
+    identifier("device id", &req.id)?;
+    ProductId::new(&req.product.vendor, &req.product.device).map_err(|_| {
+        ApiError::BadRequest(
+            "product vendor and device must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned(),
+        )
+    })?;
+    let key: [u8; 32] = hex_array("public_key", &req.public_key)?;
+    let vk = VerifyingKey::from_bytes(&key)
+        .map_err(|_| ApiError::BadRequest("public_key is not a valid ed25519 point".to_owned()))?;
+    if vk.is_weak() {
+        return Err(ApiError::BadRequest(
+            "public_key has small order".to_owned(),
+        ));
+    }
+    identifier("channel", &req.channel)?;
+    if req.groups.len() > MAX_GROUPS || req.labels.len() > MAX_LABELS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_GROUPS} groups and {MAX_LABELS} labels"
+        )));
+    }
+    for g in &req.groups {
+        identifier("group", g)?;
+    }
+    for (k, v) in &req.labels {
+        identifier("label name", k)?;
+        if v.len() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "label {k}: values are at most {MAX_LABEL_VALUE} bytes without control characters"
+            )));
+        }
+    }
+    let mut groups = req.groups;
+    groups.sort();
+    groups.dedup();
+    let device = Device {
+        id: req.id,
+        product: req.product,
+        public_key: hex::encode(key),
+        channel: req.channel,
+        groups,
+        labels: req.labels,
+        revoked: false,
+        enrolled_at: now_secs(),
+        last_seen: None,
+        version: None,
+        security_counter: None,
+        state: None,
+    };
+    let event = AuditEvent::new(
+        &actor,
+        "device.enrol",
+        &device.id,
+        serde_json::json!({
+            "product": format!("{}/{}", device.product.vendor, device.product.device),
+            "public_key": device.public_key,
+            "channel": device.channel,
+            "groups": device.groups,
+        }),
+    );
+    let d = device.clone();
+    state.db.run(move |s| s.enrol_device(&d, &event)).await?;
+    Ok((StatusCode::CREATED, Json(device)))
+}
+
+/// `GET /api/v1/devices`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Device>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    Ok(Json(state.db.run(|s| s.devices()).await?))
+}
+
+async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {
+    let key = id.clone();
+    state
+        .db
+        .run(move |s| s.device(&key))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {id:.70} not found")))
+}
+
+/// `GET /api/v1/devices/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Device>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    Ok(Json(find(&state, id).await?))
+}
+
+/// `POST /api/v1/devices/{id}/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Device>, ApiError> {
+    let actor = caller.require(&[Role::Operator])?.name.clone();
+    let event = AuditEvent::new(&actor, "device.revoke", &id, serde_json::json!({}));
+    let key = id.clone();
+    state.db.run(move |s| s.revoke_device(&key, &event)).await?;
+    Ok(Json(find(&state, id).await?))
+}
+
+/// Query of `GET /api/v1/devices/{id}/reports`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/devices/{id}/reports?limit=N`: the last N reports, newest first.
+pub async fn reports(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<ReportsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<Report>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    let Query(query) = query?;
+    let kept = state.config.limits.reports_kept;
+    let limit = query.limit.unwrap_or(kept.min(20));
+    if !(1..=kept).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {kept}"
+        )));
+    }
+    let device = find(&state, id).await?;
+    Ok(Json(
+        state.db.run(move |s| s.reports(&device.id, limit)).await?,
+    ))
+}
+
+/// Challenge request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    device_id: String,
+}
+
+/// Challenge answer.
+#[derive(Debug, Serialize)]
+pub struct ChallengeResponse {
+    nonce: String,
+    expires_in: u64,
+}
+
+async fn active_device(state: &AppState, id: &str) -> Result<Device, ApiError> {
+    if check_identifier(id).is_err() {
+        return Err(ApiError::Unauthorized("unknown or revoked device"));
+    }
+    let key = id.to_owned();
+    match state.db.run(move |s| s.device(&key)).await? {
+        Some(d) if !d.revoked => Ok(d),
+        _ => Err(ApiError::Unauthorized("unknown or revoked device")),
+    }
+}
+
+/// `POST /api/v1/device/challenge`.
+pub async fn challenge(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChallengeRequest>,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    let device = active_device(&state, &req.device_id).await?;
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    let expires = now_secs().saturating_add(CHALLENGE_TTL_SECS);
+    state
+        .db
+        .run(move |s| s.put_challenge(&device.id, &nonce, expires))
+        .await?;
+    Ok(Json(ChallengeResponse {
+        nonce: hex::encode(nonce),
+        expires_in: CHALLENGE_TTL_SECS,
+    }))
+}
+
+/// Session request: the challenge and its signature.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    device_id: String,
+    nonce: String,
+    signature: String,
+}
+
+/// Session answer.
+#[derive(Debug, Serialize)]
+pub struct SessionResponse {
+    token: String,
+    expires_in: u64,
+}
+
+/// `POST /api/v1/device/session`.
+pub async fn session(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let nonce: [u8; 32] = hex_array("nonce", &req.nonce)?;
+    let signature: [u8; 64] = hex_array("signature", &req.signature)?;
+    let device = active_device(&state, &req.device_id).await?;
+    let now = now_secs();
+    let id = device.id.clone();
+    // The challenge is consumed before the signature is checked: one try per challenge.
+    if !state
+        .db
+        .run(move |s| s.take_challenge(&id, &nonce, now))
+        .await?
+    {
+        return Err(ApiError::Unauthorized(
+            "no such challenge for this device (expired or already used)",
+        ));
+    }
+    let key: [u8; 32] = hex_array("stored public key", &device.public_key).map_err(|_| {
+        ApiError::Internal(anyhow::anyhow!("device {} has a corrupt key", device.id))
+    })?;
+    let vk = VerifyingKey::from_bytes(&key)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("device {} key: {e}", device.id)))?;
+    vk.verify_strict(
+        &auth_message(&device.id, &nonce),
+        &Signature::from_bytes(&signature),
+    )
+    .map_err(|_| {
+        ApiError::Unauthorized("signature does not verify under the enrolled device key")
+    })?;
+    let ttl = state.config.session_ttl_secs;
+    let (token, hash) = new_token();
+    let name = format!("device:{}", device.id);
+    state
+        .db
+        .run(move |s| {
+            let grant = TokenGrant {
+                hash: &hash,
+                name: &name,
+                role: Role::Device,
+                device_id: Some(&device.id),
+                expires_at: Some(now.saturating_add(ttl)),
+            };
+            s.create_token(&grant, now, None)
+        })
+        .await?;
+    Ok(Json(SessionResponse {
+        token,
+        expires_in: ttl,
+    }))
+}
+
+/// Check-in report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    version: String,
+    security_counter: u32,
+    state: String,
+    #[serde(default)]
+    deployment: Option<i64>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+/// The update assigned to a device.
+#[derive(Debug, Serialize)]
+pub struct UpdateOffer {
+    deployment: i64,
+    release: String,
+    product: Product,
+    component: String,
+    version: String,
+    security_counter: u32,
+    payload_size: u64,
+    payload_digest: String,
+    size: u64,
+    download_url: String,
+    status: DeviceStatus,
+}
+
+/// Check-in answer: `update` is `null` when there is nothing to do.
+#[derive(Debug, Serialize)]
+pub struct CheckInResponse {
+    update: Option<UpdateOffer>,
+}
+
+/// `POST /api/v1/device/checkin`.
+pub async fn checkin(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CheckInRequest>,
+) -> Result<Json<CheckInResponse>, ApiError> {
+    let device_id = caller.device()?.to_owned();
+    Version::parse(&req.version).map_err(|_| {
+        ApiError::BadRequest("version must be a semantic version like 1.2.3".to_owned())
+    })?;
+    if req.state != "idle" && DeviceStatus::parse(&req.state).is_none() {
+        return Err(ApiError::BadRequest(
+            "state must be idle, pending, downloading, staged, installed, confirmed, reverted or failed"
+                .to_owned(),
+        ));
+    }
+    if req.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
+        return Err(ApiError::BadRequest(format!(
+            "detail is at most {MAX_DETAIL} bytes"
+        )));
+    }
+    let report = CheckIn {
+        device_id,
+        version: req.version,
+        security_counter: req.security_counter,
+        state: req.state,
+        deployment_id: req.deployment,
+        detail: req.detail,
+    };
+    let keep = state.config.limits.reports_kept;
+    let assignment = state
+        .db
+        .run(move |s| s.check_in(&report, now_secs(), keep))
+        .await?;
+    state.metrics.check_in();
+    let update = assignment.map(|a| {
+        let r = a.release;
+        let download_url = match &state.config.mirror_base_url {
+            Some(base) => format!("{base}/{}", r.id),
+            None => format!("/api/v1/bundles/{}", r.id),
+        };
+        UpdateOffer {
+            deployment: a.deployment_id,
+            product: Product {
+                vendor: r.vendor,
+                device: r.device,
+            },
+            component: r.component,
+            version: r.version,
+            security_counter: r.security_counter,
+            payload_size: r.payload_size,
+            payload_digest: r.payload_digest,
+            size: r.size,
+            download_url,
+            status: a.status,
+            release: r.id,
+        }
+    });
+    Ok(Json(CheckInResponse { update }))
+}

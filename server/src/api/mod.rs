@@ -1,0 +1,286 @@
+//! The HTTP API: state, authentication, the router and its middleware.
+//!
+//! | endpoint                                   | roles                      |
+//! |--------------------------------------------|----------------------------|
+//! | `GET /healthz`, `/metrics`, `/openapi.json`| public                     |
+//! | `POST/GET /api/v1/tokens`, `DELETE …/{id}` | admin                      |
+//! | `POST /api/v1/releases`, `…/{id}/retire`   | release                    |
+//! | `GET /api/v1/releases[/{id}]`              | release, operator, auditor |
+//! | `POST /api/v1/devices`, `…/{id}/revoke`    | operator                   |
+//! | `GET /api/v1/devices[/{id}[/reports]]`     | operator, auditor          |
+//! | `POST /api/v1/deployments`, `…/{id}/pause|resume|cancel` | operator     |
+//! | `GET /api/v1/deployments[/{id}]`           | operator, auditor          |
+//! | `GET /api/v1/audit/export`, `…/head`       | auditor                    |
+//! | `POST /api/v1/device/challenge`, `…/session` | public (device signature)|
+//! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
+//! | `GET /mirror/{id}`                         | public when `public_mirror`|
+
+mod deployments;
+mod devices;
+mod downloads;
+mod ops;
+mod releases;
+
+pub use devices::auth_message;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand_core::{OsRng, RngCore};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sigil_manifests::TrustRoot;
+
+use crate::bundles::BundleStore;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::{now_secs, Principal, Role, Store, StoreResult};
+
+/// The store, called on the blocking thread pool.
+#[derive(Clone)]
+pub struct Db(Arc<dyn Store>);
+
+impl Db {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Db(store)
+    }
+
+    /// Runs `f` against the store on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        Ok(tokio::task::spawn_blocking(move || f(&*store)).await??)
+    }
+}
+
+/// Everything handlers share.
+pub struct Inner {
+    /// Validated configuration.
+    pub config: ServerConfig,
+    /// The database.
+    pub db: Db,
+    /// The bundle store.
+    pub bundles: BundleStore,
+    /// Trust root uploads are verified against; `None` refuses uploads.
+    pub trust_root: Option<Arc<TrustRoot>>,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Per-client rate limiter.
+    pub limiter: RateLimiter,
+}
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        bundles: BundleStore,
+        trust_root: Option<TrustRoot>,
+    ) -> Self {
+        let limiter = RateLimiter::new(config.limits.rate_per_second, config.limits.rate_burst);
+        AppState(Arc::new(Inner {
+            config,
+            db: Db::new(store),
+            bundles,
+            trust_root: trust_root.map(Arc::new),
+            metrics: Metrics::default(),
+            limiter,
+        }))
+    }
+}
+
+/// A new random API or session token and the hash under which it is stored.
+pub fn new_token() -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let token = format!("sgl_{}", hex::encode(secret));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// The stored hash of a token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// Succeeds if the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(&self.0)
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::Forbidden(format!(
+                "this endpoint requires the {} role",
+                names.join(" or ")
+            )))
+        }
+    }
+
+    /// The device of a device session (device endpoints only).
+    pub fn device(&self) -> Result<&str, ApiError> {
+        self.require(&[Role::Device])?;
+        self.0
+            .device_id
+            .as_deref()
+            .ok_or_else(|| ApiError::Forbidden("this endpoint is for device sessions".to_owned()))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized(
+                "missing `Authorization: Bearer TOKEN` header",
+            ))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 128)
+            .ok_or(ApiError::Unauthorized(
+                "malformed Authorization header; expected `Bearer TOKEN`",
+            ))?;
+        let hash = token_hash(token);
+        let now = now_secs();
+        state
+            .db
+            .run(move |s| s.principal(&hash, now))
+            .await?
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized("unknown, expired or revoked token"))
+    }
+}
+
+/// `Json` whose rejections are [`ApiError`]s.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Rate limiting, request metrics and the request log.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    if !state.limiter.allow(client, Instant::now()) {
+        state.metrics.rate_limited();
+        return ApiError::TooManyRequests.into_response();
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.request(status.as_u16());
+    tracing::info!(
+        %method,
+        path,
+        status = status.as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        %client,
+        "request"
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".to_owned())
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r =
+        ApiError::BadRequest("method not allowed on this endpoint".to_owned()).into_response();
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// The application router.
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.limits.json_max_bytes;
+    let upload = Router::new()
+        .route(
+            "/api/v1/releases",
+            post(releases::upload).get(releases::list),
+        )
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route(
+            "/api/v1/tokens",
+            post(ops::create_token).get(ops::list_tokens),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(ops::revoke_token),
+        )
+        .route("/api/v1/releases/{id}", get(releases::show))
+        .route("/api/v1/releases/{id}/retire", post(releases::retire))
+        .route("/api/v1/devices", post(devices::enrol).get(devices::list))
+        .route("/api/v1/devices/{id}", get(devices::show))
+        .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
+        .route("/api/v1/devices/{id}/reports", get(devices::reports))
+        .route("/api/v1/device/challenge", post(devices::challenge))
+        .route("/api/v1/device/session", post(devices::session))
+        .route("/api/v1/device/checkin", post(devices::checkin))
+        .route("/api/v1/bundles/{id}", get(downloads::bundle))
+        .route("/mirror/{id}", get(downloads::mirror))
+        .route(
+            "/api/v1/deployments",
+            post(deployments::create).get(deployments::list),
+        )
+        .route("/api/v1/deployments/{id}", get(deployments::show))
+        .route("/api/v1/deployments/{id}/{action}", post(deployments::act))
+        .route("/api/v1/audit/export", get(ops::audit_export))
+        .route("/api/v1/audit/head", get(ops::audit_head))
+        .layer(DefaultBodyLimit::max(json_limit))
+        .merge(upload)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}

@@ -1,0 +1,146 @@
+//! Operations and administration: health, metrics, OpenAPI, API tokens, audit export.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sigil_manifests::manifest::check_identifier;
+
+use super::{new_token, ApiJson, AppState, Caller};
+use crate::error::ApiError;
+use crate::store::{now_secs, AuditEvent, Role, TokenGrant, TokenInfo};
+
+/// The OpenAPI document.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /healthz`: the database answers.
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.db.run(|s| s.audit_head()).await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let deployments = state.db.run(|s| s.deployment_states()).await?;
+    let text = state.metrics.render(&deployments);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Token request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    name: String,
+    role: Role,
+}
+
+/// A new token: shown once.
+#[derive(Debug, Serialize)]
+pub struct NewToken {
+    id: i64,
+    name: String,
+    role: Role,
+    token: String,
+}
+
+/// `POST /api/v1/tokens`.
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let actor = caller.require(&[Role::Admin])?.name.clone();
+    check_identifier(&req.name).map_err(|_| {
+        ApiError::BadRequest("name must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
+    })?;
+    if req.role == Role::Device {
+        return Err(ApiError::BadRequest(
+            "device tokens are issued by the challenge-response session endpoint".to_owned(),
+        ));
+    }
+    let (token, hash) = new_token();
+    let event = AuditEvent::new(
+        &actor,
+        "token.create",
+        &req.name,
+        serde_json::json!({ "role": req.role }),
+    );
+    let (name, role) = (req.name.clone(), req.role);
+    let id = state
+        .db
+        .run(move |s| {
+            let grant = TokenGrant {
+                hash: &hash,
+                name: &name,
+                role,
+                device_id: None,
+                expires_at: None,
+            };
+            s.create_token(&grant, now_secs(), Some(&event))
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewToken {
+            id,
+            name: req.name,
+            role: req.role,
+            token,
+        }),
+    ))
+}
+
+/// `GET /api/v1/tokens`.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    Ok(Json(state.db.run(|s| s.tokens()).await?))
+}
+
+/// `DELETE /api/v1/tokens/{id}`.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.require(&[Role::Admin])?.name.clone();
+    let n: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("token {id:.70} not found")))?;
+    let event = AuditEvent::new(&actor, "token.revoke", &id, serde_json::json!({}));
+    state.db.run(move |s| s.revoke_token(n, &event)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/audit/export`: the whole chain as JSON lines.
+pub async fn audit_export(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Auditor])?;
+    let entries = state.db.run(|s| s.audit_entries()).await?;
+    let mut body = String::new();
+    for e in &entries {
+        body.push_str(&serde_json::to_string(e).map_err(|e| ApiError::Internal(e.into()))?);
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// `GET /api/v1/audit/head`: the last sequence number and hash, to record for later exports.
+pub async fn audit_head(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&[Role::Auditor])?;
+    let (seq, hash) = state.db.run(|s| s.audit_head()).await?;
+    Ok(Json(serde_json::json!({ "seq": seq, "hash": hash })))
+}

@@ -1,0 +1,183 @@
+//! Releases: upload (verified, content-addressed), list, show, retire.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+
+use super::{AppState, Caller};
+use crate::bundles::{is_bundle_id, UploadChunk};
+use crate::error::ApiError;
+use crate::store::{now_secs, AuditEvent, Release, Role};
+
+const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor];
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if is_bundle_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "release {id:.70} not found (ids are 64 lowercase hex digits)"
+        )))
+    }
+}
+
+/// `POST /api/v1/releases`: the body is the bundle (`application/octet-stream`).
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let uploader = caller.require(&[Role::Release])?.name.clone();
+    let root = state.trust_root.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "no trust root is configured (trust_root / SIGIL_TRUST_ROOT); uploads cannot be verified"
+                .to_owned(),
+        )
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if content_type != Some("application/octet-stream") {
+        return Err(ApiError::UnsupportedMediaType(
+            "upload the bundle as `Content-Type: application/octet-stream`".to_owned(),
+        ));
+    }
+    let limit = state.config.limits.upload_max_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        state.metrics.upload(false);
+        return Err(ApiError::PayloadTooLarge(format!(
+            "bundle is larger than the upload limit of {limit} bytes"
+        )));
+    }
+
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let store = state.bundles.clone();
+    let ingest = tokio::task::spawn_blocking(move || store.ingest(rx, &root, limit));
+    let mut stream = body.into_data_stream();
+    let mut complete = true;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(data) => {
+                if tx.send(UploadChunk::Data(data)).await.is_err() {
+                    // The verifier stopped early (bad or oversized bundle): its error is the answer.
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "upload body ended early");
+                complete = false;
+                break;
+            }
+        }
+    }
+    if complete {
+        // An error here means the verifier already ended; its result says why.
+        let _ = tx.send(UploadChunk::End).await;
+    }
+    drop(tx);
+    let ingested = match ingest.await? {
+        Ok(i) => i,
+        Err(e) => {
+            state.metrics.upload(false);
+            return Err(e.into());
+        }
+    };
+    state.metrics.upload(true);
+    let release = Release {
+        id: ingested.id,
+        vendor: ingested.vendor,
+        device: ingested.device,
+        component: ingested.component,
+        version: ingested.version,
+        security_counter: ingested.security_counter,
+        payload_size: ingested.payload_size,
+        payload_digest: ingested.payload_digest,
+        key_set_version: ingested.key_set_version,
+        created: ingested.created,
+        expires: ingested.expires,
+        size: ingested.size,
+        uploaded_at: now_secs(),
+        uploaded_by: uploader.clone(),
+        retired: false,
+    };
+    let event = AuditEvent::new(
+        &uploader,
+        "release.upload",
+        &release.id,
+        serde_json::json!({
+            "product": format!("{}/{}", release.vendor, release.device),
+            "component": release.component,
+            "version": release.version,
+            "security_counter": release.security_counter,
+            "size": release.size,
+        }),
+    );
+    let release = Arc::new(release);
+    let r = Arc::clone(&release);
+    let id = release.id.clone();
+    let (created, stored) = state
+        .db
+        .run(move |s| {
+            let created = s.insert_release(&r, &event)?;
+            Ok((created, s.release(&id)?))
+        })
+        .await?;
+    let stored =
+        stored.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("release row vanished")))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(stored)).into_response())
+}
+
+/// `GET /api/v1/releases`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Release>>, ApiError> {
+    caller.require(READERS)?;
+    Ok(Json(state.db.run(|s| s.releases()).await?))
+}
+
+/// `GET /api/v1/releases/{id}`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Release>, ApiError> {
+    caller.require(READERS)?;
+    check_id(&id)?;
+    let key = id.clone();
+    state
+        .db
+        .run(move |s| s.release(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("release {id} not found")))
+}
+
+/// `POST /api/v1/releases/{id}/retire`.
+pub async fn retire(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Release>, ApiError> {
+    let actor = caller.require(&[Role::Release])?.name.clone();
+    check_id(&id)?;
+    let event = AuditEvent::new(&actor, "release.retire", &id, serde_json::json!({}));
+    Ok(Json(
+        state.db.run(move |s| s.retire_release(&id, &event)).await?,
+    ))
+}

@@ -1,0 +1,384 @@
+//! The server's one typed configuration: defaults, then a TOML file, then `SIGIL_*` environment
+//! variables, then command-line flags; validated once at start-up.
+//!
+//! | key (TOML)                | environment               | default                       |
+//! |---------------------------|---------------------------|-------------------------------|
+//! | `listen`                  | `SIGIL_LISTEN`            | `127.0.0.1:8080`              |
+//! | `data_dir`                | `SIGIL_DATA_DIR`          | `./sigil-data`                |
+//! | `database_url`            | `SIGIL_DATABASE_URL`      | `sqlite://<data_dir>/sigil.db`|
+//! | `trust_root`              | `SIGIL_TRUST_ROOT`        | none: uploads are refused     |
+//! | `tls.cert`, `tls.key`     | `SIGIL_TLS_CERT`, `SIGIL_TLS_KEY` | none: plain HTTP      |
+//! | `mirror_base_url`         | `SIGIL_MIRROR_BASE_URL`   | none: devices download here   |
+//! | `public_mirror`           | `SIGIL_PUBLIC_MIRROR`     | `false`                       |
+//! | `session_ttl_secs`        | `SIGIL_SESSION_TTL_SECS`  | `900`                         |
+//! | `log_format`              | `SIGIL_LOG_FORMAT`        | `text` (or `json`)            |
+//! | `limits.upload_max_bytes` | `SIGIL_UPLOAD_MAX_BYTES`  | 1 GiB                         |
+//! | `limits.json_max_bytes`   | `SIGIL_JSON_MAX_BYTES`    | 64 KiB                        |
+//! | `limits.rate_per_second`  | `SIGIL_RATE_PER_SECOND`   | `50` requests per client IP   |
+//! | `limits.rate_burst`       | `SIGIL_RATE_BURST`        | `200`                         |
+//! | `limits.reports_kept`     | `SIGIL_REPORTS_KEPT`      | `100` reports per device      |
+//!
+//! The log filter comes from `RUST_LOG` (default `info`). Only this module reads the environment,
+//! and only through the iterator [`ServerConfig::load`] is given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this schema.
+    #[error("configuration file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// An environment variable holds a value of the wrong type.
+    #[error("environment variable {name} is invalid: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Input limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest bundle upload accepted, in bytes.
+    pub upload_max_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    pub json_max_bytes: usize,
+    /// Sustained requests per second allowed from one client IP address.
+    pub rate_per_second: u32,
+    /// Burst of requests one client IP address may make above the sustained rate.
+    pub rate_burst: u32,
+    /// How many check-in reports are kept per device.
+    pub reports_kept: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            upload_max_bytes: 1 << 30,
+            json_max_bytes: 64 << 10,
+            rate_per_second: 50,
+            rate_burst: 200,
+            reports_kept: 100,
+        }
+    }
+}
+
+/// The configuration of `sigil-server`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Socket address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding the database and the bundle store.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; default `sqlite://<data_dir>/sigil.db`.
+    pub database_url: Option<String>,
+    /// Trust root file (`SGL-ROOT`) that uploaded bundles are verified against.
+    pub trust_root: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsConfig>,
+    /// Base URL of a mirror or CDN that serves the bundle store; check-ins point devices there.
+    pub mirror_base_url: Option<String>,
+    /// Serve `/mirror/{sha256}` without authentication (for a CDN to pull from).
+    pub public_mirror: bool,
+    /// Lifetime of a device session token, in seconds.
+    pub session_ttl_secs: u64,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives (from `RUST_LOG`).
+    #[serde(skip)]
+    pub log_filter: String,
+    /// Input limits.
+    pub limits: LimitsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("sigil-data"),
+            database_url: None,
+            trust_root: None,
+            tls: None,
+            mirror_base_url: None,
+            public_mirror: false,
+            session_ttl_secs: 900,
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Command-line overrides (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Env {
+        name: name.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl ServerConfig {
+    /// Loads defaults, then `file` (if any), then the `SIGIL_*` variables and `RUST_LOG` among
+    /// `env`, then `overrides`; then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ServerConfig::default(),
+        };
+        let mut tls_cert = config.tls.as_ref().map(|t| t.cert.clone());
+        let mut tls_key = config.tls.as_ref().map(|t| t.key.clone());
+        for (name, value) in env {
+            let n = name.as_str();
+            match n {
+                "RUST_LOG" => config.log_filter = value,
+                "SIGIL_LISTEN" => config.listen = parse_env(n, &value)?,
+                "SIGIL_DATA_DIR" => config.data_dir = PathBuf::from(value),
+                "SIGIL_DATABASE_URL" => config.database_url = Some(value),
+                "SIGIL_TRUST_ROOT" => config.trust_root = Some(PathBuf::from(value)),
+                "SIGIL_TLS_CERT" => tls_cert = Some(PathBuf::from(value)),
+                "SIGIL_TLS_KEY" => tls_key = Some(PathBuf::from(value)),
+                "SIGIL_MIRROR_BASE_URL" => config.mirror_base_url = Some(value),
+                "SIGIL_PUBLIC_MIRROR" => config.public_mirror = parse_env(n, &value)?,
+                "SIGIL_SESSION_TTL_SECS" => config.session_ttl_secs = parse_env(n, &value)?,
+                "SIGIL_LOG_FORMAT" => {
+                    config.log_format = match value.as_str() {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name: name.clone(),
+                                message: "expected `text` or `json`".to_owned(),
+                            })
+                        }
+                    }
+                }
+                "SIGIL_UPLOAD_MAX_BYTES" => config.limits.upload_max_bytes = parse_env(n, &value)?,
+                "SIGIL_JSON_MAX_BYTES" => config.limits.json_max_bytes = parse_env(n, &value)?,
+                "SIGIL_RATE_PER_SECOND" => config.limits.rate_per_second = parse_env(n, &value)?,
+                "SIGIL_RATE_BURST" => config.limits.rate_burst = parse_env(n, &value)?,
+                "SIGIL_REPORTS_KEPT" => config.limits.reports_kept = parse_env(n, &value)?,
+                "SIGIL_CONFIG" => {}
+                _ if n.starts_with("SIGIL_") => {
+                    return Err(ConfigError::Env {
+                        name: name.clone(),
+                        message: "unknown SIGIL_ variable (typo?)".to_owned(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        config.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "TLS needs both a certificate and a key".to_owned(),
+                ))
+            }
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = overrides.data_dir {
+            config.data_dir = dir;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !(10..=86_400).contains(&self.session_ttl_secs) {
+            return invalid("session_ttl_secs must be between 10 and 86400");
+        }
+        if self.limits.upload_max_bytes < 1024 {
+            return invalid("limits.upload_max_bytes must be at least 1024");
+        }
+        if !(1024..=16 << 20).contains(&self.limits.json_max_bytes) {
+            return invalid("limits.json_max_bytes must be between 1 KiB and 16 MiB");
+        }
+        if self.limits.rate_per_second == 0 || self.limits.rate_burst == 0 {
+            return invalid("limits.rate_per_second and limits.rate_burst must be positive");
+        }
+        if !(1..=10_000).contains(&self.limits.reports_kept) {
+            return invalid("limits.reports_kept must be between 1 and 10000");
+        }
+        if let Some(url) = &mut self.mirror_base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("mirror_base_url must start with http:// or https://");
+            }
+            while url.ends_with('/') {
+                url.pop();
+            }
+        }
+        self.database_path()?;
+        Ok(())
+    }
+
+    /// The SQLite database file named by `database_url` (or its default).
+    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.database_url {
+            None => Ok(self.data_dir.join("sigil.db")),
+            Some(url) => match url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+                _ if url.starts_with("postgres") => Err(ConfigError::Invalid(
+                    "the PostgreSQL backend is not built yet; use sqlite://PATH".to_owned(),
+                )),
+                _ => Err(ConfigError::Invalid(format!(
+                    "database_url {url:?} is not sqlite://PATH"
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn zero_configuration_listens_on_loopback() {
+        let c = ServerConfig::load(None, env(&[]), Overrides::default()).unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(
+            c.database_path().unwrap(),
+            PathBuf::from("sigil-data/sigil.db")
+        );
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sigil.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/a\"\n[limits]\nupload_max_bytes = 4096\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(
+            Some(&file),
+            env(&[
+                ("SIGIL_DATA_DIR", "/b"),
+                ("SIGIL_MIRROR_BASE_URL", "https://cdn.example/b/"),
+            ]),
+            Overrides {
+                listen: Some("127.0.0.1:9001".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("/b"));
+        assert_eq!(c.limits.upload_max_bytes, 4096);
+        assert_eq!(c.mirror_base_url.as_deref(), Some("https://cdn.example/b"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let e = ServerConfig::load(
+            None,
+            env(&[("SIGIL_RATE_BURST", "lots")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SIGIL_RATE_BURST"), "{e}");
+        let e = ServerConfig::load(None, env(&[("SIGIL_LISTN", "x")]), Overrides::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("SIGIL_LISTN"), "{e}");
+        let e = ServerConfig::load(
+            None,
+            env(&[("SIGIL_TLS_CERT", "c.pem")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("TLS"), "{e}");
+        let e = ServerConfig::load(
+            None,
+            env(&[("SIGIL_DATABASE_URL", "postgres://db/sigil")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    }
+}

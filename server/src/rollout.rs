@@ -1,0 +1,291 @@
+//! Staged rollouts: which devices a phase admits, and when a rollout advances, halts or completes.
+//!
+//! A deployment's target devices are ranked once, at creation, by `SHA-256(deployment id, device
+//! id)`: a stable, unbiased order. Phase `i` with percentage `p` admits the first
+//! `ceil(N × p / 100)` ranked devices (at least one), so each phase's set contains the previous
+//! one and counts are cumulative.
+//!
+//! After every device status change the rollout is evaluated over the admitted devices:
+//!
+//! | condition (admitted devices `A`)                         | result                          |
+//! |----------------------------------------------------------|---------------------------------|
+//! | `failed + reverted > A × max_failure_percent / 100`      | **halted** (no new assignments) |
+//! | `confirmed ≥ A × min_success_percent / 100`, not last    | advance to the next phase       |
+//! | every target device confirmed, failed or reverted        | completed                       |
+//! | otherwise                                                | stays                           |
+//!
+//! The failure rate is taken over the phase's admitted devices, not over those that reported, so
+//! one early failure in a large phase does not halt it, while a small canary phase halts fast.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-device status within a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    /// Admitted or waiting for its phase; nothing reported yet.
+    Pending,
+    /// The device is downloading the bundle.
+    Downloading,
+    /// The bundle is verified in the staging slot.
+    Staged,
+    /// The device rebooted into the new image (trial boot).
+    Installed,
+    /// The image was confirmed: success.
+    Confirmed,
+    /// The bootloader reverted to the previous image: failure.
+    Reverted,
+    /// The update failed before install: failure.
+    Failed,
+}
+
+impl DeviceStatus {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [DeviceStatus; 7] = [
+        DeviceStatus::Pending,
+        DeviceStatus::Downloading,
+        DeviceStatus::Staged,
+        DeviceStatus::Installed,
+        DeviceStatus::Confirmed,
+        DeviceStatus::Reverted,
+        DeviceStatus::Failed,
+    ];
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Downloading => "downloading",
+            DeviceStatus::Staged => "staged",
+            DeviceStatus::Installed => "installed",
+            DeviceStatus::Confirmed => "confirmed",
+            DeviceStatus::Reverted => "reverted",
+            DeviceStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses [`DeviceStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Whether the device is done with this deployment.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeviceStatus::Confirmed | DeviceStatus::Reverted | DeviceStatus::Failed
+        )
+    }
+
+    /// Whether this counts as a failure toward the halt threshold.
+    pub fn is_failure(self) -> bool {
+        matches!(self, DeviceStatus::Reverted | DeviceStatus::Failed)
+    }
+}
+
+/// Lifecycle of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DeploymentState {
+    /// Assigning to admitted devices.
+    Active,
+    /// Paused by an operator: no new assignments.
+    Paused,
+    /// Halted automatically: the failure threshold was passed.
+    Halted,
+    /// Cancelled by an operator (final).
+    Cancelled,
+    /// Every target device finished (final).
+    Completed,
+}
+
+impl DeploymentState {
+    /// All states.
+    pub const ALL: [DeploymentState; 5] = [
+        DeploymentState::Active,
+        DeploymentState::Paused,
+        DeploymentState::Halted,
+        DeploymentState::Cancelled,
+        DeploymentState::Completed,
+    ];
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::Active => "active",
+            DeploymentState::Paused => "paused",
+            DeploymentState::Halted => "halted",
+            DeploymentState::Cancelled => "cancelled",
+            DeploymentState::Completed => "completed",
+        }
+    }
+
+    /// Parses [`DeploymentState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// The rollout parameters of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutPolicy {
+    /// Cumulative percentages of the target devices per phase, increasing, the last one 100.
+    pub phases: Vec<u8>,
+    /// Share of a phase's admitted devices that must confirm before the next phase starts.
+    pub min_success_percent: u8,
+    /// Share of admitted devices that may fail or revert before the rollout halts.
+    pub max_failure_percent: u8,
+}
+
+impl RolloutPolicy {
+    /// Checks the parameters; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.phases.is_empty() || self.phases.len() > 10 {
+            return Err("phases must list 1 to 10 percentages".into());
+        }
+        if self.phases.windows(2).any(|w| w.first() >= w.get(1)) {
+            return Err("phase percentages must increase".into());
+        }
+        if self.phases.first().is_some_and(|&p| p == 0) || self.phases.last() != Some(&100) {
+            return Err("phase percentages must be above 0 and end at 100".into());
+        }
+        if !(1..=100).contains(&self.min_success_percent) {
+            return Err("min_success_percent must be 1..=100".into());
+        }
+        if self.max_failure_percent > 100 {
+            return Err("max_failure_percent must be 0..=100".into());
+        }
+        Ok(())
+    }
+}
+
+/// How many of `total` ranked devices a phase of `percent` admits.
+pub fn admitted(total: usize, percent: u8) -> usize {
+    if total == 0 || percent == 0 {
+        return 0;
+    }
+    let n = (total.saturating_mul(usize::from(percent))).div_ceil(100);
+    n.clamp(1, total)
+}
+
+/// The outcome of an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Current phase index.
+    pub phase: usize,
+    /// Resulting state.
+    pub state: DeploymentState,
+}
+
+/// Evaluates an active rollout in `phase` over the statuses of its devices in rank order.
+pub fn evaluate(policy: &RolloutPolicy, phase: usize, ranked: &[DeviceStatus]) -> Evaluation {
+    let mut phase = phase.min(policy.phases.len().saturating_sub(1));
+    loop {
+        let percent = policy.phases.get(phase).copied().unwrap_or(100);
+        let n = admitted(ranked.len(), percent);
+        let admitted_devices = ranked.get(..n).unwrap_or(ranked);
+        let failures = admitted_devices.iter().filter(|s| s.is_failure()).count();
+        let successes = admitted_devices
+            .iter()
+            .filter(|&&s| s == DeviceStatus::Confirmed)
+            .count();
+        if failures.saturating_mul(100) > n.saturating_mul(usize::from(policy.max_failure_percent))
+        {
+            return Evaluation {
+                phase,
+                state: DeploymentState::Halted,
+            };
+        }
+        if ranked.iter().all(|s| s.is_final()) && n == ranked.len() {
+            return Evaluation {
+                phase,
+                state: DeploymentState::Completed,
+            };
+        }
+        let enough = successes.saturating_mul(100)
+            >= n.saturating_mul(usize::from(policy.min_success_percent));
+        if enough && phase.saturating_add(1) < policy.phases.len() {
+            phase = phase.saturating_add(1);
+            continue;
+        }
+        return Evaluation {
+            phase,
+            state: DeploymentState::Active,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeviceStatus::*;
+
+    fn policy() -> RolloutPolicy {
+        RolloutPolicy {
+            phases: vec![1, 10, 100],
+            min_success_percent: 100,
+            max_failure_percent: 20,
+        }
+    }
+
+    #[test]
+    fn phases_admit_nested_rounded_up_sets() {
+        assert_eq!(admitted(1000, 1), 10);
+        assert_eq!(admitted(50, 1), 1);
+        assert_eq!(admitted(50, 10), 5);
+        assert_eq!(admitted(50, 100), 50);
+        assert_eq!(admitted(0, 100), 0);
+    }
+
+    #[test]
+    fn successes_advance_phase_by_phase() {
+        let mut s = vec![Pending; 50];
+        assert_eq!(
+            evaluate(&policy(), 0, &s),
+            Evaluation {
+                phase: 0,
+                state: DeploymentState::Active
+            }
+        );
+        s[0] = Confirmed;
+        assert_eq!(evaluate(&policy(), 0, &s).phase, 1);
+        s[1..5].fill(Confirmed);
+        assert_eq!(evaluate(&policy(), 1, &s).phase, 2);
+        s.fill(Confirmed);
+        assert_eq!(evaluate(&policy(), 2, &s).state, DeploymentState::Completed);
+    }
+
+    #[test]
+    fn failures_past_the_threshold_halt() {
+        let mut s = vec![Pending; 50];
+        s[..5].fill(Confirmed);
+        // In phase 1 (5 devices) one failure is 20%: at the threshold, not past it.
+        s[4] = Failed;
+        assert_eq!(evaluate(&policy(), 1, &s).state, DeploymentState::Active);
+        s[3] = Reverted;
+        assert_eq!(
+            evaluate(&policy(), 1, &s),
+            Evaluation {
+                phase: 1,
+                state: DeploymentState::Halted
+            }
+        );
+    }
+
+    #[test]
+    fn unadmitted_devices_do_not_count() {
+        let mut s = vec![Pending; 50];
+        s[40..].fill(Failed);
+        assert_eq!(evaluate(&policy(), 0, &s).state, DeploymentState::Active);
+    }
+
+    #[test]
+    fn policy_validation_names_the_problem() {
+        let mut p = policy();
+        assert!(p.validate().is_ok());
+        p.phases = vec![10, 5, 100];
+        assert!(p.validate().unwrap_err().contains("increase"));
+        p.phases = vec![10, 50];
+        assert!(p.validate().unwrap_err().contains("100"));
+    }
+}

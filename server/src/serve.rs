@@ -1,0 +1,173 @@
+//! Start-up (data directory, migrations, store reconciliation, bootstrap token) and serving
+//! (plain HTTP or rustls TLS, graceful shutdown on SIGTERM or Ctrl-C).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sigil_manifests::TrustRoot;
+
+use crate::api::{new_token, router, AppState};
+use crate::bundles::BundleStore;
+use crate::config::ServerConfig;
+use crate::store::{now_secs, AuditEvent, Role, SqliteStore, Store, TokenGrant};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Opens the database (running migrations) and the bundle store, reconciling the two.
+pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(SqliteStore, BundleStore)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db_path = config.database_path()?;
+    if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create database directory {}", parent.display()))?;
+    }
+    let store = SqliteStore::open(&db_path)
+        .with_context(|| format!("cannot open database {}", db_path.display()))?;
+    let bundles = BundleStore::open(&config.data_dir).context("cannot open the bundle store")?;
+    let ids: HashSet<String> = store.release_ids()?.into_iter().collect();
+    let r = bundles
+        .reconcile(&ids)
+        .context("cannot reconcile the bundle store")?;
+    if r.removed_temporary > 0 || r.removed_orphans > 0 {
+        tracing::warn!(
+            interrupted_uploads = r.removed_temporary,
+            orphan_bundles = r.removed_orphans,
+            "removed leftovers of an interrupted run"
+        );
+    }
+    for id in &r.missing {
+        tracing::error!(
+            release = id,
+            "bundle file of a release is missing from the store"
+        );
+    }
+    Ok((store, bundles))
+}
+
+/// Creates an admin token and returns it (the only time it is visible).
+pub fn create_admin_token(store: &dyn Store, name: &str, actor: &str) -> anyhow::Result<String> {
+    let (token, hash) = new_token();
+    let event = AuditEvent::new(
+        actor,
+        "token.create",
+        name,
+        serde_json::json!({ "role": "admin" }),
+    );
+    let grant = TokenGrant {
+        hash: &hash,
+        name,
+        role: Role::Admin,
+        device_id: None,
+        expires_at: None,
+    };
+    store.create_token(&grant, now_secs(), Some(&event))?;
+    Ok(token)
+}
+
+fn load_trust_root(config: &ServerConfig) -> anyhow::Result<Option<TrustRoot>> {
+    let Some(path) = &config.trust_root else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read trust root {}", path.display()))?;
+    let root = TrustRoot::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("trust root {} is invalid: {e}", path.display()))?;
+    Ok(Some(root))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let (store, bundles) = open_storage(&config)?;
+    let trust_root = load_trust_root(&config)?;
+    let bootstrap = if store.has_admin_token()? {
+        None
+    } else {
+        Some(create_admin_token(&store, "bootstrap-admin", "system")?)
+    };
+    if trust_root.is_none() {
+        tracing::warn!("no trust root configured: bundle uploads are refused until one is set");
+    }
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("sigil-server listening on {scheme}://{addr}");
+    match bootstrap {
+        Some(token) => println!(
+            "first admin token (shown once; more with `sigil-server admin-token`): {token}"
+        ),
+        None => println!("admin tokens exist; create another with `sigil-server admin-token`"),
+    }
+    let tls = config.tls.clone();
+    let state = AppState::new(config, Arc::new(store), bundles, trust_root);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    match tls {
+        Some(tls) => {
+            // One process-wide provider; an error only means one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+            axum_server::from_tcp_rustls(listener, rustls)
+                .handle(handle)
+                .serve(app)
+                .await?;
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await?
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,1605 @@
+//! Persistent state behind one narrow trait, [`Store`], with the SQLite backend [`SqliteStore`].
+//!
+//! Handlers only see the trait (through [`crate::api::Db`]), so a PostgreSQL backend is one more
+//! implementation. Every mutation that the audit trail records takes its [`AuditEvent`] and
+//! appends it in the same transaction as the change: no change without its entry, and no entry
+//! without its change.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{entry_hash, AuditEntry, GENESIS_HASH};
+use crate::rollout::{evaluate, DeploymentState, DeviceStatus, RolloutPolicy};
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages API tokens.
+    Admin,
+    /// Uploads and retires releases.
+    Release,
+    /// Enrols devices, runs deployments.
+    Operator,
+    /// Reads everything, exports the audit trail.
+    Auditor,
+    /// A device, through a session token.
+    Device,
+}
+
+impl Role {
+    /// All roles.
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Release,
+        Role::Operator,
+        Role::Auditor,
+        Role::Device,
+    ];
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Release => "release",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+            Role::Device => "device",
+        }
+    }
+
+    /// Parses [`Role::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Who is calling, resolved from a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's role.
+    pub role: Role,
+    /// The token's name (`device:<id>` for device sessions); the audit actor.
+    pub name: String,
+    /// For device sessions, the device.
+    pub device_id: Option<String>,
+}
+
+/// A token to store: only its hash is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenGrant<'a> {
+    /// SHA-256 of the token.
+    pub hash: &'a [u8; 32],
+    /// Holder's name (the audit actor).
+    pub name: &'a str,
+    /// Role.
+    pub role: Role,
+    /// For device sessions, the device.
+    pub device_id: Option<&'a str>,
+    /// Expiry (device sessions).
+    pub expires_at: Option<u64>,
+}
+
+/// An API token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// Token id.
+    pub id: i64,
+    /// Name (who holds it).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Creation time.
+    pub created_at: u64,
+}
+
+/// A stored release: a verified bundle's manifest summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// SHA-256 of the bundle file (hex): the content address.
+    pub id: String,
+    /// Product vendor.
+    pub vendor: String,
+    /// Product device class.
+    pub device: String,
+    /// Target component / slot.
+    pub component: String,
+    /// Semantic version.
+    pub version: String,
+    /// Security counter.
+    pub security_counter: u32,
+    /// Payload size.
+    pub payload_size: u64,
+    /// Payload SHA-256 (hex).
+    pub payload_digest: String,
+    /// Key set version the manifest was signed under.
+    pub key_set_version: u32,
+    /// Manifest creation time.
+    pub created: u64,
+    /// Manifest expiry.
+    pub expires: Option<u64>,
+    /// Bundle size in bytes.
+    pub size: u64,
+    /// Upload time.
+    pub uploaded_at: u64,
+    /// Uploader's token name.
+    pub uploaded_by: String,
+    /// Retired releases are no longer deployable.
+    pub retired: bool,
+}
+
+/// A product id (owned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    /// Vendor.
+    pub vendor: String,
+    /// Device class / hardware id.
+    pub device: String,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// Product.
+    pub product: Product,
+    /// Ed25519 identity public key (hex).
+    pub public_key: String,
+    /// Release channel, e.g. `stable`.
+    pub channel: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// Revoked devices are refused.
+    pub revoked: bool,
+    /// Enrolment time.
+    pub enrolled_at: u64,
+    /// Last check-in.
+    pub last_seen: Option<u64>,
+    /// Last reported version.
+    pub version: Option<String>,
+    /// Last reported security counter.
+    pub security_counter: Option<u32>,
+    /// Last reported state.
+    pub state: Option<String>,
+}
+
+/// A device's check-in report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Device.
+    pub device_id: String,
+    /// Time.
+    pub at: u64,
+    /// Running version.
+    pub version: String,
+    /// Stored security counter.
+    pub security_counter: u32,
+    /// Reported state.
+    pub state: String,
+    /// Deployment the state refers to.
+    pub deployment_id: Option<i64>,
+    /// Free-form detail (error message).
+    pub detail: Option<String>,
+}
+
+/// Which devices a deployment targets (within the release's product).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    content = "value",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
+pub enum Target {
+    /// Devices on a channel.
+    Channel(String),
+    /// Devices in a group.
+    Group(String),
+    /// These devices.
+    Devices(Vec<String>),
+}
+
+/// A deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    /// Id.
+    pub id: i64,
+    /// Release deployed.
+    pub release_id: String,
+    /// Product (from the release).
+    pub product: Product,
+    /// Target.
+    pub target: Target,
+    /// Rollout parameters.
+    pub policy: RolloutPolicy,
+    /// Current phase index.
+    pub phase: usize,
+    /// State.
+    pub state: DeploymentState,
+    /// Number of target devices.
+    pub devices: usize,
+    /// Creation time.
+    pub created_at: u64,
+    /// Creator's token name.
+    pub created_by: String,
+}
+
+/// A target device's status in a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Device.
+    pub device_id: String,
+    /// Rank (admission order).
+    pub rank: usize,
+    /// Whether the current phase admits it.
+    pub admitted: bool,
+    /// Status.
+    pub status: DeviceStatus,
+    /// Last change.
+    pub updated_at: u64,
+}
+
+/// A new deployment request.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    /// Release to deploy.
+    pub release_id: String,
+    /// Target.
+    pub target: Target,
+    /// Rollout parameters (validated).
+    pub policy: RolloutPolicy,
+}
+
+/// An operator action on a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentAction {
+    /// Active → paused.
+    Pause,
+    /// Paused or halted → active.
+    Resume,
+    /// Any non-final state → cancelled.
+    Cancel,
+}
+
+/// A device check-in.
+#[derive(Debug, Clone)]
+pub struct CheckIn {
+    /// Device (from the session).
+    pub device_id: String,
+    /// Running version.
+    pub version: String,
+    /// Stored security counter.
+    pub security_counter: u32,
+    /// `idle` or a [`DeviceStatus`] name.
+    pub state: String,
+    /// Deployment the state refers to.
+    pub deployment_id: Option<i64>,
+    /// Free-form detail.
+    pub detail: Option<String>,
+}
+
+/// The update assigned to a device.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The deployment.
+    pub deployment_id: i64,
+    /// The release.
+    pub release: Release,
+    /// The device's status in it.
+    pub status: DeviceStatus,
+}
+
+/// An event for the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Actor.
+    pub actor: String,
+    /// Action.
+    pub action: &'static str,
+    /// Subject.
+    pub subject: String,
+    /// Details.
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// Builds an event.
+    pub fn new(
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Self {
+        AuditEvent {
+            actor: actor.to_owned(),
+            action,
+            subject: subject.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The change conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is inconsistent with stored data.
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(format!("stored JSON: {e}"))
+    }
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage interface the handlers use. Calls block; the API runs them on the blocking pool.
+pub trait Store: Send + Sync + 'static {
+    /// Whether any admin token exists.
+    fn has_admin_token(&self) -> StoreResult<bool>;
+    /// Stores a token by its hash.
+    fn create_token(
+        &self,
+        grant: &TokenGrant<'_>,
+        now: u64,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<i64>;
+    /// Resolves a token hash to its principal (unexpired; device not revoked).
+    fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>>;
+    /// Lists API tokens (not device sessions).
+    fn tokens(&self) -> StoreResult<Vec<TokenInfo>>;
+    /// Deletes an API token.
+    fn revoke_token(&self, id: i64, audit: &AuditEvent) -> StoreResult<()>;
+
+    /// Inserts a release; `false` if the same bundle already exists.
+    fn insert_release(&self, release: &Release, audit: &AuditEvent) -> StoreResult<bool>;
+    /// All releases, newest first.
+    fn releases(&self) -> StoreResult<Vec<Release>>;
+    /// One release.
+    fn release(&self, id: &str) -> StoreResult<Option<Release>>;
+    /// Marks a release retired.
+    fn retire_release(&self, id: &str, audit: &AuditEvent) -> StoreResult<Release>;
+
+    /// Enrols a device.
+    fn enrol_device(&self, device: &Device, audit: &AuditEvent) -> StoreResult<()>;
+    /// One device.
+    fn device(&self, id: &str) -> StoreResult<Option<Device>>;
+    /// All devices.
+    fn devices(&self) -> StoreResult<Vec<Device>>;
+    /// Revokes a device and ends its sessions.
+    fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()>;
+    /// Stores the one outstanding challenge of a device.
+    fn put_challenge(&self, device_id: &str, nonce: &[u8; 32], expires_at: u64) -> StoreResult<()>;
+    /// Consumes a challenge; `true` if it was outstanding and unexpired.
+    fn take_challenge(&self, device_id: &str, nonce: &[u8; 32], now: u64) -> StoreResult<bool>;
+
+    /// Records a check-in, updates deployment status and rollout, and returns the assignment.
+    fn check_in(&self, report: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>>;
+    /// The last `limit` reports of a device, newest first.
+    fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>>;
+    /// Whether an active or paused deployment admits this device for this release.
+    fn may_download(&self, device_id: &str, release_id: &str) -> StoreResult<bool>;
+
+    /// Creates a deployment and ranks its target devices.
+    fn create_deployment(
+        &self,
+        new: &NewDeployment,
+        now: u64,
+        actor: &str,
+    ) -> StoreResult<Deployment>;
+    /// All deployments, newest first.
+    fn deployments(&self) -> StoreResult<Vec<Deployment>>;
+    /// One deployment with its members.
+    fn deployment(&self, id: i64) -> StoreResult<Option<(Deployment, Vec<Member>)>>;
+    /// Pauses, resumes or cancels.
+    fn act_on_deployment(
+        &self,
+        id: i64,
+        action: DeploymentAction,
+        audit: &AuditEvent,
+    ) -> StoreResult<Deployment>;
+    /// Number of deployments per state (metrics).
+    fn deployment_states(&self) -> StoreResult<Vec<(DeploymentState, u64)>>;
+
+    /// Appends an audit entry on its own.
+    fn append_audit(&self, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry>;
+    /// Every audit entry in order.
+    fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>>;
+    /// The last audit entry's sequence number and hash.
+    fn audit_head(&self) -> StoreResult<(u64, String)>;
+
+    /// Every release id (for bundle store reconciliation at start-up).
+    fn release_ids(&self) -> StoreResult<Vec<String>>;
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    device_id TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    device TEXT NOT NULL,
+    component TEXT NOT NULL,
+    version TEXT NOT NULL,
+    security_counter INTEGER NOT NULL,
+    payload_size INTEGER NOT NULL,
+    payload_digest TEXT NOT NULL,
+    key_set_version INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER,
+    size INTEGER NOT NULL,
+    uploaded_at INTEGER NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    retired INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    vendor TEXT NOT NULL,
+    device TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    version TEXT,
+    security_counter INTEGER,
+    state TEXT
+);
+CREATE TABLE challenges (
+    device_id TEXT PRIMARY KEY,
+    nonce BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    security_counter INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    deployment_id INTEGER,
+    detail TEXT
+);
+CREATE INDEX reports_by_device ON reports (device_id, id);
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY,
+    release_id TEXT NOT NULL REFERENCES releases (id),
+    vendor TEXT NOT NULL,
+    device TEXT NOT NULL,
+    target TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    phase INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE members (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    device_id TEXT NOT NULL REFERENCES devices (id),
+    rank INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, device_id)
+);
+CREATE INDEX members_by_device ON members (device_id);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#];
+
+/// The SQLite backend: one connection in WAL mode with `synchronous = FULL` (a confirmed write
+/// survives power loss), serialised by a mutex.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn now_or(at: u64) -> i64 {
+    i64::try_from(at).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+const RELEASE_COLUMNS: &str =
+    "id, vendor, device, component, version, security_counter, payload_size, \
+     payload_digest, key_set_version, created, expires, size, uploaded_at, uploaded_by, retired";
+
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
+    Ok(Release {
+        id: r.get(0)?,
+        vendor: r.get(1)?,
+        device: r.get(2)?,
+        component: r.get(3)?,
+        version: r.get(4)?,
+        security_counter: r.get(5)?,
+        payload_size: u(r.get(6)?),
+        payload_digest: r.get(7)?,
+        key_set_version: r.get(8)?,
+        created: u(r.get(9)?),
+        expires: r.get::<_, Option<i64>>(10)?.map(u),
+        size: u(r.get(11)?),
+        uploaded_at: u(r.get(12)?),
+        uploaded_by: r.get(13)?,
+        retired: r.get(14)?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, vendor, device, public_key, channel, groups, labels, revoked, \
+     enrolled_at, last_seen, version, security_counter, state";
+
+type DeviceRow = (Device, String, String);
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok((
+        Device {
+            id: r.get(0)?,
+            product: Product {
+                vendor: r.get(1)?,
+                device: r.get(2)?,
+            },
+            public_key: r.get(3)?,
+            channel: r.get(4)?,
+            groups: Vec::new(),
+            labels: BTreeMap::new(),
+            revoked: r.get(7)?,
+            enrolled_at: u(r.get(8)?),
+            last_seen: r.get::<_, Option<i64>>(9)?.map(u),
+            version: r.get(10)?,
+            security_counter: r.get(11)?,
+            state: r.get(12)?,
+        },
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn finish_device((mut d, groups, labels): DeviceRow) -> StoreResult<Device> {
+    d.groups = serde_json::from_str(&groups)?;
+    d.labels = serde_json::from_str(&labels)?;
+    Ok(d)
+}
+
+const DEPLOYMENT_COLUMNS: &str =
+    "d.id, d.release_id, d.vendor, d.device, d.target, d.policy, d.phase, d.state, d.created_at, \
+     d.created_by, (SELECT COUNT(*) FROM members m WHERE m.deployment_id = d.id)";
+
+type DeploymentRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+    i64,
+);
+
+fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_deployment(row: DeploymentRow) -> StoreResult<Deployment> {
+    let (id, release_id, vendor, device, target, policy, phase, state, created_at, created_by, n) =
+        row;
+    Ok(Deployment {
+        id,
+        release_id,
+        product: Product { vendor, device },
+        target: serde_json::from_str(&target)?,
+        policy: serde_json::from_str(&policy)?,
+        phase: usize::try_from(phase).unwrap_or(0),
+        state: DeploymentState::parse(&state)
+            .ok_or_else(|| StoreError::Backend(format!("unknown deployment state {state}")))?,
+        devices: usize::try_from(n).unwrap_or(0),
+        created_at: u(created_at),
+        created_by,
+    })
+}
+
+fn load_deployment(tx: &Connection, id: i64) -> StoreResult<Option<Deployment>> {
+    let row = tx
+        .prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE d.id = ?1"
+        ))?
+        .query_row([id], deployment_row)
+        .optional()?;
+    row.map(finish_deployment).transpose()
+}
+
+/// Statuses of a deployment's members in rank order.
+fn ranked_statuses(tx: &Connection, id: i64) -> StoreResult<Vec<(String, DeviceStatus)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT device_id, status FROM members WHERE deployment_id = ?1 ORDER BY rank",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (device, status) = row?;
+        let status = DeviceStatus::parse(&status)
+            .ok_or_else(|| StoreError::Backend(format!("unknown device status {status}")))?;
+        out.push((device, status));
+    }
+    Ok(out)
+}
+
+/// Appends an audit entry inside a transaction.
+fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {
+    let (seq, prev): (u64, String) = tx
+        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((u(r.get(0)?), r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, GENESIS_HASH.to_owned()));
+    let seq = seq.saturating_add(1);
+    let detail = event.detail.to_string();
+    let hash = entry_hash(
+        seq,
+        now,
+        &event.actor,
+        event.action,
+        &event.subject,
+        &detail,
+        &prev,
+    );
+    tx.prepare_cached(
+        "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        now_or(seq),
+        now_or(now),
+        event.actor,
+        event.action,
+        event.subject,
+        detail,
+        prev,
+        hash
+    ])?;
+    Ok(AuditEntry {
+        seq,
+        at: now,
+        actor: event.actor.clone(),
+        action: event.action.to_owned(),
+        subject: event.subject.clone(),
+        detail,
+        prev_hash: prev,
+        hash,
+    })
+}
+
+/// Re-evaluates an active rollout after a status change and records what changed.
+fn reevaluate(tx: &Connection, id: i64, now: u64) -> StoreResult<()> {
+    let Some(dep) = load_deployment(tx, id)? else {
+        return Ok(());
+    };
+    if dep.state != DeploymentState::Active {
+        return Ok(());
+    }
+    let statuses: Vec<DeviceStatus> = ranked_statuses(tx, id)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let eval = evaluate(&dep.policy, dep.phase, &statuses);
+    if eval.phase == dep.phase && eval.state == dep.state {
+        return Ok(());
+    }
+    tx.prepare_cached("UPDATE deployments SET phase = ?2, state = ?3 WHERE id = ?1")?
+        .execute(params![id, now_or(eval.phase as u64), eval.state.as_str()])?;
+    let failures = statuses.iter().filter(|s| s.is_failure()).count();
+    let confirmed = statuses
+        .iter()
+        .filter(|&&s| s == DeviceStatus::Confirmed)
+        .count();
+    let detail = serde_json::json!({
+        "phase": eval.phase,
+        "state": eval.state,
+        "confirmed": confirmed,
+        "failures": failures,
+    });
+    let action = match eval.state {
+        DeploymentState::Halted => "deployment.halt",
+        DeploymentState::Completed => "deployment.complete",
+        _ => "deployment.advance",
+    };
+    append(
+        tx,
+        &AuditEvent::new("system", action, &id.to_string(), detail),
+        now,
+    )?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs pending migrations.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let done = usize::try_from(version).unwrap_or(0);
+        if done > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "database schema version {done} is newer than this server ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i.saturating_add(1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Backend("database lock poisoned".to_owned()))
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Direct access for tests that tamper with the database.
+    #[doc(hidden)]
+    pub fn dangerous_raw_connection(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        self.conn()
+    }
+}
+
+fn event_time(now: u64) -> u64 {
+    now
+}
+
+impl Store for SqliteStore {
+    fn has_admin_token(&self) -> StoreResult<bool> {
+        let conn = self.conn()?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM tokens WHERE role = 'admin'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn create_token(
+        &self,
+        grant: &TokenGrant<'_>,
+        now: u64,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<i64> {
+        let TokenGrant {
+            hash,
+            name,
+            role,
+            device_id,
+            expires_at,
+        } = *grant;
+        self.with_tx(|tx| {
+            if let Some(expires_at) = expires_at {
+                // Session tokens expire; sweep the expired ones as new ones are issued.
+                tx.prepare_cached(
+                    "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                )?
+                .execute([now_or(now.min(expires_at))])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                &hash[..],
+                name,
+                role.as_str(),
+                device_id,
+                now_or(now),
+                expires_at.map(now_or)
+            ])?;
+            let id = tx.last_insert_rowid();
+            if let Some(event) = audit {
+                append(tx, event, event_time(now))?;
+            }
+            Ok(id)
+        })
+    }
+
+    fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>> {
+        let conn = self.conn()?;
+        let row = conn
+            .prepare_cached(
+                "SELECT t.role, t.name, t.device_id FROM tokens t \
+                 LEFT JOIN devices d ON d.id = t.device_id \
+                 WHERE t.hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) \
+                 AND (t.device_id IS NULL OR d.revoked = 0)",
+            )?
+            .query_row(params![&hash[..], now_or(now)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .optional()?;
+        Ok(row.and_then(|(role, name, device_id)| {
+            Role::parse(&role).map(|role| Principal {
+                role,
+                name,
+                device_id,
+            })
+        }))
+    }
+
+    fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, role, created_at FROM tokens WHERE device_id IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, role, created_at) = row?;
+            if let Some(role) = Role::parse(&role) {
+                out.push(TokenInfo {
+                    id,
+                    name,
+                    role,
+                    created_at: u(created_at),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_token(&self, id: i64, audit: &AuditEvent) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM tokens WHERE id = ?1 AND device_id IS NULL",
+                [id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "token",
+                    id: id.to_string(),
+                });
+            }
+            append(tx, audit, now_secs())?;
+            Ok(())
+        })
+    }
+
+    fn insert_release(&self, release: &Release, audit: &AuditEvent) -> StoreResult<bool> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO releases ({RELEASE_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 0)"
+                ),
+                params![
+                    release.id,
+                    release.vendor,
+                    release.device,
+                    release.component,
+                    release.version,
+                    release.security_counter,
+                    now_or(release.payload_size),
+                    release.payload_digest,
+                    release.key_set_version,
+                    now_or(release.created),
+                    release.expires.map(now_or),
+                    now_or(release.size),
+                    now_or(release.uploaded_at),
+                    release.uploaded_by,
+                ],
+            )?;
+            if n == 1 {
+                append(tx, audit, release.uploaded_at)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    fn releases(&self) -> StoreResult<Vec<Release>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY uploaded_at DESC, id"
+        ))?;
+        let rows = stmt.query_map([], release_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn release(&self, id: &str) -> StoreResult<Option<Release>> {
+        let conn = self.conn()?;
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"
+            ))?
+            .query_row([id], release_row)
+            .optional()?;
+        Ok(row)
+    }
+
+    fn retire_release(&self, id: &str, audit: &AuditEvent) -> StoreResult<Release> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE releases SET retired = 1 WHERE id = ?1 AND retired = 0",
+                [id],
+            )?;
+            let release = tx
+                .query_row(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"),
+                    [id],
+                    release_row,
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "release",
+                    id: id.to_owned(),
+                })?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "release {id} is already retired"
+                )));
+            }
+            append(tx, audit, now_secs())?;
+            Ok(release)
+        })
+    }
+
+    fn enrol_device(&self, device: &Device, audit: &AuditEvent) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO devices (id, vendor, device, public_key, channel, groups, labels, \
+                 revoked, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                params![
+                    device.id,
+                    device.product.vendor,
+                    device.product.device,
+                    device.public_key,
+                    device.channel,
+                    serde_json::to_string(&device.groups)?,
+                    serde_json::to_string(&device.labels)?,
+                    now_or(device.enrolled_at)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("device {} is already enrolled", device.id)));
+            }
+            append(tx, audit, device.enrolled_at)?;
+            Ok(())
+        })
+    }
+
+    fn device(&self, id: &str) -> StoreResult<Option<Device>> {
+        let conn = self.conn()?;
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"
+            ))?
+            .query_row([id], device_row)
+            .optional()?;
+        row.map(finish_device).transpose()
+    }
+
+    fn devices(&self) -> StoreResult<Vec<Device>> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
+        let rows = stmt.query_map([], device_row)?;
+        rows.map(|r| finish_device(r?)).collect()
+    }
+
+    fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let exists: Option<bool> = tx
+                .query_row("SELECT revoked FROM devices WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match exists {
+                None => {
+                    return Err(StoreError::NotFound {
+                        what: "device",
+                        id: id.to_owned(),
+                    })
+                }
+                Some(true) => {
+                    return Err(StoreError::Conflict(format!(
+                        "device {id} is already revoked"
+                    )))
+                }
+                Some(false) => {}
+            }
+            tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM tokens WHERE device_id = ?1", [id])?;
+            tx.execute("DELETE FROM challenges WHERE device_id = ?1", [id])?;
+            append(tx, audit, now_secs())?;
+            Ok(())
+        })
+    }
+
+    fn put_challenge(&self, device_id: &str, nonce: &[u8; 32], expires_at: u64) -> StoreResult<()> {
+        let conn = self.conn()?;
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO challenges (device_id, nonce, expires_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![device_id, &nonce[..], now_or(expires_at)])?;
+        Ok(())
+    }
+
+    fn take_challenge(&self, device_id: &str, nonce: &[u8; 32], now: u64) -> StoreResult<bool> {
+        let conn = self.conn()?;
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM challenges WHERE device_id = ?1 AND nonce = ?2 AND expires_at > ?3",
+            )?
+            .execute(params![device_id, &nonce[..], now_or(now)])?;
+        Ok(n == 1)
+    }
+
+    fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
+        self.with_tx(|tx| {
+            let previous: Option<(Option<String>, Option<String>)> = tx
+                .prepare_cached("SELECT version, state FROM devices WHERE id = ?1")?
+                .query_row([&c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((prev_version, prev_state)) = previous else {
+                return Err(StoreError::NotFound { what: "device", id: c.device_id.clone() });
+            };
+            tx.prepare_cached(
+                "INSERT INTO reports (device_id, at, version, security_counter, state, deployment_id, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                c.device_id,
+                now_or(now),
+                c.version,
+                c.security_counter,
+                c.state,
+                c.deployment_id,
+                c.detail
+            ])?;
+            tx.prepare_cached(
+                "DELETE FROM reports WHERE device_id = ?1 AND id NOT IN \
+                 (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![c.device_id, keep])?;
+            tx.prepare_cached(
+                "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5 WHERE id = ?1",
+            )?
+            .execute(params![c.device_id, now_or(now), c.version, c.security_counter, c.state])?;
+            let actor = format!("device:{}", c.device_id);
+            if prev_version.as_deref() != Some(c.version.as_str())
+                || prev_state.as_deref() != Some(c.state.as_str())
+            {
+                let detail = serde_json::json!({
+                    "version": c.version,
+                    "security_counter": c.security_counter,
+                    "state": c.state,
+                    "deployment": c.deployment_id,
+                    "detail": c.detail,
+                });
+                append(tx, &AuditEvent::new(&actor, "device.report", &c.device_id, detail), now)?;
+            }
+            if let (Some(dep), Some(status)) = (c.deployment_id, DeviceStatus::parse(&c.state)) {
+                let current: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT m.status FROM members m JOIN deployments d ON d.id = m.deployment_id \
+                         WHERE m.deployment_id = ?1 AND m.device_id = ?2 AND d.state IN ('active', 'paused', 'halted')",
+                    )?
+                    .query_row(params![dep, c.device_id], |r| r.get(0))
+                    .optional()?;
+                if let Some(current) = current {
+                    if current != status.as_str() {
+                        tx.prepare_cached(
+                            "UPDATE members SET status = ?3, updated_at = ?4 WHERE deployment_id = ?1 AND device_id = ?2",
+                        )?
+                        .execute(params![dep, c.device_id, status.as_str(), now_or(now)])?;
+                        let detail = serde_json::json!({ "deployment": dep, "from": current, "to": status });
+                        append(tx, &AuditEvent::new(&actor, "device.status", &c.device_id, detail), now)?;
+                        reevaluate(tx, dep, now)?;
+                    }
+                }
+            }
+            assignment(tx, &c.device_id)
+        })
+    }
+
+    fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT device_id, at, version, security_counter, state, deployment_id, detail FROM reports \
+             WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![device_id, limit], |r| {
+            Ok(Report {
+                device_id: r.get(0)?,
+                at: u(r.get(1)?),
+                version: r.get(2)?,
+                security_counter: r.get(3)?,
+                state: r.get(4)?,
+                deployment_id: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn may_download(&self, device_id: &str, release_id: &str) -> StoreResult<bool> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.id FROM deployments d JOIN members m ON m.deployment_id = d.id \
+             WHERE m.device_id = ?1 AND d.release_id = ?2 AND d.state IN ('active', 'paused')",
+        )?;
+        let ids: Vec<i64> = stmt
+            .query_map(params![device_id, release_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            if admitted_member(&conn, id, device_id)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn create_deployment(
+        &self,
+        new: &NewDeployment,
+        now: u64,
+        actor: &str,
+    ) -> StoreResult<Deployment> {
+        let candidates = self.devices()?;
+        self.with_tx(|tx| {
+            let release = tx
+                .query_row(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"),
+                    [&new.release_id],
+                    release_row,
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound { what: "release", id: new.release_id.clone() })?;
+            if release.retired {
+                return Err(StoreError::Conflict(format!("release {} is retired", release.id)));
+            }
+            let fits = |d: &Device| {
+                !d.revoked && d.product.vendor == release.vendor && d.product.device == release.device
+            };
+            let targets: Vec<&Device> = match &new.target {
+                Target::Channel(c) => candidates.iter().filter(|d| fits(d) && &d.channel == c).collect(),
+                Target::Group(g) => candidates.iter().filter(|d| fits(d) && d.groups.contains(g)).collect(),
+                Target::Devices(ids) => {
+                    let mut out = Vec::new();
+                    for id in ids {
+                        match candidates.iter().find(|d| &d.id == id) {
+                            Some(d) if fits(d) => out.push(d),
+                            Some(_) => {
+                                return Err(StoreError::Invalid(format!(
+                                    "device {id} is revoked or of another product than the release"
+                                )))
+                            }
+                            None => return Err(StoreError::NotFound { what: "device", id: id.clone() }),
+                        }
+                    }
+                    out.dedup_by(|a, b| a.id == b.id);
+                    out
+                }
+            };
+            if targets.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "no enrolled device of {}/{} matches the target",
+                    release.vendor, release.device
+                )));
+            }
+            tx.execute(
+                "INSERT INTO deployments (release_id, vendor, device, target, policy, phase, state, created_at, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 'active', ?6, ?7)",
+                params![
+                    release.id,
+                    release.vendor,
+                    release.device,
+                    serde_json::to_string(&new.target)?,
+                    serde_json::to_string(&new.policy)?,
+                    now_or(now),
+                    actor
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut ranked: Vec<([u8; 32], &str)> = targets
+                .iter()
+                .map(|d| {
+                    let mut h = Sha256::new();
+                    h.update(id.to_le_bytes());
+                    h.update(d.id.as_bytes());
+                    (h.finalize().into(), d.id.as_str())
+                })
+                .collect();
+            ranked.sort_unstable();
+            for (rank, (_, device)) in ranked.iter().enumerate() {
+                tx.prepare_cached(
+                    "INSERT INTO members (deployment_id, device_id, rank, status, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                )?
+                .execute(params![id, device, rank as i64, now_or(now)])?;
+            }
+            let detail = serde_json::json!({
+                "release": release.id,
+                "version": release.version,
+                "target": new.target,
+                "policy": new.policy,
+                "devices": ranked.len(),
+            });
+            append(tx, &AuditEvent::new(actor, "deployment.create", &id.to_string(), detail), now)?;
+            load_deployment(tx, id)?.ok_or_else(|| StoreError::Backend("deployment vanished".to_owned()))
+        })
+    }
+
+    fn deployments(&self) -> StoreResult<Vec<Deployment>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d ORDER BY d.id DESC"
+        ))?;
+        let rows = stmt.query_map([], deployment_row)?;
+        rows.map(|r| finish_deployment(r?)).collect()
+    }
+
+    fn deployment(&self, id: i64) -> StoreResult<Option<(Deployment, Vec<Member>)>> {
+        let conn = self.conn()?;
+        let Some(dep) = load_deployment(&conn, id)? else {
+            return Ok(None);
+        };
+        let n = crate::rollout::admitted(
+            dep.devices,
+            dep.policy.phases.get(dep.phase).copied().unwrap_or(100),
+        );
+        let mut stmt = conn.prepare_cached(
+            "SELECT device_id, rank, status, updated_at FROM members WHERE deployment_id = ?1 ORDER BY rank",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut members = Vec::new();
+        for row in rows {
+            let (device_id, rank, status, updated_at) = row?;
+            let rank = usize::try_from(rank).unwrap_or(usize::MAX);
+            members.push(Member {
+                device_id,
+                rank,
+                admitted: rank < n,
+                status: DeviceStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Backend(format!("unknown device status {status}"))
+                })?,
+                updated_at: u(updated_at),
+            });
+        }
+        Ok(Some((dep, members)))
+    }
+
+    fn act_on_deployment(
+        &self,
+        id: i64,
+        action: DeploymentAction,
+        audit: &AuditEvent,
+    ) -> StoreResult<Deployment> {
+        self.with_tx(|tx| {
+            let dep = load_deployment(tx, id)?.ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: id.to_string(),
+            })?;
+            use DeploymentState::*;
+            let next = match (action, dep.state) {
+                (DeploymentAction::Pause, Active) => Paused,
+                (DeploymentAction::Resume, Paused | Halted) => Active,
+                (DeploymentAction::Cancel, Active | Paused | Halted) => Cancelled,
+                (_, state) => {
+                    return Err(StoreError::Conflict(format!(
+                        "deployment {id} is {}; cannot {}",
+                        state.as_str(),
+                        match action {
+                            DeploymentAction::Pause => "pause",
+                            DeploymentAction::Resume => "resume",
+                            DeploymentAction::Cancel => "cancel",
+                        }
+                    )))
+                }
+            };
+            tx.execute(
+                "UPDATE deployments SET state = ?2 WHERE id = ?1",
+                params![id, next.as_str()],
+            )?;
+            let now = now_secs();
+            append(tx, audit, now)?;
+            if next == Active {
+                // A resumed rollout may already meet its advance or halt condition.
+                reevaluate(tx, id, now)?;
+            }
+            load_deployment(tx, id)?
+                .ok_or_else(|| StoreError::Backend("deployment vanished".to_owned()))
+        })
+    }
+
+    fn deployment_states(&self) -> StoreResult<Vec<(DeploymentState, u64)>> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT state, COUNT(*) FROM deployments GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            if let Some(state) = DeploymentState::parse(&state) {
+                out.push((state, u(n)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn append_audit(&self, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {
+        self.with_tx(|tx| append(tx, event, now))
+    }
+
+    fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditEntry {
+                seq: u(r.get(0)?),
+                at: u(r.get(1)?),
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                detail: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit_head(&self) -> StoreResult<(u64, String)> {
+        let conn = self.conn()?;
+        let head = conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((u(r.get(0)?), r.get(1)?)),
+            )
+            .optional()?;
+        Ok(head.unwrap_or((0, GENESIS_HASH.to_owned())))
+    }
+
+    fn release_ids(&self) -> StoreResult<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT id FROM releases")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The member's status if the deployment's current phase admits the device.
+fn admitted_member(
+    conn: &Connection,
+    deployment: i64,
+    device_id: &str,
+) -> StoreResult<Option<DeviceStatus>> {
+    let Some(dep) = load_deployment(conn, deployment)? else {
+        return Ok(None);
+    };
+    let n = crate::rollout::admitted(
+        dep.devices,
+        dep.policy.phases.get(dep.phase).copied().unwrap_or(100),
+    );
+    let row: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT rank, status FROM members WHERE deployment_id = ?1 AND device_id = ?2",
+        )?
+        .query_row(params![deployment, device_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(rank, status)| {
+        (usize::try_from(rank).is_ok_and(|r| r < n))
+            .then(|| DeviceStatus::parse(&status))
+            .flatten()
+    }))
+}
+
+/// The newest active deployment that admits the device and that it has not finished.
+fn assignment(conn: &Connection, device_id: &str) -> StoreResult<Option<Assignment>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.release_id FROM deployments d JOIN members m ON m.deployment_id = d.id \
+         JOIN releases r ON r.id = d.release_id \
+         WHERE m.device_id = ?1 AND d.state = 'active' AND r.retired = 0 \
+         AND m.status NOT IN ('confirmed', 'reverted', 'failed') ORDER BY d.id DESC",
+    )?;
+    let candidates: Vec<(i64, String)> = stmt
+        .query_map([device_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, release_id) in candidates {
+        if let Some(status) = admitted_member(conn, id, device_id)? {
+            let release = conn
+                .prepare_cached(&format!(
+                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"
+                ))?
+                .query_row([&release_id], release_row)?;
+            return Ok(Some(Assignment {
+                deployment_id: id,
+                release,
+                status,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify_entries;
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent::new(
+            "ops",
+            "test.event",
+            &n.to_string(),
+            serde_json::json!({ "n": n }),
+        )
+    }
+
+    #[test]
+    fn migrations_are_idempotent_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.append_audit(&event(1), 1).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.audit_entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn audit_log_refuses_updates_and_deletes() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.append_audit(&event(1), 1).unwrap();
+        let conn = s.dangerous_raw_connection().unwrap();
+        assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    }
+
+    #[test]
+    fn tampering_with_a_stored_entry_is_detected() {
+        for tamper in [
+            "UPDATE audit SET actor = 'mallory' WHERE seq = 2",
+            "UPDATE audit SET detail = '{\"n\":7}' WHERE seq = 3",
+            "DELETE FROM audit WHERE seq = 2",
+            "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; \
+             UPDATE audit SET seq = 3 WHERE seq = 100;",
+        ] {
+            let s = SqliteStore::in_memory().unwrap();
+            for n in 1..=4 {
+                s.append_audit(&event(n), u64::from(n)).unwrap();
+            }
+            assert!(verify_entries(&s.audit_entries().unwrap()).is_ok());
+            {
+                let conn = s.dangerous_raw_connection().unwrap();
+                // An attacker with write access to the file drops the guard triggers first.
+                conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+                    .unwrap();
+                conn.execute_batch(tamper).unwrap();
+            }
+            assert!(
+                verify_entries(&s.audit_entries().unwrap()).is_err(),
+                "undetected: {tamper}"
+            );
+        }
+    }
+}
