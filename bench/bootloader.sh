@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Bootloader benchmark: flash wear of one update and one revert per sector of each slot (on the
+# flash simulator, an image filling half the slot), compared with MCUboot's published figures,
+# and the size and duration of the default power-fail suite.
+#
+#   bench/bootloader.sh        prints a Markdown section on stdout (bench/run collects it)
+#
+# Target (DESIGN.md): at most one erase per sector of each slot per update, and only the
+# images' sectors touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+
+cargo build --release -q -p sigil-bootloader --example wear >&2
+# Build the suite first so its timing below is the run only (debug profile, as `cargo test`).
+cargo test -q -p sigil-bootloader --test powerfail --no-run >&2
+
+echo "## bootloader"
+echo
+"$CARGO_TARGET_DIR/release/examples/wear"
+echo
+echo "### Power-fail suite"
+echo
+start=$(date +%s.%N)
+log=$(cargo test -q -p sigil-bootloader --test powerfail -- --nocapture 2>&1)
+end=$(date +%s.%N)
+total=$(grep -o 'power-fail suite: [0-9]* trials' <<<"$log" | grep -o '[0-9]*' | head -n1)
+echo "The default suite (\`cargo test -p sigil-bootloader --test powerfail\`, debug profile, all its"
+echo "tests) ran ${total:-?} power-fail trials of the six-geometry sweep in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }') s"
+echo "wall-clock on this machine. Each trial cuts the power once (or several times, in the random"
+echo "lifecycles), boots again from flash alone and checks the invariants; \`SIGIL_POWERFAIL_FULL=1\`"
+echo "runs 3000 random lifecycles per geometry instead of 200."
+echo
+echo '```'
+grep '^power-fail' <<<"$log"
+echo '```'

@@ -1,0 +1,321 @@
+//! `sigil-flash`: prepares the flash of a device running the Sigil bootloader.
+//!
+//! A board port describes its flash map in a `board.toml` ([`BoardConfig`]); the firmware is
+//! built from the same file. From it this crate
+//!
+//! - assembles a flash image: the installed bundle in the active slot, optionally a staged
+//!   bundle and a pending-update request ([`FlashImage`]);
+//! - stages an update into an existing image, as the device agent would, and reads the
+//!   boot-control state back (after QEMU runs, the image holds what the device wrote);
+//! - turns an application ELF into the payload to sign, checking that it is linked where the
+//!   bootloader will start it ([`payload_from_elf`]).
+//!
+//! Boot-control records are written by `sigil_bootloader::BootControl` itself over an
+//! in-memory NOR flash of the board's geometry, so they are exactly what the bootloader reads.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod board;
+pub mod memflash;
+
+use std::path::{Path, PathBuf};
+
+use embedded_storage::nor_flash::NorFlash;
+use object::read::elf::{ElfFile32, ProgramHeader};
+use object::Endianness;
+use sigil_bootloader::{BootControl, BootState, Layout};
+
+pub use board::BoardConfig;
+use memflash::{with_flash, FlashOp};
+
+/// Why a flash image operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file could not be read or written.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The flash image does not have the board's flash size.
+    #[error("{path} is {found} bytes, but this board's flash image is {expected} bytes")]
+    WrongSize {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        found: u64,
+        /// The board's flash size.
+        expected: u64,
+    },
+    /// A bundle larger than a slot.
+    #[error("the bundle is {len} bytes, but a slot holds {max}")]
+    BundleTooLarge {
+        /// The bundle length.
+        len: usize,
+        /// The slot size.
+        max: u32,
+    },
+    /// The board's geometry has no flash instance in this tool.
+    #[error("flash geometry (erase {erase} B, write {write} B, read {read} B) is not supported by sigil-flash")]
+    UnsupportedGeometry {
+        /// Erase size.
+        erase: u32,
+        /// Write size.
+        write: u32,
+        /// Read size.
+        read: u32,
+    },
+    /// The bootloader's boot-control API refused the request.
+    #[error("boot control")]
+    Boot(#[from] sigil_bootloader::Error),
+    /// The ELF file is not a usable application image.
+    #[error("application ELF: {0}")]
+    Elf(String),
+}
+
+/// A whole flash device image of one board.
+#[derive(Debug, Clone)]
+pub struct FlashImage {
+    board: BoardConfig,
+    layout: Layout,
+    bytes: Vec<u8>,
+}
+
+struct Stage<'a> {
+    bundle: &'a [u8],
+    pending: bool,
+}
+
+impl FlashOp for Stage<'_> {
+    type Output = Result<BootState, sigil_bootloader::Error>;
+
+    fn run<F: NorFlash>(self, flash: &mut F, layout: Layout) -> Self::Output {
+        let mut control = BootControl::new(flash, layout)?;
+        stage(&mut control, self.bundle, self.pending)?;
+        Ok(control.state())
+    }
+}
+
+fn stage<F: NorFlash>(
+    control: &mut BootControl<F>,
+    bundle: &[u8],
+    pending: bool,
+) -> Result<(), sigil_bootloader::Error> {
+    let len = u32::try_from(bundle.len()).map_err(|_| sigil_bootloader::Error::OutOfBounds)?;
+    control.erase_staging(len)?;
+    // Write in write-size units, padding the last one with the erased value.
+    let w = control.layout().geometry().write_size as usize;
+    let erased = control.layout().geometry().erased;
+    let whole = bundle.len() - bundle.len() % w;
+    let (body, tail) = bundle.split_at(whole);
+    if !body.is_empty() {
+        control.write_staging(0, body)?;
+    }
+    if !tail.is_empty() {
+        let mut last = vec![erased; w];
+        last[..tail.len()].copy_from_slice(tail);
+        control.write_staging(whole as u32, &last)?;
+    }
+    if pending {
+        control.mark_pending()?;
+    }
+    Ok(())
+}
+
+struct ReadState;
+
+impl FlashOp for ReadState {
+    type Output = Result<BootState, sigil_bootloader::Error>;
+
+    fn run<F: NorFlash>(self, flash: &mut F, layout: Layout) -> Self::Output {
+        Ok(BootControl::new(flash, layout)?.state())
+    }
+}
+
+impl FlashImage {
+    /// A fully erased flash image (blank boot-control state, empty slots).
+    pub fn erased(board: &BoardConfig) -> Result<Self, ImageError> {
+        let layout = layout_of(board)?;
+        let size = board.flash_size().unwrap_or(0) as usize;
+        Ok(FlashImage {
+            board: board.clone(),
+            layout,
+            bytes: vec![board.flash.erased; size],
+        })
+    }
+
+    /// Reads a flash image file; it must have the board's flash size.
+    pub fn open(board: &BoardConfig, path: &Path) -> Result<Self, ImageError> {
+        let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let expected = u64::from(board.flash_size().unwrap_or(0));
+        if bytes.len() as u64 != expected {
+            return Err(ImageError::WrongSize {
+                path: path.to_owned(),
+                found: bytes.len() as u64,
+                expected,
+            });
+        }
+        Ok(FlashImage {
+            board: board.clone(),
+            layout: layout_of(board)?,
+            bytes,
+        })
+    }
+
+    /// Writes the image to `path` atomically (a crash leaves the old file or the new one).
+    pub fn save(&self, path: &Path) -> Result<(), ImageError> {
+        let io = |source| ImageError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        std::io::Write::write_all(&mut tmp, &self.bytes).map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// The raw bytes (flash offset 0 first).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The board this image is for.
+    pub fn board(&self) -> &BoardConfig {
+        &self.board
+    }
+
+    /// The flash layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The active slot's bytes.
+    pub fn active_slot(&self) -> &[u8] {
+        let start = self.layout.active_offset() as usize;
+        &self.bytes[start..start + self.layout.max_bundle_len() as usize]
+    }
+
+    /// Programs `bundle` into the active slot as a flash programmer does at the factory: the
+    /// slot is erased and the bundle written verbatim. The boot-control state is left as it is
+    /// (blank on a new image: the bootloader boots the active slot if it verifies).
+    pub fn install(&mut self, bundle: &[u8]) -> Result<(), ImageError> {
+        let max = self.layout.max_bundle_len();
+        if bundle.len() > max as usize {
+            return Err(ImageError::BundleTooLarge {
+                len: bundle.len(),
+                max,
+            });
+        }
+        let start = self.layout.active_offset() as usize;
+        let slot = &mut self.bytes[start..start + max as usize];
+        slot.fill(self.board.flash.erased);
+        slot[..bundle.len()].copy_from_slice(bundle);
+        Ok(())
+    }
+
+    /// Writes `bundle` into the staging slot through the boot-control API, as the agent does,
+    /// and with `pending` asks the bootloader to install it at the next boot.
+    pub fn stage(&mut self, bundle: &[u8], pending: bool) -> Result<BootState, ImageError> {
+        let max = self.layout.max_bundle_len();
+        if bundle.len() > max as usize {
+            return Err(ImageError::BundleTooLarge {
+                len: bundle.len(),
+                max,
+            });
+        }
+        let out = self.run(Stage { bundle, pending })?;
+        Ok(out?)
+    }
+
+    /// The boot-control state recorded in the image.
+    pub fn state(&self) -> Result<BootState, ImageError> {
+        let mut copy = self.clone();
+        Ok(copy.run(ReadState)??)
+    }
+
+    fn run<O: FlashOp>(&mut self, op: O) -> Result<O::Output, ImageError> {
+        let bytes = std::mem::take(&mut self.bytes);
+        match with_flash(bytes, self.layout, op) {
+            Ok((bytes, out)) => {
+                self.bytes = bytes;
+                Ok(out)
+            }
+            Err(bytes) => {
+                self.bytes = bytes;
+                let g = self.layout.geometry();
+                Err(ImageError::UnsupportedGeometry {
+                    erase: g.erase_size,
+                    write: g.write_size,
+                    read: g.read_size,
+                })
+            }
+        }
+    }
+}
+
+fn layout_of(board: &BoardConfig) -> Result<Layout, ImageError> {
+    board
+        .layout()
+        .map_err(|e| ImageError::Boot(sigil_bootloader::Error::Layout(e)))
+}
+
+/// Extracts the flat image to sign from an application ELF: every loadable segment with file
+/// contents, placed by its load (physical) address, gaps filled with the erased value. The
+/// image must start exactly at the board's application address (where the bootloader starts
+/// it), with the vector table first.
+pub fn payload_from_elf(elf: &[u8], board: &BoardConfig) -> Result<Vec<u8>, ImageError> {
+    let origin = u64::from(board.app_origin());
+    let file = ElfFile32::<Endianness>::parse(elf).map_err(|e| ImageError::Elf(e.to_string()))?;
+    let endian = file.endian();
+    let mut segments = Vec::new();
+    for ph in file.elf_program_headers() {
+        if ph.p_type(endian) != object::elf::PT_LOAD || ph.p_filesz(endian) == 0 {
+            continue;
+        }
+        let data = ph
+            .data(endian, elf)
+            .map_err(|_| ImageError::Elf("segment outside the file".into()))?;
+        segments.push((u64::from(ph.p_paddr(endian)), data));
+    }
+    segments.sort_by_key(|(addr, _)| *addr);
+    let Some(&(first, _)) = segments.first() else {
+        return Err(ImageError::Elf("no loadable segments".into()));
+    };
+    if first != origin {
+        return Err(ImageError::Elf(format!(
+            "linked at {first:#x}, but this board starts applications at {origin:#x} \
+             (flash base + active slot + payload alignment)"
+        )));
+    }
+    let mut image = Vec::new();
+    for (addr, data) in segments {
+        let at = (addr - origin) as usize;
+        if at < image.len() {
+            return Err(ImageError::Elf(format!("overlapping segments at {addr:#x}")));
+        }
+        image.resize(at, board.flash.erased);
+        image.extend_from_slice(data);
+    }
+    let max = board
+        .layout
+        .slot_sectors
+        .saturating_mul(board.flash.erase_size)
+        .saturating_sub(board.device.payload_alignment);
+    if image.len() > max as usize {
+        return Err(ImageError::Elf(format!(
+            "image is {} bytes, more than the {max} a slot holds after the bundle header",
+            image.len()
+        )));
+    }
+    Ok(image)
+}

@@ -1,0 +1,196 @@
+//! `sigil-flash`: assemble, stage into and inspect device flash images for a Sigil board port.
+//!
+//! Exit codes: 0 success, 1 error (printed with its cause chain), 2 invalid command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sigil_bootloader::BootState;
+use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
+
+/// Prepare the flash of a device running the Sigil bootloader.
+#[derive(Debug, Parser)]
+#[command(name = "sigil-flash", version, after_help = "Exit codes: 0 success, 1 error, 2 invalid command line.")]
+struct Args {
+    /// The board configuration (flash map), e.g. bootloader/boards/mps2-an385/board.toml.
+    #[arg(long, env = "SIGIL_BOARD", value_name = "FILE")]
+    board: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a new flash image: the installed bundle in the active slot, optionally a staged
+    /// bundle (and a pending-update request); boot-control state otherwise blank.
+    Assemble {
+        /// The bundle to install (as a factory programmer would).
+        #[arg(long, value_name = "BUNDLE")]
+        installed: PathBuf,
+        /// A bundle to write into the staging slot.
+        #[arg(long, value_name = "BUNDLE")]
+        staged: Option<PathBuf>,
+        /// Ask the bootloader to install the staged bundle at the next boot.
+        #[arg(long, requires = "staged")]
+        pending: bool,
+        /// The flash image to write (flash offset 0 first).
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write a bundle into the staging slot of an existing image, as the device agent does
+    /// (refused unless the device is idle).
+    Stage {
+        /// The flash image to update in place.
+        #[arg(long, value_name = "FILE")]
+        flash: PathBuf,
+        /// The bundle to stage.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Ask the bootloader to install it at the next boot.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Print the boot-control state recorded in a flash image.
+    State {
+        /// The flash image.
+        #[arg(long, value_name = "FILE")]
+        flash: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract the payload to sign from an application ELF, checking it is linked at the
+    /// board's application address.
+    Payload {
+        /// The application ELF.
+        #[arg(value_name = "ELF")]
+        elf: PathBuf,
+        /// The raw image to write (sign it with `sigil sign --alignment <payload_alignment>`).
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Overwrite the active slot of an existing image with a bundle, bypassing the update
+    /// process — what an attacker with a flash programmer can do. For testing that the
+    /// bootloader refuses what it must refuse; never part of an update.
+    DangerousOverwriteActive {
+        /// The flash image to update in place.
+        #[arg(long, value_name = "FILE")]
+        flash: PathBuf,
+        /// The bundle to write.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let board = BoardConfig::load(&args.board)?;
+    match args.command {
+        Command::Assemble {
+            installed,
+            staged,
+            pending,
+            out,
+        } => {
+            let mut image = FlashImage::erased(&board)?;
+            image
+                .install(&read(&installed)?)
+                .with_context(|| format!("installing {}", installed.display()))?;
+            if let Some(staged) = staged {
+                image
+                    .stage(&read(&staged)?, pending)
+                    .with_context(|| format!("staging {}", staged.display()))?;
+            }
+            image.save(&out)?;
+            println!("{}: {} bytes, load at {:#010x}", out.display(), image.bytes().len(), board.flash.base);
+        }
+        Command::Stage {
+            flash,
+            bundle,
+            pending,
+        } => {
+            let mut image = FlashImage::open(&board, &flash)?;
+            let state = image
+                .stage(&read(&bundle)?, pending)
+                .with_context(|| format!("staging {}", bundle.display()))?;
+            image.save(&flash)?;
+            println!("staged {}; phase: {}", bundle.display(), state.phase);
+        }
+        Command::State { flash, json } => {
+            let state = FlashImage::open(&board, &flash)?.state()?;
+            if json {
+                println!("{}", state_json(&state));
+            } else {
+                print!("{}", state_text(&state));
+            }
+        }
+        Command::Payload { elf, out } => {
+            let payload = payload_from_elf(&read(&elf)?, &board)
+                .with_context(|| format!("reading {}", elf.display()))?;
+            std::fs::write(&out, &payload).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: {} bytes, runs at {:#010x}; sign with --alignment {}",
+                out.display(),
+                payload.len(),
+                board.app_origin(),
+                board.device.payload_alignment
+            );
+        }
+        Command::DangerousOverwriteActive { flash, bundle } => {
+            let mut image = FlashImage::open(&board, &flash)?;
+            image.install(&read(&bundle)?)?;
+            image.save(&flash)?;
+            println!("active slot of {} overwritten with {}", flash.display(), bundle.display());
+        }
+    }
+    Ok(())
+}
+
+fn state_json(s: &BootState) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": s.sequence,
+        "phase": s.phase.to_string(),
+        "attempts_left": s.attempts_left,
+        "swap_progress": s.swap_progress,
+        "swap_sectors": s.swap_sectors,
+        "min_security_counter": s.min_security_counter,
+        "min_key_set_version": s.min_key_set_version,
+        "trial_security_counter": s.trial_security_counter,
+        "trial_key_set_version": s.trial_key_set_version,
+        "trial_image": hex::encode(s.trial_image),
+        "rejected": s.rejected.map(hex::encode),
+        "outcome": s.outcome.to_string(),
+    })
+}
+
+fn state_text(s: &BootState) -> String {
+    format!(
+        "phase:                {}\nlast update outcome:  {}\nsequence:             {}\n\
+         min security counter: {}\nmin key-set version:  {}\ntrial boots left:     {}\n\
+         swap progress:        {}/{}\n",
+        s.phase,
+        s.outcome,
+        s.sequence,
+        s.min_security_counter,
+        s.min_key_set_version,
+        s.attempts_left,
+        s.swap_progress,
+        s.swap_sectors.saturating_mul(2),
+    )
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sigil-flash: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
