@@ -43,6 +43,12 @@ pub enum KeyError {
         /// The file.
         path: PathBuf,
     },
+    /// The private key is passphrase-encrypted PKCS#8, which `sigil` does not read yet.
+    #[error("{path} is an encrypted private key; sigil reads unencrypted PKCS#8 only (decrypt it on the signing machine with `openssl pkey -in KEY -out PLAIN`)")]
+    Encrypted {
+        /// The file.
+        path: PathBuf,
+    },
     /// Encoding a key failed.
     #[error("cannot encode the key as PEM: {0}")]
     Encode(String),
@@ -64,6 +70,11 @@ fn read_pem(path: &Path) -> Result<Zeroizing<String>, KeyError> {
 /// Loads an ed25519 private key from a PKCS#8 PEM file (v1 or v2).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let pem = read_pem(path)?;
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(KeyError::Encrypted {
+            path: path.to_owned(),
+        });
+    }
     SigningKey::from_pkcs8_pem(pem.trim()).map_err(|source| KeyError::NotPrivateKey {
         path: path.to_owned(),
         source,
@@ -104,4 +115,79 @@ pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyError> {
 /// The key id of a public key, as lowercase hex (how every command prints it).
 pub fn key_id_hex(key: &PublicKey) -> String {
     hex::encode(key_id(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn private_keys_round_trip_as_pkcs8_v1_and_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let v1 = private_key_pem(&key).unwrap();
+        // v1 carries no public key: the 48-byte DER OpenSSL writes.
+        assert_eq!(v1.lines().nth(1).unwrap().len(), 64);
+        let p1 = write(dir.path(), "v1.pem", &v1);
+        assert_eq!(load_signing_key(&p1).unwrap().to_bytes(), key.to_bytes());
+        // v2 (with the public key), as other tools write, is read too.
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let p2 = write(dir.path(), "v2.pem", &v2);
+        assert_eq!(load_signing_key(&p2).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            load_public_key(&p2).unwrap(),
+            key.verifying_key().to_bytes()
+        );
+    }
+
+    #[test]
+    fn public_keys_load_from_spki_and_are_not_signing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let p = write(
+            dir.path(),
+            "k.pub.pem",
+            &public_key_pem(&key.verifying_key()).unwrap(),
+        );
+        assert_eq!(load_public_key(&p).unwrap(), key.verifying_key().to_bytes());
+        assert!(matches!(
+            load_signing_key(&p),
+            Err(KeyError::NotPrivateKey { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_files_get_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = write(dir.path(), "img", "\u{0}\u{1}binary");
+        assert!(matches!(
+            load_signing_key(&binary),
+            Err(KeyError::NotPem { .. })
+        ));
+        let encrypted = write(
+            dir.path(),
+            "enc.pem",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        assert!(matches!(
+            load_signing_key(&encrypted),
+            Err(KeyError::Encrypted { .. })
+        ));
+        let rsa = write(
+            dir.path(),
+            "rsa.pem",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        );
+        assert!(matches!(
+            load_public_key(&rsa),
+            Err(KeyError::NotPublicKey { .. })
+        ));
+    }
 }
