@@ -1,10 +1,4 @@
-//! Sigil's update server: releases, devices, deployments, staged rollouts and an audit trail.
-//!
-//! `sigil-server` with no configuration listens on `127.0.0.1:8080`, keeps an SQLite database
-//! and a content-addressed bundle store in `./sigil-data`, and prints a first admin token. See
-//! [`config`] for every setting, [`api`] for the endpoints and their roles, [`rollout`] for the
-//! staged-rollout algorithm and [`audit`] for the hash-chained audit log. The OpenAPI document
-//! is served at `/openapi.json`.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

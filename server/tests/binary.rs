@@ -30,7 +30,12 @@ impl Drop for Server {
 }
 
 fn start(data: &Path, trust_root: Option<&Path>) -> Server {
+    start_with(data, trust_root, &[])
+}
+
+fn start_with(data: &Path, trust_root: Option<&Path>, env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(BIN);
+    cmd.envs(env.iter().copied());
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "warn")
@@ -46,6 +51,7 @@ fn start(data: &Path, trust_root: Option<&Path>) -> Server {
     let first = lines.next().unwrap().unwrap();
     let addr = first
         .strip_prefix("sigil-server listening on http://")
+        .or_else(|| first.strip_prefix("sigil-server listening on https://"))
         .unwrap()
         .parse()
         .unwrap();
@@ -467,5 +473,85 @@ fn audit_verify_command_detects_tampering_in_an_export() {
         run_verify(&file, Some(&head)).0,
         3,
         "but not against the recorded head"
+    );
+}
+
+#[test]
+fn serves_https_with_the_configured_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::Read;
+    use std::sync::Arc;
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert = fixtures.join("test-server.pem");
+    let key = fixtures.join("test-server.key");
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(
+        &dir.path().join("data"),
+        None,
+        &[
+            ("SIGIL_TLS_CERT", cert.to_str().unwrap()),
+            ("SIGIL_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(fixtures.join("test-ca.pem")).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(s.addr).unwrap());
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    // The server may close without close_notify after Connection: close; what arrived counts.
+    let _ = tls.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"status\":\"ok\""), "{text}");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut plain = TcpStream::connect(s.addr).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+}
+
+#[test]
+fn invalid_configuration_is_refused_at_start_up_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SIGIL_UPLOAD_MAX_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGIL_UPLOAD_MAX_BYTES"));
+    let missing = dir.path().join("missing.sgl");
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SIGIL_TRUST_ROOT", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trust root"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -68,6 +68,11 @@ pub async fn create(
                     "target devices must list 1 to {MAX_EXPLICIT_DEVICES} device ids"
                 )));
             }
+            if ids.iter().any(|id| check_identifier(id).is_err()) {
+                return Err(ApiError::BadRequest(
+                    "target device ids must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned(),
+                ));
+            }
         }
     }
     let policy = RolloutPolicy {
