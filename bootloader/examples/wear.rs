@@ -4,6 +4,9 @@
 //! Geometry: 4 KiB sectors, 8-byte writes, a 16-sector (64 KiB) active slot, and old and new
 //! bundles that each fill exactly half the slot (8 sectors).
 
+// Test and benchmark code: a failed unwrap is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -53,7 +56,11 @@ fn rows(slot: &str, update: &[(u64, u64)], revert: &[(u64, u64)]) {
         while end + 1 < update.len() && (update[end + 1], revert[end + 1]) == key {
             end += 1;
         }
-        let name = if start == end { format!("{slot} {start}") } else { format!("{slot} {start}–{end}") };
+        let name = if start == end {
+            format!("{slot} {start}")
+        } else {
+            format!("{slot} {start}–{end}")
+        };
         let (u, r) = key;
         println!("| {name} | {} | {} | {} | {} |", u.0, u.1, r.0, r.1);
         start = end + 1;
@@ -62,8 +69,23 @@ fn rows(slot: &str, update: &[(u64, u64)], revert: &[(u64, u64)]) {
 
 fn main() {
     let half = SLOT as usize * SECTOR / 2;
-    let v1 = bundle_of_len(Spec { counter: 1, payload_seed: 1, ..Spec::default() }, half);
-    let v2 = bundle_of_len(Spec { counter: 2, version: "2.0.0", payload_seed: 2, ..Spec::default() }, half);
+    let v1 = bundle_of_len(
+        Spec {
+            counter: 1,
+            payload_seed: 1,
+            ..Spec::default()
+        },
+        half,
+    );
+    let v2 = bundle_of_len(
+        Spec {
+            counter: 2,
+            version: "2.0.0",
+            payload_seed: 2,
+            ..Spec::default()
+        },
+        half,
+    );
 
     let mut dev = Dev::new(SLOT, 0xFF);
     dev.provision(&v1);
@@ -113,7 +135,8 @@ fn main() {
     println!();
 
     let max = |v: &[(u64, u64)]| v.iter().map(|p| p.0).max().unwrap_or(0);
-    let beyond = |v: &[(u64, u64)], from: usize| v.iter().skip(from).map(|p| p.0 + p.1).sum::<u64>();
+    let beyond =
+        |v: &[(u64, u64)], from: usize| v.iter().skip(from).map(|p| p.0 + p.1).sum::<u64>();
     println!("| scheme | active (primary) erases per image sector | staging (secondary) erases per image sector | sectors beyond the images |");
     println!("|---|---|---|---|");
     println!(

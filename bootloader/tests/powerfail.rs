@@ -15,6 +15,9 @@
 //! `cargo test` sweeps six geometries, each with 200 random multi-cut lifecycles;
 //! `SIGIL_POWERFAIL_FULL=1` raises that to 3000 lifecycles per geometry.
 
+// Test and benchmark code: a failed unwrap is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;
@@ -31,9 +34,25 @@ struct Images {
 
 impl Images {
     fn new(v1_payload: usize, v2_payload: usize) -> Self {
-        let v1 = Spec { counter: 1, version: "1.0.0", payload_len: v1_payload, payload_seed: 1, ..Spec::default() };
-        let v2 = Spec { counter: 2, version: "2.0.0", payload_len: v2_payload, payload_seed: 2, ..Spec::default() };
-        Images { v1: bundle(&v1), v2: bundle(&v2), v2_id: image_id(&v2) }
+        let v1 = Spec {
+            counter: 1,
+            version: "1.0.0",
+            payload_len: v1_payload,
+            payload_seed: 1,
+            ..Spec::default()
+        };
+        let v2 = Spec {
+            counter: 2,
+            version: "2.0.0",
+            payload_len: v2_payload,
+            payload_seed: 2,
+            ..Spec::default()
+        };
+        Images {
+            v1: bundle(&v1),
+            v2: bundle(&v2),
+            v2_id: image_id(&v2),
+        }
     }
 }
 
@@ -47,15 +66,25 @@ fn cuts(kind: OpKind, erase_size: usize, op: usize) -> Vec<Cut> {
         OpKind::Erase => vec![
             Cut::Clean,
             Cut::PartialErase { erased: 1 },
-            Cut::PartialErase { erased: erase_size / 2 },
-            Cut::ScatteredErase { seed: op as u64 + 1 },
+            Cut::PartialErase {
+                erased: erase_size / 2,
+            },
+            Cut::ScatteredErase {
+                seed: op as u64 + 1,
+            },
         ],
     }
 }
 
 /// One boot with the power on: it must succeed, with the invariants of every trial.
-fn check_boot<const W: usize, const E: usize>(dev: &mut Rig<W, E>, img: &Images, floor: &mut u32) -> BootImage {
-    let image = dev.boot().unwrap_or_else(|e| panic!("boot after power restored failed: {e}"));
+fn check_boot<const W: usize, const E: usize>(
+    dev: &mut Rig<W, E>,
+    img: &Images,
+    floor: &mut u32,
+) -> BootImage {
+    let image = dev
+        .boot()
+        .unwrap_or_else(|e| panic!("boot after power restored failed: {e}"));
     check_image(dev, image, img, floor)
 }
 
@@ -68,16 +97,29 @@ fn check_image<const W: usize, const E: usize>(
 ) -> BootImage {
     let state = dev.state();
     assert!(state.sequence > 0, "state region holds no valid record");
-    assert!(state.min_security_counter >= *floor, "stored counter fell below {floor}");
+    assert!(
+        state.min_security_counter >= *floor,
+        "stored counter fell below {floor}"
+    );
     *floor = state.min_security_counter;
-    assert!(image.security_counter() >= state.min_security_counter, "booted below the stored minimum");
+    assert!(
+        image.security_counter() >= state.min_security_counter,
+        "booted below the stored minimum"
+    );
     let which = match image.security_counter() {
         1 => &img.v1,
         2 => &img.v2,
         other => panic!("booted an image with counter {other}"),
     };
-    assert!(dev.active_holds(which), "active slot is not exactly the booted bundle");
-    assert_eq!(dev.flash.violations(), 0, "programmed a byte that was not erased");
+    assert!(
+        dev.active_holds(which),
+        "active slot is not exactly the booted bundle"
+    );
+    assert_eq!(
+        dev.flash.violations(),
+        0,
+        "programmed a byte that was not erased"
+    );
     image
 }
 
@@ -110,7 +152,10 @@ fn finish_both_ways<const W: usize, const E: usize>(dev: &Rig<W, E>, img: &Image
     assert_eq!(state.phase, Phase::Idle);
     if state.outcome != Outcome::Confirmed {
         assert!(b.active_holds(&img.v1));
-        assert_eq!((state.min_security_counter, state.rejected), (1, Some(img.v2_id)));
+        assert_eq!(
+            (state.min_security_counter, state.rejected),
+            (1, Some(img.v2_id))
+        );
     }
 }
 
@@ -119,10 +164,16 @@ fn expect_final<const W: usize, const E: usize>(dev: &mut Rig<W, E>, img: &Image
     let state = dev.state();
     assert_eq!(state.phase, Phase::Idle);
     if dev.active_holds(&img.v2) {
-        assert_eq!((state.outcome, state.min_security_counter), (Outcome::Confirmed, 2));
+        assert_eq!(
+            (state.outcome, state.min_security_counter),
+            (Outcome::Confirmed, 2)
+        );
     } else {
         assert!(dev.active_holds(&img.v1));
-        assert_eq!(state.min_security_counter, 1, "a reverted update raised the counter");
+        assert_eq!(
+            state.min_security_counter, 1,
+            "a reverted update raised the counter"
+        );
         assert_eq!(state.rejected, Some(img.v2_id));
     }
 }
@@ -155,8 +206,14 @@ fn sweep<const W: usize, const E: usize>(
     for (op, &kind) in ops.iter().enumerate() {
         for cut in cuts(kind, E, op) {
             let mut dev = start.clone();
-            dev.flash.arm(Fault { at_op: op as u64, cut });
-            assert!(run(&mut dev).is_err(), "{action:?} survived a cut at op {op}");
+            dev.flash.arm(Fault {
+                at_op: op as u64,
+                cut,
+            });
+            assert!(
+                run(&mut dev).is_err(),
+                "{action:?} survived a cut at op {op}"
+            );
             assert!(!dev.flash.is_powered());
             dev.flash.power_on();
             after(&mut dev);
@@ -170,7 +227,13 @@ struct Tally {
     trials: usize,
 }
 
-fn geometry<const W: usize, const E: usize>(name: &str, slot: u32, erased: u8, img: &Images, seeds: u64) -> usize {
+fn geometry<const W: usize, const E: usize>(
+    name: &str,
+    slot: u32,
+    erased: u8,
+    img: &Images,
+    seeds: u64,
+) -> usize {
     let started = Instant::now();
     // A device running the old image, confirmed, with the new one staged and pending.
     let mut fresh: Rig<W, E> = Rig::new(slot, erased);
@@ -206,15 +269,25 @@ fn geometry<const W: usize, const E: usize>(name: &str, slot: u32, erased: u8, i
         } else {
             let state = dev.state();
             assert!(dev.active_holds(&img.v1));
-            assert_eq!((state.phase, state.min_security_counter, state.rejected), (Phase::Idle, 1, None));
+            assert_eq!(
+                (state.phase, state.min_security_counter, state.rejected),
+                (Phase::Idle, 1, None)
+            );
         }
     });
     // The update boot: verify, swap, enter the trial.
     t.trials += sweep(&pending, Action::Boot, &|dev| {
         let mut floor = 1;
         let image = check_boot(dev, img, &mut floor);
-        assert!(image.is_trial(), "an interrupted update must resume, not give up");
-        assert_eq!(dev.state().min_security_counter, 1, "counter raised before confirm");
+        assert!(
+            image.is_trial(),
+            "an interrupted update must resume, not give up"
+        );
+        assert_eq!(
+            dev.state().min_security_counter,
+            1,
+            "counter raised before confirm"
+        );
         finish_both_ways(dev, img, floor);
     });
     // The confirm: either lost (still on trial) or done.
@@ -259,7 +332,12 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 /// One update lifecycle with 1–4 random power cuts (in boots and confirms); returns the cuts.
-fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &Images, seed: u64, span: u64) -> usize {
+fn random_lifecycle<const W: usize, const E: usize>(
+    pending: &Rig<W, E>,
+    img: &Images,
+    seed: u64,
+    span: u64,
+) -> usize {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut dev = pending.clone();
     let mut cuts_left = 1 + (xorshift(&mut rng) % 4) as usize;
@@ -269,13 +347,24 @@ fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &I
     let random_cut = |rng: &mut u64, span: u64| {
         let cut = match xorshift(rng) % 6 {
             0 => Cut::Clean,
-            1 => Cut::Torn { landed: (xorshift(rng) % 96) as usize },
-            2 => Cut::Torn { landed: (xorshift(rng) % 300) as usize },
-            3 => Cut::PartialErase { erased: (xorshift(rng) % E as u64) as usize },
-            4 => Cut::ScatteredErase { seed: xorshift(rng) },
+            1 => Cut::Torn {
+                landed: (xorshift(rng) % 96) as usize,
+            },
+            2 => Cut::Torn {
+                landed: (xorshift(rng) % 300) as usize,
+            },
+            3 => Cut::PartialErase {
+                erased: (xorshift(rng) % E as u64) as usize,
+            },
+            4 => Cut::ScatteredErase {
+                seed: xorshift(rng),
+            },
             _ => Cut::PartialErase { erased: E / 2 },
         };
-        Fault { at_op: xorshift(rng) % span, cut }
+        Fault {
+            at_op: xorshift(rng) % span,
+            cut,
+        }
     };
     for _ in 0..64 {
         if cuts_left > 0 && xorshift(&mut rng) % 4 != 0 {
@@ -290,7 +379,8 @@ fn random_lifecycle<const W: usize, const E: usize>(pending: &Rig<W, E>, img: &I
             continue;
         }
         dev.flash.disarm();
-        let image = booted.unwrap_or_else(|e| panic!("seed {seed}: boot with power on failed: {e}"));
+        let image =
+            booted.unwrap_or_else(|e| panic!("seed {seed}: boot with power on failed: {e}"));
         let image = check_image(&mut dev, image, img, &mut floor);
         let state = dev.state();
         if state.phase == Phase::Idle && !image.is_trial() {
@@ -333,18 +423,57 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
     let n = seeds();
     let mut trials = 0;
     // Growing update, byte-writable flash, small sectors (many state-sector alternations).
-    trials += geometry::<1, 256>("1-byte writes, 256 B sectors, erased 0xFF", 10, 0xFF, &Images::new(700, 1200), n);
+    trials += geometry::<1, 256>(
+        "1-byte writes, 256 B sectors, erased 0xFF",
+        10,
+        0xFF,
+        &Images::new(700, 1200),
+        n,
+    );
     // Growing update, erased value 0x00, 8-byte writes.
-    trials += geometry::<8, 512>("8-byte writes, 512 B sectors, erased 0x00", 6, 0x00, &Images::new(900, 1900), n);
+    trials += geometry::<8, 512>(
+        "8-byte writes, 512 B sectors, erased 0x00",
+        6,
+        0x00,
+        &Images::new(900, 1900),
+        n,
+    );
     // Shrinking update, 16-byte writes, 1 KiB sectors.
-    trials += geometry::<16, 1024>("16-byte writes, 1 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(1900, 900), n);
+    trials += geometry::<16, 1024>(
+        "16-byte writes, 1 KiB sectors, erased 0xFF",
+        4,
+        0xFF,
+        &Images::new(1900, 900),
+        n,
+    );
     // Typical internal flash: 4 KiB sectors, 16 chunk writes per sector copy.
-    trials += geometry::<4, 4096>("4-byte writes, 4 KiB sectors, erased 0xFF", 4, 0xFF, &Images::new(6000, 9000), n);
+    trials += geometry::<4, 4096>(
+        "4-byte writes, 4 KiB sectors, erased 0xFF",
+        4,
+        0xFF,
+        &Images::new(6000, 9000),
+        n,
+    );
     // Strongly shrinking update, 32-byte writes (3 records per state sector).
-    trials += geometry::<32, 256>("32-byte writes, 256 B sectors, erased 0xFF", 16, 0xFF, &Images::new(3000, 600), n);
+    trials += geometry::<32, 256>(
+        "32-byte writes, 256 B sectors, erased 0xFF",
+        16,
+        0xFF,
+        &Images::new(3000, 600),
+        n,
+    );
     // 64-byte writes (records padded to 128 bytes), erased 0x00.
-    trials += geometry::<64, 2048>("64-byte writes, 2 KiB sectors, erased 0x00", 6, 0x00, &Images::new(2500, 7000), n);
-    println!("power-fail suite: {trials} trials in {:.1?}", started.elapsed());
+    trials += geometry::<64, 2048>(
+        "64-byte writes, 2 KiB sectors, erased 0x00",
+        6,
+        0x00,
+        &Images::new(2500, 7000),
+        n,
+    );
+    println!(
+        "power-fail suite: {trials} trials in {:.1?}",
+        started.elapsed()
+    );
 }
 
 /// `torn-state-write`: every prefix of a boot-control record write (here: mark pending) leaves
@@ -366,8 +495,16 @@ fn torn_state_write() {
         let mut probe = idle.clone();
         probe.flash.record_ops();
         probe.control().mark_pending().unwrap();
-        let at_op = probe.flash.recorded_ops().iter().position(|&k| k == OpKind::Write).unwrap() as u64;
-        dev.flash.arm(Fault { at_op, cut: Cut::Torn { landed } });
+        let at_op = probe
+            .flash
+            .recorded_ops()
+            .iter()
+            .position(|&k| k == OpKind::Write)
+            .unwrap() as u64;
+        dev.flash.arm(Fault {
+            at_op,
+            cut: Cut::Torn { landed },
+        });
         let _ = dev.control().mark_pending();
         dev.flash.power_on();
         dev.flash.disarm();
@@ -407,10 +544,17 @@ fn half_erased_state_sector() {
             for erased in [1, 64, 128, 255] {
                 let mut cut = dev.clone();
                 let before = cut.state();
-                cut.flash.arm(Fault { at_op: 0, cut: Cut::PartialErase { erased } });
+                cut.flash.arm(Fault {
+                    at_op: 0,
+                    cut: Cut::PartialErase { erased },
+                });
                 assert!(cut.control().mark_pending().is_err());
                 cut.flash.power_on();
-                assert_eq!(cut.state(), before, "state lost after a half erase of {erased} bytes");
+                assert_eq!(
+                    cut.state(),
+                    before,
+                    "state lost after a half erase of {erased} bytes"
+                );
                 cut.control().mark_pending().unwrap();
                 assert_eq!(cut.state().phase, Phase::Pending);
                 assert!(cut.boot().unwrap().is_trial() || cut.state().phase == Phase::Idle);

@@ -3,6 +3,9 @@
 //! confirm or the boot of a confirmed image), every boot with the power on succeeds, and no
 //! boot runs an image below the stored minimums.
 
+// Test and benchmark code: a failed unwrap is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::OnceLock;
@@ -71,7 +74,10 @@ fn apply(dev: &mut Dev, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Boot | Op::BootCut { .. } => {
             if let Op::BootCut { at, cut: kind } = *op {
-                dev.flash.arm(Fault { at_op: at, cut: cut(kind) });
+                dev.flash.arm(Fault {
+                    at_op: at,
+                    cut: cut(kind),
+                });
             }
             let booted = dev.boot();
             dev.flash.disarm();
@@ -79,14 +85,18 @@ fn apply(dev: &mut Dev, op: &Op) -> Result<(), TestCaseError> {
                 dev.flash.power_on();
                 return Ok(());
             }
-            let image = booted.map_err(|e| TestCaseError::fail(format!("boot failed with power on: {e}")))?;
+            let image = booted
+                .map_err(|e| TestCaseError::fail(format!("boot failed with power on: {e}")))?;
             let state = dev.state();
             prop_assert!(image.security_counter() >= state.min_security_counter);
             prop_assert!(image.key_set_version() >= state.min_key_set_version);
         }
         Op::Confirm | Op::ConfirmCut { .. } => {
             if let Op::ConfirmCut { at, cut: kind } = *op {
-                dev.flash.arm(Fault { at_op: at, cut: cut(kind) });
+                dev.flash.arm(Fault {
+                    at_op: at,
+                    cut: cut(kind),
+                });
             }
             let phase = dev.state().phase;
             let confirmed = dev.confirm();

@@ -1,5 +1,6 @@
 //! Test rig: signed bundles, a simulated device, and the invariants every trial checks.
-#![allow(dead_code)]
+// Each test crate uses a different part of the rig; unwrap failures are test failures.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::OnceLock;
 
