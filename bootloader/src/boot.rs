@@ -117,7 +117,7 @@ impl<'a> BootConfig<'a> {
 /// The boot decision: a verified image to jump to. Only [`Bootloader::boot`] makes one, right
 /// after verifying the bytes it describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootImage {
+pub struct VerifiedImage {
     entry: u32,
     size: u64,
     security_counter: u32,
@@ -127,7 +127,7 @@ pub struct BootImage {
     attempts_left: u8,
 }
 
-impl BootImage {
+impl VerifiedImage {
     /// Flash offset of the verified payload (the executable image): `active + payload_offset`.
     /// The board port adds its flash base address and jumps.
     pub fn payload_offset(&self) -> u32 {
@@ -207,7 +207,7 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
     /// Decides what to boot: `Ok` only with a verified image; `Err` means stay in the safe
     /// failure state. `envelope_buf` holds a bundle's envelope while it is verified
     /// (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle).
-    pub fn boot(&mut self, envelope_buf: &mut [u8]) -> Result<BootImage, Error> {
+    pub fn boot(&mut self, envelope_buf: &mut [u8]) -> Result<VerifiedImage, Error> {
         let mut loaded = store::load(&mut self.flash, &self.layout)?;
         log_info!("boot: phase {}", loaded.state.phase);
         for _ in 0..MAX_TRANSITIONS {
@@ -265,12 +265,17 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
         Ok(verified.map(|v| ImageInfo::of(&v)))
     }
 
-    fn image(&self, info: &ImageInfo, trial: bool, attempts_left: u8) -> Result<BootImage, Error> {
+    fn image(
+        &self,
+        info: &ImageInfo,
+        trial: bool,
+        attempts_left: u8,
+    ) -> Result<VerifiedImage, Error> {
         let entry = u32::try_from(info.payload_offset)
             .ok()
             .and_then(|o| o.checked_add(self.layout.active_offset()))
             .ok_or(Error::Corrupt)?;
-        Ok(BootImage {
+        Ok(VerifiedImage {
             entry,
             size: info.payload_size,
             security_counter: info.security_counter,
@@ -285,7 +290,7 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
         &mut self,
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
-    ) -> Result<BootImage, Error> {
+    ) -> Result<VerifiedImage, Error> {
         let state = loaded.state;
         let info = match self.verify(self.layout.active_offset(), &state, envelope_buf)? {
             Ok(info) => info,
@@ -376,7 +381,7 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
         &mut self,
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
-    ) -> Result<Option<BootImage>, Error> {
+    ) -> Result<Option<VerifiedImage>, Error> {
         let state = loaded.state;
         let outcome = if state.attempts_left == 0 {
             log_warn!("trial image not confirmed in time: reverting");

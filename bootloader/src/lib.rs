@@ -25,10 +25,10 @@ pub mod layout;
 pub mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
-mod store;
+pub mod store;
 mod verify;
 
-pub use boot::{BootConfig, BootImage, Bootloader};
+pub use boot::{BootConfig, Bootloader, VerifiedImage};
 pub use control::BootControl;
 pub use error::Error;
 pub use layout::{Geometry, Layout, LayoutError};

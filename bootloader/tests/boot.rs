@@ -428,3 +428,25 @@ fn erased_value_zero_flash_works() {
     assert_eq!(dev.boot().unwrap().security_counter(), 2);
     assert_eq!(dev.flash.violations(), 0);
 }
+
+#[test]
+fn layout_for_another_geometry_is_refused() {
+    use sigil_bootloader::sim::SimFlash;
+    use sigil_bootloader::{BootControl, Bootloader, Geometry, Layout, LayoutError};
+    let other = Geometry::of::<SimFlash<8, 256>>(0xFF);
+    let layout = Layout::new(other, 0, 512, 512 + 4 * 256, 4).unwrap();
+    let mut flash: SimFlash<4, 256> = SimFlash::new(16, 0xFF);
+    let config = Dev::new(4, 0xFF).config();
+    assert!(matches!(
+        Bootloader::new(&mut flash, layout, config),
+        Err(Error::Layout(LayoutError::GeometryMismatch))
+    ));
+    // Right geometry, but the staging slot ends beyond an 8-sector device.
+    let mine = Geometry::of::<SimFlash<4, 256>>(0xFF);
+    let layout = Layout::new(mine, 0, 512, 512 + 4 * 256, 4).unwrap();
+    let mut small: SimFlash<4, 256> = SimFlash::new(8, 0xFF);
+    assert!(matches!(
+        BootControl::new(&mut small, layout),
+        Err(Error::Layout(LayoutError::OutOfFlash))
+    ));
+}

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use common::*;
 use sigil_bootloader::sim::{Cut, Fault, OpKind};
-use sigil_bootloader::{BootImage, Outcome, Phase};
+use sigil_bootloader::{Outcome, Phase, VerifiedImage};
 
 struct Images {
     v1: Vec<u8>,
@@ -81,7 +81,7 @@ fn check_boot<const W: usize, const E: usize>(
     dev: &mut Rig<W, E>,
     img: &Images,
     floor: &mut u32,
-) -> BootImage {
+) -> VerifiedImage {
     let image = dev
         .boot()
         .unwrap_or_else(|e| panic!("boot after power restored failed: {e}"));
@@ -91,10 +91,10 @@ fn check_boot<const W: usize, const E: usize>(
 /// The invariants of a successful boot.
 fn check_image<const W: usize, const E: usize>(
     dev: &mut Rig<W, E>,
-    image: BootImage,
+    image: VerifiedImage,
     img: &Images,
     floor: &mut u32,
-) -> BootImage {
+) -> VerifiedImage {
     let state = dev.state();
     assert!(state.sequence > 0, "state region holds no valid record");
     assert!(

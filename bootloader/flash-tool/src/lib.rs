@@ -21,7 +21,7 @@ pub mod memflash;
 use std::path::{Path, PathBuf};
 
 use embedded_storage::nor_flash::NorFlash;
-use object::read::elf::{ElfFile32, ProgramHeader};
+use object::read::elf::{ElfFile32, ProgramHeader, SectionHeader};
 use object::Endianness;
 use sigil_bootloader::{BootControl, BootState, Layout};
 
@@ -277,15 +277,34 @@ pub fn payload_from_elf(elf: &[u8], board: &BoardConfig) -> Result<Vec<u8>, Imag
     let origin = u64::from(board.app_origin());
     let file = ElfFile32::<Endianness>::parse(elf).map_err(|e| ImageError::Elf(e.to_string()))?;
     let endian = file.endian();
+    // Sections with contents, placed at their load address (LMA): `.data`'s initial values
+    // live in flash behind `.rodata`. Segments alone would also pull in the ELF headers that
+    // linkers may map below the first section.
+    let headers = file.elf_program_headers();
     let mut segments = Vec::new();
-    for ph in file.elf_program_headers() {
-        if ph.p_type(endian) != object::elf::PT_LOAD || ph.p_filesz(endian) == 0 {
+    for section in file.elf_section_table().iter() {
+        let flags = section.sh_flags(endian);
+        let size = section.sh_size(endian);
+        if flags & object::elf::SHF_ALLOC == 0
+            || section.sh_type(endian) == object::elf::SHT_NOBITS
+            || size == 0
+        {
             continue;
         }
-        let data = ph
+        let offset = section.sh_offset(endian);
+        let lma = headers
+            .iter()
+            .find(|ph| {
+                ph.p_type(endian) == object::elf::PT_LOAD
+                    && offset >= ph.p_offset(endian)
+                    && offset + size <= ph.p_offset(endian) + ph.p_filesz(endian)
+            })
+            .map(|ph| ph.p_paddr(endian) + (offset - ph.p_offset(endian)))
+            .ok_or_else(|| ImageError::Elf("a section lies outside every loadable segment".into()))?;
+        let data = section
             .data(endian, elf)
-            .map_err(|_| ImageError::Elf("segment outside the file".into()))?;
-        segments.push((u64::from(ph.p_paddr(endian)), data));
+            .map_err(|_| ImageError::Elf("section outside the file".into()))?;
+        segments.push((u64::from(lma), data));
     }
     segments.sort_by_key(|(addr, _)| *addr);
     let Some(&(first, _)) = segments.first() else {

@@ -8,7 +8,7 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use sigil_bootloader::sim::SimFlash;
 use sigil_bootloader::{
-    BootConfig, BootControl, BootImage, BootState, Bootloader, Error, Geometry, Layout,
+    BootConfig, BootControl, BootState, Bootloader, Error, Geometry, Layout, VerifiedImage,
 };
 use sigil_manifests::*;
 
@@ -152,7 +152,7 @@ impl<const W: usize, const E: usize> Rig<W, E> {
     }
 
     /// One boot with all RAM state rebuilt from flash.
-    pub fn boot(&mut self) -> Result<BootImage, Error> {
+    pub fn boot(&mut self) -> Result<VerifiedImage, Error> {
         let config = self.config();
         let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
         let mut buf = [0u8; MAX_ENVELOPE_LEN];

@@ -41,7 +41,7 @@ pub use flash::{Flash, FlashError};
 #[doc(hidden)]
 pub use semihosting as __semihosting;
 
-use sigil_bootloader::{BootImage, Geometry, Layout};
+use sigil_bootloader::{VerifiedImage, Geometry, Layout};
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
 pub const LAYOUT: Layout = match Layout::new(
@@ -112,7 +112,7 @@ const VTOR_ALIGN: u32 = 256;
 /// Starts the image the bootloader core just verified: checks that its vector table keeps
 /// execution inside the verified bytes, closes the flash (and its host file), relocates the
 /// vector table, loads the stack pointer and jumps. Returns only if a check fails.
-pub fn start_image(image: &BootImage, mut flash: Flash) -> JumpError {
+pub fn start_image(image: &VerifiedImage, mut flash: Flash) -> JumpError {
     let table = match checked_vector_table(image, &mut flash) {
         Ok(table) => table,
         Err(e) => return e,
@@ -129,7 +129,7 @@ pub fn start_image(image: &BootImage, mut flash: Flash) -> JumpError {
     }
 }
 
-fn checked_vector_table(image: &BootImage, flash: &mut Flash) -> Result<u32, JumpError> {
+fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<u32, JumpError> {
     use embedded_storage::nor_flash::ReadNorFlash;
     let offset = image.payload_offset();
     let size = u32::try_from(image.payload_size()).map_err(|_| JumpError::BadResetVector)?;

@@ -10,7 +10,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use embedded_storage::nor_flash::ReadNorFlash;
 use sha2::{Digest, Sha256};
 use sigil_board_mps2_an385::{exit, peak_stack, stack_size, Flash};
-use sigil_bootloader::BootImage;
+use sigil_bootloader::VerifiedImage;
 use sigil_manifests::{bundle::HEADER_LEN, BundleHeader, KeySet, TrustRoot, UnverifiedBundle};
 
 /// Guest instructions per SysTick tick under `-icount shift=0` (1 GHz virtual / 25 MHz).
@@ -54,7 +54,7 @@ fn instructions(f: impl FnOnce()) -> u64 {
 }
 
 /// Prints one `bench:` line and ends the run.
-pub fn report(boot: u64, image: &BootImage, flash: &mut Flash, buf: &mut [u8]) -> u8 {
+pub fn report(boot: u64, image: &VerifiedImage, flash: &mut Flash, buf: &mut [u8]) -> u8 {
     // The bare SHA-256 of the payload, read through the same driver in the same 256-byte chunks.
     let sha = instructions(|| {
         let mut hasher = Sha256::new();
