@@ -1,7 +1,7 @@
 //! The power-fail simulator suite.
 //!
-//! For every write and every erase of an update boot, a revert boot, a confirm, a mark-pending
-//! and a first boot, the power is cut in every way the simulator models (clean cut; torn write
+//! For every write and every erase of an update boot, a revert boot, a confirm, a mark-pending,
+//! a boot that refuses a tampered staged bundle and a first boot, the power is cut in every way the simulator models (clean cut; torn write
 //! of 1, 40, 77 and 128 bytes; erase that reset 1 byte, half the sector, or a random half of
 //! it), then the device boots again with all RAM state rebuilt from flash. Seeded sequences of
 //! several random cuts run whole update lifecycles. After every trial:
@@ -289,6 +289,24 @@ fn geometry<const W: usize, const E: usize>(
             "counter raised before confirm"
         );
         finish_both_ways(dev, img, floor);
+    });
+    // The boot that refuses a tampered staged bundle: the active slot is never touched.
+    let mut tampered = pending.clone();
+    let at = tampered.layout.staged_bundle_offset() as usize + img.v2.len() - 1;
+    tampered.flash.bytes_mut()[at] ^= 0x5A;
+    t.trials += sweep(&tampered, Action::Boot, &|dev| {
+        let mut floor = 1;
+        assert!(!check_boot(dev, img, &mut floor).is_trial());
+        let state = dev.state();
+        assert_eq!(
+            (state.phase, state.outcome, state.min_security_counter),
+            (Phase::Idle, Outcome::StagedInvalid, 1)
+        );
+        let active = dev.layout.active_offset() as usize / E
+            ..(dev.layout.active_offset() as usize / E) + slot as usize;
+        assert!(active
+            .clone()
+            .all(|i| dev.flash.stats(i).erases == 0 && dev.flash.stats(i).writes == 0));
     });
     // The confirm: either lost (still on trial) or done.
     t.trials += sweep(&trial, Action::Confirm, &|dev| {
