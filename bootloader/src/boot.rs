@@ -44,6 +44,7 @@
 //! Chunks that read as erased are not written.
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
+use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
 use sigil_manifests::{DevicePolicy, ProductId, TrustRoot};
 
 use crate::error::Error;
@@ -129,7 +130,10 @@ pub struct VerifiedImage {
 
 impl VerifiedImage {
     /// Flash offset of the verified payload (the executable image): `active + payload_offset`.
-    /// The board port adds its flash base address and jumps.
+    /// The board port adds its flash base address and jumps. The payload is aligned within
+    /// the bundle to the manifest's `payload_alignment`; a device whose CPU needs an aligned
+    /// vector table (Cortex-M: 128 bytes or more) declares at least that alignment and places
+    /// the active slot on such a boundary.
     pub fn payload_offset(&self) -> u32 {
         self.entry
     }
@@ -335,12 +339,7 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
             };
             return self.commit(loaded, next);
         }
-        // Only as many sectors as the two bundles occupy move; a slot without a valid bundle
-        // is preserved whole, so a revert restores exactly what was there.
-        let old = match self.verify(self.layout.active_offset(), &state, envelope_buf)? {
-            Ok(info) => self.layout.sectors_for(info.total_len),
-            Err(_) => self.layout.slot_sectors(),
-        };
+        let old = self.active_extent()?;
         let sectors = self
             .layout
             .sectors_for(staged.total_len)
@@ -374,6 +373,27 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
             ..state.with_phase(Phase::Swapping)
         };
         self.commit(loaded, next)
+    }
+
+    /// Sectors the active bundle occupies, for sizing the swap only.
+    ///
+    /// Only as many sectors as the two bundles occupy move. The length comes from the active
+    /// bundle's header alone (step 1 of the format), which saves hashing the old image on every
+    /// update: if the active bundle is valid, step 7 has cross-checked that header against its
+    /// signed manifest on every boot, so the length is exact; if it is not valid, nothing
+    /// bootable can be lost. A header that does not parse preserves the whole slot.
+    fn active_extent(&mut self) -> Result<u32, Error> {
+        let mut head = [0u8; HEADER_LEN];
+        self.flash
+            .read(self.layout.active_offset(), &mut head)
+            .map_err(|e| Error::Flash(e.kind()))?;
+        let len = BundleHeader::parse(&head).and_then(|h| h.total_len());
+        Ok(match len {
+            Ok(len) if len <= u64::from(self.layout.max_bundle_len()) => {
+                self.layout.sectors_for(len)
+            }
+            _ => self.layout.slot_sectors(),
+        })
     }
 
     /// Trial: `Some(image)` to jump to, or `None` after starting the revert.

@@ -131,7 +131,9 @@ impl BoardConfig {
         board
             .layout()
             .map_err(|e: LayoutError| invalid(format!("flash layout: {e}")))?;
-        let size = board.flash_size().ok_or_else(|| invalid("flash size overflows".into()))?;
+        let size = board
+            .flash_size()
+            .ok_or_else(|| invalid("flash size overflows".into()))?;
         let a = board.device.payload_alignment;
         if !a.is_power_of_two() || a < 256 || a >= board.slot_len() {
             return Err(invalid(
@@ -141,7 +143,9 @@ impl BoardConfig {
         let flash_end = u64::from(board.flash.base) + u64::from(size);
         let boot_end = u64::from(board.memory.bootloader) + u64::from(board.memory.bootloader_size);
         if boot_end > u64::from(board.flash.base) {
-            return Err(invalid("the bootloader region overlaps the flash device".into()));
+            return Err(invalid(
+                "the bootloader region overlaps the flash device".into(),
+            ));
         }
         let ram = u64::from(board.memory.ram);
         let ram_end = ram + u64::from(board.memory.ram_size);
@@ -169,7 +173,9 @@ impl BoardConfig {
     }
 
     fn slot_len(&self) -> u32 {
-        self.layout.slot_sectors.saturating_mul(self.flash.erase_size)
+        self.layout
+            .slot_sectors
+            .saturating_mul(self.flash.erase_size)
     }
 
     /// Size of the flash image: up to the end of the last region.

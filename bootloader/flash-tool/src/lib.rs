@@ -300,7 +300,9 @@ pub fn payload_from_elf(elf: &[u8], board: &BoardConfig) -> Result<Vec<u8>, Imag
                     && offset + size <= ph.p_offset(endian) + ph.p_filesz(endian)
             })
             .map(|ph| ph.p_paddr(endian) + (offset - ph.p_offset(endian)))
-            .ok_or_else(|| ImageError::Elf("a section lies outside every loadable segment".into()))?;
+            .ok_or_else(|| {
+                ImageError::Elf("a section lies outside every loadable segment".into())
+            })?;
         let data = section
             .data(endian, elf)
             .map_err(|_| ImageError::Elf("section outside the file".into()))?;
@@ -320,7 +322,9 @@ pub fn payload_from_elf(elf: &[u8], board: &BoardConfig) -> Result<Vec<u8>, Imag
     for (addr, data) in segments {
         let at = (addr - origin) as usize;
         if at < image.len() {
-            return Err(ImageError::Elf(format!("overlapping segments at {addr:#x}")));
+            return Err(ImageError::Elf(format!(
+                "overlapping segments at {addr:#x}"
+            )));
         }
         image.resize(at, board.flash.erased);
         image.extend_from_slice(data);

@@ -12,7 +12,11 @@ use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
 
 /// Prepare the flash of a device running the Sigil bootloader.
 #[derive(Debug, Parser)]
-#[command(name = "sigil-flash", version, after_help = "Exit codes: 0 success, 1 error, 2 invalid command line.")]
+#[command(
+    name = "sigil-flash",
+    version,
+    after_help = "Exit codes: 0 success, 1 error, 2 invalid command line."
+)]
 struct Args {
     /// The board configuration (flash map), e.g. bootloader/boards/mps2-an385/board.toml.
     #[arg(long, env = "SIGIL_BOARD", value_name = "FILE")]
@@ -107,7 +111,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("staging {}", staged.display()))?;
             }
             image.save(&out)?;
-            println!("{}: {} bytes, load at {:#010x}", out.display(), image.bytes().len(), board.flash.base);
+            println!(
+                "{}: {} bytes, load at {:#010x}",
+                out.display(),
+                image.bytes().len(),
+                board.flash.base
+            );
         }
         Command::Stage {
             flash,
@@ -145,7 +154,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let mut image = FlashImage::open(&board, &flash)?;
             image.install(&read(&bundle)?)?;
             image.save(&flash)?;
-            println!("active slot of {} overwritten with {}", flash.display(), bundle.display());
+            println!(
+                "active slot of {} overwritten with {}",
+                flash.display(),
+                bundle.display()
+            );
         }
     }
     Ok(())

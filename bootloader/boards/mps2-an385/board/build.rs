@@ -1,6 +1,10 @@
 //! Turns `../board.toml` into Rust constants (`config.rs`) and the two linker scripts
 //! (`boot/memory.x`, `app/memory.x`), so the flash map has a single source.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)] // build script: a bad board.toml must stop the build loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)] // build script: a bad board.toml must stop the build loudly
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -95,29 +99,127 @@ fn main() {
     let mut c = |name: &str, ty: &str, value: String, doc: &str| {
         writeln!(cfg, "/// {doc}\npub const {name}: {ty} = {value};").unwrap();
     };
-    c("BOOTLOADER_ORIGIN", "u32", format!("{:#x}", b.memory.bootloader), "Address the bootloader runs from.");
-    c("BOOTLOADER_SIZE", "u32", format!("{:#x}", b.memory.bootloader_size), "Size reserved for the bootloader.");
-    c("RAM_ORIGIN", "u32", format!("{:#x}", b.memory.ram), "Start of RAM.");
-    c("RAM_SIZE", "u32", format!("{:#x}", b.memory.ram_size), "RAM size.");
-    c("FLASH_BASE", "u32", format!("{:#x}", b.flash.base), "Address of flash offset 0.");
-    c("FLASH_SIZE", "usize", format!("{flash_size:#x}"), "Flash device size: up to the end of the staging slot.");
-    c("ERASE_SIZE", "usize", format!("{}", b.flash.erase_size), "Erase sector size.");
-    c("WRITE_SIZE", "usize", format!("{}", b.flash.write_size), "Write granularity.");
-    c("READ_SIZE", "usize", format!("{}", b.flash.read_size), "Read granularity.");
-    c("ERASED", "u8", format!("{:#x}", b.flash.erased), "Value of an erased byte.");
-    c("STATE", "u32", format!("{:#x}", b.layout.state), "Offset of the boot-control region.");
-    c("ACTIVE", "u32", format!("{:#x}", b.layout.active), "Offset of the active slot.");
-    c("STAGING", "u32", format!("{:#x}", b.layout.staging), "Offset of the staging slot.");
-    c("SLOT_SECTORS", "u32", format!("{}", b.layout.slot_sectors), "Sectors per slot.");
-    c("VENDOR", "&str", format!("{:?}", b.device.vendor), "Product vendor.");
-    c("DEVICE", "&str", format!("{:?}", b.device.device), "Product device class.");
-    c("TRIAL_ATTEMPTS", "u8", format!("{}", b.device.trial_attempts), "Trial boots before a revert.");
-    c("PAYLOAD_ALIGNMENT", "u32", format!("{a}"), "Payload alignment images are signed with.");
-    c("APP_ORIGIN", "u32", format!("{app_origin:#x}"), "Where the application image is linked.");
+    c(
+        "BOOTLOADER_ORIGIN",
+        "u32",
+        format!("{:#x}", b.memory.bootloader),
+        "Address the bootloader runs from.",
+    );
+    c(
+        "BOOTLOADER_SIZE",
+        "u32",
+        format!("{:#x}", b.memory.bootloader_size),
+        "Size reserved for the bootloader.",
+    );
+    c(
+        "RAM_ORIGIN",
+        "u32",
+        format!("{:#x}", b.memory.ram),
+        "Start of RAM.",
+    );
+    c(
+        "RAM_SIZE",
+        "u32",
+        format!("{:#x}", b.memory.ram_size),
+        "RAM size.",
+    );
+    c(
+        "FLASH_BASE",
+        "u32",
+        format!("{:#x}", b.flash.base),
+        "Address of flash offset 0.",
+    );
+    c(
+        "FLASH_SIZE",
+        "usize",
+        format!("{flash_size:#x}"),
+        "Flash device size: up to the end of the staging slot.",
+    );
+    c(
+        "ERASE_SIZE",
+        "usize",
+        format!("{}", b.flash.erase_size),
+        "Erase sector size.",
+    );
+    c(
+        "WRITE_SIZE",
+        "usize",
+        format!("{}", b.flash.write_size),
+        "Write granularity.",
+    );
+    c(
+        "READ_SIZE",
+        "usize",
+        format!("{}", b.flash.read_size),
+        "Read granularity.",
+    );
+    c(
+        "ERASED",
+        "u8",
+        format!("{:#x}", b.flash.erased),
+        "Value of an erased byte.",
+    );
+    c(
+        "STATE",
+        "u32",
+        format!("{:#x}", b.layout.state),
+        "Offset of the boot-control region.",
+    );
+    c(
+        "ACTIVE",
+        "u32",
+        format!("{:#x}", b.layout.active),
+        "Offset of the active slot.",
+    );
+    c(
+        "STAGING",
+        "u32",
+        format!("{:#x}", b.layout.staging),
+        "Offset of the staging slot.",
+    );
+    c(
+        "SLOT_SECTORS",
+        "u32",
+        format!("{}", b.layout.slot_sectors),
+        "Sectors per slot.",
+    );
+    c(
+        "VENDOR",
+        "&str",
+        format!("{:?}", b.device.vendor),
+        "Product vendor.",
+    );
+    c(
+        "DEVICE",
+        "&str",
+        format!("{:?}", b.device.device),
+        "Product device class.",
+    );
+    c(
+        "TRIAL_ATTEMPTS",
+        "u8",
+        format!("{}", b.device.trial_attempts),
+        "Trial boots before a revert.",
+    );
+    c(
+        "PAYLOAD_ALIGNMENT",
+        "u32",
+        format!("{a}"),
+        "Payload alignment images are signed with.",
+    );
+    c(
+        "APP_ORIGIN",
+        "u32",
+        format!("{app_origin:#x}"),
+        "Where the application image is linked.",
+    );
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::write(out.join("config.rs"), cfg).unwrap();
 
-    let ram = format!("  RAM : ORIGIN = {:#x}, LENGTH = {:#x}\n", b.memory.ram, b.memory.ram_size);
+    let ram = format!(
+        "  RAM : ORIGIN = {:#x}, LENGTH = {:#x}\n",
+        b.memory.ram, b.memory.ram_size
+    );
     for (dir, origin, len) in [
         ("boot", b.memory.bootloader, b.memory.bootloader_size),
         ("app", app_origin, app_len),

@@ -19,7 +19,10 @@ fn main() {
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("\n\nSIGIL_TRUST_ROOT={}: {e}\n", path.display()));
     if let Err(e) = sigil_manifests::TrustRoot::decode(&bytes) {
-        panic!("\n\nSIGIL_TRUST_ROOT={} is not a valid trust root: {e}\n", path.display());
+        panic!(
+            "\n\nSIGIL_TRUST_ROOT={} is not a valid trust root: {e}\n",
+            path.display()
+        );
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::write(out.join("trust_root.bin"), &bytes).unwrap();

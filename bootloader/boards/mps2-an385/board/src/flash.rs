@@ -64,7 +64,9 @@ impl core::fmt::Display for FlashError {
         f.write_str(match self {
             FlashError::NotAligned => "flash access not aligned",
             FlashError::OutOfBounds => "flash access out of bounds",
-            FlashError::HostFile => "host file flash.bin missing, of the wrong size, or not writable",
+            FlashError::HostFile => {
+                "host file flash.bin missing, of the wrong size, or not writable"
+            }
             FlashError::Taken => "flash driver already in use",
         })
     }
@@ -92,7 +94,10 @@ impl Flash {
         if len != config::FLASH_SIZE as u64 {
             return Err(FlashError::HostFile);
         }
-        Ok(Flash { file, _window: window })
+        Ok(Flash {
+            file,
+            _window: window,
+        })
     }
 
     /// Writes `bytes` (already applied to the window) through to the host file at `offset`.
@@ -152,7 +157,9 @@ impl NorFlash for Flash {
             }
             glue::write_window(at, cells).ok_or(FlashError::OutOfBounds)?;
             self.persist(at, cells)?;
-            at = at.checked_add(data.len() as u32).ok_or(FlashError::OutOfBounds)?;
+            at = at
+                .checked_add(data.len() as u32)
+                .ok_or(FlashError::OutOfBounds)?;
         }
         Ok(())
     }

@@ -35,13 +35,13 @@ mod glue;
 #[doc(hidden)]
 pub mod logging;
 
+pub use flash::{Flash, FlashError};
 #[cfg(feature = "bench")]
 pub use glue::{peak_stack, stack_size};
-pub use flash::{Flash, FlashError};
 #[doc(hidden)]
 pub use semihosting as __semihosting;
 
-use sigil_bootloader::{VerifiedImage, Geometry, Layout};
+use sigil_bootloader::{Geometry, Layout, VerifiedImage};
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
 pub const LAYOUT: Layout = match Layout::new(
@@ -56,7 +56,8 @@ pub const LAYOUT: Layout = match Layout::new(
 };
 
 // The application is linked where the payload of an installed bundle lands.
-const _: () = assert!(config::APP_ORIGIN == config::FLASH_BASE + config::ACTIVE + config::PAYLOAD_ALIGNMENT);
+const _: () =
+    assert!(config::APP_ORIGIN == config::FLASH_BASE + config::ACTIVE + config::PAYLOAD_ALIGNMENT);
 
 /// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests.
 pub mod exit {
@@ -133,12 +134,16 @@ fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<u32,
     use embedded_storage::nor_flash::ReadNorFlash;
     let offset = image.payload_offset();
     let size = u32::try_from(image.payload_size()).map_err(|_| JumpError::BadResetVector)?;
-    let table = config::FLASH_BASE.checked_add(offset).ok_or(JumpError::Misaligned)?;
+    let table = config::FLASH_BASE
+        .checked_add(offset)
+        .ok_or(JumpError::Misaligned)?;
     if table % VTOR_ALIGN != 0 {
         return Err(JumpError::Misaligned);
     }
     let mut words = [0u8; 8];
-    flash.read(offset, &mut words).map_err(|_| JumpError::Flash)?;
+    flash
+        .read(offset, &mut words)
+        .map_err(|_| JumpError::Flash)?;
     let [s0, s1, s2, s3, r0, r1, r2, r3] = words;
     let sp = u32::from_le_bytes([s0, s1, s2, s3]);
     let reset = u32::from_le_bytes([r0, r1, r2, r3]);

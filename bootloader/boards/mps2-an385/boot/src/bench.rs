@@ -63,7 +63,9 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &mut Flash, buf: &mut [u8
         let mut left = image.payload_size();
         while left > 0 {
             let n = left.min(256) as usize;
-            let Some(part) = chunk.get_mut(..n) else { break };
+            let Some(part) = chunk.get_mut(..n) else {
+                break;
+            };
             if flash.read(at, part).is_err() {
                 break;
             }
@@ -104,7 +106,11 @@ fn signature_checks(flash: &mut Flash, buf: &mut [u8]) -> Option<u32> {
     let key_set = KeySet::decode(env.signed_key_set.key_set).ok()?;
     let mut ok = 0u32;
     for (message, sigs, keys) in [
-        (env.signed_key_set.key_set, &env.signed_key_set.signatures, &root.keys),
+        (
+            env.signed_key_set.key_set,
+            &env.signed_key_set.signatures,
+            &root.keys,
+        ),
         (env.manifest, &env.manifest_signatures, &key_set.keys),
     ] {
         for entry in sigs.iter() {

@@ -73,7 +73,11 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
         image.payload_size(),
         config::FLASH_BASE.saturating_add(image.payload_offset()),
         image.security_counter(),
-        if image.is_trial() { "trial boot" } else { "confirmed" },
+        if image.is_trial() {
+            "trial boot"
+        } else {
+            "confirmed"
+        },
     );
     #[cfg(feature = "bench")]
     {
