@@ -33,5 +33,5 @@ echo "lifecycles), boots again from flash alone and checks the invariants; \`SIG
 echo "runs 3000 random lifecycles per geometry instead of 200."
 echo
 echo '```'
-grep '^power-fail' <<<"$log"
+grep -o 'power-fail [0-9a-z].*' <<<"$log"
 echo '```'
