@@ -1605,6 +1605,74 @@ mod tests {
     }
 
     #[test]
+    fn session_tokens_expire_and_api_tokens_do_not() {
+        let s = SqliteStore::in_memory().unwrap();
+        let device = Device {
+            id: "pump-1".into(),
+            product: Product {
+                vendor: "acme".into(),
+                device: "pump-x2".into(),
+            },
+            public_key: "00".repeat(32),
+            channel: "stable".into(),
+            groups: vec![],
+            labels: BTreeMap::new(),
+            revoked: false,
+            enrolled_at: 1,
+            last_seen: None,
+            version: None,
+            security_counter: None,
+            state: None,
+        };
+        s.enrol_device(&device, &event(1)).unwrap();
+        let session = TokenGrant {
+            hash: &[1; 32],
+            name: "device:pump-1",
+            role: Role::Device,
+            device_id: Some("pump-1"),
+            expires_at: Some(100),
+        };
+        let api = TokenGrant {
+            hash: &[2; 32],
+            name: "ops",
+            role: Role::Operator,
+            device_id: None,
+            expires_at: None,
+        };
+        s.create_token(&session, 10, None).unwrap();
+        s.create_token(&api, 10, None).unwrap();
+        let p = s.principal(&[1; 32], 99).unwrap().unwrap();
+        assert_eq!(
+            (p.role, p.device_id.as_deref()),
+            (Role::Device, Some("pump-1"))
+        );
+        assert_eq!(s.principal(&[1; 32], 100).unwrap(), None, "expired");
+        assert!(s.principal(&[2; 32], u64::MAX >> 2).unwrap().is_some());
+        assert_eq!(s.principal(&[3; 32], 10).unwrap(), None, "unknown");
+        // Listing shows API tokens only, never hashes.
+        let listed = s.tokens().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "ops");
+    }
+
+    #[test]
+    fn challenges_are_single_use_and_expire() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.put_challenge("pump-1", &[5; 32], 100).unwrap();
+        assert!(
+            !s.take_challenge("pump-1", &[6; 32], 10).unwrap(),
+            "wrong nonce"
+        );
+        assert!(s.take_challenge("pump-1", &[5; 32], 10).unwrap());
+        assert!(!s.take_challenge("pump-1", &[5; 32], 10).unwrap(), "used");
+        s.put_challenge("pump-1", &[7; 32], 100).unwrap();
+        assert!(
+            !s.take_challenge("pump-1", &[7; 32], 100).unwrap(),
+            "expired"
+        );
+    }
+
+    #[test]
     fn audit_log_refuses_updates_and_deletes() {
         let s = SqliteStore::in_memory().unwrap();
         s.append_audit(&event(1), 1).unwrap();

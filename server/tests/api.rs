@@ -871,6 +871,75 @@ async fn rollout_advances_on_successes_and_halts_on_failures() {
 }
 
 #[tokio::test]
+async fn retired_releases_are_no_longer_offered_and_reports_cannot_touch_other_deployments() {
+    let f = fleet().await;
+    let h = &f.h;
+    // A deployment pump-1 is not part of: its report for it changes nothing there.
+    h.enrol("pump-2", 42, json!({ "channel": "beta" })).await;
+    let (_, other) = h
+        .deploy(
+            &f.release,
+            json!({ "kind": "channel", "value": "beta" }),
+            json!({}),
+        )
+        .await;
+    let other = other["id"].as_i64().unwrap();
+    h.check_in(&f.device_token, "failed", Some(other)).await;
+    let (_, v) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{other}"),
+            Some(h.token(Role::Auditor)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (v["state"].clone(), v["counts"]["failed"].clone()),
+        (json!("active"), json!(0))
+    );
+
+    assert_ne!(
+        h.check_in(&f.device_token, "idle", None).await.1["update"],
+        Value::Null
+    );
+    h.call(
+        "POST",
+        &format!("/api/v1/releases/{}/retire", f.release),
+        Some(h.token(Role::Release)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        h.check_in(&f.device_token, "idle", None).await.1["update"],
+        Value::Null
+    );
+    let (s, e) = h
+        .deploy(
+            &f.release,
+            json!({ "kind": "channel", "value": "stable" }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+}
+
+#[tokio::test]
+async fn head_requests_give_the_length_without_a_body() {
+    let f = fleet().await;
+    let req = Request::head(format!("/api/v1/bundles/{}", f.release))
+        .header("authorization", format!("Bearer {}", f.device_token))
+        .body(Body::empty())
+        .unwrap();
+    let res = f.h.send(req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-length"], f.bundle.len().to_string());
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
 async fn pause_stops_assignments_until_resumed() {
     let f = fleet().await;
     let h = &f.h;
@@ -1085,4 +1154,17 @@ async fn operations_endpoints() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/v1/device/checkin"]["post"].is_object());
+    // Every documented operation is routed (and has a summary).
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(op["summary"].is_string(), "{method} {path}");
+            let uri = path.replace("{id}", "1");
+            let (s, e) = h.call(&method.to_uppercase(), &uri, None, None).await;
+            assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(
+                e["message"], "no such endpoint",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
 }
