@@ -47,3 +47,9 @@ fn main() -> ! {
     println!("app: exiting with code {}", EXIT_CODE);
     exit::exit(EXIT_CODE)
 }
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("app: panic: {}", info);
+    exit::exit(exit::PANIC)
+}

@@ -135,7 +135,7 @@ impl NorFlash for Flash {
         let erased = [config::ERASED; CHUNK];
         let mut at = from;
         while at < to {
-            let n = CHUNK.min((to - at) as usize);
+            let n = CHUNK.min(to.saturating_sub(at) as usize);
             let chunk = erased.get(..n).ok_or(FlashError::OutOfBounds)?;
             glue::write_window(at, chunk).ok_or(FlashError::OutOfBounds)?;
             self.persist(at, chunk)?;

@@ -85,13 +85,11 @@ pub fn stack_size() -> usize {
 
 #[cfg(feature = "bench")]
 fn stack_bounds() -> (usize, usize) {
-    // SAFETY: only the addresses of the linker symbols are taken, never their contents.
-    unsafe {
-        (
-            core::ptr::addr_of!(_stack_start) as usize,
-            core::ptr::addr_of!(_stack_end) as usize,
-        )
-    }
+    // Only the addresses of the linker symbols are taken (safe), never their contents.
+    (
+        core::ptr::addr_of!(_stack_start) as usize,
+        core::ptr::addr_of!(_stack_end) as usize,
+    )
 }
 
 /// Peak stack use so far: cortex-m-rt's `paint-stack` fills `_stack_end.._stack_start` with
@@ -110,7 +108,7 @@ pub fn peak_stack() -> usize {
         if word != 0xCCCC_CCCC {
             break;
         }
-        addr += 4;
+        addr = addr.saturating_add(4);
     }
     start.saturating_sub(addr)
 }

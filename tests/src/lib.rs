@@ -1,0 +1,10 @@
+//! Fixtures and harnesses for Sigil's cross-component tests.
+//!
+//! [`qemu`] builds the mps2-an385 bootloader and test application firmware, signs application
+//! images into bundles with the `sigil` CLI code, assembles flash images with `sigil-flash`
+//! and boots them in `qemu-system-arm`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod qemu;
+pub mod sigil;

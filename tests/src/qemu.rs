@@ -1,0 +1,497 @@
+//! Boots of the mps2-an385 bootloader firmware in `qemu-system-arm`.
+//!
+//! [`firmware`] prepares everything once per test process: it checks the tools, creates test
+//! keys with `sigil` (kept in `target/qemu/fixtures`, so the bootloader, which compiles the
+//! trust root in, is rebuilt only when its sources change), builds the bootloader and the
+//! test application variants for `thumbv7m-none-eabi` in their own target directory
+//! (`target/qemu`, so the outer cargo's lock is never waited on) under a file lock shared by
+//! concurrently running test processes, and copies the ELF files into a private directory.
+//!
+//! A [`Device`] is one flash image in its own directory; [`Device::boot`] is one power-on:
+//! one QEMU run that loads `flash.bin`, which the firmware writes through to.
+// Test harness: a broken set-up (missing tool, failed build) must stop the test loudly, with
+// its cause, rather than be reported as a boot result.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sigil_bootloader::BootState;
+use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
+
+use crate::sigil::sigil;
+
+/// Exit code: the bootloader refused to boot (no verified image; it did not jump).
+pub const EXIT_NO_BOOTABLE_IMAGE: i32 = 0x50;
+/// Exit code: flash (or its host file) error.
+pub const EXIT_FLASH_ERROR: i32 = 0x51;
+/// Exit code: a verified image's vector table was refused.
+pub const EXIT_BAD_VECTOR_TABLE: i32 = 0x52;
+
+/// Longest one QEMU boot may take before it is killed and the test fails.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Rust target of the board.
+pub const TARGET: &str = "thumbv7m-none-eabi";
+
+/// A build-time variant of the test application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppVariant {
+    /// File stem of its artifacts.
+    pub name: &'static str,
+    /// The version it prints and is signed with.
+    pub version: &'static str,
+    /// Its distinctive QEMU exit code.
+    pub exit_code: u8,
+    /// Whether it confirms a trial boot.
+    pub confirms: bool,
+}
+
+/// Release 1.0.0: confirms, exits 0x11.
+pub const APP_V1: AppVariant = AppVariant {
+    name: "app-v1",
+    version: "1.0.0",
+    exit_code: 0x11,
+    confirms: true,
+};
+
+/// Release 2.0.0: confirms, exits 0x22.
+pub const APP_V2: AppVariant = AppVariant {
+    name: "app-v2",
+    version: "2.0.0",
+    exit_code: 0x22,
+    confirms: true,
+};
+
+/// A broken 2.0.1 that never confirms (the bootloader must revert it); exits 0x2E.
+pub const APP_V2_NO_CONFIRM: AppVariant = AppVariant {
+    name: "app-v2-no-confirm",
+    version: "2.0.1",
+    exit_code: 0x2E,
+    confirms: false,
+};
+
+const VARIANTS: [AppVariant; 3] = [APP_V1, APP_V2, APP_V2_NO_CONFIRM];
+
+/// How to sign an application image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignSpec {
+    /// The product (`VENDOR/DEVICE`); `None` is the board's own.
+    pub product: Option<&'static str>,
+    /// The security counter.
+    pub counter: u32,
+}
+
+impl SignSpec {
+    /// The board's product with `counter`.
+    pub fn counter(counter: u32) -> Self {
+        SignSpec {
+            product: None,
+            counter,
+        }
+    }
+}
+
+/// Built firmware, keys and signing, shared by the tests of one process.
+#[derive(Debug)]
+pub struct Firmware {
+    dir: tempfile::TempDir,
+    board_path: PathBuf,
+    board: BoardConfig,
+    bootloader: PathBuf,
+    keys: PathBuf,
+    signed: Mutex<HashMap<(AppVariant, SignSpec), PathBuf>>,
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The board port directory.
+pub fn board_dir() -> PathBuf {
+    repo_root().join("bootloader/boards/mps2-an385")
+}
+
+/// Where the firmware is built and the test keys are kept.
+pub fn qemu_target_dir() -> PathBuf {
+    repo_root().join("target/qemu")
+}
+
+/// The shared firmware, built on first use.
+pub fn firmware() -> &'static Firmware {
+    static FIRMWARE: OnceLock<Firmware> = OnceLock::new();
+    FIRMWARE.get_or_init(Firmware::prepare)
+}
+
+fn require_tools() {
+    match Command::new("qemu-system-arm").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "qemu-system-arm is missing: the QEMU boot tests need it \
+             (Debian/Ubuntu: apt-get install qemu-system-arm; scripts/test installs it)"
+        ),
+    }
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(board_dir())
+        .output()
+        .expect("rustc runs");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib")
+        .is_dir()
+    {
+        panic!(
+            "the Rust target {TARGET} is missing (sysroot {}): rustup target add {TARGET} \
+             (scripts/test installs it)",
+            sysroot.display()
+        );
+    }
+}
+
+fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(board_dir())
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(args)
+        .env("CARGO_TARGET_DIR", qemu_target_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cargo runs");
+    if !out.status.success() {
+        panic!(
+            "building firmware failed: cargo build {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn artifact(bin: &str) -> PathBuf {
+    qemu_target_dir().join(TARGET).join("release").join(bin)
+}
+
+/// Creates the test keys with `sigil` unless a previous run did (kept so the bootloader,
+/// which compiles the trust root in, is not rebuilt every run).
+fn ensure_keys(keys: &Path) {
+    if keys.join("keyset.sgl").is_file() {
+        return;
+    }
+    let staging = keys.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).unwrap();
+    let p = |name: &str| staging.join(name).into_os_string();
+    sigil(["keygen".into(), "--out".into(), p("root1.pem")]).unwrap();
+    sigil(["keygen".into(), "--out".into(), p("release1.pem")]).unwrap();
+    sigil([
+        "root".into(),
+        "init".into(),
+        "--threshold".into(),
+        "1".into(),
+        "--out".into(),
+        p("root.sgl"),
+        p("root1.pub.pem"),
+    ])
+    .unwrap();
+    sigil([
+        "keyset".into(),
+        "create".into(),
+        "--threshold".into(),
+        "1".into(),
+        "--key-set-version".into(),
+        "1".into(),
+        "--out".into(),
+        p("keyset.sgl"),
+        p("release1.pub.pem"),
+    ])
+    .unwrap();
+    sigil([
+        "keyset".into(),
+        "sign".into(),
+        p("keyset.sgl"),
+        "--key".into(),
+        p("root1.pem"),
+        "--root".into(),
+        p("root.sgl"),
+    ])
+    .unwrap();
+    let _ = std::fs::remove_dir_all(keys);
+    std::fs::rename(&staging, keys).unwrap();
+}
+
+impl Firmware {
+    fn prepare() -> Firmware {
+        require_tools();
+        let target = qemu_target_dir();
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let board_path = board_dir().join("board.toml");
+        let board = BoardConfig::load(&board_path).unwrap();
+        let keys = target.join("fixtures/keys");
+
+        // One builder at a time across test processes: the app variants share one target
+        // directory, and each build replaces the previous variant's binary.
+        let lock = std::fs::File::create(target.join("sigil-tests.lock")).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+        ensure_keys(&keys);
+        let root = keys.join("root.sgl");
+        cargo_build(
+            &["-p", "sigil-boot-mps2-an385", "--features", "log"],
+            &[("SIGIL_TRUST_ROOT", root.to_str().unwrap())],
+        );
+        let bootloader = dir.path().join("sigil-boot.elf");
+        std::fs::copy(artifact("sigil-boot"), &bootloader).unwrap();
+        for v in VARIANTS {
+            let features = if v.confirms { "" } else { "no-confirm" };
+            let code = v.exit_code.to_string();
+            cargo_build(
+                &["-p", "sigil-app-mps2-an385", "--features", features],
+                &[
+                    ("SIGIL_APP_VERSION", v.version),
+                    ("SIGIL_APP_EXIT_CODE", &code),
+                ],
+            );
+            let elf = std::fs::read(artifact("sigil-test-app")).unwrap();
+            let payload = payload_from_elf(&elf, &board).unwrap();
+            std::fs::write(dir.path().join(format!("{}.bin", v.name)), payload).unwrap();
+        }
+        drop(lock);
+
+        Firmware {
+            dir,
+            board_path,
+            board,
+            bootloader,
+            keys,
+            signed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The board configuration.
+    pub fn board(&self) -> &BoardConfig {
+        &self.board
+    }
+
+    /// The board configuration file.
+    pub fn board_path(&self) -> &Path {
+        &self.board_path
+    }
+
+    /// The board's product id, `VENDOR/DEVICE`.
+    pub fn product(&self) -> String {
+        format!("{}/{}", self.board.device.vendor, self.board.device.device)
+    }
+
+    /// The bootloader ELF (built with logging).
+    pub fn bootloader(&self) -> &Path {
+        &self.bootloader
+    }
+
+    /// Signs `variant` with `sigil sign` (once per spec) and returns the bundle file.
+    pub fn bundle(&self, variant: AppVariant, spec: SignSpec) -> PathBuf {
+        let mut signed = self.signed.lock().unwrap();
+        if let Some(path) = signed.get(&(variant, spec)) {
+            return path.clone();
+        }
+        let product = spec.product.map_or_else(|| self.product(), str::to_owned);
+        let out = self.dir.path().join(format!(
+            "{}-{}-{}.sgl",
+            variant.name,
+            product.replace('/', "_"),
+            spec.counter
+        ));
+        let payload = self.dir.path().join(format!("{}.bin", variant.name));
+        let k = |name: &str| self.keys.join(name).into_os_string();
+        sigil([
+            "sign".into(),
+            payload.into_os_string(),
+            "--key-set".into(),
+            k("keyset.sgl"),
+            "--key".into(),
+            k("release1.pem"),
+            "--product".into(),
+            product.into(),
+            "--component".into(),
+            "app".into(),
+            "--version".into(),
+            variant.version.into(),
+            "--security-counter".into(),
+            spec.counter.to_string().into(),
+            "--alignment".into(),
+            self.board.device.payload_alignment.to_string().into(),
+            "--out".into(),
+            out.clone().into_os_string(),
+        ])
+        .unwrap();
+        signed.insert((variant, spec), out.clone());
+        out
+    }
+
+    /// A copy of `bundle` with the last payload byte flipped: the signatures still verify,
+    /// the payload digest does not.
+    pub fn tampered(&self, bundle: &Path) -> PathBuf {
+        let mut bytes = std::fs::read(bundle).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x01;
+        let out = bundle.with_extension("tampered.sgl");
+        std::fs::write(&out, bytes).unwrap();
+        out
+    }
+}
+
+/// One device: a flash image in its own directory.
+#[derive(Debug)]
+pub struct Device {
+    dir: tempfile::TempDir,
+}
+
+/// The result of one QEMU run.
+#[derive(Debug)]
+pub struct Boot {
+    /// QEMU's exit code (the firmware's semihosting exit code).
+    pub code: Option<i32>,
+    /// Everything the firmware printed (stdout, then stderr).
+    pub output: String,
+}
+
+impl Boot {
+    /// Whether the application `variant` ran and ended the run.
+    pub fn ran(&self, variant: AppVariant) -> bool {
+        self.code == Some(i32::from(variant.exit_code))
+            && self.output.contains(&format!(
+                "app: sigil test application {} running",
+                variant.version
+            ))
+    }
+
+    /// Whether any application started.
+    pub fn app_started(&self) -> bool {
+        self.output.contains("app: sigil test application")
+    }
+}
+
+impl Device {
+    /// A device whose flash holds `installed` in the active slot and optionally `staged` (with
+    /// a pending request) in the staging slot: `sigil-flash assemble`.
+    pub fn assemble(installed: &Path, staged: Option<&Path>, pending: bool) -> Device {
+        let fw = firmware();
+        let mut image = FlashImage::erased(fw.board()).unwrap();
+        image.install(&std::fs::read(installed).unwrap()).unwrap();
+        if let Some(staged) = staged {
+            image
+                .stage(&std::fs::read(staged).unwrap(), pending)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        image.save(&dir.path().join("flash.bin")).unwrap();
+        Device { dir }
+    }
+
+    /// The flash image file.
+    pub fn flash_path(&self) -> PathBuf {
+        self.dir.path().join("flash.bin")
+    }
+
+    fn image(&self) -> FlashImage {
+        FlashImage::open(firmware().board(), &self.flash_path()).unwrap()
+    }
+
+    /// The boot-control state as the device left it.
+    pub fn state(&self) -> BootState {
+        self.image().state().unwrap()
+    }
+
+    /// The active slot's bytes.
+    pub fn active_slot(&self) -> Vec<u8> {
+        self.image().active_slot().to_vec()
+    }
+
+    /// Stages `bundle` (as the agent does) and marks it pending.
+    pub fn stage(&self, bundle: &Path) {
+        let mut image = self.image();
+        image.stage(&std::fs::read(bundle).unwrap(), true).unwrap();
+        image.save(&self.flash_path()).unwrap();
+    }
+
+    /// Writes `bundle` over the active slot, bypassing the update process (an attacker with a
+    /// flash programmer).
+    pub fn dangerous_overwrite_active(&self, bundle: &Path) {
+        let mut image = self.image();
+        image.install(&std::fs::read(bundle).unwrap()).unwrap();
+        image.save(&self.flash_path()).unwrap();
+    }
+
+    /// Powers the device on: one QEMU run, killed after a timeout.
+    pub fn boot(&self) -> Boot {
+        let fw = firmware();
+        let mut child = Command::new("qemu-system-arm")
+            .current_dir(self.dir.path())
+            .args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-nographic"])
+            .args(["-monitor", "none", "-serial", "null"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-kernel")
+            .arg(fw.bootloader())
+            .arg("-device")
+            .arg(format!(
+                "loader,file=flash.bin,addr={:#x}",
+                fw.board().flash.base
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-arm starts");
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > BOOT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "QEMU did not finish within {BOOT_TIMEOUT:?} (killed); output so far:\n{}{}",
+                    out.join().unwrap_or_default(),
+                    err.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = format!(
+            "{}{}",
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default()
+        );
+        Boot {
+            code: status.code(),
+            output,
+        }
+    }
+}
