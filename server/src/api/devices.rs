@@ -28,6 +28,10 @@ const MAX_GROUPS: usize = 16;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
 const MAX_DETAIL: usize = 1024;
+/// Agent states that are recorded (device state, report, audit) but leave the deployment
+/// status alone: `deferred` (the device's install-permission hook said "not now") and
+/// `installing` (rebooting into the update) count neither as success nor as failure.
+const NEUTRAL_STATES: [&str; 3] = ["idle", "deferred", "installing"];
 
 /// The message a device signs to open a session.
 pub fn auth_message(device_id: &str, nonce: &[u8; 32]) -> Vec<u8> {
@@ -374,9 +378,9 @@ pub async fn checkin(
     Version::parse(&req.version).map_err(|_| {
         ApiError::BadRequest("version must be a semantic version like 1.2.3".to_owned())
     })?;
-    if req.state != "idle" && DeviceStatus::parse(&req.state).is_none() {
+    if !NEUTRAL_STATES.contains(&req.state.as_str()) && DeviceStatus::parse(&req.state).is_none() {
         return Err(ApiError::BadRequest(
-            "state must be idle, pending, downloading, staged, installed, confirmed, reverted or failed"
+            "state must be idle, deferred, installing, pending, downloading, staged, installed, confirmed, reverted or failed"
                 .to_owned(),
         ));
     }

@@ -1,0 +1,379 @@
+//! The device side of `sigil-server`'s device API: challenge → session token, check-ins,
+//! bundle requests.
+//!
+//! | call | request | answer |
+//! |---|---|---|
+//! | `POST /api/v1/device/challenge` | `{device_id}` | `{nonce, expires_in}` |
+//! | `POST /api/v1/device/session` | `{device_id, nonce, signature}` | `{token, expires_in}` |
+//! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?}` | `{update: null \| offer}` |
+//! | `GET <download_url>` (Bearer if same origin) | `Range: bytes=N-` | `200` / `206` |
+//!
+//! The session signature covers `"SIGIL-DEVICE-AUTH-V1" ‖ u64le(len(id)) ‖ id ‖ nonce`. The
+//! token is renewed at three quarters of its lifetime, and once more after a `401`. Nothing
+//! the server says is trusted beyond routing: the bundle is verified by the agent itself.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ServerConfig;
+
+const AUTH_TAG: &[u8] = b"SIGIL-DEVICE-AUTH-V1";
+
+/// Longest error body kept for a message.
+const MAX_ERROR_BODY: usize = 512;
+
+/// Why a server call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No HTTP answer (connection refused, reset, timeout, TLS).
+    #[error("{what} {url}: no answer")]
+    Transport {
+        /// The call.
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{what} {url}: HTTP {status}: {message}")]
+    Status {
+        /// The call.
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The server's message (truncated).
+        message: String,
+    },
+    /// The answer does not have the expected shape.
+    #[error("{what} {url}: unexpected answer: {message}")]
+    Protocol {
+        /// The call.
+        what: &'static str,
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The HTTP client could not be built (bad CA file).
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
+
+impl ClientError {
+    /// A 4xx answer that retrying the same request will not change (not 401, 408 or 429).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. }
+            if (400..500).contains(status) && ![401, 408, 429].contains(status))
+    }
+}
+
+/// A check-in (also the carrier of every report).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckIn<'a> {
+    /// Running version.
+    pub version: &'a str,
+    /// Running image's security counter.
+    pub security_counter: u32,
+    /// Agent state (see [`crate::state::ReportState`]).
+    pub state: &'a str,
+    /// Deployment the report concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<i64>,
+    /// Detail (progress, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+}
+
+/// The update the server assigns. Only `release`, `deployment` and `download_url` are used
+/// to act; the rest is unauthenticated and used for logs only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UpdateOffer {
+    /// Deployment id.
+    pub deployment: i64,
+    /// Release (bundle) id.
+    pub release: String,
+    /// Claimed version.
+    #[serde(default)]
+    pub version: String,
+    /// Claimed bundle size.
+    #[serde(default)]
+    pub size: u64,
+    /// Where to download the bundle (absolute, or relative to the server URL).
+    pub download_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckInAnswer {
+    update: Option<UpdateOffer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChallengeAnswer {
+    nonce: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionAnswer {
+    token: String,
+    expires_in: u64,
+}
+
+struct Session {
+    token: String,
+    renew_at: Instant,
+}
+
+/// The message a device signs to open a session.
+pub fn auth_message(device_id: &str, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(AUTH_TAG.len() + 8 + device_id.len() + 32);
+    m.extend_from_slice(AUTH_TAG);
+    m.extend_from_slice(&(device_id.len() as u64).to_le_bytes());
+    m.extend_from_slice(device_id.as_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// A client for one device.
+pub struct ServerClient {
+    http: reqwest::Client,
+    base: Url,
+    device_id: String,
+    key: SigningKey,
+    session: Option<Session>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key or the token.
+        f.debug_struct("ServerClient")
+            .field("base", &self.base.as_str())
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerClient {
+    /// A client for `device_id` authenticating with `key`.
+    pub fn new(
+        config: &ServerConfig,
+        device_id: &str,
+        key: SigningKey,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.request_timeout)
+            .tls_built_in_root_certs(config.builtin_roots)
+            .user_agent(concat!("sigil-agent/", env!("CARGO_PKG_VERSION")))
+            // A redirect could carry the bearer token elsewhere: none are followed.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| ClientError::Setup(format!("cannot read {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientError::Setup(format!("{}: {e}", path.display())))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(ServerClient {
+            http,
+            base: config.url.clone(),
+            device_id: device_id.to_owned(),
+            key,
+            session: None,
+            timeout: config.request_timeout,
+        })
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &impl Serialize,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let url = self.api(path);
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
+            what,
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let mut req = self
+            .http
+            .post(&url)
+            .timeout(self.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.map_err(|source| ClientError::Transport {
+            what,
+            url: url.clone(),
+            source,
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|source| ClientError::Transport {
+            what,
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(status_error(what, &url, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            what,
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Opens a new session (challenge, signature, token).
+    pub async fn authenticate(&mut self) -> Result<(), ClientError> {
+        let id = self.device_id.clone();
+        let c: ChallengeAnswer = self
+            .post(
+                "challenge",
+                "/api/v1/device/challenge",
+                &serde_json::json!({ "device_id": id }),
+                None,
+            )
+            .await?;
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(&c.nonce, &mut nonce).map_err(|_| ClientError::Protocol {
+            what: "challenge",
+            url: self.api("/api/v1/device/challenge"),
+            message: "nonce is not 32 bytes of hex".to_owned(),
+        })?;
+        let signature = self.key.sign(&auth_message(&id, &nonce));
+        let s: SessionAnswer = self
+            .post(
+                "session",
+                "/api/v1/device/session",
+                &serde_json::json!({
+                    "device_id": id,
+                    "nonce": c.nonce,
+                    "signature": hex::encode(signature.to_bytes()),
+                }),
+                None,
+            )
+            .await?;
+        // Renew at three quarters of the lifetime (at least 1 s ahead of expiry).
+        let life = Duration::from_secs(s.expires_in);
+        let renew = life.saturating_sub((life / 4).max(Duration::from_secs(1)));
+        self.session = Some(Session {
+            token: s.token,
+            renew_at: Instant::now() + renew,
+        });
+        tracing::debug!(expires_in = s.expires_in, "session opened");
+        Ok(())
+    }
+
+    /// Drops the session (the next call authenticates again).
+    pub fn forget_session(&mut self) {
+        self.session = None;
+    }
+
+    async fn token(&mut self) -> Result<String, ClientError> {
+        let fresh = self
+            .session
+            .as_ref()
+            .is_some_and(|s| Instant::now() < s.renew_at);
+        if !fresh {
+            self.authenticate().await?;
+        }
+        self.session
+            .as_ref()
+            .map(|s| s.token.clone())
+            .ok_or_else(|| ClientError::Protocol {
+                what: "session",
+                url: self.api("/api/v1/device/session"),
+                message: "no session after authentication".to_owned(),
+            })
+    }
+
+    /// Checks in; the update offered, if any. Re-authenticates once on `401`.
+    pub async fn check_in(&mut self, c: &CheckIn<'_>) -> Result<Option<UpdateOffer>, ClientError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            match self
+                .post::<CheckInAnswer>("check-in", "/api/v1/device/checkin", c, Some(&token))
+                .await
+            {
+                Ok(a) => return Ok(a.update),
+                Err(ClientError::Status { status: 401, .. }) if attempt == 0 => {
+                    self.forget_session();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Protocol {
+            what: "check-in",
+            url: self.api("/api/v1/device/checkin"),
+            message: "still unauthorised after a new session".to_owned(),
+        })
+    }
+
+    /// Resolves a download URL against the server URL.
+    pub fn resolve(&self, download_url: &str) -> Result<Url, ClientError> {
+        self.base
+            .join(download_url)
+            .map_err(|e| ClientError::Protocol {
+                what: "download",
+                url: download_url.to_owned(),
+                message: format!("not a URL: {e}"),
+            })
+    }
+
+    /// Starts `GET url` from byte `from` (the caller streams the body). The session token is
+    /// sent only to the server's own origin, never to a mirror.
+    pub async fn fetch(&mut self, url: &Url, from: u64) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.http.get(url.clone());
+        if from > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        }
+        if url.origin() == self.base.origin() {
+            req = req.bearer_auth(self.token().await?);
+        }
+        req.send().await.map_err(|source| ClientError::Transport {
+            what: "download",
+            url: url.to_string(),
+            source,
+        })
+    }
+}
+
+/// An error from a non-success status and its body.
+pub fn status_error(what: &'static str, url: &str, status: StatusCode, body: &[u8]) -> ClientError {
+    let text = String::from_utf8_lossy(body.get(..MAX_ERROR_BODY).unwrap_or(body));
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .or_else(|| v.get("error"))
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| text.trim().to_owned());
+    ClientError::Status {
+        what,
+        url: url.to_owned(),
+        status: status.as_u16(),
+        message,
+    }
+}
