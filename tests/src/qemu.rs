@@ -104,7 +104,7 @@ pub struct Firmware {
     board: BoardConfig,
     bootloader: PathBuf,
     keys: PathBuf,
-    signed: Mutex<HashMap<(AppVariant, SignSpec), PathBuf>>,
+    signed: Mutex<HashMap<(String, SignSpec), PathBuf>>,
 }
 
 /// The repository root.
@@ -305,22 +305,33 @@ impl Firmware {
 
     /// Signs `variant` with `sigil sign` (once per spec) and returns the bundle file.
     pub fn bundle(&self, variant: AppVariant, spec: SignSpec) -> PathBuf {
+        let payload = self.dir.path().join(format!("{}.bin", variant.name));
+        self.sign(variant.name, &payload, variant.version, spec)
+    }
+
+    /// Signs arbitrary `payload` bytes (not an application) as version 9.9.9.
+    pub fn bundle_of(&self, name: &str, payload: &[u8], spec: SignSpec) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.bin"));
+        std::fs::write(&path, payload).unwrap();
+        self.sign(name, &path, "9.9.9", spec)
+    }
+
+    fn sign(&self, name: &str, payload: &Path, version: &str, spec: SignSpec) -> PathBuf {
         let mut signed = self.signed.lock().unwrap();
-        if let Some(path) = signed.get(&(variant, spec)) {
+        let key = (name.to_owned(), spec);
+        if let Some(path) = signed.get(&key) {
             return path.clone();
         }
         let product = spec.product.map_or_else(|| self.product(), str::to_owned);
         let out = self.dir.path().join(format!(
-            "{}-{}-{}.sgl",
-            variant.name,
+            "{name}-{}-{}.sgl",
             product.replace('/', "_"),
             spec.counter
         ));
-        let payload = self.dir.path().join(format!("{}.bin", variant.name));
         let k = |name: &str| self.keys.join(name).into_os_string();
         sigil([
             "sign".into(),
-            payload.into_os_string(),
+            payload.as_os_str().to_owned(),
             "--key-set".into(),
             k("keyset.sgl"),
             "--key".into(),
@@ -330,7 +341,7 @@ impl Firmware {
             "--component".into(),
             "app".into(),
             "--version".into(),
-            variant.version.into(),
+            version.into(),
             "--security-counter".into(),
             spec.counter.to_string().into(),
             "--alignment".into(),
@@ -339,7 +350,7 @@ impl Firmware {
             out.clone().into_os_string(),
         ])
         .unwrap();
-        signed.insert((variant, spec), out.clone());
+        signed.insert(key, out.clone());
         out
     }
 

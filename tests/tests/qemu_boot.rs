@@ -7,7 +7,8 @@
 
 use sigil_bootloader::{Outcome, Phase};
 use sigil_tests::qemu::{
-    firmware, Device, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_NO_BOOTABLE_IMAGE,
+    firmware, Device, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_BAD_VECTOR_TABLE,
+    EXIT_NO_BOOTABLE_IMAGE,
 };
 
 #[test]
@@ -164,5 +165,24 @@ fn tampered_staged_update_is_rejected_without_touching_the_active_image() {
         device.active_slot(),
         active_before,
         "the active slot was modified"
+    );
+}
+
+#[test]
+fn signed_image_whose_vector_table_leaves_the_image_is_not_started() {
+    // Validly signed, but not an application for this board: its reset vector points outside
+    // the verified bytes, so jumping would run unverified flash.
+    let fw = firmware();
+    let mut payload = vec![0u8; 1024];
+    payload[..4].copy_from_slice(&0x2000_8000u32.to_le_bytes());
+    payload[4..8].copy_from_slice(&0x0016_3001u32.to_le_bytes()); // the staging slot
+    let bundle = fw.bundle_of("reset-vector-outside-image", &payload, SignSpec::counter(1));
+    let device = Device::assemble(&bundle, None, false);
+    let boot = device.boot();
+    assert_eq!(boot.code, Some(EXIT_BAD_VECTOR_TABLE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains("reset vector outside the verified image"),
+        "{boot:#?}"
     );
 }
