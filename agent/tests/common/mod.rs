@@ -1,0 +1,473 @@
+//! Shared set-up for the agent tests: signed bundles, a provisioned device (flash image with
+//! a confirmed v1.0.0, key, trust root, configuration), the bootloader's host boot logic on
+//! the same flash file, and the real `sigil-server` on a loopback port.
+#![allow(dead_code)]
+// Test set-up: a failure here is a broken fixture and should panic loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
+use embedded_storage::nor_flash::NorFlash;
+use sha2::{Digest, Sha256};
+use sigil_agent::{AgentConfig, FileFlash};
+use sigil_bootloader::{BootConfig, BootState, Bootloader, Geometry, Layout, VerifiedImage};
+use sigil_manifests::*;
+
+/// Test flash: 4 KiB sectors, 8-byte program unit.
+pub type Flash = FileFlash<4096, 8>;
+pub const SECTOR: u32 = 4096;
+pub const SLOT_SECTORS: u32 = 64;
+pub const GEOMETRY: Geometry = Geometry {
+    erase_size: SECTOR,
+    write_size: 8,
+    read_size: 1,
+    erased: 0xFF,
+};
+pub const ACTIVE: u32 = 2 * SECTOR;
+pub const STAGING: u32 = ACTIVE + SLOT_SECTORS * SECTOR;
+pub const FLASH_SECTORS: usize = (2 + SLOT_SECTORS + SLOT_SECTORS + 1) as usize;
+
+pub fn layout() -> Layout {
+    Layout::new(GEOMETRY, 0, ACTIVE, STAGING, SLOT_SECTORS).unwrap()
+}
+
+pub fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn public(seed: u8) -> PublicKey {
+    key(seed).verifying_key().to_bytes()
+}
+
+pub const ROOT_SEEDS: [u8; 3] = [1, 2, 3];
+pub const DEVICE_SEED: u8 = 77;
+pub const DEVICE_ID: &str = "pump-0001";
+
+pub fn root() -> TrustRoot {
+    TrustRoot::new(1, 2, &ROOT_SEEDS.map(public)).unwrap()
+}
+
+pub fn product() -> ProductId<'static> {
+    ProductId::new("acme", "pump-x2").unwrap()
+}
+
+/// What a test bundle looks like.
+#[derive(Clone)]
+pub struct Spec {
+    pub vendor: &'static str,
+    pub device: &'static str,
+    pub version: &'static str,
+    pub counter: u32,
+    pub key_set_version: u32,
+    pub root_signers: [u8; 2],
+    pub release_key: u8,
+    pub payload_len: usize,
+    /// Declared payload size if different from the real one (an "endless" header).
+    pub declared_size: Option<u64>,
+    pub salt: u8,
+}
+
+impl Spec {
+    pub fn new(version: &'static str, counter: u32) -> Self {
+        Spec {
+            vendor: "acme",
+            device: "pump-x2",
+            version,
+            counter,
+            key_set_version: 1,
+            root_signers: [1, 2],
+            release_key: 11,
+            payload_len: 150_000,
+            declared_size: None,
+            salt: counter as u8,
+        }
+    }
+}
+
+pub fn payload(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ salt)
+        .collect()
+}
+
+/// A signed bundle.
+pub fn bundle(spec: &Spec) -> Vec<u8> {
+    let payload = payload(spec.payload_len, spec.salt);
+    let manifest = Manifest {
+        product: ProductId::new(spec.vendor, spec.device).unwrap(),
+        component: "app",
+        version: Version::parse(spec.version).unwrap(),
+        security_counter: spec.counter,
+        payload_size: spec.declared_size.unwrap_or(payload.len() as u64),
+        payload_digest: Sha256::digest(&payload).into(),
+        payload_format: PayloadFormat::Raw,
+        payload_alignment: 64,
+        min_bootloader_version: None,
+        dependencies: heapless::Vec::new(),
+        created: 1_700_000_000,
+        expires: None,
+        release_notes_digest: None,
+        sbom_digest: None,
+    }
+    .encode()
+    .unwrap();
+    let ks = KeySet::new(spec.key_set_version, 1, None, &[public(spec.release_key)])
+        .unwrap()
+        .encode()
+        .unwrap();
+    let mut signed = SignedKeySet {
+        key_set: &ks,
+        signatures: Default::default(),
+    };
+    for s in spec.root_signers {
+        signed
+            .signatures
+            .push(SignatureEntry::sign(&key(s), &ks))
+            .unwrap();
+    }
+    let mut envelope = Envelope {
+        signed_key_set: signed,
+        manifest: &manifest,
+        manifest_signatures: Default::default(),
+    };
+    envelope
+        .manifest_signatures
+        .push(SignatureEntry::sign(&key(spec.release_key), &manifest))
+        .unwrap();
+    let mut out = envelope.encode_prefix().unwrap();
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn release_id(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Options of a provisioned device.
+#[derive(Clone)]
+pub struct DeviceOptions {
+    pub server_url: String,
+    pub install_permission: Option<String>,
+    pub health_check: Option<String>,
+    pub reboot: String,
+    pub max_attempts: u32,
+    pub max_requests: u32,
+    pub stall_timeout: &'static str,
+    pub active_key_set_version: u32,
+}
+
+impl DeviceOptions {
+    pub fn new(server_url: &str) -> Self {
+        DeviceOptions {
+            server_url: server_url.to_owned(),
+            install_permission: None,
+            health_check: None,
+            reboot: "exit 0".to_owned(),
+            max_attempts: 4,
+            max_requests: 32,
+            stall_timeout: "500ms",
+            active_key_set_version: 1,
+        }
+    }
+}
+
+/// A provisioned device in a temporary directory.
+pub struct Device {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub flash_path: PathBuf,
+}
+
+fn sh(script: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", {}]", toml_str(script))
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Device {
+    /// Flash with a confirmed v1.0.0 (counter 1) in the active slot, key, root, config.
+    pub fn provision(opts: &DeviceOptions) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let flash_path = d.join("flash.img");
+        let mut flash = Flash::create(&flash_path, FLASH_SECTORS, 0xFF).unwrap();
+        let mut spec = Spec::new("1.0.0", 1);
+        spec.key_set_version = opts.active_key_set_version;
+        spec.payload_len = 20_000;
+        let mut active = bundle(&spec);
+        active.resize(active.len().div_ceil(8) * 8, 0xFF);
+        flash.erase(ACTIVE, ACTIVE + SLOT_SECTORS * SECTOR).unwrap();
+        flash.write(ACTIVE, &active).unwrap();
+        drop(flash);
+        let image = boot(&flash_path).expect("the provisioned image boots");
+        assert!(!image.is_trial());
+
+        std::fs::write(
+            d.join("device.pem"),
+            key(DEVICE_SEED)
+                .to_pkcs8_pem(Default::default())
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(d.join("root.sgl"), root().encode().unwrap()).unwrap();
+        let mut hooks = format!("reboot = {}\n", sh(&opts.reboot));
+        if let Some(p) = &opts.install_permission {
+            hooks.push_str(&format!("install_permission = {}\n", sh(p)));
+        }
+        if let Some(h) = &opts.health_check {
+            hooks.push_str(&format!("health_check = {}\n", sh(h)));
+        }
+        let config = format!(
+            r#"
+[server]
+url = "{url}"
+request_timeout = "10s"
+
+[device]
+id = "{DEVICE_ID}"
+key = "device.pem"
+trust_root = "root.sgl"
+product = "acme/pump-x2"
+
+[flash]
+path = "flash.img"
+erase_size = {SECTOR}
+write_size = 8
+state_offset = 0
+active_offset = {ACTIVE}
+staging_offset = {STAGING}
+slot_sectors = {SLOT_SECTORS}
+
+[poll]
+interval = "1s"
+jitter = "0s"
+defer_interval = "1s"
+
+[download]
+max_attempts = {attempts}
+max_requests = {requests}
+backoff_initial = "10ms"
+backoff_max = "40ms"
+stall_timeout = "{stall}"
+checkpoint_bytes = 65536
+
+[hooks]
+{hooks}timeout = "20s"
+
+[state]
+dir = "state"
+"#,
+            url = opts.server_url,
+            attempts = opts.max_attempts,
+            requests = opts.max_requests,
+            stall = opts.stall_timeout,
+        );
+        let config_path = d.join("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Device {
+            dir,
+            config_path,
+            flash_path,
+        }
+    }
+
+    pub fn config(&self) -> AgentConfig {
+        AgentConfig::load(&self.config_path).unwrap()
+    }
+
+    pub fn agent(&self) -> sigil_agent::Agent {
+        sigil_agent::Agent::new(self.config()).unwrap()
+    }
+
+    /// The boot-control state on the flash.
+    pub fn boot_state(&self) -> BootState {
+        let flash = Flash::open(&self.flash_path, 0xFF).unwrap();
+        sigil_bootloader::BootControl::new(flash, layout())
+            .unwrap()
+            .state()
+    }
+
+    /// Plays a reboot: the bootloader's host boot logic on the same flash file.
+    pub fn reboot(&self) -> VerifiedImage {
+        boot(&self.flash_path).expect("the device boots a verified image")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// One boot with trial budget 1.
+pub fn boot(flash_path: &Path) -> Result<VerifiedImage, sigil_bootloader::Error> {
+    let flash = Flash::open(flash_path, 0xFF).unwrap();
+    let root = root();
+    let config = BootConfig::new(&root, product()).with_trial_attempts(1);
+    let mut bl = Bootloader::new(flash, layout(), config).unwrap();
+    let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+    bl.boot(&mut buf)
+}
+
+/// The real sigil-server, in-process on a loopback port.
+pub struct RealServer {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub operator: String,
+    pub release: String,
+    pub http: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RealServer {
+    pub async fn start() -> RealServer {
+        use sigil_server::api::{router, token_hash, AppState};
+        use sigil_server::config::{Overrides, ServerConfig};
+        use sigil_server::store::{Role, Store, TokenGrant};
+
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root.sgl");
+        std::fs::write(&root_path, root().encode().unwrap()).unwrap();
+        let vars: Vec<(String, String)> = vec![
+            ("SIGIL_TRUST_ROOT".into(), root_path.display().to_string()),
+            ("SIGIL_RATE_PER_SECOND".into(), "100000".into()),
+            ("SIGIL_RATE_BURST".into(), "100000".into()),
+        ];
+        let config = ServerConfig::load(
+            None,
+            vars,
+            Overrides {
+                listen: None,
+                data_dir: Some(dir.path().join("data")),
+            },
+        )
+        .unwrap();
+        let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
+        let store = Arc::new(store);
+        let operator = "sgl_test_operator".to_owned();
+        let release = "sgl_test_release".to_owned();
+        for (token, role) in [(&operator, Role::Operator), (&release, Role::Release)] {
+            let hash = token_hash(token);
+            let grant = TokenGrant {
+                hash: &hash,
+                name: role.as_str(),
+                role,
+                device_id: None,
+                expires_at: None,
+            };
+            store.create_token(&grant, 1, None).unwrap();
+        }
+        let state = AppState::new(config, store as Arc<dyn Store>, bundles, Some(root()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        RealServer {
+            url: format!("http://{addr}"),
+            dir,
+            operator,
+            release,
+            http: reqwest::Client::new(),
+            task,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// Enrols the test device, uploads `bundle` and deploys it to the device; the deployment id.
+    pub async fn enrol_upload_deploy(&self, bundle: Vec<u8>) -> (String, i64) {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/devices",
+                &self.operator,
+                Some(serde_json::json!({
+                    "id": DEVICE_ID,
+                    "product": { "vendor": "acme", "device": "pump-x2" },
+                    "public_key": hex::encode(public(DEVICE_SEED)),
+                })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let res = self
+            .http
+            .post(format!("{}/api/v1/releases", self.url))
+            .bearer_auth(&self.release)
+            .header("content-type", "application/octet-stream")
+            .body(bundle)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 201);
+        let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let release = v["id"].as_str().unwrap().to_owned();
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/deployments",
+                &self.operator,
+                Some(serde_json::json!({
+                    "release": release,
+                    "target": { "kind": "devices", "value": [DEVICE_ID] },
+                })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (release, v["id"].as_i64().unwrap())
+    }
+
+    /// The device's status in a deployment.
+    pub async fn member_status(&self, deployment: i64) -> String {
+        let (_, v) = self
+            .call("GET", &format!("/api/v1/deployments/{deployment}"), &self.operator, None)
+            .await;
+        v["members"][0]["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The device's reports, oldest first: (state, detail).
+    pub async fn reports(&self) -> Vec<(String, String)> {
+        let (_, v) = self
+            .call("GET", &format!("/api/v1/devices/{DEVICE_ID}/reports?limit=100"), &self.operator, None)
+            .await;
+        let mut out: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["state"].as_str().unwrap().to_owned(),
+                    r["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+}
