@@ -168,6 +168,38 @@ pub fn admitted(total: usize, percent: u8) -> usize {
     n.clamp(1, total)
 }
 
+/// The phase (bucket) that first admits the device of rank `rank` among `total`.
+pub fn bucket(policy: &RolloutPolicy, total: usize, rank: usize) -> usize {
+    policy
+        .phases
+        .iter()
+        .position(|&p| rank < admitted(total, p))
+        .unwrap_or(policy.phases.len().saturating_sub(1))
+}
+
+/// Status counts over the devices admitted up to some phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Devices that confirmed.
+    pub confirmed: usize,
+    /// Devices that failed or reverted.
+    pub failures: usize,
+    /// Devices not finished yet.
+    pub open: usize,
+}
+
+impl Counts {
+    /// Adds one device of `status`.
+    pub fn add(&mut self, status: DeviceStatus) {
+        let c = match status {
+            DeviceStatus::Confirmed => &mut self.confirmed,
+            s if s.is_failure() => &mut self.failures,
+            _ => &mut self.open,
+        };
+        *c = c.saturating_add(1);
+    }
+}
+
 /// The outcome of an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evaluation {
@@ -177,41 +209,36 @@ pub struct Evaluation {
     pub state: DeploymentState,
 }
 
-/// Evaluates an active rollout in `phase` over the statuses of its devices in rank order.
-pub fn evaluate(policy: &RolloutPolicy, phase: usize, ranked: &[DeviceStatus]) -> Evaluation {
-    let mut phase = phase.min(policy.phases.len().saturating_sub(1));
+/// Evaluates an active rollout of `total` devices in `phase`. `counts(p)` gives the status
+/// counts over the devices admitted up to phase `p` (the store keeps them per phase, so this
+/// costs no scan of the devices).
+pub fn evaluate<E>(
+    policy: &RolloutPolicy,
+    phase: usize,
+    total: usize,
+    mut counts: impl FnMut(usize) -> Result<Counts, E>,
+) -> Result<Evaluation, E> {
+    let last = policy.phases.len().saturating_sub(1);
+    let mut phase = phase.min(last);
     loop {
-        let percent = policy.phases.get(phase).copied().unwrap_or(100);
-        let n = admitted(ranked.len(), percent);
-        let admitted_devices = ranked.get(..n).unwrap_or(ranked);
-        let failures = admitted_devices.iter().filter(|s| s.is_failure()).count();
-        let successes = admitted_devices
-            .iter()
-            .filter(|&&s| s == DeviceStatus::Confirmed)
-            .count();
-        if failures.saturating_mul(100) > n.saturating_mul(usize::from(policy.max_failure_percent))
+        let n = admitted(total, policy.phases.get(phase).copied().unwrap_or(100));
+        let c = counts(phase)?;
+        let state = if c.failures.saturating_mul(100)
+            > n.saturating_mul(usize::from(policy.max_failure_percent))
         {
-            return Evaluation {
-                phase,
-                state: DeploymentState::Halted,
-            };
-        }
-        if ranked.iter().all(|s| s.is_final()) && n == ranked.len() {
-            return Evaluation {
-                phase,
-                state: DeploymentState::Completed,
-            };
-        }
-        let enough = successes.saturating_mul(100)
-            >= n.saturating_mul(usize::from(policy.min_success_percent));
-        if enough && phase.saturating_add(1) < policy.phases.len() {
+            DeploymentState::Halted
+        } else if phase == last && c.open == 0 {
+            DeploymentState::Completed
+        } else if phase < last
+            && c.confirmed.saturating_mul(100)
+                >= n.saturating_mul(usize::from(policy.min_success_percent))
+        {
             phase = phase.saturating_add(1);
             continue;
-        }
-        return Evaluation {
-            phase,
-            state: DeploymentState::Active,
+        } else {
+            DeploymentState::Active
         };
+        return Ok(Evaluation { phase, state });
     }
 }
 
@@ -219,6 +246,30 @@ pub fn evaluate(policy: &RolloutPolicy, phase: usize, ranked: &[DeviceStatus]) -
 mod tests {
     use super::*;
     use DeviceStatus::*;
+
+    /// Evaluates over statuses in rank order, counting the way the store does.
+    fn eval(policy: &RolloutPolicy, phase: usize, ranked: &[DeviceStatus]) -> Evaluation {
+        let total = ranked.len();
+        let counts = |p: usize| -> Result<Counts, ()> {
+            let mut c = Counts::default();
+            for (rank, s) in ranked.iter().enumerate() {
+                if bucket(policy, total, rank) <= p {
+                    c.add(*s);
+                }
+            }
+            Ok(c)
+        };
+        evaluate(policy, phase, total, counts).unwrap()
+    }
+
+    #[test]
+    fn buckets_follow_the_admission_order() {
+        let p = policy();
+        let buckets: Vec<usize> = (0..50).map(|r| bucket(&p, 50, r)).collect();
+        assert_eq!(buckets[0], 0);
+        assert!(buckets[1..5].iter().all(|&b| b == 1));
+        assert!(buckets[5..].iter().all(|&b| b == 2));
+    }
 
     fn policy() -> RolloutPolicy {
         RolloutPolicy {
@@ -241,18 +292,18 @@ mod tests {
     fn successes_advance_phase_by_phase() {
         let mut s = vec![Pending; 50];
         assert_eq!(
-            evaluate(&policy(), 0, &s),
+            eval(&policy(), 0, &s),
             Evaluation {
                 phase: 0,
                 state: DeploymentState::Active
             }
         );
         s[0] = Confirmed;
-        assert_eq!(evaluate(&policy(), 0, &s).phase, 1);
+        assert_eq!(eval(&policy(), 0, &s).phase, 1);
         s[1..5].fill(Confirmed);
-        assert_eq!(evaluate(&policy(), 1, &s).phase, 2);
+        assert_eq!(eval(&policy(), 1, &s).phase, 2);
         s.fill(Confirmed);
-        assert_eq!(evaluate(&policy(), 2, &s).state, DeploymentState::Completed);
+        assert_eq!(eval(&policy(), 2, &s).state, DeploymentState::Completed);
     }
 
     #[test]
@@ -261,10 +312,10 @@ mod tests {
         s[..5].fill(Confirmed);
         // In phase 1 (5 devices) one failure is 20%: at the threshold, not past it.
         s[4] = Failed;
-        assert_eq!(evaluate(&policy(), 1, &s).state, DeploymentState::Active);
+        assert_eq!(eval(&policy(), 1, &s).state, DeploymentState::Active);
         s[3] = Reverted;
         assert_eq!(
-            evaluate(&policy(), 1, &s),
+            eval(&policy(), 1, &s),
             Evaluation {
                 phase: 1,
                 state: DeploymentState::Halted
@@ -276,7 +327,7 @@ mod tests {
     fn unadmitted_devices_do_not_count() {
         let mut s = vec![Pending; 50];
         s[40..].fill(Failed);
-        assert_eq!(evaluate(&policy(), 0, &s).state, DeploymentState::Active);
+        assert_eq!(eval(&policy(), 0, &s).state, DeploymentState::Active);
     }
 
     #[test]

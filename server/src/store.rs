@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{entry_hash, AuditEntry, GENESIS_HASH};
-use crate::rollout::{evaluate, DeploymentState, DeviceStatus, RolloutPolicy};
+use crate::rollout::{bucket, evaluate, Counts, DeploymentState, DeviceStatus, RolloutPolicy};
 
 /// A caller's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -513,17 +513,27 @@ CREATE TABLE deployments (
     phase INTEGER NOT NULL,
     state TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    created_by TEXT NOT NULL
+    created_by TEXT NOT NULL,
+    device_count INTEGER NOT NULL
 );
 CREATE TABLE members (
     deployment_id INTEGER NOT NULL REFERENCES deployments (id),
     device_id TEXT NOT NULL REFERENCES devices (id),
     rank INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
     status TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (deployment_id, device_id)
 );
 CREATE INDEX members_by_device ON members (device_id);
+CREATE TABLE rollout_counts (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    bucket INTEGER NOT NULL,
+    confirmed INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, bucket)
+);
 CREATE TABLE audit (
     seq INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
@@ -623,7 +633,7 @@ fn finish_device((mut d, groups, labels): DeviceRow) -> StoreResult<Device> {
 
 const DEPLOYMENT_COLUMNS: &str =
     "d.id, d.release_id, d.vendor, d.device, d.target, d.policy, d.phase, d.state, d.created_at, \
-     d.created_by, (SELECT COUNT(*) FROM members m WHERE m.deployment_id = d.id)";
+     d.created_by, d.device_count";
 
 type DeploymentRow = (
     i64,
@@ -683,24 +693,6 @@ fn load_deployment(tx: &Connection, id: i64) -> StoreResult<Option<Deployment>> 
     row.map(finish_deployment).transpose()
 }
 
-/// Statuses of a deployment's members in rank order.
-fn ranked_statuses(tx: &Connection, id: i64) -> StoreResult<Vec<(String, DeviceStatus)>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT device_id, status FROM members WHERE deployment_id = ?1 ORDER BY rank",
-    )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (device, status) = row?;
-        let status = DeviceStatus::parse(&status)
-            .ok_or_else(|| StoreError::Backend(format!("unknown device status {status}")))?;
-        out.push((device, status));
-    }
-    Ok(out)
-}
-
 /// Appends an audit entry inside a transaction.
 fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {
     let (seq, prev): (u64, String) = tx
@@ -745,6 +737,33 @@ fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEnt
     })
 }
 
+/// The counter column of a status in `rollout_counts`.
+fn counter(status: DeviceStatus) -> &'static str {
+    match status {
+        DeviceStatus::Confirmed => "confirmed",
+        s if s.is_failure() => "failures",
+        _ => "open",
+    }
+}
+
+/// Status counts over the devices admitted up to `phase`.
+fn phase_counts(tx: &Connection, id: i64, phase: usize) -> StoreResult<Counts> {
+    let (confirmed, failures, open): (i64, i64, i64) = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(confirmed), 0), COALESCE(SUM(failures), 0), COALESCE(SUM(open), 0) \
+             FROM rollout_counts WHERE deployment_id = ?1 AND bucket <= ?2",
+        )?
+        .query_row(params![id, phase as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let n = |v: i64| usize::try_from(v).unwrap_or(0);
+    Ok(Counts {
+        confirmed: n(confirmed),
+        failures: n(failures),
+        open: n(open),
+    })
+}
+
 /// Re-evaluates an active rollout after a status change and records what changed.
 fn reevaluate(tx: &Connection, id: i64, now: u64) -> StoreResult<()> {
     let Some(dep) = load_deployment(tx, id)? else {
@@ -753,26 +772,21 @@ fn reevaluate(tx: &Connection, id: i64, now: u64) -> StoreResult<()> {
     if dep.state != DeploymentState::Active {
         return Ok(());
     }
-    let statuses: Vec<DeviceStatus> = ranked_statuses(tx, id)?
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
-    let eval = evaluate(&dep.policy, dep.phase, &statuses);
+    let eval = evaluate(&dep.policy, dep.phase, dep.devices, |p| {
+        phase_counts(tx, id, p)
+    })?;
     if eval.phase == dep.phase && eval.state == dep.state {
         return Ok(());
     }
     tx.prepare_cached("UPDATE deployments SET phase = ?2, state = ?3 WHERE id = ?1")?
         .execute(params![id, now_or(eval.phase as u64), eval.state.as_str()])?;
-    let failures = statuses.iter().filter(|s| s.is_failure()).count();
-    let confirmed = statuses
-        .iter()
-        .filter(|&&s| s == DeviceStatus::Confirmed)
-        .count();
+    let c = phase_counts(tx, id, eval.phase)?;
     let detail = serde_json::json!({
         "phase": eval.phase,
         "state": eval.state,
-        "confirmed": confirmed,
-        "failures": failures,
+        "confirmed": c.confirmed,
+        "failures": c.failures,
+        "open": c.open,
     });
     let action = match eval.state {
         DeploymentState::Halted => "deployment.halt",
@@ -1216,19 +1230,32 @@ impl Store for SqliteStore {
                 append(tx, &AuditEvent::new(&actor, "device.report", &c.device_id, detail), now)?;
             }
             if let (Some(dep), Some(status)) = (c.deployment_id, DeviceStatus::parse(&c.state)) {
-                let current: Option<String> = tx
+                // Only a device its phase admitted reports for a deployment that is still open.
+                let current: Option<(String, i64)> = tx
                     .prepare_cached(
-                        "SELECT m.status FROM members m JOIN deployments d ON d.id = m.deployment_id \
-                         WHERE m.deployment_id = ?1 AND m.device_id = ?2 AND d.state IN ('active', 'paused', 'halted')",
+                        "SELECT m.status, m.bucket FROM members m JOIN deployments d ON d.id = m.deployment_id \
+                         WHERE m.deployment_id = ?1 AND m.device_id = ?2 AND m.bucket <= d.phase \
+                         AND d.state IN ('active', 'paused', 'halted')",
                     )?
-                    .query_row(params![dep, c.device_id], |r| r.get(0))
+                    .query_row(params![dep, c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                if let Some(current) = current {
+                if let Some((current, bucket)) = current {
                     if current != status.as_str() {
                         tx.prepare_cached(
                             "UPDATE members SET status = ?3, updated_at = ?4 WHERE deployment_id = ?1 AND device_id = ?2",
                         )?
                         .execute(params![dep, c.device_id, status.as_str(), now_or(now)])?;
+                        let from = DeviceStatus::parse(&current)
+                            .ok_or_else(|| StoreError::Backend(format!("unknown device status {current}")))?;
+                        let (dec, inc) = (counter(from), counter(status));
+                        if dec != inc {
+                            // Column names come from `counter`, never from input.
+                            tx.prepare_cached(&format!(
+                                "UPDATE rollout_counts SET {dec} = {dec} - 1, {inc} = {inc} + 1 \
+                                 WHERE deployment_id = ?1 AND bucket = ?2"
+                            ))?
+                            .execute(params![dep, bucket])?;
+                        }
                         let detail = serde_json::json!({ "deployment": dep, "from": current, "to": status });
                         append(tx, &AuditEvent::new(&actor, "device.status", &c.device_id, detail), now)?;
                         reevaluate(tx, dep, now)?;
@@ -1302,10 +1329,17 @@ impl Store for SqliteStore {
                 Target::Channel(c) => candidates.iter().filter(|d| fits(d) && &d.channel == c).collect(),
                 Target::Group(g) => candidates.iter().filter(|d| fits(d) && d.groups.contains(g)).collect(),
                 Target::Devices(ids) => {
+                    let by_id: std::collections::HashMap<&str, &Device> =
+                        candidates.iter().map(|d| (d.id.as_str(), d)).collect();
+                    let mut seen = std::collections::HashSet::new();
                     let mut out = Vec::new();
                     for id in ids {
-                        match candidates.iter().find(|d| &d.id == id) {
-                            Some(d) if fits(d) => out.push(d),
+                        match by_id.get(id.as_str()) {
+                            Some(d) if fits(d) => {
+                                if seen.insert(id.as_str()) {
+                                    out.push(*d);
+                                }
+                            }
                             Some(_) => {
                                 return Err(StoreError::Invalid(format!(
                                     "device {id} is revoked or of another product than the release"
@@ -1314,7 +1348,6 @@ impl Store for SqliteStore {
                             None => return Err(StoreError::NotFound { what: "device", id: id.clone() }),
                         }
                     }
-                    out.dedup_by(|a, b| a.id == b.id);
                     out
                 }
             };
@@ -1325,8 +1358,8 @@ impl Store for SqliteStore {
                 )));
             }
             tx.execute(
-                "INSERT INTO deployments (release_id, vendor, device, target, policy, phase, state, created_at, created_by) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 'active', ?6, ?7)",
+                "INSERT INTO deployments (release_id, vendor, device, target, policy, phase, state, created_at, \
+                 created_by, device_count) VALUES (?1, ?2, ?3, ?4, ?5, 0, 'active', ?6, ?7, ?8)",
                 params![
                     release.id,
                     release.vendor,
@@ -1334,7 +1367,8 @@ impl Store for SqliteStore {
                     serde_json::to_string(&new.target)?,
                     serde_json::to_string(&new.policy)?,
                     now_or(now),
-                    actor
+                    actor,
+                    targets.len() as i64
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -1348,11 +1382,24 @@ impl Store for SqliteStore {
                 })
                 .collect();
             ranked.sort_unstable();
+            let mut open = vec![0i64; new.policy.phases.len()];
             for (rank, (_, device)) in ranked.iter().enumerate() {
+                let b = bucket(&new.policy, ranked.len(), rank);
+                if let Some(n) = open.get_mut(b) {
+                    *n = n.saturating_add(1);
+                }
                 tx.prepare_cached(
-                    "INSERT INTO members (deployment_id, device_id, rank, status, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                    "INSERT INTO members (deployment_id, device_id, rank, bucket, status, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
                 )?
-                .execute(params![id, device, rank as i64, now_or(now)])?;
+                .execute(params![id, device, rank as i64, b as i64, now_or(now)])?;
+            }
+            for (b, n) in open.iter().enumerate() {
+                tx.prepare_cached(
+                    "INSERT INTO rollout_counts (deployment_id, bucket, confirmed, failures, open) \
+                     VALUES (?1, ?2, 0, 0, ?3)",
+                )?
+                .execute(params![id, b as i64, n])?;
             }
             let detail = serde_json::json!({
                 "release": release.id,

@@ -17,7 +17,11 @@ async fn deferred_and_installing_are_recorded_but_neutral() {
     h.enrol("pump-01", 101, json!({})).await;
     let token = h.session("pump-01", 101).await.unwrap();
     let (s, d) = h
-        .deploy(&release, json!({ "kind": "devices", "value": ["pump-01"] }), json!({}))
+        .deploy(
+            &release,
+            json!({ "kind": "devices", "value": ["pump-01"] }),
+            json!({}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{d}");
     let dep = d["id"].as_i64().unwrap();
@@ -31,13 +35,23 @@ async fn deferred_and_installing_are_recorded_but_neutral() {
         // Still offered: a deferral is not a final status.
         assert_eq!(body["update"]["release"], json!(release), "{state}");
         let (_, v) = h
-            .call("GET", &format!("/api/v1/deployments/{dep}"), Some(h.token(Role::Operator)), None)
+            .call(
+                "GET",
+                &format!("/api/v1/deployments/{dep}"),
+                Some(h.token(Role::Operator)),
+                None,
+            )
             .await;
         assert_eq!(status(&v), json!("staged"), "{state}: {v}");
         assert_eq!(v["state"], json!("active"), "{state}: {v}");
     }
     let (_, device) = h
-        .call("GET", "/api/v1/devices/pump-01", Some(h.token(Role::Operator)), None)
+        .call(
+            "GET",
+            "/api/v1/devices/pump-01",
+            Some(h.token(Role::Operator)),
+            None,
+        )
         .await;
     assert_eq!(device["state"], json!("installing"));
     let (s, body) = h.check_in(&token, "napping", Some(dep)).await;

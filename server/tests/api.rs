@@ -1105,6 +1105,26 @@ async fn bad_input_gets_clear_json_errors() {
     );
     let (s, _) = h.check_in(&f.device_token, "exploded", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, d) = h
+        .deploy(
+            &f.release,
+            json!({ "kind": "devices", "value": ["pump-1", "pump-1"] }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, d["devices"].clone()),
+        (StatusCode::CREATED, json!(1)),
+        "duplicates count once"
+    );
+    let (s, e) = h
+        .deploy(
+            &f.release,
+            json!({ "kind": "devices", "value": ["ghost"] }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     let (s, e) = h
         .deploy(
             &f.release,
