@@ -35,22 +35,25 @@ flash=$root/target/release/sigil-flash
   "$sigil" keyset sign keyset.sgl --key root1.pem --root root.sgl >/dev/null
 )
 
-build() { # build FEATURES -> copies the ELF to $work/boot-FEATURES.elf
-  local features=$1
+build() { # build NAME CARGO-FEATURE-ARGS... -> $work/NAME.elf
+  local name=$1
+  shift
   (cd "$board_dir" && SIGIL_TRUST_ROOT="$work/root.sgl" CARGO_TARGET_DIR="$target_dir" \
-    cargo build -q --release --locked --target thumbv7m-none-eabi -p sigil-boot-mps2-an385 \
-      ${features:+--features "$features"}) >&2
-  cp "$target_dir/thumbv7m-none-eabi/release/sigil-boot" "$work/boot-${features:-release}.elf"
+    cargo build -q --release --locked --target thumbv7m-none-eabi -p sigil-boot-mps2-an385 "$@") >&2
+  cp "$target_dir/thumbv7m-none-eabi/release/sigil-boot" "$work/$name.elf"
 }
-build ""
-build bench
+# compact: the default build (sha2 `force-soft-compact`); unrolled: sha2's default code.
+build release-compact
+build bench-compact --features bench
+build release-unrolled --no-default-features
+build bench-unrolled --no-default-features --features bench
 
-# Footprint of the release build: what goes into flash, what is reserved in RAM.
-read -r text rodata data bss <<<"$(arm-none-eabi-size -A "$work/boot-release.elf" | awk '
-  $1==".vector_table" || $1==".text" {t+=$2} $1==".rodata" {r+=$2}
-  $1==".data" {d+=$2} $1==".bss" || $1==".uninit" {b+=$2}
-  END {print t, r, d, b}')"
-flash_bytes=$((text + rodata + data))
+footprint() { # footprint ELF -> "text rodata data bss"
+  arm-none-eabi-size -A "$1" | awk '
+    $1==".vector_table" || $1==".text" {t+=$2} $1==".rodata" {r+=$2}
+    $1==".data" {d+=$2} $1==".bss" || $1==".uninit" {b+=$2}
+    END {print t, r, d, b}'
+}
 
 # A 1 MiB payload signed for the board; the bench build stops where it would jump.
 vendor=$(sed -n 's/^vendor = "\(.*\)"/\1/p' "$board")
@@ -66,66 +69,73 @@ sign() { # sign NAME VERSION COUNTER
 sign v1 1.0.0 1
 sign v2 2.0.0 2
 
-run() { # run FLASH_IMAGE -> the firmware's "bench:" line
-  local dir
-  dir=$(dirname "$1")
-  (cd "$dir" && timeout 600 qemu-system-arm -machine mps2-an385 -cpu cortex-m3 -nographic \
+run() { # run BENCH_ELF FLASH_DIR -> the firmware's "bench:" line
+  (cd "$2" && timeout 600 qemu-system-arm -machine mps2-an385 -cpu cortex-m3 -nographic \
     -monitor none -serial null -icount shift=0 \
-    -semihosting-config enable=on,target=native -kernel "$work/boot-bench.elf" \
+    -semihosting-config enable=on,target=native -kernel "$1" \
     -device "loader,file=flash.bin,addr=$base" 2>&1 || true) | grep '^bench:'
 }
 field() { sed -n "s/.* $2=\([0-9]*\).*/\1/p" <<<"$1"; }
-
-mkdir -p "$work/idle" "$work/update"
-"$flash" --board "$board" assemble --installed "$work/v1.sgl" --out "$work/idle/flash.bin" >/dev/null
-"$flash" --board "$board" assemble --installed "$work/v1.sgl" --staged "$work/v2.sgl" --pending \
-  --out "$work/update/flash.bin" >/dev/null
-idle=$(run "$work/idle/flash.bin")
-update=$(run "$work/update/flash.bin")
-[ -n "$idle" ] && [ -n "$update" ] || { echo "bench/qemu.sh: no bench line from QEMU" >&2; exit 1; }
-
-boot=$(field "$idle" boot_insns)
-sha=$(field "$idle" sha256_insns)
-sigs=$(field "$idle" sig_insns)
-stack=$(field "$idle" peak_stack)
-ustack=$(field "$update" peak_stack)
-uboot=$(field "$update" boot_insns)
-usha=$(field "$update" sha256_insns)
-usigs=$(field "$update" sig_insns)
-peak=$((stack > ustack ? stack : ustack))
-ram=$((data + bss + peak))
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (a - b) * 100 / b }'; }
 kib() { awk -v a="$1" 'BEGIN { printf "%.1f KiB", a / 1024 }'; }
 mi() { awk -v a="$1" 'BEGIN { printf "%.2f M", a / 1e6 }'; }
 verdict() { if [ "$1" -le "$2" ]; then echo "met"; else echo "**missed**"; fi; }
 
+rows=()
+for variant in compact unrolled; do
+  # Fresh flash images per run: an update boot changes them.
+  mkdir -p "$work/$variant/idle" "$work/$variant/update"
+  "$flash" --board "$board" assemble --installed "$work/v1.sgl" \
+    --out "$work/$variant/idle/flash.bin" >/dev/null
+  "$flash" --board "$board" assemble --installed "$work/v1.sgl" --staged "$work/v2.sgl" --pending \
+    --out "$work/$variant/update/flash.bin" >/dev/null
+  idle=$(run "$work/bench-$variant.elf" "$work/$variant/idle")
+  update=$(run "$work/bench-$variant.elf" "$work/$variant/update")
+  [ -n "$idle" ] && [ -n "$update" ] || { echo "bench/qemu.sh: no bench line from QEMU ($variant)" >&2; exit 1; }
+  echo "$variant idle:   $idle" >&2
+  echo "$variant update: $update" >&2
+  read -r text rodata data bss <<<"$(footprint "$work/release-$variant.elf")"
+  flash_bytes=$((text + rodata + data))
+  boot=$(field "$idle" boot_insns)
+  sha=$(field "$idle" sha256_insns)
+  sigs=$(field "$idle" sig_insns)
+  stack=$(field "$idle" peak_stack)
+  ustack=$(field "$update" peak_stack)
+  peak=$((stack > ustack ? stack : ustack))
+  ram=$((data + bss + peak))
+  uboot=$(field "$update" boot_insns)
+  label="sha2 \`force-soft-compact\` (default)"
+  [ "$variant" = unrolled ] && label="sha2 unrolled (\`--no-default-features\`)"
+  rows+=("| $label | $(kib "$flash_bytes"): $(verdict "$flash_bytes" 28672) ($text text incl. 1 KiB vector table, $rodata rodata) | $(kib "$ram"): $(verdict "$ram" 12288) ($((data + bss)) B static + $peak B peak stack) | $(mi "$boot") | $(mi "$sha") + $(mi "$sigs") = $(mi $((sha + sigs))) | $(pct "$boot" $((sha + sigs))): $(verdict $((boot * 100)) $(((sha + sigs) * 105))) | $(mi "$uboot") |")
+done
+
 cat <<MD
 ## qemu: bootloader firmware (mps2-an385, Cortex-M3)
 
-\`bench/qemu.sh\`: release bootloader built with opt-level "z", fat LTO, panic = "abort",
-codegen-units = 1, no logging; $(qemu-system-arm --version | head -1).
-Instruction counts under \`-icount shift=0\`: SysTick runs on the 25 MHz core clock, so one tick
-is 40 guest instructions (resolution ±40). The baseline is measured by the same binary, with the
-same crates (sha2 0.10 with \`force-soft-compact\`, ed25519-dalek 2.2 \`verify_strict\`), reading the
-payload through the same flash driver in the same 256-byte chunks.
+\`bench/qemu.sh\`: the release bootloader (opt-level "z", fat LTO, panic = "abort",
+codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
 
-| figure | measured | target |
-|---|---|---|
-| flash: text + rodata (+ data) | $(kib "$flash_bytes") ($text text incl. vector table, $rodata rodata, $data data) | ≤ 28 KiB: $(verdict "$flash_bytes" 28672) |
-| RAM: static (data + bss) + peak stack | $(kib "$ram") ($((data + bss)) B static + $peak B stack) | ≤ 12 KiB: $(verdict "$ram" 12288) |
-| idle boot, 1 MiB image: reset → jump | $(mi "$boot") instructions | |
-| bare SHA-256 of 1 MiB + signature checks | $(mi $((sha + sigs))) ($(mi "$sha") SHA-256 + $(mi "$sigs") for the ed25519 checks) | |
-| verification overhead (idle boot) | $(pct "$boot" $((sha + sigs))) | ≤ +5%: $(verdict $((boot * 100)) $(((sha + sigs) * 105))) |
-| update boot (verify staged 1 MiB, swap, verify installed): reset → jump | $(mi "$uboot") instructions = $(awk -v a="$uboot" -v b="$((usha + usigs))" 'BEGIN{printf "%.2f", a/b}') × (SHA-256 + signatures) | two verifications + swap |
+- Flash: text (incl. the vector table) + rodata + data of the release build. Targets: ≤ 28 KiB
+  flash, ≤ 12 KiB RAM. Reference: MCUboot with ed25519 is about 40 KB on nRF52840.
+- RAM: static data + bss, plus the peak stack of the boot decision, measured on the bench build
+  by painting the stack (cortex-m-rt \`paint-stack\`) and scanning it at the jump, over an idle
+  boot and an update boot (the larger is shown).
+- Instructions under \`-icount shift=0\`: SysTick runs on the 25 MHz core clock, so one tick is
+  40 guest instructions (±40). "Boot" runs from the start of \`main\` to the jump, for a 1 MiB
+  payload. The baseline is measured by the same binary with the same crates (sha2 0.10,
+  ed25519-dalek 2.2 \`verify_strict\`): SHA-256 of the same 1 MiB read through the same flash
+  driver in the same 256-byte chunks, plus every signature of the bundle (1 root + 1 release)
+  checked directly. The update boot verifies the staged 1 MiB bundle, swaps 257 sectors each
+  way and verifies the installed bundle again.
 
-Reference: MCUboot with ed25519 is about 40 KB of flash on nRF52840.
+| build | flash | RAM | idle boot, 1 MiB (instructions) | bare SHA-256 + signatures | overhead (≤ +5%) | update boot |
+|---|---|---|---|---|---|---|
 MD
-if [ "$flash_bytes" -gt 28672 ]; then
-  echo
-  echo "Largest symbols of the release build (bytes):"
-  echo
-  echo '```'
-  arm-none-eabi-nm -C --size-sort -S "$work/boot-release.elf" | tail -8 |
-    while read -r _ size _ name; do printf '%6d  %s\n' "$((16#$size))" "$name"; done
-  echo '```'
-fi
+printf '%s\n' "${rows[@]}"
+echo
+echo "Largest symbols of the default release build (bytes):"
+echo
+echo '```'
+arm-none-eabi-nm -C --size-sort -S "$work/release-compact.elf" | tail -8 |
+  while read -r _ size _ name; do printf '%6d  %s\n' "$((16#$size))" "$name"; done
+echo '```'
