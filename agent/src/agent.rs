@@ -417,7 +417,10 @@ impl Agent {
         let layout = self.slots.layout();
         let boot_state = self.slots.state();
         // Owned copies: the policy borrows them while `self` is used mutably below.
-        let (vendor, device) = (self.config.device.vendor.clone(), self.config.device.device.clone());
+        let (vendor, device) = (
+            self.config.device.vendor.clone(),
+            self.config.device.device.clone(),
+        );
         let component = self.config.device.component.clone();
         let trust_root = self.root.clone();
         let product = ProductId::new(&vendor, &device).map_err(|_| ConfigError::Invalid {

@@ -225,6 +225,13 @@ pub struct DeviceConfig {
     pub component: Option<String>,
 }
 
+impl DeviceConfig {
+    /// `vendor/device`.
+    pub fn product_string(&self) -> String {
+        format!("{}/{}", self.vendor, self.device)
+    }
+}
+
 /// Flash device and layout.
 #[derive(Debug, Clone)]
 pub struct FlashConfig {
@@ -663,6 +670,18 @@ end = "04:30"
         assert!(w.contains(23 * 3600));
         assert!(w.contains(4 * 3600 + 29 * 60));
         assert!(!w.contains(12 * 3600));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let c = AgentConfig::parse(
+            include_str!("../sigil-agent.example.toml"),
+            Path::new("/etc/sigil/agent.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.device.product_string(), "acme/pump-x2");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.hooks.install_permission.is_some());
     }
 
     #[test]

@@ -350,17 +350,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = StateDir::open(dir.path()).unwrap();
         assert_eq!(s.load().unwrap(), AgentState::default());
-        let mut st = AgentState::default();
-        st.update = Some(UpdateRecord {
-            deployment: Some(1),
-            release: "ab".into(),
-            url: "/api/v1/bundles/ab".into(),
-            version: None,
-            phase: UpdatePhase::Downloading {
-                checkpoint: 4096,
-                interrupted: 1,
-            },
-        });
+        let mut st = AgentState {
+            update: Some(UpdateRecord {
+                deployment: Some(1),
+                release: "ab".into(),
+                url: "/api/v1/bundles/ab".into(),
+                version: None,
+                phase: UpdatePhase::Downloading {
+                    checkpoint: 4096,
+                    interrupted: 1,
+                },
+            }),
+            rejected: Vec::new(),
+        };
         st.reject("cd");
         s.save(&st).unwrap();
         let a = s.enqueue(report(ReportState::Downloading)).unwrap();

@@ -2,6 +2,9 @@
 //! stalls, 5xx, 404) and a hostile server (tampered, foreign, rolled-back, revoked, endless
 //! bundles), plus an agent process killed mid-download and restarted.
 
+// The scripted server's helpers panic on a broken fixture, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::VecDeque;
@@ -119,7 +122,9 @@ fn stream_body(
             } else {
                 return None;
             };
-            served.served.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            served
+                .served
+                .fetch_add(chunk.len() as u64, Ordering::SeqCst);
             let next = (pos + chunk.len() as u64, sent + chunk.len() as u64);
             Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), next))
         }
@@ -129,10 +134,19 @@ fn stream_body(
 
 async fn bundle_route(State(f): State<Fake>, headers: HeaderMap) -> Response {
     f.0.requests.fetch_add(1, Ordering::SeqCst);
-    let fault = f.0.faults.lock().unwrap().pop_front().or(*f.0.always.lock().unwrap());
+    let fault =
+        f.0.faults
+            .lock()
+            .unwrap()
+            .pop_front()
+            .or(*f.0.always.lock().unwrap());
     if let Some(Fault::Status(code)) = fault {
         let status = StatusCode::from_u16(code).unwrap();
-        return (status, Json(json!({ "error": "scripted", "message": format!("scripted {code}") }))).into_response();
+        return (
+            status,
+            Json(json!({ "error": "scripted", "message": format!("scripted {code}") })),
+        )
+            .into_response();
     }
     let data = Arc::clone(&f.0.bundle.lock().unwrap());
     let endless = *f.0.endless.lock().unwrap();
@@ -154,7 +168,10 @@ async fn bundle_route(State(f): State<Fake>, headers: HeaderMap) -> Response {
     let mut h = HeaderMap::new();
     h.insert("content-length", (len - start).to_string().parse().unwrap());
     if start > 0 {
-        h.insert("content-range", format!("bytes {start}-{}/{len}", len - 1).parse().unwrap());
+        h.insert(
+            "content-range",
+            format!("bytes {start}-{}/{len}", len - 1).parse().unwrap(),
+        );
         (StatusCode::PARTIAL_CONTENT, h, body).into_response()
     } else {
         (StatusCode::OK, h, body).into_response()
@@ -197,7 +214,11 @@ impl FakeServer {
     }
 
     fn faults(&self, faults: &[Fault]) {
-        self.script.faults.lock().unwrap().extend(faults.iter().copied());
+        self.script
+            .faults
+            .lock()
+            .unwrap()
+            .extend(faults.iter().copied());
     }
 
     fn served(&self) -> u64 {
@@ -239,7 +260,11 @@ fn offsets(seed: u64, n: usize, below: u64) -> Vec<u64> {
 }
 
 fn assert_not_marked(device: &Device) {
-    assert_eq!(device.boot_state().phase, Phase::Idle, "the slot must not be marked pending");
+    assert_eq!(
+        device.boot_state().phase,
+        Phase::Idle,
+        "the slot must not be marked pending"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +274,10 @@ async fn cuts_at_random_offsets_resume_with_range_and_stage() {
     for seed in [1u64, 42, 2026] {
         let server = FakeServer::start(update.clone()).await;
         // Each cut happens at a random offset of the *remaining* body.
-        let cuts: Vec<Fault> = offsets(seed, 3, total / 3).into_iter().map(Fault::CutAfter).collect();
+        let cuts: Vec<Fault> = offsets(seed, 3, total / 3)
+            .into_iter()
+            .map(Fault::CutAfter)
+            .collect();
         server.faults(&cuts);
         let device = Device::provision(&DeviceOptions::new(&server.url));
         let outcome = device.agent().run_once().await.unwrap();
@@ -279,7 +307,10 @@ async fn stalls_5xx_and_a_server_without_range_are_survived() {
     let outcome = device.agent().run_once().await.unwrap();
     assert_eq!(outcome, CycleOutcome::RebootRequested);
     assert_eq!(server.requests(), 5);
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the stall timeout and backoff");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the stall timeout and backoff"
+    );
     assert!(device.reboot().is_trial());
 }
 
@@ -293,9 +324,16 @@ async fn persistent_failures_give_up_after_bounded_retries() {
         let device = Device::provision(&opts);
         let mut agent = device.agent();
         let outcome = agent.run_once().await.unwrap();
-        assert!(matches!(outcome, CycleOutcome::DownloadInterrupted(_)), "{always:?}: {outcome:?}");
+        assert!(
+            matches!(outcome, CycleOutcome::DownloadInterrupted(_)),
+            "{always:?}: {outcome:?}"
+        );
         // StallAfter makes progress on the first request only; the others fail outright.
-        assert!(server.requests() <= opts.max_attempts + 1, "{always:?}: {} requests", server.requests());
+        assert!(
+            server.requests() <= opts.max_attempts + 1,
+            "{always:?}: {} requests",
+            server.requests()
+        );
         assert_not_marked(&device);
         // Cycle after cycle it stays bounded, then the update is reported failed.
         let mut last = outcome;
@@ -305,10 +343,18 @@ async fn persistent_failures_give_up_after_bounded_retries() {
                 break;
             }
         }
-        assert!(matches!(&last, CycleOutcome::Failed(why) if why.contains("giving up")), "{always:?}: {last:?}");
+        assert!(
+            matches!(&last, CycleOutcome::Failed(why) if why.contains("giving up")),
+            "{always:?}: {last:?}"
+        );
         assert_not_marked(&device);
         let reports = server.reports();
-        assert!(reports.iter().any(|(s, d)| s == "downloading" && d.contains("interrupted")), "{reports:?}");
+        assert!(
+            reports
+                .iter()
+                .any(|(s, d)| s == "downloading" && d.contains("interrupted")),
+            "{reports:?}"
+        );
         assert_eq!(reports.last().map(|r| r.0.as_str()), Some("failed"));
     }
 }
@@ -319,16 +365,30 @@ async fn not_found_gives_up_at_once() {
     *server.script.always.lock().unwrap() = Some(Fault::Status(404));
     let device = Device::provision(&DeviceOptions::new(&server.url));
     let outcome = device.agent().run_once().await.unwrap();
-    assert!(matches!(&outcome, CycleOutcome::Failed(why) if why.contains("404")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, CycleOutcome::Failed(why) if why.contains("404")),
+        "{outcome:?}"
+    );
     assert_eq!(server.requests(), 1, "a 404 is not retried");
     assert_not_marked(&device);
     let reports = server.reports();
-    assert!(reports.iter().any(|(s, d)| s == "failed" && d.contains("scripted 404")), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|(s, d)| s == "failed" && d.contains("scripted 404")),
+        "{reports:?}"
+    );
 }
 
 /// Serves `bytes` as the offered update; the agent must refuse it, report it and leave the
 /// slot unmarked, and must not download it again.
-async fn refused(name: &str, bytes: Vec<u8>, endless: Option<u8>, opts: impl Fn(&mut DeviceOptions), expect: &str) {
+async fn refused(
+    name: &str,
+    bytes: Vec<u8>,
+    endless: Option<u8>,
+    opts: impl Fn(&mut DeviceOptions),
+    expect: &str,
+) {
     let server = FakeServer::start(bytes).await;
     *server.script.endless.lock().unwrap() = endless;
     let mut o = DeviceOptions::new(&server.url);
@@ -343,7 +403,9 @@ async fn refused(name: &str, bytes: Vec<u8>, endless: Option<u8>, opts: impl Fn(
     assert_not_marked(&device);
     let reports = server.reports();
     assert!(
-        reports.iter().any(|(s, d)| s == "failed" && d.contains(expect)),
+        reports
+            .iter()
+            .any(|(s, d)| s == "failed" && d.contains(expect)),
         "{name}: {reports:?}"
     );
     assert!(agent.state().update.is_none(), "{name}");
@@ -379,13 +441,34 @@ async fn hostile_server_bundles_are_rejected_reported_and_never_marked() {
     // foreign-product: validly signed, for another device class.
     let mut foreign = Spec::new("1.1.0", 2);
     foreign.device = "monitor-m1";
-    refused("foreign-product", bundle(&foreign), None, |_| {}, "another product").await;
+    refused(
+        "foreign-product",
+        bundle(&foreign),
+        None,
+        |_| {},
+        "another product",
+    )
+    .await;
 
     // rolled-back-version: a validly signed older release (replay).
-    refused("rolled-back-version", bundle(&Spec::new("0.9.0", 1)), None, |_| {}, "not newer").await;
+    refused(
+        "rolled-back-version",
+        bundle(&Spec::new("0.9.0", 1)),
+        None,
+        |_| {},
+        "not newer",
+    )
+    .await;
 
     // rolled-back-counter: newer version, but a security counter below the device minimum.
-    refused("rolled-back-counter", bundle(&Spec::new("2.0.0", 0)), None, |_| {}, "counter").await;
+    refused(
+        "rolled-back-counter",
+        bundle(&Spec::new("2.0.0", 0)),
+        None,
+        |_| {},
+        "counter",
+    )
+    .await;
 
     // revoked-key-set: the device confirmed key set 2; a bundle under key set 1 is refused.
     refused(
@@ -400,17 +483,38 @@ async fn hostile_server_bundles_are_rejected_reported_and_never_marked() {
     // foreign-root: signed by keys the device's trust root does not know.
     let mut rogue = Spec::new("1.1.0", 2);
     rogue.root_signers = [31, 32];
-    refused("foreign-root", bundle(&rogue), None, |_| {}, "bundle rejected").await;
+    refused(
+        "foreign-root",
+        bundle(&rogue),
+        None,
+        |_| {},
+        "bundle rejected",
+    )
+    .await;
 
     // endless-body: a signed header declaring far more than the slot, body never ends.
     let mut endless = Spec::new("1.1.0", 2);
     endless.declared_size = Some(1 << 30);
     let mut prefix = bundle(&endless);
     prefix.truncate(prefix.len() - endless.payload_len);
-    refused("endless-body", prefix, Some(0x55), |_| {}, "larger than the slot").await;
+    refused(
+        "endless-body",
+        prefix,
+        Some(0x55),
+        |_| {},
+        "larger than the slot",
+    )
+    .await;
 
     // endless-garbage: no bundle at all, an infinite stream of bytes.
-    refused("endless-garbage", Vec::new(), Some(0xEE), |_| {}, "bundle rejected").await;
+    refused(
+        "endless-garbage",
+        Vec::new(),
+        Some(0xEE),
+        |_| {},
+        "bundle rejected",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +524,10 @@ async fn bytes_corrupted_in_transit_are_never_marked_pending() {
     server.faults(&[Fault::Flip(update.len() as u64 / 2)]);
     let device = Device::provision(&DeviceOptions::new(&server.url));
     let outcome = device.agent().run_once().await.unwrap();
-    assert!(matches!(&outcome, CycleOutcome::Failed(why) if why.contains("digest")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, CycleOutcome::Failed(why) if why.contains("digest")),
+        "{outcome:?}"
+    );
     assert_not_marked(&device);
 }
 
@@ -444,7 +551,10 @@ async fn agent_killed_mid_download_resumes_from_the_slot() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while server.served() < cut {
-        assert!(std::time::Instant::now() < deadline, "the agent never downloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never downloaded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the agent write what it received before the kill.
@@ -464,10 +574,21 @@ async fn agent_killed_mid_download_resumes_from_the_slot() {
         None => panic!("the download record did not survive"),
     };
     assert!(checkpoint >= 65_536, "checkpointed at {checkpoint}");
-    assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::RebootRequested);
+    assert_eq!(
+        agent.run_once().await.unwrap(),
+        CycleOutcome::RebootRequested
+    );
     let second = server.served() - first;
-    assert_eq!(second, total - checkpoint, "only the bytes after the checkpoint are fetched again");
-    assert!(cut - checkpoint <= 65_536, "re-downloaded at most one buffer: {}", cut - checkpoint);
+    assert_eq!(
+        second,
+        total - checkpoint,
+        "only the bytes after the checkpoint are fetched again"
+    );
+    assert!(
+        cut - checkpoint <= 65_536,
+        "re-downloaded at most one buffer: {}",
+        cut - checkpoint
+    );
     assert!(device.reboot().is_trial());
     assert!(first + second < 2 * total);
 }

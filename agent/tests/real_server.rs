@@ -41,22 +41,47 @@ async fn full_cycle_check_in_to_confirmed() {
     let mut agent = device.agent();
     assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::Confirmed);
     let state = device.boot_state();
-    assert_eq!((state.phase, state.outcome), (Phase::Idle, Outcome::Confirmed));
-    assert_eq!(state.min_security_counter, 2, "the counter rose only at confirm");
-    assert!(agent.queued_reports().unwrap().is_empty(), "every report was delivered");
+    assert_eq!(
+        (state.phase, state.outcome),
+        (Phase::Idle, Outcome::Confirmed)
+    );
+    assert_eq!(
+        state.min_security_counter, 2,
+        "the counter rose only at confirm"
+    );
+    assert!(
+        agent.queued_reports().unwrap().is_empty(),
+        "every report was delivered"
+    );
 
     assert_eq!(server.member_status(dep).await, "confirmed");
     let (_, d) = server
-        .call("GET", &format!("/api/v1/devices/{DEVICE_ID}"), &server.operator, None)
+        .call(
+            "GET",
+            &format!("/api/v1/devices/{DEVICE_ID}"),
+            &server.operator,
+            None,
+        )
         .await;
-    assert_eq!((d["version"].as_str(), d["state"].as_str()), (Some("1.1.0"), Some("confirmed")));
+    assert_eq!(
+        (d["version"].as_str(), d["state"].as_str()),
+        (Some("1.1.0"), Some("confirmed"))
+    );
     let reports = server.reports().await;
     let seen = states(&reports);
-    for expected in ["downloading", "staged", "installing", "installed", "confirmed"] {
+    for expected in [
+        "downloading",
+        "staged",
+        "installing",
+        "installed",
+        "confirmed",
+    ] {
         assert!(seen.contains(&expected), "{expected} missing from {seen:?}");
     }
     assert!(
-        reports.iter().any(|(s, d)| s == "downloading" && d.contains('%')),
+        reports
+            .iter()
+            .any(|(s, d)| s == "downloading" && d.contains('%')),
         "progress reported: {reports:?}"
     );
 
@@ -74,7 +99,9 @@ async fn full_cycle_check_in_to_confirmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_hook_defers_twice_then_allows() {
     let server = RealServer::start().await;
-    let (_, dep) = server.enrol_upload_deploy(bundle(&Spec::new("1.1.0", 2))).await;
+    let (_, dep) = server
+        .enrol_upload_deploy(bundle(&Spec::new("1.1.0", 2)))
+        .await;
     let hooks = tempfile::tempdir().unwrap();
     let counter = hooks.path().join("asked");
     let rebooted = hooks.path().join("rebooted");
@@ -89,13 +116,23 @@ async fn permission_hook_defers_twice_then_allows() {
 
     let mut agent = device.agent();
     let first = agent.run_once().await.unwrap();
-    assert!(matches!(&first, CycleOutcome::Deferred(why) if why.contains("75")), "{first:?}");
+    assert!(
+        matches!(&first, CycleOutcome::Deferred(why) if why.contains("75")),
+        "{first:?}"
+    );
     assert!(!rebooted.exists(), "never rebooted against the hook");
-    assert_eq!(device.boot_state().phase, Phase::Pending, "staged and pending while deferred");
+    assert_eq!(
+        device.boot_state().phase,
+        Phase::Pending,
+        "staged and pending while deferred"
+    );
     let second = agent.run_once().await.unwrap();
     assert!(matches!(second, CycleOutcome::Deferred(_)), "{second:?}");
     assert!(!rebooted.exists());
-    assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::RebootRequested);
+    assert_eq!(
+        agent.run_once().await.unwrap(),
+        CycleOutcome::RebootRequested
+    );
     assert!(rebooted.exists());
     assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
 
@@ -107,24 +144,35 @@ async fn permission_hook_defers_twice_then_allows() {
     assert_eq!(server.member_status(dep).await, "staged");
 
     device.reboot();
-    assert_eq!(device.agent().run_once().await.unwrap(), CycleOutcome::Confirmed);
+    assert_eq!(
+        device.agent().run_once().await.unwrap(),
+        CycleOutcome::Confirmed
+    );
     assert_eq!(server.member_status(dep).await, "confirmed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_failure_reverts_and_is_reported() {
     let server = RealServer::start().await;
-    let (release, dep) = server.enrol_upload_deploy(bundle(&Spec::new("1.1.0", 2))).await;
+    let (release, dep) = server
+        .enrol_upload_deploy(bundle(&Spec::new("1.1.0", 2)))
+        .await;
     let mut opts = DeviceOptions::new(&server.url);
     opts.health_check = Some("exit 1".to_owned());
     let device = Device::provision(&opts);
 
-    assert_eq!(device.agent().run_once().await.unwrap(), CycleOutcome::RebootRequested);
+    assert_eq!(
+        device.agent().run_once().await.unwrap(),
+        CycleOutcome::RebootRequested
+    );
     assert!(device.reboot().is_trial());
 
     let mut agent = device.agent();
     let outcome = agent.run_once().await.unwrap();
-    assert!(matches!(&outcome, CycleOutcome::HealthCheckFailed(why) if why.contains("status 1")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, CycleOutcome::HealthCheckFailed(why) if why.contains("status 1")),
+        "{outcome:?}"
+    );
     let state = device.boot_state();
     assert_eq!(state.phase, Phase::Trial, "not confirmed");
     assert_eq!(state.min_security_counter, 1, "the counter did not rise");
@@ -135,7 +183,10 @@ async fn health_check_failure_reverts_and_is_reported() {
     assert!(!image.is_trial());
     assert_eq!(image.security_counter(), 1);
     let state = device.boot_state();
-    assert_eq!((state.phase, state.outcome), (Phase::Idle, Outcome::Reverted));
+    assert_eq!(
+        (state.phase, state.outcome),
+        (Phase::Idle, Outcome::Reverted)
+    );
 
     let mut agent = device.agent();
     assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::Reverted);
@@ -143,12 +194,18 @@ async fn health_check_failure_reverts_and_is_reported() {
     assert_eq!(server.member_status(dep).await, "reverted");
     let reports = server.reports().await;
     assert_eq!(states(&reports).last(), Some(&"reverted"), "{reports:?}");
-    assert!(reports.iter().any(|(s, d)| s == "installed" && d.contains("health check")), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|(s, d)| s == "installed" && d.contains("health check")),
+        "{reports:?}"
+    );
 
     // The reverted release is not tried again.
     let again = agent.run_once().await.unwrap();
     assert!(
-        matches!(&again, CycleOutcome::UpToDate) || matches!(&again, CycleOutcome::AlreadyRefused(r) if *r == release),
+        matches!(&again, CycleOutcome::UpToDate)
+            || matches!(&again, CycleOutcome::AlreadyRefused(r) if *r == release),
         "{again:?}"
     );
     assert_eq!(device.boot_state().phase, Phase::Idle);

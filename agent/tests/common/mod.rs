@@ -385,7 +385,13 @@ impl RealServer {
         }
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.url))
@@ -398,7 +404,10 @@ impl RealServer {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Enrols the test device, uploads `bundle` and deploys it to the device; the deployment id.
@@ -446,15 +455,28 @@ impl RealServer {
     /// The device's status in a deployment.
     pub async fn member_status(&self, deployment: i64) -> String {
         let (_, v) = self
-            .call("GET", &format!("/api/v1/deployments/{deployment}"), &self.operator, None)
+            .call(
+                "GET",
+                &format!("/api/v1/deployments/{deployment}"),
+                &self.operator,
+                None,
+            )
             .await;
-        v["members"][0]["status"].as_str().unwrap_or_default().to_owned()
+        v["members"][0]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The device's reports, oldest first: (state, detail).
     pub async fn reports(&self) -> Vec<(String, String)> {
         let (_, v) = self
-            .call("GET", &format!("/api/v1/devices/{DEVICE_ID}/reports?limit=100"), &self.operator, None)
+            .call(
+                "GET",
+                &format!("/api/v1/devices/{DEVICE_ID}/reports?limit=100"),
+                &self.operator,
+                None,
+            )
             .await;
         let mut out: Vec<(String, String)> = v
             .as_array()
