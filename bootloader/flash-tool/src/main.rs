@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sigil_bootloader::BootState;
+use sigil_bootloader::{BootState, Phase};
 use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
 
 /// Prepare the flash of a device running the Sigil bootloader.
@@ -182,19 +182,21 @@ fn state_json(s: &BootState) -> serde_json::Value {
 }
 
 fn state_text(s: &BootState) -> String {
-    format!(
+    let mut text = format!(
         "phase:                {}\nlast update outcome:  {}\nsequence:             {}\n\
-         min security counter: {}\nmin key-set version:  {}\ntrial boots left:     {}\n\
-         swap progress:        {}/{}\n",
-        s.phase,
-        s.outcome,
-        s.sequence,
-        s.min_security_counter,
-        s.min_key_set_version,
-        s.attempts_left,
-        s.swap_progress,
-        s.swap_sectors.saturating_mul(2),
-    )
+         min security counter: {}\nmin key-set version:  {}\n",
+        s.phase, s.outcome, s.sequence, s.min_security_counter, s.min_key_set_version,
+    );
+    match s.phase {
+        Phase::Trial => text.push_str(&format!("trial boots left:     {}\n", s.attempts_left)),
+        Phase::Swapping | Phase::Reverting => text.push_str(&format!(
+            "swap progress:        {}/{} half-steps\n",
+            s.swap_progress,
+            s.swap_sectors.saturating_mul(2)
+        )),
+        _ => {}
+    }
+    text
 }
 
 fn main() -> ExitCode {
