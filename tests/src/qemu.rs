@@ -234,6 +234,55 @@ fn ensure_keys(keys: &Path) {
     std::fs::rename(&staging, keys).unwrap();
 }
 
+/// A fingerprint of every input of the test application builds: the sources and manifests of
+/// the board workspace, the bootloader core and the format crate, the toolchain file, the
+/// variant definitions and the compiler version.
+fn app_fingerprint() -> String {
+    use std::hash::{Hash, Hasher};
+    fn walk(path: &Path, hasher: &mut std::hash::DefaultHasher) {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.file_name().is_some_and(|n| n != "target"))
+                .collect();
+            entries.sort();
+            for entry in entries {
+                walk(&entry, hasher);
+            }
+        } else if let Ok(bytes) = std::fs::read(path) {
+            path.hash(hasher);
+            bytes.hash(hasher);
+        }
+    }
+    let repo = repo_root();
+    let board = board_dir();
+    let mut hasher = std::hash::DefaultHasher::new();
+    for input in [
+        board.join("app"),
+        board.join("board"),
+        board.join("board.toml"),
+        board.join("Cargo.toml"),
+        board.join("Cargo.lock"),
+        repo.join("bootloader/src"),
+        repo.join("bootloader/Cargo.toml"),
+        repo.join("manifests/src"),
+        repo.join("manifests/Cargo.toml"),
+        repo.join("Cargo.toml"),
+        repo.join("rust-toolchain.toml"),
+    ] {
+        walk(&input, &mut hasher);
+    }
+    format!("{VARIANTS:?}").hash(&mut hasher);
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .current_dir(board_dir())
+        .output()
+        .expect("rustc runs");
+    rustc.stdout.hash(&mut hasher);
+    format!("{:016x}\n", hasher.finish())
+}
+
 impl Firmware {
     fn prepare() -> Firmware {
         require_tools();
@@ -257,19 +306,34 @@ impl Firmware {
         );
         let bootloader = dir.path().join("sigil-boot.elf");
         std::fs::copy(artifact("sigil-boot"), &bootloader).unwrap();
+        // The variants differ only in build-time settings, so each build replaces the previous
+        // binary; their payloads are cached under a fingerprint of everything they are built
+        // from, so later test processes skip the three rebuilds.
+        let apps = target.join("fixtures/apps");
+        let stamp = apps.join("fingerprint");
+        let fingerprint = app_fingerprint();
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint.as_str()) {
+            let _ = std::fs::remove_dir_all(&apps);
+            std::fs::create_dir_all(&apps).unwrap();
+            for v in VARIANTS {
+                let features = if v.confirms { "" } else { "no-confirm" };
+                let code = v.exit_code.to_string();
+                cargo_build(
+                    &["-p", "sigil-app-mps2-an385", "--features", features],
+                    &[
+                        ("SIGIL_APP_VERSION", v.version),
+                        ("SIGIL_APP_EXIT_CODE", &code),
+                    ],
+                );
+                let elf = std::fs::read(artifact("sigil-test-app")).unwrap();
+                let payload = payload_from_elf(&elf, &board).unwrap();
+                std::fs::write(apps.join(format!("{}.bin", v.name)), payload).unwrap();
+            }
+            std::fs::write(&stamp, &fingerprint).unwrap();
+        }
         for v in VARIANTS {
-            let features = if v.confirms { "" } else { "no-confirm" };
-            let code = v.exit_code.to_string();
-            cargo_build(
-                &["-p", "sigil-app-mps2-an385", "--features", features],
-                &[
-                    ("SIGIL_APP_VERSION", v.version),
-                    ("SIGIL_APP_EXIT_CODE", &code),
-                ],
-            );
-            let elf = std::fs::read(artifact("sigil-test-app")).unwrap();
-            let payload = payload_from_elf(&elf, &board).unwrap();
-            std::fs::write(dir.path().join(format!("{}.bin", v.name)), payload).unwrap();
+            let name = format!("{}.bin", v.name);
+            std::fs::copy(apps.join(&name), dir.path().join(&name)).unwrap();
         }
         drop(lock);
 
