@@ -32,6 +32,7 @@ server="$CARGO_TARGET_DIR/release/sigil-server"
 fleet="$CARGO_TARGET_DIR/release/examples/bench_fleet"
 
 work=$(mktemp -d)
+chmod 755 "$work" # nginx workers run as an unprivileged user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -81,6 +82,7 @@ function done(summary, latency, requests)
 end
 LUA
 cat "$work/report.lua" >> "$work/checkin.lua"
+echo "-- DELAY" >> "$work/checkin.lua"
 
 run_wrk() { # args: connections, script, url, [header]
   local c=$1 script=$2 url=$3
@@ -93,10 +95,18 @@ read -r ci_rps ci_p50 ci_p99 _ ci_bad < <(SESSIONS="$work/sessions.txt" run_wrk 
 # A fleet-like load: few connections, so the latency is that of a moderately loaded server.
 read -r cl_rps cl_p50 cl_p99 _ cl_bad < <(SESSIONS="$work/sessions.txt" run_wrk 8 "$work/checkin.lua" "http://127.0.0.1:$port/")
 
+# The fleet's pace: 1,000,000 devices every 300 s = 3,333/s. wrk has no fixed-rate mode, so each
+# of 64 connections waits between its requests (wrk's delay() hook) to approach that rate.
+pace_delay=$(awk -v c=64 -v p="$cl_p50" 'BEGIN { d = c * 1000 / 3333 - p; printf "%d", (d < 1 ? 1 : d) }')
+sed "s/^-- DELAY$/function delay() return $pace_delay end/" "$work/checkin.lua" > "$work/paced.lua"
+read -r cp_rps cp_p50 cp_p99 _ cp_bad < <(SESSIONS="$work/sessions.txt" run_wrk 64 "$work/paced.lua" "http://127.0.0.1:$port/")
+
 # nginx serving the same bundle file.
 nport=$(free_port)
 mkdir -p "$work/www" "$work/nginx"
 cp "$work/bundle.sgl" "$work/www/bundle.sgl"
+chmod 755 "$work/www"
+chmod 644 "$work/www/bundle.sgl"
 cat > "$work/nginx/nginx.conf" <<EOF
 worker_processes 2;
 daemon off;
@@ -118,6 +128,7 @@ EOF
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" 2> "$work/nginx/stderr" &
 pids+=($!)
 for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$nport/bundle.sgl" 2>/dev/null && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$nport/bundle.sgl" || { echo "nginx does not serve the bundle" >&2; exit 1; }
 cat /dev/null "$work/www/bundle.sgl" "$work/data/bundles/$release" > /dev/null
 
 echo "downloads" >&2
@@ -126,12 +137,12 @@ read -r _ _ _ sv_mibs sv_bad < <(run_wrk 4 "$work/report.lua" "http://127.0.0.1:
 
 ratio=$(awk -v a="$sv_mibs" -v b="$ng_mibs" 'BEGIN { printf "%.2f", a / b }')
 dl_verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.9 ? "meets target" : "MISSES target") }')
-fleet_verdict=$(awk -v r="$ci_rps" -v p="$cl_p99" -v q="$cl_rps" 'BEGIN { print ((r >= 3300 && q >= 3300 && p < 50) ? "meets target" : "MISSES target") }')
+fleet_verdict=$(awk -v r="$cp_rps" -v p="$cp_p99" 'BEGIN { print ((r >= 3300 && p < 50) ? "meets target" : "MISSES target") }')
 
 cat <<EOF
 ## server
 
-\`bench/server.sh\`: \`sigil-server\` (release build, SQLite in WAL mode with \`synchronous = FULL\`,
+\`bench/server.sh\`: \`sigil-server\` (release build, SQLite in WAL mode,
 data on $(df --output=fstype "$work" | tail -1)) and the load generator \`wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')\` (2 threads)
 on the same $(nproc)-core machine over loopback, ${DURATION} s per measurement. $DEVICES enrolled devices,
 each with a session token; every check-in is authenticated by its session token, stores a report
@@ -142,13 +153,15 @@ device (token lookup + assignment check per request), against nginx $("$nginx_bi
 | measurement | result | target | |
 |---|---:|---|---|
 | check-ins/s, $CONNECTIONS connections | $ci_rps (p50 $ci_p50 ms, p99 $ci_p99 ms; errors $ci_bad) | | |
-| check-ins/s, 8 connections | $cl_rps (p50 $cl_p50 ms, p99 $cl_p99 ms; errors $cl_bad) | ≥ 3,300/s with p99 < 50 ms | $fleet_verdict |
+| check-ins/s, 8 connections | $cl_rps (p50 $cl_p50 ms, p99 $cl_p99 ms; errors $cl_bad) | | |
+| check-ins/s at the fleet's pace (64 connections, ${pace_delay} ms between requests) | $cp_rps (p50 $cp_p50 ms, p99 $cp_p99 ms; errors $cp_bad) | ≥ 3,300/s with p99 < 50 ms | $fleet_verdict |
 | download MiB/s, sigil-server | $sv_mibs (errors $sv_bad) | | |
 | download MiB/s, nginx | $ng_mibs (errors $ng_bad) | peer | |
 | download ratio sigil-server / nginx | $ratio | ≥ 0.90 | $dl_verdict |
 
-wrk drives the server as fast as it answers, so the latencies are those at saturation; a fleet
-polling at 3,300/s loads it less. Each check-in is one SQLite write transaction (report, device
-state, trimming old reports), fsynced.
+The first two rows drive the server as fast as it answers (latencies at saturation); the paced row
+approximates a fleet polling at its own rate. Each check-in is one SQLite write transaction
+(report, device state, trimming old reports) committed without its own fsync (see the server's
+storage notes); uploads, enrolments and deployment changes are fsynced.
 
 EOF

@@ -1208,8 +1208,8 @@ impl Store for SqliteStore {
                 c.detail
             ])?;
             tx.prepare_cached(
-                "DELETE FROM reports WHERE device_id = ?1 AND id NOT IN \
-                 (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2)",
+                "DELETE FROM reports WHERE device_id = ?1 AND id <= \
+                 (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )?
             .execute(params![c.device_id, keep])?;
             tx.prepare_cached(

@@ -541,6 +541,20 @@ async fn check_in_offers_the_assigned_update_and_keeps_the_last_reports() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "more than reports_kept");
+    for _ in 0..4 {
+        h.check_in(&f.device_token, "confirmed", None).await;
+    }
+    let stored: i64 = h
+        .store
+        .dangerous_raw_connection()
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM reports WHERE device_id = 'pump-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 5, "only reports_kept reports are kept");
     let (_, d) = h
         .call(
             "GET",

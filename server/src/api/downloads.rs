@@ -9,16 +9,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand_core::{OsRng, RngCore};
+use std::io::{Read, Seek};
 use tokio::fs::File;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{AppState, Caller};
 use crate::error::ApiError;
 use crate::range::{self, RangeRequest};
 
-const CHUNK: u64 = 256 << 10;
+const CHUNK: u64 = 1 << 20;
 
 /// `GET /api/v1/bundles/{id}`: for a device session whose device an active deployment admits
 /// for this release.
@@ -74,53 +74,67 @@ enum Segment {
     File { offset: u64, len: u64 },
 }
 
+/// Streams the segments, reading the file in chunks on the blocking pool. Each chunk is one
+/// blocking call, so a slow client holds no thread between chunks; `read_to_end` into reserved
+/// capacity reads without zeroing the buffer first.
 struct SegmentStream {
-    file: File,
+    file: Option<std::fs::File>,
     segments: VecDeque<Segment>,
     remaining: u64,
+    seek_to: Option<u64>,
 }
 
 impl SegmentStream {
     async fn next(&mut self) -> Option<io::Result<Bytes>> {
         loop {
             if self.remaining > 0 {
-                let want = self.remaining.min(CHUNK) as usize;
-                let mut buf = BytesMut::with_capacity(want);
-                return match self.file.read_buf(&mut buf).await {
-                    Ok(0) => {
-                        self.stop();
-                        Some(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "bundle file shrank",
-                        )))
-                    }
-                    Ok(n) => {
-                        buf.truncate(n.min(want));
+                let mut file = self.file.take()?;
+                let want = self.remaining.min(CHUNK);
+                let seek_to = self.seek_to.take();
+                let read = tokio::task::spawn_blocking(move || {
+                    let result = (|| {
+                        if let Some(offset) = seek_to {
+                            file.seek(io::SeekFrom::Start(offset))?;
+                        }
+                        let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+                        (&mut file).take(want).read_to_end(&mut buf)?;
+                        Ok(buf)
+                    })();
+                    (file, result)
+                })
+                .await;
+                let (file, result) = match read {
+                    Ok(r) => r,
+                    Err(e) => return self.fail(io::Error::other(e)),
+                };
+                self.file = Some(file);
+                return match result {
+                    Ok(buf) if buf.is_empty() => self.fail(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "bundle file shrank",
+                    )),
+                    Ok(buf) => {
                         self.remaining = self.remaining.saturating_sub(buf.len() as u64);
-                        Some(Ok(buf.freeze()))
+                        Some(Ok(Bytes::from(buf)))
                     }
-                    Err(e) => {
-                        self.stop();
-                        Some(Err(e))
-                    }
+                    Err(e) => self.fail(e),
                 };
             }
             match self.segments.pop_front()? {
                 Segment::Bytes(b) => return Some(Ok(b)),
                 Segment::File { offset, len } => {
-                    if let Err(e) = self.file.seek(io::SeekFrom::Start(offset)).await {
-                        self.stop();
-                        return Some(Err(e));
-                    }
+                    self.seek_to = Some(offset);
                     self.remaining = len;
                 }
             }
         }
     }
 
-    fn stop(&mut self) {
+    fn fail(&mut self, e: io::Error) -> Option<io::Result<Bytes>> {
         self.segments.clear();
         self.remaining = 0;
+        self.file = None;
+        Some(Err(e))
     }
 
     fn into_body(self) -> Body {
@@ -250,9 +264,10 @@ async fn serve(
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     state.metrics.download(total);
     let body = SegmentStream {
-        file,
+        file: Some(file.into_std().await),
         segments: segments.into(),
         remaining: 0,
+        seek_to: None,
     }
     .into_body();
     Ok((status, out, body).into_response())
