@@ -108,42 +108,10 @@ async fn shutdown_signal() {
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (store, bundles) = open_storage(&config)?;
     let trust_root = load_trust_root(&config)?;
-    let bootstrap = if store.has_admin_token()? {
-        None
-    } else {
-        Some(create_admin_token(&store, "bootstrap-admin", "system")?)
-    };
     if trust_root.is_none() {
         tracing::warn!("no trust root configured: bundle uploads are refused until one is set");
     }
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    println!("sigil-server listening on {scheme}://{addr}");
-    match bootstrap {
-        Some(token) => println!(
-            "first admin token (shown once; more with `sigil-server admin-token`): {token}"
-        ),
-        None => println!("admin tokens exist; create another with `sigil-server admin-token`"),
-    }
-    let tls = config.tls.clone();
-    let state = AppState::new(config, Arc::new(store), bundles, trust_root);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-
-    let handle = axum_server::Handle::new();
-    let signal_handle = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-    });
-    match tls {
+    let tls = match &config.tls {
         Some(tls) => {
             // One process-wide provider; an error only means one is installed already.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -156,10 +124,44 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                         tls.key.display()
                     )
                 })?;
+            Some(rustls)
+        }
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    // Created only once the server can start, so the one printing is never lost.
+    let bootstrap = if store.has_admin_token()? {
+        None
+    } else {
+        Some(create_admin_token(&store, "bootstrap-admin", "system")?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("sigil-server listening on {scheme}://{addr}");
+    match bootstrap {
+        Some(token) => println!(
+            "first admin token (shown once; more with `sigil-server admin-token`): {token}"
+        ),
+        None => println!("admin tokens exist; create another with `sigil-server admin-token`"),
+    }
+    let state = AppState::new(config, Arc::new(store), bundles, trust_root);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    match tls {
+        Some(rustls) => {
             axum_server::from_tcp_rustls(listener, rustls)
                 .handle(handle)
                 .serve(app)
-                .await?;
+                .await?
         }
         None => {
             axum_server::from_tcp(listener)

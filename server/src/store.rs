@@ -889,10 +889,6 @@ impl SqliteStore {
     }
 }
 
-fn event_time(now: u64) -> u64 {
-    now
-}
-
 impl Store for SqliteStore {
     fn has_admin_token(&self) -> StoreResult<bool> {
         let conn = self.reader()?;
@@ -939,7 +935,7 @@ impl Store for SqliteStore {
             ])?;
             let id = tx.last_insert_rowid();
             if let Some(event) = audit {
-                append(tx, event, event_time(now))?;
+                append(tx, event, now)?;
             }
             Ok(id)
         })

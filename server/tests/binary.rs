@@ -531,6 +531,33 @@ fn serves_https_with_the_configured_certificate() {
 }
 
 #[test]
+fn a_failed_start_does_not_use_up_the_first_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = start(&dir.path().join("a"), None);
+    let data = dir.path().join("b");
+    let out = Command::new(BIN)
+        .args(["--listen", &busy.addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("SIGIL_TLS_CERT", dir.path().join("missing.pem"))
+        .env("SIGIL_TLS_KEY", dir.path().join("missing.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS certificate"));
+    assert!(
+        start(&data, None).bootstrap.is_some(),
+        "the token is printed by the first real start"
+    );
+}
+
+#[test]
 fn invalid_configuration_is_refused_at_start_up_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
