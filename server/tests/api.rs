@@ -206,6 +206,34 @@ async fn role_matrix_only_the_right_role_succeeds() {
             h.token(role).to_owned()
         }
     };
+    // The upload endpoint takes a bundle, not JSON.
+    let upload_as = |token: Option<String>| {
+        let mut r =
+            Request::post("/api/v1/releases").header("content-type", "application/octet-stream");
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.body(Body::from(bundle("1.4.0", 6))).unwrap()
+    };
+    assert_eq!(
+        h.send(upload_as(None)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.send(upload_as(Some("sgl_forged".into()))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Release) {
+        let s = h.send(upload_as(Some(token_of(role)))).await.status();
+        assert_eq!(s, StatusCode::FORBIDDEN, "upload as {role:?}");
+    }
+    assert_eq!(
+        h.send(upload_as(Some(token_of(Role::Release))))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
     for (method, path, body, allowed) in &cases {
         let (s, b) = h.call(method, path, None, body.clone()).await;
         assert_eq!(

@@ -582,3 +582,56 @@ fn invalid_configuration_is_refused_at_start_up_with_its_name() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn json_logs_on_request_and_no_secrets_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SIGIL_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = first
+        .strip_prefix("sigil-server listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token_line = lines.next().unwrap().unwrap();
+    let token = token_line.rsplit_once(": ").unwrap().1.to_owned();
+    let auth = bearer(&token);
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/api/v1/tokens",
+            &[("Authorization", &auth)],
+            b""
+        )
+        .status,
+        200
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    child.wait().unwrap();
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["path"] == "/api/v1/tokens" && e["fields"]["status"] == 200),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&token), "the token never reaches the log");
+}
