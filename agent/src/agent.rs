@@ -157,6 +157,9 @@ pub struct Agent {
     client: ServerClient,
     dir: StateDir,
     state: AgentState,
+    /// The running image, keyed by the boot-control sequence number it was read under: the
+    /// active slot changes only through the bootloader, which always writes a new record.
+    running_cache: Option<(u32, Running)>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -184,6 +187,7 @@ impl Agent {
             client,
             dir,
             state,
+            running_cache: None,
         })
     }
 
@@ -197,8 +201,15 @@ impl Agent {
         Ok(self.dir.queued()?)
     }
 
-    /// Reads the running image's version and counter from the active slot.
+    /// Reads the running image's version and counter from the active slot (verified in full;
+    /// cached until the boot-control state changes).
     pub fn running(&mut self) -> Result<Running, AgentError> {
+        let sequence = self.slots.state().sequence;
+        if let Some((seq, running)) = &self.running_cache {
+            if *seq == sequence {
+                return Ok(running.clone());
+            }
+        }
         let layout = self.slots.layout();
         let product = ProductId::new(&self.config.device.vendor, &self.config.device.device)
             .map_err(|_| ConfigError::Invalid {
@@ -211,10 +222,12 @@ impl Agent {
             .slots
             .verify_active(&self.root, policy, &mut buf)
             .map_err(AgentError::ActiveInvalid)?;
-        Ok(Running {
+        let running = Running {
             version: v.manifest().version.to_string(),
             security_counter: v.security_counter(),
-        })
+        };
+        self.running_cache = Some((sequence, running.clone()));
+        Ok(running)
     }
 
     fn save(&self) -> Result<(), AgentError> {

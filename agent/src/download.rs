@@ -281,9 +281,18 @@ pub async fn download(
             tokio::time::sleep(wait).await;
         }
         requests = requests.saturating_add(1);
-        let mut response = match client.fetch(&url, received).await {
-            Ok(r) => r,
-            Err(e) => {
+        // The answer's head is bounded by the stall timeout too: a server that accepts the
+        // connection and never answers must not hang the agent.
+        let answer = tokio::time::timeout(cfg.stall_timeout, client.fetch(&url, received)).await;
+        let mut response = match answer {
+            Ok(Ok(r)) => r,
+            Err(_) => {
+                last = format!("no answer within {:?}", cfg.stall_timeout);
+                tracing::warn!("download request: {last}");
+                failures = failures.saturating_add(1);
+                continue;
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "download request failed");
                 last = e.to_string();
                 failures = failures.saturating_add(1);

@@ -40,6 +40,8 @@ enum Fault {
     Flip(u64),
     /// The whole bundle, ignoring Range (a server without Range support).
     IgnoreRange,
+    /// The connection is accepted but no answer ever comes.
+    NoAnswer,
 }
 
 #[derive(Default)]
@@ -140,6 +142,9 @@ async fn bundle_route(State(f): State<Fake>, headers: HeaderMap) -> Response {
             .unwrap()
             .pop_front()
             .or(*f.0.always.lock().unwrap());
+    if let Some(Fault::NoAnswer) = fault {
+        std::future::pending::<()>().await;
+    }
     if let Some(Fault::Status(code)) = fault {
         let status = StatusCode::from_u16(code).unwrap();
         return (
@@ -296,6 +301,7 @@ async fn stalls_5xx_and_a_server_without_range_are_survived() {
     let update = bundle(&Spec::new("1.1.0", 2));
     let server = FakeServer::start(update.clone()).await;
     server.faults(&[
+        Fault::NoAnswer,
         Fault::StallAfter(20_000),
         Fault::Status(503),
         Fault::Status(500),
@@ -306,7 +312,7 @@ async fn stalls_5xx_and_a_server_without_range_are_survived() {
     let started = std::time::Instant::now();
     let outcome = device.agent().run_once().await.unwrap();
     assert_eq!(outcome, CycleOutcome::RebootRequested);
-    assert_eq!(server.requests(), 5);
+    assert_eq!(server.requests(), 6);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the stall timeout and backoff"
