@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::rollout::DeploymentState;
+use crate::store::RolloutSummary;
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
@@ -52,8 +53,9 @@ impl Metrics {
         .fetch_add(1, Relaxed);
     }
 
-    /// Renders the exposition text, with deployment counts per state.
-    pub fn render(&self, deployments: &[(DeploymentState, u64)]) -> String {
+    /// Renders the exposition text, with the rollout figures.
+    pub fn render(&self, rollouts: &RolloutSummary) -> String {
+        let deployments = &rollouts.deployments;
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -115,6 +117,19 @@ impl Metrics {
                 .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "sigil_deployments{{state=\"{}\"}} {n}", state.as_str());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sigil_rollout_devices Target devices of open deployments by outcome.\n\
+             # TYPE sigil_rollout_devices gauge"
+        );
+        let d = &rollouts.devices;
+        for (outcome, n) in [
+            ("confirmed", d.confirmed),
+            ("failed", d.failures),
+            ("in_progress", d.open),
+        ] {
+            let _ = writeln!(out, "sigil_rollout_devices{{outcome=\"{outcome}\"}} {n}");
         }
         out
     }

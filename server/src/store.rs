@@ -298,6 +298,15 @@ pub struct Assignment {
     pub status: DeviceStatus,
 }
 
+/// Rollout figures for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutSummary {
+    /// Deployments per state.
+    pub deployments: Vec<(DeploymentState, u64)>,
+    /// Device outcomes summed over active, paused and halted deployments.
+    pub devices: Counts,
+}
+
 /// An event for the audit trail.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -430,8 +439,8 @@ pub trait Store: Send + Sync + 'static {
         action: DeploymentAction,
         audit: &AuditEvent,
     ) -> StoreResult<Deployment>;
-    /// Number of deployments per state (metrics).
-    fn deployment_states(&self) -> StoreResult<Vec<(DeploymentState, u64)>>;
+    /// Deployments per state, and device outcomes in open deployments (metrics).
+    fn rollout_summary(&self) -> StoreResult<RolloutSummary>;
 
     /// Appends an audit entry on its own.
     fn append_audit(&self, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry>;
@@ -1498,19 +1507,34 @@ impl Store for SqliteStore {
         })
     }
 
-    fn deployment_states(&self) -> StoreResult<Vec<(DeploymentState, u64)>> {
+    fn rollout_summary(&self) -> StoreResult<RolloutSummary> {
         let conn = self.reader()?;
         let mut stmt =
             conn.prepare_cached("SELECT state, COUNT(*) FROM deployments GROUP BY state")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut out = Vec::new();
+        let mut deployments = Vec::new();
         for row in rows {
             let (state, n) = row?;
             if let Some(state) = DeploymentState::parse(&state) {
-                out.push((state, u(n)));
+                deployments.push((state, u(n)));
             }
         }
-        Ok(out)
+        let (confirmed, failures, open): (i64, i64, i64) = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(c.confirmed), 0), COALESCE(SUM(c.failures), 0), \
+                 COALESCE(SUM(c.open), 0) FROM rollout_counts c JOIN deployments d \
+                 ON d.id = c.deployment_id WHERE d.state IN ('active', 'paused', 'halted')",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let n = |v: i64| usize::try_from(v).unwrap_or(0);
+        Ok(RolloutSummary {
+            deployments,
+            devices: Counts {
+                confirmed: n(confirmed),
+                failures: n(failures),
+                open: n(open),
+            },
+        })
     }
 
     fn append_audit(&self, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {

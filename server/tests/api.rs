@@ -1212,6 +1212,10 @@ async fn operations_endpoints() {
         m.contains("sigil_uploads_total{result=\"accepted\"} 1"),
         "{m}"
     );
+    assert!(
+        m.contains("sigil_rollout_devices{outcome=\"in_progress\"} 1"),
+        "{m}"
+    );
     let (s, doc) = h.call("GET", "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");

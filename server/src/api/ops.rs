@@ -22,8 +22,8 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::V
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let deployments = state.db.run(|s| s.deployment_states()).await?;
-    let text = state.metrics.render(&deployments);
+    let summary = state.db.run(|s| s.rollout_summary()).await?;
+    let text = state.metrics.render(&summary);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
