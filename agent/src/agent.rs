@@ -453,6 +453,11 @@ impl Agent {
             .policy(&layout, &boot_state)
             .with_newer_than(running_version);
 
+        let live = download::LiveProgress {
+            version: running.version.clone(),
+            security_counter: running.security_counter,
+            deployment: dep,
+        };
         let Agent {
             slots,
             client,
@@ -461,7 +466,6 @@ impl Agent {
             config,
             ..
         } = self;
-        let mut quarter = 0u64;
         let mut on = |e: Event| match e {
             Event::Checkpoint { offset } => {
                 if let Some(UpdateRecord {
@@ -485,25 +489,7 @@ impl Agent {
                 }
             }
             Event::Progress { done, total } => {
-                let q = done.saturating_mul(4) / total.max(1);
-                if q > quarter && done < total {
-                    quarter = q;
-                    let r = Report {
-                        seq: 0,
-                        at: now_secs(),
-                        state: ReportState::Downloading,
-                        deployment: dep,
-                        detail: Some(format!(
-                            "{done} of {total} bytes ({}%)",
-                            done.saturating_mul(100) / total.max(1)
-                        )),
-                        version: running.version.clone(),
-                        security_counter: running.security_counter,
-                    };
-                    if let Err(e) = dir.enqueue(r) {
-                        tracing::warn!(error = %chain(&e), "cannot queue a progress report");
-                    }
-                }
+                tracing::debug!(done, total, "download progress");
             }
         };
         let result = download::download(
@@ -514,6 +500,7 @@ impl Agent {
             policy,
             &offer.download_url,
             resume,
+            Some(&live),
             &mut on,
         )
         .await;

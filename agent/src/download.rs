@@ -26,7 +26,7 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 use sigil_manifests::{BundleVerifier, DevicePolicy, TrustRoot, MAX_ENVELOPE_LEN};
 
-use crate::client::{status_error, ClientError, ServerClient};
+use crate::client::{status_error, CheckIn, ClientError, ServerClient};
 use crate::config::DownloadConfig;
 use crate::slots::{SlotError, Slots};
 
@@ -85,6 +85,17 @@ pub enum Event {
         /// Sector-aligned offset.
         offset: u64,
     },
+}
+
+/// Who the device is, for live progress check-ins during a download.
+#[derive(Debug, Clone)]
+pub struct LiveProgress {
+    /// Running version.
+    pub version: String,
+    /// Running security counter.
+    pub security_counter: u32,
+    /// Deployment the download belongs to.
+    pub deployment: Option<i64>,
 }
 
 /// Result of a completed download.
@@ -191,6 +202,7 @@ pub async fn download(
     policy: DevicePolicy<'_>,
     url: &str,
     resume_from: u64,
+    live: Option<&LiveProgress>,
     on: &mut dyn FnMut(Event),
 ) -> Result<Downloaded, DownloadError> {
     let url = client.resolve(url).map_err(DownloadError::Refused)?;
@@ -260,6 +272,7 @@ pub async fn download(
     let mut last = String::from("no request made");
     let mut authenticated = verifier.authenticated_manifest().is_some();
     let mut next_progress = 0u64;
+    let mut quarter = 0u64;
 
     let outcome: Result<(), DownloadError> = 'outer: loop {
         if verifier.total_len().is_some_and(|t| received >= t) {
@@ -405,6 +418,28 @@ pub async fn download(
                         total,
                     });
                     next_progress = received.saturating_add((total / 10).max(1));
+                }
+                // Every quarter, tell the server live (best effort, bounded; not queued:
+                // progress is stale by the next quarter anyway).
+                let q = received.saturating_mul(4) / total.max(1);
+                if let (Some(live), true) = (live, q > quarter && received < total) {
+                    quarter = q;
+                    let detail = format!(
+                        "{received} of {total} bytes ({}%)",
+                        received.saturating_mul(100) / total.max(1)
+                    );
+                    let c = CheckIn {
+                        version: &live.version,
+                        security_counter: live.security_counter,
+                        state: "downloading",
+                        deployment: live.deployment,
+                        detail: Some(&detail),
+                    };
+                    match tokio::time::timeout(cfg.stall_timeout, client.check_in(&c)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::debug!(error = %e, "progress check-in failed"),
+                        Err(_) => tracing::debug!("progress check-in timed out"),
+                    }
                 }
                 if received >= total {
                     break Ok(());
