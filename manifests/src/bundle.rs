@@ -2,11 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::error::{Document, Error};
 use crate::keys::SignatureList;
 use crate::keyset::{KeySet, SignedKeySet};
 use crate::manifest::Manifest;
+use crate::view::EnvelopeView;
 use crate::MAX_ENVELOPE_LEN;
 
 /// Length of the fixed bundle header.
@@ -167,9 +167,26 @@ pub struct Envelope<'a> {
 }
 
 impl<'a> Envelope<'a> {
-    /// Step 2: strict, canonical decode of the envelope bytes.
+    /// Step 2: strict, canonical decode of the envelope bytes (through [`EnvelopeView`], the
+    /// one envelope parser), copying the signatures into lists for editing and display.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        codec::decode_body(bytes, Document::Envelope)
+        let view = EnvelopeView::parse(bytes)?;
+        let collect = |sigs: crate::view::SignatureBytes<'a>| -> Result<SignatureList, Error> {
+            sigs.iter()
+                .try_fold(SignatureList::new(), |mut list, entry| {
+                    list.push(entry)
+                        .map_err(|_| Error::Malformed(Document::Envelope))?;
+                    Ok(list)
+                })
+        };
+        Ok(Envelope {
+            signed_key_set: SignedKeySet {
+                key_set: view.key_set,
+                signatures: collect(view.key_set_signatures)?,
+            },
+            manifest: view.manifest,
+            manifest_signatures: collect(view.manifest_signatures)?,
+        })
     }
 
     /// Encodes the envelope.

@@ -80,7 +80,7 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
 /// once counts once (rule 2).
 pub fn verify_threshold(
     message: &[u8],
-    signatures: &[SignatureEntry],
+    signatures: impl IntoIterator<Item = SignatureEntry>,
     allowed: &[PublicKey],
     threshold: u8,
     what: Signed,
@@ -103,6 +103,7 @@ pub fn verify_threshold(
     let mut counted = [false; MAX_KEYS];
     let mut found: u8 = 0;
     for entry in signatures {
+        let entry = &entry;
         let index = ids
             .iter()
             .position(|id| *id == entry.key_id)
@@ -180,9 +181,9 @@ mod tests {
         let s1 = SignatureEntry::sign(&SigningKey::from_bytes(&[1; 32]), msg);
         let s2 = SignatureEntry::sign(&SigningKey::from_bytes(&[2; 32]), msg);
         let m = Signed::Manifest;
-        assert_eq!(verify_threshold(msg, &[s1, s2], &keys, 2, m), Ok(()));
+        assert_eq!(verify_threshold(msg, [s1, s2], &keys, 2, m), Ok(()));
         assert_eq!(
-            verify_threshold(msg, &[s1, s1], &keys, 2, m),
+            verify_threshold(msg, [s1, s1], &keys, 2, m),
             Err(Error::ThresholdNotMet {
                 what: m,
                 found: 1,
@@ -192,16 +193,16 @@ mod tests {
         let mut forged = s2;
         forged.signature[5] ^= 1;
         assert_eq!(
-            verify_threshold(msg, &[s1, forged], &keys, 1, m),
+            verify_threshold(msg, [s1, forged], &keys, 1, m),
             Err(Error::BadSignature(m))
         );
         let foreign = SignatureEntry::sign(&SigningKey::from_bytes(&[9; 32]), msg);
         assert_eq!(
-            verify_threshold(msg, &[s1, foreign], &keys, 1, m),
+            verify_threshold(msg, [s1, foreign], &keys, 1, m),
             Err(Error::UnknownSigner(m))
         );
         assert_eq!(
-            verify_threshold(msg, &[], &keys, 1, m),
+            verify_threshold(msg, [], &keys, 1, m),
             Err(Error::ThresholdNotMet {
                 what: m,
                 found: 0,

@@ -96,6 +96,11 @@ impl<'a> VerifiedKeySet<'a> {
     pub fn key_set(&self) -> &KeySet<'a> {
         &self.key_set
     }
+
+    /// Gives back the verified key set.
+    pub fn into_key_set(self) -> KeySet<'a> {
+        self.key_set
+    }
 }
 
 impl<'a> SignedKeySet<'a> {
@@ -118,18 +123,27 @@ impl<'a> SignedKeySet<'a> {
     /// Steps 4 and 5a–5b of FORMAT.md §6: the root threshold signed these exact bytes, then
     /// the bytes decode to a valid key set.
     pub fn verify(&self, root: &TrustRoot) -> Result<VerifiedKeySet<'a>, Error> {
-        // Step 4: signatures over the exact received bytes, before they are decoded.
-        verify_threshold(
-            self.key_set,
-            &self.signatures,
-            &root.keys,
-            root.threshold,
-            Signed::KeySet,
-        )?;
-        // Step 5a–5b: strict decode and key list checks.
-        let key_set = KeySet::decode(self.key_set)?;
-        Ok(VerifiedKeySet { key_set })
+        verify_key_set(self.key_set, self.signatures.iter().copied(), root)
     }
+}
+
+/// Steps 4 and 5a–5b over the exact key set bytes and their root signatures.
+pub(crate) fn verify_key_set<'a>(
+    key_set: &'a [u8],
+    signatures: impl IntoIterator<Item = SignatureEntry>,
+    root: &TrustRoot,
+) -> Result<VerifiedKeySet<'a>, Error> {
+    // Step 4: signatures over the exact received bytes, before they are decoded.
+    verify_threshold(
+        key_set,
+        signatures,
+        &root.keys,
+        root.threshold,
+        Signed::KeySet,
+    )?;
+    // Step 5a–5b: strict decode and key list checks.
+    let key_set = KeySet::decode(key_set)?;
+    Ok(VerifiedKeySet { key_set })
 }
 
 /// Adds `entry` to `list`, replacing an earlier signature by the same key.

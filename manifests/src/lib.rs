@@ -22,6 +22,7 @@ pub mod keyset;
 pub mod manifest;
 pub mod root;
 pub mod verify;
+pub mod view;
 
 pub use bundle::{BundleHeader, Envelope, UnverifiedBundle, HEADER_LEN};
 pub use error::{Document, Error, Signed};
@@ -30,6 +31,7 @@ pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
 pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
 pub use root::TrustRoot;
 pub use verify::{verify_bundle, BundleVerifier, DevicePolicy, VerifiedBundle};
+pub use view::{EnvelopeView, SignatureBytes};
 
 /// Most keys in a trust root or key set, and most signatures in one signature list.
 pub const MAX_KEYS: usize = 8;

@@ -8,12 +8,13 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{align_up, BundleHeader, Envelope, HEADER_LEN};
+use crate::bundle::{align_up, BundleHeader, HEADER_LEN};
 use crate::error::{Document, Error, Signed};
 use crate::keys::verify_threshold;
-use crate::keyset::KeySet;
+use crate::keyset::{verify_key_set, KeySet};
 use crate::manifest::{InstalledComponent, Manifest, ProductId, Version};
 use crate::root::TrustRoot;
+use crate::view::EnvelopeView;
 
 /// What the device (or tool) requires beyond valid signatures: the policy half of step 5 and 7.
 ///
@@ -197,6 +198,8 @@ enum Stage<'a> {
         checked: Checked<'a>,
     },
     Failed(Error),
+    /// Placeholder while a stage's contents move to the next stage.
+    Moving,
 }
 
 /// Streams a bundle through the verification sequence.
@@ -280,16 +283,12 @@ impl<'a> BundleVerifier<'a> {
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), Error> {
         while !data.is_empty() {
             let before = data.len();
-            let stage = core::mem::replace(&mut self.stage, Stage::Failed(Error::Truncated));
-            let result = self.step(stage, &mut data);
+            let result = self.step(&mut data);
             let used = before.saturating_sub(data.len());
             self.consumed = self.consumed.saturating_add(used as u64);
-            match result {
-                Ok(next) => self.stage = next,
-                Err(e) => {
-                    self.stage = Stage::Failed(e);
-                    return Err(e);
-                }
+            if let Err(e) = result {
+                self.stage = Stage::Failed(e);
+                return Err(e);
             }
         }
         Ok(())
@@ -308,56 +307,53 @@ impl<'a> BundleVerifier<'a> {
         }
     }
 
-    fn step(&mut self, stage: Stage<'a>, data: &mut &[u8]) -> Result<Stage<'a>, Error> {
-        match stage {
+    /// Consumes some of `data` in the current stage. The stage is updated in place: the
+    /// verified key set and manifest are moved only at the three transitions after the
+    /// envelope, never per chunk, so feeding costs the same whatever the chunk size.
+    fn step(&mut self, data: &mut &[u8]) -> Result<(), Error> {
+        match &mut self.stage {
             Stage::Header {
-                mut buf,
+                buf,
                 filled,
                 scratch,
             } => {
-                let filled =
-                    filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
-                if filled < HEADER_LEN {
-                    return Ok(Stage::Header {
-                        buf,
-                        filled,
-                        scratch,
-                    });
+                let got = fill(buf.get_mut(*filled..).unwrap_or(&mut []), data);
+                *filled = filled.saturating_add(got);
+                if *filled < HEADER_LEN {
+                    return Ok(());
                 }
                 // Step 1: the header's structure and bounds.
-                let header = BundleHeader::parse(&buf)?;
+                let header = BundleHeader::parse(buf)?;
                 let total = header.total_len()?;
                 if total > self.policy.max_bundle_len {
                     return Err(Error::BundleTooLarge);
                 }
                 self.total = Some(total);
-                let buf = scratch
+                let buf = core::mem::take(scratch)
                     .get_mut(..header.envelope_len as usize)
                     .ok_or(Error::BufferTooSmall)?;
-                Ok(Stage::Envelope {
+                self.stage = Stage::Envelope {
                     header,
                     buf,
                     filled: 0,
-                })
+                };
             }
             Stage::Envelope {
                 header,
                 buf,
                 filled,
             } => {
-                let filled =
-                    filled.saturating_add(fill(buf.get_mut(filled..).unwrap_or(&mut []), data));
-                if filled < buf.len() {
-                    return Ok(Stage::Envelope {
-                        header,
-                        buf,
-                        filled,
-                    });
+                let got = fill(buf.get_mut(*filled..).unwrap_or(&mut []), data);
+                *filled = filled.saturating_add(got);
+                if *filled < buf.len() {
+                    return Ok(());
                 }
-                let envelope: &'a [u8] = buf;
+                let header = *header;
+                let envelope: &'a mut [u8] = core::mem::take(buf);
+                let envelope: &'a [u8] = envelope;
                 let checked = check_envelope(self.root, &self.policy, header, envelope)?;
                 let padding = header.padding_len()?;
-                Ok(if padding > 0 {
+                self.stage = if padding > 0 {
                     Stage::Padding {
                         checked,
                         remaining: padding,
@@ -369,51 +365,56 @@ impl<'a> BundleVerifier<'a> {
                         hasher: Sha256::new(),
                         remaining,
                     }
-                })
+                };
             }
-            Stage::Padding { checked, remaining } => {
+            Stage::Padding { remaining, .. } => {
                 // Step 8: padding is outside the signatures, so it must be zero.
-                let chunk = take(data, u64::from(remaining));
+                let chunk = take(data, u64::from(*remaining));
                 if chunk.iter().any(|&b| b != 0) {
                     return Err(Error::NonZeroPadding);
                 }
-                let remaining = remaining.saturating_sub(chunk.len() as u32);
-                Ok(if remaining > 0 {
-                    Stage::Padding { checked, remaining }
-                } else {
-                    let remaining = checked.manifest.payload_size;
-                    Stage::Payload {
-                        checked,
-                        hasher: Sha256::new(),
-                        remaining,
+                *remaining = remaining.saturating_sub(chunk.len() as u32);
+                if *remaining == 0 {
+                    if let Stage::Padding { checked, .. } =
+                        core::mem::replace(&mut self.stage, Stage::Moving)
+                    {
+                        let remaining = checked.manifest.payload_size;
+                        self.stage = Stage::Payload {
+                            checked,
+                            hasher: Sha256::new(),
+                            remaining,
+                        };
                     }
-                })
+                }
             }
             Stage::Payload {
                 checked,
-                mut hasher,
+                hasher,
                 remaining,
             } => {
                 // Step 9: exactly payload_size bytes, hashed as they pass.
-                let chunk = take(data, remaining);
+                let chunk = take(data, *remaining);
                 hasher.update(chunk);
-                let remaining = remaining.saturating_sub(chunk.len() as u64);
-                if remaining > 0 {
-                    return Ok(Stage::Payload {
-                        checked,
-                        hasher,
-                        remaining,
-                    });
+                *remaining = remaining.saturating_sub(chunk.len() as u64);
+                if *remaining > 0 {
+                    return Ok(());
                 }
-                let digest: [u8; 32] = hasher.finalize().into();
+                let digest: [u8; 32] = hasher.finalize_reset().into();
                 if digest != checked.manifest.payload_digest {
                     return Err(Error::DigestMismatch);
                 }
-                Ok(Stage::Complete { checked })
+                if let Stage::Payload { checked, .. } =
+                    core::mem::replace(&mut self.stage, Stage::Moving)
+                {
+                    self.stage = Stage::Complete { checked };
+                }
             }
-            Stage::Complete { .. } => Err(Error::TrailingData),
-            Stage::Failed(e) => Err(e),
+            Stage::Complete { .. } => return Err(Error::TrailingData),
+            Stage::Failed(e) => return Err(*e),
+            // Only seen inside a transition above, which always replaces it.
+            Stage::Moving => return Err(Error::Truncated),
         }
+        Ok(())
     }
 }
 
@@ -425,11 +426,12 @@ fn check_envelope<'a>(
     header: BundleHeader,
     envelope: &'a [u8],
 ) -> Result<Checked<'a>, Error> {
-    // Step 2: strict, canonical decode of the envelope.
-    let envelope = Envelope::decode(envelope)?;
+    // Step 2: strict, canonical parse of the envelope, signatures left in place.
+    let envelope = EnvelopeView::parse(envelope)?;
 
     // Steps 3–5: the key set, signed by the root threshold over its exact bytes, then decoded.
-    let key_set = envelope.signed_key_set.verify(root)?.key_set().clone();
+    let key_set =
+        verify_key_set(envelope.key_set, envelope.key_set_signatures.iter(), root)?.into_key_set();
     // Step 5c: a key set older than the device has confirmed is revoked.
     if key_set.version < policy.min_key_set_version {
         return Err(Error::KeySetRolledBack {
@@ -441,7 +443,7 @@ fn check_envelope<'a>(
     // Step 6: the release threshold of the key set signed the exact manifest bytes.
     verify_threshold(
         envelope.manifest,
-        &envelope.manifest_signatures,
+        envelope.manifest_signatures.iter(),
         &key_set.keys,
         key_set.threshold,
         Signed::Manifest,

@@ -64,8 +64,10 @@ fn attacks() -> Vec<Attack> {
             name: "tampered-manifest",
             build: || {
                 let spec = Spec::default();
-                let mut evil = Spec::default();
-                evil.counter = 99;
+                let evil = Spec {
+                    counter: 99,
+                    ..Spec::default()
+                };
                 let evil_bytes = manifest_for(&evil).encode().unwrap();
                 // Signatures made over the genuine manifest, carried with the edited one.
                 with_envelope(&spec, |env| {

@@ -70,6 +70,36 @@ proptest! {
     }
 
     #[test]
+    fn the_envelope_parser_reads_exactly_what_postcard_writes(
+        key_set in proptest::collection::vec(any::<u8>(), 0..300),
+        manifest in proptest::collection::vec(any::<u8>(), 0..300),
+        ks_sigs in proptest::collection::vec((any::<[u8; 32]>(), any::<[u8; 32]>()), 0..=8),
+        m_sigs in proptest::collection::vec((any::<[u8; 32]>(), any::<[u8; 32]>()), 0..=8),
+    ) {
+        let entry = |(id, half): &([u8; 32], [u8; 32])| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(half);
+            signature[32..].copy_from_slice(id);
+            SignatureEntry { key_id: *id, signature }
+        };
+        let envelope = Envelope {
+            signed_key_set: SignedKeySet {
+                key_set: &key_set,
+                signatures: ks_sigs.iter().map(entry).collect(),
+            },
+            manifest: &manifest,
+            manifest_signatures: m_sigs.iter().map(entry).collect(),
+        };
+        let bytes = postcard::to_allocvec(&envelope).unwrap();
+        prop_assert_eq!(Envelope::decode(&bytes).unwrap(), envelope);
+        // Any strict prefix is refused, and so is any extra byte.
+        prop_assert!(Envelope::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert_eq!(Envelope::decode(&longer), Err(Error::TrailingBytes(Document::Envelope)));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
         let _ = TrustRoot::decode(&bytes);
         let _ = KeySet::decode(&bytes);
