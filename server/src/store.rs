@@ -248,6 +248,26 @@ pub struct Member {
     pub updated_at: u64,
 }
 
+/// A window of a long list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Entries to skip.
+    pub offset: u64,
+    /// Most entries to return.
+    pub limit: u32,
+}
+
+/// A deployment, its status counts over all target devices, and one page of its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentDetail {
+    /// The deployment.
+    pub deployment: Deployment,
+    /// Target devices per status.
+    pub counts: Vec<(DeviceStatus, u64)>,
+    /// The requested page of members, in rank order.
+    pub members: Vec<Member>,
+}
+
 /// A new deployment request.
 #[derive(Debug, Clone)]
 pub struct NewDeployment {
@@ -406,7 +426,7 @@ pub trait Store: Send + Sync + 'static {
     /// One device.
     fn device(&self, id: &str) -> StoreResult<Option<Device>>;
     /// All devices.
-    fn devices(&self) -> StoreResult<Vec<Device>>;
+    fn devices(&self, page: Page) -> StoreResult<Vec<Device>>;
     /// Revokes a device and ends its sessions.
     fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()>;
     /// Stores the one outstanding challenge of a device.
@@ -431,7 +451,7 @@ pub trait Store: Send + Sync + 'static {
     /// All deployments, newest first.
     fn deployments(&self) -> StoreResult<Vec<Deployment>>;
     /// One deployment with its members.
-    fn deployment(&self, id: i64) -> StoreResult<Option<(Deployment, Vec<Member>)>>;
+    fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>>;
     /// Pauses, resumes or cancels.
     fn act_on_deployment(
         &self,
@@ -891,6 +911,14 @@ impl SqliteStore {
         Ok(out)
     }
 
+    fn all_devices(&self) -> StoreResult<Vec<Device>> {
+        let conn = self.reader()?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
+        let rows = stmt.query_map([], device_row)?;
+        rows.map(|r| finish_device(r?)).collect()
+    }
+
     /// Direct access for tests that tamper with the database.
     #[doc(hidden)]
     pub fn dangerous_raw_connection(&self) -> StoreResult<MutexGuard<'_, Connection>> {
@@ -1134,11 +1162,12 @@ impl Store for SqliteStore {
         row.map(finish_device).transpose()
     }
 
-    fn devices(&self) -> StoreResult<Vec<Device>> {
+    fn devices(&self, page: Page) -> StoreResult<Vec<Device>> {
         let conn = self.reader()?;
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?;
-        let rows = stmt.query_map([], device_row)?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id LIMIT ?1 OFFSET ?2"
+        ))?;
+        let rows = stmt.query_map(params![page.limit, now_or(page.offset)], device_row)?;
         rows.map(|r| finish_device(r?)).collect()
     }
 
@@ -1314,7 +1343,7 @@ impl Store for SqliteStore {
         now: u64,
         actor: &str,
     ) -> StoreResult<Deployment> {
-        let candidates = self.devices()?;
+        let candidates = self.all_devices()?;
         self.with_tx(|tx| {
             let release = tx
                 .query_row(
@@ -1427,7 +1456,7 @@ impl Store for SqliteStore {
         rows.map(|r| finish_deployment(r?)).collect()
     }
 
-    fn deployment(&self, id: i64) -> StoreResult<Option<(Deployment, Vec<Member>)>> {
+    fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>> {
         let conn = self.reader()?;
         let Some(dep) = load_deployment(&conn, id)? else {
             return Ok(None);
@@ -1437,9 +1466,10 @@ impl Store for SqliteStore {
             dep.policy.phases.get(dep.phase).copied().unwrap_or(100),
         );
         let mut stmt = conn.prepare_cached(
-            "SELECT device_id, rank, status, updated_at FROM members WHERE deployment_id = ?1 ORDER BY rank",
+            "SELECT device_id, rank, status, updated_at FROM members WHERE deployment_id = ?1 \
+             ORDER BY rank LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map([id], |r| {
+        let rows = stmt.query_map(params![id, page.limit, now_or(page.offset)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
@@ -1461,7 +1491,22 @@ impl Store for SqliteStore {
                 updated_at: u(updated_at),
             });
         }
-        Ok(Some((dep, members)))
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM members WHERE deployment_id = ?1 GROUP BY status",
+        )?;
+        let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row?;
+            let status = DeviceStatus::parse(&status)
+                .ok_or_else(|| StoreError::Backend(format!("unknown device status {status}")))?;
+            counts.push((status, u(n)));
+        }
+        Ok(Some(DeploymentDetail {
+            deployment: dep,
+            counts,
+            members,
+        }))
     }
 
     fn act_on_deployment(

@@ -885,6 +885,31 @@ async fn rollout_advances_on_successes_and_halts_on_failures() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
 
+    // Long lists are paged; counts cover every target device.
+    let (_, v) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}?offset=3&limit=5"),
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(v["members"].as_array().unwrap().len(), 5);
+    assert_eq!(v["members"][0]["rank"], 3);
+    let total: u64 = v["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 20);
+    let (_, d) = h
+        .call("GET", "/api/v1/devices?offset=18&limit=5", op, None)
+        .await;
+    assert_eq!(d.as_array().unwrap().len(), 2);
+    let (s, _) = h.call("GET", "/api/v1/devices?limit=0", op, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Every step is in the audit trail, and the trail verifies.
     let (_, head) = h
         .call(

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 
-use super::{ApiJson, AppState, Caller};
+use super::{ApiJson, AppState, Caller, PageQuery};
 use crate::bundles::is_bundle_id;
 use crate::error::ApiError;
 use crate::rollout::{DeviceStatus, RolloutPolicy};
@@ -102,12 +102,12 @@ pub async fn list(
     Ok(Json(state.db.run(|s| s.deployments()).await?))
 }
 
-/// A deployment with per-device status.
+/// A deployment with status counts over all its devices and one page of members.
 #[derive(Debug, Serialize)]
 pub struct DeploymentView {
     #[serde(flatten)]
     deployment: Deployment,
-    counts: BTreeMap<&'static str, usize>,
+    counts: BTreeMap<&'static str, u64>,
     members: Vec<Member>,
 }
 
@@ -116,28 +116,30 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("deployment {id:.70} not found")))
 }
 
-/// `GET /api/v1/deployments/{id}`.
+/// `GET /api/v1/deployments/{id}?offset=&limit=`: members in rank order, paged.
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
+    let page = query?.0.page()?;
     let n = parse_id(&id)?;
-    let (deployment, members) = state
+    let detail = state
         .db
-        .run(move |s| s.deployment(n))
+        .run(move |s| s.deployment(n, page))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
-    let mut counts: BTreeMap<&'static str, usize> =
+    let mut counts: BTreeMap<&'static str, u64> =
         DeviceStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for m in &members {
-        *counts.entry(m.status.as_str()).or_default() += 1;
+    for (status, n) in detail.counts {
+        counts.insert(status.as_str(), n);
     }
     Ok(Json(DeploymentView {
-        deployment,
+        deployment: detail.deployment,
         counts,
-        members,
+        members: detail.members,
     }))
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 use sigil_manifests::{ProductId, Version};
 
-use super::{new_token, ApiJson, AppState, Caller};
+use super::{new_token, ApiJson, AppState, Caller, PageQuery};
 use crate::error::ApiError;
 use crate::rollout::DeviceStatus;
 use crate::store::{now_secs, AuditEvent, CheckIn, Device, Product, Report, Role, TokenGrant};
@@ -149,13 +149,15 @@ pub async fn enrol(
     Ok((StatusCode::CREATED, Json(device)))
 }
 
-/// `GET /api/v1/devices`.
+/// `GET /api/v1/devices?offset=&limit=` (by id; default 1000, at most 10000 per page).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    Ok(Json(state.db.run(|s| s.devices()).await?))
+    let page = query?.0.page()?;
+    Ok(Json(state.db.run(move |s| s.devices(page)).await?))
 }
 
 async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {

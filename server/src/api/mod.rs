@@ -186,6 +186,35 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// `?offset=&limit=` of list endpoints.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    offset: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Default and largest page.
+const PAGE_DEFAULT: u32 = 1000;
+const PAGE_MAX: u32 = 10_000;
+
+impl PageQuery {
+    /// The page, or why the query is out of range.
+    pub fn page(self) -> Result<crate::store::Page, ApiError> {
+        let limit = self.limit.unwrap_or(PAGE_DEFAULT);
+        if !(1..=PAGE_MAX).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {PAGE_MAX}"
+            )));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if i64::try_from(offset).is_err() {
+            return Err(ApiError::BadRequest("offset is too large".to_owned()));
+        }
+        Ok(crate::store::Page { offset, limit })
+    }
+}
+
 /// `Json` whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
