@@ -35,6 +35,7 @@ work=$(mktemp -d)
 chmod 755 "$work" # nginx workers run as an unprivileged user
 pids=()
 cleanup() {
+  grep -E "ERROR|WARN" "$work/server.log" 2>/dev/null | tail -n 20 >&2 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -75,9 +76,9 @@ LUA
 cat > "$work/report.lua" <<'LUA'
 function done(summary, latency, requests)
   local s = summary.duration / 1e6
-  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout
-  io.write(string.format("RESULT %.1f %.3f %.3f %.1f %d\n", summary.requests / s,
+  local e = summary.errors
+  local bad = string.format("%d/%d/%d", e.status, e.timeout, e.connect + e.read + e.write)
+  io.write(string.format("RESULT %.1f %.3f %.3f %.1f %s\n", summary.requests / s,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.bytes / s / 1048576, bad))
 end
 LUA
@@ -161,7 +162,7 @@ device (token lookup + assignment check per request), against nginx $("$nginx_bi
 
 | measurement | result | target | |
 |---|---:|---|---|
-| check-ins/s, $CONNECTIONS connections | $ci_rps (p50 $ci_p50 ms, p99 $ci_p99 ms; errors $ci_bad) | | |
+| check-ins/s, $CONNECTIONS connections | $ci_rps (p50 $ci_p50 ms, p99 $ci_p99 ms; errors (non-2xx/timeouts/socket) $ci_bad) | | |
 | check-ins/s, 8 connections | $cl_rps (p50 $cl_p50 ms, p99 $cl_p99 ms; errors $cl_bad) | | |
 | check-ins/s at the fleet's pace (128 connections, ${pace_delay} ms between requests) | $cp_rps (p50 $cp_p50 ms, p99 $cp_p99 ms; errors $cp_bad) | ≥ 3,300/s with p99 < 50 ms | $fleet_verdict |
 | download MiB/s, sigil-server | $sv_mibs (errors $sv_bad) | | |

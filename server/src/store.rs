@@ -591,6 +591,54 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Option<Mutex<Connection>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Checkpoints the WAL from its own connection and thread, so that copying the log into the
+/// database (and its fsync) never happens inside a request's commit. The writer keeps a large
+/// automatic checkpoint as a backstop should this thread stop.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 20_000;
+
+impl Checkpointer {
+    fn start(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // PASSIVE: copies what it can without waiting for, or blocking, the writer.
+                    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn now_or(at: u64) -> i64 {
@@ -837,6 +885,10 @@ impl SqliteStore {
         let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         store.reader = Some(Mutex::new(reader));
+        store
+            .conn()?
+            .pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
+        store.checkpointer = Some(Checkpointer::start(path)?);
         Ok(store)
     }
 
@@ -867,6 +919,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             reader: None,
+            checkpointer: None,
         })
     }
 
