@@ -464,8 +464,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an audit entry on its own.
     fn append_audit(&self, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry>;
-    /// Every audit entry in order.
-    fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>>;
+    /// Up to `limit` audit entries after sequence number `after`, in order.
+    fn audit_entries(&self, after: u64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
     /// The last audit entry's sequence number and hash.
     fn audit_head(&self) -> StoreResult<(u64, String)>;
 
@@ -1639,12 +1639,13 @@ impl Store for SqliteStore {
         self.with_tx(|tx| append(tx, event, now))
     }
 
-    fn audit_entries(&self) -> StoreResult<Vec<AuditEntry>> {
+    fn audit_entries(&self, after: u64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq",
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(params![now_or(after), limit], |r| {
             Ok(AuditEntry {
                 seq: u(r.get(0)?),
                 at: u(r.get(1)?),
@@ -1766,7 +1767,7 @@ mod tests {
             s.append_audit(&event(1), 1).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.audit_entries().unwrap().len(), 1);
+        assert_eq!(s.audit_entries(0, u32::MAX).unwrap().len(), 1);
     }
 
     #[test]
@@ -1859,7 +1860,7 @@ mod tests {
             for n in 1..=4 {
                 s.append_audit(&event(n), u64::from(n)).unwrap();
             }
-            assert!(verify_entries(&s.audit_entries().unwrap()).is_ok());
+            assert!(verify_entries(&s.audit_entries(0, u32::MAX).unwrap()).is_ok());
             {
                 let conn = s.dangerous_raw_connection().unwrap();
                 // An attacker with write access to the file drops the guard triggers first.
@@ -1868,7 +1869,7 @@ mod tests {
                 conn.execute_batch(tamper).unwrap();
             }
             assert!(
-                verify_entries(&s.audit_entries().unwrap()).is_err(),
+                verify_entries(&s.audit_entries(0, u32::MAX).unwrap()).is_err(),
                 "undetected: {tamper}"
             );
         }

@@ -1259,3 +1259,25 @@ async fn operations_endpoints() {
         }
     }
 }
+
+#[tokio::test]
+async fn audit_export_streams_long_logs_as_one_chain() {
+    use sigil_server::store::{AuditEvent, Store};
+    let h = Harness::new();
+    for n in 0..2_345u32 {
+        let event = AuditEvent::new("ops", "test.event", &n.to_string(), json!({ "n": n }));
+        h.store.append_audit(&event, u64::from(n)).unwrap();
+    }
+    let (_, head) = h
+        .call(
+            "GET",
+            "/api/v1/audit/head",
+            Some(h.token(Role::Auditor)),
+            None,
+        )
+        .await;
+    let text = export(&h).await;
+    let summary = verify_lines(text.as_bytes(), head["hash"].as_str()).unwrap();
+    assert_eq!(summary.entries, 2_345);
+    assert_eq!(head["seq"], 2_345);
+}

@@ -1,13 +1,17 @@
 //! Operations and administration: health, metrics, OpenAPI, API tokens, audit export.
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 
-use super::{new_token, ApiJson, AppState, Caller};
+use crate::audit::AuditEntry;
+
+use super::{new_token, ApiJson, AppState, Caller, Db};
 use crate::error::ApiError;
 use crate::store::{now_secs, AuditEvent, Role, TokenGrant, TokenInfo};
 
@@ -120,19 +124,67 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/audit/export`: the whole chain as JSON lines.
+/// Audit entries read from the database per step of the export stream.
+const EXPORT_PAGE: u32 = 1000;
+
+enum Export {
+    Page(Db, Vec<AuditEntry>),
+    Failed(std::io::Error),
+    Done,
+}
+
+fn jsonl(entries: &[AuditEntry]) -> Result<Bytes, serde_json::Error> {
+    let mut text = String::new();
+    for e in entries {
+        text.push_str(&serde_json::to_string(e)?);
+        text.push('\n');
+    }
+    Ok(Bytes::from(text))
+}
+
+/// `GET /api/v1/audit/export`: the whole chain as JSON lines, streamed page by page (the log is
+/// append-only, so pages read one after another form one chain).
 pub async fn audit_export(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor])?;
-    let entries = state.db.run(|s| s.audit_entries()).await?;
-    let mut body = String::new();
-    for e in &entries {
-        body.push_str(&serde_json::to_string(e).map_err(|e| ApiError::Internal(e.into()))?);
-        body.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    let db = state.db.clone();
+    // The first page is read before answering, so a failing database gives a 500, not a 200
+    // with an empty body.
+    let first = db.run(|s| s.audit_entries(0, EXPORT_PAGE)).await?;
+    let stream = futures_util::stream::unfold(Export::Page(db, first), |state| async move {
+        match state {
+            Export::Done => None,
+            Export::Failed(e) => Some((Err(e), Export::Done)),
+            Export::Page(_, page) if page.is_empty() => None,
+            Export::Page(db, page) => {
+                let bytes = match jsonl(&page) {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(std::io::Error::other(e)), Export::Done)),
+                };
+                let next = match page.last() {
+                    Some(last) if page.len() >= EXPORT_PAGE as usize => {
+                        let after = last.seq;
+                        match db.run(move |s| s.audit_entries(after, EXPORT_PAGE)).await {
+                            Ok(next) => Export::Page(db, next),
+                            Err(e) => {
+                                tracing::error!(error = %e, "audit export stopped");
+                                Export::Failed(std::io::Error::other("audit export failed"))
+                            }
+                        }
+                    }
+                    _ => Export::Done,
+                };
+                Some((Ok(bytes), next))
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/audit/head`: the last sequence number and hash, to record for later exports.
