@@ -355,6 +355,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_configuration_loads() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, &readme[start..end]).unwrap();
+        let c = ServerConfig::load(Some(&file), env(&[]), Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert!(c.tls.is_some());
+        assert_eq!(c.limits.rate_burst, 200);
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_name() {
         let e = ServerConfig::load(
             None,
