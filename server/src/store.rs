@@ -641,11 +641,13 @@ impl Drop for Checkpointer {
     }
 }
 
-fn now_or(at: u64) -> i64 {
+/// SQLite integers are signed; values above `i64::MAX` saturate (no time or size gets there).
+fn to_sql(at: u64) -> i64 {
     i64::try_from(at).unwrap_or(i64::MAX)
 }
 
-fn u(v: i64) -> u64 {
+/// The inverse of [`to_sql`]; a negative value (never written) reads as 0.
+fn from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -661,13 +663,13 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
         component: r.get(3)?,
         version: r.get(4)?,
         security_counter: r.get(5)?,
-        payload_size: u(r.get(6)?),
+        payload_size: from_sql(r.get(6)?),
         payload_digest: r.get(7)?,
         key_set_version: r.get(8)?,
-        created: u(r.get(9)?),
-        expires: r.get::<_, Option<i64>>(10)?.map(u),
-        size: u(r.get(11)?),
-        uploaded_at: u(r.get(12)?),
+        created: from_sql(r.get(9)?),
+        expires: r.get::<_, Option<i64>>(10)?.map(from_sql),
+        size: from_sql(r.get(11)?),
+        uploaded_at: from_sql(r.get(12)?),
         uploaded_by: r.get(13)?,
         retired: r.get(14)?,
     })
@@ -691,8 +693,8 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
             groups: Vec::new(),
             labels: BTreeMap::new(),
             revoked: r.get(7)?,
-            enrolled_at: u(r.get(8)?),
-            last_seen: r.get::<_, Option<i64>>(9)?.map(u),
+            enrolled_at: from_sql(r.get(8)?),
+            last_seen: r.get::<_, Option<i64>>(9)?.map(from_sql),
             version: r.get(10)?,
             security_counter: r.get(11)?,
             state: r.get(12)?,
@@ -755,7 +757,7 @@ fn finish_deployment(row: DeploymentRow) -> StoreResult<Deployment> {
         state: DeploymentState::parse(&state)
             .ok_or_else(|| StoreError::Backend(format!("unknown deployment state {state}")))?,
         devices: usize::try_from(n).unwrap_or(0),
-        created_at: u(created_at),
+        created_at: from_sql(created_at),
         created_by,
     })
 }
@@ -774,7 +776,7 @@ fn load_deployment(tx: &Connection, id: i64) -> StoreResult<Option<Deployment>> 
 fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {
     let (seq, prev): (u64, String) = tx
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((u(r.get(0)?), r.get(1)?)))
+        .query_row([], |r| Ok((from_sql(r.get(0)?), r.get(1)?)))
         .optional()?
         .unwrap_or((0, GENESIS_HASH.to_owned()));
     let seq = seq.saturating_add(1);
@@ -793,8 +795,8 @@ fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEnt
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        now_or(seq),
-        now_or(now),
+        to_sql(seq),
+        to_sql(now),
         event.actor,
         event.action,
         event.subject,
@@ -856,7 +858,7 @@ fn reevaluate(tx: &Connection, id: i64, now: u64) -> StoreResult<()> {
         return Ok(());
     }
     tx.prepare_cached("UPDATE deployments SET phase = ?2, state = ?3 WHERE id = ?1")?
-        .execute(params![id, now_or(eval.phase as u64), eval.state.as_str()])?;
+        .execute(params![id, to_sql(eval.phase as u64), eval.state.as_str()])?;
     let c = phase_counts(tx, id, eval.phase)?;
     let detail = serde_json::json!({
         "phase": eval.phase,
@@ -1009,7 +1011,7 @@ impl Store for SqliteStore {
                 tx.prepare_cached(
                     "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
                 )?
-                .execute([now_or(now.min(expires_at))])?;
+                .execute([to_sql(now.min(expires_at))])?;
             }
             tx.prepare_cached(
                 "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at) \
@@ -1020,8 +1022,8 @@ impl Store for SqliteStore {
                 name,
                 role.as_str(),
                 device_id,
-                now_or(now),
-                expires_at.map(now_or)
+                to_sql(now),
+                expires_at.map(to_sql)
             ])?;
             let id = tx.last_insert_rowid();
             if let Some(event) = audit {
@@ -1040,7 +1042,7 @@ impl Store for SqliteStore {
                  WHERE t.hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) \
                  AND (t.device_id IS NULL OR d.revoked = 0)",
             )?
-            .query_row(params![&hash[..], now_or(now)], |r| {
+            .query_row(params![&hash[..], to_sql(now)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -1078,7 +1080,7 @@ impl Store for SqliteStore {
                     id,
                     name,
                     role,
-                    created_at: u(created_at),
+                    created_at: from_sql(created_at),
                 });
             }
         }
@@ -1116,13 +1118,13 @@ impl Store for SqliteStore {
                     release.component,
                     release.version,
                     release.security_counter,
-                    now_or(release.payload_size),
+                    to_sql(release.payload_size),
                     release.payload_digest,
                     release.key_set_version,
-                    now_or(release.created),
-                    release.expires.map(now_or),
-                    now_or(release.size),
-                    now_or(release.uploaded_at),
+                    to_sql(release.created),
+                    release.expires.map(to_sql),
+                    to_sql(release.size),
+                    to_sql(release.uploaded_at),
                     release.uploaded_by,
                 ],
             )?;
@@ -1193,7 +1195,7 @@ impl Store for SqliteStore {
                     device.channel,
                     serde_json::to_string(&device.groups)?,
                     serde_json::to_string(&device.labels)?,
-                    now_or(device.enrolled_at)
+                    to_sql(device.enrolled_at)
                 ],
             )?;
             if n == 0 {
@@ -1220,7 +1222,7 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = stmt.query_map(params![page.limit, now_or(page.offset)], device_row)?;
+        let rows = stmt.query_map(params![page.limit, to_sql(page.offset)], device_row)?;
         rows.map(|r| finish_device(r?)).collect()
     }
 
@@ -1258,7 +1260,7 @@ impl Store for SqliteStore {
         conn.prepare_cached(
             "INSERT OR REPLACE INTO challenges (device_id, nonce, expires_at) VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![device_id, &nonce[..], now_or(expires_at)])?;
+        .execute(params![device_id, &nonce[..], to_sql(expires_at)])?;
         Ok(())
     }
 
@@ -1268,7 +1270,7 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "DELETE FROM challenges WHERE device_id = ?1 AND nonce = ?2 AND expires_at > ?3",
             )?
-            .execute(params![device_id, &nonce[..], now_or(now)])?;
+            .execute(params![device_id, &nonce[..], to_sql(now)])?;
         Ok(n == 1)
     }
 
@@ -1287,7 +1289,7 @@ impl Store for SqliteStore {
             )?
             .execute(params![
                 c.device_id,
-                now_or(now),
+                to_sql(now),
                 c.version,
                 c.security_counter,
                 c.state,
@@ -1302,7 +1304,7 @@ impl Store for SqliteStore {
             tx.prepare_cached(
                 "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5 WHERE id = ?1",
             )?
-            .execute(params![c.device_id, now_or(now), c.version, c.security_counter, c.state])?;
+            .execute(params![c.device_id, to_sql(now), c.version, c.security_counter, c.state])?;
             let actor = format!("device:{}", c.device_id);
             if prev_version.as_deref() != Some(c.version.as_str())
                 || prev_state.as_deref() != Some(c.state.as_str())
@@ -1331,7 +1333,7 @@ impl Store for SqliteStore {
                         tx.prepare_cached(
                             "UPDATE members SET status = ?3, updated_at = ?4 WHERE deployment_id = ?1 AND device_id = ?2",
                         )?
-                        .execute(params![dep, c.device_id, status.as_str(), now_or(now)])?;
+                        .execute(params![dep, c.device_id, status.as_str(), to_sql(now)])?;
                         let from = DeviceStatus::parse(&current)
                             .ok_or_else(|| StoreError::Backend(format!("unknown device status {current}")))?;
                         let (dec, inc) = (counter(from), counter(status));
@@ -1362,7 +1364,7 @@ impl Store for SqliteStore {
         let rows = stmt.query_map(params![device_id, limit], |r| {
             Ok(Report {
                 device_id: r.get(0)?,
-                at: u(r.get(1)?),
+                at: from_sql(r.get(1)?),
                 version: r.get(2)?,
                 security_counter: r.get(3)?,
                 state: r.get(4)?,
@@ -1453,7 +1455,7 @@ impl Store for SqliteStore {
                     release.device,
                     serde_json::to_string(&new.target)?,
                     serde_json::to_string(&new.policy)?,
-                    now_or(now),
+                    to_sql(now),
                     actor,
                     targets.len() as i64
                 ],
@@ -1479,7 +1481,7 @@ impl Store for SqliteStore {
                     "INSERT INTO members (deployment_id, device_id, rank, bucket, status, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
                 )?
-                .execute(params![id, device, rank as i64, b as i64, now_or(now)])?;
+                .execute(params![id, device, rank as i64, b as i64, to_sql(now)])?;
             }
             for (b, n) in open.iter().enumerate() {
                 tx.prepare_cached(
@@ -1522,7 +1524,7 @@ impl Store for SqliteStore {
             "SELECT device_id, rank, status, updated_at FROM members WHERE deployment_id = ?1 \
              ORDER BY rank LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map(params![id, page.limit, now_or(page.offset)], |r| {
+        let rows = stmt.query_map(params![id, page.limit, to_sql(page.offset)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
@@ -1541,7 +1543,7 @@ impl Store for SqliteStore {
                 status: DeviceStatus::parse(&status).ok_or_else(|| {
                     StoreError::Backend(format!("unknown device status {status}"))
                 })?,
-                updated_at: u(updated_at),
+                updated_at: from_sql(updated_at),
             });
         }
         let mut stmt = conn.prepare_cached(
@@ -1553,7 +1555,7 @@ impl Store for SqliteStore {
             let (status, n) = row?;
             let status = DeviceStatus::parse(&status)
                 .ok_or_else(|| StoreError::Backend(format!("unknown device status {status}")))?;
-            counts.push((status, u(n)));
+            counts.push((status, from_sql(n)));
         }
         Ok(Some(DeploymentDetail {
             deployment: dep,
@@ -1614,7 +1616,7 @@ impl Store for SqliteStore {
         for row in rows {
             let (state, n) = row?;
             if let Some(state) = DeploymentState::parse(&state) {
-                deployments.push((state, u(n)));
+                deployments.push((state, from_sql(n)));
             }
         }
         let (confirmed, failures, open): (i64, i64, i64) = conn
@@ -1645,10 +1647,10 @@ impl Store for SqliteStore {
             "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit \
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![now_or(after), limit], |r| {
+        let rows = stmt.query_map(params![to_sql(after), limit], |r| {
             Ok(AuditEntry {
-                seq: u(r.get(0)?),
-                at: u(r.get(1)?),
+                seq: from_sql(r.get(0)?),
+                at: from_sql(r.get(1)?),
                 actor: r.get(2)?,
                 action: r.get(3)?,
                 subject: r.get(4)?,
@@ -1666,7 +1668,7 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((u(r.get(0)?), r.get(1)?)),
+                |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
             )
             .optional()?;
         Ok(head.unwrap_or((0, GENESIS_HASH.to_owned())))
