@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -381,7 +381,10 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match e.sqlite_error() {
+            Some(code) => StoreError::Backend(format!("{e} (SQLite code {})", code.extended_code)),
+            None => StoreError::Backend(e.to_string()),
+        }
     }
 }
 
@@ -943,7 +946,7 @@ impl SqliteStore {
         let mut conn = self.conn()?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let out = (|| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
@@ -958,9 +961,11 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("database lock poisoned".to_owned()))
     }
 
+    /// A write transaction. `IMMEDIATE` takes the write lock at `BEGIN`, where the busy timeout
+    /// applies, instead of upgrading a read snapshot later, which can fail at once.
     fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
