@@ -255,7 +255,17 @@ for _ in $(seq 600); do
   [ -s stats.json ] && [ "$(sent)" -ge "$kill_at" ] && break
   sleep 0.1
 done
-sleep 1  # let the agent consume and write what it received
+# Let the agent drain the socket and write what it received: wait until its checkpoint has
+# not moved for a second (bytes still in socket buffers were never received, so they would
+# count as re-downloaded without being so).
+checkpoint() { python3 -c 'import json; print(json.load(open("state/state.json"))["update"]["checkpoint"])' 2>/dev/null || echo 0; }
+last=-1
+for _ in $(seq 120); do
+  now=$(checkpoint)
+  [ "$now" = "$last" ] && break
+  last=$now
+  sleep 1
+done
 kill -9 "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 first=$(sent)
 stop_server

@@ -598,3 +598,93 @@ async fn agent_killed_mid_download_resumes_from_the_slot() {
     assert!(device.reboot().is_trial());
     assert!(first + second < 2 * total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_maintenance_window_the_install_is_deferred() {
+    let server = FakeServer::start(bundle(&Spec::new("1.1.0", 2))).await;
+    let now_min = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % (24 * 60);
+    // A one-hour window starting two hours from now (UTC).
+    let (start, end) = ((now_min + 120) % 1440, (now_min + 180) % 1440);
+    let mut opts = DeviceOptions::new(&server.url);
+    opts.reboot = "exit 99".to_owned();
+    opts.extra = format!(
+        "[maintenance_window]\nstart = \"{:02}:{:02}\"\nend = \"{:02}:{:02}\"\n",
+        start / 60,
+        start % 60,
+        end / 60,
+        end % 60
+    );
+    let device = Device::provision(&opts);
+    let outcome = device.agent().run_once().await.unwrap();
+    assert!(
+        matches!(&outcome, CycleOutcome::Deferred(why) if why.contains("maintenance window")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        device.boot_state().phase,
+        Phase::Pending,
+        "staged, waiting for the window"
+    );
+    let reports = server.reports();
+    assert!(
+        reports
+            .iter()
+            .any(|(s, d)| s == "deferred" && d.contains("maintenance window")),
+        "{reports:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_queued_durably_while_the_server_is_down() {
+    let update = bundle(&Spec::new("1.1.0", 2));
+    let server = FakeServer::start(update.clone()).await;
+    let mut opts = DeviceOptions::new(&server.url);
+    opts.install_permission = Some("exit 75".to_owned());
+    let device = Device::provision(&opts);
+    assert!(matches!(
+        device.agent().run_once().await.unwrap(),
+        CycleOutcome::Deferred(_)
+    ));
+    let old_url = server.url.clone();
+    drop(server);
+
+    // Server gone: the deferral is decided locally and its report is queued.
+    let mut agent = device.agent();
+    assert!(matches!(
+        agent.run_once().await.unwrap(),
+        CycleOutcome::Deferred(_)
+    ));
+    let queued = agent.queued_reports().unwrap();
+    assert!(
+        queued
+            .iter()
+            .any(|r| r.state == sigil_agent::state::ReportState::Deferred),
+        "{queued:?}"
+    );
+    drop(agent);
+
+    // The queue survives a restart and is delivered, in order, once the server is back.
+    let agent = device.agent();
+    assert_eq!(agent.queued_reports().unwrap().len(), queued.len());
+    drop(agent);
+    let server = FakeServer::start(update).await;
+    let text = std::fs::read_to_string(&device.config_path).unwrap();
+    std::fs::write(&device.config_path, text.replace(&old_url, &server.url)).unwrap();
+    let mut agent = device.agent();
+    assert!(matches!(
+        agent.run_once().await.unwrap(),
+        CycleOutcome::Deferred(_)
+    ));
+    assert!(agent.queued_reports().unwrap().is_empty());
+    let deferred = server
+        .reports()
+        .iter()
+        .filter(|(s, _)| s == "deferred")
+        .count();
+    assert_eq!(deferred, queued.len() + 1, "{:?}", server.reports());
+}

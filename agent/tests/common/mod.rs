@@ -158,6 +158,8 @@ pub struct DeviceOptions {
     pub max_requests: u32,
     pub stall_timeout: &'static str,
     pub active_key_set_version: u32,
+    /// Appended to the configuration file.
+    pub extra: String,
 }
 
 impl DeviceOptions {
@@ -171,6 +173,7 @@ impl DeviceOptions {
             max_requests: 32,
             stall_timeout: "500ms",
             active_key_set_version: 1,
+            extra: String::new(),
         }
     }
 }
@@ -263,11 +266,13 @@ checkpoint_bytes = 65536
 
 [state]
 dir = "state"
+{extra}
 "#,
             url = opts.server_url,
             attempts = opts.max_attempts,
             requests = opts.max_requests,
             stall = opts.stall_timeout,
+            extra = opts.extra,
         );
         let config_path = d.join("agent.toml");
         std::fs::write(&config_path, config).unwrap();
