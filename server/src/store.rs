@@ -1356,7 +1356,7 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            assignment(tx, &c.device_id)
+            assignment(tx, &c.device_id, c.security_counter)
         })
     }
 
@@ -1716,15 +1716,25 @@ fn admitted_member(
 }
 
 /// The newest active deployment that admits the device and that it has not finished.
-fn assignment(conn: &Connection, device_id: &str) -> StoreResult<Option<Assignment>> {
+///
+/// A release below the security counter the device reports is never offered: the device would
+/// refuse it as a rollback anyway (FORMAT.md step 7), so offering it only wastes a download.
+fn assignment(
+    conn: &Connection,
+    device_id: &str,
+    security_counter: u32,
+) -> StoreResult<Option<Assignment>> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.release_id FROM deployments d JOIN members m ON m.deployment_id = d.id \
          JOIN releases r ON r.id = d.release_id \
          WHERE m.device_id = ?1 AND d.state = 'active' AND r.retired = 0 \
+         AND r.security_counter >= ?2 \
          AND m.status NOT IN ('confirmed', 'reverted', 'failed') ORDER BY d.id DESC",
     )?;
     let candidates: Vec<(i64, String)> = stmt
-        .query_map([device_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![device_id, security_counter], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (id, release_id) in candidates {
         if let Some(status) = admitted_member(conn, id, device_id)? {

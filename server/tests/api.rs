@@ -991,6 +991,36 @@ async fn retired_releases_are_no_longer_offered_and_reports_cannot_touch_other_d
 }
 
 #[tokio::test]
+async fn a_release_below_the_device_security_counter_is_not_offered() {
+    let f = fleet().await;
+    let h = &f.h;
+    // The release has security counter 5.
+    let body =
+        |counter: u32| json!({ "version": "1.0.0", "security_counter": counter, "state": "idle" });
+    let (_, r) = h
+        .call(
+            "POST",
+            "/api/v1/device/checkin",
+            Some(&f.device_token),
+            Some(body(6)),
+        )
+        .await;
+    assert_eq!(r["update"], Value::Null, "would be a rollback");
+    let (_, r) = h
+        .call(
+            "POST",
+            "/api/v1/device/checkin",
+            Some(&f.device_token),
+            Some(body(5)),
+        )
+        .await;
+    assert_eq!(
+        r["update"]["security_counter"], 5,
+        "equal counters are allowed"
+    );
+}
+
+#[tokio::test]
 async fn head_requests_give_the_length_without_a_body() {
     let f = fleet().await;
     let req = Request::head(format!("/api/v1/bundles/{}", f.release))
