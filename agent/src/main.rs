@@ -8,6 +8,7 @@
 //! | 2 | usage error (clap) |
 //! | 3 | the configuration, device key, trust root or flash layout is invalid |
 //! | 4 | `--once`: the update failed or was reverted (reported to the server) |
+//! | 5 | `--once`: the download was interrupted (bounded retries ran out); the next run resumes it |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ struct AgentArgs {
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_UPDATE_FAILED: u8 = 4;
+const EXIT_RESUME_LATER: u8 = 5;
 
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -127,6 +129,7 @@ fn run(args: AgentArgs) -> Result<u8, (u8, anyhow::Error)> {
         println!("{}", describe(&outcome));
         return Ok(match outcome {
             CycleOutcome::Failed(_) | CycleOutcome::Reverted => EXIT_UPDATE_FAILED,
+            CycleOutcome::DownloadInterrupted(_) => EXIT_RESUME_LATER,
             _ => 0,
         });
     }
