@@ -688,3 +688,46 @@ async fn reports_are_queued_durably_while_the_server_is_down() {
         .count();
     assert_eq!(deferred, queued.len() + 1, "{:?}", server.reports());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_stages_reboots_and_stops_on_sigterm() {
+    let server = FakeServer::start(bundle(&Spec::new("1.1.0", 2))).await;
+    let hooks = tempfile::tempdir().unwrap();
+    let rebooted = hooks.path().join("rebooted");
+    let mut opts = DeviceOptions::new(&server.url);
+    opts.reboot = format!("touch {}", rebooted.display());
+    let device = Device::provision(&opts);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-agent"))
+        .arg("--config")
+        .arg(&device.config_path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !rebooted.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never asked for the reboot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "{code:?}");
+    assert_eq!(device.boot_state().phase, Phase::Pending);
+    assert!(server.reports().iter().any(|(s, _)| s == "installing"));
+}
