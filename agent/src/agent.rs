@@ -444,6 +444,9 @@ impl Agent {
         if let Some(c) = &component {
             boot_config = boot_config.with_component(c);
         }
+        if let Some(v) = self.config.device.bootloader_version {
+            boot_config = boot_config.with_bootloader_version(v);
+        }
         let running_version = Version::parse(&running.version).map_err(|e| {
             AgentError::ActiveInvalid(SlotError::Boot(sigil_bootloader::Error::Verify(e)))
         })?;

@@ -14,6 +14,7 @@
 //! | `device.trust_root` | yes | | encoded trust root file (`sigil root init`) |
 //! | `device.product` | yes | | `vendor/device` |
 //! | `device.component` | no | | component the active slot holds, if manifests must name it |
+//! | `device.bootloader_version` | no | | this device's bootloader version, for manifests that require a minimum |
 //! | `flash.path` | yes | | flash image file or block/MTD-block device |
 //! | `flash.erase_size`, `flash.write_size` | yes | | geometry: must match the bootloader's |
 //! | `flash.erased` | no | `255` | erased byte value (255 or 0) |
@@ -124,6 +125,8 @@ struct RawDevice {
     product: String,
     #[serde(default)]
     component: Option<String>,
+    #[serde(default)]
+    bootloader_version: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +226,8 @@ pub struct DeviceConfig {
     pub device: String,
     /// Component the slot holds, if required.
     pub component: Option<String>,
+    /// The bootloader's version, for manifests that require a minimum.
+    pub bootloader_version: Option<u32>,
 }
 
 impl DeviceConfig {
@@ -463,6 +468,7 @@ impl AgentConfig {
             vendor: vendor.to_owned(),
             device: dev.to_owned(),
             component: raw.device.component,
+            bootloader_version: raw.device.bootloader_version,
         };
 
         // Flash.
