@@ -241,7 +241,8 @@ function done(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests, bad))
 end
 LUA
-run_wrk() { # script url -> "rps p50 p99 requests errors"
+run_wrk() { # script url -> "rps p50 p99 requests errors", after 3 s of the same load to warm up
+  wrk -t 2 -c "$CONNECTIONS" -d 3s --timeout 10s -s "$1" "$2" > /dev/null
   wrk -t 2 -c "$CONNECTIONS" -d "${DURATION}s" --timeout 10s -s "$1" "$2" | sed -n 's/^RESULT //p'
 }
 
@@ -473,7 +474,8 @@ a tampered artifact: the flipped-byte column is what shows each verifier really 
 
 ### Check-ins: sigil-server against gooseBit
 
-The same load on both servers: \`wrk -t 2 -c $CONNECTIONS -d ${DURATION}s --timeout 10s\` on loopback,
+The same load on both servers: \`wrk -t 2 -c $CONNECTIONS -d ${DURATION}s --timeout 10s\` on loopback
+after 3 s of the same load to warm up (Python workers, caches),
 $DEVICES enrolled devices taken in turn, each request authenticated by that device's token.
 - sigil-server ($("$server" --version 2>/dev/null || echo "${ver[sigil]}"), release build, SQLite WAL, check-ins committed with
   \`synchronous = NORMAL\`): \`POST /api/v1/device/checkin\` with a session token
