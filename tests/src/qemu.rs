@@ -373,6 +373,52 @@ impl Firmware {
         self.sign(variant.name, &payload, variant.version, spec)
     }
 
+    /// The unsigned payload (the application image) of `variant`.
+    pub fn payload(&self, variant: AppVariant) -> PathBuf {
+        self.dir.path().join(format!("{}.bin", variant.name))
+    }
+
+    /// The test keys: `root1.pem`, `root.sgl` (the trust root the bootloader is built with),
+    /// `release1.pem` and `keyset.sgl` (key-set version 1, release key 1).
+    pub fn keys(&self) -> &Path {
+        &self.keys
+    }
+
+    /// Signs `variant`'s image as `version` with any key set and release key (key-rotation
+    /// and replay stories); written to `out`.
+    pub fn sign_as(
+        &self,
+        variant: AppVariant,
+        version: &str,
+        counter: u32,
+        key_set: &Path,
+        key: &Path,
+        out: &Path,
+    ) -> PathBuf {
+        sigil([
+            "sign".into(),
+            self.payload(variant).into_os_string(),
+            "--key-set".into(),
+            key_set.as_os_str().to_owned(),
+            "--key".into(),
+            key.as_os_str().to_owned(),
+            "--product".into(),
+            self.product().into(),
+            "--component".into(),
+            "app".into(),
+            "--version".into(),
+            version.into(),
+            "--security-counter".into(),
+            counter.to_string().into(),
+            "--alignment".into(),
+            self.board.device.payload_alignment.to_string().into(),
+            "--out".into(),
+            out.as_os_str().to_owned(),
+        ])
+        .unwrap();
+        out.to_path_buf()
+    }
+
     /// Signs arbitrary `payload` bytes (not an application) as version 9.9.9.
     pub fn bundle_of(&self, name: &str, payload: &[u8], spec: SignSpec) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.bin"));
@@ -513,6 +559,17 @@ impl Device {
 
     /// Powers the device on: one QEMU run, killed after a timeout.
     pub fn boot(&self) -> Boot {
+        self.run(None)
+    }
+
+    /// Powers the device on and cuts the power (kills QEMU) `delay` after the firmware
+    /// printed `marker`; a run that ends before that is returned as it is. The flash file
+    /// keeps whatever the firmware had written through by then, possibly a torn write.
+    pub fn boot_and_cut(&self, marker: &str, delay: Duration) -> Boot {
+        self.run(Some((marker, delay)))
+    }
+
+    fn run(&self, cut: Option<(&str, Duration)>) -> Boot {
         let fw = firmware();
         let mut child = Command::new("qemu-system-arm")
             .current_dir(self.dir.path())
@@ -531,22 +588,42 @@ impl Device {
             .stderr(Stdio::piped())
             .spawn()
             .expect("qemu-system-arm starts");
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stdout.read_to_string(&mut s);
-            s
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // Both streams are collected as they arrive (the firmware's semihosting output may go
+        // to either), so a power cut can be timed against them.
+        fn collect(
+            mut pipe: impl Read + Send + 'static,
+            seen: std::sync::Arc<Mutex<String>>,
+        ) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut own = String::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    own.push_str(&text);
+                    seen.lock().unwrap().push_str(&text);
+                }
+                own
+            })
+        }
+        let seen = std::sync::Arc::new(Mutex::new(String::new()));
+        let out = collect(stdout, std::sync::Arc::clone(&seen));
+        let err = collect(stderr, std::sync::Arc::clone(&seen));
         let start = Instant::now();
+        let mut cut_at: Option<Instant> = None;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
+            }
+            if let Some((marker, delay)) = cut {
+                if cut_at.is_none() && seen.lock().unwrap().contains(marker) {
+                    cut_at = Some(Instant::now() + delay);
+                }
+                if cut_at.is_some_and(|t| Instant::now() >= t) {
+                    let _ = child.kill();
+                    break child.wait().unwrap();
+                }
             }
             if start.elapsed() > BOOT_TIMEOUT {
                 let _ = child.kill();
@@ -557,7 +634,7 @@ impl Device {
                     err.join().unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(if cut.is_some() { 1 } else { 20 }));
         };
         let output = format!(
             "{}{}",

@@ -1,0 +1,454 @@
+//! The whole chain on loopback: the real `sigil-server` (in-process, as the agent's own tests
+//! run it) on a free port with a temporary data directory, and devices that are a QEMU flash
+//! image ([`crate::qemu::Device`]) plus a `sigil-agent` configuration for that same flash file.
+//!
+//! [`Stack`] owns a tokio runtime that serves the API; the tests themselves are synchronous
+//! (QEMU runs block), so every API call and agent cycle is driven with [`Stack::block_on`]. An
+//! agent cycle builds a new [`sigil_agent::Agent`] each time, as a fresh `sigil-agent --once`
+//! process after a reboot would.
+// Test harness: a broken set-up (server start, enrolment, file I/O) must stop the test loudly,
+// with its cause, rather than be reported as a step's result.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sigil_agent::{Agent, AgentConfig, CycleOutcome};
+
+use crate::qemu::{firmware, Device};
+use crate::sigil::sigil;
+
+/// The real server on a loopback port, and the runtime that serves it.
+pub struct Stack {
+    rt: tokio::runtime::Runtime,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's data directory (kept until the stack is dropped).
+    pub dir: tempfile::TempDir,
+    /// Operator token (enrols devices, creates deployments).
+    pub operator: String,
+    /// Release token (uploads bundles).
+    pub release: String,
+    http: reqwest::Client,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(task) = self.server.take() {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("url", &self.url).finish()
+    }
+}
+
+/// A device identity: its id and its ed25519 key (`sigil keygen`), enrolled on the server.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Device id.
+    pub id: String,
+    /// The private key file.
+    pub key: PathBuf,
+}
+
+impl Stack {
+    /// Starts `sigil-server` with the firmware's trust root; `mirror_base_url`, when set, is
+    /// where check-ins send devices to download (a mirror or CDN, trusted for nothing).
+    pub fn start(mirror_base_url: Option<&str>) -> Stack {
+        use sigil_server::api::{router, token_hash, AppState};
+        use sigil_server::config::{Overrides, ServerConfig};
+        use sigil_server::store::{Role, Store, TokenGrant};
+
+        let fw = firmware();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = fw.keys().join("root.sgl");
+        let mut vars: Vec<(String, String)> = vec![
+            ("SIGIL_TRUST_ROOT".into(), root_path.display().to_string()),
+            ("SIGIL_RATE_PER_SECOND".into(), "100000".into()),
+            ("SIGIL_RATE_BURST".into(), "100000".into()),
+        ];
+        if let Some(m) = mirror_base_url {
+            vars.push(("SIGIL_MIRROR_BASE_URL".into(), m.to_owned()));
+        }
+        let config = ServerConfig::load(
+            None,
+            vars,
+            Overrides {
+                listen: None,
+                data_dir: Some(dir.path().join("data")),
+            },
+        )
+        .unwrap();
+        let root = sigil_manifests::TrustRoot::decode(&std::fs::read(&root_path).unwrap())
+            .expect("the firmware's trust root decodes");
+        let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
+        let store = Arc::new(store);
+        let operator = "sgl_e2e_operator".to_owned();
+        let release = "sgl_e2e_release".to_owned();
+        for (token, role) in [(&operator, Role::Operator), (&release, Role::Release)] {
+            let hash = token_hash(token);
+            let grant = TokenGrant {
+                hash: &hash,
+                name: role.as_str(),
+                role,
+                device_id: None,
+                expires_at: None,
+            };
+            store.create_token(&grant, 1, None).unwrap();
+        }
+        let state = AppState::new(config, store as Arc<dyn Store>, bundles, Some(root));
+        let (url, server) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            (format!("http://{addr}"), task)
+        });
+        Stack {
+            rt,
+            url,
+            dir,
+            operator,
+            release,
+            http: reqwest::Client::new(),
+            server: Some(server),
+        }
+    }
+
+    /// Runs `f` to completion on the stack's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Spawns `f` on the stack's runtime (a hostile mirror, for example).
+    pub fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.rt.spawn(f)
+    }
+
+    /// One API call: the status and the JSON body (a string if it is not JSON).
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        self.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.url))
+                .bearer_auth(token);
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    /// `GET path` as the operator; panics unless 200.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call("GET", path, &self.operator, None);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Uploads a bundle file as the release engineer: the HTTP status and the answer.
+    pub fn upload(&self, bundle: &Path) -> (u16, Value) {
+        let bytes = std::fs::read(bundle).unwrap();
+        self.block_on(async {
+            let res = self
+                .http
+                .post(format!("{}/api/v1/releases", self.url))
+                .bearer_auth(&self.release)
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    /// Uploads a bundle that must be accepted; its release id.
+    pub fn release_id(&self, bundle: &Path) -> String {
+        let (status, v) = self.upload(bundle);
+        assert_eq!(status, 201, "upload of {}: {v}", bundle.display());
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates `n` device keys with `sigil keygen` in `dir` and enrols them on `channel`.
+    pub fn enrol(&self, dir: &Path, prefix: &str, n: usize, channel: &str) -> Vec<Identity> {
+        let fw = firmware();
+        let board = fw.board();
+        (1..=n)
+            .map(|i| {
+                let id = format!("{prefix}-{i}");
+                let key = dir.join(format!("{id}.pem"));
+                sigil([
+                    "keygen".into(),
+                    "--out".into(),
+                    key.clone().into_os_string(),
+                ])
+                .unwrap();
+                let public = sigil_agent::agent::load_device_key(&key)
+                    .unwrap()
+                    .verifying_key()
+                    .to_bytes();
+                let (status, v) = self.call(
+                    "POST",
+                    "/api/v1/devices",
+                    &self.operator,
+                    Some(json!({
+                        "id": id,
+                        "product": { "vendor": board.device.vendor, "device": board.device.device },
+                        "public_key": hex::encode(public),
+                        "channel": channel,
+                    })),
+                );
+                assert_eq!(status, 201, "enrol {id}: {v}");
+                Identity { id, key }
+            })
+            .collect()
+    }
+
+    /// Creates a deployment of `release` to `channel` with rollout `phases` and failure
+    /// threshold; its id.
+    pub fn deploy(&self, release: &str, channel: &str, phases: &[u8], max_failure: u8) -> i64 {
+        let (status, v) = self.call(
+            "POST",
+            "/api/v1/deployments",
+            &self.operator,
+            Some(json!({
+                "release": release,
+                "target": { "kind": "channel", "value": channel },
+                "phases": phases,
+                "max_failure_percent": max_failure,
+            })),
+        );
+        assert_eq!(status, 201, "deployment: {v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    /// A deployment: state, phase, counts and members.
+    pub fn deployment(&self, id: i64) -> Value {
+        self.get(&format!("/api/v1/deployments/{id}"))
+    }
+
+    /// The device ids the deployment's current phase admits.
+    pub fn admitted(&self, deployment: i64) -> Vec<String> {
+        self.deployment(deployment)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["admitted"] == json!(true))
+            .map(|m| m["device_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A device's status in a deployment.
+    pub fn member_status(&self, deployment: i64, device: &str) -> String {
+        self.deployment(deployment)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["device_id"] == json!(device))
+            .map(|m| m["status"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The server's view of a device (version, state, ...).
+    pub fn device(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/devices/{id}"))
+    }
+
+    /// A device's reports, oldest first: (state, detail).
+    pub fn reports(&self, id: &str) -> Vec<(String, String)> {
+        let v = self.get(&format!("/api/v1/devices/{id}/reports?limit=100"));
+        let mut out: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["state"].as_str().unwrap().to_owned(),
+                    r["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+/// Hooks of a device's agent (shell snippets; `None` = the agent's default).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// The health check run after a trial boot the application did not confirm itself.
+    pub health_check: Option<String>,
+}
+
+/// A QEMU device with its agent: the flash file both use, the agent's key, trust root,
+/// configuration and state directory.
+#[derive(Debug)]
+pub struct E2eDevice {
+    /// The emulated board and its flash file.
+    pub qemu: Device,
+    /// Device id.
+    pub id: String,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+fn sh(script: &str) -> String {
+    format!(
+        "[\"/bin/sh\", \"-c\", \"{}\"]",
+        script.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+impl E2eDevice {
+    /// Writes the agent's configuration for `identity` against `server_url`, on the flash
+    /// file of `qemu` (the board's flash map from `board.toml`). The install-permission hook
+    /// records that it was asked and allows; the reboot hook records the request (the test
+    /// then powers QEMU on).
+    pub fn new(qemu: Device, identity: &Identity, server_url: &str, hooks: &Hooks) -> E2eDevice {
+        let fw = firmware();
+        let board = fw.board();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::copy(&identity.key, d.join("device.pem")).unwrap();
+        std::fs::copy(fw.keys().join("root.sgl"), d.join("root.sgl")).unwrap();
+        let mut hook_lines = format!(
+            "install_permission = {}\nreboot = {}\n",
+            sh(&format!(
+                "echo \"$SIGIL_UPDATE_VERSION\" >> {}",
+                d.join("permission-asked").display()
+            )),
+            sh(&format!("touch {}", d.join("reboot-requested").display())),
+        );
+        if let Some(h) = &hooks.health_check {
+            hook_lines.push_str(&format!("health_check = {}\n", sh(h)));
+        }
+        let config = format!(
+            r#"[server]
+url = "{url}"
+request_timeout = "10s"
+
+[device]
+id = "{id}"
+key = "device.pem"
+trust_root = "root.sgl"
+product = "{vendor}/{device}"
+
+[flash]
+path = "{flash}"
+erase_size = {erase}
+write_size = {write}
+erased = {erased}
+state_offset = {state}
+active_offset = {active}
+staging_offset = {staging}
+slot_sectors = {slots}
+
+[poll]
+interval = "1s"
+jitter = "0s"
+defer_interval = "1s"
+
+[download]
+max_attempts = 3
+max_requests = 16
+backoff_initial = "10ms"
+backoff_max = "50ms"
+stall_timeout = "2s"
+checkpoint_bytes = 65536
+
+[hooks]
+{hook_lines}timeout = "20s"
+
+[state]
+dir = "state"
+"#,
+            url = server_url,
+            id = identity.id,
+            vendor = board.device.vendor,
+            device = board.device.device,
+            flash = qemu.flash_path().display(),
+            erase = board.flash.erase_size,
+            write = board.flash.write_size,
+            erased = board.flash.erased,
+            state = board.layout.state,
+            active = board.layout.active,
+            staging = board.layout.staging,
+            slots = board.layout.slot_sectors,
+        );
+        let config_path = d.join("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
+        E2eDevice {
+            qemu,
+            id: identity.id.clone(),
+            dir,
+            config_path,
+        }
+    }
+
+    /// The agent configuration file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// A fresh agent (as a new `sigil-agent --once` process would start).
+    pub fn agent(&self) -> Agent {
+        Agent::new(AgentConfig::load(&self.config_path).unwrap()).unwrap()
+    }
+
+    /// One agent cycle (`sigil-agent --once`).
+    pub fn run_agent(&self, stack: &Stack) -> CycleOutcome {
+        let mut agent = self.agent();
+        let outcome = stack.block_on(agent.run_once());
+        let outcome = outcome
+            .unwrap_or_else(|e| panic!("agent cycle failed: {}", sigil_agent::agent::chain(&e)));
+        let queued = agent.queued_reports().unwrap();
+        assert!(queued.is_empty(), "reports not delivered: {queued:?}");
+        outcome
+    }
+
+    /// The versions the install-permission hook was asked about, in order.
+    pub fn permission_asked(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("permission-asked"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether the reboot hook ran since the last call (and clears the mark).
+    pub fn take_reboot_request(&self) -> bool {
+        std::fs::remove_file(self.dir.path().join("reboot-requested")).is_ok()
+    }
+}

@@ -1,0 +1,540 @@
+//! End to end: `sigil` signs, `sigil-server` (real, on loopback) distributes and rolls out,
+//! `sigil-agent` stages into the flash file of an emulated mps2-an385 board, and the real
+//! bootloader firmware in QEMU verifies, swaps, trial-boots, confirms or reverts.
+//!
+//! Each story asserts at every step what an operator or a bench tester would check: the
+//! server's API (device version and state, deployment counts, reports), the boot-control state
+//! on the flash (read with `sigil-flash`'s code), and the QEMU run (which application ran, what
+//! the bootloader said, the exit code).
+
+use sigil_agent::CycleOutcome;
+use sigil_bootloader::{Outcome, Phase};
+use sigil_tests::e2e::{E2eDevice, Hooks, Stack};
+use sigil_tests::qemu::{firmware, Device, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM};
+use sigil_tests::sigil::sigil;
+
+fn states(reports: &[(String, String)]) -> Vec<&str> {
+    reports.iter().map(|(s, _)| s.as_str()).collect()
+}
+
+/// The demo's story: a staged rollout of 2.0.0 over a fleet of four, whose canary is the
+/// emulated board running 1.0.0.
+#[test]
+fn signed_update_rolls_out_through_server_agent_and_bootloader() {
+    let fw = firmware();
+    let keys = fw.keys();
+    let root = keys.join("root.sgl");
+
+    // 1–2. Keys, trust root and key set (made with `sigil`); 1.0.0 and 2.0.0 signed.
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.bundle(APP_V2, SignSpec::counter(2));
+    for b in [&v1, &v2] {
+        sigil([
+            "verify".into(),
+            b.clone().into_os_string(),
+            "--root".into(),
+            root.clone().into_os_string(),
+            "--product".into(),
+            fw.product().into(),
+        ])
+        .unwrap_or_else(|e| panic!("{} does not verify: {e}", b.display()));
+    }
+
+    // 3. The server: both releases, four devices, a staged rollout of 2.0.0 (25 %, then all).
+    let stack = Stack::start(None);
+    let r1 = stack.release_id(&v1);
+    let r2 = stack.release_id(&v2);
+    let shown = stack.get(&format!("/api/v1/releases/{r2}"));
+    assert_eq!(shown["version"], "2.0.0", "{shown}");
+    let keydir = tempfile::tempdir().unwrap();
+    let fleet = stack.enrol(keydir.path(), "pump", 4, "demo");
+    let dep = stack.deploy(&r2, "demo", &[25, 100], 10);
+    let d = stack.deployment(dep);
+    assert_eq!(
+        (d["state"].as_str(), d["phase"].as_u64()),
+        (Some("active"), Some(0)),
+        "{d}"
+    );
+    let admitted = stack.admitted(dep);
+    assert_eq!(admitted.len(), 1, "phase 1 admits one device of four: {d}");
+    let canary = fleet.iter().find(|i| i.id == admitted[0]).unwrap();
+
+    // 4. The canary's flash: 1.0.0 installed; it boots in QEMU.
+    let qemu = Device::assemble(&v1, None, false);
+    let boot = qemu.boot();
+    assert!(boot.ran(APP_V1), "{boot:#?}");
+    assert!(
+        boot.output.contains("sigil-boot: verified image"),
+        "{boot:#?}"
+    );
+    let state = qemu.state();
+    assert_eq!((state.phase, state.min_security_counter), (Phase::Idle, 1));
+    let device = E2eDevice::new(qemu, canary, &stack.url, &Hooks::default());
+
+    // 5. The agent: check-in, download, verify, stage, permission hook, reboot hook.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::RebootRequested);
+    assert_eq!(
+        device.permission_asked(),
+        ["2.0.0"],
+        "permission asked once"
+    );
+    assert!(device.take_reboot_request(), "the reboot hook ran");
+    let state = device.qemu.state();
+    assert_eq!(state.phase, Phase::Pending, "{state:?}");
+    assert_eq!(
+        state.min_security_counter, 1,
+        "nothing raised before the swap"
+    );
+    assert_eq!(stack.member_status(dep, &device.id), "staged");
+    assert!(stack.device(&device.id)["version"] == "1.0.0");
+
+    // 6. The reboot: the bootloader verifies, swaps, trial-boots 2.0.0; the app confirms.
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("installing:"), "{boot:#?}");
+    assert!(
+        boot.output.contains("security counter 2, trial boot"),
+        "{boot:#?}"
+    );
+    assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    let state = device.qemu.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Confirmed, 2)
+    );
+
+    // 7. The agent reports "confirmed"; the server has the device on 2.0.0, the rollout moves on.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+    let d = stack.device(&device.id);
+    assert_eq!(
+        (d["version"].as_str(), d["state"].as_str()),
+        (Some("2.0.0"), Some("confirmed")),
+        "{d}"
+    );
+    assert_eq!(stack.member_status(dep, &device.id), "confirmed");
+    let d = stack.deployment(dep);
+    assert_eq!(
+        d["phase"], 1,
+        "the canary's success advanced the rollout: {d}"
+    );
+    assert_eq!(d["state"], "active", "{d}");
+    assert_eq!(d["counts"]["confirmed"], 1, "{d}");
+    assert_eq!(stack.admitted(dep).len(), 4, "{d}");
+    let reports = stack.reports(&device.id);
+    let seen = states(&reports);
+    for expected in ["downloading", "staged", "installing", "confirmed"] {
+        assert!(seen.contains(&expected), "{expected} missing from {seen:?}");
+    }
+    assert_eq!(device.run_agent(&stack), CycleOutcome::UpToDate);
+    assert_ne!(r1, r2);
+
+    // The next power-on: 2.0.0, confirmed, no trial.
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(
+        boot.output.contains("security counter 2, confirmed"),
+        "{boot:#?}"
+    );
+}
+
+/// An update whose health check fails is never confirmed: the bootloader reverts it, the agent
+/// reports "reverted", and the rollout halts at its failure threshold.
+#[test]
+fn unhealthy_update_is_reverted_and_halts_the_rollout() {
+    let fw = firmware();
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    // 2.0.1 does not confirm itself: its health is the agent's health check to decide.
+    let v3 = fw.bundle(APP_V2_NO_CONFIRM, SignSpec::counter(2));
+    let stack = Stack::start(None);
+    stack.release_id(&v1);
+    let r3 = stack.release_id(&v3);
+    let keydir = tempfile::tempdir().unwrap();
+    let fleet = stack.enrol(keydir.path(), "pump", 4, "beta");
+    let dep = stack.deploy(&r3, "beta", &[25, 100], 10);
+    let admitted = stack.admitted(dep);
+    let canary = fleet.iter().find(|i| i.id == admitted[0]).unwrap();
+
+    let qemu = Device::assemble(&v1, None, false);
+    assert!(qemu.boot().ran(APP_V1));
+    let hooks = Hooks {
+        health_check: Some("test \"$SIGIL_RUNNING_VERSION\" != 2.0.1".to_owned()),
+    };
+    let device = E2eDevice::new(qemu, canary, &stack.url, &hooks);
+
+    assert_eq!(device.run_agent(&stack), CycleOutcome::RebootRequested);
+    assert!(device.take_reboot_request());
+    assert_eq!(device.qemu.state().phase, Phase::Pending);
+
+    // Trial boots: 2.0.1 runs but does not confirm; the agent's health check fails each time,
+    // so it does not confirm either and asks for a reboot.
+    let attempts = fw.board().device.trial_attempts;
+    for n in 1..=attempts {
+        let boot = device.qemu.boot();
+        assert!(boot.ran(APP_V2_NO_CONFIRM), "trial boot {n}: {boot:#?}");
+        assert!(boot.output.contains("trial boot"), "{boot:#?}");
+        assert_eq!(device.qemu.state().phase, Phase::Trial);
+        let outcome = device.run_agent(&stack);
+        assert!(
+            matches!(&outcome, CycleOutcome::HealthCheckFailed(why) if why.contains("health check")),
+            "trial boot {n}: {outcome:?}"
+        );
+        assert!(device.take_reboot_request(), "reboot for the revert");
+        let state = device.qemu.state();
+        assert_eq!(state.phase, Phase::Trial, "not confirmed");
+        assert_eq!(state.min_security_counter, 1, "counter not raised");
+    }
+
+    // Out of trial boots: the bootloader swaps 1.0.0 back and runs it.
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V1), "{boot:#?}");
+    assert!(boot.output.contains("not confirmed in time"), "{boot:#?}");
+    let state = device.qemu.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Reverted, 1)
+    );
+
+    // The agent reports "reverted"; the server counts the failure and halts the rollout.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Reverted);
+    assert_eq!(stack.member_status(dep, &device.id), "reverted");
+    let d = stack.deployment(dep);
+    assert_eq!(d["state"], "halted", "{d}");
+    assert_eq!(d["phase"], 0, "{d}");
+    assert_eq!(d["counts"]["reverted"], 1, "{d}");
+    assert_eq!(
+        stack.admitted(dep).len(),
+        1,
+        "no further devices admitted: {d}"
+    );
+    let dev = stack.device(&device.id);
+    assert_eq!(dev["version"], "1.0.0", "{dev}");
+    let reports = stack.reports(&device.id);
+    assert_eq!(states(&reports).last(), Some(&"reverted"), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|(s, d)| s == "installed" && d.contains("health check")),
+        "{reports:?}"
+    );
+
+    // Nothing more is offered; 1.0.0 keeps booting.
+    let again = device.run_agent(&stack);
+    assert!(
+        matches!(
+            again,
+            CycleOutcome::UpToDate | CycleOutcome::AlreadyRefused(_)
+        ),
+        "{again:?}"
+    );
+    assert!(device.qemu.boot().ran(APP_V1));
+}
+
+/// What a hostile mirror serves instead of the bundle the server offered.
+#[derive(Debug, Clone)]
+enum Attack {
+    /// These bytes (a tampered, replayed or foreign bundle).
+    Bytes(Vec<u8>),
+    /// These bytes, then bytes that never end.
+    Endless(Vec<u8>),
+}
+
+/// A mirror that serves `attack` for every bundle path, whatever was asked for.
+// Test fixture outside a #[test]: a mirror that cannot start must fail the test loudly.
+#[allow(clippy::unwrap_used)]
+fn hostile_mirror(
+    stack: &Stack,
+    listener: std::net::TcpListener,
+    attack: std::sync::Arc<std::sync::Mutex<Attack>>,
+) {
+    use axum::body::Body;
+    use axum::response::Response;
+    use futures_util::{stream, StreamExt};
+
+    let app = axum::Router::new().route(
+        "/{*path}",
+        axum::routing::get(move || {
+            let attack = attack.lock().unwrap().clone();
+            async move {
+                match attack {
+                    Attack::Bytes(b) => Response::new(Body::from(b)),
+                    Attack::Endless(head) => {
+                        let chunk = bytes::Bytes::from(vec![0x5Au8; 64 * 1024]);
+                        let s = stream::once(async move {
+                            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(head))
+                        })
+                        .chain(stream::repeat_with(move || Ok(chunk.clone())));
+                        Response::new(Body::from_stream(s))
+                    }
+                }
+            }
+        }),
+    );
+    listener.set_nonblocking(true).unwrap();
+    stack.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+/// A server whose mirror is hostile: check-ins go to the real server (which offers 2.0.0), the
+/// bundle comes from a mirror that tampers, replays, swaps in another product's image or
+/// streams without end. Each time the device refuses it, reports why, marks nothing pending,
+/// and QEMU proves it still boots its verified 1.0.0.
+#[test]
+fn hostile_mirror_cannot_install_anything() {
+    let fw = firmware();
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.bundle(APP_V2, SignSpec::counter(2));
+    let foreign = fw.bundle(
+        APP_V2,
+        SignSpec {
+            product: Some("sigil-test/other-device"),
+            counter: 2,
+        },
+    );
+    let alignment = fw.board().device.payload_alignment as usize;
+    let endless_head = std::fs::read(&v2).unwrap()[..alignment].to_vec();
+    let attacks = [
+        (
+            "tampered-payload",
+            Attack::Bytes(std::fs::read(fw.tampered(&v2)).unwrap()),
+            "digest",
+        ),
+        (
+            "replayed-old-release",
+            Attack::Bytes(std::fs::read(&v1).unwrap()),
+            "newer",
+        ),
+        (
+            "other-product",
+            Attack::Bytes(std::fs::read(&foreign).unwrap()),
+            "product",
+        ),
+        // The real header and signed envelope of 2.0.0, then an endless payload: the agent
+        // reads no further than the signed length, whose digest then does not match.
+        ("endless-payload", Attack::Endless(endless_head), "digest"),
+    ];
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mirror = format!("http://{}/cdn", listener.local_addr().unwrap());
+    let stack = Stack::start(Some(&mirror));
+    let attack = std::sync::Arc::new(std::sync::Mutex::new(Attack::Bytes(Vec::new())));
+    hostile_mirror(&stack, listener, std::sync::Arc::clone(&attack));
+    let r2 = stack.release_id(&v2);
+    let keydir = tempfile::tempdir().unwrap();
+    let fleet = stack.enrol(keydir.path(), "target", attacks.len(), "hostile");
+    // No halt: every device must get the offer, whatever the others reported.
+    let dep = stack.deploy(&r2, "hostile", &[100], 100);
+
+    for ((name, bytes, reason), identity) in attacks.into_iter().zip(&fleet) {
+        *attack.lock().unwrap() = bytes;
+        let qemu = Device::assemble(&v1, None, false);
+        assert!(qemu.boot().ran(APP_V1), "{name}");
+        let device = E2eDevice::new(qemu, identity, &stack.url, &Hooks::default());
+
+        let outcome = device.run_agent(&stack);
+        let CycleOutcome::Failed(why) = &outcome else {
+            panic!("{name}: {outcome:?}");
+        };
+        assert!(why.contains(reason), "{name}: {why}");
+        assert!(!device.take_reboot_request(), "{name}: reboot requested");
+        assert!(
+            device.permission_asked().is_empty(),
+            "{name}: install asked"
+        );
+        let state = device.qemu.state();
+        assert_eq!(
+            state.phase,
+            Phase::Idle,
+            "{name}: marked pending: {state:?}"
+        );
+        assert_eq!(stack.member_status(dep, &device.id), "failed", "{name}");
+        let reports = stack.reports(&device.id);
+        assert!(
+            reports
+                .iter()
+                .any(|(s, d)| s == "failed" && d.contains(reason)),
+            "{name}: {reports:?}"
+        );
+
+        // The device keeps booting its verified image; the bootloader saw no request.
+        let boot = device.qemu.boot();
+        assert!(boot.ran(APP_V1), "{name}: {boot:#?}");
+        assert!(!boot.output.contains("staged"), "{name}: {boot:#?}");
+        assert_eq!(device.qemu.state().min_security_counter, 1, "{name}");
+        // And the same release is not fetched again from the hostile mirror.
+        assert!(
+            matches!(
+                device.run_agent(&stack),
+                CycleOutcome::AlreadyRefused(_) | CycleOutcome::UpToDate
+            ),
+            "{name}"
+        );
+    }
+}
+
+/// A key set of version 2 revokes release key 1. Once the device confirmed an image signed
+/// under it, a bundle signed by the revoked key (under key set 1) is refused by the agent and,
+/// staged directly into flash, by the bootloader.
+#[test]
+fn revoked_release_key_is_refused_after_rotation() {
+    let fw = firmware();
+    let keys = fw.keys();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+    let p = |path: std::path::PathBuf| path.into_os_string();
+    sigil(["keygen".into(), "--out".into(), p(w("release2.pem"))]).unwrap();
+    sigil([
+        "keyset".into(),
+        "create".into(),
+        "--threshold".into(),
+        "1".into(),
+        "--key-set-version".into(),
+        "2".into(),
+        "--out".into(),
+        p(w("keyset2.sgl")),
+        p(w("release2.pub.pem")),
+    ])
+    .unwrap();
+    sigil([
+        "keyset".into(),
+        "sign".into(),
+        p(w("keyset2.sgl")),
+        "--key".into(),
+        p(keys.join("root1.pem")),
+        "--root".into(),
+        p(keys.join("root.sgl")),
+    ])
+    .unwrap();
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.sign_as(
+        APP_V2,
+        "2.0.0",
+        2,
+        &w("keyset2.sgl"),
+        &w("release2.pem"),
+        &w("v2-keyset2.sgl"),
+    );
+    // Signed by the revoked key under key set 1, with a higher version and counter.
+    let revoked = fw.sign_as(
+        APP_V1,
+        "3.0.0",
+        3,
+        &keys.join("keyset.sgl"),
+        &keys.join("release1.pem"),
+        &w("v3-revoked-key.sgl"),
+    );
+
+    let stack = Stack::start(None);
+    let r2 = stack.release_id(&v2);
+    let keydir = tempfile::tempdir().unwrap();
+    let fleet = stack.enrol(keydir.path(), "rotating", 1, "rotation");
+    stack.deploy(&r2, "rotation", &[100], 10);
+
+    let qemu = Device::assemble(&v1, None, false);
+    assert!(qemu.boot().ran(APP_V1));
+    assert_eq!(qemu.state().min_key_set_version, 1);
+    let device = E2eDevice::new(qemu, &fleet[0], &stack.url, &Hooks::default());
+    assert_eq!(device.run_agent(&stack), CycleOutcome::RebootRequested);
+    assert!(device.take_reboot_request());
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    let state = device.qemu.state();
+    assert_eq!(
+        (state.outcome, state.min_key_set_version),
+        (Outcome::Confirmed, 2),
+        "the confirm raised the key-set version"
+    );
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+
+    // The server accepts the revoked key's bundle (the root still vouches for key set 1), but
+    // the device, which has confirmed key set 2, refuses it.
+    let r3 = stack.release_id(&revoked);
+    let dep3 = stack.deploy(&r3, "rotation", &[100], 100);
+    let outcome = device.run_agent(&stack);
+    let CycleOutcome::Failed(why) = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(why.contains("key set"), "{why}");
+    assert_eq!(
+        device.qemu.state().phase,
+        Phase::Idle,
+        "nothing marked pending"
+    );
+    assert!(!device.take_reboot_request());
+    assert_eq!(stack.member_status(dep3, &device.id), "failed");
+    assert_eq!(stack.device(&device.id)["version"], "2.0.0");
+
+    // Staged straight into flash with a pending request, the bootloader refuses it too.
+    device.qemu.stage(&revoked);
+    assert_eq!(device.qemu.state().phase, Phase::Pending);
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("staged bundle refused"), "{boot:#?}");
+    assert!(boot.output.contains("key set"), "{boot:#?}");
+    let state = device.qemu.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::StagedInvalid, 2)
+    );
+}
+
+/// Power cuts (QEMU killed) at several moments of the swap: every next boot resumes from the
+/// recorded progress and the device ends on a verified image — 2.0.0 confirmed, or, if the cuts
+/// used up its trial boots, 1.0.0 cleanly reverted — never on a half-swapped or unverified one.
+#[test]
+fn power_cuts_during_the_swap_resume_to_a_verified_image() {
+    let fw = firmware();
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.bundle(APP_V2, SignSpec::counter(2));
+    let mut cut_mid_swap = 0;
+    // The swap of the test image takes some 15 ms after "installing:" is printed.
+    for delay_ms in [0u64, 1, 2, 3, 5, 7, 9, 12] {
+        let device = Device::assemble(&v1, Some(&v2), true);
+        // Cut once after the swap starts, then cut the boot that resumes it as well.
+        for marker in ["installing:", "sigil-boot:"] {
+            let boot = device.boot_and_cut(marker, std::time::Duration::from_millis(delay_ms));
+            if boot.code.is_some() {
+                assert!(boot.ran(APP_V2), "finished before the cut: {boot:#?}");
+                break;
+            }
+            assert!(
+                !boot.output.contains("application 1.0.0 running"),
+                "cut at {delay_ms} ms: {boot:#?}"
+            );
+            let state = device.state();
+            match state.phase {
+                Phase::Swapping => cut_mid_swap += 1,
+                Phase::Pending | Phase::Trial | Phase::Idle => {}
+                other => panic!("cut at {delay_ms} ms left phase {other}: {state:?}"),
+            }
+        }
+        let boot = device.boot();
+        let state = device.state();
+        if boot.ran(APP_V2) {
+            assert_eq!(
+                (state.phase, state.outcome, state.min_security_counter),
+                (Phase::Idle, Outcome::Confirmed, 2),
+                "after cuts at {delay_ms} ms"
+            );
+            let again = device.boot();
+            assert!(
+                again.output.contains("security counter 2, confirmed"),
+                "{again:#?}"
+            );
+        } else {
+            // The cuts fell into both trial boots: the bootloader reverted, as it must.
+            assert!(boot.ran(APP_V1), "after cuts at {delay_ms} ms: {boot:#?}");
+            assert_eq!(
+                (state.phase, state.outcome, state.min_security_counter),
+                (Phase::Idle, Outcome::Reverted, 1),
+                "after cuts at {delay_ms} ms"
+            );
+        }
+    }
+    assert!(
+        cut_mid_swap >= 1,
+        "no power cut landed in the middle of a swap"
+    );
+}
