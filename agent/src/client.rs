@@ -20,8 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ServerConfig;
 
-const AUTH_TAG: &[u8] = b"SIGIL-DEVICE-AUTH-V1";
-
 /// Longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -131,15 +129,8 @@ struct Session {
     renew_at: Instant,
 }
 
-/// The message a device signs to open a session.
-pub fn auth_message(device_id: &str, nonce: &[u8; 32]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(AUTH_TAG.len() + 8 + device_id.len() + 32);
-    m.extend_from_slice(AUTH_TAG);
-    m.extend_from_slice(&(device_id.len() as u64).to_le_bytes());
-    m.extend_from_slice(device_id.as_bytes());
-    m.extend_from_slice(nonce);
-    m
-}
+/// The message a device signs to open a session (FORMAT.md §8, shared with the server).
+pub use sigil_manifests::device_auth::message as auth_message;
 
 /// A client for one device.
 pub struct ServerClient {

@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod bundle;
 pub mod codec;
+pub mod device_auth;
 mod error;
 pub mod keys;
 pub mod keyset;

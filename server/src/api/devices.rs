@@ -23,7 +23,6 @@ use crate::rollout::DeviceStatus;
 use crate::store::{now_secs, AuditEvent, CheckIn, Device, Product, Report, Role, TokenGrant};
 
 const CHALLENGE_TTL_SECS: u64 = 60;
-const AUTH_TAG: &[u8] = b"SIGIL-DEVICE-AUTH-V1";
 const MAX_GROUPS: usize = 16;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
@@ -33,15 +32,9 @@ const MAX_DETAIL: usize = 1024;
 /// `installing` (rebooting into the update) count neither as success nor as failure.
 const NEUTRAL_STATES: [&str; 3] = ["idle", "deferred", "installing"];
 
-/// The message a device signs to open a session.
-pub fn auth_message(device_id: &str, nonce: &[u8; 32]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(AUTH_TAG.len() + 8 + device_id.len() + 32);
-    m.extend_from_slice(AUTH_TAG);
-    m.extend_from_slice(&(device_id.len() as u64).to_le_bytes());
-    m.extend_from_slice(device_id.as_bytes());
-    m.extend_from_slice(nonce);
-    m
-}
+/// The message a device signs to open a session (defined in `sigil-manifests`, FORMAT.md §8,
+/// so the agent that signs it and this server cannot drift apart).
+pub use sigil_manifests::device_auth::message as auth_message;
 
 fn identifier(what: &str, value: &str) -> Result<(), ApiError> {
     check_identifier(value).map_err(|_| {
