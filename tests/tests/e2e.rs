@@ -538,3 +538,50 @@ fn power_cuts_during_the_swap_resume_to_a_verified_image() {
         "no power cut landed in the middle of a swap"
     );
 }
+
+/// Power cuts at several moments of the revert of an update that never confirmed: every next
+/// boot resumes the revert, and the device ends on the old, verified 1.0.0 with its counter
+/// unchanged.
+#[test]
+fn power_cuts_during_the_revert_end_on_the_old_image() {
+    let fw = firmware();
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v3 = fw.bundle(APP_V2_NO_CONFIRM, SignSpec::counter(2));
+    let mut cut_mid_revert = 0;
+    // The revert takes some 35 ms after "reverting" is printed.
+    for delay_ms in [0u64, 2, 5, 10, 15, 20, 25] {
+        let device = Device::assemble(&v1, Some(&v3), true);
+        for _ in 0..fw.board().device.trial_attempts {
+            assert!(device.boot().ran(APP_V2_NO_CONFIRM));
+        }
+        for marker in ["reverting", "sigil-boot:"] {
+            let boot = device.boot_and_cut(marker, std::time::Duration::from_millis(delay_ms));
+            if boot.code.is_some() {
+                assert!(boot.ran(APP_V1), "finished before the cut: {boot:#?}");
+                break;
+            }
+            assert!(
+                !boot.output.contains("application 2.0.1 running"),
+                "the rejected image ran again: {boot:#?}"
+            );
+            let state = device.state();
+            match state.phase {
+                Phase::Reverting => cut_mid_revert += 1,
+                Phase::Trial | Phase::Idle => {}
+                other => panic!("cut at {delay_ms} ms left phase {other}: {state:?}"),
+            }
+        }
+        let boot = device.boot();
+        assert!(boot.ran(APP_V1), "after cuts at {delay_ms} ms: {boot:#?}");
+        let state = device.state();
+        assert_eq!(
+            (state.phase, state.outcome, state.min_security_counter),
+            (Phase::Idle, Outcome::Reverted, 1),
+            "after cuts at {delay_ms} ms"
+        );
+    }
+    assert!(
+        cut_mid_revert >= 1,
+        "no power cut landed in the middle of a revert"
+    );
+}
