@@ -276,6 +276,39 @@ impl<'a> UnverifiedBundle<'a> {
     }
 }
 
+/// Builds a whole bundle in memory: `key_set` signed by `root_keys`, `manifest` signed by
+/// `release_keys`, then `payload`. For tests, tools and small images; `sigil sign` streams large
+/// ones through [`Envelope::encode_prefix`] instead.
+#[cfg(feature = "alloc")]
+pub fn assemble_bundle(
+    key_set: &[u8],
+    root_keys: &[&ed25519_dalek::SigningKey],
+    manifest: &[u8],
+    release_keys: &[&ed25519_dalek::SigningKey],
+    payload: &[u8],
+) -> Result<alloc::vec::Vec<u8>, Error> {
+    use crate::SignatureEntry;
+    let mut envelope = Envelope {
+        signed_key_set: SignedKeySet {
+            key_set,
+            signatures: SignatureList::new(),
+        },
+        manifest,
+        manifest_signatures: SignatureList::new(),
+    };
+    for key in root_keys {
+        envelope
+            .signed_key_set
+            .add_signature(SignatureEntry::sign(key, key_set))?;
+    }
+    for key in release_keys {
+        envelope.add_manifest_signature(SignatureEntry::sign(key, manifest))?;
+    }
+    let mut out = envelope.encode_prefix()?;
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

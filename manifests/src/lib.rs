@@ -25,6 +25,8 @@ pub mod root;
 pub mod verify;
 pub mod view;
 
+#[cfg(feature = "alloc")]
+pub use bundle::assemble_bundle;
 pub use bundle::{BundleHeader, Envelope, UnverifiedBundle, HEADER_LEN};
 pub use error::{Document, Error, Signed};
 pub use keys::{key_id, KeyId, PublicKey, SignatureEntry};

@@ -59,26 +59,7 @@ fn bundle(payload_len: usize) -> Vec<u8> {
         .unwrap()
         .encode()
         .unwrap();
-    let mut signed = SignedKeySet {
-        key_set: &ks,
-        signatures: Default::default(),
-    };
-    signed
-        .signatures
-        .push(SignatureEntry::sign(&key(1), &ks))
-        .unwrap();
-    let mut envelope = Envelope {
-        signed_key_set: signed,
-        manifest: &manifest,
-        manifest_signatures: Default::default(),
-    };
-    envelope
-        .manifest_signatures
-        .push(SignatureEntry::sign(&key(11), &manifest))
-        .unwrap();
-    let mut out = envelope.encode_prefix().unwrap();
-    out.extend_from_slice(&payload);
-    out
+    assemble_bundle(&ks, &[&key(1)], &manifest, &[&key(11)], &payload).unwrap()
 }
 
 fn http(

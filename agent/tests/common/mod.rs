@@ -119,28 +119,15 @@ pub fn bundle(spec: &Spec) -> Vec<u8> {
         .unwrap()
         .encode()
         .unwrap();
-    let mut signed = SignedKeySet {
-        key_set: &ks,
-        signatures: Default::default(),
-    };
-    for s in spec.root_signers {
-        signed
-            .signatures
-            .push(SignatureEntry::sign(&key(s), &ks))
-            .unwrap();
-    }
-    let mut envelope = Envelope {
-        signed_key_set: signed,
-        manifest: &manifest,
-        manifest_signatures: Default::default(),
-    };
-    envelope
-        .manifest_signatures
-        .push(SignatureEntry::sign(&key(spec.release_key), &manifest))
-        .unwrap();
-    let mut out = envelope.encode_prefix().unwrap();
-    out.extend_from_slice(&payload);
-    out
+    let [r1, r2] = spec.root_signers.map(key);
+    assemble_bundle(
+        &ks,
+        &[&r1, &r2],
+        &manifest,
+        &[&key(spec.release_key)],
+        &payload,
+    )
+    .unwrap()
 }
 
 pub fn release_id(bytes: &[u8]) -> String {

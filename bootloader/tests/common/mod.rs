@@ -90,28 +90,7 @@ pub fn bundle(spec: &Spec) -> Vec<u8> {
         .unwrap()
         .encode()
         .unwrap();
-    let mut signed = SignedKeySet {
-        key_set: &ks,
-        signatures: Default::default(),
-    };
-    for s in [1, 2] {
-        signed
-            .signatures
-            .push(SignatureEntry::sign(&key(s), &ks))
-            .unwrap();
-    }
-    let mut envelope = Envelope {
-        signed_key_set: signed,
-        manifest: &manifest,
-        manifest_signatures: Default::default(),
-    };
-    envelope
-        .manifest_signatures
-        .push(SignatureEntry::sign(&key(11), &manifest))
-        .unwrap();
-    let mut out = envelope.encode_prefix().unwrap();
-    out.extend_from_slice(&payload);
-    out
+    assemble_bundle(&ks, &[&key(1), &key(2)], &manifest, &[&key(11)], &payload).unwrap()
 }
 
 /// The image id the bootloader derives from a bundle (first 16 bytes of the payload digest).

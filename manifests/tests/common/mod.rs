@@ -92,31 +92,16 @@ pub fn key_set_bytes(spec: &Spec) -> Vec<u8> {
 }
 
 pub fn bundle_from(spec: &Spec, manifest_bytes: &[u8]) -> Vec<u8> {
-    let ks = key_set_bytes(spec);
-    let mut signed = SignedKeySet {
-        key_set: &ks,
-        signatures: Default::default(),
-    };
-    for &s in &spec.root_signers {
-        signed
-            .signatures
-            .push(SignatureEntry::sign(&key(s), &ks))
-            .unwrap();
-    }
-    let mut envelope = Envelope {
-        signed_key_set: signed,
-        manifest: manifest_bytes,
-        manifest_signatures: Default::default(),
-    };
-    for &s in &spec.manifest_signers {
-        envelope
-            .manifest_signatures
-            .push(SignatureEntry::sign(&key(s), manifest_bytes))
-            .unwrap();
-    }
-    let mut out = envelope.encode_prefix().unwrap();
-    out.extend_from_slice(&spec.payload);
-    out
+    let roots: Vec<_> = spec.root_signers.iter().map(|&s| key(s)).collect();
+    let releases: Vec<_> = spec.manifest_signers.iter().map(|&s| key(s)).collect();
+    assemble_bundle(
+        &key_set_bytes(spec),
+        &roots.iter().collect::<Vec<_>>(),
+        manifest_bytes,
+        &releases.iter().collect::<Vec<_>>(),
+        &spec.payload,
+    )
+    .unwrap()
 }
 
 pub fn bundle(spec: &Spec) -> Vec<u8> {

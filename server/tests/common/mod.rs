@@ -61,28 +61,8 @@ pub fn signed_bundle(root_seeds: [u8; 3], version: &str, counter: u32, payload: 
         .unwrap()
         .encode()
         .unwrap();
-    let mut signed = SignedKeySet {
-        key_set: &ks,
-        signatures: Default::default(),
-    };
-    for s in &root_seeds[..2] {
-        signed
-            .signatures
-            .push(SignatureEntry::sign(&key(*s), &ks))
-            .unwrap();
-    }
-    let mut envelope = Envelope {
-        signed_key_set: signed,
-        manifest: &manifest,
-        manifest_signatures: Default::default(),
-    };
-    envelope
-        .manifest_signatures
-        .push(SignatureEntry::sign(&key(11), &manifest))
-        .unwrap();
-    let mut out = envelope.encode_prefix().unwrap();
-    out.extend_from_slice(payload);
-    out
+    let (r1, r2) = (key(root_seeds[0]), key(root_seeds[1]));
+    assemble_bundle(&ks, &[&r1, &r2], &manifest, &[&key(11)], payload).unwrap()
 }
 
 pub fn payload(len: usize, salt: u8) -> Vec<u8> {
