@@ -1,7 +1,5 @@
 //! The bundle container: fixed header, signed envelope, zero padding, payload (FORMAT.md §5).
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Document, Error};
 use crate::keys::SignatureList;
 use crate::keyset::{KeySet, SignedKeySet};
@@ -154,13 +152,12 @@ pub fn align_up(value: u32, alignment: u32) -> Result<u32, Error> {
 
 /// The signed envelope: the key set with its root signatures, then the manifest with its
 /// release signatures. Signatures cover the exact bytes carried here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct Envelope<'a> {
     /// The key set and the root signatures over it.
-    #[serde(borrow)]
     pub signed_key_set: SignedKeySet<'a>,
     /// The exact signed bytes of the [`Manifest`].
-    #[serde(borrow)]
     pub manifest: &'a [u8],
     /// Release-key signatures over `manifest`.
     pub manifest_signatures: SignatureList,

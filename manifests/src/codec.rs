@@ -1,13 +1,14 @@
-//! Strict, canonical postcard decoding behind a domain-separation tag and a format version.
+//! The wire format (FORMAT.md §1–2): a tag + version prefix, then a postcard body.
 //!
 //! Every signed document starts with an 8-byte ASCII tag and a little-endian `u16` format
-//! version (FORMAT.md §2). The body is postcard. Decoding is strict: the tag and version are
-//! checked before the body is touched, trailing bytes are rejected, and the decoded value must
-//! re-encode to exactly the received bytes — so every accepted document has one encoding.
-//! The canonical check compares while serialising and needs no buffer.
-
-use postcard::ser_flavors::Flavor;
-use serde::{Deserialize, Serialize};
+//! version. The body is postcard, read here by hand with [`Reader`]: each field has exactly one
+//! accepted encoding (minimal varints, `0`/`1` option tags, known enum variants, UTF-8
+//! strings, bounded lists) and nothing may follow the value, so every accepted document is the
+//! one postcard encoding of what was decoded. The property tests check this against postcard's
+//! encoder, which the builders (feature `alloc`) use to write documents.
+//!
+//! Reading by hand, rather than through serde, keeps the verifier small and its stack shallow
+//! enough for the bootloader, and borrows every string and byte run from the input.
 
 use crate::error::{Document, Error};
 
@@ -17,61 +18,145 @@ pub const PREFIX_LEN: usize = 10;
 /// The only format version this build writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 
-/// A serialiser output that compares each byte against the expected encoding instead of storing it.
-struct Compare<'a> {
-    expected: &'a [u8],
-    pos: usize,
+/// A strict reader over the postcard body of one document; errors name that document.
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+    doc: Document,
 }
 
-impl Flavor for Compare<'_> {
-    type Output = bool;
+impl<'a> Reader<'a> {
+    /// Reads an untagged body (the envelope).
+    pub(crate) fn new(bytes: &'a [u8], doc: Document) -> Self {
+        Reader { rest: bytes, doc }
+    }
 
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        match self.expected.get(self.pos) {
-            Some(&b) if b == data => {
-                // Cannot overflow: pos < expected.len() here.
-                self.pos = self.pos.saturating_add(1);
-                Ok(())
-            }
-            _ => Err(postcard::Error::SerializeBufferFull),
+    /// Checks the tag and version prefix, then reads the body behind it.
+    pub(crate) fn tagged(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<Self, Error> {
+        Ok(Reader::new(check_prefix(bytes, tag, doc)?, doc))
+    }
+
+    fn malformed(&self) -> Error {
+        Error::Malformed(self.doc)
+    }
+
+    /// Ends the document: nothing may follow the value.
+    pub(crate) fn finish(self) -> Result<(), Error> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::TrailingBytes(self.doc))
         }
     }
 
-    fn finalize(self) -> postcard::Result<bool> {
-        Ok(self.pos == self.expected.len())
+    /// `len` raw bytes.
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], Error> {
+        if len > self.rest.len() {
+            return Err(self.malformed());
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Ok(head)
     }
-}
 
-/// Decodes `body` as exactly one canonical `T`.
-pub fn decode_body<'a, T>(body: &'a [u8], doc: Document) -> Result<T, Error>
-where
-    T: Deserialize<'a> + Serialize,
-{
-    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|_| Error::Malformed(doc))?;
-    if !rest.is_empty() {
-        return Err(Error::TrailingBytes(doc));
+    /// One raw byte: a `u8`.
+    pub(crate) fn u8(&mut self) -> Result<u8, Error> {
+        let (&byte, rest) = self.rest.split_first().ok_or(self.malformed())?;
+        self.rest = rest;
+        Ok(byte)
     }
-    let canonical = postcard::serialize_with_flavor(
-        &value,
-        Compare {
-            expected: body,
-            pos: 0,
-        },
-    )
-    .unwrap_or(false);
-    if !canonical {
-        return Err(Error::NonCanonical(doc));
-    }
-    Ok(value)
-}
 
-/// Checks the tag and version prefix and decodes the body that follows.
-pub fn decode_tagged<'a, T>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<T, Error>
-where
-    T: Deserialize<'a> + Serialize,
-{
-    let body = check_prefix(bytes, tag, doc)?;
-    decode_body(body, doc)
+    /// A minimal unsigned LEB128 varint of at most `bits` significant bits.
+    fn varint(&mut self, bits: u32) -> Result<u64, Error> {
+        let mut value: u64 = 0;
+        let mut shift: u32 = 0;
+        loop {
+            let byte = self.u8()?;
+            let low = u64::from(byte & 0x7f);
+            // The last byte may only carry the bits the type has left.
+            let room = bits.saturating_sub(shift);
+            if room < 7 && low.checked_shr(room).unwrap_or(0) != 0 {
+                return Err(self.malformed());
+            }
+            value |= low.checked_shl(shift).ok_or(self.malformed())?;
+            if byte & 0x80 == 0 {
+                // A final zero byte after the first adds nothing: an overlong encoding.
+                if shift > 0 && byte == 0 {
+                    return Err(Error::NonCanonical(self.doc));
+                }
+                return Ok(value);
+            }
+            shift = shift.saturating_add(7);
+            if shift >= bits {
+                return Err(self.malformed());
+            }
+        }
+    }
+
+    /// A `u32` varint.
+    pub(crate) fn u32(&mut self) -> Result<u32, Error> {
+        let v = self.varint(32)?;
+        u32::try_from(v).map_err(|_| self.malformed())
+    }
+
+    /// A `u64` varint.
+    pub(crate) fn u64(&mut self) -> Result<u64, Error> {
+        self.varint(64)
+    }
+
+    /// A list length of at most `max` elements.
+    pub(crate) fn len(&mut self, max: usize) -> Result<usize, Error> {
+        let n = usize::try_from(self.u32()?).map_err(|_| self.malformed())?;
+        if n > max {
+            return Err(self.malformed());
+        }
+        Ok(n)
+    }
+
+    /// A length-prefixed byte string (`&[u8]`).
+    pub(crate) fn byte_string(&mut self) -> Result<&'a [u8], Error> {
+        let len = usize::try_from(self.u32()?).map_err(|_| self.malformed())?;
+        self.take(len)
+    }
+
+    /// A length-prefixed UTF-8 string (`&str`).
+    pub(crate) fn str(&mut self) -> Result<&'a str, Error> {
+        let bytes = self.byte_string()?;
+        core::str::from_utf8(bytes).map_err(|_| self.malformed())
+    }
+
+    /// A fixed array of `N` raw bytes.
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// An `Option`: a `0`/`1` tag, then the value if `1`.
+    pub(crate) fn option<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            _ => Err(self.malformed()),
+        }
+    }
+
+    /// A list of at most `N` elements into a fixed-capacity vector.
+    pub(crate) fn list<T, const N: usize>(
+        &mut self,
+        mut read: impl FnMut(&mut Self) -> Result<T, Error>,
+    ) -> Result<heapless::Vec<T, N>, Error> {
+        let n = self.len(N)?;
+        let mut out = heapless::Vec::new();
+        for _ in 0..n {
+            let item = read(self)?;
+            out.push(item).map_err(|_| self.malformed())?;
+        }
+        Ok(out)
+    }
 }
 
 /// Checks the tag and version prefix; returns the body.
@@ -91,7 +176,10 @@ pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result
 
 /// Encodes `value` behind `tag` and the current format version.
 #[cfg(feature = "alloc")]
-pub fn encode_tagged<T: Serialize>(value: &T, tag: &[u8; 8]) -> Result<alloc::vec::Vec<u8>, Error> {
+pub fn encode_tagged<T: serde::Serialize>(
+    value: &T,
+    tag: &[u8; 8],
+) -> Result<alloc::vec::Vec<u8>, Error> {
     let mut out = alloc::vec::Vec::with_capacity(128);
     out.extend_from_slice(tag);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -101,12 +189,10 @@ pub fn encode_tagged<T: Serialize>(value: &T, tag: &[u8; 8]) -> Result<alloc::ve
 }
 
 /// Serde support for 64-byte arrays (ed25519 signatures) as a fixed tuple: 64 raw bytes in postcard.
+#[cfg(feature = "alloc")]
 pub mod bytes64 {
-    use core::fmt;
-
-    use serde::de::{Error as _, SeqAccess, Visitor};
     use serde::ser::SerializeTuple;
-    use serde::{Deserializer, Serializer};
+    use serde::Serializer;
 
     /// Serialises as a 64-element tuple.
     pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
@@ -116,27 +202,6 @@ pub mod bytes64 {
         }
         t.end()
     }
-
-    /// Deserialises a 64-element tuple.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = [u8; 64];
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("64 bytes")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 64], A::Error> {
-                let mut out = [0u8; 64];
-                for slot in out.iter_mut() {
-                    *slot = seq
-                        .next_element()?
-                        .ok_or_else(|| A::Error::invalid_length(64, &self))?;
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_tuple(64, V)
-    }
 }
 
 #[cfg(test)]
@@ -144,61 +209,118 @@ pub mod bytes64 {
 mod tests {
     use super::*;
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct Doc {
-        n: u32,
-        flag: bool,
-    }
-
     const TAG: &[u8; 8] = b"SGL-TEST";
+    const DOC: Document = Document::Manifest;
 
-    fn prefixed(body: &[u8]) -> ([u8; 32], usize) {
-        let mut out = [0u8; 32];
-        out[..8].copy_from_slice(TAG);
-        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out[10..10 + body.len()].copy_from_slice(body);
-        (out, 10 + body.len())
+    /// A test document: a `u32` then an `Option<u8>`.
+    fn decode(bytes: &[u8]) -> Result<(u32, Option<u8>), Error> {
+        let mut r = Reader::tagged(bytes, TAG, DOC)?;
+        let value = (r.u32()?, r.option(Reader::u8)?);
+        r.finish()?;
+        Ok(value)
     }
+
+    fn prefixed(body: &[u8]) -> Vec<u8> {
+        let mut out = TAG.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn varint(bytes: &[u8], bits: u32) -> Result<u64, Error> {
+        Reader::new(bytes, DOC).varint(bits)
+    }
+
+    extern crate std;
+    use std::vec::Vec;
 
     #[test]
     fn canonical_body_decodes() {
-        let (b, n) = prefixed(&[0x7f, 0x01]);
-        let d: Doc = decode_tagged(&b[..n], TAG, Document::Manifest).unwrap();
-        assert_eq!(d, Doc { n: 127, flag: true });
+        assert_eq!(decode(&prefixed(&[0x7f, 0x01, 9])), Ok((127, Some(9))));
+        assert_eq!(decode(&prefixed(&[0x80, 0x01, 0])), Ok((128, None)));
+    }
+
+    #[test]
+    fn varints_are_minimal_and_bounded() {
+        assert_eq!(varint(&[0x00], 32), Ok(0));
+        assert_eq!(varint(&[0x7f], 32), Ok(127));
+        assert_eq!(varint(&[0x80, 0x01], 32), Ok(128));
+        assert_eq!(
+            varint(&[0xff, 0xff, 0xff, 0xff, 0x0f], 32),
+            Ok(u64::from(u32::MAX))
+        );
+        let max64 = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(varint(&max64, 64), Ok(u64::MAX));
+        let mut over64 = max64;
+        over64[9] = 0x02;
+        assert_eq!(varint(&over64, 64), Err(Error::Malformed(DOC)));
+        assert_eq!(varint(&[0x80, 0x00], 32), Err(Error::NonCanonical(DOC)));
+        assert_eq!(
+            varint(&[0xff, 0x80, 0x00], 64),
+            Err(Error::NonCanonical(DOC))
+        );
+        assert_eq!(
+            varint(&[0xff, 0xff, 0xff, 0xff, 0x1f], 32),
+            Err(Error::Malformed(DOC))
+        );
+        assert_eq!(
+            varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01], 32),
+            Err(Error::Malformed(DOC))
+        );
+        assert_eq!(varint(&[0x80], 32), Err(Error::Malformed(DOC)));
+        assert_eq!(varint(&[], 32), Err(Error::Malformed(DOC)));
     }
 
     #[test]
     fn overlong_varint_is_non_canonical() {
         // 127 encoded in two bytes instead of one.
-        let (b, n) = prefixed(&[0xff, 0x00, 0x01]);
-        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
-        assert_eq!(r, Err(Error::NonCanonical(Document::Manifest)));
+        assert_eq!(
+            decode(&prefixed(&[0xff, 0x00, 0x00])),
+            Err(Error::NonCanonical(DOC))
+        );
     }
 
     #[test]
-    fn bool_other_than_zero_or_one_is_malformed() {
-        let (b, n) = prefixed(&[0x01, 0x02]);
-        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
-        assert_eq!(r, Err(Error::Malformed(Document::Manifest)));
+    fn option_tags_other_than_zero_or_one_are_malformed() {
+        assert_eq!(
+            decode(&prefixed(&[0x01, 0x02, 0x05])),
+            Err(Error::Malformed(DOC))
+        );
+    }
+
+    #[test]
+    fn strings_must_be_utf8_and_lists_bounded() {
+        assert_eq!(Reader::new(&[2, b'o', b'k'], DOC).str(), Ok("ok"));
+        assert_eq!(
+            Reader::new(&[1, 0xff], DOC).str(),
+            Err(Error::Malformed(DOC))
+        );
+        assert_eq!(
+            Reader::new(&[5, b'a'], DOC).byte_string(),
+            Err(Error::Malformed(DOC))
+        );
+        let three: Result<heapless::Vec<u8, 2>, _> =
+            Reader::new(&[3, 1, 2, 3], DOC).list(Reader::u8);
+        assert_eq!(three, Err(Error::Malformed(DOC)));
+        let two: heapless::Vec<u8, 2> = Reader::new(&[2, 1, 2], DOC).list(Reader::u8).unwrap();
+        assert_eq!(&two[..], &[1, 2]);
     }
 
     #[test]
     fn trailing_bytes_are_rejected() {
-        let (b, n) = prefixed(&[0x01, 0x01, 0x00]);
-        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
-        assert_eq!(r, Err(Error::TrailingBytes(Document::Manifest)));
+        assert_eq!(
+            decode(&prefixed(&[0x01, 0x00, 0x00])),
+            Err(Error::TrailingBytes(DOC))
+        );
     }
 
     #[test]
     fn tag_and_version_are_checked_before_the_body() {
-        let (mut b, n) = prefixed(&[0xff, 0xff]);
+        let mut b = prefixed(&[0xff, 0xff]);
         b[8] = 2;
-        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
-        assert_eq!(r, Err(Error::UnsupportedVersion(Document::Manifest, 2)));
+        assert_eq!(decode(&b), Err(Error::UnsupportedVersion(DOC, 2)));
         b[0] = b'X';
-        let r: Result<Doc, _> = decode_tagged(&b[..n], TAG, Document::Manifest);
-        assert_eq!(r, Err(Error::WrongTag(Document::Manifest)));
-        let r: Result<Doc, _> = decode_tagged(&b[..9], b"XGL-TEST", Document::Manifest);
-        assert_eq!(r, Err(Error::Malformed(Document::Manifest)));
+        assert_eq!(decode(&b), Err(Error::WrongTag(DOC)));
+        assert_eq!(decode(&TAG[..]), Err(Error::Malformed(DOC)));
     }
 }

@@ -1,7 +1,6 @@
 //! Public keys, key ids, signature entries and threshold counting (FORMAT.md §3, rules 2 and 3).
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Document, Error, Signed};
@@ -22,16 +21,25 @@ pub fn key_id(key: &PublicKey) -> KeyId {
 ///
 /// The key id is not trusted: it only selects which allowed key to verify with, and a wrong id
 /// makes the signature fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct SignatureEntry {
     /// SHA-256 of the signer's public key.
     pub key_id: KeyId,
     /// The ed25519 signature over the exact signed bytes.
-    #[serde(with = "crate::codec::bytes64")]
+    #[cfg_attr(feature = "alloc", serde(with = "crate::codec::bytes64"))]
     pub signature: [u8; 64],
 }
 
 impl SignatureEntry {
+    /// Reads one entry: the key id, then the signature (96 raw bytes).
+    pub(crate) fn read(r: &mut crate::codec::Reader<'_>) -> Result<Self, Error> {
+        Ok(SignatureEntry {
+            key_id: r.array()?,
+            signature: r.array()?,
+        })
+    }
+
     /// Signs `message` (the exact bytes of a key set or manifest) with `key`.
     pub fn sign(key: &ed25519_dalek::SigningKey, message: &[u8]) -> Self {
         use ed25519_dalek::Signer;

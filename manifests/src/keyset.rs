@@ -1,8 +1,6 @@
 //! Key sets: the release keys a root threshold has authorised, and their own signing threshold.
 
-use serde::{Deserialize, Serialize};
-
-use crate::codec;
+use crate::codec::Reader;
 use crate::error::{Document, Error, Signed};
 use crate::keys::{
     check_keys, verify_threshold, KeyList, PublicKey, SignatureEntry, SignatureList,
@@ -20,14 +18,14 @@ pub const SIGNED_KEY_SET_TAG: &[u8; 8] = b"SGL-SKEY";
 ///
 /// Root keys sign its exact encoded bytes. A newer `version` rotates or revokes release keys;
 /// devices store the highest version they have confirmed and refuse older ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct KeySet<'a> {
     /// Monotonic key set version.
     pub version: u32,
     /// How many distinct release keys must sign a manifest.
     pub threshold: u8,
     /// If present, manifests verified under this key set must name this product.
-    #[serde(borrow)]
     pub product_scope: Option<ProductId<'a>>,
     /// The release public keys.
     pub keys: KeyList,
@@ -37,7 +35,14 @@ impl<'a> KeySet<'a> {
     /// Decodes and validates the signed bytes of a key set (steps 5a–5b). This does not check
     /// signatures: use [`SignedKeySet::verify`].
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let set: KeySet<'a> = codec::decode_tagged(bytes, KEY_SET_TAG, Document::KeySet)?;
+        let mut r = Reader::tagged(bytes, KEY_SET_TAG, Document::KeySet)?;
+        let set = KeySet {
+            version: r.u32()?,
+            threshold: r.u8()?,
+            product_scope: r.option(ProductId::read)?,
+            keys: r.list(Reader::array)?,
+        };
+        r.finish()?;
         check_keys(&set.keys, set.threshold, Document::KeySet)?;
         if let Some(scope) = &set.product_scope {
             scope.validate()?;
@@ -68,7 +73,7 @@ impl<'a> KeySet<'a> {
     /// Encodes the bytes that root keys sign.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        codec::encode_tagged(self, KEY_SET_TAG)
+        crate::codec::encode_tagged(self, KEY_SET_TAG)
     }
 }
 
@@ -76,10 +81,10 @@ impl<'a> KeySet<'a> {
 ///
 /// This is both the stand-alone key set file (behind [`SIGNED_KEY_SET_TAG`]) and the first part
 /// of a bundle's envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct SignedKeySet<'a> {
     /// The exact signed bytes of the [`KeySet`].
-    #[serde(borrow)]
     pub key_set: &'a [u8],
     /// Root signatures over `key_set`.
     pub signatures: SignatureList,
@@ -106,13 +111,19 @@ impl<'a> VerifiedKeySet<'a> {
 impl<'a> SignedKeySet<'a> {
     /// Decodes a stand-alone signed key set file.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        codec::decode_tagged(bytes, SIGNED_KEY_SET_TAG, Document::SignedKeySet)
+        let mut r = Reader::tagged(bytes, SIGNED_KEY_SET_TAG, Document::SignedKeySet)?;
+        let set = SignedKeySet {
+            key_set: r.byte_string()?,
+            signatures: r.list(SignatureEntry::read)?,
+        };
+        r.finish()?;
+        Ok(set)
     }
 
     /// Encodes a stand-alone signed key set file.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        codec::encode_tagged(self, SIGNED_KEY_SET_TAG)
+        crate::codec::encode_tagged(self, SIGNED_KEY_SET_TAG)
     }
 
     /// Adds a root signature; a second signature by the same key replaces the first.

@@ -3,9 +3,7 @@
 use core::cmp::Ordering;
 use core::fmt;
 
-use serde::{Deserialize, Serialize};
-
-use crate::codec;
+use crate::codec::Reader;
 use crate::error::{Document, Error};
 use crate::{MAX_ALIGNMENT, MAX_DEPENDENCIES, MAX_ID_LEN};
 
@@ -30,7 +28,8 @@ pub fn check_identifier(id: &str) -> Result<(), Error> {
 }
 
 /// Which device an image is for: the vendor and the device class / hardware id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct ProductId<'a> {
     /// The vendor, e.g. `acme-medical`.
     pub vendor: &'a str,
@@ -44,6 +43,13 @@ impl<'a> ProductId<'a> {
         let p = ProductId { vendor, device };
         p.validate()?;
         Ok(p)
+    }
+
+    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, Error> {
+        Ok(ProductId {
+            vendor: r.str()?,
+            device: r.str()?,
+        })
     }
 
     /// Checks both identifiers.
@@ -62,7 +68,8 @@ impl fmt::Display for ProductId<'_> {
 /// A semantic version: `major.minor.patch` with an optional pre-release (no build metadata).
 ///
 /// Ordered by SemVer 2.0 precedence, which the agent uses for "newer than what runs".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct Version<'a> {
     /// Major version.
     pub major: u32,
@@ -105,6 +112,15 @@ impl<'a> Version<'a> {
         };
         v.validate()?;
         Ok(v)
+    }
+
+    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, Error> {
+        Ok(Version {
+            major: r.u32()?,
+            minor: r.u32()?,
+            patch: r.u32()?,
+            pre: r.str()?,
+        })
     }
 
     /// Checks the pre-release: dot-separated non-empty identifiers of `[0-9A-Za-z-]`, numeric
@@ -189,7 +205,8 @@ impl fmt::Display for Version<'_> {
 
 /// How the payload bytes are to be read. Only `Raw` exists; encrypted and delta payloads will be
 /// new variants (an older verifier rejects them as malformed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum PayloadFormat {
     /// The payload is the exact image to install.
@@ -205,12 +222,12 @@ impl fmt::Display for PayloadFormat {
 }
 
 /// A component that must already be installed, at least at `min_version`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct Dependency<'a> {
     /// The component name.
     pub component: &'a str,
     /// The lowest acceptable version.
-    #[serde(borrow)]
     pub min_version: Version<'a>,
 }
 
@@ -224,15 +241,14 @@ pub struct InstalledComponent<'a> {
 }
 
 /// The signed description of one image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct Manifest<'a> {
     /// Which device this image is for.
-    #[serde(borrow)]
     pub product: ProductId<'a>,
     /// Which component / slot the image targets, e.g. `app`.
     pub component: &'a str,
     /// Version for display and for "newer than" checks.
-    #[serde(borrow)]
     pub version: Version<'a>,
     /// Anti-rollback counter: devices refuse images below their stored minimum.
     pub security_counter: u32,
@@ -247,7 +263,6 @@ pub struct Manifest<'a> {
     /// Lowest bootloader version able to boot this image.
     pub min_bootloader_version: Option<u32>,
     /// Components that must be installed first.
-    #[serde(borrow)]
     pub dependencies: heapless::Vec<Dependency<'a>, MAX_DEPENDENCIES>,
     /// Creation time, seconds since the Unix epoch.
     pub created: u64,
@@ -263,7 +278,32 @@ impl<'a> Manifest<'a> {
     /// Decodes and validates the signed bytes of a manifest (step 7a). This does not check
     /// signatures: only the bundle verifier does.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let m: Manifest<'a> = codec::decode_tagged(bytes, MANIFEST_TAG, Document::Manifest)?;
+        let mut r = Reader::tagged(bytes, MANIFEST_TAG, Document::Manifest)?;
+        let m = Manifest {
+            product: ProductId::read(&mut r)?,
+            component: r.str()?,
+            version: Version::read(&mut r)?,
+            security_counter: r.u32()?,
+            payload_size: r.u64()?,
+            payload_digest: r.array()?,
+            payload_format: match r.u32()? {
+                0 => PayloadFormat::Raw,
+                _ => return Err(Error::Malformed(Document::Manifest)),
+            },
+            payload_alignment: r.u32()?,
+            min_bootloader_version: r.option(Reader::u32)?,
+            dependencies: r.list(|r| {
+                Ok(Dependency {
+                    component: r.str()?,
+                    min_version: Version::read(r)?,
+                })
+            })?,
+            created: r.u64()?,
+            expires: r.option(Reader::u64)?,
+            release_notes_digest: r.option(Reader::array)?,
+            sbom_digest: r.option(Reader::array)?,
+        };
+        r.finish()?;
         m.validate()?;
         Ok(m)
     }
@@ -287,7 +327,7 @@ impl<'a> Manifest<'a> {
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
         self.validate()?;
-        codec::encode_tagged(self, MANIFEST_TAG)
+        crate::codec::encode_tagged(self, MANIFEST_TAG)
     }
 }
 

@@ -1,8 +1,6 @@
 //! The trust root: root public keys and the threshold of them that must sign a key set.
 
-use serde::{Deserialize, Serialize};
-
-use crate::codec;
+use crate::codec::Reader;
 use crate::error::{Document, Error};
 use crate::keys::{check_keys, KeyList, PublicKey};
 
@@ -13,7 +11,8 @@ pub const TRUST_ROOT_TAG: &[u8; 8] = b"SGL-ROOT";
 ///
 /// It is not signed: whoever provisions the device decides it. `root_version` leaves room for
 /// root rotation (a new root signed by the old threshold), which is not built yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 pub struct TrustRoot {
     /// Version of this root; a later rotation will require it to increase.
     pub root_version: u32,
@@ -26,7 +25,13 @@ pub struct TrustRoot {
 impl TrustRoot {
     /// Decodes and validates a trust root file (FORMAT.md §4, step 0 of verification).
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let root: TrustRoot = codec::decode_tagged(bytes, TRUST_ROOT_TAG, Document::TrustRoot)?;
+        let mut r = Reader::tagged(bytes, TRUST_ROOT_TAG, Document::TrustRoot)?;
+        let root = TrustRoot {
+            root_version: r.u32()?,
+            threshold: r.u8()?,
+            keys: r.list(Reader::array)?,
+        };
+        r.finish()?;
         check_keys(&root.keys, root.threshold, Document::TrustRoot)?;
         Ok(root)
     }
@@ -45,6 +50,6 @@ impl TrustRoot {
     /// Encodes the trust root file.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        codec::encode_tagged(self, TRUST_ROOT_TAG)
+        crate::codec::encode_tagged(self, TRUST_ROOT_TAG)
     }
 }

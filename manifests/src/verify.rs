@@ -186,20 +186,14 @@ enum Stage<'a> {
         filled: usize,
     },
     Padding {
-        checked: Checked<'a>,
         remaining: u32,
     },
     Payload {
-        checked: Checked<'a>,
         hasher: Sha256,
         remaining: u64,
     },
-    Complete {
-        checked: Checked<'a>,
-    },
+    Complete,
     Failed(Error),
-    /// Placeholder while a stage's contents move to the next stage.
-    Moving,
 }
 
 /// Streams a bundle through the verification sequence.
@@ -218,6 +212,8 @@ pub struct BundleVerifier<'a> {
     root: &'a TrustRoot,
     policy: DevicePolicy<'a>,
     stage: Stage<'a>,
+    /// Set once steps 1–7 passed; stays in place (never moved per stage) until `finish`.
+    checked: Option<Checked<'a>>,
     consumed: u64,
     total: Option<u64>,
 }
@@ -253,6 +249,7 @@ impl<'a> BundleVerifier<'a> {
                 filled: 0,
                 scratch: envelope_buf,
             },
+            checked: None,
             consumed: 0,
             total: None,
         }
@@ -271,11 +268,9 @@ impl<'a> BundleVerifier<'a> {
     /// The manifest once steps 1–7 passed (signatures and policy), before the payload is
     /// verified. For progress reports only: nothing may be installed from it.
     pub fn authenticated_manifest(&self) -> Option<&Manifest<'a>> {
-        match &self.stage {
-            Stage::Padding { checked, .. }
-            | Stage::Payload { checked, .. }
-            | Stage::Complete { checked } => Some(&checked.manifest),
-            _ => None,
+        match self.stage {
+            Stage::Failed(_) => None,
+            _ => self.checked.as_ref().map(|c| &c.manifest),
         }
     }
 
@@ -296,20 +291,20 @@ impl<'a> BundleVerifier<'a> {
 
     /// Ends the stream: the verified bundle, or why it is not one.
     pub fn finish(self) -> Result<VerifiedBundle<'a>, Error> {
-        match self.stage {
-            Stage::Complete { checked } => Ok(VerifiedBundle {
+        match (self.stage, self.checked) {
+            (Stage::Complete, Some(checked)) => Ok(VerifiedBundle {
                 header: checked.header,
                 manifest: checked.manifest,
                 key_set: checked.key_set,
             }),
-            Stage::Failed(e) => Err(e),
+            (Stage::Failed(e), _) => Err(e),
             _ => Err(Error::Truncated),
         }
     }
 
-    /// Consumes some of `data` in the current stage. The stage is updated in place: the
-    /// verified key set and manifest are moved only at the three transitions after the
-    /// envelope, never per chunk, so feeding costs the same whatever the chunk size.
+    /// Consumes some of `data` in the current stage. The stage is updated in place, and the
+    /// verified key set and manifest are written once into `checked` and never moved by a
+    /// stage change, so feeding costs the same whatever the chunk size.
     fn step(&mut self, data: &mut &[u8]) -> Result<(), Error> {
         match &mut self.stage {
             Stage::Header {
@@ -351,19 +346,16 @@ impl<'a> BundleVerifier<'a> {
                 let header = *header;
                 let envelope: &'a mut [u8] = core::mem::take(buf);
                 let envelope: &'a [u8] = envelope;
-                let checked = check_envelope(self.root, &self.policy, header, envelope)?;
+                let checked =
+                    self.checked
+                        .insert(check_envelope(self.root, &self.policy, header, envelope)?);
                 let padding = header.padding_len()?;
                 self.stage = if padding > 0 {
-                    Stage::Padding {
-                        checked,
-                        remaining: padding,
-                    }
+                    Stage::Padding { remaining: padding }
                 } else {
-                    let remaining = checked.manifest.payload_size;
                     Stage::Payload {
-                        checked,
                         hasher: Sha256::new(),
-                        remaining,
+                        remaining: checked.manifest.payload_size,
                     }
                 };
             }
@@ -375,23 +367,14 @@ impl<'a> BundleVerifier<'a> {
                 }
                 *remaining = remaining.saturating_sub(chunk.len() as u32);
                 if *remaining == 0 {
-                    if let Stage::Padding { checked, .. } =
-                        core::mem::replace(&mut self.stage, Stage::Moving)
-                    {
-                        let remaining = checked.manifest.payload_size;
-                        self.stage = Stage::Payload {
-                            checked,
-                            hasher: Sha256::new(),
-                            remaining,
-                        };
-                    }
+                    let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
+                    self.stage = Stage::Payload {
+                        hasher: Sha256::new(),
+                        remaining: checked.manifest.payload_size,
+                    };
                 }
             }
-            Stage::Payload {
-                checked,
-                hasher,
-                remaining,
-            } => {
+            Stage::Payload { hasher, remaining } => {
                 // Step 9: exactly payload_size bytes, hashed as they pass.
                 let chunk = take(data, *remaining);
                 hasher.update(chunk);
@@ -400,19 +383,14 @@ impl<'a> BundleVerifier<'a> {
                     return Ok(());
                 }
                 let digest: [u8; 32] = hasher.finalize_reset().into();
+                let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
                 if digest != checked.manifest.payload_digest {
                     return Err(Error::DigestMismatch);
                 }
-                if let Stage::Payload { checked, .. } =
-                    core::mem::replace(&mut self.stage, Stage::Moving)
-                {
-                    self.stage = Stage::Complete { checked };
-                }
+                self.stage = Stage::Complete;
             }
-            Stage::Complete { .. } => return Err(Error::TrailingData),
+            Stage::Complete => return Err(Error::TrailingData),
             Stage::Failed(e) => return Err(*e),
-            // Only seen inside a transition above, which always replaces it.
-            Stage::Moving => return Err(Error::Truncated),
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The one envelope parser: a zero-copy view over the envelope bytes (FORMAT.md §5, step 2).
 //!
-//! The envelope is postcard (§1), but verification reads it without building copies: the two
+//! The envelope is postcard (§1), read with the strict [`crate::codec`] reader without building copies: the two
 //! signature lists stay borrowed `N × 96`-byte runs, iterated in place. This keeps the
 //! bootloader's stack and flash small. [`crate::Envelope::decode`] (for tools) is built on this
 //! view, so there is one parser; the property tests check it against postcard's encoder.
 
+use crate::codec::Reader;
 use crate::error::{Document, Error};
 use crate::keys::SignatureEntry;
 use crate::MAX_KEYS;
@@ -55,77 +56,30 @@ pub struct EnvelopeView<'a> {
     pub manifest_signatures: SignatureBytes<'a>,
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
 const DOC: Document = Document::Envelope;
 
-impl<'a> Reader<'a> {
-    /// A canonical (minimal) unsigned LEB128 varint that fits in a `u32`.
-    fn varint(&mut self) -> Result<u32, Error> {
-        let mut value: u32 = 0;
-        for (i, shift) in [0u32, 7, 14, 21, 28].into_iter().enumerate() {
-            let (&byte, rest) = self.rest.split_first().ok_or(Error::Malformed(DOC))?;
-            self.rest = rest;
-            let low = u32::from(byte & 0x7f);
-            // The fifth byte may only carry the top four bits of a u32.
-            if i == 4 && low > 0x0f {
-                return Err(Error::Malformed(DOC));
-            }
-            value |= low.checked_shl(shift).ok_or(Error::Malformed(DOC))?;
-            if byte & 0x80 == 0 {
-                // A final zero byte after the first adds nothing: an overlong encoding.
-                if i > 0 && byte == 0 {
-                    return Err(Error::NonCanonical(DOC));
-                }
-                return Ok(value);
-            }
-        }
-        Err(Error::Malformed(DOC))
-    }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8], Error> {
-        if len > self.rest.len() {
-            return Err(Error::Malformed(DOC));
-        }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn byte_string(&mut self) -> Result<&'a [u8], Error> {
-        let len = self.varint()?;
-        self.take(usize::try_from(len).map_err(|_| Error::Malformed(DOC))?)
-    }
-
-    fn signatures(&mut self) -> Result<SignatureBytes<'a>, Error> {
-        let count = usize::try_from(self.varint()?).map_err(|_| Error::Malformed(DOC))?;
-        if count > MAX_KEYS {
-            return Err(Error::Malformed(DOC));
-        }
-        // count ≤ 8, so the product cannot overflow.
-        let len = count
-            .checked_mul(SIGNATURE_ENTRY_LEN)
-            .ok_or(Error::Malformed(DOC))?;
-        Ok(SignatureBytes(self.take(len)?))
-    }
+/// A signature list left in place: a count of at most [`MAX_KEYS`], then `count × 96` bytes.
+fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
+    let count = r.len(MAX_KEYS)?;
+    // count ≤ 8, so the product cannot overflow.
+    let len = count
+        .checked_mul(SIGNATURE_ENTRY_LEN)
+        .ok_or(Error::Malformed(DOC))?;
+    Ok(SignatureBytes(r.take(len)?))
 }
 
 impl<'a> EnvelopeView<'a> {
     /// Step 2: reads exactly one envelope from `bytes`: canonical varints, lengths within the
     /// bytes, at most eight signatures per list, nothing left over.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
-        let mut r = Reader { rest: bytes };
+        let mut r = Reader::new(bytes, DOC);
         let view = EnvelopeView {
             key_set: r.byte_string()?,
-            key_set_signatures: r.signatures()?,
+            key_set_signatures: signatures(&mut r)?,
             manifest: r.byte_string()?,
-            manifest_signatures: r.signatures()?,
+            manifest_signatures: signatures(&mut r)?,
         };
-        if !r.rest.is_empty() {
-            return Err(Error::TrailingBytes(DOC));
-        }
+        r.finish()?;
         Ok(view)
     }
 }
@@ -133,30 +87,6 @@ impl<'a> EnvelopeView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn varint(bytes: &[u8]) -> Result<u32, Error> {
-        Reader { rest: bytes }.varint()
-    }
-
-    #[test]
-    fn varints_are_minimal_and_bounded() {
-        assert_eq!(varint(&[0x00]), Ok(0));
-        assert_eq!(varint(&[0x7f]), Ok(127));
-        assert_eq!(varint(&[0x80, 0x01]), Ok(128));
-        assert_eq!(varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Ok(u32::MAX));
-        assert_eq!(varint(&[0x80, 0x00]), Err(Error::NonCanonical(DOC)));
-        assert_eq!(varint(&[0xff, 0x80, 0x00]), Err(Error::NonCanonical(DOC)));
-        assert_eq!(
-            varint(&[0xff, 0xff, 0xff, 0xff, 0x1f]),
-            Err(Error::Malformed(DOC))
-        );
-        assert_eq!(
-            varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
-            Err(Error::Malformed(DOC))
-        );
-        assert_eq!(varint(&[0x80]), Err(Error::Malformed(DOC)));
-        assert_eq!(varint(&[]), Err(Error::Malformed(DOC)));
-    }
 
     #[test]
     fn lists_and_lengths_are_bounded() {

@@ -99,6 +99,63 @@ proptest! {
         prop_assert_eq!(Envelope::decode(&longer), Err(Error::TrailingBytes(Document::Envelope)));
     }
 
+    /// The hand-written decoders accept exactly what postcard's encoder writes: a mutated
+    /// document is either refused or re-encodes to the very bytes that were accepted.
+    #[test]
+    fn decoders_accept_only_canonical_encodings(
+        which in 0usize..4,
+        at: prop::sample::Index,
+        byte: u8,
+        op in 0u8..4,
+        pre in pre(),
+        deps in 0usize..=4,
+        notes: Option<[u8; 32]>,
+    ) {
+        let spec = Spec { scope: Some(product()), ..Spec::default() };
+        let mut manifest = manifest_for(&spec);
+        manifest.version.pre = &pre;
+        manifest.expires = Some(1_800_000_000);
+        manifest.release_notes_digest = notes;
+        for _ in 0..deps {
+            manifest.dependencies.push(Dependency {
+                component: "base",
+                min_version: Version { major: 1, minor: 2, patch: 3, pre: &pre },
+            }).unwrap();
+        }
+        let signed = SignedKeySet {
+            key_set: &[1, 2, 3],
+            signatures: [SignatureEntry { key_id: [7; 32], signature: [9; 64] }].into_iter().collect(),
+        };
+        let original = match which {
+            0 => root().encode().unwrap(),
+            1 => key_set_bytes(&spec),
+            2 => signed.encode().unwrap(),
+            _ => manifest.encode().unwrap(),
+        };
+        let mut bytes = original.clone();
+        let i = at.index(bytes.len() + 1);
+        match op {
+            0 if i < bytes.len() => bytes[i] = byte,
+            1 => bytes.insert(i, byte),
+            // Stretch a one-byte varint (or anything) into an overlong two-byte form.
+            3 if i < bytes.len() && bytes[i] < 0x80 => {
+                bytes[i] |= 0x80;
+                bytes.insert(i + 1, 0);
+            }
+            _ if i < bytes.len() => { bytes.remove(i); }
+            _ => bytes.push(byte),
+        }
+        let reencoded = match which {
+            0 => TrustRoot::decode(&bytes).map(|d| d.encode().unwrap()),
+            1 => KeySet::decode(&bytes).map(|d| d.encode().unwrap()),
+            2 => SignedKeySet::decode(&bytes).map(|d| d.encode().unwrap()),
+            _ => Manifest::decode(&bytes).map(|d| d.encode().unwrap()),
+        };
+        if let Ok(reencoded) = reencoded {
+            prop_assert_eq!(reencoded, bytes);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
         let _ = TrustRoot::decode(&bytes);
