@@ -439,6 +439,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a check-in, updates deployment status and rollout, and returns the assignment.
     fn check_in(&self, report: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>>;
+    /// Records check-ins in order, each as [`Store::check_in`] would, with one result per
+    /// check-in; one that fails changes nothing and leaves the others recorded. The outer error
+    /// means that none was recorded. A backend may commit them together (the default records
+    /// them one by one).
+    fn check_in_batch(
+        &self,
+        batch: &[CheckIn],
+        now: u64,
+        keep: u32,
+    ) -> StoreResult<Vec<StoreResult<Option<Assignment>>>> {
+        Ok(batch.iter().map(|c| self.check_in(c, now, keep)).collect())
+    }
     /// The last `limit` reports of a device, newest first.
     fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>>;
     /// Whether an active or paused deployment admits this device for this release.
@@ -590,6 +602,9 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 /// against a server crash, fsynced at the next full commit or checkpoint): after a power loss the
 /// last moments of device reports may be missing, together with their audit entries, and every
 /// device re-reports its state at its next check-in. This keeps one fsync off each check-in.
+/// [`Store::check_in_batch`] commits many check-ins in one transaction (the API queues them, see
+/// `api::checkin_queue`), each inside its own savepoint; the durability is the same, since a
+/// check-in is answered only after the commit that holds it.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -1280,83 +1295,33 @@ impl Store for SqliteStore {
     }
 
     fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
+        self.with_relaxed_tx(|tx| record_check_in(tx, c, now, keep))
+    }
+
+    fn check_in_batch(
+        &self,
+        batch: &[CheckIn],
+        now: u64,
+        keep: u32,
+    ) -> StoreResult<Vec<StoreResult<Option<Assignment>>>> {
         self.with_relaxed_tx(|tx| {
-            let previous: Option<(Option<String>, Option<String>)> = tx
-                .prepare_cached("SELECT version, state FROM devices WHERE id = ?1")?
-                .query_row([&c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((prev_version, prev_state)) = previous else {
-                return Err(StoreError::NotFound { what: "device", id: c.device_id.clone() });
-            };
-            tx.prepare_cached(
-                "INSERT INTO reports (device_id, at, version, security_counter, state, deployment_id, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                c.device_id,
-                to_sql(now),
-                c.version,
-                c.security_counter,
-                c.state,
-                c.deployment_id,
-                c.detail
-            ])?;
-            tx.prepare_cached(
-                "DELETE FROM reports WHERE device_id = ?1 AND id <= \
-                 (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )?
-            .execute(params![c.device_id, keep])?;
-            tx.prepare_cached(
-                "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5 WHERE id = ?1",
-            )?
-            .execute(params![c.device_id, to_sql(now), c.version, c.security_counter, c.state])?;
-            let actor = format!("device:{}", c.device_id);
-            if prev_version.as_deref() != Some(c.version.as_str())
-                || prev_state.as_deref() != Some(c.state.as_str())
-            {
-                let detail = serde_json::json!({
-                    "version": c.version,
-                    "security_counter": c.security_counter,
-                    "state": c.state,
-                    "deployment": c.deployment_id,
-                    "detail": c.detail,
-                });
-                append(tx, &AuditEvent::new(&actor, "device.report", &c.device_id, detail), now)?;
-            }
-            if let (Some(dep), Some(status)) = (c.deployment_id, DeviceStatus::parse(&c.state)) {
-                // Only a device its phase admitted reports for a deployment that is still open.
-                let current: Option<(String, i64)> = tx
-                    .prepare_cached(
-                        "SELECT m.status, m.bucket FROM members m JOIN deployments d ON d.id = m.deployment_id \
-                         WHERE m.deployment_id = ?1 AND m.device_id = ?2 AND m.bucket <= d.phase \
-                         AND d.state IN ('active', 'paused', 'halted')",
-                    )?
-                    .query_row(params![dep, c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                if let Some((current, bucket)) = current {
-                    if current != status.as_str() {
-                        tx.prepare_cached(
-                            "UPDATE members SET status = ?3, updated_at = ?4 WHERE deployment_id = ?1 AND device_id = ?2",
-                        )?
-                        .execute(params![dep, c.device_id, status.as_str(), to_sql(now)])?;
-                        let from = DeviceStatus::parse(&current)
-                            .ok_or_else(|| StoreError::Backend(format!("unknown device status {current}")))?;
-                        let (dec, inc) = (counter(from), counter(status));
-                        if dec != inc {
-                            // Column names come from `counter`, never from input.
-                            tx.prepare_cached(&format!(
-                                "UPDATE rollout_counts SET {dec} = {dec} - 1, {inc} = {inc} + 1 \
-                                 WHERE deployment_id = ?1 AND bucket = ?2"
-                            ))?
-                            .execute(params![dep, bucket])?;
-                        }
-                        let detail = serde_json::json!({ "deployment": dep, "from": current, "to": status });
-                        append(tx, &AuditEvent::new(&actor, "device.status", &c.device_id, detail), now)?;
-                        reevaluate(tx, dep, now)?;
+            let mut out = Vec::with_capacity(batch.len());
+            for c in batch {
+                // A savepoint per check-in: one that fails leaves no trace and does not undo
+                // the others in the batch.
+                tx.prepare_cached("SAVEPOINT check_in")?.execute([])?;
+                match record_check_in(tx, c, now, keep) {
+                    Ok(a) => {
+                        tx.prepare_cached("RELEASE check_in")?.execute([])?;
+                        out.push(Ok(a));
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO check_in; RELEASE check_in")?;
+                        out.push(Err(e));
                     }
                 }
             }
-            assignment(tx, &c.device_id, c.security_counter)
+            Ok(out)
         })
     }
 
@@ -1713,6 +1678,104 @@ fn admitted_member(
             .then(|| DeviceStatus::parse(&status))
             .flatten()
     }))
+}
+
+/// Records one check-in inside the caller's write transaction (see [`Store::check_in`]).
+fn record_check_in(
+    tx: &Connection,
+    c: &CheckIn,
+    now: u64,
+    keep: u32,
+) -> StoreResult<Option<Assignment>> {
+    let previous: Option<(Option<String>, Option<String>)> = tx
+        .prepare_cached("SELECT version, state FROM devices WHERE id = ?1")?
+        .query_row([&c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((prev_version, prev_state)) = previous else {
+        return Err(StoreError::NotFound {
+            what: "device",
+            id: c.device_id.clone(),
+        });
+    };
+    tx.prepare_cached(
+        "INSERT INTO reports (device_id, at, version, security_counter, state, deployment_id, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        c.device_id,
+        to_sql(now),
+        c.version,
+        c.security_counter,
+        c.state,
+        c.deployment_id,
+        c.detail
+    ])?;
+    tx.prepare_cached(
+        "DELETE FROM reports WHERE device_id = ?1 AND id <= \
+         (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![c.device_id, keep])?;
+    tx.prepare_cached(
+        "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5 WHERE id = ?1",
+    )?
+    .execute(params![c.device_id, to_sql(now), c.version, c.security_counter, c.state])?;
+    let actor = format!("device:{}", c.device_id);
+    if prev_version.as_deref() != Some(c.version.as_str())
+        || prev_state.as_deref() != Some(c.state.as_str())
+    {
+        let detail = serde_json::json!({
+            "version": c.version,
+            "security_counter": c.security_counter,
+            "state": c.state,
+            "deployment": c.deployment_id,
+            "detail": c.detail,
+        });
+        append(
+            tx,
+            &AuditEvent::new(&actor, "device.report", &c.device_id, detail),
+            now,
+        )?;
+    }
+    if let (Some(dep), Some(status)) = (c.deployment_id, DeviceStatus::parse(&c.state)) {
+        // Only a device its phase admitted reports for a deployment that is still open.
+        let current: Option<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT m.status, m.bucket FROM members m JOIN deployments d ON d.id = m.deployment_id \
+                 WHERE m.deployment_id = ?1 AND m.device_id = ?2 AND m.bucket <= d.phase \
+                 AND d.state IN ('active', 'paused', 'halted')",
+            )?
+            .query_row(params![dep, c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((current, bucket)) = current {
+            if current != status.as_str() {
+                tx.prepare_cached(
+                    "UPDATE members SET status = ?3, updated_at = ?4 WHERE deployment_id = ?1 AND device_id = ?2",
+                )?
+                .execute(params![dep, c.device_id, status.as_str(), to_sql(now)])?;
+                let from = DeviceStatus::parse(&current).ok_or_else(|| {
+                    StoreError::Backend(format!("unknown device status {current}"))
+                })?;
+                let (dec, inc) = (counter(from), counter(status));
+                if dec != inc {
+                    // Column names come from `counter`, never from input.
+                    tx.prepare_cached(&format!(
+                        "UPDATE rollout_counts SET {dec} = {dec} - 1, {inc} = {inc} + 1 \
+                         WHERE deployment_id = ?1 AND bucket = ?2"
+                    ))?
+                    .execute(params![dep, bucket])?;
+                }
+                let detail =
+                    serde_json::json!({ "deployment": dep, "from": current, "to": status });
+                append(
+                    tx,
+                    &AuditEvent::new(&actor, "device.status", &c.device_id, detail),
+                    now,
+                )?;
+                reevaluate(tx, dep, now)?;
+            }
+        }
+    }
+    assignment(tx, &c.device_id, c.security_counter)
 }
 
 /// The newest active deployment that admits the device and that it has not finished.

@@ -392,11 +392,7 @@ pub async fn checkin(
         deployment_id: req.deployment,
         detail: req.detail,
     };
-    let keep = state.config.limits.reports_kept;
-    let assignment = state
-        .db
-        .run(move |s| s.check_in(&report, now_secs(), keep))
-        .await?;
+    let assignment = state.check_ins.submit(report).await?;
     state.metrics.check_in();
     let update = assignment.map(|a| {
         let r = a.release;

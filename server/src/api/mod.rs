@@ -15,12 +15,14 @@
 //! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
 //! | `GET /mirror/{id}`                         | public when `public_mirror`|
 
+mod checkin_queue;
 mod deployments;
 mod devices;
 mod downloads;
 mod ops;
 mod releases;
 
+pub use checkin_queue::CheckInQueue;
 pub use devices::auth_message;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -65,6 +67,11 @@ impl Db {
         let store = Arc::clone(&self.0);
         Ok(tokio::task::spawn_blocking(move || f(&*store)).await??)
     }
+
+    /// The store itself, for code already on a blocking thread.
+    fn store(&self) -> &dyn Store {
+        &*self.0
+    }
 }
 
 /// Everything handlers share.
@@ -81,6 +88,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Per-client rate limiter.
     pub limiter: RateLimiter,
+    /// Device check-ins, committed in groups.
+    pub check_ins: Arc<CheckInQueue>,
 }
 
 /// Shared application state.
@@ -103,9 +112,12 @@ impl AppState {
         trust_root: Option<TrustRoot>,
     ) -> Self {
         let limiter = RateLimiter::new(config.limits.rate_per_second, config.limits.rate_burst);
+        let db = Db::new(store);
+        let check_ins = CheckInQueue::new(db.clone(), config.limits.reports_kept);
         AppState(Arc::new(Inner {
             config,
-            db: Db::new(store),
+            db,
+            check_ins,
             bundles,
             trust_root: trust_root.map(Arc::new),
             metrics: Metrics::default(),

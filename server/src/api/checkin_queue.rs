@@ -1,0 +1,226 @@
+//! Group commit for device check-ins.
+//!
+//! Every check-in writes (a report, the device's state, maybe its rollout status), and the
+//! SQLite backend has one writer. Committing each check-in on its own made every request queue
+//! for the writer's lock behind all the others, one commit each: a single commit that the kernel
+//! held up for 15–30 ms (page-cache writeback, another thread's `fsync`, the writer thread
+//! losing its core on a busy machine) stalled every in-flight check-in, the backlog then drained
+//! one commit at a time, and the blocking pool grew to hundreds of threads parked on the lock.
+//!
+//! Here check-ins join a queue instead. One task on the blocking pool drains it: it takes
+//! everything queued (up to [`MAX_BATCH`]), records it in one transaction through
+//! [`Store::check_in_batch`], answers each check-in, and goes on while more are waiting. A slow
+//! commit now delays one batch, and everything that queued meanwhile is committed by the next
+//! one. Each check-in is answered only after the commit that holds it, so what a device was told
+//! is exactly what is stored.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::Db;
+use crate::error::ApiError;
+use crate::store::{now_secs, Assignment, CheckIn, StoreError, StoreResult};
+
+/// Most check-ins committed in one transaction: bounds how long one batch holds the writer.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<StoreResult<Option<Assignment>>>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<(CheckIn, Reply)>,
+    /// A drain task is running (it will see any job queued before it stops).
+    draining: bool,
+}
+
+/// The check-in queue (one per server).
+pub struct CheckInQueue {
+    db: Db,
+    keep: u32,
+    queue: Mutex<Queue>,
+}
+
+impl CheckInQueue {
+    /// A queue recording into `db`, keeping the last `keep` reports per device.
+    pub fn new(db: Db, keep: u32) -> Arc<Self> {
+        Arc::new(CheckInQueue {
+            db,
+            keep,
+            queue: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue is consistent between statements: a panic elsewhere cannot leave it torn.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a check-in; answers once it is committed.
+    pub async fn submit(
+        self: &Arc<Self>,
+        check_in: CheckIn,
+    ) -> Result<Option<Assignment>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut q = self.lock();
+            q.jobs.push((check_in, reply));
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            let queue = Arc::clone(self);
+            tokio::task::spawn_blocking(move || queue.drain());
+        }
+        let result = answer.await.map_err(|_| {
+            ApiError::Internal(anyhow::anyhow!(
+                "the check-in writer stopped before answering"
+            ))
+        })?;
+        Ok(result?)
+    }
+
+    /// Commits batches until the queue is empty.
+    fn drain(&self) {
+        let _guard = DrainGuard(self);
+        loop {
+            let jobs = {
+                let mut q = self.lock();
+                if q.jobs.is_empty() {
+                    q.draining = false;
+                    return;
+                }
+                let n = q.jobs.len().min(MAX_BATCH);
+                q.jobs.drain(..n).collect::<Vec<_>>()
+            };
+            let (batch, replies): (Vec<CheckIn>, Vec<Reply>) = jobs.into_iter().unzip();
+            match self
+                .db
+                .store()
+                .check_in_batch(&batch, now_secs(), self.keep)
+            {
+                Ok(results) if results.len() == replies.len() => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // A client that went away no longer waits for its answer.
+                        let _ = reply.send(result);
+                    }
+                }
+                Ok(results) => {
+                    let e = format!(
+                        "check-in batch of {} returned {} results",
+                        replies.len(),
+                        results.len()
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Backend(e.clone())));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Backend(e.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Should a drain task unwind, the check-ins it left queued are answered with an error (their
+/// reply channels close) and the next check-in starts a new drain task.
+struct DrainGuard<'a>(&'a CheckInQueue);
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut q = self.0.lock();
+            q.jobs.clear();
+            q.draining = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Device, Product, SqliteStore, Store};
+    use std::collections::BTreeMap;
+
+    fn device(id: &str) -> Device {
+        Device {
+            id: id.to_owned(),
+            product: Product {
+                vendor: "acme".to_owned(),
+                device: "pump".to_owned(),
+            },
+            public_key: "00".repeat(32),
+            channel: "stable".to_owned(),
+            groups: Vec::new(),
+            labels: BTreeMap::new(),
+            revoked: false,
+            enrolled_at: 1,
+            last_seen: None,
+            version: None,
+            security_counter: None,
+            state: None,
+        }
+    }
+
+    fn check_in(id: &str, version: &str) -> CheckIn {
+        CheckIn {
+            device_id: id.to_owned(),
+            version: version.to_owned(),
+            security_counter: 1,
+            state: "idle".to_owned(),
+            deployment_id: None,
+            detail: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_check_ins_are_each_recorded_and_a_bad_one_fails_alone() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let audit = crate::store::AuditEvent::new("t", "device.enrol", "d", serde_json::json!({}));
+        for i in 0..20 {
+            store
+                .enrol_device(&device(&format!("d{i}")), &audit)
+                .unwrap();
+        }
+        let queue = CheckInQueue::new(Db::new(store.clone()), 5);
+        let mut tasks = Vec::new();
+        for round in 0..10 {
+            for i in 0..20 {
+                let q = Arc::clone(&queue);
+                let c = check_in(&format!("d{i}"), &format!("1.0.{round}"));
+                tasks.push(tokio::spawn(async move { q.submit(c).await }));
+            }
+            let q = Arc::clone(&queue);
+            tasks.push(tokio::spawn(async move {
+                q.submit(check_in("unknown", "1.0.0")).await
+            }));
+        }
+        let mut failed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("nothing is deployed"),
+                Err(ApiError::NotFound(_)) => failed += 1,
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(failed, 10, "only the unknown device's check-ins fail");
+        for i in 0..20 {
+            let reports = store.reports(&format!("d{i}"), 100).unwrap();
+            assert_eq!(reports.len(), 5, "every check-in stored, trimmed to `keep`");
+            assert!(store
+                .device(&format!("d{i}"))
+                .unwrap()
+                .unwrap()
+                .last_seen
+                .is_some());
+        }
+        assert!(
+            !queue.lock().draining,
+            "the drain task stops when the queue is empty"
+        );
+    }
+}
