@@ -156,7 +156,7 @@ impl Writer<'_> {
         self.slots.write_staged(Self::to_u32(self.written)?, data)?;
         self.buf.drain(..len.min(self.buf.len()));
         self.written = end;
-        if self.written >= self.next_checkpoint && self.written % self.sector == 0 {
+        if self.written >= self.next_checkpoint && self.written.is_multiple_of(self.sector) {
             self.slots.sync()?;
             on(Event::Checkpoint {
                 offset: self.written,
@@ -219,8 +219,8 @@ pub async fn download(
     let mut env_fresh = vec![0u8; MAX_ENVELOPE_LEN];
     let mut resumed = None;
     if resume_from > 0
-        && resume_from % sector == 0
-        && resume_from % cap as u64 == 0
+        && resume_from.is_multiple_of(sector)
+        && resume_from.is_multiple_of(cap as u64)
         && resume_from <= u64::from(layout.max_bundle_len())
     {
         let mut v = BundleVerifier::new(root, policy, &mut env_resume);

@@ -210,6 +210,12 @@ fn check_erased(erased: u8) -> Result<(), FlashError> {
     }
 }
 
+/// A file or block device is read through `NorFlash`, never in place.
+impl<const ERASE: usize, const WRITE: usize> sigil_bootloader::BootFlash
+    for FileFlash<ERASE, WRITE>
+{
+}
+
 impl<const ERASE: usize, const WRITE: usize> ErrorType for FileFlash<ERASE, WRITE> {
     type Error = FlashError;
 }

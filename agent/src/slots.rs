@@ -114,7 +114,7 @@ impl<const E: usize, const W: usize> Slots for BootControl<FileFlash<E, W>> {
         let layout = *BootControl::layout(self);
         let s = layout.sector_size();
         let to = to.min(layout.max_bundle_len());
-        if from % s != 0 || from >= to {
+        if !from.is_multiple_of(s) || from >= to {
             return Err(BootError::OutOfBounds.into());
         }
         // Round the end up to a whole sector; both ends stay inside the staged-bundle area.

@@ -43,7 +43,7 @@
 //! and each of `A[0..k)` and `S[1..=k]` once per revert; sectors beyond `k` are not touched.
 //! Chunks that read as erased are not written.
 
-use embedded_storage::nor_flash::{NorFlash, NorFlashError};
+use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
 use sigil_manifests::{DevicePolicy, ProductId, TrustRoot};
 
@@ -51,7 +51,7 @@ use crate::error::Error;
 use crate::layout::{Layout, CHUNK};
 use crate::record::{BootState, ImageId, Outcome, Phase};
 use crate::store::{self, Loaded};
-use crate::verify::{verify_at, ImageInfo};
+use crate::verify::{verify_at, BootFlash, ImageInfo};
 
 /// What the device accepts: the compiled-in trust root and the device policy.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +187,7 @@ pub struct Bootloader<'a, F> {
 /// Most phase transitions one boot can make (Pending → Swapping → Trial → Reverting → Idle).
 const MAX_TRANSITIONS: usize = 8;
 
-impl<'a, F: NorFlash> Bootloader<'a, F> {
+impl<'a, F: BootFlash> Bootloader<'a, F> {
     /// Checks `layout` against the flash device.
     pub fn new(flash: F, layout: Layout, config: BootConfig<'a>) -> Result<Self, Error> {
         layout.check_flash::<F>(flash.capacity())?;
@@ -258,6 +258,15 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
         envelope_buf: &mut [u8],
     ) -> Result<Result<ImageInfo, sigil_manifests::Error>, Error> {
         let policy = self.config.policy(&self.layout, state);
+        if F::MAPPED {
+            let region = self
+                .flash
+                .mapped(base, self.layout.max_bundle_len())
+                .ok_or(Error::Flash(NorFlashErrorKind::OutOfBounds))?;
+            // The policy bounds the bundle to the slot, so nothing past the region is read.
+            let verified = sigil_manifests::verify_in_place(self.config.root, policy, region);
+            return Ok(verified.map(|v| ImageInfo::of(&v)));
+        }
         let verified = verify_at(
             &mut self.flash,
             &self.layout,
@@ -464,7 +473,7 @@ impl<'a, F: NorFlash> Bootloader<'a, F> {
     fn half_step(&mut self, direction: Direction, sectors: u32, step: u32) -> Result<(), Error> {
         let l = self.layout;
         let pair = step / 2;
-        let first_half = step % 2 == 0;
+        let first_half = step.is_multiple_of(2);
         let (erase, src, dst) = match direction {
             Direction::Install => {
                 let i = pair;

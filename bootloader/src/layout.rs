@@ -311,9 +311,12 @@ impl Layout {
 
     /// Sectors a bundle of `len` bytes occupies.
     pub(crate) fn sectors_for(&self, len: u64) -> u32 {
-        let s = u64::from(self.sector_size());
-        let n = len.div_ceil(s.max(1));
-        u32::try_from(n).unwrap_or(u32::MAX)
+        // A bundle that fits a slot has a u32 length; dividing in u32 keeps the 64-bit software
+        // division out of the firmware (Cortex-M3 divides 32-bit numbers in hardware).
+        match u32::try_from(len) {
+            Ok(len) => len.div_ceil(self.sector_size().max(1)),
+            Err(_) => u32::MAX,
+        }
     }
 
     /// Bytes per copy/read chunk: 256, or the sector size if smaller.

@@ -33,3 +33,4 @@ pub use control::BootControl;
 pub use error::Error;
 pub use layout::{Geometry, Layout, LayoutError};
 pub use record::{BootState, ImageId, Outcome, Phase};
+pub use verify::BootFlash;

@@ -20,6 +20,7 @@
 use std::vec;
 use std::vec::Vec;
 
+use crate::BootFlash;
 use embedded_storage::nor_flash::{
     check_erase, check_read, check_write, ErrorType, NorFlash, NorFlashError, NorFlashErrorKind,
     ReadNorFlash,
@@ -232,6 +233,56 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             // Bits can only move away from their erased value.
             *dst = ((*dst & b) & e) | ((*dst | b) & !e);
         }
+    }
+}
+
+/// Read through `NorFlash` in chunks, like SPI NOR.
+impl<const WRITE: usize, const ERASE: usize> BootFlash for SimFlash<WRITE, ERASE> {}
+
+/// A [`SimFlash`] that the bootloader reads in place, as a port with memory-mapped flash does
+/// (writes and erases still go through the simulated device and its fault injection).
+#[derive(Debug)]
+pub struct Mapped<'f, const WRITE: usize, const ERASE: usize>(pub &'f mut SimFlash<WRITE, ERASE>);
+
+impl<const WRITE: usize, const ERASE: usize> ErrorType for Mapped<'_, WRITE, ERASE> {
+    type Error = SimError;
+}
+
+impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for Mapped<'_, WRITE, ERASE> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
+        self.0.read(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> NorFlash for Mapped<'_, WRITE, ERASE> {
+    const WRITE_SIZE: usize = WRITE;
+    const ERASE_SIZE: usize = ERASE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), SimError> {
+        self.0.erase(from, to)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimError> {
+        self.0.write(offset, bytes)
+    }
+}
+
+impl<const WRITE: usize, const ERASE: usize> BootFlash for Mapped<'_, WRITE, ERASE> {
+    const MAPPED: bool = true;
+
+    fn mapped(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        if !self.0.powered {
+            return None;
+        }
+        let start = usize::try_from(offset).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.0.data.get(start..end)
     }
 }
 

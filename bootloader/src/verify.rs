@@ -12,6 +12,32 @@ use crate::error::Error;
 use crate::layout::{Layout, CHUNK};
 use crate::record::ImageId;
 
+/// The flash a [`crate::Bootloader`] boots from.
+///
+/// Most microcontrollers map their internal NOR flash into the address space. A port that can
+/// read a slot in place says so with `MAPPED = true` and [`BootFlash::mapped`]: the bootloader
+/// then verifies bundles where they lie ([`sigil_manifests::verify_in_place`]), with no envelope
+/// buffer and no chunk copies, and the buffered path is compiled out. Other flash (SPI NOR,
+/// files in host tools) keeps the defaults and is read in chunks through `NorFlash`.
+pub trait BootFlash: NorFlash {
+    /// Whether [`BootFlash::mapped`] serves reads; a constant, so each port keeps one path.
+    const MAPPED: bool = false;
+
+    /// The bytes at `offset..offset + len`, read in place, or `None` outside the device.
+    fn mapped(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        let _ = (offset, len);
+        None
+    }
+}
+
+impl<T: BootFlash> BootFlash for &mut T {
+    const MAPPED: bool = T::MAPPED;
+
+    fn mapped(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        T::mapped(self, offset, len)
+    }
+}
+
 /// Facts about a verified bundle that outlive the envelope buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ImageInfo {

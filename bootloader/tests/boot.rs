@@ -450,3 +450,56 @@ fn layout_for_another_geometry_is_refused() {
         Err(Error::Layout(LayoutError::OutOfFlash))
     ));
 }
+
+/// A port that reads its flash in place (memory-mapped, no envelope buffer) decides exactly as
+/// one that reads through `NorFlash` in chunks: the same result and the same flash bytes after
+/// every step of install, update, confirm, refused updates, revert and a tampered active slot.
+#[test]
+fn mapped_flash_decides_like_buffered_flash() {
+    let mut buffered = Dev::new(SLOT_SECTORS, 0xFF);
+    let mut mapped = buffered.clone();
+    mapped.mapped = true;
+    let mut both = |what: &str, op: &dyn Fn(&mut Dev) -> String| {
+        let (a, b) = (op(&mut buffered), op(&mut mapped));
+        assert_eq!(a, b, "{what}: buffered vs mapped");
+        assert!(
+            buffered.flash.bytes() == mapped.flash.bytes(),
+            "{what}: flash differs"
+        );
+        a
+    };
+    let boot = |d: &mut Dev| format!("{:?} {:?}", d.boot(), d.state());
+    let v3 = Spec {
+        counter: 3,
+        version: "3.0.0",
+        payload_seed: 3,
+        ..v2()
+    };
+    both("install", &|d| {
+        d.provision(&bundle(&v1()));
+        String::new()
+    });
+    assert!(both("first boot", &boot).starts_with("Ok("));
+    both("stage v2", &|d| format!("{:?}", d.stage(&bundle(&v2()))));
+    assert!(both("trial boot", &boot).contains("trial: true"));
+    both("confirm", &|d| format!("{:?}", d.confirm()));
+    assert!(both("confirmed boot", &boot).contains("security_counter: 2"));
+    both("stage tampered v3", &|d| {
+        d.stage(&bundle(&v3)).unwrap();
+        let at = d.layout.staged_bundle_offset() as usize + bundle(&v3).len() - 10;
+        d.flash.bytes_mut()[at] ^= 0x55;
+        String::new()
+    });
+    assert!(both("tampered staged", &boot).contains("StagedInvalid"));
+    both("stage v3", &|d| format!("{:?}", d.stage(&bundle(&v3))));
+    for i in 0..=2 {
+        both(&format!("unconfirmed boot {i}"), &boot);
+    }
+    assert!(both("after revert", &boot).contains("Reverted"));
+    both("tamper active", &|d| {
+        let at = d.layout.active_offset() as usize + bundle(&v2()).len() - 1;
+        d.flash.bytes_mut()[at] ^= 1;
+        String::new()
+    });
+    assert!(both("tampered active", &boot).starts_with("Err("));
+}

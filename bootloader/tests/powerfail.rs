@@ -360,7 +360,7 @@ fn random_lifecycle<const W: usize, const E: usize>(
     let mut dev = pending.clone();
     let mut cuts_left = 1 + (xorshift(&mut rng) % 4) as usize;
     let mut cuts = 0;
-    let wants_confirm = xorshift(&mut rng) % 2 == 0;
+    let wants_confirm = xorshift(&mut rng).is_multiple_of(2);
     let mut floor = 1;
     let random_cut = |rng: &mut u64, span: u64| {
         let cut = match xorshift(rng) % 6 {
@@ -385,7 +385,7 @@ fn random_lifecycle<const W: usize, const E: usize>(
         }
     };
     for _ in 0..64 {
-        if cuts_left > 0 && xorshift(&mut rng) % 4 != 0 {
+        if cuts_left > 0 && !xorshift(&mut rng).is_multiple_of(4) {
             dev.flash.arm(random_cut(&mut rng, span));
         }
         let booted = dev.boot();
@@ -405,7 +405,7 @@ fn random_lifecycle<const W: usize, const E: usize>(
             break;
         }
         if wants_confirm && state.phase == Phase::Trial {
-            if cuts_left > 0 && xorshift(&mut rng) % 2 == 0 {
+            if cuts_left > 0 && xorshift(&mut rng).is_multiple_of(2) {
                 dev.flash.arm(random_cut(&mut rng, 3));
             }
             let confirmed = dev.confirm();

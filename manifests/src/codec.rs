@@ -132,6 +132,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A list of at most [`crate::MAX_KEYS`] public keys, borrowed in place.
+    pub(crate) fn keys(&mut self) -> Result<&'a [[u8; 32]], Error> {
+        let n = self.len(crate::MAX_KEYS)?;
+        // n ≤ 8: the product cannot overflow.
+        let bytes = self.take(n.checked_mul(32).ok_or(self.malformed())?)?;
+        match bytes.as_chunks::<32>() {
+            (keys, []) => Ok(keys),
+            _ => Err(self.malformed()),
+        }
+    }
+
     /// An `Option`: a `0`/`1` tag, then the value if `1`.
     pub(crate) fn option<T>(
         &mut self,

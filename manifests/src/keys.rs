@@ -102,19 +102,15 @@ pub fn verify_threshold(
         };
         return Err(Error::InvalidThreshold(doc));
     }
-    let mut ids = [[0u8; 32]; MAX_KEYS];
-    for (id, key) in ids.iter_mut().zip(allowed) {
-        *id = key_id(key);
-    }
-    let ids = ids.get(..allowed.len()).ok_or(Error::TooLarge)?;
-
     let mut counted = [false; MAX_KEYS];
     let mut found: u8 = 0;
     for entry in signatures {
         let entry = &entry;
-        let index = ids
+        // Key ids are recomputed per signature rather than kept in a table: at most eight
+        // 32-byte hashes, and the bootloader's stack stays smaller.
+        let index = allowed
             .iter()
-            .position(|id| *id == entry.key_id)
+            .position(|key| key_id(key) == entry.key_id)
             .ok_or(Error::UnknownSigner(what))?;
         let key = allowed.get(index).ok_or(Error::UnknownSigner(what))?;
         let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey)?;

@@ -3,7 +3,7 @@
 use crate::codec::Reader;
 use crate::error::{Document, Error, Signed};
 use crate::keys::{
-    check_keys, verify_threshold, KeyList, PublicKey, SignatureEntry, SignatureList,
+    check_keys, verify_threshold, PublicKey, SignatureEntry, SignatureList,
 };
 use crate::manifest::ProductId;
 use crate::root::TrustRoot;
@@ -27,23 +27,25 @@ pub struct KeySet<'a> {
     pub threshold: u8,
     /// If present, manifests verified under this key set must name this product.
     pub product_scope: Option<ProductId<'a>>,
-    /// The release public keys.
-    pub keys: KeyList,
+    /// The release public keys, borrowed from the signed bytes.
+    pub keys: &'a [PublicKey],
 }
 
 impl<'a> KeySet<'a> {
     /// Decodes and validates the signed bytes of a key set (steps 5a–5b). This does not check
     /// signatures: use [`SignedKeySet::verify`].
+    // Out of line for the bootloader's stack, as `verify::check_manifest`.
+    #[inline(never)]
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
         let mut r = Reader::tagged(bytes, KEY_SET_TAG, Document::KeySet)?;
         let set = KeySet {
             version: r.u32()?,
             threshold: r.u8()?,
             product_scope: r.option(ProductId::read)?,
-            keys: r.list(Reader::array)?,
+            keys: r.keys()?,
         };
         r.finish()?;
-        check_keys(&set.keys, set.threshold, Document::KeySet)?;
+        check_keys(set.keys, set.threshold, Document::KeySet)?;
         if let Some(scope) = &set.product_scope {
             scope.validate()?;
         }
@@ -55,10 +57,12 @@ impl<'a> KeySet<'a> {
         version: u32,
         threshold: u8,
         product_scope: Option<ProductId<'a>>,
-        keys: &[PublicKey],
+        keys: &'a [PublicKey],
     ) -> Result<Self, Error> {
-        let keys = KeyList::from_slice(keys).map_err(|_| Error::TooLarge)?;
-        check_keys(&keys, threshold, Document::KeySet)?;
+        if keys.len() > crate::MAX_KEYS {
+            return Err(Error::TooLarge);
+        }
+        check_keys(keys, threshold, Document::KeySet)?;
         if let Some(scope) = &product_scope {
             scope.validate()?;
         }

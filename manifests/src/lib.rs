@@ -33,7 +33,7 @@ pub use keys::{key_id, KeyId, PublicKey, SignatureEntry};
 pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
 pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
 pub use root::TrustRoot;
-pub use verify::{verify_bundle, BundleVerifier, DevicePolicy, VerifiedBundle};
+pub use verify::{verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, VerifiedBundle};
 pub use view::{EnvelopeView, SignatureBytes};
 
 /// Most keys in a trust root or key set, and most signatures in one signature list.

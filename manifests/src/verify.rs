@@ -173,16 +173,36 @@ struct Checked<'a> {
     key_set: KeySet<'a>,
 }
 
+/// Where the envelope is kept while it arrives.
+#[derive(Debug)]
+enum EnvelopeBytes<'a> {
+    /// Copied into the caller's buffer (streams of any origin).
+    Copy(&'a mut [u8]),
+    /// Borrowed from bytes the caller holds in memory for the whole verification
+    /// ([`verify_in_place`]): the fed bytes are these very bytes, so nothing is copied.
+    InPlace(&'a [u8]),
+}
+
+impl EnvelopeBytes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            EnvelopeBytes::Copy(b) => b.len(),
+            EnvelopeBytes::InPlace(b) => b.len(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Stage<'a> {
     Header {
         buf: [u8; HEADER_LEN],
         filled: usize,
-        scratch: &'a mut [u8],
+        /// The caller's envelope buffer, or (in place) the whole bundle.
+        scratch: EnvelopeBytes<'a>,
     },
     Envelope {
         header: BundleHeader,
-        buf: &'a mut [u8],
+        bytes: EnvelopeBytes<'a>,
         filled: usize,
     },
     Padding {
@@ -247,7 +267,7 @@ impl<'a> BundleVerifier<'a> {
             stage: Stage::Header {
                 buf: [0; HEADER_LEN],
                 filled: 0,
-                scratch: envelope_buf,
+                scratch: EnvelopeBytes::Copy(envelope_buf),
             },
             checked: None,
             consumed: 0,
@@ -324,28 +344,49 @@ impl<'a> BundleVerifier<'a> {
                     return Err(Error::BundleTooLarge);
                 }
                 self.total = Some(total);
-                let buf = core::mem::take(scratch)
-                    .get_mut(..header.envelope_len as usize)
-                    .ok_or(Error::BufferTooSmall)?;
+                let len = header.envelope_len as usize;
+                let bytes = match core::mem::replace(scratch, EnvelopeBytes::InPlace(&[])) {
+                    EnvelopeBytes::Copy(buf) => {
+                        EnvelopeBytes::Copy(buf.get_mut(..len).ok_or(Error::BufferTooSmall)?)
+                    }
+                    EnvelopeBytes::InPlace(bundle) => EnvelopeBytes::InPlace(
+                        bundle
+                            .get(HEADER_LEN..)
+                            .and_then(|rest| rest.get(..len))
+                            .ok_or(Error::Truncated)?,
+                    ),
+                };
                 self.stage = Stage::Envelope {
                     header,
-                    buf,
+                    bytes,
                     filled: 0,
                 };
             }
             Stage::Envelope {
                 header,
-                buf,
+                bytes,
                 filled,
             } => {
-                let got = fill(buf.get_mut(*filled..).unwrap_or(&mut []), data);
+                let got = match bytes {
+                    EnvelopeBytes::Copy(buf) => {
+                        fill(buf.get_mut(*filled..).unwrap_or(&mut []), data)
+                    }
+                    // The fed bytes are the borrowed ones (`verify_in_place`): only skip them.
+                    EnvelopeBytes::InPlace(env) => {
+                        let want = env.len().saturating_sub(*filled) as u64;
+                        take(data, want).len()
+                    }
+                };
                 *filled = filled.saturating_add(got);
-                if *filled < buf.len() {
+                if *filled < bytes.len() {
                     return Ok(());
                 }
                 let header = *header;
-                let envelope: &'a mut [u8] = core::mem::take(buf);
-                let envelope: &'a [u8] = envelope;
+                let envelope: &'a [u8] =
+                    match core::mem::replace(bytes, EnvelopeBytes::InPlace(&[])) {
+                        EnvelopeBytes::Copy(buf) => buf,
+                        EnvelopeBytes::InPlace(env) => env,
+                    };
                 let checked =
                     self.checked
                         .insert(check_envelope(self.root, &self.policy, header, envelope)?);
@@ -422,13 +463,26 @@ fn check_envelope<'a>(
     verify_threshold(
         envelope.manifest,
         envelope.manifest_signatures.iter(),
-        &key_set.keys,
+        key_set.keys,
         key_set.threshold,
         Signed::Manifest,
     )?;
 
+    check_manifest(policy, header, key_set, envelope.manifest)
+}
+
+/// Step 7 over a manifest whose signatures passed. Kept out of line: its temporaries then never
+/// sit on the stack below the signature checks, the deepest part of verification (this is
+/// what keeps the bootloader within its RAM budget).
+#[inline(never)]
+fn check_manifest<'a>(
+    policy: &DevicePolicy<'_>,
+    header: BundleHeader,
+    key_set: KeySet<'a>,
+    manifest: &'a [u8],
+) -> Result<Checked<'a>, Error> {
     // Step 7a: strict decode of the signed manifest and its field ranges.
-    let manifest = Manifest::decode(envelope.manifest)?;
+    let manifest = Manifest::decode(manifest)?;
     if manifest.payload_size == 0 {
         return Err(Error::BadLength(Document::Manifest));
     }
@@ -504,6 +558,38 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Verifies the bundle at the start of `region` without copying its envelope: for bundles the
+/// caller can read in place for the whole verification, such as memory-mapped flash in a
+/// bootloader. Bytes after the bundle's end are not read. The same stages run as for a stream;
+/// only the envelope stays where it is, so no envelope buffer is needed.
+pub fn verify_in_place<'a>(
+    root: &'a TrustRoot,
+    policy: DevicePolicy<'a>,
+    region: &'a [u8],
+) -> Result<VerifiedBundle<'a>, Error> {
+    let mut verifier = BundleVerifier {
+        root,
+        policy,
+        stage: Stage::Header {
+            buf: [0; HEADER_LEN],
+            filled: 0,
+            scratch: EnvelopeBytes::InPlace(region),
+        },
+        checked: None,
+        consumed: 0,
+        total: None,
+    };
+    let header = region.get(..HEADER_LEN).ok_or(Error::Truncated)?;
+    verifier.feed(header)?;
+    let total = verifier.total_len().ok_or(Error::Truncated)?;
+    // Feed up to the bundle's end, or what the region holds: a short region then ends as a
+    // truncated stream would, after the checks its bytes allow.
+    let body = region.get(HEADER_LEN..).unwrap_or(&[]);
+    let len = usize::try_from(total.saturating_sub(HEADER_LEN as u64)).unwrap_or(usize::MAX);
+    verifier.feed(body.get(..len).unwrap_or(body))?;
+    verifier.finish()
 }
 
 /// Verifies a bundle held entirely in memory (tests, small bundles, tools).

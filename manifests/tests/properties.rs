@@ -211,6 +211,14 @@ proptest! {
         let chunked = fed.and_then(|()| v.finish()).map(|v| (v.security_counter(), v.key_set_version()));
         prop_assert_eq!(chunked, whole);
         prop_assert_eq!(whole.is_ok(), flip.is_none());
+        // In place (no envelope buffer), the same verdict; bytes after the bundle are not read.
+        let in_place = |region: &[u8]| {
+            verify_in_place(&root, policy(), region).map(|v| (v.security_counter(), v.key_set_version()))
+        };
+        prop_assert_eq!(in_place(&b), whole);
+        let mut region = b.clone();
+        region.extend_from_slice(&[0xa5; 40]);
+        prop_assert_eq!(in_place(&region).is_ok(), flip.is_none());
     }
 
     #[test]

@@ -248,7 +248,7 @@ fn create(args: &KeysetCreateArgs, out: &mut dyn Write) -> Result<(), KeysetErro
                 None => String::new(),
             }
         )?;
-        for key in &key_set.keys {
+        for key in key_set.keys {
             writeln!(out, "  release key {}", keyfile::key_id_hex(key))?;
         }
         writeln!(

@@ -115,7 +115,7 @@ pub fn key_set_text(k: &KeySet<'_>) -> String {
             let _ = writeln!(s, "  product scope:      any product");
         }
     }
-    for key in &k.keys {
+    for key in k.keys {
         let _ = writeln!(s, "  release key:        {}", key_id_hex(key));
     }
     s

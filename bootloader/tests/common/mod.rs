@@ -105,6 +105,8 @@ pub struct Rig<const W: usize, const E: usize> {
     pub flash: SimFlash<W, E>,
     pub layout: Layout,
     pub attempts: u8,
+    /// Boot as a port with memory-mapped flash: verify in place, no envelope buffer.
+    pub mapped: bool,
 }
 
 impl<const W: usize, const E: usize> Rig<W, E> {
@@ -117,6 +119,7 @@ impl<const W: usize, const E: usize> Rig<W, E> {
             flash: SimFlash::new(sectors, erased),
             layout,
             attempts: 2,
+            mapped: false,
         }
     }
 
@@ -133,6 +136,10 @@ impl<const W: usize, const E: usize> Rig<W, E> {
     /// One boot with all RAM state rebuilt from flash.
     pub fn boot(&mut self) -> Result<VerifiedImage, Error> {
         let config = self.config();
+        if self.mapped {
+            let flash = sigil_bootloader::sim::Mapped(&mut self.flash);
+            return Bootloader::new(flash, self.layout, config)?.boot(&mut []);
+        }
         let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
         let mut buf = [0u8; MAX_ENVELOPE_LEN];
         bl.boot(&mut buf)

@@ -16,6 +16,8 @@ use embedded_storage::nor_flash::{
 use semihosting::fs::File;
 use semihosting::io::{Seek, SeekFrom, Write};
 
+use sigil_bootloader::BootFlash;
+
 use crate::config;
 use crate::glue;
 
@@ -77,7 +79,7 @@ impl core::fmt::Display for FlashError {
 #[derive(Debug)]
 pub struct Flash {
     file: File,
-    _window: glue::Window,
+    window: glue::Window,
 }
 
 impl Flash {
@@ -96,7 +98,7 @@ impl Flash {
         }
         Ok(Flash {
             file,
-            _window: window,
+            window,
         })
     }
 
@@ -106,6 +108,16 @@ impl Flash {
             .seek(SeekFrom::Start(u64::from(offset)))
             .map_err(|_| FlashError::HostFile)?;
         self.file.write_all(bytes).map_err(|_| FlashError::HostFile)
+    }
+}
+
+/// The window is memory: the bootloader verifies bundles where they lie, with no envelope
+/// buffer and no chunk copies (every write still goes through [`NorFlash`] and the host file).
+impl BootFlash for Flash {
+    const MAPPED: bool = true;
+
+    fn mapped(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        glue::window_slice(&self.window, offset, usize::try_from(len).ok()?)
     }
 }
 

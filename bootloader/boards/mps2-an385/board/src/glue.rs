@@ -39,6 +39,18 @@ pub(crate) fn read_window(offset: u32, dst: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+/// The flash bytes at `offset..offset + len`, read in place; `None` if the range leaves the
+/// device. The bytes borrow the window token, which the flash driver owns.
+pub(crate) fn window_slice(_window: &Window, offset: u32, len: usize) -> Option<&[u8]> {
+    let addr = window_addr(offset, len)?;
+    // SAFETY: `addr..addr + len` lies inside the flash window (checked above): SSRAM that is
+    // always mapped and that holds no Rust object (see `read_window`). The slice borrows the
+    // one `Window` (shared) for its whole life; the only writer of the window is the flash
+    // driver, through `&mut Flash`, which cannot exist while that borrow does, so the bytes do
+    // not change under the slice.
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+}
+
 /// Copies `src` into the flash window at `offset`; `None` if the range leaves the device.
 pub(crate) fn write_window(offset: u32, src: &[u8]) -> Option<()> {
     let dst = window_addr(offset, src.len())?;
@@ -68,6 +80,22 @@ pub(crate) unsafe fn jump(vector_table: u32) -> ! {
     }
     // SAFETY: the caller guarantees a valid stack pointer and reset vector in the table.
     unsafe { cortex_m::asm::bootload(vector_table as *const u32) }
+}
+
+/// The bootloader's interrupt vectors: a single entry, the fewest cortex-m-rt's linker script
+/// accepts (it requires a table longer than the 16 system exceptions). The bootloader never
+/// enables an interrupt (the NVIC comes out of reset with all of them disabled) and the image
+/// it starts installs its own table, so the default 240 entries would be 960 bytes of flash
+/// that serve nothing.
+#[cfg(feature = "bootloader-vectors")]
+#[link_section = ".vector_table.interrupts"]
+#[no_mangle]
+static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [DefaultHandler];
+
+#[cfg(feature = "bootloader-vectors")]
+extern "C" {
+    /// cortex-m-rt's default handler (it ends in a loop).
+    fn DefaultHandler();
 }
 
 #[cfg(feature = "bench")]

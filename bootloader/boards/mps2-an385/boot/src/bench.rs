@@ -7,7 +7,7 @@
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use ed25519_dalek::{Signature, VerifyingKey};
-use embedded_storage::nor_flash::ReadNorFlash;
+use sigil_bootloader::BootFlash;
 use sha2::{Digest, Sha256};
 use sigil_board_mps2_an385::{exit, peak_stack, stack_size, Flash};
 use sigil_bootloader::VerifiedImage;
@@ -56,32 +56,19 @@ fn instructions(f: impl FnOnce()) -> u64 {
 /// Prints one `bench:` line and ends the run. Not inlined, so its buffers do not enlarge the
 /// boot decision's stack frame that the peak-stack figure measures.
 #[inline(never)]
-pub fn report(boot: u64, image: &VerifiedImage, flash: &mut Flash, buf: &mut [u8]) -> u8 {
+pub fn report(boot: u64, image: &VerifiedImage, flash: &Flash) -> u8 {
     // The high-water mark of the boot decision, before the baselines below use the stack.
     let peak = peak_stack();
-    // The bare SHA-256 of the payload, read through the same driver in the same 256-byte chunks.
+    // The bare SHA-256 of the payload, read in place from the flash window as the boot does.
     let sha = instructions(|| {
-        let mut hasher = Sha256::new();
-        let mut chunk = [0u8; 256];
-        let mut at = image.payload_offset();
-        let mut left = image.payload_size();
-        while left > 0 {
-            let n = left.min(256) as usize;
-            let Some(part) = chunk.get_mut(..n) else {
-                break;
-            };
-            if flash.read(at, part).is_err() {
-                break;
-            }
-            hasher.update(&*part);
-            at = at.saturating_add(n as u32);
-            left = left.saturating_sub(n as u64);
+        let size = u32::try_from(image.payload_size()).unwrap_or(0);
+        if let Some(payload) = flash.mapped(image.payload_offset(), size) {
+            core::hint::black_box(Sha256::digest(payload));
         }
-        core::hint::black_box(hasher.finalize());
     });
     // The signature checks alone: every signature of the active bundle, verify_strict.
     let sigs = instructions(|| {
-        let _ = signature_checks(flash, buf);
+        let _ = signature_checks(flash);
     });
     semihosting::println!(
         "bench: boot_insns={} sha256_insns={} sig_insns={} payload_bytes={} peak_stack={} stack_reserved={}",
@@ -98,14 +85,12 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &mut Flash, buf: &mut [u8
 /// Verifies the root signatures over the key set and the release signatures over the manifest
 /// of the active bundle, with ed25519-dalek directly. Returns how many verified.
 #[inline(never)]
-fn signature_checks(flash: &mut Flash, buf: &mut [u8]) -> Option<u32> {
+fn signature_checks(flash: &Flash) -> Option<u32> {
     let root = TrustRoot::decode(crate::TRUST_ROOT).ok()?;
     let base = sigil_board_mps2_an385::LAYOUT.active_offset();
-    let mut head = [0u8; HEADER_LEN];
-    flash.read(base, &mut head).ok()?;
-    let header = BundleHeader::parse(&head).ok()?;
-    let prefix = buf.get_mut(..header.envelope_end().ok()? as usize)?;
-    flash.read(base, prefix).ok()?;
+    let head: &[u8; HEADER_LEN] = flash.mapped(base, HEADER_LEN as u32)?.try_into().ok()?;
+    let header = BundleHeader::parse(head).ok()?;
+    let prefix = flash.mapped(base, header.envelope_end().ok()?)?;
     let bundle = UnverifiedBundle::parse(prefix).ok()?;
     let env = bundle.envelope();
     let key_set = KeySet::decode(env.signed_key_set.key_set).ok()?;

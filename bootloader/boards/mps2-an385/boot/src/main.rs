@@ -14,7 +14,7 @@ mod bench;
 use cortex_m_rt::entry;
 use sigil_board_mps2_an385::{config, exit, log, Flash, LAYOUT};
 use sigil_bootloader::{BootConfig, Bootloader, Error};
-use sigil_manifests::{ProductId, TrustRoot, MAX_ENVELOPE_LEN};
+use sigil_manifests::{ProductId, TrustRoot};
 
 /// The trust root file given by `SIGIL_TRUST_ROOT` at build time (validated by build.rs).
 static TRUST_ROOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trust_root.bin"));
@@ -56,8 +56,9 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             return exit::BOOT_ERROR;
         }
     };
-    let mut envelope = [0u8; MAX_ENVELOPE_LEN];
-    let image = match bootloader.boot(&mut envelope) {
+    // The board's flash is memory-mapped: bundles are verified in place, so no envelope
+    // buffer is needed (`sigil_bootloader::BootFlash`).
+    let image = match bootloader.boot(&mut []) {
         Ok(image) => image,
         Err(e) => {
             log!("sigil-boot: refusing to boot: {}", e);
@@ -82,7 +83,7 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     #[cfg(feature = "bench")]
     {
         let boot_ticks = timer.elapsed();
-        return bench::report(boot_ticks, &image, bootloader.flash(), &mut envelope);
+        return bench::report(boot_ticks, &image, bootloader.flash());
     }
     #[allow(unreachable_code)] // with `bench` the run ends above
     {
