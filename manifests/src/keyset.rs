@@ -2,9 +2,7 @@
 
 use crate::codec::Reader;
 use crate::error::{Document, Error, Signed};
-use crate::keys::{
-    check_keys, verify_threshold, PublicKey, SignatureEntry, SignatureList,
-};
+use crate::keys::{check_keys, verify_threshold, PublicKey, SignatureEntry, SignatureList};
 use crate::manifest::ProductId;
 use crate::root::TrustRoot;
 

@@ -132,12 +132,12 @@ impl<'a> Version<'a> {
         if self.pre.len() > MAX_ID_LEN {
             return Err(Error::InvalidIdentifier);
         }
-        for ident in self.pre.split('.') {
+        for ident in identifiers(self.pre) {
             let valid = !ident.is_empty()
                 && ident
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !(is_numeric(ident) && ident.len() > 1 && ident.starts_with('0'));
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+                && !(is_numeric(ident) && ident.len() > 1 && ident.first() == Some(&b'0'));
             if !valid {
                 return Err(Error::InvalidIdentifier);
             }
@@ -146,11 +146,17 @@ impl<'a> Version<'a> {
     }
 }
 
-fn is_numeric(ident: &str) -> bool {
-    ident.bytes().all(|b| b.is_ascii_digit())
+/// The dot-separated identifiers of a pre-release, as bytes (they are ASCII once validated; a
+/// byte split keeps `str`'s pattern searcher out of the bootloader).
+fn identifiers(pre: &str) -> impl Iterator<Item = &[u8]> {
+    pre.as_bytes().split(|&b| b == b'.')
 }
 
-fn compare_identifier(a: &str, b: &str) -> Ordering {
+fn is_numeric(ident: &[u8]) -> bool {
+    ident.iter().all(|b| b.is_ascii_digit())
+}
+
+fn compare_identifier(a: &[u8], b: &[u8]) -> Ordering {
     match (is_numeric(a), is_numeric(b)) {
         // Numeric identifiers have no leading zeros, so length then bytes is numeric order.
         (true, true) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
@@ -169,8 +175,8 @@ impl Ord for Version<'_> {
                 (true, false) => Ordering::Greater,
                 (false, true) => Ordering::Less,
                 (false, false) => {
-                    let mut a = self.pre.split('.');
-                    let mut b = other.pre.split('.');
+                    let mut a = identifiers(self.pre);
+                    let mut b = identifiers(other.pre);
                     loop {
                         match (a.next(), b.next()) {
                             (None, None) => break Ordering::Equal,

@@ -96,10 +96,7 @@ impl Flash {
         if len != config::FLASH_SIZE as u64 {
             return Err(FlashError::HostFile);
         }
-        Ok(Flash {
-            file,
-            window,
-        })
+        Ok(Flash { file, window })
     }
 
     /// Writes `bytes` (already applied to the window) through to the host file at `offset`.

@@ -7,9 +7,9 @@
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use ed25519_dalek::{Signature, VerifyingKey};
-use sigil_bootloader::BootFlash;
 use sha2::{Digest, Sha256};
 use sigil_board_mps2_an385::{exit, peak_stack, stack_size, Flash};
+use sigil_bootloader::BootFlash;
 use sigil_bootloader::VerifiedImage;
 use sigil_manifests::{bundle::HEADER_LEN, BundleHeader, KeySet, TrustRoot, UnverifiedBundle};
 
@@ -99,9 +99,9 @@ fn signature_checks(flash: &Flash) -> Option<u32> {
         (
             env.signed_key_set.key_set,
             &env.signed_key_set.signatures,
-            &root.keys,
+            &root.keys[..],
         ),
-        (env.manifest, &env.manifest_signatures, &key_set.keys),
+        (env.manifest, &env.manifest_signatures, key_set.keys),
     ] {
         for entry in sigs.iter() {
             for key in keys.iter() {
