@@ -233,10 +233,12 @@ fn geometry<const W: usize, const E: usize>(
     erased: u8,
     img: &Images,
     seeds: u64,
+    mapped: bool,
 ) -> usize {
     let started = Instant::now();
     // A device running the old image, confirmed, with the new one staged and pending.
     let mut fresh: Rig<W, E> = Rig::new(slot, erased);
+    fresh.mapped = mapped;
     fresh.provision(&img.v1);
     let mut idle = fresh.clone();
     idle.boot().unwrap();
@@ -447,6 +449,7 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0xFF,
         &Images::new(700, 1200),
         n,
+        false,
     );
     // Growing update, erased value 0x00, 8-byte writes.
     trials += geometry::<8, 512>(
@@ -455,6 +458,7 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0x00,
         &Images::new(900, 1900),
         n,
+        false,
     );
     // Shrinking update, 16-byte writes, 1 KiB sectors.
     trials += geometry::<16, 1024>(
@@ -463,6 +467,7 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0xFF,
         &Images::new(1900, 900),
         n,
+        false,
     );
     // Typical internal flash: 4 KiB sectors, 16 chunk writes per sector copy.
     trials += geometry::<4, 4096>(
@@ -471,6 +476,7 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0xFF,
         &Images::new(6000, 9000),
         n,
+        false,
     );
     // Strongly shrinking update, 32-byte writes (3 records per state sector).
     trials += geometry::<32, 256>(
@@ -479,6 +485,7 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0xFF,
         &Images::new(3000, 600),
         n,
+        false,
     );
     // 64-byte writes (records padded to 128 bytes), erased 0x00.
     trials += geometry::<64, 2048>(
@@ -487,9 +494,38 @@ fn power_cut_at_every_write_and_erase_six_geometries() {
         0x00,
         &Images::new(2500, 7000),
         n,
+        false,
     );
     println!(
         "power-fail suite: {trials} trials in {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// The same sweeps on flash the bootloader reads in place (memory-mapped, no envelope buffer):
+/// the two typical internal-flash geometries.
+#[test]
+fn power_cut_at_every_write_and_erase_mapped_flash() {
+    let started = Instant::now();
+    let n = seeds();
+    let mut trials = geometry::<4, 4096>(
+        "mapped: 4-byte writes, 4 KiB sectors, erased 0xFF",
+        4,
+        0xFF,
+        &Images::new(6000, 9000),
+        n,
+        true,
+    );
+    trials += geometry::<8, 512>(
+        "mapped: 8-byte writes, 512 B sectors, erased 0x00",
+        6,
+        0x00,
+        &Images::new(900, 1900),
+        n,
+        true,
+    );
+    println!(
+        "power-fail suite, mapped flash: {trials} trials in {:.1?}",
         started.elapsed()
     );
 }
