@@ -594,8 +594,8 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#];
 
-/// The SQLite backend in WAL mode: one writer connection and one read-only connection (WAL
-/// lets a reader run beside the writer), each serialised by a mutex.
+/// The SQLite backend in WAL mode: one writer connection and `READERS` (4) read-only connections
+/// (WAL lets readers run beside the writer), each serialised by a mutex.
 ///
 /// Writes are `synchronous = FULL`: an acknowledged upload, enrolment, deployment change or audit
 /// entry survives power loss. Device check-ins commit with `synchronous = NORMAL` (durable
@@ -608,7 +608,8 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    reader: Option<Mutex<Connection>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     checkpointer: Option<Checkpointer>,
 }
 
@@ -620,6 +621,11 @@ struct Checkpointer {
     stop: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Read-only connections of a file database. Token lookups (every request) and listings go
+/// through them; with one, a lookup that had to wait for the disk held up every request behind
+/// it.
+const READERS: usize = 4;
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 const BACKSTOP_CHECKPOINT_PAGES: i64 = 20_000;
@@ -902,9 +908,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database and runs pending migrations.
     pub fn open(path: &Path) -> StoreResult<Self> {
         let mut store = Self::init(Connection::open(path)?)?;
-        let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        store.reader = Some(Mutex::new(reader));
+        for _ in 0..READERS {
+            let reader =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            store.readers.push(Mutex::new(reader));
+        }
         store
             .conn()?
             .pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
@@ -938,17 +947,32 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            reader: None,
+            readers: Vec::new(),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             checkpointer: None,
         })
     }
 
-    /// The read-only connection (the writer for an in-memory database).
+    /// A read-only connection (the writer for an in-memory database).
     fn reader(&self) -> StoreResult<MutexGuard<'_, Connection>> {
-        match &self.reader {
-            Some(r) => r
-                .lock()
-                .map_err(|_| StoreError::Backend("database lock poisoned".to_owned())),
+        let poisoned = || StoreError::Backend("database lock poisoned".to_owned());
+        let n = self.readers.len();
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A free connection if there is one, so that a read waiting on the disk does not hold
+        // up the others; else wait for one.
+        for i in 0..n {
+            if let Some(r) = self.readers.get(start.wrapping_add(i) % n) {
+                match r.try_lock() {
+                    Ok(guard) => return Ok(guard),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                    Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+                }
+            }
+        }
+        match self.readers.get(start % n.max(1)) {
+            Some(r) => r.lock().map_err(|_| poisoned()),
             None => self.conn(),
         }
     }

@@ -9,7 +9,7 @@
 //!
 //! Here check-ins join a queue instead. One task on the blocking pool drains it: it takes
 //! everything queued (up to [`MAX_BATCH`]), records it in one transaction through
-//! [`Store::check_in_batch`], answers each check-in, and goes on while more are waiting. A slow
+//! [`crate::store::Store::check_in_batch`], answers each check-in, and goes on while more are waiting. A slow
 //! commit now delays one batch, and everything that queued meanwhile is committed by the next
 //! one. Each check-in is answered only after the commit that holds it, so what a device was told
 //! is exactly what is stored.
