@@ -7,12 +7,20 @@
 //!     uploads a bundle, enrols DEVICES devices, deploys the bundle to them, opens one session
 //!     per device; writes OUT_DIR/bundle.sgl, OUT_DIR/sessions.txt (one token per line) and
 //!     prints the release id
+//! bench_fleet pace ADDR SESSIONS_FILE RATE CONNECTIONS SECONDS
+//!     check-ins at a fixed rate (open loop, like wrk2): request k is due at k / RATE seconds,
+//!     spread round-robin over CONNECTIONS keep-alive connections, and its latency is counted
+//!     from when it was due, so a server stall shows in every request it delays, including the
+//!     ones that could not be sent on time (no coordinated omission). Prints
+//!     `RATE_ACHIEVED P50_MS P99_MS P999_MS MAX_MS ERRORS`.
 //! ```
 // A setup tool for a benchmark: any failure aborts the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
@@ -104,6 +112,128 @@ fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> Value
     v
 }
 
+/// One request and its response on a keep-alive connection; the response's status.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    stream.write_all(request).await?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let mut head_end = None;
+    loop {
+        if let Some((end, len, status)) = head_end {
+            if buf.len() >= end + len {
+                return Ok(status);
+            }
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if head_end.is_none() {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("header"))?;
+                let status = head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("status"))?;
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                head_end = Some((end + 4, len, status));
+            }
+        }
+    }
+}
+
+fn pace(addr: SocketAddr, tokens: Vec<String>, rate: f64, connections: u64, seconds: f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = r#"{"version":"1.0.0","security_counter":1,"state":"idle"}"#;
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| {
+                format!(
+                    "POST /api/v1/device/checkin HTTP/1.1\r\nHost: {addr}\r\n\
+                     Authorization: Bearer {t}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            })
+            .collect(),
+    );
+    let total = (rate * seconds) as u64;
+    let (latencies, errors, elapsed) = rt.block_on(async move {
+        let start = tokio::time::Instant::now() + Duration::from_millis(100);
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let requests = Arc::clone(&requests);
+            tasks.push(tokio::spawn(async move {
+                let connect = || async {
+                    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    s.set_nodelay(true).unwrap();
+                    s
+                };
+                let mut stream = connect().await;
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                let mut buf = Vec::with_capacity(4096);
+                let mut k = c;
+                while k < total {
+                    let due = start + Duration::from_secs_f64(k as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    let request = &requests[(k as usize).wrapping_mul(7919) % requests.len()];
+                    match exchange(&mut stream, request, &mut buf).await {
+                        Ok(200) => {}
+                        Ok(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            stream = connect().await;
+                        }
+                    }
+                    latencies.push(due.elapsed().as_micros() as u64);
+                    k += connections;
+                }
+                (latencies, errors)
+            }));
+        }
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            all.extend(l);
+            errors += e;
+        }
+        (all, errors, start.elapsed())
+    });
+    let mut l = latencies;
+    l.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((l.len() as f64 * p / 100.0).ceil() as usize).clamp(1, l.len().max(1)) - 1;
+        l.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    println!(
+        "{:.1} {:.3} {:.3} {:.3} {:.3} {errors}",
+        l.len() as f64 / elapsed.as_secs_f64(),
+        pct(50.0),
+        pct(99.0),
+        pct(99.9),
+        pct(100.0)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -184,8 +314,23 @@ fn main() {
             std::fs::write(out.join("sessions.txt"), sessions).unwrap();
             println!("{id}");
         }
+        Some("pace") => {
+            let tokens: Vec<String> = std::fs::read_to_string(&args[3])
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            assert!(!tokens.is_empty(), "no session tokens in {}", args[3]);
+            pace(
+                args[2].parse().unwrap(),
+                tokens,
+                args[4].parse().unwrap(),
+                args[5].parse().unwrap(),
+                args[6].parse().unwrap(),
+            );
+        }
         _ => {
-            eprintln!("usage: bench_fleet root OUT | bench_fleet setup ADDR ADMIN DEVICES PAYLOAD_BYTES OUT_DIR");
+            eprintln!("usage: bench_fleet root OUT | bench_fleet setup ADDR ADMIN DEVICES PAYLOAD_BYTES OUT_DIR | bench_fleet pace ADDR SESSIONS RATE CONNECTIONS SECONDS");
             std::process::exit(2);
         }
     }
