@@ -13,3 +13,5 @@ pub mod ratelimit;
 pub mod rollout;
 pub mod serve;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -69,7 +69,7 @@ pub fn create_admin_token(store: &dyn Store, name: &str, actor: &str) -> anyhow:
     Ok(token)
 }
 
-fn load_trust_root(config: &ServerConfig) -> anyhow::Result<Option<TrustRoot>> {
+pub(crate) fn load_trust_root(config: &ServerConfig) -> anyhow::Result<Option<TrustRoot>> {
     let Some(path) = &config.trust_root else {
         return Ok(None);
     };

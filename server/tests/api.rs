@@ -275,6 +275,23 @@ async fn role_matrix_only_the_right_role_succeeds() {
     }
 }
 
+/// Devices that confirmed an image under a newer key set refuse bundles signed under an older
+/// one: the upload still stores it (the signatures are valid) but says so.
+#[tokio::test]
+async fn upload_under_an_older_key_set_than_a_live_release_warns() {
+    let app = Harness::new();
+    let newer = bundle_under_key_set(ROOT_SEEDS, 2, "2.0.0", 2, &payload(3000, 2));
+    let (s, v) = app.upload(newer).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    let older = bundle_under_key_set(ROOT_SEEDS, 1, "2.0.1", 2, &payload(3000, 3));
+    let (s, v) = app.upload(older).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["key_set_version"], 1);
+    let warning = v["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("older than version 2"), "{v}");
+}
+
 #[tokio::test]
 async fn upload_verifies_and_stores_content_addressed_once() {
     let h = Harness::new();

@@ -10,9 +10,7 @@
 // with its cause, rather than be reported as a step's result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sigil_agent::{Agent, AgentConfig, CycleOutcome};
@@ -32,14 +30,13 @@ pub struct Stack {
     /// Release token (uploads bundles).
     pub release: String,
     http: reqwest::Client,
-    server: Option<tokio::task::JoinHandle<()>>,
+    server: Option<sigil_server::testing::LocalServer>,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(task) = self.server.take() {
-            task.abort();
-        }
+        // Stopped before the runtime and the data directory go.
+        self.server.take();
     }
 }
 
@@ -62,9 +59,8 @@ impl Stack {
     /// Starts `sigil-server` with the firmware's trust root; `mirror_base_url`, when set, is
     /// where check-ins send devices to download (a mirror or CDN, trusted for nothing).
     pub fn start(mirror_base_url: Option<&str>) -> Stack {
-        use sigil_server::api::{router, token_hash, AppState};
-        use sigil_server::config::{Overrides, ServerConfig};
-        use sigil_server::store::{Role, Store, TokenGrant};
+        use sigil_server::store::Role;
+        use sigil_server::testing::LocalServer;
 
         let fw = firmware();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -74,58 +70,28 @@ impl Stack {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let root_path = fw.keys().join("root.sgl");
-        let mut vars: Vec<(String, String)> = vec![
-            ("SIGIL_TRUST_ROOT".into(), root_path.display().to_string()),
-            ("SIGIL_RATE_PER_SECOND".into(), "100000".into()),
-            ("SIGIL_RATE_BURST".into(), "100000".into()),
-        ];
+        let mut vars = Vec::new();
         if let Some(m) = mirror_base_url {
-            vars.push(("SIGIL_MIRROR_BASE_URL".into(), m.to_owned()));
+            vars.push(("SIGIL_MIRROR_BASE_URL", m));
         }
-        let config = ServerConfig::load(
-            None,
-            vars,
-            Overrides {
-                listen: None,
-                data_dir: Some(dir.path().join("data")),
-            },
-        )
-        .unwrap();
-        let root = sigil_manifests::TrustRoot::decode(&std::fs::read(&root_path).unwrap())
-            .expect("the firmware's trust root decodes");
-        let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
-        let store = Arc::new(store);
         let operator = "sgl_e2e_operator".to_owned();
         let release = "sgl_e2e_release".to_owned();
-        for (token, role) in [(&operator, Role::Operator), (&release, Role::Release)] {
-            let hash = token_hash(token);
-            let grant = TokenGrant {
-                hash: &hash,
-                name: role.as_str(),
-                role,
-                device_id: None,
-                expires_at: None,
-            };
-            store.create_token(&grant, 1, None).unwrap();
-        }
-        let state = AppState::new(config, store as Arc<dyn Store>, bundles, Some(root));
-        let (url, server) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-            let task = tokio::spawn(async move {
-                axum::serve(listener, app).await.unwrap();
-            });
-            (format!("http://{addr}"), task)
-        });
+        let server = rt
+            .block_on(LocalServer::start(
+                &root_path,
+                &dir.path().join("data"),
+                &vars,
+                &[(&operator, Role::Operator), (&release, Role::Release)],
+            ))
+            .unwrap();
         Stack {
+            url: server.url.clone(),
+            server: Some(server),
             rt,
-            url,
             dir,
             operator,
             release,
             http: reqwest::Client::new(),
-            server: Some(server),
         }
     }
 

@@ -5,9 +5,7 @@
 // Test set-up: a failure here is a broken fixture and should panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
@@ -308,72 +306,40 @@ pub fn boot(flash_path: &Path) -> Result<VerifiedImage, sigil_bootloader::Error>
 
 /// The real sigil-server, in-process on a loopback port.
 pub struct RealServer {
+    // First, so it stops before its data directory goes.
+    _server: sigil_server::testing::LocalServer,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub operator: String,
     pub release: String,
     pub http: reqwest::Client,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RealServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl RealServer {
     pub async fn start() -> RealServer {
-        use sigil_server::api::{router, token_hash, AppState};
-        use sigil_server::config::{Overrides, ServerConfig};
-        use sigil_server::store::{Role, Store, TokenGrant};
+        use sigil_server::store::Role;
+        use sigil_server::testing::LocalServer;
 
         let dir = tempfile::tempdir().unwrap();
         let root_path = dir.path().join("root.sgl");
         std::fs::write(&root_path, root().encode().unwrap()).unwrap();
-        let vars: Vec<(String, String)> = vec![
-            ("SIGIL_TRUST_ROOT".into(), root_path.display().to_string()),
-            ("SIGIL_RATE_PER_SECOND".into(), "100000".into()),
-            ("SIGIL_RATE_BURST".into(), "100000".into()),
-        ];
-        let config = ServerConfig::load(
-            None,
-            vars,
-            Overrides {
-                listen: None,
-                data_dir: Some(dir.path().join("data")),
-            },
-        )
-        .unwrap();
-        let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
-        let store = Arc::new(store);
         let operator = "sgl_test_operator".to_owned();
         let release = "sgl_test_release".to_owned();
-        for (token, role) in [(&operator, Role::Operator), (&release, Role::Release)] {
-            let hash = token_hash(token);
-            let grant = TokenGrant {
-                hash: &hash,
-                name: role.as_str(),
-                role,
-                device_id: None,
-                expires_at: None,
-            };
-            store.create_token(&grant, 1, None).unwrap();
-        }
-        let state = AppState::new(config, store as Arc<dyn Store>, bundles, Some(root()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = LocalServer::start(
+            &root_path,
+            &dir.path().join("data"),
+            &[],
+            &[(&operator, Role::Operator), (&release, Role::Release)],
+        )
+        .await
+        .unwrap();
         RealServer {
-            url: format!("http://{addr}"),
+            url: server.url.clone(),
             dir,
             operator,
             release,
             http: reqwest::Client::new(),
-            task,
+            _server: server,
         }
     }
 

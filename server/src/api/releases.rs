@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
+use serde::Serialize;
 
 use super::{AppState, Caller};
 use crate::bundles::{is_bundle_id, UploadChunk};
@@ -125,21 +126,59 @@ pub async fn upload(
     let release = Arc::new(release);
     let r = Arc::clone(&release);
     let id = release.id.clone();
-    let (created, stored) = state
+    let (created, stored, newest_key_set) = state
         .db
         .run(move |s| {
             let created = s.insert_release(&r, &event)?;
-            Ok((created, s.release(&id)?))
+            // The newest key set any live release of this product is signed under.
+            let newest = s
+                .releases()?
+                .iter()
+                .filter(|x| !x.retired && x.vendor == r.vendor && x.device == r.device)
+                .map(|x| x.key_set_version)
+                .max();
+            Ok((created, s.release(&id)?, newest))
         })
         .await?;
     let stored =
         stored.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("release row vanished")))?;
+    let mut warnings = Vec::new();
+    if let Some(newest) = newest_key_set.filter(|&n| n > stored.key_set_version) {
+        tracing::warn!(
+            release = %stored.id,
+            key_set_version = stored.key_set_version,
+            newest_key_set_version = newest,
+            "release is signed under an older key set than other releases of its product"
+        );
+        warnings.push(format!(
+            "signed under key set version {}, older than version {newest} of another release of \
+             {}/{}: devices that have confirmed an image under key set {newest} refuse this bundle \
+             (the key set was rotated or revoked); sign it again under the current key set",
+            stored.key_set_version, stored.vendor, stored.device
+        ));
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(stored)).into_response())
+    Ok((
+        status,
+        Json(Uploaded {
+            release: stored,
+            warnings,
+        }),
+    )
+        .into_response())
+}
+
+/// The upload answer: the stored release, and what an operator should know about it.
+#[derive(Debug, Serialize)]
+struct Uploaded {
+    #[serde(flatten)]
+    release: Release,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// `GET /api/v1/releases`.

@@ -38,6 +38,17 @@ pub fn root() -> TrustRoot {
 
 /// A bundle for acme/pump-x2 signed under the root of `root_seeds`.
 pub fn signed_bundle(root_seeds: [u8; 3], version: &str, counter: u32, payload: &[u8]) -> Vec<u8> {
+    bundle_under_key_set(root_seeds, 1, version, counter, payload)
+}
+
+/// [`signed_bundle`] under key set version `key_set_version`.
+pub fn bundle_under_key_set(
+    root_seeds: [u8; 3],
+    key_set_version: u32,
+    version: &str,
+    counter: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let product = ProductId::new("acme", "pump-x2").unwrap();
     let manifest = Manifest {
         product,
@@ -57,7 +68,7 @@ pub fn signed_bundle(root_seeds: [u8; 3], version: &str, counter: u32, payload: 
     }
     .encode()
     .unwrap();
-    let ks = KeySet::new(1, 1, None, &[public(11), public(12)])
+    let ks = KeySet::new(key_set_version, 1, None, &[public(11), public(12)])
         .unwrap()
         .encode()
         .unwrap();
