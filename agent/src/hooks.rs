@@ -2,7 +2,8 @@
 //! healthy.
 //!
 //! Hooks are argv lists run without a shell, stdin closed, stdout/stderr inherited (they land
-//! in the journal), killed after `hooks.timeout`. They get these environment variables:
+//! in the journal), each in its own process group, which is killed after `hooks.timeout`. They
+//! get these environment variables:
 //!
 //! | variable | value |
 //! |---|---|
@@ -84,6 +85,8 @@ pub async fn run(name: &str, argv: &[String], env: &HookEnv<'_>, timeout: Durati
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
+        // Its own process group, so that a timeout ends everything the hook started.
+        .process_group(0)
         .env("SIGIL_HOOK", name)
         .env("SIGIL_RUNNING_VERSION", env.running_version);
     if let Some(v) = env.update_version {
@@ -101,6 +104,14 @@ pub async fn run(name: &str, argv: &[String], env: &HookEnv<'_>, timeout: Durati
     };
     let result = match tokio::time::timeout(timeout, child.wait()).await {
         Err(_) => {
+            // The group first: a shell's children would otherwise outlive it.
+            if let Some(pid) = child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
             let _ = child.kill().await;
             HookResult::TimedOut
         }
@@ -156,5 +167,23 @@ mod tests {
             run("x", &["/nonexistent/hook".to_owned()], &env, t).await,
             HookResult::NotStarted(_)
         ));
+    }
+
+    /// A timeout ends what the hook started too, not only the hook's own process.
+    #[tokio::test]
+    async fn timeout_kills_the_hooks_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = dir.path().join("late");
+        let script = format!("(sleep 1; touch '{}') & sleep 5", late.display());
+        let r = run(
+            "x",
+            &sh(&script),
+            &HookEnv::default(),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(r, HookResult::TimedOut);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!late.exists(), "a child of the timed-out hook kept running");
     }
 }
