@@ -125,14 +125,14 @@ codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
   payload. The baseline is measured by the same binary with the same crates (sha2 0.10,
   ed25519-dalek 2.2 \`verify_strict\`): SHA-256 of the same 1 MiB read in place from the
   memory-mapped flash, as the boot reads it, plus every signature of the bundle (1 root + 1
-  release) checked directly.
+  release) checked directly. The update boot verifies the staged 1 MiB bundle, swaps 257
+  sectors each way and verifies the installed bundle again.
 - The board's flash is memory-mapped, so the bootloader verifies bundles in place
   (\`sigil_bootloader::BootFlash\`) and needs no envelope buffer; a port whose flash is not
   mapped passes a 4 KiB envelope buffer and reads in 256-byte chunks (4 KiB more RAM).
 - What stands between the flash figure and its target: ed25519 verification alone (curve25519-
   and ed25519-dalek, SHA-512) is about 12 KiB of it at opt-level "z", and the compiler-builtins
-  memory routines (prebuilt, optimised for speed) about 2 KiB; see the symbols below. The update boot verifies the staged 1 MiB bundle, swaps 257 sectors each
-  way and verifies the installed bundle again.
+  memory routines (prebuilt, optimised for speed) about 2 KiB; see the symbols below.
 
 | build | flash | RAM | idle boot, 1 MiB (instructions) | bare SHA-256 + signatures | overhead (≤ +5%) | update boot |
 |---|---|---|---|---|---|---|
