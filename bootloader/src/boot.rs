@@ -263,7 +263,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 .flash
                 .mapped(base, self.layout.max_bundle_len())
                 .ok_or(Error::Flash(NorFlashErrorKind::OutOfBounds))?;
-            // The policy bounds the bundle to the slot, so nothing past the region is read.
+            // The region is the slot's bundle space: nothing outside it is read.
             let verified = sigil_manifests::verify_in_place(self.config.root, policy, region);
             return Ok(verified.map(|v| ImageInfo::of(&v)));
         }

@@ -95,6 +95,9 @@ pub fn verify_threshold(
 ) -> Result<(), Error> {
     // Decoders already refuse such thresholds; this also covers a root or key set built by hand
     // (the fields are public), where a zero threshold would accept no signatures at all.
+    if allowed.len() > MAX_KEYS {
+        return Err(Error::TooLarge);
+    }
     if threshold == 0 || usize::from(threshold) > allowed.len() {
         let doc = match what {
             Signed::KeySet => Document::TrustRoot,
@@ -175,6 +178,17 @@ mod tests {
         assert_eq!(
             check_keys(&[not_a_point], 1, Document::TrustRoot),
             Err(Error::InvalidPublicKey)
+        );
+    }
+
+    #[test]
+    fn more_allowed_keys_than_the_format_holds_are_refused() {
+        let msg = b"SGL-MNFT\x01\x00body";
+        let keys: [PublicKey; 9] = core::array::from_fn(|i| pk(i as u8 + 1));
+        let s9 = SignatureEntry::sign(&SigningKey::from_bytes(&[9; 32]), msg);
+        assert_eq!(
+            verify_threshold(msg, [s9], &keys, 1, Signed::Manifest),
+            Err(Error::TooLarge)
         );
     }
 

@@ -296,6 +296,9 @@ impl<'a> BundleVerifier<'a> {
 
     /// Feeds the next bytes of the bundle.
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), Error> {
+        if let Stage::Failed(e) = self.stage {
+            return Err(e);
+        }
         while !data.is_empty() {
             let before = data.len();
             let result = self.step(&mut data);

@@ -8,7 +8,7 @@
 use crate::codec::Reader;
 use crate::error::{Document, Error};
 use crate::keys::SignatureEntry;
-use crate::MAX_KEYS;
+use crate::{MAX_ENVELOPE_LEN, MAX_KEYS};
 
 /// Encoded length of one signature entry: key id then signature.
 pub const SIGNATURE_ENTRY_LEN: usize = 96;
@@ -69,9 +69,14 @@ fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
 }
 
 impl<'a> EnvelopeView<'a> {
-    /// Step 2: reads exactly one envelope from `bytes`: canonical varints, lengths within the
-    /// bytes, at most eight signatures per list, nothing left over.
+    /// Step 2: reads exactly one envelope from `bytes`: at most [`MAX_ENVELOPE_LEN`] bytes,
+    /// canonical varints, lengths within the bytes, at most eight signatures per list, nothing
+    /// left over.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        // The same bound as the header's `envelope_len` (step 1): no valid bundle carries more.
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(Error::BadLength(DOC));
+        }
         let mut r = Reader::new(bytes, DOC);
         let view = EnvelopeView {
             key_set: r.byte_string()?,
@@ -87,6 +92,17 @@ impl<'a> EnvelopeView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelopes_longer_than_any_bundle_holds_are_refused() {
+        let zeros = [0u8; MAX_ENVELOPE_LEN + 1];
+        assert_eq!(EnvelopeView::parse(&zeros), Err(Error::BadLength(DOC)));
+        // At the limit the bytes are read (and here refused for what they hold).
+        assert_eq!(
+            EnvelopeView::parse(&zeros[..MAX_ENVELOPE_LEN]),
+            Err(Error::TrailingBytes(DOC))
+        );
+    }
 
     #[test]
     fn lists_and_lengths_are_bounded() {

@@ -229,3 +229,15 @@ proptest! {
         prop_assert!(verify(&b, policy()).is_err());
     }
 }
+
+/// After an error the verifier keeps answering with it, even for an empty chunk.
+#[test]
+fn an_error_sticks_even_for_an_empty_chunk() {
+    let root = root();
+    let mut buf = [0u8; MAX_ENVELOPE_LEN];
+    let mut v = BundleVerifier::new(&root, policy(), &mut buf);
+    let first = v.feed(&[0x5a; 40]);
+    assert!(first.is_err());
+    assert_eq!(v.feed(&[]), first);
+    assert_eq!(v.finish().map(|_| ()), first);
+}

@@ -127,7 +127,7 @@ impl ReadNorFlash for Flash {
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
         check_read(self, offset, bytes.len())?;
-        glue::read_window(offset, bytes).ok_or(FlashError::OutOfBounds)
+        glue::read_window(&self.window, offset, bytes).ok_or(FlashError::OutOfBounds)
     }
 
     fn capacity(&self) -> usize {
@@ -146,7 +146,7 @@ impl NorFlash for Flash {
         while at < to {
             let n = CHUNK.min(to.saturating_sub(at) as usize);
             let chunk = erased.get(..n).ok_or(FlashError::OutOfBounds)?;
-            glue::write_window(at, chunk).ok_or(FlashError::OutOfBounds)?;
+            glue::write_window(&mut self.window, at, chunk).ok_or(FlashError::OutOfBounds)?;
             self.persist(at, chunk)?;
             at = at.checked_add(n as u32).ok_or(FlashError::OutOfBounds)?;
         }
@@ -159,12 +159,12 @@ impl NorFlash for Flash {
         for data in bytes.chunks(CHUNK) {
             let mut cells = [0u8; CHUNK];
             let cells = cells.get_mut(..data.len()).ok_or(FlashError::OutOfBounds)?;
-            glue::read_window(at, cells).ok_or(FlashError::OutOfBounds)?;
+            glue::read_window(&self.window, at, cells).ok_or(FlashError::OutOfBounds)?;
             // NOR programming only moves bits from 1 to 0.
             for (cell, &new) in cells.iter_mut().zip(data) {
                 *cell &= new;
             }
-            glue::write_window(at, cells).ok_or(FlashError::OutOfBounds)?;
+            glue::write_window(&mut self.window, at, cells).ok_or(FlashError::OutOfBounds)?;
             self.persist(at, cells)?;
             at = at
                 .checked_add(data.len() as u32)

@@ -29,7 +29,7 @@ fn window_addr(offset: u32, len: usize) -> Option<usize> {
 }
 
 /// Copies flash bytes at `offset` into `dst`; `None` if the range leaves the device.
-pub(crate) fn read_window(offset: u32, dst: &mut [u8]) -> Option<()> {
+pub(crate) fn read_window(_window: &Window, offset: u32, dst: &mut [u8]) -> Option<()> {
     let src = window_addr(offset, dst.len())?;
     // SAFETY: `src..src + dst.len()` lies inside FLASH_BASE..FLASH_BASE + FLASH_SIZE (checked
     // above), SSRAM that is always mapped on mps2-an385 and that the generated linker scripts
@@ -47,12 +47,13 @@ pub(crate) fn window_slice(_window: &Window, offset: u32, len: usize) -> Option<
     // always mapped and that holds no Rust object (see `read_window`). The slice borrows the
     // one `Window` (shared) for its whole life; the only writer of the window is the flash
     // driver, through `&mut Flash`, which cannot exist while that borrow does, so the bytes do
-    // not change under the slice.
+    // not change under the slice (`write_window` needs the token mutably).
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
 /// Copies `src` into the flash window at `offset`; `None` if the range leaves the device.
-pub(crate) fn write_window(offset: u32, src: &[u8]) -> Option<()> {
+/// Writing takes the window token mutably, so no slice from [`window_slice`] can be alive.
+pub(crate) fn write_window(_window: &mut Window, offset: u32, src: &[u8]) -> Option<()> {
     let dst = window_addr(offset, src.len())?;
     // SAFETY: as in `read_window`: the destination is inside the reserved window, which no
     // Rust object occupies. The application image executes from the active slot, but the only
