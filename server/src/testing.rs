@@ -20,6 +20,7 @@ use crate::store::{Role, Store, TokenGrant};
 pub struct LocalServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    http: reqwest::Client,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,7 +83,54 @@ impl LocalServer {
         });
         Ok(LocalServer {
             url: format!("http://{addr}"),
+            http: reqwest::Client::new(),
             task,
         })
     }
+
+    /// One API call with `token`: the status and the JSON body (a JSON string if the body is
+    /// not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        answer(req).await
+    }
+
+    /// Uploads bundle bytes with `token` (`POST /api/v1/releases`): the status and the answer.
+    pub async fn upload(
+        &self,
+        token: &str,
+        bundle: Vec<u8>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let req = self
+            .http
+            .post(format!("{}/api/v1/releases", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(bundle);
+        answer(req).await
+    }
+}
+
+/// Sends `req`: the status and the JSON body (a JSON string if the body is not JSON).
+async fn answer(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, serde_json::Value)> {
+    let res = req.send().await?;
+    let status = res.status().as_u16();
+    let text = res.text().await?;
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, value))
 }

@@ -29,7 +29,6 @@ pub struct Stack {
     pub operator: String,
     /// Release token (uploads bundles).
     pub release: String,
-    http: reqwest::Client,
     server: Option<sigil_server::testing::LocalServer>,
 }
 
@@ -91,7 +90,6 @@ impl Stack {
             dir,
             operator,
             release,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -111,24 +109,14 @@ impl Stack {
 
     /// One API call: the status and the JSON body (a string if it is not JSON).
     pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        self.block_on(async {
-            let mut req = self
-                .http
-                .request(method.parse().unwrap(), format!("{}{path}", self.url))
-                .bearer_auth(token);
-            if let Some(b) = body {
-                req = req
-                    .header("content-type", "application/json")
-                    .body(b.to_string());
-            }
-            let res = req.send().await.unwrap();
-            let status = res.status().as_u16();
-            let text = res.text().await.unwrap();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
+        self.block_on(self.server().call(method, path, token, body))
+            .unwrap()
+    }
+
+    fn server(&self) -> &sigil_server::testing::LocalServer {
+        self.server
+            .as_ref()
+            .expect("the server runs until the stack is dropped")
     }
 
     /// `GET path` as the operator; panics unless 200.
@@ -141,23 +129,8 @@ impl Stack {
     /// Uploads a bundle file as the release engineer: the HTTP status and the answer.
     pub fn upload(&self, bundle: &Path) -> (u16, Value) {
         let bytes = std::fs::read(bundle).unwrap();
-        self.block_on(async {
-            let res = self
-                .http
-                .post(format!("{}/api/v1/releases", self.url))
-                .bearer_auth(&self.release)
-                .header("content-type", "application/octet-stream")
-                .body(bytes)
-                .send()
-                .await
-                .unwrap();
-            let status = res.status().as_u16();
-            let text = res.text().await.unwrap();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
+        self.block_on(self.server().upload(&self.release, bytes))
+            .unwrap()
     }
 
     /// Uploads a bundle that must be accepted; its release id.

@@ -307,12 +307,11 @@ pub fn boot(flash_path: &Path) -> Result<VerifiedImage, sigil_bootloader::Error>
 /// The real sigil-server, in-process on a loopback port.
 pub struct RealServer {
     // First, so it stops before its data directory goes.
-    _server: sigil_server::testing::LocalServer,
+    server: sigil_server::testing::LocalServer,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub operator: String,
     pub release: String,
-    pub http: reqwest::Client,
 }
 
 impl RealServer {
@@ -338,8 +337,7 @@ impl RealServer {
             dir,
             operator,
             release,
-            http: reqwest::Client::new(),
-            _server: server,
+            server,
         }
     }
 
@@ -350,22 +348,7 @@ impl RealServer {
         token: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.url))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        self.server.call(method, path, token, body).await.unwrap()
     }
 
     /// Enrols the test device, uploads `bundle` and deploys it to the device; the deployment id.
@@ -383,17 +366,8 @@ impl RealServer {
             )
             .await;
         assert_eq!(s, 201, "{v}");
-        let res = self
-            .http
-            .post(format!("{}/api/v1/releases", self.url))
-            .bearer_auth(&self.release)
-            .header("content-type", "application/octet-stream")
-            .body(bundle)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 201);
-        let v: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        let (s, v) = self.server.upload(&self.release, bundle).await.unwrap();
+        assert_eq!(s, 201, "{v}");
         let release = v["id"].as_str().unwrap().to_owned();
         let (s, v) = self
             .call(
