@@ -132,12 +132,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A list of at most `max` fixed-size entries of `entry_len` bytes, left in place: the
+    /// count, then the entries' bytes.
+    pub(crate) fn entries(&mut self, max: usize, entry_len: usize) -> Result<&'a [u8], Error> {
+        let n = self.len(max)?;
+        let len = n.checked_mul(entry_len).ok_or(self.malformed())?;
+        self.take(len)
+    }
+
     /// A list of at most [`crate::MAX_KEYS`] public keys, borrowed in place.
     pub(crate) fn keys(&mut self) -> Result<&'a [[u8; 32]], Error> {
-        let n = self.len(crate::MAX_KEYS)?;
-        // n ≤ 8: the product cannot overflow.
-        let bytes = self.take(n.checked_mul(32).ok_or(self.malformed())?)?;
-        match bytes.as_chunks::<32>() {
+        match self.entries(crate::MAX_KEYS, 32)?.as_chunks::<32>() {
             (keys, []) => Ok(keys),
             _ => Err(self.malformed()),
         }
@@ -218,6 +223,9 @@ pub mod bytes64 {
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects)] // fixed test sizes
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
 
     const TAG: &[u8; 8] = b"SGL-TEST";
@@ -241,9 +249,6 @@ mod tests {
     fn varint(bytes: &[u8], bits: u32) -> Result<u64, Error> {
         Reader::new(bytes, DOC).varint(bits)
     }
-
-    extern crate std;
-    use std::vec::Vec;
 
     #[test]
     fn canonical_body_decodes() {

@@ -29,7 +29,8 @@ impl TrustRoot {
         let root = TrustRoot {
             root_version: r.u32()?,
             threshold: r.u8()?,
-            keys: r.list(Reader::array)?,
+            keys: KeyList::from_slice(r.keys()?)
+                .map_err(|_| Error::Malformed(Document::TrustRoot))?,
         };
         r.finish()?;
         check_keys(&root.keys, root.threshold, Document::TrustRoot)?;

@@ -60,12 +60,7 @@ const DOC: Document = Document::Envelope;
 
 /// A signature list left in place: a count of at most [`MAX_KEYS`], then `count × 96` bytes.
 fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
-    let count = r.len(MAX_KEYS)?;
-    // count ≤ 8, so the product cannot overflow.
-    let len = count
-        .checked_mul(SIGNATURE_ENTRY_LEN)
-        .ok_or(Error::Malformed(DOC))?;
-    Ok(SignatureBytes(r.take(len)?))
+    Ok(SignatureBytes(r.entries(MAX_KEYS, SIGNATURE_ENTRY_LEN)?))
 }
 
 impl<'a> EnvelopeView<'a> {
