@@ -17,6 +17,7 @@
 # exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 if [ -n "${QUICK:-}" ]; then
   BIG_MIB=${BIG_MIB:-32} DURATION=${DURATION:-5} DEVICES=${DEVICES:-50}
@@ -258,23 +259,7 @@ for _ in $(seq 100); do grep -q "admin token" sigil-server.out 2>/dev/null && br
 admin=$(sed -n 's/^first admin token.*: //p' sigil-server.out)
 mkdir -p fleet
 "$fleet" setup "127.0.0.1:$sport" "$admin" "$DEVICES" 65536 "$work/fleet" > /dev/null
-cat > sigil.lua <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("SESSIONS")) do tokens[#tokens + 1] = line end
-local n = 0
-local offset = 0
-local body = '{"version":"1.0.0","security_counter":1,"state":"idle"}'
-function setup(thread)
-  offset = offset + 1
-  thread:set("offset", offset * 7919)
-end
-function request()
-  n = n + 1
-  local t = tokens[((n + offset) % #tokens) + 1]
-  return wrk.format("POST", "/api/v1/device/checkin",
-    { ["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json" }, body)
-end
-LUA
+cp "$root/bench/wrk/checkin.lua" sigil.lua
 cat report.lua >> sigil.lua
 sigil_answer=$(curl -s -X POST -H "Authorization: Bearer $(head -1 fleet/sessions.txt)" -H 'Content-Type: application/json' \
   -d '{"version":"1.0.0","security_counter":1,"state":"idle"}' "http://127.0.0.1:$sport/api/v1/device/checkin")

@@ -57,23 +57,7 @@ echo "setting up $DEVICES devices" >&2
 release=$("$fleet" setup "127.0.0.1:$port" "$admin" "$DEVICES" $((PAYLOAD_MIB << 20)) "$work")
 device_token=$(head -1 "$work/sessions.txt")
 
-cat > "$work/checkin.lua" <<'LUA'
-local tokens = {}
-for line in io.lines(os.getenv("SESSIONS")) do tokens[#tokens + 1] = line end
-local n = 0
-local offset = 0
-local body = '{"version":"1.0.0","security_counter":1,"state":"idle"}'
-function setup(thread)
-  offset = offset + 1
-  thread:set("offset", offset * 7919)
-end
-function request()
-  n = n + 1
-  local t = tokens[((n + offset) % #tokens) + 1]
-  return wrk.format("POST", "/api/v1/device/checkin",
-    { ["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json" }, body)
-end
-LUA
+cp bench/wrk/checkin.lua "$work/checkin.lua"
 cat > "$work/report.lua" <<'LUA'
 function done(summary, latency, requests)
   local s = summary.duration / 1e6
