@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use sigil_bootloader::BootState;
 use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
 
+use crate::gdb::{Gdb, Stop};
 use crate::sigil::sigil;
 
 /// Exit code: the bootloader refused to boot (no verified image; it did not jump).
@@ -103,6 +104,7 @@ pub struct Firmware {
     board_path: PathBuf,
     board: BoardConfig,
     bootloader: PathBuf,
+    flash_write: u64,
     keys: PathBuf,
     signed: Mutex<HashMap<(String, SignSpec), PathBuf>>,
 }
@@ -283,6 +285,19 @@ fn app_fingerprint() -> String {
     format!("{:016x}\n", hasher.finish())
 }
 
+/// The board flash driver's `Flash::persist`, where each erase or write chunk reaches the
+/// persistent flash (the host file): the power-cut tests break there.
+fn flash_write_address(elf: &[u8]) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).expect("the bootloader ELF parses");
+    let symbol = file
+        .symbols()
+        .find(|s| s.name().is_ok_and(|n| n.contains("5Flash7persist")))
+        .expect("the bootloader ELF has the symbol of the flash driver's Flash::persist");
+    // Thumb function symbols carry the mode in bit 0.
+    symbol.address() & !1
+}
+
 impl Firmware {
     fn prepare() -> Firmware {
         require_tools();
@@ -306,6 +321,7 @@ impl Firmware {
         );
         let bootloader = dir.path().join("sigil-boot.elf");
         std::fs::copy(artifact("sigil-boot"), &bootloader).unwrap();
+        let flash_write = flash_write_address(&std::fs::read(&bootloader).unwrap());
         // The variants differ only in build-time settings, so each build replaces the previous
         // binary; their payloads are cached under a fingerprint of everything they are built
         // from, so later test processes skip the three rebuilds.
@@ -342,6 +358,7 @@ impl Firmware {
             board_path,
             board,
             bootloader,
+            flash_write,
             keys,
             signed: Mutex::new(HashMap::new()),
         }
@@ -559,23 +576,36 @@ impl Device {
 
     /// Powers the device on: one QEMU run, killed after a timeout.
     pub fn boot(&self) -> Boot {
-        self.run(None)
+        self.run(None).0
     }
 
-    /// Powers the device on and cuts the power (kills QEMU) `delay` after the firmware
-    /// printed `marker`; a run that ends before that is returned as it is. The flash file
-    /// keeps whatever the firmware had written through by then, possibly a torn write.
-    pub fn boot_and_cut(&self, marker: &str, delay: Duration) -> Boot {
-        self.run(Some((marker, delay)))
+    /// Powers the device on and cuts the power (kills QEMU) just before the bootloader's
+    /// `write`-th flash write (1-based: one erase or write chunk of at most 256 bytes) reaches
+    /// the flash, exactly, whatever the host's load: QEMU runs under its gdbstub with a
+    /// breakpoint on the flash driver. A run that ends before that is returned as it is.
+    pub fn boot_and_cut(&self, write: usize) -> Boot {
+        self.run(Some(write)).0
     }
 
-    fn run(&self, cut: Option<(&str, Duration)>) -> Boot {
+    /// Powers the device on under the debugger and counts the bootloader's flash writes until
+    /// the run ends (the application's own writes are not counted): the range to cut in.
+    pub fn boot_counting_writes(&self) -> (Boot, usize) {
+        self.run(Some(usize::MAX))
+    }
+
+    fn run(&self, cut: Option<usize>) -> (Boot, usize) {
         let fw = firmware();
         let mut child = Command::new("qemu-system-arm")
             .current_dir(self.dir.path())
             .args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-nographic"])
             .args(["-monitor", "none", "-serial", "null"])
             .args(["-semihosting-config", "enable=on,target=native"])
+            .args(if cut.is_some() {
+                // Halted at reset until the test has set its breakpoint.
+                vec!["-S", "-gdb", "unix:gdb.sock,server=on,wait=off"]
+            } else {
+                vec![]
+            })
             .arg("-kernel")
             .arg(fw.bootloader())
             .arg("-device")
@@ -590,40 +620,33 @@ impl Device {
             .expect("qemu-system-arm starts");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        // Both streams are collected as they arrive (the firmware's semihosting output may go
-        // to either), so a power cut can be timed against them.
-        fn collect(
-            mut pipe: impl Read + Send + 'static,
-            seen: std::sync::Arc<Mutex<String>>,
-        ) -> std::thread::JoinHandle<String> {
+        // Both streams are drained while QEMU runs (the firmware's semihosting output may go
+        // to either), so neither pipe fills up and stalls the guest.
+        fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
             std::thread::spawn(move || {
-                let mut own = String::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    own.push_str(&text);
-                    seen.lock().unwrap().push_str(&text);
-                }
-                own
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
             })
         }
-        let seen = std::sync::Arc::new(Mutex::new(String::new()));
-        let out = collect(stdout, std::sync::Arc::clone(&seen));
-        let err = collect(stderr, std::sync::Arc::clone(&seen));
+        let out = collect(stdout);
+        let err = collect(stderr);
         let start = Instant::now();
-        let mut cut_at: Option<Instant> = None;
+        let mut writes = 0;
+        if let Some(cut) = cut {
+            let mut gdb = Gdb::connect(&self.dir.path().join("gdb.sock"), BOOT_TIMEOUT);
+            gdb.break_at(fw.flash_write);
+            while gdb.cont() == Stop::Break {
+                writes += 1;
+                if writes == cut {
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
-            }
-            if let Some((marker, delay)) = cut {
-                if cut_at.is_none() && seen.lock().unwrap().contains(marker) {
-                    cut_at = Some(Instant::now() + delay);
-                }
-                if cut_at.is_some_and(|t| Instant::now() >= t) {
-                    let _ = child.kill();
-                    break child.wait().unwrap();
-                }
             }
             if start.elapsed() > BOOT_TIMEOUT {
                 let _ = child.kill();
@@ -634,16 +657,19 @@ impl Device {
                     err.join().unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(if cut.is_some() { 1 } else { 20 }));
+            std::thread::sleep(Duration::from_millis(5));
         };
         let output = format!(
             "{}{}",
             out.join().unwrap_or_default(),
             err.join().unwrap_or_default()
         );
-        Boot {
-            code: status.code(),
-            output,
-        }
+        (
+            Boot {
+                code: status.code(),
+                output,
+            },
+            writes,
+        )
     }
 }

@@ -100,6 +100,10 @@ impl Flash {
     }
 
     /// Writes `bytes` (already applied to the window) through to the host file at `offset`.
+    ///
+    /// This is the moment a flash operation becomes persistent, so the QEMU power-cut tests
+    /// (`tests/src/gdb.rs`) put a breakpoint on this function by name: keep it out of line.
+    #[inline(never)]
     fn persist(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
         self.file
             .seek(SeekFrom::Start(u64::from(offset)))
