@@ -99,7 +99,18 @@ fn is_setup_error(e: &AgentError) -> bool {
 fn run(args: AgentArgs) -> Result<u8, (u8, anyhow::Error)> {
     let config = AgentConfig::load(&args.config).map_err(|e| (EXIT_CONFIG, e.into()))?;
     init_logs(args.json_logs || config.log_format == LogFormat::Json);
-    let mut agent = Agent::new(config).map_err(|e| {
+    let agent = Agent::new(config);
+    if args.check_config {
+        if let Err(AgentError::State(sigil_agent::state::StateError::Busy { .. })) = &agent {
+            // Everything before the state directory was checked; a running agent holds it.
+            println!(
+                "configuration {} is valid (its state directory is in use by the running agent)",
+                args.config.display()
+            );
+            return Ok(0);
+        }
+    }
+    let mut agent = agent.map_err(|e| {
         let code = if is_setup_error(&e) {
             EXIT_CONFIG
         } else {

@@ -6,6 +6,11 @@
 //! |---|---|
 //! | `state.json` | [`AgentState`]: the update in progress (and its download checkpoint), releases refused before |
 //! | `reports/<seq>.json` | one [`Report`] each, sent in sequence order, deleted once the server accepted it |
+//! | `lock` | empty; held with an exclusive `flock` by the one agent using the directory |
+//!
+//! One agent at a time: a second one (a `--once` run beside the service, say) would interleave
+//! its writes to the staging slot and this state with the first's, so [`StateDir::open`] refuses
+//! it while the lock is held. The kernel drops the lock when the holder exits or is killed.
 //!
 //! Every file is written atomically: a temporary file in the same directory, `fsync`, `rename`,
 //! then `fsync` of the directory, so a power cut leaves either the old or the new content.
@@ -43,6 +48,12 @@ pub enum StateError {
         path: PathBuf,
         /// The parser's message.
         message: String,
+    },
+    /// Another agent holds the directory's lock.
+    #[error("state directory {dir} is in use by another sigil-agent (lock held on {dir}/lock)")]
+    Busy {
+        /// The state directory.
+        dir: PathBuf,
     },
 }
 
@@ -178,6 +189,8 @@ pub struct Report {
 pub struct StateDir {
     dir: PathBuf,
     reports: PathBuf,
+    /// Holds the exclusive lock for as long as the directory is open.
+    _lock: fs::File,
 }
 
 fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StateError + 'p {
@@ -208,10 +221,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 }
 
 impl StateDir {
-    /// Opens (creating if needed) the state directory and removes stale temporary files.
+    /// Opens (creating if needed) the state directory, takes its lock (refused with
+    /// [`StateError::Busy`] while another agent holds it) and removes stale temporary files.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let reports = dir.join("reports");
         fs::create_dir_all(&reports).map_err(io("create", &reports))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(StateError::Busy {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(e) => return Err(io("lock", &lock_path)(e.into())),
+        }
         for d in [dir, reports.as_path()] {
             for entry in fs::read_dir(d).map_err(io("list", d))?.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -222,6 +252,7 @@ impl StateDir {
         Ok(StateDir {
             dir: dir.to_owned(),
             reports,
+            _lock: lock,
         })
     }
 
@@ -379,6 +410,25 @@ mod tests {
         );
         s.remove(a.seq).unwrap();
         assert_eq!(s.queued().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_agent_at_a_time_uses_a_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        let tmp = dir.path().join(".tmp-inflight");
+        fs::write(&tmp, b"x").unwrap();
+        let err = StateDir::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+        assert!(err.to_string().contains("in use by another sigil-agent"));
+        // The refused opener touched nothing: the holder's temporary file is still there.
+        assert!(tmp.exists());
+        drop(first);
+        StateDir::open(dir.path()).unwrap();
+        assert!(
+            !tmp.exists(),
+            "stale temporaries are cleaned by the next holder"
+        );
     }
 
     #[test]

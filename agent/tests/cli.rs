@@ -78,3 +78,26 @@ fn once_with_no_server_fails_with_exit_1_and_keeps_state() {
     assert!(err.contains("update cycle failed"), "{err}");
     assert!(device.path("state").is_dir());
 }
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_is_refused() {
+    let device = Device::provision(&DeviceOptions::new("http://127.0.0.1:9"));
+    // The running agent (this process) holds the state directory.
+    let running = device.agent();
+    let out = agent(&["--once"], &device.config_path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by another sigil-agent"), "{err}");
+    // Checking the configuration beside a running agent still works.
+    let out = agent(&["--check-config"], &device.config_path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("in use by the running agent"));
+    drop(running);
+    let out = agent(&["--check-config"], &device.config_path);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in use"));
+}

@@ -563,8 +563,32 @@ async fn agent_killed_mid_download_resumes_from_the_slot() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Let the agent write what it received before the kill.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill once the agent has checkpointed the last whole buffer before the stall (waited for
+    // on its state file, not for a fixed time, so a loaded host cannot make it early).
+    let state_file = device.dir.path().join("state/state.json");
+    let checkpointed = || {
+        let Ok(bytes) = std::fs::read(&state_file) else {
+            return 0;
+        };
+        match serde_json::from_slice::<sigil_agent::state::AgentState>(&bytes) {
+            Ok(sigil_agent::state::AgentState {
+                update:
+                    Some(sigil_agent::state::UpdateRecord {
+                        phase: UpdatePhase::Downloading { checkpoint, .. },
+                        ..
+                    }),
+                ..
+            }) => checkpoint,
+            _ => 0,
+        }
+    };
+    while checkpointed() + 65_536 < cut {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never checkpointed the bytes it received"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert_not_marked(&device);

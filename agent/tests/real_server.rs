@@ -143,6 +143,8 @@ async fn permission_hook_defers_twice_then_allows() {
     // Deferrals are neutral for the rollout.
     assert_eq!(server.member_status(dep).await, "staged");
 
+    // The reboot ends the agent process; the one started after it takes the state directory.
+    drop(agent);
     device.reboot();
     assert_eq!(
         device.agent().run_once().await.unwrap(),

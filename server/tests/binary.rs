@@ -238,6 +238,8 @@ fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
     // Writers enrol devices continuously while an upload is half sent.
     let addr = s.addr;
     let op = operator.clone();
+    let enrolled = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let progress = std::sync::Arc::clone(&enrolled);
     let writer = std::thread::spawn(move || {
         let mut enrolled = 0u32;
         for i in 0..10_000u32 {
@@ -261,7 +263,10 @@ fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
                 )
             });
             match r {
-                Ok(r) if r.status == 201 => enrolled += 1,
+                Ok(r) if r.status == 201 => {
+                    enrolled += 1;
+                    progress.store(enrolled, std::sync::atomic::Ordering::Relaxed);
+                }
                 _ => break,
             }
         }
@@ -269,7 +274,11 @@ fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
     });
     let _c = partial_upload(&s, &release, &b, b.len() - 100);
     wait_for("the upload to start", || store_counts(&data).1 == 1);
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill while writes are in flight: some enrolments done since the upload began.
+    let before = enrolled.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for("more enrolments", || {
+        enrolled.load(std::sync::atomic::Ordering::Relaxed) >= before + 5
+    });
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     let enrolled = writer.join().unwrap();
