@@ -1,6 +1,7 @@
 //! The only `unsafe` code of the port: byte copies to and from the flash window (a memory
-//! region that the linker scripts keep free), the jump into a verified image, and, for the
-//! benchmark build, the stack high-water scan. Each function checks everything it can in safe
+//! region that the linker scripts keep free), the jump into a verified image, the bootloader's
+//! size-optimised memory routines (feature `compact-mem`) and, for the benchmark build, the
+//! stack high-water scan. Each function checks everything it can in safe
 //! code before its single `unsafe` block.
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -140,4 +141,196 @@ pub fn peak_stack() -> usize {
         addr = addr.saturating_add(4);
     }
     start.saturating_sub(addr)
+}
+
+/// The memory routines the compiler calls for copies and fills (ARM EABI names, plus `memcmp`),
+/// written for size: compiler-builtins' versions, prebuilt for speed, take about 1.5 KiB of
+/// flash; these take about 150 bytes. Word-aligned copies and fills move a word at a time, so
+/// the bulk copies of the bootloader (256-byte flash chunks between aligned buffers) lose
+/// little; unaligned ones go byte by byte.
+///
+/// The loops use volatile accesses so that the compiler cannot recognise them as a copy and
+/// call the routine being defined. They override compiler-builtins' definitions at link time
+/// (the linker takes a symbol from the library only while it is undefined).
+#[cfg(feature = "compact-mem")]
+mod mem {
+    // `i <= n` throughout, so the index arithmetic never wraps.
+    use core::ptr::{read_volatile, write_volatile};
+
+    /// Copies `n` bytes.
+    ///
+    /// # Safety
+    ///
+    /// The compiler's contract for `memcpy`: `src..src + n` is readable, `dst..dst + n` is
+    /// writable, and the two do not overlap.
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memcpy(dst: *mut u8, src: *const u8, n: usize) {
+        let mut i = 0;
+        if (dst as usize | src as usize).is_multiple_of(4) {
+            // Four words per turn: the hash's 64-byte block copies are most of the calls.
+            while n.wrapping_sub(i) >= 16 {
+                let (d, s) = (
+                    dst.wrapping_add(i).cast::<u32>(),
+                    src.wrapping_add(i).cast::<u32>(),
+                );
+                // SAFETY: both addresses are word-aligned (checked above, and `i` steps by
+                // words) and `i + 16 <= n`, inside the regions the caller vouches for.
+                unsafe {
+                    write_volatile(d, read_volatile(s));
+                    write_volatile(d.add(1), read_volatile(s.add(1)));
+                    write_volatile(d.add(2), read_volatile(s.add(2)));
+                    write_volatile(d.add(3), read_volatile(s.add(3)));
+                }
+                i = i.wrapping_add(16);
+            }
+            while n.wrapping_sub(i) >= 4 {
+                // SAFETY: as above, with `i + 4 <= n`.
+                unsafe {
+                    write_volatile(
+                        dst.add(i).cast::<u32>(),
+                        read_volatile(src.add(i).cast::<u32>()),
+                    );
+                }
+                i = i.wrapping_add(4);
+            }
+        }
+        while i < n {
+            // SAFETY: `i < n`, inside the regions the caller vouches for.
+            unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// Copies `n` bytes between 4-byte aligned regions.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memcpy`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memcpy4(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memcpy(dst, src, n) }
+    }
+
+    /// Copies `n` bytes between 8-byte aligned regions.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memcpy`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memcpy8(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memcpy(dst, src, n) }
+    }
+
+    /// Sets `n` bytes to `value` (EABI argument order: length before value).
+    ///
+    /// # Safety
+    ///
+    /// The compiler's contract for `memset`: `dst..dst + n` is writable.
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memset(dst: *mut u8, n: usize, value: i32) {
+        let byte = value as u8;
+        let mut i = 0;
+        if (dst as usize).is_multiple_of(4) {
+            let word = u32::from_ne_bytes([byte; 4]);
+            // Four words per turn: SHA-256 clears its 192-byte message schedule every block.
+            while n.wrapping_sub(i) >= 16 {
+                let d = dst.wrapping_add(i).cast::<u32>();
+                // SAFETY: `dst + i` is word-aligned and `i + 16 <= n`.
+                unsafe {
+                    write_volatile(d, word);
+                    write_volatile(d.add(1), word);
+                    write_volatile(d.add(2), word);
+                    write_volatile(d.add(3), word);
+                }
+                i = i.wrapping_add(16);
+            }
+            while n.wrapping_sub(i) >= 4 {
+                // SAFETY: `dst + i` is word-aligned and `i + 4 <= n`.
+                unsafe { write_volatile(dst.add(i).cast::<u32>(), word) };
+                i = i.wrapping_add(4);
+            }
+        }
+        while i < n {
+            // SAFETY: `i < n`.
+            unsafe { write_volatile(dst.add(i), byte) };
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// Sets `n` bytes of a 4-byte aligned region.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memset`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memset4(dst: *mut u8, n: usize, value: i32) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memset(dst, n, value) }
+    }
+
+    /// Sets `n` bytes of an 8-byte aligned region.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memset`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memset8(dst: *mut u8, n: usize, value: i32) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memset(dst, n, value) }
+    }
+
+    /// Zeroes `n` bytes.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memset`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memclr(dst: *mut u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memset(dst, n, 0) }
+    }
+
+    /// Zeroes `n` bytes of a 4-byte aligned region.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memset`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memclr4(dst: *mut u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memset(dst, n, 0) }
+    }
+
+    /// Zeroes `n` bytes of an 8-byte aligned region.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memset`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memclr8(dst: *mut u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memset(dst, n, 0) }
+    }
+
+    /// Compares `n` bytes: negative, zero or positive as `a` sorts before, equal to or after
+    /// `b`, bytes taken as unsigned.
+    ///
+    /// # Safety
+    ///
+    /// The compiler's contract for `memcmp`: both regions are readable for `n` bytes.
+    #[no_mangle]
+    pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < n`, inside the regions the caller vouches for.
+            let (x, y) = unsafe { (read_volatile(a.add(i)), read_volatile(b.add(i))) };
+            if x != y {
+                return i32::from(x).wrapping_sub(i32::from(y));
+            }
+            i = i.wrapping_add(1);
+        }
+        0
+    }
 }
