@@ -498,6 +498,19 @@ pub struct Device {
     dir: tempfile::TempDir,
 }
 
+/// A QEMU process that is killed if the test panics before it ended (a debugger connection
+/// that fails, say), so no emulator outlives its test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The result of one QEMU run.
 #[derive(Debug)]
 pub struct Boot {
@@ -595,29 +608,32 @@ impl Device {
 
     fn run(&self, cut: Option<usize>) -> (Boot, usize) {
         let fw = firmware();
-        let mut child = Command::new("qemu-system-arm")
-            .current_dir(self.dir.path())
-            .args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-nographic"])
-            .args(["-monitor", "none", "-serial", "null"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .args(if cut.is_some() {
-                // Halted at reset until the test has set its breakpoint.
-                vec!["-S", "-gdb", "unix:gdb.sock,server=on,wait=off"]
-            } else {
-                vec![]
-            })
-            .arg("-kernel")
-            .arg(fw.bootloader())
-            .arg("-device")
-            .arg(format!(
-                "loader,file=flash.bin,addr={:#x}",
-                fw.board().flash.base
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("qemu-system-arm starts");
+        let mut child = KillOnDrop(
+            Command::new("qemu-system-arm")
+                .current_dir(self.dir.path())
+                .args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-nographic"])
+                .args(["-monitor", "none", "-serial", "null"])
+                .args(["-semihosting-config", "enable=on,target=native"])
+                .args(if cut.is_some() {
+                    // Halted at reset until the test has set its breakpoint.
+                    vec!["-S", "-gdb", "unix:gdb.sock,server=on,wait=off"]
+                } else {
+                    vec![]
+                })
+                .arg("-kernel")
+                .arg(fw.bootloader())
+                .arg("-device")
+                .arg(format!(
+                    "loader,file=flash.bin,addr={:#x}",
+                    fw.board().flash.base
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("qemu-system-arm starts"),
+        );
+        let child = &mut child.0;
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         // Both streams are drained while QEMU runs (the firmware's semihosting output may go
