@@ -257,6 +257,21 @@ pub struct Page {
     pub limit: u32,
 }
 
+/// Which devices a device list returns: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Only devices of this product.
+    pub product: Option<Product>,
+    /// Only devices on this channel.
+    pub channel: Option<String>,
+    /// Only devices in this group.
+    pub group: Option<String>,
+    /// Only devices whose last reported state is this one.
+    pub state: Option<String>,
+    /// Only revoked (`true`) or only active (`false`) devices.
+    pub revoked: Option<bool>,
+}
+
 /// A deployment, its status counts over all target devices, and one page of its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentDetail {
@@ -429,7 +444,7 @@ pub trait Store: Send + Sync + 'static {
     /// One device.
     fn device(&self, id: &str) -> StoreResult<Option<Device>>;
     /// All devices.
-    fn devices(&self, page: Page) -> StoreResult<Vec<Device>>;
+    fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>>;
     /// Revokes a device and ends its sessions.
     fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()>;
     /// Stores the one outstanding challenge of a device.
@@ -1261,12 +1276,31 @@ impl Store for SqliteStore {
         row.map(finish_device).transpose()
     }
 
-    fn devices(&self, page: Page) -> StoreResult<Vec<Device>> {
+    fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>> {
         let conn = self.reader()?;
+        // One statement for every combination: an absent condition is a NULL parameter.
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id LIMIT ?1 OFFSET ?2"
+            "SELECT {DEVICE_COLUMNS} FROM devices \
+             WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
+               AND (?5 IS NULL OR channel = ?5) \
+               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.groups) WHERE value = ?6)) \
+               AND (?7 IS NULL OR state = ?7) AND (?8 IS NULL OR revoked = ?8) \
+             ORDER BY id LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = stmt.query_map(params![page.limit, to_sql(page.offset)], device_row)?;
+        let product = filter.product.as_ref();
+        let rows = stmt.query_map(
+            params![
+                page.limit,
+                to_sql(page.offset),
+                product.map(|p| &p.vendor),
+                product.map(|p| &p.device),
+                filter.channel,
+                filter.group,
+                filter.state,
+                filter.revoked,
+            ],
+            device_row,
+        )?;
         rows.map(|r| finish_device(r?)).collect()
     }
 

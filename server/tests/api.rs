@@ -1328,3 +1328,76 @@ async fn audit_export_streams_long_logs_as_one_chain() {
     assert_eq!(summary.entries, 2_345);
     assert_eq!(head["seq"], 2_345);
 }
+
+#[tokio::test]
+async fn device_lists_filter_by_product_channel_group_state_and_revocation() {
+    let h = Harness::new();
+    let fleet = [
+        (
+            "a-1",
+            json!({ "groups": ["ward-3", "icu"], "channel": "beta" }),
+        ),
+        ("a-2", json!({ "groups": ["ward-3"] })),
+        ("a-3", json!({ "groups": ["ward-30"] })),
+        (
+            "b-1",
+            json!({ "groups": ["ward-3"], "product": { "vendor": "acme", "device": "monitor-m1" } }),
+        ),
+    ];
+    for (n, (id, extra)) in fleet.into_iter().enumerate() {
+        let (s, d) = h.enrol(id, 60 + n as u8, extra).await;
+        assert_eq!(s, StatusCode::CREATED, "{d}");
+    }
+    let token = h.session("a-2", 61).await.unwrap();
+    assert_eq!(h.check_in(&token, "idle", None).await.0, StatusCode::OK);
+    let op = Some(h.token(Role::Operator));
+    let (s, _) = h
+        .call("POST", "/api/v1/devices/a-3/revoke", op.clone(), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let auditor = Some(h.token(Role::Auditor));
+    let ids = |query: &'static str| {
+        let auditor = auditor.clone();
+        let h = &h;
+        async move {
+            let (s, v) = h
+                .call("GET", &format!("/api/v1/devices{query}"), auditor, None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{query}: {v}");
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("").await, ["a-1", "a-2", "a-3", "b-1"]);
+    assert_eq!(ids("?product=acme/pump-x2").await, ["a-1", "a-2", "a-3"]);
+    assert_eq!(ids("?product=acme/monitor-m1").await, ["b-1"]);
+    // Group membership is exact: ward-30 is not in ward-3.
+    assert_eq!(ids("?group=ward-3").await, ["a-1", "a-2", "b-1"]);
+    assert_eq!(ids("?group=icu&channel=beta").await, ["a-1"]);
+    assert_eq!(ids("?group=icu&channel=stable").await, Vec::<String>::new());
+    assert_eq!(ids("?state=idle").await, ["a-2"]);
+    assert_eq!(ids("?revoked=true").await, ["a-3"]);
+    assert_eq!(
+        ids("?revoked=false&product=acme/pump-x2").await,
+        ["a-1", "a-2"]
+    );
+    // Conditions combine with paging.
+    assert_eq!(ids("?group=ward-3&offset=1&limit=1").await, ["a-2"]);
+
+    for bad in [
+        "?product=acme",
+        "?product=acme/pump%20x2",
+        "?revoked=maybe",
+        "?colour=blue",
+        "?group=ward-3&limit=0",
+    ] {
+        let (s, e) = h
+            .call("GET", &format!("/api/v1/devices{bad}"), op.clone(), None)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+}

@@ -20,7 +20,9 @@ use sigil_manifests::{ProductId, Version};
 use super::{new_token, ApiJson, AppState, Caller, PageQuery};
 use crate::error::ApiError;
 use crate::rollout::DeviceStatus;
-use crate::store::{now_secs, AuditEvent, CheckIn, Device, Product, Report, Role, TokenGrant};
+use crate::store::{
+    now_secs, AuditEvent, CheckIn, Device, DeviceFilter, Product, Report, Role, TokenGrant,
+};
 
 const CHALLENGE_TTL_SECS: u64 = 60;
 const MAX_GROUPS: usize = 16;
@@ -142,15 +144,58 @@ pub async fn enrol(
     Ok((StatusCode::CREATED, Json(device)))
 }
 
-/// `GET /api/v1/devices?offset=&limit=` (by id; default 1000, at most 10000 per page).
+/// Query of `GET /api/v1/devices`: a page, and optional conditions that must all hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesQuery {
+    offset: Option<u64>,
+    limit: Option<u32>,
+    /// `VENDOR/DEVICE`.
+    product: Option<String>,
+    channel: Option<String>,
+    group: Option<String>,
+    state: Option<String>,
+    revoked: Option<bool>,
+}
+
+impl DevicesQuery {
+    fn filter(self) -> Result<(DeviceFilter, PageQuery), ApiError> {
+        let product = match &self.product {
+            None => None,
+            Some(text) => {
+                let (vendor, device) = text.split_once('/').ok_or_else(|| {
+                    ApiError::BadRequest("product must be VENDOR/DEVICE".to_owned())
+                })?;
+                ProductId::new(vendor, device)
+                    .map_err(|e| ApiError::BadRequest(format!("product {text:.140}: {e}")))?;
+                Some(Product {
+                    vendor: vendor.to_owned(),
+                    device: device.to_owned(),
+                })
+            }
+        };
+        let filter = DeviceFilter {
+            product,
+            channel: self.channel,
+            group: self.group,
+            state: self.state,
+            revoked: self.revoked,
+        };
+        Ok((filter, PageQuery::new(self.offset, self.limit)))
+    }
+}
+
+/// `GET /api/v1/devices?offset=&limit=&product=&channel=&group=&state=&revoked=` (by id;
+/// default 1000, at most 10000 per page; every condition given must hold).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    let page = query?.0.page()?;
-    Ok(Json(state.db.run(move |s| s.devices(page)).await?))
+    let (filter, page) = query?.0.filter()?;
+    let page = page.page()?;
+    Ok(Json(state.db.run(move |s| s.devices(&filter, page)).await?))
 }
 
 async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {

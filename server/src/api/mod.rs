@@ -211,6 +211,11 @@ const PAGE_DEFAULT: u32 = 1000;
 const PAGE_MAX: u32 = 10_000;
 
 impl PageQuery {
+    /// A page query from its two parameters (for queries with more parameters).
+    pub fn new(offset: Option<u64>, limit: Option<u32>) -> Self {
+        PageQuery { offset, limit }
+    }
+
     /// The page, or why the query is out of range.
     pub fn page(self) -> Result<crate::store::Page, ApiError> {
         let limit = self.limit.unwrap_or(PAGE_DEFAULT);
