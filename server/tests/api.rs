@@ -1351,14 +1351,11 @@ async fn device_lists_filter_by_product_channel_group_state_and_revocation() {
     let token = h.session("a-2", 61).await.unwrap();
     assert_eq!(h.check_in(&token, "idle", None).await.0, StatusCode::OK);
     let op = Some(h.token(Role::Operator));
-    let (s, _) = h
-        .call("POST", "/api/v1/devices/a-3/revoke", op.clone(), None)
-        .await;
+    let (s, _) = h.call("POST", "/api/v1/devices/a-3/revoke", op, None).await;
     assert_eq!(s, StatusCode::OK);
 
     let auditor = Some(h.token(Role::Auditor));
     let ids = |query: &'static str| {
-        let auditor = auditor.clone();
         let h = &h;
         async move {
             let (s, v) = h
@@ -1396,7 +1393,7 @@ async fn device_lists_filter_by_product_channel_group_state_and_revocation() {
         "?group=ward-3&limit=0",
     ] {
         let (s, e) = h
-            .call("GET", &format!("/api/v1/devices{bad}"), op.clone(), None)
+            .call("GET", &format!("/api/v1/devices{bad}"), op, None)
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
     }
