@@ -2,14 +2,61 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::rollout::DeploymentState;
 use crate::store::RolloutSummary;
+
+/// Upper bounds of the latency histogram buckets, in seconds (Prometheus' usual spread from
+/// 1 ms to 10 s; the check-in target is a p99 under 50 ms).
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram: per-bucket counts (not cumulative; summed when rendered), the count
+/// and the sum.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(b) = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .and_then(|i| self.buckets.get(i))
+        {
+            b.fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (le, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative = cumulative.saturating_add(n.load(Relaxed));
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     responses: [AtomicU64; 5],
+    request_latency: Histogram,
+    check_in_latency: Histogram,
     rate_limited: AtomicU64,
     check_ins: AtomicU64,
     downloads: AtomicU64,
@@ -24,6 +71,15 @@ impl Metrics {
         let class = usize::from(status / 100).saturating_sub(1).min(4);
         if let Some(c) = self.responses.get(class) {
             c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records how long a request took until its response (for downloads: until the headers;
+    /// the body streams afterwards). Check-ins are also recorded on their own.
+    pub fn latency(&self, elapsed: Duration, check_in: bool) {
+        self.request_latency.observe(elapsed);
+        if check_in {
+            self.check_in_latency.observe(elapsed);
         }
     }
 
@@ -106,6 +162,16 @@ impl Metrics {
                 ("{result=\"accepted\"}", self.uploads_accepted.load(Relaxed)),
                 ("{result=\"rejected\"}", self.uploads_rejected.load(Relaxed)),
             ],
+        );
+        self.request_latency.render(
+            &mut out,
+            "sigil_http_request_duration_seconds",
+            "Time from request to response headers, every endpoint.",
+        );
+        self.check_in_latency.render(
+            &mut out,
+            "sigil_check_in_duration_seconds",
+            "Time from request to response of device check-ins (including the group commit).",
         );
         let _ = writeln!(
             out,

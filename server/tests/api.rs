@@ -1279,6 +1279,35 @@ async fn operations_endpoints() {
     assert_eq!(s, StatusCode::OK);
     let m = m.as_str().unwrap();
     assert!(m.contains("sigil_check_ins_total 1"), "{m}");
+    // Latency histograms: cumulative buckets that end at the count, one check-in observed.
+    assert!(
+        m.contains("# TYPE sigil_check_in_duration_seconds histogram"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sigil_check_in_duration_seconds_count 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sigil_check_in_duration_seconds_bucket{le=\"+Inf\"} 1\n"),
+        "{m}"
+    );
+    let sample = |line: &str| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    let buckets: Vec<f64> = m
+        .lines()
+        .filter(|l| l.starts_with("sigil_http_request_duration_seconds_bucket"))
+        .map(sample)
+        .collect();
+    assert_eq!(buckets.len(), 13, "{m}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{m}");
+    let count = m
+        .lines()
+        .find(|l| l.starts_with("sigil_http_request_duration_seconds_count"))
+        .map(sample)
+        .unwrap();
+    // The fleet's set-up calls and the check-in above went through the middleware.
+    assert!(count >= 5.0, "{m}");
+    assert_eq!(buckets.last().copied(), Some(count), "{m}");
     assert!(m.contains("sigil_deployments{state=\"active\"} 1"), "{m}");
     assert!(
         m.contains("sigil_uploads_total{result=\"accepted\"} 1"),

@@ -245,6 +245,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The check-in endpoint (its latency is also recorded on its own).
+const CHECK_IN_PATH: &str = "/api/v1/device/checkin";
+
 /// Rate limiting, request metrics and the request log.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client = request
@@ -260,12 +263,17 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
+    let elapsed = started.elapsed();
     state.metrics.request(status.as_u16());
+    state.metrics.latency(
+        elapsed,
+        path == CHECK_IN_PATH && method == axum::http::Method::POST,
+    );
     tracing::info!(
         %method,
         path,
         status = status.as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
         %client,
         "request"
     );
@@ -312,7 +320,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/reports", get(devices::reports))
         .route("/api/v1/device/challenge", post(devices::challenge))
         .route("/api/v1/device/session", post(devices::session))
-        .route("/api/v1/device/checkin", post(devices::checkin))
+        .route(CHECK_IN_PATH, post(devices::checkin))
         .route("/api/v1/bundles/{id}", get(downloads::bundle))
         .route("/mirror/{id}", get(downloads::mirror))
         .route(
