@@ -257,6 +257,32 @@ pub struct Page {
     pub limit: u32,
 }
 
+impl Page {
+    /// Everything: no offset, no limit.
+    pub const ALL: Page = Page {
+        offset: 0,
+        limit: u32::MAX,
+    };
+}
+
+/// Which releases a release list returns: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseFilter {
+    /// Only releases for this product.
+    pub product: Option<Product>,
+    /// Only retired (`true`) or only live (`false`) releases.
+    pub retired: Option<bool>,
+}
+
+/// Which deployments a deployment list returns: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    /// Only deployments for this product.
+    pub product: Option<Product>,
+    /// Only deployments in this state.
+    pub state: Option<DeploymentState>,
+}
+
 /// Which devices a device list returns: every condition given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFilter {
@@ -433,7 +459,8 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a release; `false` if the same bundle already exists.
     fn insert_release(&self, release: &Release, audit: &AuditEvent) -> StoreResult<bool>;
     /// All releases, newest first.
-    fn releases(&self) -> StoreResult<Vec<Release>>;
+    /// Releases that pass `filter`, newest upload first.
+    fn releases(&self, filter: &ReleaseFilter, page: Page) -> StoreResult<Vec<Release>>;
     /// One release.
     fn release(&self, id: &str) -> StoreResult<Option<Release>>;
     /// Marks a release retired.
@@ -478,8 +505,8 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
         actor: &str,
     ) -> StoreResult<Deployment>;
-    /// All deployments, newest first.
-    fn deployments(&self) -> StoreResult<Vec<Deployment>>;
+    /// Deployments that pass `filter`, newest first.
+    fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>>;
     /// One deployment with its members.
     fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>>;
     /// Pauses, resumes or cancels.
@@ -1194,12 +1221,25 @@ impl Store for SqliteStore {
         })
     }
 
-    fn releases(&self) -> StoreResult<Vec<Release>> {
+    fn releases(&self, filter: &ReleaseFilter, page: Page) -> StoreResult<Vec<Release>> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases ORDER BY uploaded_at DESC, id"
+            "SELECT {RELEASE_COLUMNS} FROM releases \
+             WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
+               AND (?5 IS NULL OR retired = ?5) \
+             ORDER BY uploaded_at DESC, id LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = stmt.query_map([], release_row)?;
+        let product = filter.product.as_ref();
+        let rows = stmt.query_map(
+            params![
+                page.limit,
+                to_sql(page.offset),
+                product.map(|p| &p.vendor),
+                product.map(|p| &p.device),
+                filter.retired,
+            ],
+            release_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1530,12 +1570,25 @@ impl Store for SqliteStore {
         })
     }
 
-    fn deployments(&self) -> StoreResult<Vec<Deployment>> {
+    fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d ORDER BY d.id DESC"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
+             WHERE (?3 IS NULL OR d.vendor = ?3) AND (?4 IS NULL OR d.device = ?4) \
+               AND (?5 IS NULL OR d.state = ?5) \
+             ORDER BY d.id DESC LIMIT ?1 OFFSET ?2"
         ))?;
-        let rows = stmt.query_map([], deployment_row)?;
+        let product = filter.product.as_ref();
+        let rows = stmt.query_map(
+            params![
+                page.limit,
+                to_sql(page.offset),
+                product.map(|p| &p.vendor),
+                product.map(|p| &p.device),
+                filter.state.map(DeploymentState::as_str),
+            ],
+            deployment_row,
+        )?;
         rows.map(|r| finish_deployment(r?)).collect()
     }
 

@@ -1427,3 +1427,100 @@ async fn device_lists_filter_by_product_channel_group_state_and_revocation() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
     }
 }
+
+#[tokio::test]
+async fn release_and_deployment_lists_filter_and_page() {
+    let h = Harness::new();
+    let mut releases = Vec::new();
+    for (n, version) in ["1.0.0", "1.1.0", "1.2.0"].into_iter().enumerate() {
+        let (s, r) = h.upload(bundle(version, 1 + n as u32)).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        releases.push(r["id"].as_str().unwrap().to_owned());
+    }
+    h.enrol("p-1", 70, json!({})).await;
+    let mut deployments = Vec::new();
+    for release in &releases[1..] {
+        let (s, d) = h
+            .deploy(
+                release,
+                json!({ "kind": "devices", "value": ["p-1"] }),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{d}");
+        deployments.push(d["id"].as_i64().unwrap());
+    }
+    let op = Some(h.token(Role::Operator));
+    let (s, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/deployments/{}/cancel", deployments[0]),
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h
+        .call(
+            "POST",
+            &format!("/api/v1/releases/{}/retire", releases[0]),
+            Some(h.token(Role::Release)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let auditor = Some(h.token(Role::Auditor));
+    let h = &h;
+    let list = |uri: String| async move { h.call("GET", &uri, auditor, None).await };
+    let versions = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest upload first; uploads within one second are ordered by id, so compare sets.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let (_, all) = list("/api/v1/releases".into()).await;
+    assert_eq!(sorted(versions(&all)), ["1.0.0", "1.1.0", "1.2.0"]);
+    let (_, v) = list("/api/v1/releases?retired=false".into()).await;
+    assert_eq!(sorted(versions(&v)), ["1.1.0", "1.2.0"]);
+    let (_, v) = list("/api/v1/releases?retired=true&product=acme/pump-x2".into()).await;
+    assert_eq!(versions(&v), ["1.0.0"]);
+    let (_, v) = list("/api/v1/releases?product=acme/other".into()).await;
+    assert_eq!(versions(&v), Vec::<String>::new());
+    let (_, v) = list("/api/v1/releases?offset=1&limit=1".into()).await;
+    assert_eq!(versions(&v), [versions(&all)[1].clone()]);
+
+    let ids = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, v) = list("/api/v1/deployments".into()).await;
+    assert_eq!(ids(&v), [deployments[1], deployments[0]], "newest first");
+    let (_, v) = list("/api/v1/deployments?state=cancelled".into()).await;
+    assert_eq!(ids(&v), [deployments[0]]);
+    let (_, v) = list("/api/v1/deployments?state=active&product=acme/pump-x2".into()).await;
+    assert_eq!(ids(&v), [deployments[1]]);
+    let (_, v) = list("/api/v1/deployments?limit=1&offset=1".into()).await;
+    assert_eq!(ids(&v), [deployments[0]]);
+
+    for bad in [
+        "/api/v1/releases?retired=perhaps",
+        "/api/v1/releases?product=acme",
+        "/api/v1/releases?limit=0",
+        "/api/v1/releases?sort=asc",
+        "/api/v1/deployments?state=sleeping",
+        "/api/v1/deployments?product=/pump",
+    ] {
+        let (s, e) = list(bad.into()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+}

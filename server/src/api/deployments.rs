@@ -8,12 +8,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 
-use super::{ApiJson, AppState, Caller, PageQuery};
+use super::{parse_product, ApiJson, AppState, Caller, PageQuery};
 use crate::bundles::is_bundle_id;
 use crate::error::ApiError;
-use crate::rollout::{DeviceStatus, RolloutPolicy};
+use crate::rollout::{DeploymentState, DeviceStatus, RolloutPolicy};
 use crate::store::{
-    now_secs, AuditEvent, Deployment, DeploymentAction, Member, NewDeployment, Role, Target,
+    now_secs, AuditEvent, Deployment, DeploymentAction, DeploymentFilter, Member, NewDeployment,
+    Role, Target,
 };
 
 const MAX_EXPLICIT_DEVICES: usize = 10_000;
@@ -93,13 +94,41 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(dep)))
 }
 
-/// `GET /api/v1/deployments`.
+/// Query of `GET /api/v1/deployments`: a page, and optional conditions that must all hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentsQuery {
+    offset: Option<u64>,
+    limit: Option<u32>,
+    /// `VENDOR/DEVICE`.
+    product: Option<String>,
+    state: Option<String>,
+}
+
+/// `GET /api/v1/deployments?offset=&limit=&product=&state=`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<DeploymentsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    Ok(Json(state.db.run(|s| s.deployments()).await?))
+    let q = query?.0;
+    let filter = DeploymentFilter {
+        product: q.product.as_deref().map(parse_product).transpose()?,
+        state: match q.state.as_deref() {
+            None => None,
+            Some(name) => Some(DeploymentState::parse(name).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "state must be one of {}",
+                    DeploymentState::ALL.map(DeploymentState::as_str).join(", ")
+                ))
+            })?),
+        },
+    };
+    let page = PageQuery::new(q.offset, q.limit).page()?;
+    Ok(Json(
+        state.db.run(move |s| s.deployments(&filter, page)).await?,
+    ))
 }
 
 /// A deployment with status counts over all its devices and one page of members.

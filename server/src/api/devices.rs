@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 use sigil_manifests::{ProductId, Version};
 
-use super::{new_token, ApiJson, AppState, Caller, PageQuery};
+use super::{new_token, parse_product, ApiJson, AppState, Caller, PageQuery};
 use crate::error::ApiError;
 use crate::rollout::DeviceStatus;
 use crate::store::{
@@ -160,20 +160,7 @@ pub struct DevicesQuery {
 
 impl DevicesQuery {
     fn filter(self) -> Result<(DeviceFilter, PageQuery), ApiError> {
-        let product = match &self.product {
-            None => None,
-            Some(text) => {
-                let (vendor, device) = text.split_once('/').ok_or_else(|| {
-                    ApiError::BadRequest("product must be VENDOR/DEVICE".to_owned())
-                })?;
-                ProductId::new(vendor, device)
-                    .map_err(|e| ApiError::BadRequest(format!("product {text:.140}: {e}")))?;
-                Some(Product {
-                    vendor: vendor.to_owned(),
-                    device: device.to_owned(),
-                })
-            }
-        };
+        let product = self.product.as_deref().map(parse_product).transpose()?;
         let filter = DeviceFilter {
             product,
             channel: self.channel,

@@ -46,7 +46,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::store::{now_secs, Principal, Role, Store, StoreResult};
+use crate::store::{now_secs, Principal, Product, Role, Store, StoreResult};
 
 /// The store, called on the blocking thread pool.
 #[derive(Clone)]
@@ -204,6 +204,19 @@ impl FromRequestParts<AppState> for Caller {
 pub struct PageQuery {
     offset: Option<u64>,
     limit: Option<u32>,
+}
+
+/// A `product=VENDOR/DEVICE` query parameter of the list endpoints.
+pub fn parse_product(text: &str) -> Result<Product, ApiError> {
+    let (vendor, device) = text
+        .split_once('/')
+        .ok_or_else(|| ApiError::BadRequest("product must be VENDOR/DEVICE".to_owned()))?;
+    sigil_manifests::ProductId::new(vendor, device)
+        .map_err(|e| ApiError::BadRequest(format!("product {text:.140}: {e}")))?;
+    Ok(Product {
+        vendor: vendor.to_owned(),
+        device: device.to_owned(),
+    })
 }
 
 /// Default and largest page.

@@ -3,17 +3,17 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{AppState, Caller};
+use super::{parse_product, AppState, Caller, PageQuery};
 use crate::bundles::{is_bundle_id, UploadChunk};
 use crate::error::ApiError;
-use crate::store::{now_secs, AuditEvent, Release, Role};
+use crate::store::{now_secs, AuditEvent, Page, Product, Release, ReleaseFilter, Role};
 
 const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor];
 
@@ -131,10 +131,16 @@ pub async fn upload(
         .run(move |s| {
             let created = s.insert_release(&r, &event)?;
             // The newest key set any live release of this product is signed under.
+            let live = ReleaseFilter {
+                product: Some(Product {
+                    vendor: r.vendor.clone(),
+                    device: r.device.clone(),
+                }),
+                retired: Some(false),
+            };
             let newest = s
-                .releases()?
+                .releases(&live, Page::ALL)?
                 .iter()
-                .filter(|x| !x.retired && x.vendor == r.vendor && x.device == r.device)
                 .map(|x| x.key_set_version)
                 .max();
             Ok((created, s.release(&id)?, newest))
@@ -181,13 +187,33 @@ struct Uploaded {
     warnings: Vec<String>,
 }
 
-/// `GET /api/v1/releases`.
+/// Query of `GET /api/v1/releases`: a page, and optional conditions that must all hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleasesQuery {
+    offset: Option<u64>,
+    limit: Option<u32>,
+    /// `VENDOR/DEVICE`.
+    product: Option<String>,
+    retired: Option<bool>,
+}
+
+/// `GET /api/v1/releases?offset=&limit=&product=&retired=`: newest upload first.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<ReleasesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Release>>, ApiError> {
     caller.require(READERS)?;
-    Ok(Json(state.db.run(|s| s.releases()).await?))
+    let q = query?.0;
+    let filter = ReleaseFilter {
+        product: q.product.as_deref().map(parse_product).transpose()?,
+        retired: q.retired,
+    };
+    let page = PageQuery::new(q.offset, q.limit).page()?;
+    Ok(Json(
+        state.db.run(move |s| s.releases(&filter, page)).await?,
+    ))
 }
 
 /// `GET /api/v1/releases/{id}`.
