@@ -6,6 +6,8 @@
 //! envelope in a caller-supplied buffer and hashes the payload as it passes, so no image is ever
 //! held in memory and no allocator is needed.
 
+use core::cmp::Ordering;
+
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{align_up, BundleHeader, HEADER_LEN};
@@ -27,11 +29,16 @@ pub struct DevicePolicy<'a> {
     min_security_counter: u32,
     min_key_set_version: u32,
     max_bundle_len: u64,
-    newer_than: Option<Version<'a>>,
+    newer_than: Option<(Version<'a>, VersionOrder)>,
     now: Option<u64>,
     bootloader_version: Option<u32>,
-    installed: Option<&'a [InstalledComponent<'a>]>,
+    installed: Option<(&'a [InstalledComponent<'a>], VersionOrder)>,
 }
+
+/// SemVer precedence, kept beside the versions it compares: a policy that never compares
+/// versions (the bootloader's, which relies on security counters) does not link it, which saves
+/// the bootloader's flash.
+type VersionOrder = fn(&Version<'_>, &Version<'_>) -> Ordering;
 
 impl<'a> DevicePolicy<'a> {
     /// The policy of a device of `product` whose slot holds at most `max_bundle_len` bytes.
@@ -91,7 +98,7 @@ impl<'a> DevicePolicy<'a> {
 
     /// Requires a version strictly newer than `running` (the agent's "newer than what runs").
     pub fn with_newer_than(mut self, running: Version<'a>) -> Self {
-        self.newer_than = Some(running);
+        self.newer_than = Some((running, |a, b| a.cmp(b)));
         self
     }
 
@@ -109,7 +116,7 @@ impl<'a> DevicePolicy<'a> {
 
     /// The device's installed components, enabling the dependency check.
     pub fn with_installed(mut self, installed: &'a [InstalledComponent<'a>]) -> Self {
-        self.installed = Some(installed);
+        self.installed = Some((installed, |a, b| a.cmp(b)));
         self
     }
 
@@ -532,8 +539,8 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
         });
     }
     // 7g: newer than what runs.
-    if let Some(running) = &policy.newer_than {
-        if manifest.version <= *running {
+    if let Some((running, order)) = &policy.newer_than {
+        if order(&manifest.version, running) != Ordering::Greater {
             return Err(Error::NotNewer);
         }
     }
@@ -550,11 +557,12 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
         }
     }
     // 7j: dependencies.
-    if let Some(installed) = policy.installed {
+    if let Some((installed, order)) = policy.installed {
         for dep in &manifest.dependencies {
-            let ok = installed
-                .iter()
-                .any(|c| c.component == dep.component && c.version >= dep.min_version);
+            let ok = installed.iter().any(|c| {
+                c.component == dep.component
+                    && order(&c.version, &dep.min_version) != Ordering::Less
+            });
             if !ok {
                 return Err(Error::DependencyUnmet);
             }
