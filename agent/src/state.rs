@@ -227,11 +227,16 @@ impl StateDir {
         let reports = dir.join("reports");
         fs::create_dir_all(&reports).map_err(io("create", &reports))?;
         let lock_path = dir.join("lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // `flock` needs no write access: an existing lock file is opened read-only, so a
+        // read-only state directory still passes `--check-config`.
+        let lock = fs::File::open(&lock_path)
+            .or_else(|_| {
+                fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+            })
             .map_err(io("open", &lock_path))?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}

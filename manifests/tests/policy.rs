@@ -1,6 +1,9 @@
 //! The device-policy checks that compare versions (step 7g, newer than what runs, and 7j,
 //! dependencies): each refuses exactly what it must, in SemVer precedence.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -51,7 +54,13 @@ fn dependencies_need_the_component_at_least_at_the_minimum() {
     for (have, ok) in [
         (vec![installed("bootloader", "2.0.0")], true),
         (vec![installed("bootloader", "2.10.0")], true),
-        (vec![installed("other", "1.0.0"), installed("bootloader", "3.0.0")], true),
+        (
+            vec![
+                installed("other", "1.0.0"),
+                installed("bootloader", "3.0.0"),
+            ],
+            true,
+        ),
         (vec![installed("bootloader", "1.9.9")], false),
         (vec![installed("bootloader", "2.0.0-rc.2")], false),
         (vec![installed("other", "9.0.0")], false),

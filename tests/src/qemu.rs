@@ -290,12 +290,18 @@ fn app_fingerprint() -> String {
 fn flash_write_address(elf: &[u8]) -> u64 {
     use object::{Object, ObjectSymbol};
     let file = object::File::parse(elf).expect("the bootloader ELF parses");
-    let symbol = file
+    let found: Vec<u64> = file
         .symbols()
-        .find(|s| s.name().is_ok_and(|n| n.contains("5Flash7persist")))
-        .expect("the bootloader ELF has the symbol of the flash driver's Flash::persist");
+        .filter(|s| s.kind() == object::SymbolKind::Text)
+        .filter(|s| s.name().is_ok_and(|n| n.contains("5Flash7persist")))
+        .map(|s| s.address())
+        .collect();
+    // Exactly one: a second copy (a clone LLVM made, say) would let writes go uncounted.
+    let [address] = found[..] else {
+        panic!("the bootloader ELF must have one Flash::persist function, found {found:x?}");
+    };
     // Thumb function symbols carry the mode in bit 0.
-    symbol.address() & !1
+    address & !1
 }
 
 impl Firmware {
@@ -606,6 +612,41 @@ impl Device {
         self.run(Some(usize::MAX))
     }
 
+    /// Runs the debugger session when cutting (counting flash writes, killing QEMU before the
+    /// `cut`-th), then waits for QEMU to end; `Err` says why the boot is a test failure.
+    fn wait_for(
+        &self,
+        child: &mut std::process::Child,
+        cut: Option<usize>,
+        writes: &mut usize,
+    ) -> Result<std::process::ExitStatus, String> {
+        if let Some(cut) = cut {
+            let deadline = Instant::now() + BOOT_TIMEOUT;
+            let socket = self.dir.path().join("gdb.sock");
+            let mut gdb = Gdb::connect(&socket, deadline, || {
+                child.try_wait().ok().flatten().is_some()
+            })?;
+            gdb.break_at(firmware().flash_write)?;
+            while gdb.cont()? == Stop::Break {
+                *writes += 1;
+                if *writes == cut {
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if start.elapsed() > BOOT_TIMEOUT {
+                return Err(format!("QEMU did not finish within {BOOT_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn run(&self, cut: Option<usize>) -> (Boot, usize) {
         let fw = firmware();
         let mut child = KillOnDrop(
@@ -647,39 +688,23 @@ impl Device {
         }
         let out = collect(stdout);
         let err = collect(stderr);
-        let start = Instant::now();
         let mut writes = 0;
-        if let Some(cut) = cut {
-            let mut gdb = Gdb::connect(&self.dir.path().join("gdb.sock"), BOOT_TIMEOUT);
-            gdb.break_at(fw.flash_write);
-            while gdb.cont() == Stop::Break {
-                writes += 1;
-                if writes == cut {
-                    let _ = child.kill();
-                    break;
-                }
-            }
+        let result = self.wait_for(child, cut, &mut writes);
+        if result.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if start.elapsed() > BOOT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "QEMU did not finish within {BOOT_TIMEOUT:?} (killed); output so far:\n{}{}",
-                    out.join().unwrap_or_default(),
-                    err.join().unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
         let output = format!(
             "{}{}",
             out.join().unwrap_or_default(),
             err.join().unwrap_or_default()
         );
+        let status = match result {
+            Ok(status) => status,
+            Err(why) => {
+                panic!("{why} (after {writes} flash writes); QEMU killed. Its output:\n{output}")
+            }
+        };
         (
             Boot {
                 code: status.code(),

@@ -481,8 +481,13 @@ fn revoked_release_key_is_refused_after_rotation() {
 }
 
 /// Where the power-cut tests cut a boot that makes `writes` flash writes: its first and last
-/// write and points spread between them.
+/// write and points spread between them, or, with `SIGIL_POWERCUT_EVERY_WRITE=1`, before every
+/// one of its writes (about 600 QEMU boots per test; the bootloader's own power-fail suite,
+/// `bootloader/tests/powerfail.rs`, also tears writes and erases).
 fn cut_points(writes: usize) -> Vec<usize> {
+    if std::env::var_os("SIGIL_POWERCUT_EVERY_WRITE").is_some_and(|v| v == "1") {
+        return (1..=writes).collect();
+    }
     let mut points: Vec<usize> = [0, 1, 2, 4, 6, 7, 8]
         .iter()
         .map(|eighths| (writes * eighths / 8).max(1))
