@@ -463,10 +463,7 @@ fn check_envelope<'a>(
         verify_key_set(envelope.key_set, envelope.key_set_signatures.iter(), root)?.into_key_set();
     // Step 5c: a key set older than the device has confirmed is revoked.
     if key_set.version < policy.min_key_set_version {
-        return Err(Error::KeySetRolledBack {
-            found: key_set.version,
-            minimum: policy.min_key_set_version,
-        });
+        return Err(Error::KeySetRolledBack);
     }
 
     // Step 6: the release threshold of the key set signed the exact manifest bytes.
@@ -533,10 +530,7 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
     }
     // 7f: anti-rollback; equal counters are allowed (same-security re-release).
     if manifest.security_counter < policy.min_security_counter {
-        return Err(Error::CounterRolledBack {
-            found: manifest.security_counter,
-            minimum: policy.min_security_counter,
-        });
+        return Err(Error::CounterRolledBack);
     }
     // 7g: newer than what runs.
     if let Some((running, order)) = &policy.newer_than {

@@ -68,10 +68,10 @@ impl ExitCode {
             | Error::BadSignature(_)
             | Error::ThresholdNotMet { .. }
             | Error::OutOfKeySetScope => ExitCode::Signature,
-            Error::KeySetRolledBack { .. }
+            Error::KeySetRolledBack
             | Error::WrongProduct
             | Error::WrongComponent
-            | Error::CounterRolledBack { .. }
+            | Error::CounterRolledBack
             | Error::NotNewer
             | Error::Expired
             | Error::BootloaderTooOld
@@ -166,20 +166,8 @@ mod tests {
             ),
             (Error::OutOfKeySetScope, ExitCode::Signature),
             (Error::WrongProduct, ExitCode::Policy),
-            (
-                Error::CounterRolledBack {
-                    found: 1,
-                    minimum: 2,
-                },
-                ExitCode::Policy,
-            ),
-            (
-                Error::KeySetRolledBack {
-                    found: 1,
-                    minimum: 2,
-                },
-                ExitCode::Policy,
-            ),
+            (Error::CounterRolledBack, ExitCode::Policy),
+            (Error::KeySetRolledBack, ExitCode::Policy),
             (Error::BundleTooLarge, ExitCode::Policy),
             (Error::Expired, ExitCode::Policy),
             (Error::DigestMismatch, ExitCode::Digest),
