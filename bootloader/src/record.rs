@@ -206,36 +206,37 @@ impl BootState {
     }
 
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut out = [0u8; RECORD_LEN];
         let (rejected_flag, rejected) = match self.rejected {
             Some(id) => (1u8, id),
             None => (0u8, [0; 16]),
         };
-        let fields: [(usize, &[u8]); 15] = [
-            (0, &MAGIC),
-            (4, &self.sequence.to_le_bytes()),
-            (8, &[VERSION]),
-            (9, &[self.phase.code()]),
-            (10, &[self.attempts_left]),
-            (11, &[self.outcome.code()]),
-            (12, &self.swap_progress.to_le_bytes()),
-            (16, &self.swap_sectors.to_le_bytes()),
-            (20, &self.min_security_counter.to_le_bytes()),
-            (24, &self.min_key_set_version.to_le_bytes()),
-            (28, &self.trial_security_counter.to_le_bytes()),
-            (32, &self.trial_key_set_version.to_le_bytes()),
-            (36, &self.trial_image),
-            (52, &[rejected_flag]),
-            (53, &rejected),
-        ];
-        for (at, bytes) in fields {
-            if let Some(dst) = out.get_mut(at..at.saturating_add(bytes.len())) {
-                dst.copy_from_slice(bytes);
-            }
+        let mut out = [0u8; RECORD_LEN];
+        // The fields in layout order (offsets in the module table); the rest stays zero.
+        let mut w = Writer(&mut out);
+        w.put(MAGIC);
+        w.put(self.sequence.to_le_bytes());
+        w.put([
+            VERSION,
+            self.phase.code(),
+            self.attempts_left,
+            self.outcome.code(),
+        ]);
+        for word in [
+            self.swap_progress,
+            self.swap_sectors,
+            self.min_security_counter,
+            self.min_key_set_version,
+            self.trial_security_counter,
+            self.trial_key_set_version,
+        ] {
+            w.put(word.to_le_bytes());
         }
+        w.put(self.trial_image);
+        w.put([rejected_flag]);
+        w.put(rejected);
         let crc = crc32(out.get(..CRC_AT).unwrap_or(&[]));
-        if let Some(dst) = out.get_mut(CRC_AT..) {
-            dst.copy_from_slice(&crc.to_le_bytes());
+        if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
+            *last = crc.to_le_bytes();
         }
         out
     }
@@ -271,6 +272,18 @@ impl BootState {
             trial_image: id_at(bytes, 36)?,
             rejected,
         })
+    }
+}
+
+/// Writes fixed-size fields one after another.
+struct Writer<'b>(&'b mut [u8]);
+
+impl Writer<'_> {
+    fn put<const N: usize>(&mut self, value: [u8; N]) {
+        if let Some((head, tail)) = core::mem::take(&mut self.0).split_first_chunk_mut::<N>() {
+            *head = value;
+            self.0 = tail;
+        }
     }
 }
 
