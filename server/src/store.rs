@@ -708,6 +708,28 @@ impl Drop for Checkpointer {
 }
 
 /// SQLite integers are signed; values above `i64::MAX` saturate (no time or size gets there).
+/// Runs a filtered, paged list query. The statement's first four parameters are always
+/// `?1` limit, `?2` offset, `?3` vendor and `?4` device (`NULL` for any product); `more` binds
+/// `?5` onwards. An absent condition is a `NULL` parameter, so one cached statement serves
+/// every combination of filters.
+fn filtered_list<T>(
+    conn: &Connection,
+    sql: &str,
+    page: Page,
+    product: Option<&Product>,
+    more: &[&dyn rusqlite::ToSql],
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let offset = to_sql(page.offset);
+    let vendor = product.map(|p| &p.vendor);
+    let device = product.map(|p| &p.device);
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![&page.limit, &offset, &vendor, &device];
+    params.extend_from_slice(more);
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params.as_slice(), row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn to_sql(at: u64) -> i64 {
     i64::try_from(at).unwrap_or(i64::MAX)
 }
@@ -1222,25 +1244,19 @@ impl Store for SqliteStore {
     }
 
     fn releases(&self, filter: &ReleaseFilter, page: Page) -> StoreResult<Vec<Release>> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases \
-             WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
-               AND (?5 IS NULL OR retired = ?5) \
-             ORDER BY uploaded_at DESC, id LIMIT ?1 OFFSET ?2"
-        ))?;
-        let product = filter.product.as_ref();
-        let rows = stmt.query_map(
-            params![
-                page.limit,
-                to_sql(page.offset),
-                product.map(|p| &p.vendor),
-                product.map(|p| &p.device),
-                filter.retired,
-            ],
+        filtered_list(
+            &*self.reader()?,
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases \
+                 WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
+                   AND (?5 IS NULL OR retired = ?5) \
+                 ORDER BY uploaded_at DESC, id LIMIT ?1 OFFSET ?2"
+            ),
+            page,
+            filter.product.as_ref(),
+            &[&filter.retired],
             release_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     }
 
     fn release(&self, id: &str) -> StoreResult<Option<Release>> {
@@ -1317,31 +1333,28 @@ impl Store for SqliteStore {
     }
 
     fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>> {
-        let conn = self.reader()?;
-        // One statement for every combination: an absent condition is a NULL parameter.
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices \
-             WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
-               AND (?5 IS NULL OR channel = ?5) \
-               AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.groups) WHERE value = ?6)) \
-               AND (?7 IS NULL OR state = ?7) AND (?8 IS NULL OR revoked = ?8) \
-             ORDER BY id LIMIT ?1 OFFSET ?2"
-        ))?;
-        let product = filter.product.as_ref();
-        let rows = stmt.query_map(
-            params![
-                page.limit,
-                to_sql(page.offset),
-                product.map(|p| &p.vendor),
-                product.map(|p| &p.device),
-                filter.channel,
-                filter.group,
-                filter.state,
-                filter.revoked,
+        let rows = filtered_list(
+            &*self.reader()?,
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices \
+                 WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
+                   AND (?5 IS NULL OR channel = ?5) \
+                   AND (?6 IS NULL OR EXISTS \
+                        (SELECT 1 FROM json_each(devices.groups) WHERE value = ?6)) \
+                   AND (?7 IS NULL OR state = ?7) AND (?8 IS NULL OR revoked = ?8) \
+                 ORDER BY id LIMIT ?1 OFFSET ?2"
+            ),
+            page,
+            filter.product.as_ref(),
+            &[
+                &filter.channel,
+                &filter.group,
+                &filter.state,
+                &filter.revoked,
             ],
             device_row,
         )?;
-        rows.map(|r| finish_device(r?)).collect()
+        rows.into_iter().map(finish_device).collect()
     }
 
     fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()> {
@@ -1571,25 +1584,20 @@ impl Store for SqliteStore {
     }
 
     fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
-             WHERE (?3 IS NULL OR d.vendor = ?3) AND (?4 IS NULL OR d.device = ?4) \
-               AND (?5 IS NULL OR d.state = ?5) \
-             ORDER BY d.id DESC LIMIT ?1 OFFSET ?2"
-        ))?;
-        let product = filter.product.as_ref();
-        let rows = stmt.query_map(
-            params![
-                page.limit,
-                to_sql(page.offset),
-                product.map(|p| &p.vendor),
-                product.map(|p| &p.device),
-                filter.state.map(DeploymentState::as_str),
-            ],
+        let rows = filtered_list(
+            &*self.reader()?,
+            &format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
+                 WHERE (?3 IS NULL OR d.vendor = ?3) AND (?4 IS NULL OR d.device = ?4) \
+                   AND (?5 IS NULL OR d.state = ?5) \
+                 ORDER BY d.id DESC LIMIT ?1 OFFSET ?2"
+            ),
+            page,
+            filter.product.as_ref(),
+            &[&filter.state.map(DeploymentState::as_str)],
             deployment_row,
         )?;
-        rows.map(|r| finish_deployment(r?)).collect()
+        rows.into_iter().map(finish_deployment).collect()
     }
 
     fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>> {
