@@ -102,7 +102,7 @@ pub struct DeploymentsQuery {
     limit: Option<u32>,
     /// `VENDOR/DEVICE`.
     product: Option<String>,
-    state: Option<String>,
+    state: Option<DeploymentState>,
 }
 
 /// `GET /api/v1/deployments?offset=&limit=&product=&state=`: newest first.
@@ -115,15 +115,7 @@ pub async fn list(
     let q = query?.0;
     let filter = DeploymentFilter {
         product: q.product.as_deref().map(parse_product).transpose()?,
-        state: match q.state.as_deref() {
-            None => None,
-            Some(name) => Some(DeploymentState::parse(name).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "state must be one of {}",
-                    DeploymentState::ALL.map(DeploymentState::as_str).join(", ")
-                ))
-            })?),
-        },
+        state: q.state,
     };
     let page = PageQuery::new(q.offset, q.limit).page()?;
     Ok(Json(

@@ -158,20 +158,6 @@ pub struct DevicesQuery {
     revoked: Option<bool>,
 }
 
-impl DevicesQuery {
-    fn filter(self) -> Result<(DeviceFilter, PageQuery), ApiError> {
-        let product = self.product.as_deref().map(parse_product).transpose()?;
-        let filter = DeviceFilter {
-            product,
-            channel: self.channel,
-            group: self.group,
-            state: self.state,
-            revoked: self.revoked,
-        };
-        Ok((filter, PageQuery::new(self.offset, self.limit)))
-    }
-}
-
 /// `GET /api/v1/devices?offset=&limit=&product=&channel=&group=&state=&revoked=` (by id;
 /// default 1000, at most 10000 per page; every condition given must hold).
 pub async fn list(
@@ -180,8 +166,15 @@ pub async fn list(
     query: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    let (filter, page) = query?.0.filter()?;
-    let page = page.page()?;
+    let q = query?.0;
+    let filter = DeviceFilter {
+        product: q.product.as_deref().map(parse_product).transpose()?,
+        channel: q.channel,
+        group: q.group,
+        state: q.state,
+        revoked: q.revoked,
+    };
+    let page = PageQuery::new(q.offset, q.limit).page()?;
     Ok(Json(state.db.run(move |s| s.devices(&filter, page)).await?))
 }
 
