@@ -233,15 +233,6 @@ wait_http() { # url: until it answers at all (any status), at most 30 s
   done
   return 1
 }
-cat > "$work/report.lua" <<'LUA'
-function done(summary, latency, requests)
-  local s = summary.duration / 1e6
-  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout
-  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\n", summary.requests / s,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests, bad))
-end
-LUA
 run_wrk() { # script url -> "rps p50 p99 requests errors", after 3 s of the same load to warm up
   wrk -t 2 -c "$CONNECTIONS" -d 3s --timeout 10s -s "$1" "$2" > /dev/null
   wrk -t 2 -c "$CONNECTIONS" -d "${DURATION}s" --timeout 10s -s "$1" "$2" | sed -n 's/^RESULT //p'
@@ -259,11 +250,10 @@ for _ in $(seq 100); do grep -q "admin token" sigil-server.out 2>/dev/null && br
 admin=$(sed -n 's/^first admin token.*: //p' sigil-server.out)
 mkdir -p fleet
 "$fleet" setup "127.0.0.1:$sport" "$admin" "$DEVICES" 65536 "$work/fleet" > /dev/null
-cp "$root/bench/wrk/checkin.lua" sigil.lua
-cat report.lua >> sigil.lua
+cat "$root"/bench/wrk/{fleet,checkin,report}.lua > sigil.lua
 sigil_answer=$(curl -s -X POST -H "Authorization: Bearer $(head -1 fleet/sessions.txt)" -H 'Content-Type: application/json' \
   -d '{"version":"1.0.0","security_counter":1,"state":"idle"}' "http://127.0.0.1:$sport/api/v1/device/checkin")
-read -r s_rps s_p50 s_p99 s_n s_bad < <(SESSIONS="$work/fleet/sessions.txt" run_wrk sigil.lua "http://127.0.0.1:$sport/")
+read -r s_rps s_p50 s_p99 _ s_n s_bad < <(SESSIONS="$work/fleet/sessions.txt" run_wrk sigil.lua "http://127.0.0.1:$sport/")
 kill "$sigil_pid" 2>/dev/null || true
 wait "$sigil_pid" 2>/dev/null || true
 
@@ -349,27 +339,22 @@ PY
     return 1
   fi
   gb_answer=$(cat gb-answer.json)
-  cat > goosebit.lua <<'LUA'
+  # gooseBit's DDI poll (after fleet.lua): each as one of the devices listed, "<id> <token>"
+  # a line, in the file $DEVICES_FILE.
+  cat > goosebit-poll.lua <<'LUA'
 local devices = {}
 for line in io.lines(os.getenv("DEVICES_FILE")) do
   local id, tok = line:match("^(%S+) (%S+)$")
   devices[#devices + 1] = { id, tok }
 end
-local n = 0
-local offset = 0
-function setup(thread)
-  offset = offset + 1
-  thread:set("offset", offset * 7919)
-end
 function request()
-  n = n + 1
-  local d = devices[((n + offset) % #devices) + 1]
+  local d = pick(devices)
   return wrk.format("GET", "/DEFAULT/controller/v1/" .. d[1], { ["Authorization"] = "TargetToken " .. d[2] })
 end
 LUA
-  cat "$work/report.lua" >> goosebit.lua
+  cat "$root/bench/wrk/fleet.lua" goosebit-poll.lua "$root/bench/wrk/report.lua" > goosebit.lua
   log "check-ins: gooseBit"
-  read -r gb_rps gb_p50 gb_p99 gb_n gb_bad < <(DEVICES_FILE="$gb/devices.txt" run_wrk goosebit.lua "http://127.0.0.1:$gport/")
+  read -r gb_rps gb_p50 gb_p99 _ gb_n gb_bad < <(DEVICES_FILE="$gb/devices.txt" run_wrk goosebit.lua "http://127.0.0.1:$gport/")
   stop_goosebit
   [ -n "$gb_rps" ] || { gb_note="wrk reported no result against gooseBit"; return 1; }
 }
@@ -475,7 +460,7 @@ $DEVICES enrolled devices taken in turn, each request authenticated by that devi
   connection and looks for an update; none is assigned, its lighter path, e.g.
   \`${gb_answer:-—}\`.
 
-| server | check-ins/s | p50 (ms) | p99 (ms) | requests | errors |
+| server | check-ins/s | p50 (ms) | p99 (ms) | requests | errors (non-2xx/timeouts/socket) |
 |---|---:|---:|---:|---:|---:|
 | sigil-server | ${s_rps:-—} | ${s_p50:-—} | ${s_p99:-—} | ${s_n:-—} | ${s_bad:-—} |
 EOF

@@ -57,17 +57,7 @@ echo "setting up $DEVICES devices" >&2
 release=$("$fleet" setup "127.0.0.1:$port" "$admin" "$DEVICES" $((PAYLOAD_MIB << 20)) "$work")
 device_token=$(head -1 "$work/sessions.txt")
 
-cp bench/wrk/checkin.lua "$work/checkin.lua"
-cat > "$work/report.lua" <<'LUA'
-function done(summary, latency, requests)
-  local s = summary.duration / 1e6
-  local e = summary.errors
-  local bad = string.format("%d/%d/%d", e.status, e.timeout, e.connect + e.read + e.write)
-  io.write(string.format("RESULT %.1f %.3f %.3f %.1f %s\n", summary.requests / s,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.bytes / s / 1048576, bad))
-end
-LUA
-cat "$work/report.lua" >> "$work/checkin.lua"
+cat bench/wrk/fleet.lua bench/wrk/checkin.lua bench/wrk/report.lua > "$work/checkin.lua"
 
 run_wrk() { # args: connections, script, url, [header]
   local c=$1 script=$2 url=$3
@@ -76,9 +66,9 @@ run_wrk() { # args: connections, script, url, [header]
 }
 
 echo "check-ins" >&2
-read -r ci_rps ci_p50 ci_p99 _ ci_bad < <(SESSIONS="$work/sessions.txt" run_wrk "$CONNECTIONS" "$work/checkin.lua" "http://127.0.0.1:$port/")
+read -r ci_rps ci_p50 ci_p99 _ _ ci_bad < <(SESSIONS="$work/sessions.txt" run_wrk "$CONNECTIONS" "$work/checkin.lua" "http://127.0.0.1:$port/")
 # A fleet-like load: few connections, so the latency is that of a moderately loaded server.
-read -r cl_rps cl_p50 cl_p99 _ cl_bad < <(SESSIONS="$work/sessions.txt" run_wrk 8 "$work/checkin.lua" "http://127.0.0.1:$port/")
+read -r cl_rps cl_p50 cl_p99 _ _ cl_bad < <(SESSIONS="$work/sessions.txt" run_wrk 8 "$work/checkin.lua" "http://127.0.0.1:$port/")
 
 # The fleet's pace: 1,000,000 devices every 300 s = 3,333/s, open loop. This used to be wrk with a
 # delay() between requests on each connection; that is closed loop: a connection whose request is
@@ -129,7 +119,7 @@ echo "downloads" >&2
 ROUNDS=${ROUNDS:-5}
 DL_DURATION=${DL_DURATION:-5}
 download() { # args: url, [header]; prints MiB/s and errors
-  wrk -t 2 -c 4 -d "${DL_DURATION}s" -s "$work/report.lua" "$@" | sed -n 's/^RESULT //p' | awk '{print $4, $5}'
+  wrk -t 2 -c 4 -d "${DL_DURATION}s" -s bench/wrk/report.lua "$@" | sed -n 's/^RESULT //p' | awk '{print $4, $6}'
 }
 ng_all=() sv_all=() ratios=() dl_bad=0
 for round in $(seq "$ROUNDS"); do

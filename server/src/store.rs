@@ -172,23 +172,38 @@ pub struct Device {
     pub state: Option<String>,
 }
 
-/// A device's check-in report.
+#[cfg(test)]
+impl Device {
+    /// A freshly enrolled `acme`/`pump` device on `stable`, for tests.
+    pub(crate) fn example(id: &str) -> Device {
+        Device {
+            id: id.to_owned(),
+            product: Product {
+                vendor: "acme".to_owned(),
+                device: "pump".to_owned(),
+            },
+            public_key: "00".repeat(32),
+            channel: "stable".to_owned(),
+            groups: Vec::new(),
+            labels: BTreeMap::new(),
+            revoked: false,
+            enrolled_at: 1,
+            last_seen: None,
+            version: None,
+            security_counter: None,
+            state: None,
+        }
+    }
+}
+
+/// A device's check-in report: the check-in as the device sent it, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Device.
-    pub device_id: String,
     /// Time.
     pub at: u64,
-    /// Running version.
-    pub version: String,
-    /// Stored security counter.
-    pub security_counter: u32,
-    /// Reported state.
-    pub state: String,
-    /// Deployment the state refers to.
-    pub deployment_id: Option<i64>,
-    /// Free-form detail (error message).
-    pub detail: Option<String>,
+    /// What the device reported.
+    #[serde(flatten)]
+    pub check_in: CheckIn,
 }
 
 /// Which devices a deployment targets (within the release's product).
@@ -332,7 +347,7 @@ pub enum DeploymentAction {
 }
 
 /// A device check-in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckIn {
     /// Device (from the session).
     pub device_id: String,
@@ -1444,13 +1459,15 @@ impl Store for SqliteStore {
         )?;
         let rows = stmt.query_map(params![device_id, limit], |r| {
             Ok(Report {
-                device_id: r.get(0)?,
                 at: from_sql(r.get(1)?),
-                version: r.get(2)?,
-                security_counter: r.get(3)?,
-                state: r.get(4)?,
-                deployment_id: r.get(5)?,
-                detail: r.get(6)?,
+                check_in: CheckIn {
+                    device_id: r.get(0)?,
+                    version: r.get(2)?,
+                    security_counter: r.get(3)?,
+                    state: r.get(4)?,
+                    deployment_id: r.get(5)?,
+                    detail: r.get(6)?,
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1972,23 +1989,7 @@ mod tests {
     #[test]
     fn session_tokens_expire_and_api_tokens_do_not() {
         let s = SqliteStore::in_memory().unwrap();
-        let device = Device {
-            id: "pump-1".into(),
-            product: Product {
-                vendor: "acme".into(),
-                device: "pump-x2".into(),
-            },
-            public_key: "00".repeat(32),
-            channel: "stable".into(),
-            groups: vec![],
-            labels: BTreeMap::new(),
-            revoked: false,
-            enrolled_at: 1,
-            last_seen: None,
-            version: None,
-            security_counter: None,
-            state: None,
-        };
+        let device = Device::example("pump-1");
         s.enrol_device(&device, &event(1)).unwrap();
         let session = TokenGrant {
             hash: &[1; 32],

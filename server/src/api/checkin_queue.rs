@@ -142,28 +142,7 @@ impl Drop for DrainGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Device, Product, SqliteStore, Store};
-    use std::collections::BTreeMap;
-
-    fn device(id: &str) -> Device {
-        Device {
-            id: id.to_owned(),
-            product: Product {
-                vendor: "acme".to_owned(),
-                device: "pump".to_owned(),
-            },
-            public_key: "00".repeat(32),
-            channel: "stable".to_owned(),
-            groups: Vec::new(),
-            labels: BTreeMap::new(),
-            revoked: false,
-            enrolled_at: 1,
-            last_seen: None,
-            version: None,
-            security_counter: None,
-            state: None,
-        }
-    }
+    use crate::store::{Device, SqliteStore, Store};
 
     fn check_in(id: &str, version: &str) -> CheckIn {
         CheckIn {
@@ -182,7 +161,7 @@ mod tests {
         let audit = crate::store::AuditEvent::new("t", "device.enrol", "d", serde_json::json!({}));
         for i in 0..20 {
             store
-                .enrol_device(&device(&format!("d{i}")), &audit)
+                .enrol_device(&Device::example(&format!("d{i}")), &audit)
                 .unwrap();
         }
         let queue = CheckInQueue::new(Db::new(store.clone()), 5);
