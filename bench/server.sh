@@ -169,7 +169,8 @@ is a fleet polling at its own rate, each latency counted from when its request w
 (report, device state, trimming old reports) are queued and committed in groups, one SQLite
 transaction for all waiting, without their own fsync (see the server's storage notes); each is
 answered after its group commits. Uploads, enrolments and deployment changes are fsynced.
-nginx sends the file with sendfile (page cache to socket); sigil-server reads each 1 MiB chunk
-into memory and writes it to the socket, one copy more per byte, on the same two cores as wrk.
+nginx sends the file with sendfile (page cache to socket); sigil-server reads each 256 KiB chunk
+into a reused buffer and writes it to the socket, one copy more per byte, on the same two cores
+as wrk.
 
 EOF

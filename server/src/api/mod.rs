@@ -74,6 +74,9 @@ impl Db {
     }
 }
 
+/// Idle download buffers kept for reuse (256 KiB each, so at most 16 MiB idle).
+const DOWNLOAD_BUFFERS_KEPT: usize = 64;
+
 /// Everything handlers share.
 pub struct Inner {
     /// Validated configuration.
@@ -90,6 +93,8 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Device check-ins, committed in groups.
     pub check_ins: Arc<CheckInQueue>,
+    /// Read buffers shared by bundle downloads.
+    pub download_buffers: Arc<downloads::BufferPool>,
 }
 
 /// Shared application state.
@@ -122,6 +127,7 @@ impl AppState {
             trust_root: trust_root.map(Arc::new),
             metrics: Metrics::default(),
             limiter,
+            download_buffers: downloads::BufferPool::new(DOWNLOAD_BUFFERS_KEPT),
         }))
     }
 }
