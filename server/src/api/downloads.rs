@@ -23,10 +23,10 @@ use crate::range::{self, RangeRequest};
 const CHUNK: usize = 256 << 10;
 
 /// Read buffers for downloads, reused across chunks and requests. A fresh allocation per chunk
-/// cost the kernel a page fault and a page of zeroing for much of what was served: about a
-/// million faults per 27 GB in `bench/server.sh`, 10,000 with the pool, which also made 256 KiB
-/// chunks as fast as 1 MiB ones. At most `keep` idle buffers are kept, so memory follows the
-/// downloads in flight, not the peak.
+/// cost a page fault and a page of zeroing for much of what was served (about a million faults
+/// per 27 GB in `bench/server.sh`; 10,000 with the pool). Served A/B against the fresh 1 MiB
+/// buffers, pooled 256 KiB ones gave the same throughput at a quarter of the memory per
+/// download. At most `keep` idle buffers are kept, so memory follows the downloads in flight.
 pub struct BufferPool {
     idle: Mutex<Vec<Vec<u8>>>,
     keep: usize,
