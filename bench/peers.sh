@@ -253,7 +253,7 @@ mkdir -p fleet
 cat "$root"/bench/wrk/{fleet,checkin,report}.lua > sigil.lua
 sigil_answer=$(curl -s -X POST -H "Authorization: Bearer $(head -1 fleet/sessions.txt)" -H 'Content-Type: application/json' \
   -d '{"version":"1.0.0","security_counter":1,"state":"idle"}' "http://127.0.0.1:$sport/api/v1/device/checkin")
-read -r s_rps s_p50 s_p99 _ s_n s_bad < <(SESSIONS="$work/fleet/sessions.txt" run_wrk sigil.lua "http://127.0.0.1:$sport/")
+read -r s_rps s_p50 s_p99 _ s_n s_bad _ < <(SESSIONS="$work/fleet/sessions.txt" run_wrk sigil.lua "http://127.0.0.1:$sport/")
 kill "$sigil_pid" 2>/dev/null || true
 wait "$sigil_pid" 2>/dev/null || true
 
@@ -354,7 +354,7 @@ end
 LUA
   cat "$root/bench/wrk/fleet.lua" goosebit-poll.lua "$root/bench/wrk/report.lua" > goosebit.lua
   log "check-ins: gooseBit"
-  read -r gb_rps gb_p50 gb_p99 _ gb_n gb_bad < <(DEVICES_FILE="$gb/devices.txt" run_wrk goosebit.lua "http://127.0.0.1:$gport/")
+  read -r gb_rps gb_p50 gb_p99 _ gb_n gb_bad _ < <(DEVICES_FILE="$gb/devices.txt" run_wrk goosebit.lua "http://127.0.0.1:$gport/")
   stop_goosebit
   [ -n "$gb_rps" ] || { gb_note="wrk reported no result against gooseBit"; return 1; }
 }

@@ -67,9 +67,9 @@ run_wrk() { # args: connections, script, url, [header]
 }
 
 echo "check-ins" >&2
-read -r ci_rps ci_p50 ci_p99 _ _ ci_bad < <(SESSIONS="$work/sessions.txt" run_wrk "$CONNECTIONS" "$work/checkin.lua" "http://127.0.0.1:$port/")
+read -r ci_rps ci_p50 ci_p99 _ _ ci_bad _ < <(SESSIONS="$work/sessions.txt" run_wrk "$CONNECTIONS" "$work/checkin.lua" "http://127.0.0.1:$port/")
 # A fleet-like load: few connections, so the latency is that of a moderately loaded server.
-read -r cl_rps cl_p50 cl_p99 _ _ cl_bad < <(SESSIONS="$work/sessions.txt" run_wrk 8 "$work/checkin.lua" "http://127.0.0.1:$port/")
+read -r cl_rps cl_p50 cl_p99 _ _ cl_bad _ < <(SESSIONS="$work/sessions.txt" run_wrk 8 "$work/checkin.lua" "http://127.0.0.1:$port/")
 
 # The fleet's pace: 1,000,000 devices every 300 s = 3,333/s, open loop. This used to be wrk with a
 # delay() between requests on each connection; that is closed loop: a connection whose request is
@@ -122,16 +122,17 @@ echo "downloads" >&2
 # extra copy directly.
 ROUNDS=${ROUNDS:-7}
 DL_DURATION=${DL_DURATION:-5}
-download() { # args: url, [header]; prints MiB/s, MiB sent and errors
+download() { # args: url, [header]; prints MiB/s, MiB received and errors
   wrk -t 2 -c 4 -d "${DL_DURATION}s" -s bench/wrk/report.lua "$@" | sed -n 's/^RESULT //p' |
-    awk -v d="$DL_DURATION" '{print $4, $4 * d, $6}'
+    awk '{print $4, $7 / 1048576, $6}'
 }
 cpu_ticks() { # args: pids; prints their user + system clock ticks
   local p t=0
   for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
   echo "$t"
 }
-nginx_workers=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | tr '\n' ' ')
+nginx_workers=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | tr '\n' ' ' || true)
+[ -n "$nginx_workers" ] || { echo "bench/server.sh: found no nginx worker processes" >&2; exit 1; }
 hz=$(getconf CLK_TCK)
 ng_all=() sv_all=() ratios=() dl_bad=0 ng_ticks=0 sv_ticks=0 ng_mib=0 sv_mib=0
 for round in $(seq "$ROUNDS"); do
@@ -191,9 +192,9 @@ is a fleet polling at its own rate, each latency counted from when its request w
 (report, device state, trimming old reports) are queued and committed in groups, one SQLite
 transaction for all waiting, without their own fsync (see the server's storage notes); each is
 answered after its group commits. Uploads, enrolments and deployment changes are fsynced.
-nginx sends the file with sendfile (page cache to socket); sigil-server reads each 256 KiB chunk
-into a reused buffer and writes it to the socket, one copy more per byte, on the same two cores
-as wrk. The CPU row shows what that costs: sigil-server spends $(awk -v a="$sv_cpu" -v b="$ng_cpu" 'BEGIN { printf "%.1f", a / b }')× nginx's CPU time per byte
+nginx sends the file with sendfile (page cache to socket); sigil-server copies each 256 KiB chunk
+into a reused buffer (from the page cache without leaving its thread, \`preadv2\` with
+\`RWF_NOWAIT\`) and writes it to the socket, one copy more per byte, on the same two cores as wrk. The CPU row shows what that costs: sigil-server spends $(awk -v a="$sv_cpu" -v b="$ng_cpu" 'BEGIN { printf "%.1f", a / b }')× nginx's CPU time per byte
 sent; the throughput stays close because wrk, receiving on the same cores, costs more than
 either. Bundles are signed, so a fleet can also fetch them from a CDN through the public mirror.
 
