@@ -32,6 +32,7 @@ struct Wear {
     active: Vec<(u64, u64)>,
     staging: Vec<(u64, u64)>,
     state: (u64, u64),
+    requests: (u64, u64),
 }
 
 fn wear(dev: &Dev) -> Wear {
@@ -39,8 +40,11 @@ fn wear(dev: &Dev) -> Wear {
         let s = dev.flash.stats(i);
         (s.erases, s.writes)
     };
-    let state = (0..2).map(pair).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let sectors = dev.protected_sectors();
+    let requests = pair(sectors.end);
+    let state = sectors.map(pair).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     Wear {
+        requests,
         active: (0..SLOT).map(|i| pair(dev.active_sector(i))).collect(),
         staging: (0..=SLOT).map(|i| pair(dev.staging_sector(i))).collect(),
         state,
@@ -129,8 +133,12 @@ fn main() {
     rows("active", &update.active, &revert.active);
     rows("staging", &update.staging, &revert.staging);
     println!(
-        "| state region (2 sectors) | {} | {} | {} | {} |",
+        "| protected state (2 sectors; every record written twice) | {} | {} | {} | {} |",
         update.state.0, update.state.1, revert.state.0, revert.state.1
+    );
+    println!(
+        "| request sector (erased by the boot that acts on the request) | {} | {} | {} | {} |",
+        update.requests.0, update.requests.1, revert.requests.0, revert.requests.1
     );
     println!();
 
