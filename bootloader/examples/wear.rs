@@ -42,7 +42,9 @@ fn wear(dev: &Dev) -> Wear {
     };
     let sectors = dev.protected_sectors();
     let requests = pair(sectors.end);
-    let state = sectors.map(pair).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let state = sectors
+        .map(pair)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     Wear {
         requests,
         active: (0..SLOT).map(|i| pair(dev.active_sector(i))).collect(),

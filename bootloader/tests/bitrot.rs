@@ -42,15 +42,7 @@ fn md5ish(bytes: &[u8]) -> u64 {
 
 /// The three devices each bit is flipped in.
 fn states<const W: usize, const E: usize>(slot: u32) -> Vec<(&'static str, Rig<W, E>)> {
-    let v = |c: u32, len: usize| {
-        bundle(&Spec {
-            counter: c,
-            version: ["0.0.0", "1.0.0", "2.0.0", "3.0.0"][c as usize],
-            payload_len: len,
-            payload_seed: c as u8,
-            ..Spec::default()
-        })
-    };
+    let v = release;
     let len = (slot as usize - 1) * E - 200;
     let mut confirmed: Rig<W, E> = Rig::new(slot, 0xFF);
     confirmed.provision(&v(1, len / 2));

@@ -18,15 +18,7 @@ fn lifecycle<const W: usize, const E: usize, const R: usize>() {
     let what = format!("write {W}, sector {E}, read {R}");
     let slot = (4096 / E as u32).max(4);
     let max = slot as usize * E;
-    let v = |c: u32, len: usize| {
-        bundle(&Spec {
-            counter: c,
-            version: ["0.0.0", "1.0.0", "2.0.0", "3.0.0"][c as usize],
-            payload_len: len,
-            payload_seed: c as u8,
-            ..Spec::default()
-        })
-    };
+    let v = release;
     // v2 fills most of the slot (its envelope is under 1 KiB).
     let (v1, v2, v3) = (v(1, max / 3), v(2, max - 1200), v(3, max / 4));
     let mut dev: Rig<W, E, R> = Rig::new(slot, 0xFF);

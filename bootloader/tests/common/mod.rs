@@ -59,6 +59,18 @@ impl Default for Spec {
     }
 }
 
+/// The release with security counter `counter` (0–4, version `counter.0.0`) and a payload of
+/// `len` bytes seeded by the counter.
+pub fn release(counter: u32, len: usize) -> Vec<u8> {
+    bundle(&Spec {
+        counter,
+        version: ["0.0.0", "1.0.0", "2.0.0", "3.0.0", "4.0.0"][counter as usize],
+        payload_len: len,
+        payload_seed: counter as u8,
+        ..Spec::default()
+    })
+}
+
 pub fn payload(spec: &Spec) -> Vec<u8> {
     (0..spec.payload_len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(spec.payload_seed))
