@@ -165,6 +165,15 @@ impl Spec {
     }
 }
 
+/// A valid bundle of `version` and security `counter` with a 5000-byte payload salted by the
+/// counter: a distinct release per counter.
+pub fn release_bundle(version: &'static str, counter: u32) -> Vec<u8> {
+    bundle(&Spec {
+        payload: payload(5000, counter as u8),
+        ..Spec::release(version, counter)
+    })
+}
+
 /// The manifest `spec` describes.
 pub fn manifest_for(spec: &Spec) -> Manifest<'_> {
     Manifest {
