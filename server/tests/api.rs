@@ -1538,3 +1538,36 @@ async fn release_and_deployment_lists_filter_and_page() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
     }
 }
+
+#[tokio::test]
+async fn enrolment_refuses_keys_outside_the_prime_order_subgroup() {
+    let h = Harness::new();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let cases = [
+        (torsion_twin(43), "not in the prime-order subgroup"),
+        (identity, "has small order"),
+        (non_canonical_point(), "not in canonical encoding"),
+    ];
+    for (i, (key, says)) in cases.into_iter().enumerate() {
+        let (s, v) = h
+            .call(
+                "POST",
+                "/api/v1/devices",
+                Some(h.token(Role::Operator)),
+                Some(json!({
+                    "id": format!("odd-{i}"),
+                    "product": { "vendor": "acme", "device": "pump-x2" },
+                    "public_key": hex::encode(key),
+                })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains("public_key: step E1:"), "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+    // The key the twin was made from enrols.
+    let (s, v) = h.enrol("pump-43", 43, json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
