@@ -15,6 +15,28 @@
 //!
 //! [`Spec`] describes a bundle; its defaults make a valid one (acme/pump-x2, component `app`,
 //! key set version 1 signed by roots 1 and 2, manifest signed by release key 11).
+//!
+//! ## Moving a suite's `tests/common` here
+//!
+//! manifests and server use this crate. The bootloader's and the agent's copies map as
+//! follows; each mapping builds the same bytes as the copy it replaces.
+//!
+//! | their helper | here |
+//! |---|---|
+//! | `key`, `public`, `ROOT_SEEDS`, `RELEASE_SEEDS`, `product` (both) | the same names |
+//! | bootloader `root() -> &'static TrustRoot` | [`static_root`] |
+//! | agent `root() -> TrustRoot` | [`root`] |
+//! | bootloader `payload(&spec)` (`i * 31 + seed`) | [`payload`]`(spec.payload_len, spec.payload_seed)` |
+//! | agent `payload(len, salt)` (multiplicative hash) | [`noise`]`(len, salt)` |
+//! | bootloader `Spec { product, counter, key_set_version, version, payload_len, payload_seed, alignment }` | `Spec { product, key_set_version, alignment, payload: payload(payload_len, payload_seed), ..Spec::release(version, counter) }` |
+//! | agent `Spec::new(version, counter)` with `vendor`, `device`, `key_set_version`, `root_signers`, `release_key`, `payload_len`, `declared_size`, `salt` | `Spec { product: ProductId::new(vendor, device)?, key_set_version, root_signers: root_signers.to_vec(), release_keys: vec![release_key], manifest_signers: vec![release_key], payload: noise(payload_len, salt), declared_size, ..Spec::release(version, counter) }` |
+//! | `bundle(&spec)` (both) | [`bundle`]`(&spec)` |
+//! | bootloader `image_id(&spec)` | `payload_digest(&spec)[..16]` ([`payload_digest`]) |
+//! | agent `release_id(bytes)` | [`bundle_id`] |
+//! | agent: `root().encode()` written to `DIR/root.sgl` | [`write_trust_root`]`(DIR)` |
+//!
+//! What is theirs alone stays with them: the bootloader's `Rig` (simulated device) and the
+//! agent's flash layout, `Device`, `DeviceOptions`, `boot` and `RealServer`.
 
 // Test fixtures: a failure here is a broken test set-up and must panic loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
