@@ -160,8 +160,8 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
 /// `allowed` is a list that passed [`check_keys`], as the keys of every [`crate::TrustRoot`]
 /// and [`crate::KeySet`] made by `decode` or `new` have: only then is each distinct entry a
 /// distinct point of the prime-order subgroup, which is what makes distinct entries distinct
-/// signers. The subgroup check is not repeated here (it costs about two thirds of a signature
-/// check per key, on every boot).
+/// signers. The key check is not repeated here (it costs about three quarters of a signature
+/// check per key, `bench/keys.sh`).
 pub fn verify_threshold(
     message: &[u8],
     signatures: impl IntoIterator<Item = SignatureEntry>,
