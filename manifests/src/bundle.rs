@@ -61,7 +61,7 @@ impl BundleHeader {
             return Err(Error::BadLength(Document::Header));
         }
         if le_u32(bytes, 28) != 0 {
-            return Err(Error::NonZeroPadding);
+            return Err(Error::NonZeroReserved);
         }
         let header = BundleHeader {
             envelope_len: le_u32(bytes, 12),
@@ -75,9 +75,9 @@ impl BundleHeader {
         let padding = header
             .payload_offset
             .checked_sub(envelope_end)
-            .ok_or(Error::BadPayloadOffset)?;
+            .ok_or(Error::PayloadOffsetOutOfRange)?;
         if padding >= crate::MAX_ALIGNMENT {
-            return Err(Error::BadPayloadOffset);
+            return Err(Error::PayloadOffsetOutOfRange);
         }
         header.total_len()?;
         Ok(header)
@@ -87,9 +87,10 @@ impl BundleHeader {
     /// `alignment`.
     pub fn new(envelope_len: usize, alignment: u32, payload_size: u64) -> Result<Self, Error> {
         if envelope_len == 0 || envelope_len > MAX_ENVELOPE_LEN {
-            return Err(Error::TooLarge);
+            return Err(Error::TooLarge(Document::Envelope));
         }
-        let envelope_len = u32::try_from(envelope_len).map_err(|_| Error::TooLarge)?;
+        let envelope_len =
+            u32::try_from(envelope_len).map_err(|_| Error::TooLarge(Document::Envelope))?;
         let mut header = BundleHeader {
             envelope_len,
             payload_offset: 0,
@@ -130,7 +131,7 @@ impl BundleHeader {
     pub fn padding_len(&self) -> Result<u32, Error> {
         self.payload_offset
             .checked_sub(self.envelope_end()?)
-            .ok_or(Error::BadPayloadOffset)
+            .ok_or(Error::PayloadOffsetOutOfRange)
     }
 
     /// Total bundle length: payload offset plus payload size.
@@ -189,17 +190,21 @@ impl<'a> Envelope<'a> {
     /// Encodes the envelope.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        let bytes = postcard::to_allocvec(self).map_err(|_| Error::TooLarge)?;
+        let bytes = postcard::to_allocvec(self).map_err(|_| Error::TooLarge(Document::Envelope))?;
         if bytes.len() > MAX_ENVELOPE_LEN {
-            return Err(Error::TooLarge);
+            return Err(Error::TooLarge(Document::Envelope));
         }
         Ok(bytes)
     }
 
     /// Adds a release signature over the manifest; a second signature by the same key replaces
-    /// the first.
-    pub fn add_manifest_signature(&mut self, entry: crate::SignatureEntry) -> Result<(), Error> {
-        crate::keyset::add_signature(&mut self.manifest_signatures, entry)
+    /// the first. A key that signs again makes the same entry (ed25519 is deterministic):
+    /// [`crate::SignatureAdded::Unchanged`].
+    pub fn add_manifest_signature(
+        &mut self,
+        entry: crate::SignatureEntry,
+    ) -> Result<crate::SignatureAdded, Error> {
+        crate::keyset::add_signature(&mut self.manifest_signatures, entry, Document::Envelope)
     }
 
     /// Encodes header, envelope and padding: everything that precedes the payload.
@@ -343,16 +348,16 @@ mod tests {
         );
         let mut b = good;
         b[16..20].copy_from_slice(&100u32.to_le_bytes());
-        assert_eq!(BundleHeader::parse(&b), Err(Error::BadPayloadOffset));
+        assert_eq!(BundleHeader::parse(&b), Err(Error::PayloadOffsetOutOfRange));
         let mut b = good;
         b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(BundleHeader::parse(&b), Err(Error::BadPayloadOffset));
+        assert_eq!(BundleHeader::parse(&b), Err(Error::PayloadOffsetOutOfRange));
         let mut b = good;
         b[20..28].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(BundleHeader::parse(&b), Err(Error::LengthOverflow));
         let mut b = good;
         b[31] = 1;
-        assert_eq!(BundleHeader::parse(&b), Err(Error::NonZeroPadding));
+        assert_eq!(BundleHeader::parse(&b), Err(Error::NonZeroReserved));
         let mut b = good;
         b[10] = 31;
         assert_eq!(

@@ -195,11 +195,12 @@ pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result
 pub fn encode_tagged<T: serde::Serialize>(
     value: &T,
     tag: &[u8; 8],
+    doc: Document,
 ) -> Result<alloc::vec::Vec<u8>, Error> {
     let mut out = alloc::vec::Vec::with_capacity(128);
     out.extend_from_slice(tag);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let body = postcard::to_allocvec(value).map_err(|_| Error::TooLarge)?;
+    let body = postcard::to_allocvec(value).map_err(|_| Error::TooLarge(doc))?;
     out.extend_from_slice(&body);
     Ok(out)
 }

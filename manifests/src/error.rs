@@ -18,6 +18,8 @@ pub enum Document {
     SignedKeySet,
     /// The signed bytes of a manifest.
     Manifest,
+    /// A device's enrolled public key (FORMAT.md §8).
+    DeviceKey,
 }
 
 impl fmt::Display for Document {
@@ -29,7 +31,31 @@ impl fmt::Display for Document {
             Document::KeySet => "key set",
             Document::SignedKeySet => "signed key set",
             Document::Manifest => "manifest",
+            Document::DeviceKey => "device key",
         })
+    }
+}
+
+impl Document {
+    /// The step of FORMAT.md §6 (or §8) that decodes this document.
+    fn decode_step(self) -> &'static str {
+        match self {
+            Document::TrustRoot => "step 0",
+            Document::Header => "step 1",
+            // The stand-alone key set file holds the envelope's first two fields (§4).
+            Document::Envelope | Document::SignedKeySet => "step 2",
+            Document::KeySet => "step 5a",
+            Document::Manifest => "step 7a",
+            Document::DeviceKey => "step E1",
+        }
+    }
+
+    /// The step that checks this document's keys, threshold and other field ranges.
+    fn field_step(self) -> &'static str {
+        match self {
+            Document::KeySet => "step 5b",
+            other => other.decode_step(),
+        }
     }
 }
 
@@ -54,8 +80,9 @@ impl fmt::Display for Signed {
 
 /// Everything that can be wrong with a trust root, key set, manifest or bundle.
 ///
-/// Messages cite the step of `FORMAT.md` that failed, so a field report can be traced to the
-/// check that produced it.
+/// Every message starts with the step of `FORMAT.md` that failed (`step 0` to `step 9` of §6,
+/// `step E1` of §8), so a field report can be traced to the check that produced it; a test
+/// enumerates the variants and holds each to that.
 ///
 /// The type is at most 4 bytes (checked below): every stage of the verifier returns it, and at
 /// that size a `Result` travels in registers instead of memory, which keeps about 1.2 KiB of
@@ -75,9 +102,12 @@ pub enum Error {
     TrailingBytes(Document),
     /// The document decodes but is not in canonical encoding (it would re-encode differently).
     NonCanonical(Document),
-    /// A header field that must be zero, or padding that must be zero, is not.
+    /// The header's reserved bytes are not zero (step 1).
+    NonZeroReserved,
+    /// The padding between the envelope and the payload is not zero (step 8).
     NonZeroPadding,
-    /// The header declares a length outside the limits of the format.
+    /// A length outside the limits of the format: the header length or envelope length
+    /// (step 1), or a zero payload size (step 7a).
     BadLength(Document),
     /// A length sum or offset overflowed.
     LengthOverflow,
@@ -85,7 +115,10 @@ pub enum Error {
     BundleTooLarge,
     /// The caller's buffer cannot hold the envelope this bundle declares.
     BufferTooSmall,
-    /// The header's payload offset is not the aligned end of the envelope.
+    /// The header's payload offset lies inside the envelope, or 1 MiB or more past its end
+    /// (step 1).
+    PayloadOffsetOutOfRange,
+    /// The header's payload offset is not the aligned end of the envelope (step 7b).
     BadPayloadOffset,
     /// The header's payload size differs from the signed payload size.
     PayloadSizeMismatch,
@@ -96,9 +129,15 @@ pub enum Error {
     /// A list holds no keys.
     NoKeys(Document),
     /// Bytes that should be an ed25519 public key are not a valid curve point.
-    InvalidPublicKey,
+    InvalidPublicKey(Document),
+    /// A public key is a curve point in a non-canonical encoding (y not reduced, or the sign
+    /// bit set on x = 0): two encodings of one point must never pass as two keys.
+    NonCanonicalKey(Document),
     /// A public key has small order (would accept forged signatures).
-    WeakPublicKey,
+    WeakPublicKey(Document),
+    /// A public key is not in the prime-order subgroup (it has a torsion component): `A` and
+    /// `A` plus a point of small order would pass as two keys that one secret signs for.
+    KeyOutsideSubgroup(Document),
     /// A signature names a key id that is not among the keys allowed to sign.
     UnknownSigner(Signed),
     /// A signature by an allowed key does not verify (strict ed25519).
@@ -135,8 +174,8 @@ pub enum Error {
     /// A component the manifest depends on is missing or too old on the device.
     DependencyUnmet,
     /// An identifier (vendor, device, component, pre-release) is empty, too long or uses
-    /// characters outside `[A-Za-z0-9._+-]`.
-    InvalidIdentifier,
+    /// characters outside `[A-Za-z0-9._+-]`, in the document named.
+    InvalidIdentifier(Document),
     /// The payload alignment is not a power of two within the format's limits.
     InvalidAlignment,
     /// The stream ended before the whole bundle arrived.
@@ -145,100 +184,353 @@ pub enum Error {
     TrailingData,
     /// The payload's SHA-256 differs from the signed digest.
     DigestMismatch,
-    /// A builder was asked to encode something that exceeds a format limit.
-    TooLarge,
+    /// Something exceeds a limit of the format (§1) in the document named: more than 8 keys
+    /// or signatures, more than 4 dependencies, an envelope over 4096 bytes. Builders return
+    /// it; so does the verifier for a trust root or key set built by hand past the limits.
+    TooLarge(Document),
 }
 
 const _: () = assert!(size_of::<Error>() <= 4);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::WrongTag(d) => write!(f, "not a Sigil {d} (wrong domain tag)"),
-            Error::UnsupportedVersion(d, v) => write!(f, "{d} format version {v} is not supported"),
-            Error::Malformed(d) => write!(f, "{d} is malformed"),
-            Error::TrailingBytes(d) => write!(f, "{d} has trailing bytes"),
-            Error::NonCanonical(d) => write!(f, "{d} is not canonically encoded"),
-            Error::NonZeroPadding => f.write_str("step 8: padding or reserved bytes are not zero"),
+        match *self {
+            Error::WrongTag(d) => {
+                write!(f, "{}: not a Sigil {d} (wrong domain tag)", d.decode_step())
+            }
+            Error::UnsupportedVersion(d, v) => write!(
+                f,
+                "{}: {d} format version {v} is not supported",
+                d.decode_step()
+            ),
+            Error::Malformed(d) => write!(f, "{}: {d} is malformed", d.decode_step()),
+            Error::TrailingBytes(d) => write!(f, "{}: {d} has trailing bytes", d.decode_step()),
+            Error::NonCanonical(d) => {
+                write!(f, "{}: {d} is not canonically encoded", d.decode_step())
+            }
+            Error::NonZeroReserved => f.write_str("step 1: reserved header bytes are not zero"),
+            Error::NonZeroPadding => f.write_str("step 8: padding bytes are not zero"),
+            Error::BadLength(Document::Manifest) => {
+                f.write_str("step 7a: manifest payload size is zero")
+            }
             Error::BadLength(d) => write!(f, "step 1: {d} length is outside the format limits"),
             Error::LengthOverflow => f.write_str("step 1: bundle lengths overflow"),
             Error::BundleTooLarge => f.write_str("step 1: bundle is larger than the slot"),
             Error::BufferTooSmall => {
                 f.write_str("step 1: envelope is larger than the verifier's buffer")
             }
+            Error::PayloadOffsetOutOfRange => f.write_str(
+                "step 1: header payload offset is inside the envelope or 1 MiB or more past it",
+            ),
             Error::BadPayloadOffset => {
-                f.write_str("step 7: header payload offset is not the aligned end of the envelope")
+                f.write_str("step 7b: header payload offset is not the aligned end of the envelope")
             }
             Error::PayloadSizeMismatch => {
-                f.write_str("step 7: header payload size differs from the signed size")
+                f.write_str("step 7b: header payload size differs from the signed size")
             }
-            Error::InvalidThreshold(d) => write!(f, "{d} threshold is zero or above its key count"),
-            Error::DuplicateKey(d) => write!(f, "{d} lists the same key twice"),
-            Error::NoKeys(d) => write!(f, "{d} lists no keys"),
-            Error::InvalidPublicKey => f.write_str("a public key is not a valid ed25519 point"),
-            Error::WeakPublicKey => f.write_str("a public key has small order"),
+            Error::InvalidThreshold(d) => write!(
+                f,
+                "{}: {d} threshold is zero or above its key count",
+                d.field_step()
+            ),
+            Error::DuplicateKey(d) => write!(f, "{}: {d} lists the same key twice", d.field_step()),
+            Error::NoKeys(d) => write!(f, "{}: {d} lists no keys", d.field_step()),
+            Error::InvalidPublicKey(d) => write!(
+                f,
+                "{}: a {d} public key is not a valid ed25519 point",
+                d.field_step()
+            ),
+            Error::NonCanonicalKey(d) => write!(
+                f,
+                "{}: a {d} public key is not in canonical encoding",
+                d.field_step()
+            ),
+            Error::WeakPublicKey(d) => {
+                write!(f, "{}: a {d} public key has small order", d.field_step())
+            }
+            Error::KeyOutsideSubgroup(d) => write!(
+                f,
+                "{}: a {d} public key is not in the prime-order subgroup (it has a torsion \
+                 component)",
+                d.field_step()
+            ),
             Error::UnknownSigner(s) => write!(
                 f,
-                "{} signature by a key that may not sign it",
-                step_of(*s, s)
+                "{}: {s} signature by a key that may not sign it",
+                s.step()
             ),
-            Error::BadSignature(s) => write!(f, "{} signature does not verify", step_of(*s, s)),
+            Error::BadSignature(s) => write!(f, "{}: {s} signature does not verify", s.step()),
             Error::ThresholdNotMet {
                 what,
                 found,
                 required,
             } => write!(
                 f,
-                "{} signed by {found} distinct key(s), threshold is {required}",
-                step_of(*what, what)
+                "{}: {what} signed by {found} distinct key(s), threshold is {required}",
+                what.step()
             ),
             Error::KeySetRolledBack => {
-                f.write_str("step 5: key set version is below the device minimum (revoked)")
+                f.write_str("step 5c: key set version is below the device minimum (revoked)")
             }
             Error::OutOfKeySetScope => {
-                f.write_str("step 7: key set is scoped to another product than the manifest")
+                f.write_str("step 7c: key set is scoped to another product than the manifest")
             }
-            Error::WrongProduct => f.write_str("step 7: manifest is for another product"),
-            Error::WrongComponent => f.write_str("step 7: manifest targets another component"),
+            Error::WrongProduct => f.write_str("step 7d: manifest is for another product"),
+            Error::WrongComponent => f.write_str("step 7e: manifest targets another component"),
             Error::CounterRolledBack => {
-                f.write_str("step 7: security counter is below the device minimum (rollback)")
+                f.write_str("step 7f: security counter is below the device minimum (rollback)")
             }
-            Error::NotNewer => f.write_str("step 7: version is not newer than the running one"),
-            Error::Expired => f.write_str("step 7: manifest has expired"),
-            Error::BootloaderTooOld => f.write_str("step 7: bootloader is older than required"),
+            Error::NotNewer => f.write_str("step 7g: version is not newer than the running one"),
+            Error::Expired => f.write_str("step 7h: manifest has expired"),
+            Error::BootloaderTooOld => f.write_str("step 7i: bootloader is older than required"),
             Error::DependencyUnmet => {
-                f.write_str("step 7: a required component is missing or too old")
+                f.write_str("step 7j: a required component is missing or too old")
             }
-            Error::InvalidIdentifier => {
-                f.write_str("an identifier is empty, too long or has invalid characters")
-            }
+            Error::InvalidIdentifier(d) => write!(
+                f,
+                "{}: a {d} identifier or version is empty, too long or has invalid characters",
+                d.field_step()
+            ),
             Error::InvalidAlignment => {
-                f.write_str("payload alignment is not a power of two up to 1 MiB")
+                f.write_str("step 7a: payload alignment is not a power of two up to 1 MiB")
             }
-            Error::Truncated => f.write_str("step 9: bundle is truncated"),
+            Error::Truncated => {
+                f.write_str("step 9: bundle is truncated (the data ends before the bundle does)")
+            }
             Error::TrailingData => f.write_str("step 9: data continues past the end of the bundle"),
             Error::DigestMismatch => {
                 f.write_str("step 9: payload digest does not match the manifest")
             }
-            Error::TooLarge => f.write_str("value exceeds a format limit"),
+            Error::TooLarge(d) => write!(
+                f,
+                "{}: {d} exceeds a format limit (8 keys or signatures, 4 dependencies, a \
+                 4096-byte envelope)",
+                d.field_step()
+            ),
         }
     }
 }
 
-fn step_of(s: Signed, what: &Signed) -> impl fmt::Display + '_ {
-    struct Step<'a>(&'static str, &'a Signed);
-    impl fmt::Display for Step<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{}: {}", self.0, self.1)
-        }
-    }
-    Step(
-        match s {
+impl Signed {
+    /// The step of FORMAT.md §6 that checks these signatures.
+    fn step(self) -> &'static str {
+        match self {
             Signed::KeySet => "step 4",
             Signed::Manifest => "step 6",
-        },
-        what,
-    )
+        }
+    }
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::{String, ToString};
+    use std::vec::Vec;
+
+    use super::*;
+
+    const DOCUMENTS: [Document; 7] = [
+        Document::Header,
+        Document::Envelope,
+        Document::TrustRoot,
+        Document::KeySet,
+        Document::SignedKeySet,
+        Document::Manifest,
+        Document::DeviceKey,
+    ];
+
+    /// Every variant with every field value that changes its message.
+    fn every_error() -> Vec<Error> {
+        let mut all = Vec::new();
+        for d in DOCUMENTS {
+            all.extend([
+                Error::WrongTag(d),
+                Error::UnsupportedVersion(d, 2),
+                Error::Malformed(d),
+                Error::TrailingBytes(d),
+                Error::NonCanonical(d),
+                Error::BadLength(d),
+                Error::InvalidThreshold(d),
+                Error::DuplicateKey(d),
+                Error::NoKeys(d),
+                Error::InvalidPublicKey(d),
+                Error::NonCanonicalKey(d),
+                Error::WeakPublicKey(d),
+                Error::KeyOutsideSubgroup(d),
+                Error::InvalidIdentifier(d),
+                Error::TooLarge(d),
+            ]);
+        }
+        for s in [Signed::KeySet, Signed::Manifest] {
+            all.extend([
+                Error::UnknownSigner(s),
+                Error::BadSignature(s),
+                Error::ThresholdNotMet {
+                    what: s,
+                    found: 1,
+                    required: 2,
+                },
+            ]);
+        }
+        all.extend([
+            Error::NonZeroReserved,
+            Error::NonZeroPadding,
+            Error::LengthOverflow,
+            Error::BundleTooLarge,
+            Error::BufferTooSmall,
+            Error::PayloadOffsetOutOfRange,
+            Error::BadPayloadOffset,
+            Error::PayloadSizeMismatch,
+            Error::KeySetRolledBack,
+            Error::OutOfKeySetScope,
+            Error::WrongProduct,
+            Error::WrongComponent,
+            Error::CounterRolledBack,
+            Error::NotNewer,
+            Error::Expired,
+            Error::BootloaderTooOld,
+            Error::DependencyUnmet,
+            Error::InvalidAlignment,
+            Error::Truncated,
+            Error::TrailingData,
+            Error::DigestMismatch,
+        ]);
+        for e in &all {
+            listed(*e);
+        }
+        all
+    }
+
+    /// No wildcard: a new variant does not compile until it is added to `every_error`.
+    fn listed(e: Error) {
+        match e {
+            Error::WrongTag(_)
+            | Error::UnsupportedVersion(..)
+            | Error::Malformed(_)
+            | Error::TrailingBytes(_)
+            | Error::NonCanonical(_)
+            | Error::NonZeroReserved
+            | Error::NonZeroPadding
+            | Error::BadLength(_)
+            | Error::LengthOverflow
+            | Error::BundleTooLarge
+            | Error::BufferTooSmall
+            | Error::PayloadOffsetOutOfRange
+            | Error::BadPayloadOffset
+            | Error::PayloadSizeMismatch
+            | Error::InvalidThreshold(_)
+            | Error::DuplicateKey(_)
+            | Error::NoKeys(_)
+            | Error::InvalidPublicKey(_)
+            | Error::NonCanonicalKey(_)
+            | Error::WeakPublicKey(_)
+            | Error::KeyOutsideSubgroup(_)
+            | Error::UnknownSigner(_)
+            | Error::BadSignature(_)
+            | Error::ThresholdNotMet { .. }
+            | Error::KeySetRolledBack
+            | Error::OutOfKeySetScope
+            | Error::WrongProduct
+            | Error::WrongComponent
+            | Error::CounterRolledBack
+            | Error::NotNewer
+            | Error::Expired
+            | Error::BootloaderTooOld
+            | Error::DependencyUnmet
+            | Error::InvalidIdentifier(_)
+            | Error::InvalidAlignment
+            | Error::Truncated
+            | Error::TrailingData
+            | Error::DigestMismatch
+            | Error::TooLarge(_) => {}
+        }
+    }
+
+    /// The steps FORMAT.md defines: `0.`–`9.` of §6 with their lettered parts `(a)`…, and
+    /// `E1` of §8.
+    fn defined_steps() -> Vec<String> {
+        let format = include_str!("../FORMAT.md");
+        let mut steps = Vec::new();
+        let mut current = None;
+        for line in format.lines() {
+            let trimmed = line.trim_start();
+            if let Some((n, _)) = trimmed.split_once(". **") {
+                if n.len() == 1 && n.as_bytes()[0].is_ascii_digit() {
+                    current = Some(n.to_string());
+                    steps.push(n.to_string());
+                }
+            }
+            if let Some(n) = &current {
+                for part in line.split('(').skip(1) {
+                    if let Some((letter, _)) = part.split_once(')') {
+                        if letter.len() == 1 && letter.as_bytes()[0].is_ascii_lowercase() {
+                            steps.push(std::format!("{n}{letter}"));
+                        }
+                    }
+                }
+            }
+            if line.starts_with("## 7.") {
+                current = None;
+            }
+            if line.contains("**Step E1.**") {
+                steps.push("E1".to_string());
+            }
+        }
+        steps
+    }
+
+    #[test]
+    fn format_md_defines_the_steps_this_test_reads() {
+        let steps = defined_steps();
+        for s in [
+            "0", "1", "2", "4", "5a", "5b", "5c", "6", "7a", "7j", "8", "9", "E1",
+        ] {
+            assert!(steps.iter().any(|d| d == s), "{s} not in {steps:?}");
+        }
+    }
+
+    #[test]
+    fn every_message_starts_with_a_step_that_format_md_defines() {
+        let steps = defined_steps();
+        let all = every_error();
+        assert!(all.len() > 120, "{}", all.len());
+        for e in all {
+            let message = e.to_string();
+            let cited = message
+                .strip_prefix("step ")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(step, _)| step)
+                .unwrap_or_else(|| panic!("{e:?}: {message:?} does not start with a step"));
+            assert!(
+                steps.iter().any(|s| s == cited),
+                "{e:?}: {message:?} cites step {cited}, which FORMAT.md does not define"
+            );
+        }
+    }
+
+    #[test]
+    fn checks_cite_the_step_that_performs_them() {
+        let cases = [
+            (Error::NonZeroReserved, "step 1:"),
+            (Error::NonZeroPadding, "step 8:"),
+            (Error::PayloadOffsetOutOfRange, "step 1:"),
+            (Error::BadPayloadOffset, "step 7b:"),
+            (Error::BadLength(Document::Manifest), "step 7a:"),
+            (Error::BadLength(Document::Envelope), "step 1:"),
+            (Error::Malformed(Document::Envelope), "step 2:"),
+            (Error::Malformed(Document::TrustRoot), "step 0:"),
+            (Error::Malformed(Document::KeySet), "step 5a:"),
+            (Error::DuplicateKey(Document::KeySet), "step 5b:"),
+            (Error::KeyOutsideSubgroup(Document::TrustRoot), "step 0:"),
+            (Error::KeyOutsideSubgroup(Document::DeviceKey), "step E1:"),
+            (Error::UnknownSigner(Signed::KeySet), "step 4:"),
+            (Error::BadSignature(Signed::Manifest), "step 6:"),
+            (Error::CounterRolledBack, "step 7f:"),
+        ];
+        for (e, step) in cases {
+            assert!(e.to_string().starts_with(step), "{e}");
+        }
+    }
+}

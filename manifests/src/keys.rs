@@ -1,5 +1,6 @@
 //! Public keys, key ids, signature entries and threshold counting (FORMAT.md §3, rules 2 and 3).
 
+use curve25519_dalek::{EdwardsPoint, Scalar};
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -50,23 +51,92 @@ impl SignatureEntry {
     }
 }
 
+/// What adding a signature to a signature list did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureAdded {
+    /// The key had not signed: the entry was appended.
+    New,
+    /// The key had signed with other bytes (say, a corrupt signature): its entry was replaced.
+    Replaced,
+    /// The key had already made this very signature: nothing changed.
+    Unchanged,
+}
+
 /// The fixed-capacity list type for signatures.
 pub type SignatureList = heapless::Vec<SignatureEntry, MAX_KEYS>;
 
 /// The fixed-capacity list type for public keys.
 pub type KeyList = heapless::Vec<PublicKey, MAX_KEYS>;
 
-/// Checks a list of keys and its threshold: at least one key, no duplicates, every key a valid,
-/// non-weak point, `1 <= threshold <= keys`.
+/// Whether `key` is the one canonical encoding of the point it decodes to (FORMAT.md §3): the
+/// y-coordinate is reduced (below p = 2^255 - 19), and the sign bit is clear when x = 0
+/// (y = 1 or y = p - 1). These are the only ways two encodings can name one point, so
+/// with this check byte equality of keys is point equality. Reading bytes, with no field
+/// arithmetic, keeps it free.
+pub fn is_canonical_encoding(key: &PublicKey) -> bool {
+    let [lo, middle @ .., hi] = key;
+    let sign = hi & 0x80 != 0;
+    let top = hi & 0x7f;
+    let ones = middle.iter().all(|&b| b == 0xff);
+    // y >= p: y = p + k for k in 0..19 (the low byte 0xed..=0xff, every other bit set).
+    if top == 0x7f && ones && *lo >= 0xed {
+        return false;
+    }
+    // x = 0 has no negative: y = 1, or y = p - 1 (low byte 0xec), with the sign bit set.
+    let zeros = middle.iter().all(|&b| b == 0);
+    let y_is_one = *lo == 1 && zeros && top == 0;
+    let y_is_minus_one = *lo == 0xec && ones && top == 0x7f;
+    !(sign && (y_is_one || y_is_minus_one))
+}
+
+/// Whether a point lies in the prime-order subgroup: `[l]P` is the identity, tested as
+/// `[l - 1]P == -P` (`l - 1` is the scalar `-1`).
+///
+/// This uses the variable-time double-base multiplication that `verify_strict` already links
+/// (public keys are public, so variable time leaks nothing), rather than curve25519-dalek's
+/// constant-time `is_torsion_free`: about 15% fewer instructions (`bench/keys.sh`), and the
+/// bootloader links no second scalar multiplication routine for it.
+// Negation here is of a scalar mod l and of a curve point: group operations, which cannot
+// overflow (the lint is for integers).
+#[allow(clippy::arithmetic_side_effects)]
+fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&-Scalar::ONE, point, &Scalar::ZERO) == -point
+}
+
+/// Checks one public key of `doc` (FORMAT.md §3): its 32 bytes are the canonical encoding of
+/// a curve point (`NonCanonicalKey`, `InvalidPublicKey`) that is not of small order
+/// (`WeakPublicKey`) and lies in the prime-order subgroup (`KeyOutsideSubgroup`).
+///
+/// Keys that pass are one-to-one with the points of the prime-order subgroup, so comparing
+/// their bytes compares them as points: `A` and `A` plus a point of order 8, or two encodings
+/// of one point, can never pass as two keys one secret signs for. Trust roots (step 0), key
+/// sets (step 5b) and enrolled device keys (step E1) all pass here.
+pub fn check_public_key(key: &PublicKey, doc: Document) -> Result<VerifyingKey, Error> {
+    if !is_canonical_encoding(key) {
+        return Err(Error::NonCanonicalKey(doc));
+    }
+    let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey(doc))?;
+    if vk.is_weak() {
+        return Err(Error::WeakPublicKey(doc));
+    }
+    if !in_prime_order_subgroup(&vk.to_edwards()) {
+        return Err(Error::KeyOutsideSubgroup(doc));
+    }
+    Ok(vk)
+}
+
+/// Checks a list of keys and its threshold: at least one key, every key valid
+/// ([`check_public_key`]), no key twice, `1 <= threshold <= keys`.
 pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<(), Error> {
     if keys.is_empty() {
         return Err(Error::NoKeys(doc));
     }
+    if keys.len() > MAX_KEYS {
+        return Err(Error::TooLarge(doc));
+    }
     for (i, key) in keys.iter().enumerate() {
-        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey)?;
-        if vk.is_weak() {
-            return Err(Error::WeakPublicKey);
-        }
+        check_public_key(key, doc)?;
+        // Canonical keys: equal bytes if and only if equal points.
         if keys
             .iter()
             .skip(i.saturating_add(1))
@@ -86,6 +156,12 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
 /// Every signature present must name an allowed key and verify under strict ed25519 (rule 3);
 /// a forged or foreign signature is an error, not something to skip. A key that signs more than
 /// once counts once (rule 2).
+///
+/// `allowed` is a list that passed [`check_keys`], as the keys of every [`crate::TrustRoot`]
+/// and [`crate::KeySet`] made by `decode` or `new` have: only then is each distinct entry a
+/// distinct point of the prime-order subgroup, which is what makes distinct entries distinct
+/// signers. The key check is not repeated here (it costs about three quarters of a signature
+/// check per key, `bench/keys.sh`).
 pub fn verify_threshold(
     message: &[u8],
     signatures: impl IntoIterator<Item = SignatureEntry>,
@@ -95,14 +171,14 @@ pub fn verify_threshold(
 ) -> Result<(), Error> {
     // Decoders already refuse such thresholds; this also covers a root or key set built by hand
     // (the fields are public), where a zero threshold would accept no signatures at all.
+    let doc = match what {
+        Signed::KeySet => Document::TrustRoot,
+        Signed::Manifest => Document::KeySet,
+    };
     if allowed.len() > MAX_KEYS {
-        return Err(Error::TooLarge);
+        return Err(Error::TooLarge(doc));
     }
     if threshold == 0 || usize::from(threshold) > allowed.len() {
-        let doc = match what {
-            Signed::KeySet => Document::TrustRoot,
-            Signed::Manifest => Document::KeySet,
-        };
         return Err(Error::InvalidThreshold(doc));
     }
     let mut counted = [false; MAX_KEYS];
@@ -116,13 +192,13 @@ pub fn verify_threshold(
             .position(|key| key_id(key) == entry.key_id)
             .ok_or(Error::UnknownSigner(what))?;
         let key = allowed.get(index).ok_or(Error::UnknownSigner(what))?;
-        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey)?;
+        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey(doc))?;
         vk.verify_strict(message, &Signature::from_bytes(&entry.signature))
             .map_err(|_| Error::BadSignature(what))?;
         let seen = counted.get_mut(index).ok_or(Error::UnknownSigner(what))?;
         if !*seen {
             *seen = true;
-            found = found.checked_add(1).ok_or(Error::TooLarge)?;
+            found = found.checked_add(1).ok_or(Error::TooLarge(doc))?;
         }
     }
     if found < threshold {
@@ -136,8 +212,10 @@ pub fn verify_threshold(
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)] // curve points and fixed test bytes
 mod tests {
     use super::*;
+    use curve25519_dalek::constants::EIGHT_TORSION;
     use ed25519_dalek::SigningKey;
 
     fn pk(seed: u8) -> PublicKey {
@@ -166,8 +244,15 @@ mod tests {
         identity[0] = 1;
         assert_eq!(
             check_keys(&[identity], 1, Document::TrustRoot),
-            Err(Error::WeakPublicKey)
+            Err(Error::WeakPublicKey(Document::TrustRoot))
         );
+        for t in EIGHT_TORSION {
+            let key = t.compress().to_bytes();
+            assert_eq!(
+                check_public_key(&key, Document::KeySet).err(),
+                Some(Error::WeakPublicKey(Document::KeySet))
+            );
+        }
     }
 
     #[test]
@@ -177,8 +262,146 @@ mod tests {
         not_a_point[0] = 2;
         assert_eq!(
             check_keys(&[not_a_point], 1, Document::TrustRoot),
-            Err(Error::InvalidPublicKey)
+            Err(Error::InvalidPublicKey(Document::TrustRoot))
         );
+    }
+
+    /// `A` plus each point of order 2, 4 and 8: a key with a torsion component.
+    fn torsion_twins(seed: u8) -> impl Iterator<Item = PublicKey> {
+        let a = VerifyingKey::from_bytes(&pk(seed)).unwrap().to_edwards();
+        EIGHT_TORSION[1..]
+            .iter()
+            .map(move |t| (a + t).compress().to_bytes())
+    }
+
+    #[test]
+    fn keys_with_a_torsion_component_are_refused() {
+        for doc in [Document::TrustRoot, Document::KeySet, Document::DeviceKey] {
+            for twin in torsion_twins(1) {
+                assert!(VerifyingKey::from_bytes(&twin).is_ok_and(|vk| !vk.is_weak()));
+                assert_eq!(
+                    check_public_key(&twin, doc).err(),
+                    Some(Error::KeyOutsideSubgroup(doc))
+                );
+                assert_eq!(
+                    check_keys(&[pk(1), twin], 2, doc),
+                    Err(Error::KeyOutsideSubgroup(doc))
+                );
+            }
+        }
+        // Prime-order keys pass.
+        for seed in 1..=40 {
+            assert!(check_public_key(&pk(seed), Document::KeySet).is_ok());
+        }
+    }
+
+    /// Signs `message` with the secret of `seed` as if its public key were `twin`: the
+    /// signature verifies (strictly) under `twin` whenever the challenge hash is a multiple of
+    /// the torsion component's order, one message in eight for a point of order 8.
+    fn sign_as(seed: u8, twin: &PublicKey, message: &[u8]) -> SignatureEntry {
+        let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from(&[seed; 32]);
+        let vk = VerifyingKey::from_bytes(twin).unwrap();
+        let sig = ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(&esk, message, &vk);
+        SignatureEntry {
+            key_id: key_id(twin),
+            signature: sig.to_bytes(),
+        }
+    }
+
+    #[test]
+    fn one_secret_signing_as_a_and_a_plus_torsion_does_not_meet_two_of_two() {
+        // The attack: A and A + T (T of order 8) are distinct bytes and distinct key ids, and
+        // one secret makes signatures that verify_strict accepts under both.
+        let twin = torsion_twins(1).nth(6).unwrap();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let mut message = *b"SGL-MNFT\x01\x00body 00";
+        let both = (0..=255u8)
+            .find_map(|i| {
+                message[message.len() - 1] = i;
+                let forged = sign_as(1, &twin, &message);
+                let vk = VerifyingKey::from_bytes(&twin).unwrap();
+                vk.verify_strict(&message, &Signature::from_bytes(&forged.signature))
+                    .is_ok()
+                    .then(|| [SignatureEntry::sign(&key, &message), forged])
+            })
+            .expect("one message in eight lets the secret of A sign for A + T");
+        // Unchecked, the two entries would count as two keys.
+        let allowed = [pk(1), twin];
+        assert_eq!(
+            verify_threshold(&message, both, &allowed, 2, Signed::Manifest),
+            Ok(()),
+            "the premise: only the key check stands in the way"
+        );
+        // Every trust root and key set passes check_keys, which refuses the twin.
+        assert_eq!(
+            check_keys(&allowed, 2, Document::KeySet),
+            Err(Error::KeyOutsideSubgroup(Document::KeySet))
+        );
+    }
+
+    /// Every 32-byte string whose y is not reduced, and the negative-zero x encodings.
+    fn non_canonical_encodings() -> impl Iterator<Item = PublicKey> {
+        let p_plus = (0..19u8).map(|k| {
+            let mut b = [0xff; 32];
+            b[0] = 0xed + k;
+            b[31] = 0x7f;
+            b
+        });
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let mut minus_one = [0xff; 32];
+        minus_one[0] = 0xec;
+        minus_one[31] = 0x7f;
+        p_plus
+            .chain([one, minus_one])
+            .flat_map(|b| {
+                let mut signed = b;
+                signed[31] |= 0x80;
+                [b, signed]
+            })
+            .filter(move |b| !(b == &one || b == &minus_one))
+    }
+
+    #[test]
+    fn canonical_encoding_is_what_decompress_then_compress_gives() {
+        let mut decodable = 0;
+        for b in non_canonical_encodings() {
+            assert!(!is_canonical_encoding(&b), "{b:02x?}");
+            if let Ok(vk) = VerifyingKey::from_bytes(&b) {
+                decodable += 1;
+                assert_ne!(vk.to_edwards().compress().to_bytes(), b);
+            }
+        }
+        assert!(decodable > 10, "{decodable}");
+        // Canonical encodings, including the sign bit on points with x != 0.
+        for seed in 1..=40u8 {
+            let key = pk(seed);
+            assert!(is_canonical_encoding(&key));
+            let vk = VerifyingKey::from_bytes(&key).unwrap();
+            let minus = (-vk.to_edwards()).compress().to_bytes();
+            assert_eq!(minus[31] ^ key[31], 0x80);
+            assert!(is_canonical_encoding(&minus));
+        }
+    }
+
+    #[test]
+    fn non_canonical_encodings_never_count_as_a_second_key() {
+        for b in non_canonical_encodings() {
+            let Ok(vk) = VerifyingKey::from_bytes(&b) else {
+                continue;
+            };
+            // The same point under its canonical bytes: the list never passes as two keys.
+            let canonical = vk.to_edwards().compress().to_bytes();
+            assert!(check_keys(&[canonical, b], 1, Document::KeySet).is_err());
+            assert_eq!(
+                check_public_key(&b, Document::KeySet).err(),
+                Some(Error::NonCanonicalKey(Document::KeySet))
+            );
+            // Why comparing canonical bytes is comparing points: no point of the prime-order
+            // subgroup other than the (small-order) identity has a second encoding.
+            let p = vk.to_edwards();
+            assert!(p.is_small_order() || !p.is_torsion_free(), "{b:02x?}");
+        }
     }
 
     #[test]
@@ -188,7 +411,11 @@ mod tests {
         let s9 = SignatureEntry::sign(&SigningKey::from_bytes(&[9; 32]), msg);
         assert_eq!(
             verify_threshold(msg, [s9], &keys, 1, Signed::Manifest),
-            Err(Error::TooLarge)
+            Err(Error::TooLarge(Document::KeySet))
+        );
+        assert_eq!(
+            check_keys(&keys, 1, Document::TrustRoot),
+            Err(Error::TooLarge(Document::TrustRoot))
         );
     }
 

@@ -2,7 +2,9 @@
 
 use crate::codec::Reader;
 use crate::error::{Document, Error, Signed};
-use crate::keys::{check_keys, verify_threshold, PublicKey, SignatureEntry, SignatureList};
+use crate::keys::{
+    check_keys, verify_threshold, PublicKey, SignatureAdded, SignatureEntry, SignatureList,
+};
 use crate::manifest::ProductId;
 use crate::root::TrustRoot;
 
@@ -45,7 +47,7 @@ impl<'a> KeySet<'a> {
         r.finish()?;
         check_keys(set.keys, set.threshold, Document::KeySet)?;
         if let Some(scope) = &set.product_scope {
-            scope.validate()?;
+            scope.check(Document::KeySet)?;
         }
         Ok(set)
     }
@@ -57,12 +59,9 @@ impl<'a> KeySet<'a> {
         product_scope: Option<ProductId<'a>>,
         keys: &'a [PublicKey],
     ) -> Result<Self, Error> {
-        if keys.len() > crate::MAX_KEYS {
-            return Err(Error::TooLarge);
-        }
         check_keys(keys, threshold, Document::KeySet)?;
         if let Some(scope) = &product_scope {
-            scope.validate()?;
+            scope.check(Document::KeySet)?;
         }
         Ok(KeySet {
             version,
@@ -75,7 +74,7 @@ impl<'a> KeySet<'a> {
     /// Encodes the bytes that root keys sign.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        crate::codec::encode_tagged(self, KEY_SET_TAG)
+        crate::codec::encode_tagged(self, KEY_SET_TAG, Document::KeySet)
     }
 }
 
@@ -125,12 +124,14 @@ impl<'a> SignedKeySet<'a> {
     /// Encodes a stand-alone signed key set file.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        crate::codec::encode_tagged(self, SIGNED_KEY_SET_TAG)
+        crate::codec::encode_tagged(self, SIGNED_KEY_SET_TAG, Document::SignedKeySet)
     }
 
-    /// Adds a root signature; a second signature by the same key replaces the first.
-    pub fn add_signature(&mut self, entry: SignatureEntry) -> Result<(), Error> {
-        add_signature(&mut self.signatures, entry)
+    /// Adds a root signature; a second signature by the same key replaces the first. Ed25519
+    /// signatures are deterministic, so a key that signs again makes the same entry:
+    /// [`SignatureAdded::Unchanged`].
+    pub fn add_signature(&mut self, entry: SignatureEntry) -> Result<SignatureAdded, Error> {
+        add_signature(&mut self.signatures, entry, Document::SignedKeySet)
     }
 
     /// Steps 4 and 5a–5b of FORMAT.md §6: the root threshold signed these exact bytes, then
@@ -159,11 +160,19 @@ pub(crate) fn verify_key_set<'a>(
     Ok(VerifiedKeySet { key_set })
 }
 
-/// Adds `entry` to `list`, replacing an earlier signature by the same key.
-pub(crate) fn add_signature(list: &mut SignatureList, entry: SignatureEntry) -> Result<(), Error> {
+/// Adds `entry` to `list`, replacing an earlier signature by the same key; says which.
+pub(crate) fn add_signature(
+    list: &mut SignatureList,
+    entry: SignatureEntry,
+    doc: Document,
+) -> Result<SignatureAdded, Error> {
     if let Some(existing) = list.iter_mut().find(|e| e.key_id == entry.key_id) {
+        if *existing == entry {
+            return Ok(SignatureAdded::Unchanged);
+        }
         *existing = entry;
-        return Ok(());
+        return Ok(SignatureAdded::Replaced);
     }
-    list.push(entry).map_err(|_| Error::TooLarge)
+    list.push(entry).map_err(|_| Error::TooLarge(doc))?;
+    Ok(SignatureAdded::New)
 }

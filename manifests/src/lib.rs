@@ -29,7 +29,7 @@ pub mod view;
 pub use bundle::assemble_bundle;
 pub use bundle::{BundleHeader, Envelope, UnverifiedBundle, HEADER_LEN};
 pub use error::{Document, Error, Signed};
-pub use keys::{key_id, KeyId, PublicKey, SignatureEntry};
+pub use keys::{key_id, KeyId, PublicKey, SignatureAdded, SignatureEntry};
 pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
 pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
 pub use root::TrustRoot;

@@ -23,7 +23,7 @@ pub fn check_identifier(id: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidIdentifier)
+        Err(Error::InvalidIdentifier(Document::Manifest))
     }
 }
 
@@ -54,8 +54,14 @@ impl<'a> ProductId<'a> {
 
     /// Checks both identifiers.
     pub fn validate(&self) -> Result<(), Error> {
-        check_identifier(self.vendor)?;
-        check_identifier(self.device)
+        self.check(Document::Manifest)
+    }
+
+    /// Checks both identifiers; an error names `doc` (a key set's scope or a manifest).
+    pub(crate) fn check(&self, doc: Document) -> Result<(), Error> {
+        let named = |_| Error::InvalidIdentifier(doc);
+        check_identifier(self.vendor).map_err(named)?;
+        check_identifier(self.device).map_err(named)
     }
 }
 
@@ -85,24 +91,27 @@ impl<'a> Version<'a> {
     /// Parses `1.2.3` or `1.2.3-rc.1`.
     pub fn parse(text: &'a str) -> Result<Self, Error> {
         let (core, pre) = match text.split_once('-') {
-            Some((_, "")) => return Err(Error::InvalidIdentifier),
+            Some((_, "")) => return Err(Error::InvalidIdentifier(Document::Manifest)),
             Some((core, pre)) => (core, pre),
             None => (text, ""),
         };
         let mut parts = core.split('.');
         let mut number = || -> Result<u32, Error> {
-            let part = parts.next().ok_or(Error::InvalidIdentifier)?;
+            let part = parts
+                .next()
+                .ok_or(Error::InvalidIdentifier(Document::Manifest))?;
             if part.is_empty() || (part.len() > 1 && part.starts_with('0')) {
-                return Err(Error::InvalidIdentifier);
+                return Err(Error::InvalidIdentifier(Document::Manifest));
             }
             if !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::InvalidIdentifier);
+                return Err(Error::InvalidIdentifier(Document::Manifest));
             }
-            part.parse().map_err(|_| Error::InvalidIdentifier)
+            part.parse()
+                .map_err(|_| Error::InvalidIdentifier(Document::Manifest))
         };
         let (major, minor, patch) = (number()?, number()?, number()?);
         if parts.next().is_some() {
-            return Err(Error::InvalidIdentifier);
+            return Err(Error::InvalidIdentifier(Document::Manifest));
         }
         let v = Version {
             major,
@@ -130,7 +139,7 @@ impl<'a> Version<'a> {
             return Ok(());
         }
         if self.pre.len() > MAX_ID_LEN {
-            return Err(Error::InvalidIdentifier);
+            return Err(Error::InvalidIdentifier(Document::Manifest));
         }
         for ident in identifiers(self.pre) {
             let valid = !ident.is_empty()
@@ -139,7 +148,7 @@ impl<'a> Version<'a> {
                     .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
                 && !(is_numeric(ident) && ident.len() > 1 && ident.first() == Some(&b'0'));
             if !valid {
-                return Err(Error::InvalidIdentifier);
+                return Err(Error::InvalidIdentifier(Document::Manifest));
             }
         }
         Ok(())
@@ -333,7 +342,7 @@ impl<'a> Manifest<'a> {
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
         self.validate()?;
-        crate::codec::encode_tagged(self, MANIFEST_TAG)
+        crate::codec::encode_tagged(self, MANIFEST_TAG, Document::Manifest)
     }
 }
 
@@ -347,7 +356,7 @@ mod tests {
         for bad in ["", "a b", "caf\u{e9}", "a/b", "\u{1b}[31m", &"x".repeat(65)] {
             assert_eq!(
                 check_identifier(bad),
-                Err(Error::InvalidIdentifier),
+                Err(Error::InvalidIdentifier(Document::Manifest)),
                 "{bad:?}"
             );
         }
@@ -370,7 +379,7 @@ mod tests {
         ] {
             assert_eq!(
                 Version::parse(bad),
-                Err(Error::InvalidIdentifier),
+                Err(Error::InvalidIdentifier(Document::Manifest)),
                 "{bad:?}"
             );
         }

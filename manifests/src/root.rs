@@ -39,7 +39,7 @@ impl TrustRoot {
 
     /// Builds a validated trust root from keys and a threshold.
     pub fn new(root_version: u32, threshold: u8, keys: &[PublicKey]) -> Result<Self, Error> {
-        let keys = KeyList::from_slice(keys).map_err(|_| Error::TooLarge)?;
+        let keys = KeyList::from_slice(keys).map_err(|_| Error::TooLarge(Document::TrustRoot))?;
         check_keys(&keys, threshold, Document::TrustRoot)?;
         Ok(TrustRoot {
             root_version,
@@ -51,6 +51,6 @@ impl TrustRoot {
     /// Encodes the trust root file.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        crate::codec::encode_tagged(self, TRUST_ROOT_TAG)
+        crate::codec::encode_tagged(self, TRUST_ROOT_TAG, Document::TrustRoot)
     }
 }

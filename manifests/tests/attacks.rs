@@ -6,12 +6,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
 use sigil_manifests::*;
+use sigil_test_support::*;
 
 /// Adds the group order L to the S half of a signature: same signature mathematically, but a
 /// non-canonical encoding that lax verifiers accept (signature malleability).
@@ -40,6 +38,34 @@ fn with_envelope(spec: &Spec, edit: impl FnOnce(&mut Envelope<'_>)) -> Vec<u8> {
     out
 }
 
+/// A key set listing release key 11 and its torsion twin (11 plus a point of order 8),
+/// threshold 2, with the manifest signed by the secret of 11 under both: one secret meeting a
+/// 2-of-2 threshold unless the twin is refused (step 5b).
+fn torsion_twin_bundle() -> Vec<u8> {
+    let keys = [public(11), torsion_twin(11)];
+    // The twin signs for one manifest in eight: vary the creation time until it does.
+    let (spec, manifest, twin_signature) = (0..64)
+        .find_map(|i| {
+            let spec = Spec {
+                key_set_threshold: 2,
+                created: 1_700_000_000 + i,
+                ..Spec::default()
+            };
+            let manifest = manifest_for(&spec).encode().unwrap();
+            let twin = sign_as_torsion_twin(11, &manifest)?;
+            Some((spec, manifest, twin))
+        })
+        .unwrap();
+    let b = bundle_with(&dangerous_key_set_bytes(&spec, &keys), &spec, &manifest);
+    let parsed = UnverifiedBundle::parse(&b).unwrap();
+    let offset = parsed.header().payload_offset as usize;
+    let mut env = parsed.into_envelope();
+    env.add_manifest_signature(twin_signature).unwrap();
+    let mut out = env.encode_prefix().unwrap();
+    out.extend_from_slice(&b[offset..]);
+    out
+}
+
 struct Attack {
     name: &'static str,
     build: fn() -> Vec<u8>,
@@ -49,6 +75,44 @@ struct Attack {
 
 fn attacks() -> Vec<Attack> {
     vec![
+        Attack {
+            name: "torsion-twin-release-key",
+            build: torsion_twin_bundle,
+            policy,
+            expect: Error::KeyOutsideSubgroup(Document::KeySet),
+        },
+        Attack {
+            name: "non-canonical-release-key",
+            build: || {
+                let spec = Spec::default();
+                let keys = [public(11), non_canonical_point()];
+                let m = manifest_for(&spec).encode().unwrap();
+                bundle_with(&dangerous_key_set_bytes(&spec, &keys), &spec, &m)
+            },
+            policy,
+            expect: Error::NonCanonicalKey(Document::KeySet),
+        },
+        Attack {
+            name: "nine-signatures",
+            build: || {
+                // Postcard list count 8 -> 9 on the manifest signatures of a bundle with
+                // eight, so the ninth entry's bytes are where the count says it is.
+                let spec = Spec {
+                    release_keys: (11..19).collect(),
+                    manifest_signers: (11..19).collect(),
+                    ..Spec::default()
+                };
+                let b = bundle(&spec);
+                let env_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+                let count_at = 32 + env_len - 8 * 96 - 1;
+                assert_eq!(b[count_at], 8);
+                let mut evil = b.clone();
+                evil[count_at] = 9;
+                evil
+            },
+            policy,
+            expect: Error::Malformed(Document::Envelope),
+        },
         Attack {
             name: "tampered-payload",
             build: || {
@@ -301,7 +365,53 @@ fn every_attack_fixture_is_rejected_with_its_error() {
         );
         let got = verify(&stored, (attack.policy)());
         assert_eq!(got, Err(attack.expect), "{}", attack.name);
+        let message = attack.expect.to_string();
+        assert!(message.starts_with("step "), "{}: {message}", attack.name);
     }
+}
+
+#[test]
+fn a_torsion_twin_is_refused_in_a_trust_root_at_step_0() {
+    let twin_root = TrustRoot {
+        root_version: 1,
+        threshold: 2,
+        keys: heapless::Vec::from_slice(&[public(1), torsion_twin(1)]).unwrap(),
+    };
+    let bytes = twin_root.encode().unwrap();
+    let err = TrustRoot::decode(&bytes).unwrap_err();
+    assert_eq!(err, Error::KeyOutsideSubgroup(Document::TrustRoot));
+    assert!(err.to_string().starts_with("step 0:"), "{err}");
+    assert!(err.to_string().contains("prime-order subgroup"), "{err}");
+    assert_eq!(
+        TrustRoot::new(1, 2, &[public(1), torsion_twin(1)]),
+        Err(Error::KeyOutsideSubgroup(Document::TrustRoot))
+    );
+}
+
+#[test]
+fn the_torsion_twin_attack_meets_the_threshold_but_for_the_key_check() {
+    // The fixture is the attack: its manifest carries two signatures, both by the secret of
+    // key 11, under two distinct key ids, and both verify strictly.
+    let b = torsion_twin_bundle();
+    let parsed = UnverifiedBundle::parse(&b).unwrap();
+    let env = parsed.envelope();
+    let ids: Vec<_> = env.manifest_signatures.iter().map(|s| s.key_id).collect();
+    assert_eq!(ids, [key_id(&public(11)), key_id(&torsion_twin(11))]);
+    for (entry, key) in env
+        .manifest_signatures
+        .iter()
+        .zip([public(11), torsion_twin(11)])
+    {
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+        assert!(vk
+            .verify_strict(
+                env.manifest,
+                &ed25519_dalek::Signature::from_bytes(&entry.signature)
+            )
+            .is_ok());
+    }
+    let err = verify(&b, policy()).unwrap_err();
+    assert!(err.to_string().starts_with("step 5b:"), "{err}");
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! Every single-byte change to the header, envelope or padding of a valid bundle is rejected.
 //! Outside the payload nothing is unauthenticated slack: signatures, key ids, lengths, tags,
 //! header fields and padding are all either signed, cross-checked or required to be zero.
+//! The sweep also holds every rejection's message to citing its FORMAT.md step.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
+use sigil_test_support::*;
 
 #[test]
 fn every_flip_before_the_payload_is_rejected() {
@@ -24,7 +23,15 @@ fn every_flip_before_the_payload_is_rejected() {
             let mut bad = good.clone();
             bad[i] ^= mask;
             let result = verify(&bad, policy());
-            assert!(result.is_err(), "flip {mask:#04x} at byte {i} was accepted");
+            let Err(e) = result else {
+                panic!("flip {mask:#04x} at byte {i} was accepted");
+            };
+            // Every rejection names the FORMAT.md step that made it.
+            let message = e.to_string();
+            assert!(
+                message.starts_with("step "),
+                "flip {mask:#04x} at byte {i}: {message:?} cites no step"
+            );
             trials += 1;
         }
     }

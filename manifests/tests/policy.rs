@@ -4,10 +4,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
 use sigil_manifests::*;
+use sigil_test_support::*;
 
 fn with_dependency(spec: &Spec, component: &'static str, min: &'static str) -> Vec<u8> {
     let mut m = manifest_for(spec);

@@ -4,11 +4,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
 use proptest::prelude::*;
 use sigil_manifests::*;
+use sigil_test_support::*;
 
 fn ident() -> impl Strategy<Value = String> {
     "[A-Za-z0-9._+-]{1,64}"

@@ -24,12 +24,8 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use sigil_manifests::*;
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
+use sigil_manifests::TrustRoot;
+use sigil_test_support::{payload, root_of, Spec};
 
 fn device_key(i: u32) -> SigningKey {
     let mut seed = [7u8; 32];
@@ -37,37 +33,20 @@ fn device_key(i: u32) -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
+/// The fixed test root: root key 1 alone.
 fn root() -> TrustRoot {
-    TrustRoot::new(1, 1, &[key(1).verifying_key().to_bytes()]).unwrap()
+    root_of([1], 1)
 }
 
+/// Version 2.0.0, counter 2, signed by root key 1 and release key 11, payload aligned to 4 KiB.
 fn bundle(payload_len: usize) -> Vec<u8> {
-    let payload: Vec<u8> = (0..payload_len)
-        .map(|i| (i as u8).wrapping_mul(31))
-        .collect();
-    let manifest = Manifest {
-        product: ProductId::new("acme", "pump-x2").unwrap(),
-        component: "app",
-        version: Version::parse("2.0.0").unwrap(),
-        security_counter: 2,
-        payload_size: payload.len() as u64,
-        payload_digest: Sha256::digest(&payload).into(),
-        payload_format: PayloadFormat::Raw,
-        payload_alignment: 4096,
-        min_bootloader_version: None,
-        dependencies: heapless::Vec::new(),
-        created: 1_700_000_000,
-        expires: None,
-        release_notes_digest: None,
-        sbom_digest: None,
-    }
-    .encode()
-    .unwrap();
-    let ks = KeySet::new(1, 1, None, &[key(11).verifying_key().to_bytes()])
-        .unwrap()
-        .encode()
-        .unwrap();
-    assemble_bundle(&ks, &[&key(1)], &manifest, &[&key(11)], &payload).unwrap()
+    sigil_test_support::bundle(&Spec {
+        release_keys: vec![11],
+        root_signers: vec![1],
+        alignment: 4096,
+        payload: payload(payload_len, 0),
+        ..Spec::release("2.0.0", 2)
+    })
 }
 
 fn http(

@@ -12,7 +12,7 @@ use sigil_server::store::Role;
 #[tokio::test]
 async fn deferred_and_installing_are_recorded_but_neutral() {
     let h = Harness::new();
-    let (_, r) = h.upload(bundle("2.0.0", 7)).await;
+    let (_, r) = h.upload(release_bundle("2.0.0", 7)).await;
     let release = r["id"].as_str().unwrap().to_owned();
     h.enrol("pump-01", 101, json!({})).await;
     let token = h.session("pump-01", 101).await.unwrap();

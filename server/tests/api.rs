@@ -22,7 +22,7 @@ struct Fleet {
 
 async fn fleet() -> Fleet {
     let h = Harness::new();
-    let bundle = bundle("1.2.0", 5);
+    let bundle = release_bundle("1.2.0", 5);
     let (s, r) = h.upload(bundle.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let release = r["id"].as_str().unwrap().to_owned();
@@ -55,7 +55,7 @@ async fn role_matrix_only_the_right_role_succeeds() {
     let f = fleet().await;
     let h = &f.h;
     // Fixtures that the one allowed call of each mutating endpoint may consume.
-    let (_, r2) = h.upload(bundle("1.3.0", 6)).await;
+    let (_, r2) = h.upload(release_bundle("1.3.0", 6)).await;
     let retire_me = r2["id"].as_str().unwrap().to_owned();
     h.enrol("victim", 42, json!({})).await;
     let (_, d2) = h
@@ -213,7 +213,7 @@ async fn role_matrix_only_the_right_role_succeeds() {
         if let Some(t) = token {
             r = r.header("authorization", format!("Bearer {t}"));
         }
-        r.body(Body::from(bundle("1.4.0", 6))).unwrap()
+        r.body(Body::from(release_bundle("1.4.0", 6))).unwrap()
     };
     assert_eq!(
         h.send(upload_as(None)).await.status(),
@@ -280,11 +280,18 @@ async fn role_matrix_only_the_right_role_succeeds() {
 #[tokio::test]
 async fn upload_under_an_older_key_set_than_a_live_release_warns() {
     let app = Harness::new();
-    let newer = bundle_under_key_set(ROOT_SEEDS, 2, "2.0.0", 2, &payload(3000, 2));
+    let newer = bundle(&Spec {
+        key_set_version: 2,
+        payload: payload(3000, 2),
+        ..Spec::release("2.0.0", 2)
+    });
     let (s, v) = app.upload(newer).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(v.get("warnings").is_none(), "{v}");
-    let older = bundle_under_key_set(ROOT_SEEDS, 1, "2.0.1", 2, &payload(3000, 3));
+    let older = bundle(&Spec {
+        payload: payload(3000, 3),
+        ..Spec::release("2.0.1", 2)
+    });
     let (s, v) = app.upload(older).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["key_set_version"], 1);
@@ -295,7 +302,7 @@ async fn upload_under_an_older_key_set_than_a_live_release_warns() {
 #[tokio::test]
 async fn upload_verifies_and_stores_content_addressed_once() {
     let h = Harness::new();
-    let b = bundle("1.2.0", 5);
+    let b = release_bundle("1.2.0", 5);
     let (s, r) = h.upload(b.clone()).await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(r["id"], bundle_id(&b));
@@ -375,7 +382,7 @@ async fn assert_refused(h: &Harness, bytes: Vec<u8>, status: StatusCode, why: &s
 #[tokio::test]
 async fn tampered_payload_is_refused_and_nothing_stored() {
     let h = Harness::new();
-    let mut b = bundle("1.2.0", 5);
+    let mut b = release_bundle("1.2.0", 5);
     let last = b.len() - 1;
     b[last] ^= 1;
     assert_refused(
@@ -390,14 +397,18 @@ async fn tampered_payload_is_refused_and_nothing_stored() {
 #[tokio::test]
 async fn bundle_under_a_foreign_trust_root_is_refused() {
     let h = Harness::new();
-    let b = signed_bundle(FOREIGN_ROOT_SEEDS, "1.2.0", 5, &payload(5000, 1));
+    let b = bundle(&Spec {
+        root_signers: FOREIGN_ROOT_SEEDS[..2].to_vec(),
+        payload: payload(5000, 1),
+        ..Spec::release("1.2.0", 5)
+    });
     assert_refused(&h, b, StatusCode::UNPROCESSABLE_ENTITY, "step 4").await;
 }
 
 #[tokio::test]
 async fn truncated_bundle_is_refused() {
     let h = Harness::new();
-    let mut b = bundle("1.2.0", 5);
+    let mut b = release_bundle("1.2.0", 5);
     b.truncate(b.len() - 10);
     assert_refused(&h, b, StatusCode::UNPROCESSABLE_ENTITY, "truncated").await;
 }
@@ -406,7 +417,10 @@ async fn truncated_bundle_is_refused() {
 async fn oversized_bundle_is_refused_with_the_limit() {
     let h = Harness::new();
     // The harness limit is 64 KiB.
-    let b = signed_bundle(ROOT_SEEDS, "1.2.0", 5, &payload(100_000, 1));
+    let b = bundle(&Spec {
+        payload: payload(100_000, 1),
+        ..Spec::release("1.2.0", 5)
+    });
     assert_refused(&h, b.clone(), StatusCode::PAYLOAD_TOO_LARGE, "65536").await;
     // Without Content-Length (chunked), the verifier's bound from the header stops it.
     let stream = futures_util::stream::iter(
@@ -430,7 +444,7 @@ async fn oversized_bundle_is_refused_with_the_limit() {
 #[tokio::test]
 async fn client_disconnect_mid_upload_stores_nothing() {
     let h = Harness::new();
-    let b = bundle("1.2.0", 5);
+    let b = release_bundle("1.2.0", 5);
     let half = b[..b.len() / 2].to_vec();
     let stream = futures_util::stream::iter(vec![
         Ok(half),
@@ -461,7 +475,7 @@ async fn upload_needs_octet_stream_and_a_trust_root() {
             format!("Bearer {}", h.token(Role::Release)),
         )
         .header("content-type", "application/json")
-        .body(Body::from(bundle("1.2.0", 5)))
+        .body(Body::from(release_bundle("1.2.0", 5)))
         .unwrap();
     assert_eq!(
         h.send(req).await.status(),
@@ -750,7 +764,7 @@ async fn public_mirror_serves_without_a_token_and_check_ins_point_there() {
         ("SIGIL_PUBLIC_MIRROR", "true"),
         ("SIGIL_MIRROR_BASE_URL", "https://cdn.example/sigil/"),
     ]);
-    let b = bundle("1.2.0", 5);
+    let b = release_bundle("1.2.0", 5);
     let (_, r) = h.upload(b.clone()).await;
     let id = r["id"].as_str().unwrap();
     let (s, _, body) = get(
@@ -792,7 +806,7 @@ async fn offered(h: &Harness, tokens: &[String]) -> Vec<String> {
 #[tokio::test]
 async fn rollout_advances_on_successes_and_halts_on_failures() {
     let h = Harness::new();
-    let (_, r) = h.upload(bundle("2.0.0", 7)).await;
+    let (_, r) = h.upload(release_bundle("2.0.0", 7)).await;
     let release = r["id"].as_str().unwrap().to_owned();
     let mut tokens = Vec::new();
     for i in 0..20u8 {
@@ -1433,7 +1447,7 @@ async fn release_and_deployment_lists_filter_and_page() {
     let h = Harness::new();
     let mut releases = Vec::new();
     for (n, version) in ["1.0.0", "1.1.0", "1.2.0"].into_iter().enumerate() {
-        let (s, r) = h.upload(bundle(version, 1 + n as u32)).await;
+        let (s, r) = h.upload(release_bundle(version, 1 + n as u32)).await;
         assert_eq!(s, StatusCode::CREATED, "{r}");
         releases.push(r["id"].as_str().unwrap().to_owned());
     }
@@ -1523,4 +1537,37 @@ async fn release_and_deployment_lists_filter_and_page() {
         let (s, e) = list(bad.into()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
     }
+}
+
+#[tokio::test]
+async fn enrolment_refuses_keys_outside_the_prime_order_subgroup() {
+    let h = Harness::new();
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let cases = [
+        (torsion_twin(43), "not in the prime-order subgroup"),
+        (identity, "has small order"),
+        (non_canonical_point(), "not in canonical encoding"),
+    ];
+    for (i, (key, says)) in cases.into_iter().enumerate() {
+        let (s, v) = h
+            .call(
+                "POST",
+                "/api/v1/devices",
+                Some(h.token(Role::Operator)),
+                Some(json!({
+                    "id": format!("odd-{i}"),
+                    "product": { "vendor": "acme", "device": "pump-x2" },
+                    "public_key": hex::encode(key),
+                })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains("public_key: step E1:"), "{message}");
+        assert!(message.contains(says), "{message}");
+    }
+    // The key the twin was made from enrols.
+    let (s, v) = h.enrol("pump-43", 43, json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
 }

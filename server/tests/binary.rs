@@ -140,7 +140,10 @@ fn partial_upload(s: &Server, token: &str, bundle: &[u8], sent: usize) -> TcpStr
 }
 
 fn big_bundle(salt: u8) -> Vec<u8> {
-    signed_bundle(ROOT_SEEDS, "3.0.0", 9, &payload(60_000, salt))
+    bundle(&Spec {
+        payload: payload(60_000, salt),
+        ..Spec::release("3.0.0", 9)
+    })
 }
 
 #[test]
@@ -159,7 +162,7 @@ fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
     );
     assert!(data.join("sigil.db").exists() && data.join("bundles").is_dir());
     let release = token_for(&s, &admin, "release");
-    let r = upload(&s, &release, &bundle("1.0.0", 1));
+    let r = upload(&s, &release, &release_bundle("1.0.0", 1));
     assert_eq!(r.status, 503, "no trust root configured");
     assert!(String::from_utf8_lossy(&r.body).contains("trust root"));
 

@@ -25,7 +25,9 @@ pub enum KeysetCommand {
     /// Add root signatures to a key set file, in place (atomically) or into --out.
     ///
     /// Pass one or several root private keys. With --root, each key is checked to belong to
-    /// that trust root and the command reports whether the root threshold is now met.
+    /// that trust root and the command reports whether the root threshold is now met. A key
+    /// that already signed adds nothing: that is reported, the file is left untouched, and the
+    /// exit status is 0.
     Sign(KeysetSignArgs),
 }
 
@@ -264,6 +266,7 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
     let file = KeySetFile::load(&args.key_set)?;
     let mut signed = file.signed()?;
     let root = args.root.as_deref().map(root::load).transpose()?;
+    let mut additions = crate::report::Additions::default();
     for path in &args.keys {
         let key = keyfile::load_signing_key(path)?;
         let public = key.verifying_key().to_bytes();
@@ -276,12 +279,13 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
                 });
             }
         }
-        signed
+        let outcome = signed
             .add_signature(SignatureEntry::sign(&key, signed.key_set))
             .map_err(|source| KeysetError::Decode {
                 path: file.path.clone(),
                 source,
             })?;
+        additions.record(keyfile::key_id_hex(&public), outcome);
     }
     let status =
         match (&root, &args.root) {
@@ -299,15 +303,21 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
         Some(path) => (path.as_path(), Overwrite::from_force(args.force)),
         None => (file.path.as_path(), Overwrite::Replace),
     };
-    files::write_atomic(dest, &bytes, overwrite, files::PUBLIC_MODE)?;
+    // Nothing changed in place: leave the file alone (its bytes would be the same).
+    let write = additions.changed() || args.out.is_some();
+    if write {
+        files::write_atomic(dest, &bytes, overwrite, files::PUBLIC_MODE)?;
+    }
 
     let mut report = || -> std::io::Result<()> {
+        let what = format!("key set {}", dest.display());
         writeln!(
             out,
-            "key set {}: {} root signature(s)",
-            dest.display(),
-            signed.signatures.len()
+            "{}",
+            additions.headline(&what, "root", "this key set", write)
         )?;
+        write!(out, "{}", additions.lines("this key set"))?;
+        writeln!(out, "root signatures: {}", signed.signatures.len())?;
         for entry in &signed.signatures {
             writeln!(out, "  signed by {}", hex::encode(entry.key_id))?;
         }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use sigil_manifests::{KeySet, Manifest, SignatureEntry, TrustRoot};
+use sigil_manifests::{KeySet, Manifest, SignatureAdded, SignatureEntry, TrustRoot};
 
 use crate::keyfile::key_id_hex;
 
@@ -131,6 +131,75 @@ pub fn root_json(r: &TrustRoot) -> Value {
             "public_key": hex::encode(key),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// What adding signatures to one document did: per key, in the order given.
+#[derive(Debug, Default)]
+pub struct Additions {
+    /// (hex key id, outcome).
+    pub keys: Vec<(String, SignatureAdded)>,
+}
+
+impl Additions {
+    /// Records what adding the signature of `key_id` did.
+    pub fn record(&mut self, key_id: String, outcome: SignatureAdded) {
+        self.keys.push((key_id, outcome));
+    }
+
+    /// Whether any signature was added or replaced (the document's bytes changed).
+    pub fn changed(&self) -> bool {
+        self.keys
+            .iter()
+            .any(|(_, o)| *o != SignatureAdded::Unchanged)
+    }
+
+    fn count(&self, outcome: SignatureAdded) -> usize {
+        self.keys.iter().filter(|(_, o)| *o == outcome).count()
+    }
+
+    /// The headline: what happened to `what` (e.g. "bundle app.sgl"), whose signatures are
+    /// `kind` ("release", "root") over `over` ("this release", "this key set").
+    pub fn headline(&self, what: &str, kind: &str, over: &str, written: bool) -> String {
+        let (new, replaced) = (
+            self.count(SignatureAdded::New),
+            self.count(SignatureAdded::Replaced),
+        );
+        if !self.changed() {
+            let who = match &self.keys[..] {
+                [(id, _)] => format!("key {id} already signed {over}"),
+                _ => format!("every key given already signed {over}"),
+            };
+            let file = if written {
+                "written unchanged"
+            } else {
+                "file unchanged"
+            };
+            return format!("{what}: {who}; {file}");
+        }
+        let mut line = format!("{what}: added {new} {kind} signature(s)");
+        if replaced > 0 {
+            line.push_str(&format!(", replaced {replaced} that differed"));
+        }
+        line
+    }
+
+    /// One line per key given.
+    pub fn lines(&self, over: &str) -> String {
+        let mut s = String::new();
+        for (id, outcome) in &self.keys {
+            let _ = match outcome {
+                SignatureAdded::New => writeln!(s, "  added signature by key {id}"),
+                SignatureAdded::Replaced => writeln!(
+                    s,
+                    "  replaced the signature by key {id} (the old entry did not match)"
+                ),
+                SignatureAdded::Unchanged => {
+                    writeln!(s, "  key {id} already signed {over}: no change")
+                }
+            };
+        }
+        s
+    }
 }
 
 /// The key ids of a signature list as JSON.

@@ -43,7 +43,9 @@ pub struct SignArgs {
     pub image: Option<PathBuf>,
 
     /// Add release signatures to this existing bundle instead of building one (threshold
-    /// signing on several machines). Updates the bundle in place unless --out is given.
+    /// signing on several machines). Updates the bundle in place unless --out is given. A key
+    /// that already signed the release adds nothing (ed25519 signatures are deterministic):
+    /// that is reported per key, the bundle is left untouched, and the exit status is 0.
     #[arg(long, value_name = "BUNDLE")]
     pub add: Option<PathBuf>,
 
@@ -636,10 +638,15 @@ fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), S
     let root = args.root.as_deref().map(root::load).transpose()?;
 
     let mut envelope = parsed.clone().into_envelope();
+    let mut additions = report::Additions::default();
     for key in &keys {
-        envelope
+        let outcome = envelope
             .add_manifest_signature(SignatureEntry::sign(key, envelope.manifest))
             .map_err(SignError::Build)?;
+        additions.record(
+            keyfile::key_id_hex(&key.verifying_key().to_bytes()),
+            outcome,
+        );
     }
     let prefix = envelope.encode_prefix().map_err(SignError::Build)?;
     let dest = args.out.as_deref().unwrap_or(bundle_path);
@@ -654,6 +661,28 @@ fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), S
             })
         })?;
 
+    // Every key given had already signed (ed25519 is deterministic: the same entry again):
+    // nothing to write in place. With --out the copy is still written, as asked.
+    let write = additions.changed() || args.out.is_some();
+    let report = |out: &mut dyn Write| -> io::Result<()> {
+        let what = format!("bundle {}", dest.display());
+        writeln!(
+            out,
+            "{}",
+            additions.headline(&what, "release", "this release", write)
+        )?;
+        write!(out, "{}", additions.lines("this release"))?;
+        write!(out, "{}", report::manifest_text(&manifest))?;
+        write_signature_status(
+            out,
+            envelope.manifest_signatures.len(),
+            key_set.threshold,
+            release_status,
+        )
+    };
+    if !write {
+        return report(out).map_err(SignError::Output);
+    }
     let overwrite = if args.out.is_some() {
         Overwrite::from_force(args.force)
     } else {
@@ -674,21 +703,5 @@ fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), S
         return Err(invalid(FormatError::Truncated));
     }
     bundle.commit()?;
-
-    let mut report = || -> io::Result<()> {
-        writeln!(
-            out,
-            "bundle {}: added {} release signature(s)",
-            dest.display(),
-            keys.len()
-        )?;
-        write!(out, "{}", report::manifest_text(&manifest))?;
-        write_signature_status(
-            out,
-            envelope.manifest_signatures.len(),
-            key_set.threshold,
-            release_status,
-        )
-    };
-    report().map_err(SignError::Output)
+    report(out).map_err(SignError::Output)
 }

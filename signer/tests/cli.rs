@@ -396,6 +396,55 @@ fn root_init_writes_a_trust_root_and_refuses_bad_thresholds() {
 }
 
 #[test]
+fn root_init_and_keyset_create_refuse_a_key_with_a_torsion_component() {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+    let env = Env::new();
+    env.keygen("r1");
+    // A genuine key plus a point of order 8: a key its owner could sign for twice.
+    let twin = ed25519_dalek::VerifyingKey::from_bytes(&sigil_test_support::torsion_twin(1))
+        .unwrap()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
+    env.write("twin.pub.pem", twin.as_bytes());
+    let err = env.fails(
+        1,
+        &[
+            "root",
+            "init",
+            "-m",
+            "1",
+            "--out",
+            "root.sgl",
+            "r1.pub.pem",
+            "twin.pub.pem",
+        ],
+    );
+    assert!(
+        err.contains("step 0: a trust root public key is not in the prime-order subgroup"),
+        "{err}"
+    );
+    assert!(!env.path("root.sgl").exists());
+    let err = env.fails(
+        1,
+        &[
+            "keyset",
+            "create",
+            "-m",
+            "1",
+            "--key-set-version",
+            "1",
+            "--out",
+            "ks.sgl",
+            "twin.pub.pem",
+        ],
+    );
+    assert!(
+        err.contains("step 5b: a key set public key is not in the prime-order subgroup"),
+        "{err}"
+    );
+}
+
+#[test]
 fn existing_outputs_are_not_overwritten_without_force() {
     let env = Env::release_setup(1);
     env.sign("app.sgl", &["k1.pem"], &[]);
@@ -830,6 +879,87 @@ fn release_threshold_is_met_after_sign_add_on_another_machine() {
             "sign", "--add", "app.bin", "--key", "k2.pem", "--out", "y.sgl",
         ],
     );
+}
+
+/// The key id `sigil` prints for a key file, from `sigil inspect --json`.
+fn key_id_of(env: &Env, key: &str) -> String {
+    env.json(&["inspect", key, "--json"])["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn sign_add_with_a_key_that_already_signed_says_so_and_leaves_the_file_alone() {
+    let env = Env::release_setup(2);
+    env.sign("app.sgl", &["k1.pem"], &[]);
+    let before = env.read("app.sgl");
+    let ino = inode(&env.path("app.sgl"));
+    let k1 = key_id_of(&env, "k1.pem");
+
+    // Exit 0: the bundle carries this key's signature, which is what was asked.
+    let out = env.ok(&["sign", "--add", "app.sgl", "--key", "k1.pem"]);
+    let headline = out.lines().next().unwrap();
+    assert_eq!(
+        headline,
+        format!("bundle app.sgl: key {k1} already signed this release; file unchanged"),
+        "{out}"
+    );
+    assert!(!out.contains("added"), "{out}");
+    assert!(
+        out.contains("release signatures: 1 (key set threshold 2)"),
+        "{out}"
+    );
+    assert_eq!(env.read("app.sgl"), before);
+    assert_eq!(inode(&env.path("app.sgl")), ino, "the file was rewritten");
+
+    // A new key and a repeated one: each is reported for what happened to it.
+    let k2 = key_id_of(&env, "k2.pem");
+    let out = env.ok(&[
+        "sign", "--add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--root", "root.sgl",
+    ]);
+    assert!(out.contains("added 1 release signature(s)"), "{out}");
+    assert!(
+        out.contains(&format!("added signature by key {k2}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("key {k1} already signed this release: no change")),
+        "{out}"
+    );
+    env.ok(&["verify", "app.sgl", "--root", "root.sgl"]);
+
+    // Both again, into --out: the copy is written, and the output says it is unchanged.
+    let out = env.ok(&[
+        "sign", "--add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--out", "copy.sgl",
+    ]);
+    assert!(
+        out.contains("every key given already signed this release; written unchanged"),
+        "{out}"
+    );
+    assert_eq!(env.read("copy.sgl"), env.read("app.sgl"));
+}
+
+#[test]
+fn keyset_sign_with_a_key_that_already_signed_says_so_and_leaves_the_file_alone() {
+    let env = Env::release_setup(1);
+    let before = env.read("ks.sgl");
+    let ino = inode(&env.path("ks.sgl"));
+    let r1 = key_id_of(&env, "r1.pem");
+    let out = env.ok(&["keyset", "sign", "ks.sgl", "--key", "r1.pem"]);
+    assert!(
+        out.starts_with(&format!(
+            "key set ks.sgl: key {r1} already signed this key set; file unchanged\n"
+        )),
+        "{out}"
+    );
+    assert_eq!(env.read("ks.sgl"), before);
+    assert_eq!(inode(&env.path("ks.sgl")), ino, "the file was rewritten");
 }
 
 #[test]

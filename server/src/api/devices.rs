@@ -14,7 +14,9 @@ use axum::Json;
 use ed25519_dalek::{Signature, VerifyingKey};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
+use sigil_manifests::keys::check_public_key;
 use sigil_manifests::manifest::check_identifier;
+use sigil_manifests::Document;
 use sigil_manifests::{ProductId, Version};
 
 use super::{new_token, parse_product, ApiJson, AppState, Caller, PageQuery};
@@ -87,13 +89,10 @@ pub async fn enrol(
         )
     })?;
     let key: [u8; 32] = hex_array("public_key", &req.public_key)?;
-    let vk = VerifyingKey::from_bytes(&key)
-        .map_err(|_| ApiError::BadRequest("public_key is not a valid ed25519 point".to_owned()))?;
-    if vk.is_weak() {
-        return Err(ApiError::BadRequest(
-            "public_key has small order".to_owned(),
-        ));
-    }
+    // FORMAT.md step E1: canonical, on the curve, not of small order, in the prime-order
+    // subgroup (the one key check of sigil-manifests).
+    check_public_key(&key, Document::DeviceKey)
+        .map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
     identifier("channel", &req.channel)?;
     if req.groups.len() > MAX_GROUPS || req.labels.len() > MAX_LABELS {
         return Err(ApiError::BadRequest(format!(

@@ -12,90 +12,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::Signer;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use sigil_manifests::*;
+use sigil_manifests::TrustRoot;
 use sigil_server::api::{auth_message, router, token_hash, AppState};
 use sigil_server::config::{Overrides, ServerConfig};
 use sigil_server::store::{Role, SqliteStore, Store, TokenGrant};
 use tower::ServiceExt;
 
-pub fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-pub fn public(seed: u8) -> PublicKey {
-    key(seed).verifying_key().to_bytes()
-}
-
-pub const ROOT_SEEDS: [u8; 3] = [1, 2, 3];
-pub const FOREIGN_ROOT_SEEDS: [u8; 3] = [21, 22, 23];
-
-pub fn root() -> TrustRoot {
-    TrustRoot::new(1, 2, &ROOT_SEEDS.map(public)).unwrap()
-}
-
-/// A bundle for acme/pump-x2 signed under the root of `root_seeds`.
-pub fn signed_bundle(root_seeds: [u8; 3], version: &str, counter: u32, payload: &[u8]) -> Vec<u8> {
-    bundle_under_key_set(root_seeds, 1, version, counter, payload)
-}
-
-/// [`signed_bundle`] under key set version `key_set_version`.
-pub fn bundle_under_key_set(
-    root_seeds: [u8; 3],
-    key_set_version: u32,
-    version: &str,
-    counter: u32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let product = ProductId::new("acme", "pump-x2").unwrap();
-    let manifest = Manifest {
-        product,
-        component: "app",
-        version: Version::parse(version).unwrap(),
-        security_counter: counter,
-        payload_size: payload.len() as u64,
-        payload_digest: Sha256::digest(payload).into(),
-        payload_format: PayloadFormat::Raw,
-        payload_alignment: 64,
-        min_bootloader_version: None,
-        dependencies: heapless::Vec::new(),
-        created: 1_700_000_000,
-        expires: None,
-        release_notes_digest: None,
-        sbom_digest: None,
-    }
-    .encode()
-    .unwrap();
-    let ks = KeySet::new(key_set_version, 1, None, &[public(11), public(12)])
-        .unwrap()
-        .encode()
-        .unwrap();
-    let (r1, r2) = (key(root_seeds[0]), key(root_seeds[1]));
-    assemble_bundle(&ks, &[&r1, &r2], &manifest, &[&key(11)], payload).unwrap()
-}
-
-pub fn payload(len: usize, salt: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
-        .collect()
-}
-
-/// A valid bundle.
-pub fn bundle(version: &str, counter: u32) -> Vec<u8> {
-    signed_bundle(ROOT_SEEDS, version, counter, &payload(5000, counter as u8))
-}
-
-pub fn bundle_id(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub fn write_trust_root(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("root.sgl");
-    std::fs::write(&path, root().encode().unwrap()).unwrap();
-    path
-}
+// The fixtures (keys, trust root, bundles) are the shared ones.
+pub use sigil_test_support::*;
 
 /// An in-process server with one token per role.
 pub struct Harness {
