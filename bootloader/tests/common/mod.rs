@@ -2,10 +2,6 @@
 // Each test crate uses a different part of the rig; unwrap failures are test failures.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::OnceLock;
-
-use ed25519_dalek::SigningKey;
-use sha2::{Digest, Sha256};
 use sigil_bootloader::sim::{RecordingLock, SimFlash};
 use sigil_bootloader::{
     BootConfig, BootControl, BootState, Bootloader, Error, Geometry, ImageDigest, Layout,
@@ -13,27 +9,13 @@ use sigil_bootloader::{
 };
 use sigil_manifests::*;
 
-pub fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-pub fn public(seed: u8) -> PublicKey {
-    key(seed).verifying_key().to_bytes()
-}
-
-pub const ROOT_SEEDS: [u8; 3] = [1, 2, 3];
-pub const RELEASE_SEEDS: [u8; 2] = [11, 12];
+pub use sigil_test_support::product;
 
 pub fn root() -> &'static TrustRoot {
-    static ROOT: OnceLock<TrustRoot> = OnceLock::new();
-    ROOT.get_or_init(|| TrustRoot::new(1, 2, &ROOT_SEEDS.map(public)).unwrap())
+    sigil_test_support::static_root()
 }
 
-pub fn product() -> ProductId<'static> {
-    ProductId::new("acme", "pump-x2").unwrap()
-}
-
-/// What a test varies in a bundle.
+/// What a test varies in a bundle (the rest is `sigil_test_support::Spec::default()`).
 #[derive(Clone)]
 pub struct Spec {
     pub product: ProductId<'static>,
@@ -59,6 +41,17 @@ impl Default for Spec {
     }
 }
 
+/// A bundle signed by the root threshold (2 of 3) and one release key.
+pub fn bundle(spec: &Spec) -> Vec<u8> {
+    sigil_test_support::bundle(&sigil_test_support::Spec {
+        product: spec.product,
+        key_set_version: spec.key_set_version,
+        alignment: spec.alignment,
+        payload: sigil_test_support::payload(spec.payload_len, spec.payload_seed),
+        ..sigil_test_support::Spec::release(spec.version, spec.counter)
+    })
+}
+
 /// The release with security counter `counter` (0–4, version `counter.0.0`) and a payload of
 /// `len` bytes seeded by the counter.
 pub fn release(counter: u32, len: usize) -> Vec<u8> {
@@ -69,41 +62,6 @@ pub fn release(counter: u32, len: usize) -> Vec<u8> {
         payload_seed: counter as u8,
         ..Spec::default()
     })
-}
-
-pub fn payload(spec: &Spec) -> Vec<u8> {
-    (0..spec.payload_len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(spec.payload_seed))
-        .collect()
-}
-
-/// A bundle signed by the root threshold (2 of 3) and one release key.
-pub fn bundle(spec: &Spec) -> Vec<u8> {
-    let payload = payload(spec);
-    let manifest = Manifest {
-        product: spec.product,
-        component: "app",
-        version: Version::parse(spec.version).unwrap(),
-        security_counter: spec.counter,
-        payload_size: payload.len() as u64,
-        payload_digest: Sha256::digest(&payload).into(),
-        payload_format: PayloadFormat::Raw,
-        payload_alignment: spec.alignment,
-        min_bootloader_version: None,
-        dependencies: heapless::Vec::new(),
-        created: 1_700_000_000,
-        expires: None,
-        release_notes_digest: None,
-        sbom_digest: None,
-    }
-    .encode()
-    .unwrap();
-    let keys: Vec<PublicKey> = RELEASE_SEEDS.iter().map(|&s| public(s)).collect();
-    let ks = KeySet::new(spec.key_set_version, 1, None, &keys)
-        .unwrap()
-        .encode()
-        .unwrap();
-    assemble_bundle(&ks, &[&key(1), &key(2)], &manifest, &[&key(11)], &payload).unwrap()
 }
 
 /// The identity the bootloader gives a bundle: its manifest digest (zero if it does not verify
