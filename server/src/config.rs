@@ -422,5 +422,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("PostgreSQL"), "{e}");
+        let e = ServerConfig::load(
+            None,
+            env(&[("SIGIL_AUDIT_CHECKPOINT_SECS", "0")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("audit_checkpoint_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_audit_key_lives_apart_from_the_database_by_default() {
+        let c = ServerConfig::load(None, env(&[]), Overrides::default()).unwrap();
+        assert_eq!(
+            c.audit_key_path(),
+            PathBuf::from("sigil-data/keys/audit.key")
+        );
+        let c = ServerConfig::load(
+            None,
+            env(&[("SIGIL_AUDIT_KEY_FILE", "/secure/audit.key")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.audit_key_path(), PathBuf::from("/secure/audit.key"));
     }
 }

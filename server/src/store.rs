@@ -2186,6 +2186,41 @@ mod tests {
     }
 
     #[test]
+    fn audit_log_refuses_inserts_that_are_not_the_next_chained_entry() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.append_audit(&event(1), 1).unwrap();
+        s.append_audit(&event(2), 2).unwrap();
+        let conn = s.dangerous_raw_connection().unwrap();
+        for sql in [
+            // Rewrites entry 1 (REPLACE deletes without firing the delete trigger).
+            "INSERT OR REPLACE INTO audit SELECT 1, at, 'mallory', action, subject, detail, prev_hash, hash FROM audit WHERE seq = 1",
+            // A gap.
+            "INSERT INTO audit SELECT 4, at, actor, action, subject, detail, hash, hash FROM audit WHERE seq = 2",
+            // The next number, not chained to the head.
+            "INSERT INTO audit SELECT 3, at, actor, action, subject, detail, prev_hash, hash FROM audit WHERE seq = 2",
+        ] {
+            let e = conn.execute(sql, []).unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn schema_differences_name_dropped_triggers_and_renamed_tables() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert_eq!(s.schema_differences().unwrap(), Vec::<String>::new());
+        s.dangerous_raw_connection()
+            .unwrap()
+            .execute_batch(
+                "DROP TRIGGER audit_no_delete; ALTER TABLE audit_checkpoints RENAME TO cp;",
+            )
+            .unwrap();
+        let d = s.schema_differences().unwrap().join("\n");
+        assert!(d.contains("trigger audit_no_delete is missing"), "{d}");
+        assert!(d.contains("table audit_checkpoints is missing"), "{d}");
+        assert!(d.contains("unexpected table cp"), "{d}");
+    }
+
+    #[test]
     fn audit_log_refuses_updates_and_deletes() {
         let s = SqliteStore::in_memory().unwrap();
         s.append_audit(&event(1), 1).unwrap();
