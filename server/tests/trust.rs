@@ -788,6 +788,24 @@ fn a_rechained_log_behind_a_restored_schema_is_refused_at_start_up() {
 }
 
 #[test]
+fn a_log_cut_short_is_refused_at_start_up() {
+    let a = audited();
+    let conn = database(&a.data);
+    let trigger = trigger_sql(&conn, "audit_no_delete");
+    let n = stored_entries(&conn).len() as i64;
+    conn.execute_batch("DROP TRIGGER audit_no_delete").unwrap();
+    conn.execute("DELETE FROM audit WHERE seq >= ?1", [n - 1])
+        .unwrap();
+    conn.execute_batch(&trigger).unwrap();
+    drop(conn);
+    let err = refused_start(&a.data);
+    assert!(
+        err.contains("tampered") && err.contains("checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_older_copy_of_the_database_is_refused_at_start_up() {
     let a = audited();
     let backup = a.dir.path().join("old");
