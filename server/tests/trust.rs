@@ -993,3 +993,30 @@ fn a_transport_failure_report_does_not_halt_the_rollout() {
     assert_eq!(report(&f.s, &two, "failed", dep).status, 200);
     assert_eq!(deployment_state(&f, dep), "halted");
 }
+
+#[test]
+fn checkpoints_are_signed_at_the_configured_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &[("SIGIL_AUDIT_CHECKPOINT_SECS", "1")]);
+    let operator = token_for(&s, "operator");
+    enrol(&s, &operator, "pump-1", 41);
+    let auditor = token_for(&s, "auditor");
+    let head = call(&s, "GET", "/api/v1/audit/head", Some(&auditor), None).json();
+    // Without an export or a checkpoint request, the latest checkpoint kept beside the key
+    // catches up with the head.
+    let kept = data.join("keys/audit.checkpoint.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let cp: Value = serde_json::from_slice(&std::fs::read(&kept).unwrap()).unwrap();
+        if cp["seq"] == head["seq"] {
+            assert_eq!(cp["head"], head["hash"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of {head} in time: {cp}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
