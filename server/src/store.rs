@@ -1187,13 +1187,11 @@ impl SqliteStore {
         for e in &expected {
             match actual.iter().find(|a| a.0 == e.0 && a.1 == e.1) {
                 None => out.push(format!("{} {} is missing", e.0, e.1)),
-                Some(a) if a != e => out.push(format!(
-                    "{} {} was altered (now on table {}: {})",
-                    e.0,
-                    e.1,
-                    a.2,
-                    a.3.as_deref().unwrap_or("")
+                Some(a) if a.2 != e.2 => out.push(format!(
+                    "{} {} was moved to table {} (was {} renamed?)",
+                    e.0, e.1, a.2, e.2
                 )),
+                Some(a) if a != e => out.push(format!("{} {} was altered", e.0, e.1)),
                 Some(_) => {}
             }
         }
