@@ -184,7 +184,11 @@ impl BundleStore {
         let mut out = BufWriter::with_capacity(256 << 10, file);
 
         let mut envelope = [0u8; MAX_ENVELOPE_LEN];
-        let policy = DevicePolicy::any_device().with_max_bundle_len(limit);
+        // With the server's clock as trusted time, an expired manifest is refused (step 7h)
+        // before anything is stored.
+        let policy = DevicePolicy::any_device()
+            .with_max_bundle_len(limit)
+            .with_trusted_time(crate::store::now_secs());
         let mut verifier = BundleVerifier::new(root, policy, &mut envelope);
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;

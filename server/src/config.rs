@@ -17,6 +17,9 @@
 //! | `limits.rate_per_second`  | `SIGIL_RATE_PER_SECOND`   | `50` requests per client IP   |
 //! | `limits.rate_burst`       | `SIGIL_RATE_BURST`        | `200`                         |
 //! | `limits.reports_kept`     | `SIGIL_REPORTS_KEPT`      | `100` reports per device      |
+//! | `audit_key_file`          | `SIGIL_AUDIT_KEY_FILE`    | `<data_dir>/keys/audit.key`   |
+//! | `audit_checkpoint_secs`   | `SIGIL_AUDIT_CHECKPOINT_SECS` | `3600`                    |
+//! | `expiry_warning_secs`     | `SIGIL_EXPIRY_WARNING_SECS` | `2592000` (30 days)         |
 //!
 //! The log filter comes from `RUST_LOG` (default `info`). Only this module reads the environment,
 //! and only through the iterator [`ServerConfig::load`] is given.
@@ -135,6 +138,13 @@ pub struct ServerConfig {
     pub log_filter: String,
     /// Input limits.
     pub limits: LimitsConfig,
+    /// The audit signing key (ed25519 seed, hex, mode 0600); default `<data_dir>/keys/audit.key`.
+    /// Keep it on other storage than the database where possible.
+    pub audit_key_file: Option<PathBuf>,
+    /// Seconds between signed checkpoints of the audit chain (when it has grown).
+    pub audit_checkpoint_secs: u64,
+    /// Warn about a release whose manifest expires within this many seconds.
+    pub expiry_warning_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -151,6 +161,9 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
             limits: LimitsConfig::default(),
+            audit_key_file: None,
+            audit_checkpoint_secs: 3600,
+            expiry_warning_secs: 30 * 86_400,
         }
     }
 }
@@ -227,6 +240,11 @@ impl ServerConfig {
                 "SIGIL_RATE_PER_SECOND" => config.limits.rate_per_second = parse_env(n, &value)?,
                 "SIGIL_RATE_BURST" => config.limits.rate_burst = parse_env(n, &value)?,
                 "SIGIL_REPORTS_KEPT" => config.limits.reports_kept = parse_env(n, &value)?,
+                "SIGIL_AUDIT_KEY_FILE" => config.audit_key_file = Some(PathBuf::from(value)),
+                "SIGIL_AUDIT_CHECKPOINT_SECS" => {
+                    config.audit_checkpoint_secs = parse_env(n, &value)?
+                }
+                "SIGIL_EXPIRY_WARNING_SECS" => config.expiry_warning_secs = parse_env(n, &value)?,
                 "SIGIL_CONFIG" => {}
                 _ if n.starts_with("SIGIL_") => {
                     return Err(ConfigError::Env {
@@ -282,8 +300,18 @@ impl ServerConfig {
                 url.pop();
             }
         }
+        if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
+            return invalid("audit_checkpoint_secs must be between 1 and 86400");
+        }
         self.database_path()?;
         Ok(())
+    }
+
+    /// The audit key file (`audit_key_file` or its default).
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("audit.key"))
     }
 
     /// The SQLite database file named by `database_url` (or its default).
@@ -394,5 +422,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("PostgreSQL"), "{e}");
+        let e = ServerConfig::load(
+            None,
+            env(&[("SIGIL_AUDIT_CHECKPOINT_SECS", "0")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("audit_checkpoint_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_audit_key_lives_apart_from_the_database_by_default() {
+        let c = ServerConfig::load(None, env(&[]), Overrides::default()).unwrap();
+        assert_eq!(
+            c.audit_key_path(),
+            PathBuf::from("sigil-data/keys/audit.key")
+        );
+        let c = ServerConfig::load(
+            None,
+            env(&[("SIGIL_AUDIT_KEY_FILE", "/secure/audit.key")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.audit_key_path(), PathBuf::from("/secure/audit.key"));
     }
 }

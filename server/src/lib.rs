@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_key;
 pub mod bundles;
+pub mod challenge;
 pub mod config;
 pub mod error;
 pub mod metrics;

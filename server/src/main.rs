@@ -1,7 +1,7 @@
 //! `sigil-server`: the update server binary.
 //!
-//! Exit codes: 0 success, 1 error (configuration, I/O, database), 2 usage error, 3 the audit
-//! export does not verify.
+//! Exit codes: 0 success, 1 error (configuration, I/O, database, including a database refused
+//! as tampered at start-up), 2 usage error, 3 the audit export does not verify.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,14 +45,94 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify an exported audit trail (JSON lines): detects edited, removed or reordered entries.
+    /// Verify an exported audit trail (JSON lines) offline: detects edited, removed or
+    /// reordered entries, and with the server's public key, entries appended or rewritten by
+    /// anyone without the audit key.
     Verify {
         /// The export (`GET /api/v1/audit/export`).
         file: PathBuf,
-        /// The head hash recorded earlier (`GET /api/v1/audit/head`): detects a truncated tail.
+        /// The server's audit public key (hex; `sigil-server audit public-key`). Repeat for
+        /// keys the server rotated through.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+        /// The latest checkpoint kept earlier (`GET /api/v1/audit/checkpoint`, JSON): the
+        /// export must contain its entry unchanged.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The head hash recorded earlier (`GET /api/v1/audit/head`): the export must end there.
         #[arg(long)]
         head: Option<String>,
     },
+    /// Print the server's audit public key (hex), for auditors to keep.
+    PublicKey,
+    /// Replace the audit key: the old key signs a checkpoint naming the new one.
+    RotateKey,
+}
+
+fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| anyhow::anyhow!("--public-key {text:.80} is not 64 hex digits"))?;
+    Ok(key)
+}
+
+fn read_checkpoint(path: &std::path::Path) -> anyhow::Result<sigil_server::audit::Checkpoint> {
+    use sigil_server::audit::{Checkpoint, ExportLine};
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
+    if let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes) {
+        return Ok(cp);
+    }
+    match serde_json::from_slice::<ExportLine>(&bytes) {
+        Ok(ExportLine::Checkpoint { checkpoint }) => Ok(checkpoint),
+        _ => anyhow::bail!("{} is not a checkpoint", path.display()),
+    }
+}
+
+fn verify(
+    file: &std::path::Path,
+    public_keys: &[String],
+    checkpoint: Option<&std::path::Path>,
+    head: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let keys = public_keys
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let kept = checkpoint.map(read_checkpoint).transpose()?;
+    if kept.is_some() && keys.is_empty() {
+        anyhow::bail!("--checkpoint needs the server's --public-key");
+    }
+    let input = std::fs::File::open(file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    let trust = sigil_server::audit::Trust {
+        require_coverage: !keys.is_empty(),
+        keys,
+        kept,
+        head: head.map(str::to_owned),
+        trust_first_key: false,
+    };
+    match sigil_server::audit::verify_lines(std::io::BufReader::new(input), trust) {
+        Ok(s) if s.signed => {
+            println!(
+                "audit trail verified: {} entries, head {}, {} checkpoints signed by the server's audit key",
+                s.entries, s.head, s.checkpoints
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(s) => {
+            println!(
+                "audit chain verified: {} entries, head {}; checkpoint signatures NOT checked \
+                 (give the server's --public-key)",
+                s.entries, s.head
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("audit trail does NOT verify: {e}");
+            Ok(ExitCode::from(3))
+        }
+    }
 }
 
 fn load_config(args: &Args) -> anyhow::Result<ServerConfig> {
@@ -84,24 +164,37 @@ fn init_logging(config: &ServerConfig) {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Some(Command::Audit {
-            command: AuditCommand::Verify { file, head },
+            command:
+                AuditCommand::Verify {
+                    file,
+                    public_keys,
+                    checkpoint,
+                    head,
+                },
+        }) => verify(file, public_keys, checkpoint.as_deref(), head.as_deref()),
+        Some(Command::Audit {
+            command: AuditCommand::PublicKey,
         }) => {
-            let input = std::fs::File::open(file)
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-            match sigil_server::audit::verify_lines(std::io::BufReader::new(input), head.as_deref())
-            {
-                Ok(summary) => {
-                    println!(
-                        "audit trail verified: {} entries, head {}",
-                        summary.entries, summary.head
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("audit trail does NOT verify: {e}");
-                    Ok(ExitCode::from(3))
-                }
-            }
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (_store, _) = sigil_server::serve::open_storage(&config)?;
+            let keys = sigil_server::audit_key::KeyFile::of(&config);
+            let key = keys
+                .load()?
+                .ok_or_else(|| anyhow::anyhow!("no audit key yet"))?;
+            println!("{}", hex::encode(key.verifying_key().to_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Audit {
+            command: AuditCommand::RotateKey,
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (store, _) = sigil_server::serve::open_storage(&config)?;
+            let keys = sigil_server::audit_key::KeyFile::of(&config);
+            let new = sigil_server::audit_key::rotate(&store, &keys, "cli")?;
+            println!("{new}");
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::AdminToken { name }) => {
             let config = load_config(&args)?;

@@ -28,6 +28,8 @@ pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(SqliteStore, Bundl
     }
     let store = SqliteStore::open(&db_path)
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
+    // Refuses a tampered database; creates the audit key at first start.
+    crate::audit_key::check_at_start(&store, config)?;
     let bundles = BundleStore::open(&config.data_dir).context("cannot open the bundle store")?;
     let ids: HashSet<String> = store.release_ids()?.into_iter().collect();
     let r = bundles
@@ -147,6 +149,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         None => println!("admin tokens exist; create another with `sigil-server admin-token`"),
     }
     let state = AppState::new(config, Arc::new(store), bundles, trust_root);
+    tokio::spawn(crate::audit_key::checkpoint_loop(
+        state.db.clone(),
+        state.config.clone(),
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = axum_server::Handle::new();

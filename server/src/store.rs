@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::audit::{entry_hash, AuditEntry, GENESIS_HASH};
+use crate::audit::{entry_hash, AuditEntry, Checkpoint, GENESIS_HASH};
 use crate::rollout::{bucket, evaluate, Counts, DeploymentState, DeviceStatus, RolloutPolicy};
 
 /// A caller's role.
@@ -413,6 +413,20 @@ impl AuditEvent {
     }
 }
 
+/// What a new checkpoint covers, handed to its signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointDraft {
+    /// The head's sequence number.
+    pub seq: u64,
+    /// The head's hash.
+    pub head: String,
+    /// Signing time.
+    pub at: u64,
+    /// The key that must sign (hex): the latest checkpoint's next key, else its key; `None`
+    /// before the first checkpoint.
+    pub expected_key: Option<String>,
+}
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -489,10 +503,6 @@ pub trait Store: Send + Sync + 'static {
     fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>>;
     /// Revokes a device and ends its sessions.
     fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()>;
-    /// Stores the one outstanding challenge of a device.
-    fn put_challenge(&self, device_id: &str, nonce: &[u8; 32], expires_at: u64) -> StoreResult<()>;
-    /// Consumes a challenge; `true` if it was outstanding and unexpired.
-    fn take_challenge(&self, device_id: &str, nonce: &[u8; 32], now: u64) -> StoreResult<bool>;
 
     /// Records a check-in, updates deployment status and rollout, and returns the assignment.
     fn check_in(&self, report: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>>;
@@ -510,8 +520,9 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The last `limit` reports of a device, newest first.
     fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>>;
-    /// Whether an active or paused deployment admits this device for this release.
-    fn may_download(&self, device_id: &str, release_id: &str) -> StoreResult<bool>;
+    /// Whether an active deployment admits this device for this release, and the release is
+    /// neither retired nor expired at `now` (the same rule as the check-in's offer).
+    fn may_download(&self, device_id: &str, release_id: &str, now: u64) -> StoreResult<bool>;
 
     /// Creates a deployment and ranks its target devices.
     fn create_deployment(
@@ -540,13 +551,25 @@ pub trait Store: Send + Sync + 'static {
     fn audit_entries(&self, after: u64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
     /// The last audit entry's sequence number and hash.
     fn audit_head(&self) -> StoreResult<(u64, String)>;
+    /// In one transaction: appends `audit` (if given), then stores a checkpoint of the head
+    /// that `sign` makes. Without `audit`, when the latest checkpoint already covers the head,
+    /// returns it and signs nothing.
+    fn checkpoint(
+        &self,
+        now: u64,
+        audit: Option<&AuditEvent>,
+        sign: &mut dyn FnMut(&CheckpointDraft) -> Result<Checkpoint, String>,
+    ) -> StoreResult<Checkpoint>;
+    /// The stored checkpoints of entries up to `seq`, in the order they were made.
+    fn checkpoints(&self, up_to_seq: u64) -> StoreResult<Vec<Checkpoint>>;
 
     /// Every release id (for bundle store reconciliation at start-up).
     fn release_ids(&self) -> StoreResult<Vec<String>>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tokens (
     id INTEGER PRIMARY KEY,
     hash BLOB NOT NULL UNIQUE,
@@ -649,7 +672,42 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    r#"
+DROP TABLE challenges;
+CREATE TRIGGER audit_append_only BEFORE INSERT ON audit
+    WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit)
+      OR NEW.prev_hash IS NOT COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1),
+          '0000000000000000000000000000000000000000000000000000000000000000')
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE audit_checkpoints (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    head TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    public_key TEXT NOT NULL,
+    next_public_key TEXT,
+    signature TEXT NOT NULL
+);
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+"#,
+];
+
+/// A schema object: `(type, name, table, SQL)`.
+type SchemaObject = (String, String, String, Option<String>);
+
+/// The schema objects of a database, SQLite's own excepted.
+fn schema_objects(conn: &Connection) -> StoreResult<Vec<SchemaObject>> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master \
+         WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
 /// The SQLite backend in WAL mode: one writer connection and `READERS` (4) read-only connections
 /// (WAL lets readers run beside the writer), each serialised by a mutex.
@@ -775,6 +833,19 @@ fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
         uploaded_at: from_sql(r.get(12)?),
         uploaded_by: r.get(13)?,
         retired: r.get(14)?,
+    })
+}
+
+const CHECKPOINT_COLUMNS: &str = "seq, head, at, public_key, next_public_key, signature";
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint {
+        seq: from_sql(r.get(0)?),
+        head: r.get(1)?,
+        at: from_sql(r.get(2)?),
+        public_key: r.get(3)?,
+        next_public_key: r.get(4)?,
+        signature: r.get(5)?,
     })
 }
 
@@ -1097,6 +1168,41 @@ impl SqliteStore {
         rows.map(|r| finish_device(r?)).collect()
     }
 
+    /// How the schema differs from the one this server's migrations create: a dropped or
+    /// altered trigger, a renamed or recreated table, anything added. Empty when intact.
+    ///
+    /// This catches a database edited with the guard triggers out of the way and left so; a
+    /// careful editor can restore the schema, which the hash chain and the signed checkpoints
+    /// then catch (`audit_key::check_at_start`).
+    pub fn schema_differences(&self) -> StoreResult<Vec<String>> {
+        let expected = {
+            let conn = Connection::open_in_memory()?;
+            for sql in MIGRATIONS {
+                conn.execute_batch(sql)?;
+            }
+            schema_objects(&conn)?
+        };
+        let actual = schema_objects(&*self.conn()?)?;
+        let mut out = Vec::new();
+        for e in &expected {
+            match actual.iter().find(|a| a.0 == e.0 && a.1 == e.1) {
+                None => out.push(format!("{} {} is missing", e.0, e.1)),
+                Some(a) if a.2 != e.2 => out.push(format!(
+                    "{} {} was moved to table {} (was {} renamed?)",
+                    e.0, e.1, a.2, e.2
+                )),
+                Some(a) if a != e => out.push(format!("{} {} was altered", e.0, e.1)),
+                Some(_) => {}
+            }
+        }
+        for a in &actual {
+            if !expected.iter().any(|e| e.0 == a.0 && e.1 == a.1) {
+                out.push(format!("unexpected {} {} (on table {})", a.0, a.1, a.2));
+            }
+        }
+        Ok(out)
+    }
+
     /// Direct access for tests that tamper with the database.
     #[doc(hidden)]
     pub fn dangerous_raw_connection(&self) -> StoreResult<MutexGuard<'_, Connection>> {
@@ -1395,29 +1501,9 @@ impl Store for SqliteStore {
             }
             tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id])?;
             tx.execute("DELETE FROM tokens WHERE device_id = ?1", [id])?;
-            tx.execute("DELETE FROM challenges WHERE device_id = ?1", [id])?;
             append(tx, audit, now_secs())?;
             Ok(())
         })
-    }
-
-    fn put_challenge(&self, device_id: &str, nonce: &[u8; 32], expires_at: u64) -> StoreResult<()> {
-        let conn = self.conn()?;
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO challenges (device_id, nonce, expires_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![device_id, &nonce[..], to_sql(expires_at)])?;
-        Ok(())
-    }
-
-    fn take_challenge(&self, device_id: &str, nonce: &[u8; 32], now: u64) -> StoreResult<bool> {
-        let conn = self.conn()?;
-        let n = conn
-            .prepare_cached(
-                "DELETE FROM challenges WHERE device_id = ?1 AND nonce = ?2 AND expires_at > ?3",
-            )?
-            .execute(params![device_id, &nonce[..], to_sql(now)])?;
-        Ok(n == 1)
     }
 
     fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
@@ -1473,14 +1559,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn may_download(&self, device_id: &str, release_id: &str) -> StoreResult<bool> {
+    fn may_download(&self, device_id: &str, release_id: &str, now: u64) -> StoreResult<bool> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT d.id FROM deployments d JOIN members m ON m.deployment_id = d.id \
-             WHERE m.device_id = ?1 AND d.release_id = ?2 AND d.state IN ('active', 'paused')",
+             JOIN releases r ON r.id = d.release_id \
+             WHERE m.device_id = ?1 AND d.release_id = ?2 AND d.state = 'active' \
+             AND r.retired = 0 AND (r.expires IS NULL OR r.expires > ?3)",
         )?;
         let ids: Vec<i64> = stmt
-            .query_map(params![device_id, release_id], |r| r.get(0))?
+            .query_map(params![device_id, release_id, to_sql(now)], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for id in ids {
             if admitted_member(&conn, id, device_id)?.is_some() {
@@ -1508,6 +1596,12 @@ impl Store for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound { what: "release", id: new.release_id.clone() })?;
             if release.retired {
                 return Err(StoreError::Conflict(format!("release {} is retired", release.id)));
+            }
+            if let Some(expires) = release.expires.filter(|&e| e <= now) {
+                return Err(StoreError::Conflict(format!(
+                    "release {} expired at {expires} (seconds since the Unix epoch); devices would refuse it",
+                    release.id
+                )));
             }
             let fits = |d: &Device| {
                 !d.revoked && d.product.vendor == release.vendor && d.product.device == release.device
@@ -1780,6 +1874,72 @@ impl Store for SqliteStore {
         Ok(head.unwrap_or((0, GENESIS_HASH.to_owned())))
     }
 
+    fn checkpoint(
+        &self,
+        now: u64,
+        audit: Option<&AuditEvent>,
+        sign: &mut dyn FnMut(&CheckpointDraft) -> Result<Checkpoint, String>,
+    ) -> StoreResult<Checkpoint> {
+        self.with_tx(|tx| {
+            if let Some(event) = audit {
+                append(tx, event, now)?;
+            }
+            let (seq, head): (u64, String) = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
+                )
+                .optional()?
+                .unwrap_or((0, GENESIS_HASH.to_owned()));
+            let latest = tx
+                .query_row(
+                    &format!(
+                        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY id DESC LIMIT 1"
+                    ),
+                    [],
+                    checkpoint_row,
+                )
+                .optional()?;
+            if let Some(cp) = &latest {
+                if audit.is_none() && cp.seq == seq && cp.head == head {
+                    return Ok(cp.clone());
+                }
+            }
+            let draft = CheckpointDraft {
+                seq,
+                head,
+                at: now,
+                expected_key: latest.map(|cp| cp.next_public_key.unwrap_or(cp.public_key)),
+            };
+            let cp = sign(&draft).map_err(StoreError::Backend)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO audit_checkpoints ({CHECKPOINT_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                ),
+                params![
+                    to_sql(cp.seq),
+                    cp.head,
+                    to_sql(cp.at),
+                    cp.public_key,
+                    cp.next_public_key,
+                    cp.signature
+                ],
+            )?;
+            Ok(cp)
+        })
+    }
+
+    fn checkpoints(&self, up_to_seq: u64) -> StoreResult<Vec<Checkpoint>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE seq <= ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([to_sql(up_to_seq)], checkpoint_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn release_ids(&self) -> StoreResult<Vec<String>> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached("SELECT id FROM releases")?;
@@ -1911,27 +2071,29 @@ fn record_check_in(
             }
         }
     }
-    assignment(tx, &c.device_id, c.security_counter)
+    assignment(tx, &c.device_id, c.security_counter, now)
 }
 
 /// The newest active deployment that admits the device and that it has not finished.
 ///
 /// A release below the security counter the device reports is never offered: the device would
 /// refuse it as a rollback anyway (FORMAT.md step 7), so offering it only wastes a download.
+/// Nor is a retired release, or one whose manifest has expired (at `now`).
 fn assignment(
     conn: &Connection,
     device_id: &str,
     security_counter: u32,
+    now: u64,
 ) -> StoreResult<Option<Assignment>> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.release_id FROM deployments d JOIN members m ON m.deployment_id = d.id \
          JOIN releases r ON r.id = d.release_id \
          WHERE m.device_id = ?1 AND d.state = 'active' AND r.retired = 0 \
-         AND r.security_counter >= ?2 \
+         AND (r.expires IS NULL OR r.expires > ?3) AND r.security_counter >= ?2 \
          AND m.status NOT IN ('confirmed', 'reverted', 'failed') ORDER BY d.id DESC",
     )?;
     let candidates: Vec<(i64, String)> = stmt
-        .query_map(params![device_id, security_counter], |r| {
+        .query_map(params![device_id, security_counter, to_sql(now)], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -2022,20 +2184,38 @@ mod tests {
     }
 
     #[test]
-    fn challenges_are_single_use_and_expire() {
+    fn audit_log_refuses_inserts_that_are_not_the_next_chained_entry() {
         let s = SqliteStore::in_memory().unwrap();
-        s.put_challenge("pump-1", &[5; 32], 100).unwrap();
-        assert!(
-            !s.take_challenge("pump-1", &[6; 32], 10).unwrap(),
-            "wrong nonce"
-        );
-        assert!(s.take_challenge("pump-1", &[5; 32], 10).unwrap());
-        assert!(!s.take_challenge("pump-1", &[5; 32], 10).unwrap(), "used");
-        s.put_challenge("pump-1", &[7; 32], 100).unwrap();
-        assert!(
-            !s.take_challenge("pump-1", &[7; 32], 100).unwrap(),
-            "expired"
-        );
+        s.append_audit(&event(1), 1).unwrap();
+        s.append_audit(&event(2), 2).unwrap();
+        let conn = s.dangerous_raw_connection().unwrap();
+        for sql in [
+            // Rewrites entry 1 (REPLACE deletes without firing the delete trigger).
+            "INSERT OR REPLACE INTO audit SELECT 1, at, 'mallory', action, subject, detail, prev_hash, hash FROM audit WHERE seq = 1",
+            // A gap.
+            "INSERT INTO audit SELECT 4, at, actor, action, subject, detail, hash, hash FROM audit WHERE seq = 2",
+            // The next number, not chained to the head.
+            "INSERT INTO audit SELECT 3, at, actor, action, subject, detail, prev_hash, hash FROM audit WHERE seq = 2",
+        ] {
+            let e = conn.execute(sql, []).unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn schema_differences_name_dropped_triggers_and_renamed_tables() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert_eq!(s.schema_differences().unwrap(), Vec::<String>::new());
+        s.dangerous_raw_connection()
+            .unwrap()
+            .execute_batch(
+                "DROP TRIGGER audit_no_delete; ALTER TABLE audit_checkpoints RENAME TO cp;",
+            )
+            .unwrap();
+        let d = s.schema_differences().unwrap().join("\n");
+        assert!(d.contains("trigger audit_no_delete is missing"), "{d}");
+        assert!(d.contains("table audit_checkpoints is missing"), "{d}");
+        assert!(d.contains("unexpected table cp"), "{d}");
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! the message `"SIGIL-DEVICE-AUTH-V1" || u64le(len(id)) || id || nonce` where `nonce` is the
 //! 32-byte single-use challenge (valid 60 s). It receives a session token valid for
 //! `session_ttl_secs`; check-ins then cost one token lookup and no signature check.
+//!
+//! Challenges are stateless ([`crate::challenge`]): issuing one stores nothing and never looks
+//! the device up, so a stranger's requests cannot void a device's challenge, any number may be
+//! outstanding, and `POST /device/challenge` answers an enrolled id and an unknown one alike
+//! (same status, same body shape, same work). `POST /device/session` gives one answer for an
+//! unknown id, a revoked device, a wrong signature and a replayed challenge, and checks a
+//! signature in each of those cases.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +19,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ed25519_dalek::{Signature, VerifyingKey};
-use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sigil_manifests::keys::check_public_key;
 use sigil_manifests::manifest::check_identifier;
@@ -20,13 +26,13 @@ use sigil_manifests::Document;
 use sigil_manifests::{ProductId, Version};
 
 use super::{new_token, parse_product, ApiJson, AppState, Caller, PageQuery};
+use crate::challenge::{ChallengeError, CHALLENGE_TTL_SECS};
 use crate::error::ApiError;
 use crate::rollout::DeviceStatus;
 use crate::store::{
     now_secs, AuditEvent, CheckIn, Device, DeviceFilter, Product, Report, Role, TokenGrant,
 };
 
-const CHALLENGE_TTL_SECS: u64 = 60;
 const MAX_GROUPS: usize = 16;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
@@ -252,30 +258,29 @@ pub struct ChallengeResponse {
     expires_in: u64,
 }
 
-async fn active_device(state: &AppState, id: &str) -> Result<Device, ApiError> {
-    if check_identifier(id).is_err() {
-        return Err(ApiError::Unauthorized("unknown or revoked device"));
-    }
-    let key = id.to_owned();
-    match state.db.run(move |s| s.device(&key)).await? {
-        Some(d) if !d.revoked => Ok(d),
-        _ => Err(ApiError::Unauthorized("unknown or revoked device")),
-    }
+/// Every refusal of `POST /device/session` that depends on the device (unknown, revoked, wrong
+/// signature, challenge already used): one message, so the answer does not say which.
+const LOGIN_REFUSED: &str =
+    "signature does not verify under the key of an enrolled, active device, or the challenge was already used";
+
+/// A key that signs nothing: the signature of a login for an unknown or revoked device is
+/// checked against it, so that such a login costs what a real one costs.
+static NO_DEVICE_KEY: std::sync::LazyLock<VerifyingKey> =
+    std::sync::LazyLock::new(|| ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]).verifying_key());
+
+fn login_identifier(id: &str) -> Result<(), ApiError> {
+    check_identifier(id).map_err(|_| {
+        ApiError::BadRequest("device_id must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
+    })
 }
 
-/// `POST /api/v1/device/challenge`.
+/// `POST /api/v1/device/challenge`: a fresh stateless challenge for any well-formed id.
 pub async fn challenge(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
-    let device = active_device(&state, &req.device_id).await?;
-    let mut nonce = [0u8; 32];
-    OsRng.fill_bytes(&mut nonce);
-    let expires = now_secs().saturating_add(CHALLENGE_TTL_SECS);
-    state
-        .db
-        .run(move |s| s.put_challenge(&device.id, &nonce, expires))
-        .await?;
+    login_identifier(&req.device_id)?;
+    let nonce = state.challenges.issue(&req.device_id, now_secs());
     Ok(Json(ChallengeResponse {
         nonce: hex::encode(nonce),
         expires_in: CHALLENGE_TTL_SECS,
@@ -305,30 +310,51 @@ pub async fn session(
 ) -> Result<Json<SessionResponse>, ApiError> {
     let nonce: [u8; 32] = hex_array("nonce", &req.nonce)?;
     let signature: [u8; 64] = hex_array("signature", &req.signature)?;
-    let device = active_device(&state, &req.device_id).await?;
+    login_identifier(&req.device_id)?;
     let now = now_secs();
-    let id = device.id.clone();
-    // The challenge is consumed before the signature is checked: one try per challenge.
-    if !state
+    // Stateless and independent of enrolment: forged, foreign or expired challenges.
+    state
+        .challenges
+        .check(&req.device_id, &nonce, now)
+        .map_err(|_| {
+            ApiError::Unauthorized(
+                "the challenge is not valid for this device or has expired; request a new one",
+            )
+        })?;
+    let id = req.device_id.clone();
+    let device = state
         .db
-        .run(move |s| s.take_challenge(&id, &nonce, now))
+        .run(move |s| s.device(&id))
         .await?
-    {
-        return Err(ApiError::Unauthorized(
-            "no such challenge for this device (expired or already used)",
-        ));
-    }
-    let key: [u8; 32] = hex_array("stored public key", &device.public_key).map_err(|_| {
-        ApiError::Internal(anyhow::anyhow!("device {} has a corrupt key", device.id))
-    })?;
-    let vk = VerifyingKey::from_bytes(&key)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("device {} key: {e}", device.id)))?;
-    vk.verify_strict(
-        &auth_message(&device.id, &nonce),
-        &Signature::from_bytes(&signature),
-    )
-    .map_err(|_| {
-        ApiError::Unauthorized("signature does not verify under the enrolled device key")
+        .filter(|d| !d.revoked);
+    let enrolled = match &device {
+        Some(d) => {
+            let key: [u8; 32] = hex_array("stored public key", &d.public_key).map_err(|_| {
+                ApiError::Internal(anyhow::anyhow!("device {} has a corrupt key", d.id))
+            })?;
+            Some(
+                VerifyingKey::from_bytes(&key)
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("device {} key: {e}", d.id)))?,
+            )
+        }
+        None => None,
+    };
+    let verifies = enrolled
+        .as_ref()
+        .unwrap_or(&NO_DEVICE_KEY)
+        .verify_strict(
+            &auth_message(&req.device_id, &nonce),
+            &Signature::from_bytes(&signature),
+        )
+        .is_ok();
+    let device = match device {
+        Some(d) if verifies && enrolled.is_some() => d,
+        _ => return Err(ApiError::Unauthorized(LOGIN_REFUSED)),
+    };
+    // Only now, with a valid signature, is the challenge recorded as used.
+    state.challenges.consume(&nonce, now).map_err(|e| match e {
+        ChallengeError::Busy => ApiError::Unavailable(e.to_string()),
+        ChallengeError::Invalid | ChallengeError::Used => ApiError::Unauthorized(LOGIN_REFUSED),
     })?;
     let ttl = state.config.session_ttl_secs;
     let (token, hash) = new_token();

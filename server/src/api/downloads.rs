@@ -81,7 +81,8 @@ impl Drop for PooledChunk {
 }
 
 /// `GET /api/v1/bundles/{id}`: for a device session whose device an active deployment admits
-/// for this release.
+/// for this release, while the release is neither retired nor expired. A paused, halted,
+/// cancelled or completed deployment serves nothing, as it offers nothing.
 pub async fn bundle(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,18 +97,20 @@ pub async fn bundle(
     let release = id.clone();
     if !state
         .db
-        .run(move |s| s.may_download(&device, &release))
+        .run(move |s| s.may_download(&device, &release, crate::store::now_secs()))
         .await?
     {
         return Err(ApiError::Forbidden(
-            "this bundle is not assigned to this device by an active deployment".to_owned(),
+            "this bundle is not assigned to this device by an active deployment of a live \
+             (neither retired nor expired) release"
+                .to_owned(),
         ));
     }
     serve(&state, path, &id, &headers, false).await
 }
 
 /// `GET /mirror/{id}`: unauthenticated, when `public_mirror` is on (for a CDN to pull from;
-/// bundles are signed, devices verify them).
+/// bundles are signed, devices verify them). Retired and expired releases are not served.
 pub async fn mirror(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -123,8 +126,16 @@ pub async fn mirror(
         .path(&id)
         .ok_or_else(|| ApiError::NotFound(format!("bundle {id:.70} not found")))?;
     let key = id.clone();
-    if state.db.run(move |s| s.release(&key)).await?.is_none() {
-        return Err(ApiError::NotFound(format!("bundle {id} not found")));
+    let now = crate::store::now_secs();
+    let live = state
+        .db
+        .run(move |s| s.release(&key))
+        .await?
+        .is_some_and(|r| !r.retired && r.expires.is_none_or(|e| e > now));
+    if !live {
+        return Err(ApiError::NotFound(format!(
+            "bundle {id} not found (or its release is retired or expired)"
+        )));
     }
     serve(&state, path, &id, &headers, true).await
 }

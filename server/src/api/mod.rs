@@ -10,7 +10,7 @@
 //! | `GET /api/v1/devices[/{id}[/reports]]`     | operator, auditor          |
 //! | `POST /api/v1/deployments`, `…/{id}/pause|resume|cancel` | operator     |
 //! | `GET /api/v1/deployments[/{id}]`           | operator, auditor          |
-//! | `GET /api/v1/audit/export`, `…/head`       | auditor                    |
+//! | `GET /api/v1/audit/export`, `…/head`, `…/checkpoint` | auditor          |
 //! | `POST /api/v1/device/challenge`, `…/session` | public (device signature)|
 //! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
 //! | `GET /mirror/{id}`                         | public when `public_mirror`|
@@ -95,6 +95,8 @@ pub struct Inner {
     pub check_ins: Arc<CheckInQueue>,
     /// Read buffers shared by bundle downloads.
     pub download_buffers: Arc<downloads::BufferPool>,
+    /// Device-login challenges (stateless) and their replay set.
+    pub challenges: crate::challenge::Challenges,
 }
 
 /// Shared application state.
@@ -128,6 +130,7 @@ impl AppState {
             metrics: Metrics::default(),
             limiter,
             download_buffers: downloads::BufferPool::new(DOWNLOAD_BUFFERS_KEPT),
+            challenges: crate::challenge::Challenges::new(),
         }))
     }
 }
@@ -350,6 +353,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/deployments/{id}/{action}", post(deployments::act))
         .route("/api/v1/audit/export", get(ops::audit_export))
         .route("/api/v1/audit/head", get(ops::audit_head))
+        .route("/api/v1/audit/checkpoint", get(ops::audit_checkpoint))
         .layer(DefaultBodyLimit::max(json_limit))
         .merge(upload)
         .fallback(not_found)

@@ -9,11 +9,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sigil_manifests::manifest::check_identifier;
 
-use crate::audit::AuditEntry;
+use std::collections::VecDeque;
+
+use futures_util::StreamExt;
+
+use crate::audit::{export_line, AuditEntry, Checkpoint, ExportLine};
+use crate::audit_key::KeyFile;
 
 use super::{new_token, ApiJson, AppState, Caller, Db};
 use crate::error::ApiError;
-use crate::store::{now_secs, AuditEvent, Role, TokenGrant, TokenInfo};
+use crate::store::{now_secs, AuditEvent, Role, StoreError, TokenGrant, TokenInfo};
 
 /// The OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -127,64 +132,118 @@ pub async fn revoke_token(
 /// Audit entries read from the database per step of the export stream.
 const EXPORT_PAGE: u32 = 1000;
 
-enum Export {
-    Page(Db, Vec<AuditEntry>),
-    Failed(std::io::Error),
-    Done,
+/// What is left to export: the next page of entries, the checkpoints not yet written, and the
+/// last entry the export covers.
+struct Export {
+    db: Db,
+    page: Vec<AuditEntry>,
+    checkpoints: VecDeque<Checkpoint>,
+    last: u64,
 }
 
-fn jsonl(entries: &[AuditEntry]) -> Result<Bytes, serde_json::Error> {
+/// The export lines of `page` (entries up to `last`) with the checkpoints that follow them.
+fn jsonl(
+    page: &[AuditEntry],
+    checkpoints: &mut VecDeque<Checkpoint>,
+    last: u64,
+) -> Result<Bytes, serde_json::Error> {
     let mut text = String::new();
-    for e in entries {
-        text.push_str(&serde_json::to_string(e)?);
-        text.push('\n');
+    for e in page.iter().filter(|e| e.seq <= last) {
+        text.push_str(&export_line(&ExportLine::Entry(e.clone()))?);
+        while let Some(checkpoint) = pop_if_covers(checkpoints, e.seq) {
+            text.push_str(&export_line(&ExportLine::Checkpoint { checkpoint })?);
+        }
     }
     Ok(Bytes::from(text))
 }
 
-/// `GET /api/v1/audit/export`: the whole chain as JSON lines, streamed page by page (the log is
-/// append-only, so pages read one after another form one chain).
+/// The next checkpoint, if it covers entry `seq`.
+fn pop_if_covers(checkpoints: &mut VecDeque<Checkpoint>, seq: u64) -> Option<Checkpoint> {
+    if checkpoints.front()?.seq == seq {
+        checkpoints.pop_front()
+    } else {
+        None
+    }
+}
+
+/// Signs (or reuses) a checkpoint of the current head.
+async fn sign_checkpoint(state: &AppState) -> Result<Checkpoint, ApiError> {
+    let keys = KeyFile::of(&state.config);
+    state
+        .db
+        .run(move |s| {
+            crate::audit_key::checkpoint(s, &keys, None, None)
+                .map_err(|e| StoreError::Backend(format!("audit checkpoint: {e}")))
+        })
+        .await
+}
+
+/// `GET /api/v1/audit/export`: the chain as JSON lines up to a checkpoint signed for this
+/// export, with the stored checkpoints after the entries they cover, streamed page by page
+/// (the log is append-only, so pages read one after another form one chain).
 pub async fn audit_export(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor])?;
+    let last = sign_checkpoint(&state).await?.seq;
     let db = state.db.clone();
-    // The first page is read before answering, so a failing database gives a 500, not a 200
-    // with an empty body.
+    // Read before answering, so a failing database gives a 500, not a 200 with an empty body.
+    let mut checkpoints: VecDeque<Checkpoint> = db.run(move |s| s.checkpoints(last)).await?.into();
+    let mut head = String::new();
+    while let Some(checkpoint) = pop_if_covers(&mut checkpoints, 0) {
+        head.push_str(
+            &export_line(&ExportLine::Checkpoint { checkpoint })
+                .map_err(|e| ApiError::Internal(e.into()))?,
+        );
+    }
     let first = db.run(|s| s.audit_entries(0, EXPORT_PAGE)).await?;
-    let stream = futures_util::stream::unfold(Export::Page(db, first), |state| async move {
-        match state {
-            Export::Done => None,
-            Export::Failed(e) => Some((Err(e), Export::Done)),
-            Export::Page(_, page) if page.is_empty() => None,
-            Export::Page(db, page) => {
-                let bytes = match jsonl(&page) {
-                    Ok(b) => b,
-                    Err(e) => return Some((Err(std::io::Error::other(e)), Export::Done)),
-                };
-                let next = match page.last() {
-                    Some(last) if page.len() >= EXPORT_PAGE as usize => {
-                        let after = last.seq;
-                        match db.run(move |s| s.audit_entries(after, EXPORT_PAGE)).await {
-                            Ok(next) => Export::Page(db, next),
-                            Err(e) => {
-                                tracing::error!(error = %e, "audit export stopped");
-                                Export::Failed(std::io::Error::other("audit export failed"))
-                            }
-                        }
-                    }
-                    _ => Export::Done,
-                };
-                Some((Ok(bytes), next))
-            }
+    let start = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(head))]);
+    let export = Export {
+        db,
+        page: first,
+        checkpoints,
+        last,
+    };
+    let pages = futures_util::stream::unfold(Some(export), |state| async move {
+        let mut x = state?;
+        if x.page.is_empty() {
+            return None;
         }
+        let bytes = match jsonl(&x.page, &mut x.checkpoints, x.last) {
+            Ok(b) => b,
+            Err(e) => return Some((Err(std::io::Error::other(e)), None)),
+        };
+        let next = match x.page.last() {
+            Some(e) if x.page.len() >= EXPORT_PAGE as usize && e.seq < x.last => {
+                let after = e.seq;
+                match x.db.run(move |s| s.audit_entries(after, EXPORT_PAGE)).await {
+                    Ok(page) => Some(Export { page, ..x }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit export stopped");
+                        return Some((Err(std::io::Error::other("audit export failed")), None));
+                    }
+                }
+            }
+            _ => None,
+        };
+        Some((Ok(bytes), next))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(start.chain(pages)),
     )
         .into_response())
+}
+
+/// `GET /api/v1/audit/checkpoint`: a checkpoint of the current head signed by the server's
+/// audit key, for an auditor to keep (`sigil-server audit verify --checkpoint`).
+pub async fn audit_checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Checkpoint>, ApiError> {
+    caller.require(&[Role::Auditor])?;
+    Ok(Json(sign_checkpoint(&state).await?))
 }
 
 /// `GET /api/v1/audit/head`: the last sequence number and hash, to record for later exports.

@@ -1,4 +1,17 @@
 //! Releases: upload (verified, content-addressed), list, show, retire.
+//!
+//! What each state does to serving:
+//!
+//! | state | new deployments | offered at check-in | bundle served to devices | mirror |
+//! |---|---|---|---|---|
+//! | live | yes | through an active deployment | through an active deployment that admits the device | yes |
+//! | expiring within `expiry_warning_secs` | yes, with a warning | yes | yes | yes |
+//! | expired (manifest `expires` passed) | refused (409) | never | never | no (404) |
+//! | retired | refused (409) | never | never | no (404) |
+//!
+//! A bundle already expired when uploaded is refused (422, FORMAT.md step 7h). A deployment
+//! that is paused, halted, cancelled or completed offers nothing and serves nothing through
+//! itself; resuming a paused or halted one restores both.
 
 use std::sync::Arc;
 
@@ -148,7 +161,7 @@ pub async fn upload(
         .await?;
     let stored =
         stored.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("release row vanished")))?;
-    let mut warnings = Vec::new();
+    let mut warnings = expiry_warnings(&stored, state.config.expiry_warning_secs, now_secs());
     if let Some(newest) = newest_key_set.filter(|&n| n > stored.key_set_version) {
         tracing::warn!(
             release = %stored.id,
@@ -176,6 +189,30 @@ pub async fn upload(
         }),
     )
         .into_response())
+}
+
+/// A warning when `release` expires within `horizon` seconds of `now` (or has expired), logged.
+fn expiry_warnings(release: &Release, horizon: u64, now: u64) -> Vec<String> {
+    let Some(expires) = release.expires else {
+        return Vec::new();
+    };
+    if expires <= now {
+        tracing::warn!(release = %release.id, expires, "release has expired");
+        return vec![format!(
+            "expired at {expires} (seconds since the Unix epoch): it is no longer offered or served"
+        )];
+    }
+    let left = expires - now;
+    if left > horizon {
+        return Vec::new();
+    }
+    tracing::warn!(release = %release.id, expires, seconds_left = left, "release expires soon");
+    vec![format!(
+        "expires at {expires} (seconds since the Unix epoch), in {} h {} min: after that it is \
+         no longer offered or served; sign and upload a successor before then",
+        left / 3600,
+        left % 3600 / 60
+    )]
 }
 
 /// The upload answer: the stored release, and what an operator should know about it.
@@ -216,21 +253,23 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/v1/releases/{id}`.
+/// `GET /api/v1/releases/{id}`: the release, with `warnings` when it expires within
+/// `expiry_warning_secs` or has expired.
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Release>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     check_id(&id)?;
     let key = id.clone();
-    state
+    let release = state
         .db
         .run(move |s| s.release(&key))
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("release {id} not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("release {id} not found")))?;
+    let warnings = expiry_warnings(&release, state.config.expiry_warning_secs, now_secs());
+    Ok(Json(Uploaded { release, warnings }).into_response())
 }
 
 /// `POST /api/v1/releases/{id}/retire`.
