@@ -378,6 +378,11 @@ pub struct RealServer {
 
 impl RealServer {
     pub async fn start() -> RealServer {
+        Self::start_with(&[]).await
+    }
+
+    /// With these server environment settings (e.g. `SIGIL_MIRROR_BASE_URL`).
+    pub async fn start_with(vars: &[(&str, &str)]) -> RealServer {
         use sigil_server::store::Role;
         use sigil_server::testing::LocalServer;
 
@@ -389,7 +394,7 @@ impl RealServer {
         let server = LocalServer::start(
             &root_path,
             &dir.path().join("data"),
-            &[],
+            vars,
             &[(&operator, Role::Operator), (&release, Role::Release)],
         )
         .await
