@@ -88,7 +88,7 @@ pub enum DownloadError {
     #[error("download refused")]
     Refused(#[source] ClientError),
     /// The overall download deadline passed.
-    #[error("download deadline of {} passed ({received} of {total} bytes staged): {last}", humantime::format_duration(*.deadline))]
+    #[error("download deadline of {} passed ({received} of {total} bytes staged){}", humantime::format_duration(*.deadline), .last.as_ref().map(|l| format!("; last failure: {l}")).unwrap_or_default())]
     Deadline {
         /// The configured deadline.
         deadline: Duration,
@@ -97,7 +97,7 @@ pub enum DownloadError {
         /// Total length, when known (`?` otherwise).
         total: String,
         /// The last failure, if any.
-        last: String,
+        last: Option<String>,
     },
     /// Bounded retries ran out.
     #[error("gave up after {requests} requests ({received} of {total} bytes staged): {last}")]
@@ -390,7 +390,7 @@ struct Transfer<'a, 'r> {
     best: u64,
     fetched: u64,
     discarded: u32,
-    last: String,
+    last: Option<String>,
     quarter: u64,
 }
 
@@ -421,7 +421,7 @@ impl Transfer<'_, '_> {
 
     fn failed(&mut self, reason: String) {
         tracing::warn!(reason, "download request failed");
-        self.last = reason;
+        self.last = Some(reason);
         self.failures = self.failures.saturating_add(1);
     }
 
@@ -596,7 +596,7 @@ impl Transfer<'_, '_> {
                     requests: self.requests,
                     received,
                     total: total_of(&verifier),
-                    last: self.last.clone(),
+                    last: self.last.clone().unwrap_or_default(),
                 });
             }
             if self.failures > 0 {
@@ -818,7 +818,7 @@ pub async fn download(
         best: 0,
         fetched: 0,
         discarded: 0,
-        last: String::from("no request made"),
+        last: None,
         quarter: 0,
     };
     let mut resume_from = req.resume_from;
