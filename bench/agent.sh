@@ -59,16 +59,18 @@ sign new.bin 1.1.0 2 bundle.sgl
 rm -f new.bin
 bundle_len=$(stat -c %s bundle.sgl)
 
-# Flash layout: state 2 sectors, active N sectors, staging N+1 sectors (swap-offset).
+# Flash layout: protected state 2 sectors, requests 1 sector, active N sectors, staging N+1
+# sectors (swap-offset).
 sector=65536
 slot_sectors=$(( (bundle_len + sector - 1) / sector ))
-active_off=$((2 * sector))
+request_off=$((2 * sector))
+active_off=$((3 * sector))
 staging_off=$((active_off + slot_sectors * sector))
-flash_len=$(( (2 + slot_sectors + slot_sectors + 1) * sector ))
+flash_len=$(( (3 + slot_sectors + slot_sectors + 1) * sector ))
 new_flash() {
   rm -f flash.img
   truncate -s "$flash_len" flash.img
-  dd if=active.sgl of=flash.img bs="$sector" seek=2 conv=notrunc status=none
+  dd if=active.sgl of=flash.img bs="$sector" seek=3 conv=notrunc status=none
   rm -rf state
 }
 
@@ -184,12 +186,14 @@ id = "bench-1"
 key = "device.pem"
 trust_root = "root.sgl"
 product = "acme/pump"
+component = "app"
 [flash]
 path = "flash.img"
 erase_size = $sector
 write_size = 8
 erased = 0
-state_offset = 0
+protected_offset = 0
+request_offset = $request_off
 active_offset = $active_off
 staging_offset = $staging_off
 slot_sectors = $slot_sectors

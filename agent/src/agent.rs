@@ -1,40 +1,42 @@
 //! The update cycle: what the agent does each time it wakes up.
 //!
-//! # State machine
+//! Each cycle reads the boot-control regions and the running image, sends the queued reports
+//! and checks in, then takes the step that [`decide`] gives for what the flash and the agent's
+//! record say and what the server offered (the tables are in [`decide`]). The steps live in
+//! three modules:
 //!
-//! The agent's record ([`UpdatePhase`], in `state.json`) and the boot-control phase (read
-//! from flash) together decide the step:
+//! | module | steps | reports |
+//! |---|---|---|
+//! | `stage` | download (resume from the checkpoint) → verify again from the slot → request the install; adopt an install request the agent has no record of | `downloading` (progress), `staged`, `download_failed` (the release is not refused: the next cycle tries again), or `failed` with the reason |
+//! | `install` | ask permission (maintenance window, hook), then reboot; after the bootloader acted, report its outcome | `deferred`, `installing`; `reverted`, `confirmed`, or `failed` (bootloader refused the bundle) |
+//! | `confirm` | on a trial boot, run the health check: healthy → write the confirm request (final at the next boot); unhealthy → do not confirm, reboot (with permission) so the bootloader reverts | `installed`, then `confirmed` (or `installed` + reason) |
 //!
-//! | boot phase | agent record | step | reports |
-//! |---|---|---|---|
-//! | Trial | any | run the health-check hook; healthy → `confirm`; unhealthy → record `HealthFailed`, do not confirm, reboot (with permission) so the bootloader reverts | `installed`, then `confirmed` (or `installed` + reason) |
-//! | Idle | `Installing` / `HealthFailed` | the bootloader finished: read its outcome | `reverted`, `confirmed`, or `failed` (bootloader refused the bundle) |
-//! | Pending | `Staged` / `Installing` | ask permission again (maintenance window, hook), then reboot | `deferred` or `installing` |
-//! | Idle | none / `Downloading` | check in; on an offer: download (resume from the checkpoint) → verify again from the slot → `mark_pending` → ask permission → reboot | `downloading` (progress), `staged`, `deferred`, `installing`, or `failed` with the reason |
-//! | Swapping / Reverting | — | nothing (only the bootloader runs then) | — |
-//!
-//! Reports are queued durably first and sent in order; one that cannot be sent stays queued.
+//! Every state change goes through one helper that saves the record, queues the report and
+//! sends the queue. Reports are queued durably first and sent in order; one that cannot be
+//! sent stays queued. A state file that could not be read is recovered (see
+//! [`crate::state`]) and the recovery is reported at the start of the next cycle.
+
+mod confirm;
+pub mod decide;
+mod install;
+mod stage;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore};
-use sigil_bootloader::{BootConfig, Outcome, Phase};
+use sigil_bootloader::{BootConfig, BootState, ImageDigest, Layout, Phase};
 use sigil_manifests::{DevicePolicy, ProductId, TrustRoot, Version, MAX_ENVELOPE_LEN};
 use zeroize::Zeroizing;
 
 use crate::client::{CheckIn, ClientError, ServerClient, UpdateOffer};
 use crate::config::{AgentConfig, ConfigError};
-use crate::download::{self, DownloadError, Event};
-use crate::hooks::{self, HookEnv, HookResult, EXIT_NOT_NOW};
 use crate::slots::{self, SlotError, Slots};
 use crate::state::{
-    AgentState, Report, ReportState, StateDir, StateError, UpdatePhase, UpdateRecord,
+    AgentState, Recovery, Report, ReportState, StateDir, StateError, UpdatePhase, UpdateRecord,
 };
-
-/// Download cycles a release may be interrupted in before the agent reports it failed.
-pub const MAX_INTERRUPTED_CYCLES: u32 = 5;
+use decide::{Offer, Step};
 
 /// Why a cycle could not run.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,9 @@ pub enum AgentError {
     /// Only the bootloader may act in this phase.
     #[error("the bootloader is in phase \"{0}\"; the agent leaves the flash alone")]
     Busy(Phase),
+    /// The cycle's decisions did not settle (a record changed under the agent each time).
+    #[error("the update cycle did not reach a decision; it is tried again next cycle")]
+    Undecided,
 }
 
 /// What one cycle did.
@@ -84,18 +89,21 @@ pub enum CycleOutcome {
     UpToDate,
     /// The offered release was refused before; not downloaded again.
     AlreadyRefused(String),
-    /// Staged and pending, but the install is deferred (the reason).
+    /// Staged and requested, but the install is deferred (the reason).
     Deferred(String),
     /// The reboot hook ran; the next boot installs the update.
     RebootRequested,
-    /// The trial image was healthy and is confirmed.
+    /// The trial image was healthy and is confirmed (final at the next boot).
     Confirmed,
+    /// The trial image is confirmed already; the confirm takes effect at the next boot.
+    AwaitingReboot,
     /// The bootloader reverted the update.
     Reverted,
     /// The trial image failed its health check: not confirmed, reboot requested (or deferred).
     HealthCheckFailed(String),
-    /// The download was interrupted; it resumes next cycle (the reason).
-    DownloadInterrupted(String),
+    /// The bundle did not arrive intact within the bounds (reported `download_failed`); the
+    /// release is not refused and the next cycle tries again, resuming when it can.
+    DownloadFailed(String),
     /// The update failed (reported with this reason).
     Failed(String),
 }
@@ -107,6 +115,10 @@ pub struct Running {
     pub version: String,
     /// Security counter.
     pub security_counter: u32,
+    /// Key-set version it was signed under.
+    pub key_set_version: u32,
+    /// Its manifest digest: the image identity boot control's requests name.
+    pub digest: ImageDigest,
 }
 
 /// The error and its sources, `: `-separated (the `{:#}` of anyhow, for report details).
@@ -149,6 +161,68 @@ pub fn load_trust_root(path: &std::path::Path) -> Result<TrustRoot, AgentError> 
     TrustRoot::decode(&bytes).map_err(|e| err(e.to_string()))
 }
 
+/// What a state change does to the agent's record.
+enum Record {
+    /// Leaves it as it is (it may have been changed in place).
+    Keep,
+    /// Replaces it.
+    Set(UpdateRecord),
+    /// Clears it: no update in progress.
+    Clear,
+}
+
+/// Owned inputs of the device policy, so that a policy can borrow them while the agent is
+/// used mutably (during a download).
+struct PolicyInputs {
+    root: TrustRoot,
+    vendor: String,
+    device: String,
+    component: String,
+    bootloader_version: Option<u32>,
+    layout: Layout,
+    boot: BootState,
+    running: Running,
+    trusted_time: Option<u64>,
+}
+
+impl PolicyInputs {
+    /// The policy a bundle must pass before the agent requests its install: the bootloader's
+    /// (product, component, slot size, floors), with the floors raised to the running image's
+    /// counters (the stored floor can lag behind what runs), plus "newer than what runs" and,
+    /// with trusted time, the expiry (FORMAT.md step 7h).
+    fn policy(&self) -> Result<DevicePolicy<'_>, AgentError> {
+        let product =
+            ProductId::new(&self.vendor, &self.device).map_err(|_| ConfigError::Invalid {
+                key: "device.product",
+                message: "is not a valid product id".to_owned(),
+            })?;
+        let mut config = BootConfig::new(&self.root, product, &self.component);
+        if let Some(v) = self.bootloader_version {
+            config = config.with_bootloader_version(v);
+        }
+        let running_version = Version::parse(&self.running.version).map_err(|e| {
+            AgentError::ActiveInvalid(SlotError::Boot(sigil_bootloader::Error::Verify(e)))
+        })?;
+        let floor = self
+            .boot
+            .min_security_counter
+            .max(self.running.security_counter);
+        let key_set_floor = self
+            .boot
+            .min_key_set_version
+            .max(self.running.key_set_version);
+        let policy = config
+            .policy(&self.layout, &self.boot)
+            .with_min_security_counter(floor)
+            .with_min_key_set_version(key_set_floor)
+            .with_newer_than(running_version);
+        Ok(match self.trusted_time {
+            Some(now) => policy.with_trusted_time(now),
+            None => policy,
+        })
+    }
+}
+
 /// The device agent.
 pub struct Agent {
     config: AgentConfig,
@@ -157,6 +231,8 @@ pub struct Agent {
     client: ServerClient,
     dir: StateDir,
     state: AgentState,
+    /// How the state file was recovered at start-up, until it is reported.
+    recovery: Option<Recovery>,
     /// The running image, keyed by the boot-control sequence number it was read under: the
     /// active slot changes only through the bootloader, which always writes a new record.
     running_cache: Option<(u32, Running)>,
@@ -172,21 +248,28 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Loads the key, trust root, flash and state named by `config`.
+    /// Loads the key, trust root, flash and state named by `config`. A state file that cannot
+    /// be read does not stop the agent: it is recovered (see [`crate::state`]).
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
         let key = load_device_key(&config.device.key)?;
         let root = load_trust_root(&config.device.trust_root)?;
         let slots = slots::open(&config.flash.path, config.flash.layout)?;
-        let client = ServerClient::new(&config.server, &config.device.id, key)?;
+        let client = ServerClient::new(
+            &config.server,
+            config.download.max_redirects,
+            &config.device.id,
+            key,
+        )?;
         let dir = StateDir::open(&config.state_dir)?;
-        let state = dir.load()?;
+        let loaded = dir.load();
         Ok(Agent {
             config,
             root,
             slots,
             client,
             dir,
-            state,
+            state: loaded.state,
+            recovery: loaded.recovery,
             running_cache: None,
         })
     }
@@ -196,12 +279,17 @@ impl Agent {
         &self.state
     }
 
+    /// How the state file was recovered at start-up, while that is not reported yet.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
     /// Reports still queued.
     pub fn queued_reports(&self) -> Result<Vec<Report>, AgentError> {
         Ok(self.dir.queued()?)
     }
 
-    /// Reads the running image's version and counter from the active slot (verified in full;
+    /// Reads the running image's version and counters from the active slot (verified in full;
     /// cached until the boot-control state changes).
     pub fn running(&mut self) -> Result<Running, AgentError> {
         let sequence = self.slots.state().sequence;
@@ -225,9 +313,25 @@ impl Agent {
         let running = Running {
             version: v.manifest().version.to_string(),
             security_counter: v.security_counter(),
+            key_set_version: v.key_set_version(),
+            digest: v.manifest_digest(),
         };
         self.running_cache = Some((sequence, running.clone()));
         Ok(running)
+    }
+
+    fn policy_inputs(&self, running: &Running) -> PolicyInputs {
+        PolicyInputs {
+            root: self.root.clone(),
+            vendor: self.config.device.vendor.clone(),
+            device: self.config.device.device.clone(),
+            component: self.config.device.component.clone(),
+            bootloader_version: self.config.device.bootloader_version,
+            layout: self.slots.layout(),
+            boot: self.slots.state(),
+            running: running.clone(),
+            trusted_time: self.config.device.trusted_time.then(now_secs),
+        }
     }
 
     fn save(&self) -> Result<(), AgentError> {
@@ -252,6 +356,27 @@ impl Agent {
             version: running.version.clone(),
             security_counter: running.security_counter,
         })?;
+        Ok(())
+    }
+
+    /// One state change: updates and saves the record, queues the report, sends the queue
+    /// (best effort: what cannot be sent stays queued).
+    async fn settle(
+        &mut self,
+        running: &Running,
+        record: Record,
+        state: ReportState,
+        deployment: Option<i64>,
+        detail: impl Into<String>,
+    ) -> Result<(), AgentError> {
+        match record {
+            Record::Keep => {}
+            Record::Set(r) => self.state.update = Some(r),
+            Record::Clear => self.state.update = None,
+        }
+        self.save()?;
+        self.report(running, state, deployment, detail)?;
+        self.flush_best_effort().await;
         Ok(())
     }
 
@@ -299,7 +424,9 @@ impl Agent {
         }
     }
 
+    /// Sends the queued reports, then checks in: the offer, if any.
     async fn check_in(&mut self, running: &Running) -> Result<Option<UpdateOffer>, AgentError> {
+        self.flush_reports().await?;
         let (state, deployment) = self.current_state();
         let c = CheckIn {
             version: &running.version,
@@ -311,6 +438,38 @@ impl Agent {
         Ok(self.client.check_in(&c).await?)
     }
 
+    /// What the boot-control regions say now.
+    fn boot_view(&self) -> decide::Boot {
+        let state = self.slots.state();
+        decide::Boot {
+            phase: state.phase,
+            sequence: state.sequence,
+            install_requested: self.slots.install_requested(),
+            confirm_requested: self.slots.confirm_requested(),
+            outcome: state.outcome,
+        }
+    }
+
+    /// Queues the report of a state-file recovery, with what the flash says.
+    fn report_recovery(&self, running: &Running, recovery: &Recovery) -> Result<(), AgentError> {
+        let boot = self.boot_view();
+        let (state, deployment) = self.current_state();
+        let request = match (boot.install_requested, boot.confirm_requested) {
+            (Some(d), _) => format!("install of {} requested", hex::encode(d)),
+            (None, true) => "confirm requested".to_owned(),
+            (None, false) => "no request".to_owned(),
+        };
+        self.report(
+            running,
+            state,
+            deployment,
+            format!(
+                "agent state {recovery}; the flash says: boot phase {}, {request}, last outcome {}, running version {}",
+                boot.phase, boot.outcome, running.version
+            ),
+        )
+    }
+
     /// One full cycle (see the module documentation).
     pub async fn run_once(&mut self) -> Result<CycleOutcome, AgentError> {
         let boot = self.slots.reload()?;
@@ -319,509 +478,77 @@ impl Agent {
         }
         let running = self.running()?;
         tracing::debug!(phase = %boot.phase, version = running.version, "cycle");
-        match boot.phase {
-            Phase::Trial => return self.after_trial_boot(&running).await,
-            Phase::Idle if self.slots.install_requested().is_some() => {
-                match self.state.update.clone() {
-                    Some(rec)
-                        if matches!(
-                            rec.phase,
-                            UpdatePhase::Staged { .. } | UpdatePhase::Installing
-                        ) =>
-                    {
-                        self.flush_best_effort().await;
-                        return self.try_install(&running, rec).await;
-                    }
-                    _ => {
-                        // Requested without a record of ours (state lost): withdraw it, so the
-                        // device never installs something the agent did not check this run.
-                        tracing::warn!("install requested without an agent record: withdrawing it");
-                        self.slots.cancel()?;
-                        self.state.update = None;
+        if let Some(recovery) = self.recovery.take() {
+            if let Err(e) = self.report_recovery(&running, &recovery) {
+                self.recovery = Some(recovery);
+                return Err(e);
+            }
+        }
+        let (offer, mut offline) = match self.check_in(&running).await {
+            Ok(offer) => (offer, None),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "check-in failed; only local steps run");
+                (None, Some(e))
+            }
+        };
+        // `Adopt` and `Forget` change the record and decide again; each settles in one round.
+        for _ in 0..3 {
+            let boot = self.boot_view();
+            let step = {
+                let offered = match (&offline, &offer) {
+                    (Some(_), _) => Offer::Unreachable,
+                    (None, None) => Offer::Nothing,
+                    (None, Some(o)) => Offer::Release {
+                        release: &o.release,
+                        refused: self.state.is_rejected(&o.release),
+                    },
+                };
+                decide::decide(decide::phase(&boot, self.state.update.as_ref()), offered)
+            };
+            tracing::debug!(?step, "decided");
+            match step {
+                Step::Busy => return Err(AgentError::Busy(boot.phase)),
+                Step::HealthCheck => return self.after_trial_boot(&running).await,
+                Step::AwaitReboot => {
+                    tracing::info!("the trial image is confirmed; final at the next boot");
+                    return Ok(CycleOutcome::AwaitingReboot);
+                }
+                Step::Install => match self.state.update.clone() {
+                    Some(rec) => return self.try_install(&running, rec).await,
+                    None => return Err(AgentError::Undecided),
+                },
+                Step::Adopt => self.adopt(&running, offer.as_ref()).await?,
+                Step::Conclude => match self.state.update.clone() {
+                    Some(rec) => return self.after_final_boot(&running, rec, boot.outcome).await,
+                    None => return Err(AgentError::Undecided),
+                },
+                Step::Forget => {
+                    tracing::warn!("the install request was withdrawn outside the agent");
+                    self.state.update = None;
+                    self.save()?;
+                }
+                Step::Offline => return Err(offline.take().unwrap_or(AgentError::Undecided)),
+                Step::UpToDate => {
+                    if self.state.update.take().is_some() {
+                        tracing::info!(
+                            "the server no longer offers the interrupted download: dropped"
+                        );
                         self.save()?;
                     }
+                    return Ok(CycleOutcome::UpToDate);
                 }
-            }
-            Phase::Idle => {
-                if let Some(rec) = self.state.update.clone() {
-                    match rec.phase {
-                        UpdatePhase::Installing | UpdatePhase::HealthFailed => {
-                            return self.after_final_boot(&running, rec, boot.outcome).await;
-                        }
-                        UpdatePhase::Staged { .. } => {
-                            tracing::warn!(
-                                release = rec.release,
-                                "the pending request was withdrawn outside the agent"
-                            );
-                            self.state.update = None;
-                            self.save()?;
-                        }
-                        UpdatePhase::Downloading { .. } => {}
-                    }
+                Step::AlreadyRefused => {
+                    let release = offer.map(|o| o.release).unwrap_or_default();
+                    tracing::info!(release, "offered release was refused before: ignored");
+                    return Ok(CycleOutcome::AlreadyRefused(release));
                 }
-            }
-            _ => {}
-        }
-
-        self.flush_reports().await?;
-        let Some(offer) = self.check_in(&running).await? else {
-            if self.state.update.take().is_some() {
-                tracing::info!("the server no longer offers the interrupted download: dropped");
-                self.save()?;
-            }
-            return Ok(CycleOutcome::UpToDate);
-        };
-        if self.state.is_rejected(&offer.release) {
-            tracing::info!(
-                release = offer.release,
-                "offered release was refused before: ignored"
-            );
-            return Ok(CycleOutcome::AlreadyRefused(offer.release));
-        }
-        self.stage(&running, offer).await
-    }
-
-    async fn stage(
-        &mut self,
-        running: &Running,
-        offer: UpdateOffer,
-    ) -> Result<CycleOutcome, AgentError> {
-        let (resume, interrupted, version) = match &self.state.update {
-            Some(UpdateRecord {
-                release,
-                phase:
-                    UpdatePhase::Downloading {
-                        checkpoint,
-                        interrupted,
-                    },
-                version,
-                ..
-            }) if *release == offer.release => (*checkpoint, *interrupted, version.clone()),
-            _ => (0, 0, None),
-        };
-        let dep = Some(offer.deployment);
-        self.state.update = Some(UpdateRecord {
-            deployment: dep,
-            release: offer.release.clone(),
-            url: offer.download_url.clone(),
-            version,
-            phase: UpdatePhase::Downloading {
-                checkpoint: resume,
-                interrupted,
-            },
-        });
-        self.save()?;
-        let what = if resume > 0 {
-            "resuming"
-        } else {
-            "downloading"
-        };
-        self.report(
-            running,
-            ReportState::Downloading,
-            dep,
-            format!(
-                "{what} release {} (claimed version {}, {} bytes)",
-                offer.release, offer.version, offer.size
-            ),
-        )?;
-        self.flush_best_effort().await;
-
-        let layout = self.slots.layout();
-        let boot_state = self.slots.state();
-        // Owned copies: the policy borrows them while `self` is used mutably below.
-        let (vendor, device) = (
-            self.config.device.vendor.clone(),
-            self.config.device.device.clone(),
-        );
-        let component = self.config.device.component.clone();
-        let trust_root = self.root.clone();
-        let product = ProductId::new(&vendor, &device).map_err(|_| ConfigError::Invalid {
-            key: "device.product",
-            message: "is not a valid product id".to_owned(),
-        })?;
-        let mut boot_config = BootConfig::new(&trust_root, product, &component);
-        if let Some(v) = self.config.device.bootloader_version {
-            boot_config = boot_config.with_bootloader_version(v);
-        }
-        let running_version = Version::parse(&running.version).map_err(|e| {
-            AgentError::ActiveInvalid(SlotError::Boot(sigil_bootloader::Error::Verify(e)))
-        })?;
-        // The bootloader's own policy (product, component, stored minimums, slot size), plus
-        // "newer than what runs".
-        let policy = boot_config
-            .policy(&layout, &boot_state)
-            .with_newer_than(running_version);
-
-        let live = download::LiveProgress {
-            version: running.version.clone(),
-            security_counter: running.security_counter,
-            deployment: dep,
-        };
-        let Agent {
-            slots,
-            client,
-            dir,
-            state,
-            config,
-            ..
-        } = self;
-        let mut on = |e: Event| match e {
-            Event::Checkpoint { offset } => {
-                if let Some(UpdateRecord {
-                    phase: UpdatePhase::Downloading { checkpoint, .. },
-                    ..
-                }) = state.update.as_mut()
-                {
-                    *checkpoint = offset;
-                }
-                if let Err(e) = dir.save(state) {
-                    tracing::warn!(error = %chain(&e), "cannot save the download checkpoint");
-                }
-            }
-            Event::Authenticated { version } => {
-                tracing::info!(version, "bundle manifest authenticated");
-                if let Some(u) = state.update.as_mut() {
-                    u.version = Some(version);
-                }
-                if let Err(e) = dir.save(state) {
-                    tracing::warn!(error = %chain(&e), "cannot save state");
-                }
-            }
-            Event::Progress { done, total } => {
-                tracing::debug!(done, total, "download progress");
-            }
-        };
-        let result = download::download(
-            slots.as_mut(),
-            client,
-            &config.download,
-            &trust_root,
-            policy,
-            &offer.download_url,
-            resume,
-            Some(&live),
-            &mut on,
-        )
-        .await;
-
-        let downloaded = match result {
-            Ok(d) => d,
-            Err(e) => return self.download_failed(running, &offer, e, interrupted).await,
-        };
-        tracing::info!(
-            total = downloaded.total_len,
-            fetched = downloaded.fetched,
-            resumed_from = downloaded.resumed_from,
-            requests = downloaded.requests,
-            "bundle downloaded and verified while streaming"
-        );
-
-        // Verify again, from the flash: what the bootloader will read.
-        let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
-        let (staged_version, digest) = match self.slots.verify_staged(&trust_root, policy, &mut buf)
-        {
-            Ok(v) => (v.manifest().version.to_string(), v.manifest_digest()),
-            Err(e) => {
-                let reason = format!(
-                    "the staged bundle does not verify from flash: {}",
-                    chain(&e)
-                );
-                return self.fail(running, dep, reason).await;
-            }
-        };
-        self.slots.request_install(&digest)?;
-        let rec = UpdateRecord {
-            deployment: dep,
-            release: offer.release.clone(),
-            url: offer.download_url.clone(),
-            version: Some(staged_version.clone()),
-            phase: UpdatePhase::Staged { deferrals: 0 },
-        };
-        self.state.update = Some(rec.clone());
-        self.save()?;
-        self.report(
-            running,
-            ReportState::Staged,
-            dep,
-            format!("version {staged_version} verified in the staging slot and marked pending"),
-        )?;
-        self.flush_best_effort().await;
-        self.try_install(running, rec).await
-    }
-
-    async fn fail(
-        &mut self,
-        running: &Running,
-        dep: Option<i64>,
-        reason: String,
-    ) -> Result<CycleOutcome, AgentError> {
-        tracing::error!(reason, "update failed");
-        self.state.update = None;
-        self.save()?;
-        self.report(running, ReportState::Failed, dep, reason.clone())?;
-        self.flush_best_effort().await;
-        Ok(CycleOutcome::Failed(reason))
-    }
-
-    async fn download_failed(
-        &mut self,
-        running: &Running,
-        offer: &UpdateOffer,
-        e: DownloadError,
-        interrupted: u32,
-    ) -> Result<CycleOutcome, AgentError> {
-        let dep = Some(offer.deployment);
-        let reason = chain(&e);
-        match e {
-            DownloadError::Rejected(_) => {
-                self.state.reject(&offer.release);
-                self.fail(running, dep, reason).await
-            }
-            DownloadError::Refused(_) | DownloadError::Slot(_) => {
-                self.fail(running, dep, reason).await
-            }
-            DownloadError::GaveUp { .. } | DownloadError::ResumeCorrupt(_) => {
-                let interrupted = interrupted.saturating_add(1);
-                if interrupted >= MAX_INTERRUPTED_CYCLES {
-                    return self
-                        .fail(
-                            running,
-                            dep,
-                            format!("{reason} (interrupted {interrupted} times; giving up)"),
-                        )
-                        .await;
-                }
-                if let Some(UpdateRecord {
-                    phase:
-                        UpdatePhase::Downloading {
-                            checkpoint,
-                            interrupted: n,
-                        },
-                    ..
-                }) = self.state.update.as_mut()
-                {
-                    *n = interrupted;
-                    if matches!(e, DownloadError::ResumeCorrupt(_)) {
-                        *checkpoint = 0;
-                    }
-                }
-                self.save()?;
-                tracing::warn!(reason, "download interrupted; it resumes next cycle");
-                self.report(
-                    running,
-                    ReportState::Downloading,
-                    dep,
-                    format!("interrupted: {reason}; will resume"),
-                )?;
-                self.flush_best_effort().await;
-                Ok(CycleOutcome::DownloadInterrupted(reason))
+                Step::Download { resume } => match offer {
+                    Some(o) => return self.stage(&running, o, resume).await,
+                    None => return Err(AgentError::Undecided),
+                },
             }
         }
-    }
-
-    fn hook_env<'a>(running: &'a Running, rec: Option<&'a UpdateRecord>) -> HookEnv<'a> {
-        HookEnv {
-            running_version: &running.version,
-            update_version: rec.and_then(|r| r.version.as_deref()),
-            release: rec.map(|r| r.release.as_str()),
-            deployment: rec.and_then(|r| r.deployment),
-        }
-    }
-
-    /// Maintenance window and install-permission hook: `Ok(())` to go ahead, or the reason
-    /// for "not now".
-    async fn permission(
-        &self,
-        running: &Running,
-        rec: Option<&UpdateRecord>,
-    ) -> Result<(), String> {
-        if let Some(w) = self.config.maintenance_window {
-            if !w.contains(now_secs()) {
-                return Err("outside the maintenance window".to_owned());
-            }
-        }
-        let Some(argv) = &self.config.hooks.install_permission else {
-            return Ok(());
-        };
-        let env = Self::hook_env(running, rec);
-        match hooks::run("install_permission", argv, &env, self.config.hooks.timeout).await {
-            HookResult::Exited(0) => Ok(()),
-            HookResult::Exited(EXIT_NOT_NOW) => {
-                Err("the install-permission hook answered not now (exit 75)".to_owned())
-            }
-            other => Err(format!(
-                "the install-permission hook {other}; treated as not now"
-            )),
-        }
-    }
-
-    async fn try_install(
-        &mut self,
-        running: &Running,
-        mut rec: UpdateRecord,
-    ) -> Result<CycleOutcome, AgentError> {
-        if let Err(reason) = self.permission(running, Some(&rec)).await {
-            let deferrals = match rec.phase {
-                UpdatePhase::Staged { deferrals } => deferrals.saturating_add(1),
-                _ => 1,
-            };
-            rec.phase = UpdatePhase::Staged { deferrals };
-            let dep = rec.deployment;
-            self.state.update = Some(rec);
-            self.save()?;
-            self.report(
-                running,
-                ReportState::Deferred,
-                dep,
-                format!("install deferred: {reason}"),
-            )?;
-            self.flush_best_effort().await;
-            return Ok(CycleOutcome::Deferred(reason));
-        }
-        rec.phase = UpdatePhase::Installing;
-        let dep = rec.deployment;
-        let version = rec.version.clone().unwrap_or_default();
-        self.state.update = Some(rec.clone());
-        self.save()?;
-        self.report(
-            running,
-            ReportState::Installing,
-            dep,
-            format!("rebooting to install version {version}"),
-        )?;
-        self.flush_best_effort().await;
-        self.reboot(running, Some(&rec)).await
-    }
-
-    async fn reboot(
-        &mut self,
-        running: &Running,
-        rec: Option<&UpdateRecord>,
-    ) -> Result<CycleOutcome, AgentError> {
-        let env = Self::hook_env(running, rec);
-        let result = hooks::run(
-            "reboot",
-            &self.config.hooks.reboot,
-            &env,
-            self.config.hooks.timeout,
-        )
-        .await;
-        if result.ok() {
-            Ok(CycleOutcome::RebootRequested)
-        } else {
-            let reason = format!("the reboot hook {result}; asking again next cycle");
-            tracing::error!(reason);
-            Ok(CycleOutcome::Failed(reason))
-        }
-    }
-
-    async fn after_trial_boot(&mut self, running: &Running) -> Result<CycleOutcome, AgentError> {
-        let mut rec = self.state.update.clone().unwrap_or_else(|| UpdateRecord {
-            deployment: None,
-            release: String::new(),
-            url: String::new(),
-            version: Some(running.version.clone()),
-            phase: UpdatePhase::Installing,
-        });
-        let dep = rec.deployment;
-        if rec.phase != UpdatePhase::HealthFailed {
-            self.report(
-                running,
-                ReportState::Installed,
-                dep,
-                format!("running version {} on trial", running.version),
-            )?;
-        }
-        let health = match &self.config.hooks.health_check {
-            None => HookResult::Exited(0),
-            Some(argv) => {
-                let env = Self::hook_env(running, Some(&rec));
-                hooks::run("health_check", argv, &env, self.config.hooks.timeout).await
-            }
-        };
-        if health.ok() {
-            self.slots.confirm()?;
-            self.state.update = None;
-            self.save()?;
-            self.report(
-                running,
-                ReportState::Confirmed,
-                dep,
-                format!("version {} confirmed", running.version),
-            )?;
-            self.flush_best_effort().await;
-            return Ok(CycleOutcome::Confirmed);
-        }
-        let reason = format!("the health check {health}");
-        rec.phase = UpdatePhase::HealthFailed;
-        self.state.update = Some(rec.clone());
-        self.save()?;
-        self.report(
-            running,
-            ReportState::Installed,
-            dep,
-            format!(
-                "{reason}: not confirming version {}; the bootloader reverts",
-                running.version
-            ),
-        )?;
-        self.flush_best_effort().await;
-        // Reboot so the bootloader can revert, but never against the permission hook.
-        if let Err(why) = self.permission(running, Some(&rec)).await {
-            self.report(
-                running,
-                ReportState::Deferred,
-                dep,
-                format!("revert reboot deferred: {why}"),
-            )?;
-            self.flush_best_effort().await;
-            return Ok(CycleOutcome::HealthCheckFailed(format!(
-                "{reason}; reboot deferred: {why}"
-            )));
-        }
-        self.reboot(running, Some(&rec)).await?;
-        Ok(CycleOutcome::HealthCheckFailed(reason))
-    }
-
-    async fn after_final_boot(
-        &mut self,
-        running: &Running,
-        rec: UpdateRecord,
-        outcome: Outcome,
-    ) -> Result<CycleOutcome, AgentError> {
-        let dep = rec.deployment;
-        let version = rec.version.clone().unwrap_or_default();
-        self.state.update = None;
-        let result = match outcome {
-            Outcome::Reverted | Outcome::TrialInvalid => {
-                self.report(
-                    running,
-                    ReportState::Reverted,
-                    dep,
-                    format!("version {version} was not confirmed ({outcome}); the bootloader reverted to {}", running.version),
-                )?;
-                CycleOutcome::Reverted
-            }
-            Outcome::Confirmed if running.version == version => {
-                self.report(
-                    running,
-                    ReportState::Confirmed,
-                    dep,
-                    format!("version {version} confirmed"),
-                )?;
-                CycleOutcome::Confirmed
-            }
-            other => {
-                self.state.reject(&rec.release);
-                let reason = format!("the bootloader did not install version {version}: {other}");
-                self.report(running, ReportState::Failed, dep, reason.clone())?;
-                CycleOutcome::Failed(reason)
-            }
-        };
-        self.save()?;
-        self.flush_best_effort().await;
-        Ok(result)
+        Err(AgentError::Undecided)
     }
 
     /// How long to sleep after a cycle that ended with `outcome`: the poll interval (the

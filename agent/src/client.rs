@@ -6,11 +6,23 @@
 //! | `POST /api/v1/device/challenge` | `{device_id}` | `{nonce, expires_in}` |
 //! | `POST /api/v1/device/session` | `{device_id, nonce, signature}` | `{token, expires_in}` |
 //! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?}` | `{update: null \| offer}` |
-//! | `GET <download_url>` (Bearer if same origin) | `Range: bytes=N-` | `200` / `206` |
+//! | `GET <download_url>` (Bearer if same origin) | `Range: bytes=N-` | `200` / `206`, or a redirect to a mirror / CDN |
 //!
 //! The session signature covers `"SIGIL-DEVICE-AUTH-V1" ‖ u64le(len(id)) ‖ id ‖ nonce`. The
 //! token is renewed at three quarters of its lifetime, and once more after a `401`. Nothing
 //! the server says is trusted beyond routing: the bundle is verified by the agent itself.
+//!
+//! # Download URLs and redirects
+//!
+//! A download URL (as offered, and every redirect target) must be `http` or `https`; anything
+//! else (`file://`, `ftp://`, `data:`) is refused at once ([`ClientError::Url`]). Redirects
+//! (301, 302, 303, 307, 308) are followed by [`ServerClient::fetch`] itself, at most
+//! `download.max_redirects` per request, and the session token goes on a hop only if that hop's
+//! origin (scheme, host, port) is the server's: a mirror or CDN never sees it, whatever the
+//! chain. reqwest's own redirect following is off (`Policy::none`): its sensitive-header
+//! stripping compares each hop only with the one before, and the follow-redirect layer under it
+//! restores the original headers on every hop, so a chain server → CDN → same CDN would carry
+//! the `Authorization` header to the CDN on the second hop.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +75,22 @@ pub enum ClientError {
     /// The HTTP client could not be built (bad CA file).
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    /// A download URL or redirect target that the agent refuses to fetch.
+    #[error("download URL {url} refused: {message}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// More redirects than `download.max_redirects`.
+    #[error("download {url}: more than {max} redirects")]
+    TooManyRedirects {
+        /// The URL first asked for.
+        url: String,
+        /// The limit.
+        max: u32,
+    },
 }
 
 impl ClientError {
@@ -90,15 +118,17 @@ pub struct CheckIn<'a> {
     pub detail: Option<&'a str>,
 }
 
-/// The update the server assigns. Only `release`, `deployment` and `download_url` are used
-/// to act; the rest is unauthenticated and used for logs only.
+/// The update the server assigns. `release`, `deployment` and `download_url` are used to act.
+/// The rest is unauthenticated: it identifies the offered release (a bundle whose signed
+/// manifest differs from a claim is not the offered release, see
+/// [`UpdateOffer::describes`]) and is never trusted to decide what to install.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct UpdateOffer {
     /// Deployment id.
     pub deployment: i64,
-    /// Release (bundle) id.
+    /// Release id: the SHA-256 (hex) of the bundle's bytes.
     pub release: String,
-    /// Claimed version.
+    /// Claimed version (empty: not claimed).
     #[serde(default)]
     pub version: String,
     /// Claimed bundle size.
@@ -106,6 +136,75 @@ pub struct UpdateOffer {
     pub size: u64,
     /// Where to download the bundle (absolute, or relative to the server URL).
     pub download_url: String,
+    /// Claimed product.
+    #[serde(default)]
+    pub product: Option<OfferedProduct>,
+    /// Claimed component.
+    #[serde(default)]
+    pub component: Option<String>,
+    /// Claimed security counter.
+    #[serde(default)]
+    pub security_counter: Option<u32>,
+    /// Claimed payload digest (hex).
+    #[serde(default)]
+    pub payload_digest: Option<String>,
+}
+
+/// A product as the server names it in an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OfferedProduct {
+    /// Vendor.
+    pub vendor: String,
+    /// Device class.
+    pub device: String,
+}
+
+impl UpdateOffer {
+    /// Whether an authenticated manifest is the release this offer describes: every field the
+    /// server claimed matches it (`Err` names the first that does not). A mirror that serves
+    /// another validly signed release (an older one, another product's) is thereby told apart
+    /// from the offered release, which must not be refused for it.
+    pub fn describes(&self, m: &sigil_manifests::Manifest<'_>) -> Result<(), String> {
+        let differs = |what: &str,
+                       claimed: &dyn std::fmt::Display,
+                       signed: &dyn std::fmt::Display| {
+            Err(format!(
+                "the bundle is not the offered release: {what} {signed} is signed, {claimed} was offered"
+            ))
+        };
+        if let Some(p) = &self.product {
+            if p.vendor != m.product.vendor || p.device != m.product.device {
+                return differs(
+                    "product",
+                    &format_args!("{}/{}", p.vendor, p.device),
+                    &format_args!("{}/{}", m.product.vendor, m.product.device),
+                );
+            }
+        }
+        if let Some(c) = &self.component {
+            if c != m.component {
+                return differs("component", c, &m.component);
+            }
+        }
+        if !self.version.is_empty() {
+            let signed = m.version.to_string();
+            if self.version != signed {
+                return differs("version", &self.version, &signed);
+            }
+        }
+        if let Some(n) = self.security_counter {
+            if n != m.security_counter {
+                return differs("security counter", &n, &m.security_counter);
+            }
+        }
+        if let Some(d) = &self.payload_digest {
+            let signed = hex::encode(m.payload_digest);
+            if !d.eq_ignore_ascii_case(&signed) {
+                return differs("payload digest", d, &signed);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +239,7 @@ pub struct ServerClient {
     key: SigningKey,
     session: Option<Session>,
     timeout: Duration,
+    max_redirects: u32,
 }
 
 impl std::fmt::Debug for ServerClient {
@@ -153,9 +253,11 @@ impl std::fmt::Debug for ServerClient {
 }
 
 impl ServerClient {
-    /// A client for `device_id` authenticating with `key`.
+    /// A client for `device_id` authenticating with `key`, following at most `max_redirects`
+    /// redirects per download request.
     pub fn new(
         config: &ServerConfig,
+        max_redirects: u32,
         device_id: &str,
         key: SigningKey,
     ) -> Result<Self, ClientError> {
@@ -163,7 +265,8 @@ impl ServerClient {
             .connect_timeout(config.request_timeout)
             .tls_built_in_root_certs(config.builtin_roots)
             .user_agent(concat!("sigil-agent/", env!("CARGO_PKG_VERSION")))
-            // A redirect could carry the bearer token elsewhere: none are followed.
+            // Redirects are followed by `fetch`, which decides per hop whether the token goes
+            // along (the module documentation says why not by reqwest).
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
@@ -184,6 +287,7 @@ impl ServerClient {
             key,
             session: None,
             timeout: config.request_timeout,
+            max_redirects,
         })
     }
 
@@ -320,33 +424,82 @@ impl ServerClient {
         })
     }
 
-    /// Resolves a download URL against the server URL.
+    /// Resolves a download URL against the server URL; only `http` and `https` are accepted.
     pub fn resolve(&self, download_url: &str) -> Result<Url, ClientError> {
-        self.base
-            .join(download_url)
-            .map_err(|e| ClientError::Protocol {
-                what: "download",
-                url: download_url.to_owned(),
-                message: format!("not a URL: {e}"),
-            })
+        let url = self.base.join(download_url).map_err(|e| ClientError::Url {
+            url: download_url.to_owned(),
+            message: format!("not a URL ({e})"),
+        })?;
+        check_scheme(url)
     }
 
-    /// Starts `GET url` from byte `from` (the caller streams the body). The session token is
-    /// sent only to the server's own origin, never to a mirror.
+    /// Starts `GET url` from byte `from` (the caller streams the body), following redirects
+    /// (at most `max_redirects`). The session token is sent only on hops to the server's own
+    /// origin, never to a mirror or CDN.
     pub async fn fetch(&mut self, url: &Url, from: u64) -> Result<reqwest::Response, ClientError> {
-        let mut req = self.http.get(url.clone());
-        if from > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        let mut at = check_scheme(url.clone())?;
+        let mut hops = 0u32;
+        loop {
+            let mut req = self.http.get(at.clone());
+            if from > 0 {
+                req = req.header(reqwest::header::RANGE, format!("bytes={from}-"));
+            }
+            if at.origin() == self.base.origin() {
+                req = req.bearer_auth(self.token().await?);
+            }
+            let res = req.send().await.map_err(|source| ClientError::Transport {
+                what: "download",
+                url: at.to_string(),
+                source,
+            })?;
+            let Some(next) = redirect_target(&res)? else {
+                return Ok(res);
+            };
+            if hops >= self.max_redirects {
+                return Err(ClientError::TooManyRedirects {
+                    url: url.to_string(),
+                    max: self.max_redirects,
+                });
+            }
+            hops = hops.saturating_add(1);
+            tracing::debug!(from = %at, to = %next, "download redirected");
+            at = next;
         }
-        if url.origin() == self.base.origin() {
-            req = req.bearer_auth(self.token().await?);
-        }
-        req.send().await.map_err(|source| ClientError::Transport {
-            what: "download",
-            url: url.to_string(),
-            source,
-        })
     }
+}
+
+/// Refuses every scheme but `http` and `https`.
+fn check_scheme(url: Url) -> Result<Url, ClientError> {
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(ClientError::Url {
+            message: format!("scheme {other:?} is not http or https"),
+            url: url.into(),
+        }),
+    }
+}
+
+/// Where a redirect answer points (resolved against the URL it answered, scheme checked), or
+/// `None` for any other answer.
+fn redirect_target(res: &reqwest::Response) -> Result<Option<Url>, ClientError> {
+    if !matches!(res.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return Ok(None);
+    }
+    let here = res.url();
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ClientError::Protocol {
+            what: "download",
+            url: here.to_string(),
+            message: format!("HTTP {} without a usable Location header", res.status()),
+        })?;
+    let next = here.join(location).map_err(|e| ClientError::Url {
+        url: location.to_owned(),
+        message: format!("redirect from {here} is not a URL ({e})"),
+    })?;
+    check_scheme(next).map(Some)
 }
 
 /// An error from a non-success status and its body.

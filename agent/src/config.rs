@@ -15,6 +15,7 @@
 //! | `device.product` | yes | | `vendor/device` |
 //! | `device.component` | yes | | component the active slot holds ("app", "radio", …): manifests for another component are refused |
 //! | `device.bootloader_version` | no | | this device's bootloader version, for manifests that require a minimum |
+//! | `device.trusted_time` | no | `false` | the system clock is set from an authenticated source (see the README): manifests past their expiry are refused (FORMAT.md step 7h) |
 //! | `flash.path` | yes | | flash image file or block/MTD-block device |
 //! | `flash.erase_size`, `flash.write_size` | yes | | geometry: must match the bootloader's |
 //! | `flash.erased` | no | `255` | erased byte value (255 or 0) |
@@ -26,6 +27,10 @@
 //! | `download.max_requests` | no | `64` | requests per download, in total, before giving up |
 //! | `download.backoff_initial`, `download.backoff_max` | no | `1s`, `60s` | exponential backoff bounds (full jitter) |
 //! | `download.stall_timeout` | no | `30s` | a response that delivers no byte for this long is cut |
+//! | `download.deadline` | no | `2h` | one download (every request, retry and backoff) ends after this long; it resumes next cycle |
+//! | `download.min_throughput` | no | `1024` | bytes/s a response must average over `throughput_window`, or it is cut and retried (0: off) |
+//! | `download.throughput_window` | no | `60s` | the sliding window of `min_throughput` |
+//! | `download.max_redirects` | no | `5` | redirects (to a mirror or CDN) followed per request; the session token never leaves the server's origin |
 //! | `download.checkpoint_bytes` | no | `1048576` | resume checkpoint interval (rounded up to whole buffers/sectors) |
 //! | `hooks.install_permission` | no | none: always allowed | argv; exit 0 = install now, 75 = not now |
 //! | `hooks.reboot` | yes | | argv that reboots the device |
@@ -126,6 +131,8 @@ struct RawDevice {
     component: String,
     #[serde(default)]
     bootloader_version: Option<u32>,
+    #[serde(default)]
+    trusted_time: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +171,10 @@ struct RawDownload {
     backoff_max: Option<String>,
     stall_timeout: Option<String>,
     checkpoint_bytes: Option<u32>,
+    deadline: Option<String>,
+    min_throughput: Option<u32>,
+    throughput_window: Option<String>,
+    max_redirects: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +239,8 @@ pub struct DeviceConfig {
     pub component: String,
     /// The bootloader's version, for manifests that require a minimum.
     pub bootloader_version: Option<u32>,
+    /// The system clock is trusted: the manifest expiry is enforced (FORMAT.md step 7h).
+    pub trusted_time: bool,
 }
 
 impl DeviceConfig {
@@ -272,6 +285,14 @@ pub struct DownloadConfig {
     pub stall_timeout: Duration,
     /// Resume checkpoint interval in bytes.
     pub checkpoint_bytes: u32,
+    /// One download, retries and backoffs included, ends after this long.
+    pub deadline: Duration,
+    /// Bytes per second a response must average over `throughput_window` (0: no minimum).
+    pub min_throughput: u32,
+    /// The sliding window over which `min_throughput` is measured.
+    pub throughput_window: Duration,
+    /// Redirects followed per request.
+    pub max_redirects: u32,
 }
 
 /// Hook commands (argv, no shell).
@@ -467,6 +488,7 @@ impl AgentConfig {
             device: dev.to_owned(),
             component: raw.device.component,
             bootloader_version: raw.device.bootloader_version,
+            trusted_time: raw.device.trusted_time,
         };
 
         // Flash.
@@ -555,6 +577,18 @@ impl AgentConfig {
                 Duration::from_secs(30),
             )?,
             checkpoint_bytes: d.checkpoint_bytes.unwrap_or(1 << 20),
+            deadline: duration(
+                "download.deadline",
+                d.deadline.as_deref(),
+                Duration::from_secs(2 * 3600),
+            )?,
+            min_throughput: d.min_throughput.unwrap_or(1024),
+            throughput_window: duration(
+                "download.throughput_window",
+                d.throughput_window.as_deref(),
+                Duration::from_secs(60),
+            )?,
+            max_redirects: d.max_redirects.unwrap_or(5),
         };
         if !(1..=100).contains(&download.max_attempts) {
             return Err(invalid(
@@ -579,6 +613,34 @@ impl AgentConfig {
         }
         if download.checkpoint_bytes == 0 {
             return Err(invalid("download.checkpoint_bytes", "must be positive"));
+        }
+        if download.deadline < Duration::from_secs(1) {
+            return Err(invalid(
+                "download.deadline",
+                "must be at least 1s (a download that cannot finish in time resumes next cycle)",
+            ));
+        }
+        if download.throughput_window < Duration::from_secs(1) {
+            return Err(invalid("download.throughput_window", "must be at least 1s"));
+        }
+        if download.min_throughput > 0 && download.throughput_window > download.deadline {
+            return Err(invalid(
+                "download.throughput_window",
+                "must not exceed download.deadline while download.min_throughput is set \
+                 (the minimum could never be measured; set min_throughput = 0 to turn it off)",
+            ));
+        }
+        if download.min_throughput > 1 << 30 {
+            return Err(invalid(
+                "download.min_throughput",
+                "must be at most 1073741824 bytes/s (0 turns the minimum off)",
+            ));
+        }
+        if download.max_redirects > 20 {
+            return Err(invalid(
+                "download.max_redirects",
+                "must be between 0 and 20",
+            ));
         }
 
         // Hooks.
@@ -680,6 +742,29 @@ end = "04:30"
     }
 
     #[test]
+    fn download_bounds_and_trusted_time_have_defaults_and_can_be_set() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.download.deadline, Duration::from_secs(7200));
+        assert_eq!(c.download.min_throughput, 1024);
+        assert_eq!(c.download.throughput_window, Duration::from_secs(60));
+        assert_eq!(c.download.max_redirects, 5);
+        assert!(
+            !c.device.trusted_time,
+            "expiry is enforced only when asked for"
+        );
+        let c = parse(&format!(
+            "{}\n[download]\ndeadline = \"90s\"\nmin_throughput = 0\nthroughput_window = \"10s\"\nmax_redirects = 0\n",
+            GOOD.replace("component = \"app\"", "component = \"app\"\ntrusted_time = true")
+        ))
+        .unwrap();
+        assert_eq!(c.download.deadline, Duration::from_secs(90));
+        assert_eq!(c.download.min_throughput, 0);
+        assert_eq!(c.download.throughput_window, Duration::from_secs(10));
+        assert_eq!(c.download.max_redirects, 0);
+        assert!(c.device.trusted_time);
+    }
+
+    #[test]
     fn the_shipped_example_is_valid() {
         let c = AgentConfig::parse(
             include_str!("../sigil-agent.example.toml"),
@@ -720,6 +805,25 @@ end = "04:30"
             (
                 format!("{GOOD}\n[poll]\ninterval = \"soon\"\n"),
                 "poll.interval",
+            ),
+            (
+                format!("{GOOD}\n[download]\ndeadline = \"500ms\"\n"),
+                "download.deadline",
+            ),
+            (
+                format!("{GOOD}\n[download]\ndeadline = \"10s\"\nthroughput_window = \"1m\"\n"),
+                "download.throughput_window",
+            ),
+            (
+                format!("{GOOD}\n[download]\nmax_redirects = 50\n"),
+                "download.max_redirects",
+            ),
+            (
+                GOOD.replace(
+                    "component = \"app\"",
+                    "component = \"app\"\ntrusted_time = \"yes\"",
+                ),
+                "trusted_time",
             ),
         ];
         for (text, key) in cases {

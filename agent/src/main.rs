@@ -8,7 +8,7 @@
 //! | 2 | usage error (clap) |
 //! | 3 | the configuration, device key, trust root or flash layout is invalid |
 //! | 4 | `--once`: the update failed or was reverted (reported to the server) |
-//! | 5 | `--once`: the download was interrupted (bounded retries ran out); the next run resumes it |
+//! | 5 | `--once`: the download failed (bounded retries or the deadline ran out, reported `download_failed`); the release is not refused, the next run tries again and resumes when it can |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -140,7 +140,7 @@ fn run(args: AgentArgs) -> Result<u8, (u8, anyhow::Error)> {
         println!("{}", describe(&outcome));
         return Ok(match outcome {
             CycleOutcome::Failed(_) | CycleOutcome::Reverted => EXIT_UPDATE_FAILED,
-            CycleOutcome::DownloadInterrupted(_) => EXIT_RESUME_LATER,
+            CycleOutcome::DownloadFailed(_) => EXIT_RESUME_LATER,
             _ => 0,
         });
     }
@@ -155,11 +155,14 @@ fn describe(o: &CycleOutcome) -> String {
         CycleOutcome::AlreadyRefused(r) => format!("release {r} was refused before; ignored"),
         CycleOutcome::Deferred(why) => format!("update staged; install deferred: {why}"),
         CycleOutcome::RebootRequested => "update staged; reboot requested".to_owned(),
-        CycleOutcome::Confirmed => "update confirmed".to_owned(),
+        CycleOutcome::Confirmed => "update confirmed (final at the next boot)".to_owned(),
+        CycleOutcome::AwaitingReboot => {
+            "update confirmed; the confirm takes effect at the next boot".to_owned()
+        }
         CycleOutcome::Reverted => "update reverted by the bootloader".to_owned(),
         CycleOutcome::HealthCheckFailed(why) => format!("update not confirmed: {why}"),
-        CycleOutcome::DownloadInterrupted(why) => {
-            format!("download interrupted (resumes next cycle): {why}")
+        CycleOutcome::DownloadFailed(why) => {
+            format!("download failed (the next run tries again): {why}")
         }
         CycleOutcome::Failed(why) => format!("update failed: {why}"),
         other => format!("{other:?}"),

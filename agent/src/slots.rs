@@ -78,8 +78,11 @@ pub trait Slots: Send {
     fn install_requested(&self) -> Option<ImageDigest>;
     /// [`BootControl::cancel`].
     fn cancel(&mut self) -> Result<(), SlotError>;
-    /// [`BootControl::confirm`] for the image on trial (final at the next boot).
-    fn confirm(&mut self) -> Result<(), SlotError>;
+    /// [`BootControl::confirm`]: the confirm request for the running image, whose manifest
+    /// digest is `digest` (refused unless it is the image on trial; final at the next boot).
+    fn confirm(&mut self, digest: &ImageDigest) -> Result<(), SlotError>;
+    /// [`BootControl::confirm_requested`].
+    fn confirm_requested(&self) -> bool;
     /// [`BootControl::verify_staged`].
     fn verify_staged<'b>(
         &mut self,
@@ -179,9 +182,12 @@ impl<const E: usize, const W: usize> Slots for BootControl<FileFlash<E, W>> {
         Ok(BootControl::cancel(self)?)
     }
 
-    fn confirm(&mut self) -> Result<(), SlotError> {
-        let trial = BootControl::state(self).trial_image;
-        Ok(BootControl::confirm(self, &trial)?)
+    fn confirm(&mut self, digest: &ImageDigest) -> Result<(), SlotError> {
+        Ok(BootControl::confirm(self, digest)?)
+    }
+
+    fn confirm_requested(&self) -> bool {
+        BootControl::confirm_requested(self)
     }
 
     fn verify_staged<'b>(

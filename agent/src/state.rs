@@ -5,6 +5,8 @@
 //! | file | content |
 //! |---|---|
 //! | `state.json` | [`AgentState`]: the update in progress (and its download checkpoint), releases refused before |
+//! | `state.json.prev` | the generation before the current `state.json` (kept for recovery) |
+//! | `state.json.corrupt` | the last `state.json` that could not be read, moved aside for inspection |
 //! | `reports/<seq>.json` | one [`Report`] each, sent in sequence order, deleted once the server accepted it |
 //! | `lock` | empty; held with an exclusive `flock` by the one agent using the directory |
 //!
@@ -14,6 +16,24 @@
 //!
 //! Every file is written atomically: a temporary file in the same directory, `fsync`, `rename`,
 //! then `fsync` of the directory, so a power cut leaves either the old or the new content.
+//!
+//! # Generations and recovery
+//!
+//! Saving the state first renames the current `state.json` (when it was read or written intact)
+//! to `state.json.prev`, then renames the new content into place. [`StateDir::load`] never
+//! fails on a bad state file:
+//!
+//! | `state.json` | `state.json.prev` | loaded | [`Recovery`] |
+//! |---|---|---|---|
+//! | parses | any | `state.json` | none |
+//! | missing | missing | the empty state (first start) | none |
+//! | missing (power cut between the two renames) | parses | `.prev` | [`Recovery::Previous`] |
+//! | corrupt or unreadable | parses | `.prev` (the bad file is moved to `.corrupt`) | [`Recovery::Previous`] |
+//! | corrupt, unreadable or missing | corrupt, unreadable or missing | the empty state | [`Recovery::Rebuilt`] |
+//!
+//! An older or empty state is safe: the agent reconciles it with what the flash says (the
+//! protected boot state, the pending request, the staged bundle, which it verifies again)
+//! before it acts, and reports the recovery to the server.
 
 use std::fs;
 use std::io::Write;
@@ -66,7 +86,7 @@ pub enum UpdatePhase {
     Downloading {
         /// Synced, sector-aligned prefix of the bundle in the slot.
         checkpoint: u64,
-        /// Earlier cycles whose download was interrupted.
+        /// Earlier cycles whose download failed (reported `download_failed`) in a row.
         #[serde(default)]
         interrupted: u32,
     },
@@ -92,6 +112,13 @@ pub struct UpdateRecord {
     pub url: String,
     /// Version of the bundle, once its manifest is authenticated.
     pub version: Option<String>,
+    /// Manifest digest (hex) of the staged bundle the install request names, once staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Sequence number of the protected boot state when the install was requested: if it is
+    /// unchanged and the request is gone, the bootloader did not act on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_sequence: Option<u32>,
     /// The phase.
     #[serde(flatten)]
     pub phase: UpdatePhase,
@@ -132,6 +159,10 @@ pub enum ReportState {
     Idle,
     /// Downloading (the detail carries the progress).
     Downloading,
+    /// The bundle did not arrive intact within the bounded retries (a fault in transit, a
+    /// mirror serving other bytes, a deadline); the release is not refused, the next cycle tries
+    /// again. Not an install failure.
+    DownloadFailed,
     /// Verified in the staging slot and marked pending.
     Staged,
     /// The install-permission hook (or the maintenance window) said "not now".
@@ -144,16 +175,33 @@ pub enum ReportState {
     Confirmed,
     /// The bootloader reverted to the previous image.
     Reverted,
-    /// The update failed before it was installed (the detail says why).
+    /// The update failed: the signed release was refused, or it could not be staged or
+    /// installed (the detail says why).
     Failed,
 }
 
 impl ReportState {
-    /// The wire name.
+    /// Every state, for the tests that keep the spelling in step with `sigil-server`.
+    pub const ALL: [ReportState; 10] = [
+        ReportState::Idle,
+        ReportState::Downloading,
+        ReportState::DownloadFailed,
+        ReportState::Staged,
+        ReportState::Deferred,
+        ReportState::Installing,
+        ReportState::Installed,
+        ReportState::Confirmed,
+        ReportState::Reverted,
+        ReportState::Failed,
+    ];
+
+    /// The wire name (the same as `sigil_server::rollout::DeviceStatus::as_str`, or one of the
+    /// server's neutral states `idle`, `deferred`, `installing`).
     pub fn as_str(self) -> &'static str {
         match self {
             ReportState::Idle => "idle",
             ReportState::Downloading => "downloading",
+            ReportState::DownloadFailed => "download_failed",
             ReportState::Staged => "staged",
             ReportState::Deferred => "deferred",
             ReportState::Installing => "installing",
@@ -184,11 +232,53 @@ pub struct Report {
     pub security_counter: u32,
 }
 
+/// How a state file that could not be used was recovered (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// `state.json` was missing, corrupt or unreadable; the previous generation was loaded.
+    Previous {
+        /// What was wrong with `state.json`.
+        problem: String,
+    },
+    /// No generation could be read; the agent starts from the empty state and what the flash
+    /// says.
+    Rebuilt {
+        /// What was wrong with `state.json` and `state.json.prev`.
+        problem: String,
+    },
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recovery::Previous { problem } => {
+                write!(f, "{problem}; recovered the previous generation")
+            }
+            Recovery::Rebuilt { problem } => write!(
+                f,
+                "{problem}; no generation was usable, rebuilt from the flash and boot state"
+            ),
+        }
+    }
+}
+
+/// The state as loaded, and how it was recovered if the state file was not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The state.
+    pub state: AgentState,
+    /// `Some` if `state.json` was not usable.
+    pub recovery: Option<Recovery>,
+}
+
 /// The state directory.
 #[derive(Debug)]
 pub struct StateDir {
     dir: PathBuf,
     reports: PathBuf,
+    /// Whether `state.json` holds a good generation (read intact or written by us): only a
+    /// good one is kept as `state.json.prev` when the next is saved.
+    current_good: std::cell::Cell<bool>,
     /// Holds the exclusive lock for as long as the directory is open.
     _lock: fs::File,
 }
@@ -203,6 +293,12 @@ fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> St
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    replace(path, bytes, None)
+}
+
+/// [`write_atomic`], first renaming the current `path` to `keep` when given (both renames
+/// within one directory, synced once at the end).
+fn replace(path: &Path, bytes: &[u8], keep: Option<&Path>) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -210,6 +306,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .map_err(io("create a temporary file in", dir))?;
     tmp.write_all(bytes).map_err(io("write", path))?;
     tmp.as_file().sync_all().map_err(io("sync", path))?;
+    if let Some(keep) = keep {
+        match fs::rename(path, keep) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("keep the previous generation as", keep)(e)),
+        }
+    }
     tmp.persist(path).map_err(|e| StateError::Io {
         op: "rename into place",
         path: path.to_owned(),
@@ -218,6 +321,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("sync directory", dir))
+}
+
+/// Reads and parses a state file: `Ok(None)` if it does not exist, `Err` with what is wrong.
+fn read_state(path: &Path) -> Result<Option<AgentState>, String> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is corrupt ({e})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{} is unreadable ({e})", path.display())),
+    }
 }
 
 impl StateDir {
@@ -257,6 +371,7 @@ impl StateDir {
         Ok(StateDir {
             dir: dir.to_owned(),
             reports,
+            current_good: std::cell::Cell::new(false),
             _lock: lock,
         })
     }
@@ -265,26 +380,83 @@ impl StateDir {
         self.dir.join("state.json")
     }
 
-    /// The saved state (default when none was saved).
-    pub fn load(&self) -> Result<AgentState, StateError> {
+    fn prev_path(&self) -> PathBuf {
+        self.dir.join("state.json.prev")
+    }
+
+    /// The saved state: the current generation, else the previous one, else the empty state,
+    /// with how it was recovered (the table in the module documentation). Never fails: a state
+    /// file that cannot be read must not stop the agent.
+    pub fn load(&self) -> Loaded {
         let path = self.state_path();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentState::default()),
-            Err(e) => Err(io("read", &path)(e)),
+        let problem = match read_state(&path) {
+            Ok(Some(state)) => {
+                self.current_good.set(true);
+                return Loaded {
+                    state,
+                    recovery: None,
+                };
+            }
+            Ok(None) => format!("{} is missing", path.display()),
+            Err(problem) => {
+                // Kept for inspection; the next save writes a fresh state.json.
+                let aside = self.dir.join("state.json.corrupt");
+                if let Err(e) = fs::rename(&path, &aside) {
+                    tracing::warn!(error = %e, "cannot move the corrupt state file aside");
+                }
+                problem
+            }
+        };
+        self.current_good.set(false);
+        match read_state(&self.prev_path()) {
+            Ok(Some(state)) => {
+                let recovery = Recovery::Previous { problem };
+                tracing::warn!(%recovery, "state file recovered");
+                Loaded {
+                    state,
+                    recovery: Some(recovery),
+                }
+            }
+            // First start: nothing was ever saved.
+            Ok(None) if !path.exists() && !self.dir.join("state.json.corrupt").exists() => Loaded {
+                state: AgentState::default(),
+                recovery: None,
+            },
+            Ok(None) => {
+                let recovery = Recovery::Rebuilt {
+                    problem: format!("{problem}, and there is no previous generation"),
+                };
+                tracing::warn!(%recovery, "state file recovered");
+                Loaded {
+                    state: AgentState::default(),
+                    recovery: Some(recovery),
+                }
+            }
+            Err(prev) => {
+                let recovery = Recovery::Rebuilt {
+                    problem: format!("{problem}, and {prev}"),
+                };
+                tracing::warn!(%recovery, "state file recovered");
+                Loaded {
+                    state: AgentState::default(),
+                    recovery: Some(recovery),
+                }
+            }
         }
     }
 
-    /// Saves the state atomically.
+    /// Saves the state atomically, keeping the current generation (if good) as
+    /// `state.json.prev`.
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
             path: self.state_path(),
             message: e.to_string(),
         })?;
-        write_atomic(&self.state_path(), &bytes)
+        let prev = self.prev_path();
+        let keep = self.current_good.get().then_some(prev.as_path());
+        replace(&self.state_path(), &bytes, keep)?;
+        self.current_good.set(true);
+        Ok(())
     }
 
     fn queued_paths(&self) -> Result<Vec<(u64, PathBuf)>, StateError> {
@@ -385,13 +557,22 @@ mod tests {
     fn state_and_queue_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateDir::open(dir.path()).unwrap();
-        assert_eq!(s.load().unwrap(), AgentState::default());
+        assert_eq!(
+            s.load(),
+            Loaded {
+                state: AgentState::default(),
+                recovery: None
+            },
+            "a first start is not a recovery"
+        );
         let mut st = AgentState {
             update: Some(UpdateRecord {
                 deployment: Some(1),
                 release: "ab".into(),
                 url: "/api/v1/bundles/ab".into(),
                 version: None,
+                digest: None,
+                boot_sequence: None,
                 phase: UpdatePhase::Downloading {
                     checkpoint: 4096,
                     interrupted: 1,
@@ -407,7 +588,13 @@ mod tests {
         drop(s);
 
         let s = StateDir::open(dir.path()).unwrap();
-        assert_eq!(s.load().unwrap(), st);
+        assert_eq!(
+            s.load(),
+            Loaded {
+                state: st,
+                recovery: None
+            }
+        );
         let q = s.queued().unwrap();
         assert_eq!(
             q.iter().map(|r| r.state).collect::<Vec<_>>(),
@@ -415,6 +602,117 @@ mod tests {
         );
         s.remove(a.seq).unwrap();
         assert_eq!(s.queued().unwrap().len(), 1);
+    }
+
+    fn generation(n: u32) -> AgentState {
+        AgentState {
+            update: None,
+            rejected: vec![format!("release-{n}")],
+        }
+    }
+
+    #[test]
+    fn a_corrupt_state_file_recovers_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        s.save(&generation(1)).unwrap();
+        s.save(&generation(2)).unwrap();
+        let prev = fs::read(dir.path().join("state.json.prev")).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<AgentState>(&prev).unwrap(),
+            generation(1),
+            "the previous generation is kept"
+        );
+        drop(s);
+        // Bit rot / a torn write by a filesystem without atomic rename.
+        fs::write(dir.path().join("state.json"), b"{\"update\": nul").unwrap();
+
+        let s = StateDir::open(dir.path()).unwrap();
+        let loaded = s.load();
+        assert_eq!(loaded.state, generation(1));
+        assert!(
+            matches!(&loaded.recovery, Some(Recovery::Previous { problem }) if problem.contains("corrupt")),
+            "{:?}",
+            loaded.recovery
+        );
+        assert_eq!(
+            fs::read(dir.path().join("state.json.corrupt")).unwrap(),
+            b"{\"update\": nul",
+            "the bad file is kept for inspection"
+        );
+        // The next save writes a fresh current generation and keeps the good previous one
+        // (not the corrupt file).
+        s.save(&generation(3)).unwrap();
+        let prev = fs::read(dir.path().join("state.json.prev")).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<AgentState>(&prev).unwrap(),
+            generation(1)
+        );
+        drop(s);
+        let s = StateDir::open(dir.path()).unwrap();
+        assert_eq!(
+            s.load(),
+            Loaded {
+                state: generation(3),
+                recovery: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_power_cut_between_the_renames_loads_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        s.save(&generation(1)).unwrap();
+        s.save(&generation(2)).unwrap();
+        drop(s);
+        // After the first rename (current -> prev), before the second (new -> current).
+        fs::rename(
+            dir.path().join("state.json"),
+            dir.path().join("state.json.prev"),
+        )
+        .unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        let loaded = s.load();
+        assert_eq!(loaded.state, generation(2));
+        assert!(
+            matches!(&loaded.recovery, Some(Recovery::Previous { problem }) if problem.contains("missing")),
+            "{:?}",
+            loaded.recovery
+        );
+    }
+
+    #[test]
+    fn with_no_usable_generation_the_agent_starts_empty_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        s.save(&generation(1)).unwrap();
+        s.save(&generation(2)).unwrap();
+        drop(s);
+        fs::write(dir.path().join("state.json"), b"\xff\xfe").unwrap();
+        fs::write(dir.path().join("state.json.prev"), b"[]").unwrap();
+        let s = StateDir::open(dir.path()).unwrap();
+        let loaded = s.load();
+        assert_eq!(loaded.state, AgentState::default());
+        match &loaded.recovery {
+            Some(r @ Recovery::Rebuilt { problem }) => {
+                assert!(problem.contains("state.json is corrupt"), "{problem}");
+                assert!(problem.contains("state.json.prev is corrupt"), "{problem}");
+                assert!(r.to_string().contains("rebuilt from the flash"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Saving works again, and a corrupt previous generation is not kept over a good one.
+        s.save(&generation(3)).unwrap();
+        s.save(&generation(4)).unwrap();
+        drop(s);
+        let s = StateDir::open(dir.path()).unwrap();
+        assert_eq!(s.load().state, generation(4));
+        let prev = fs::read(dir.path().join("state.json.prev")).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<AgentState>(&prev).unwrap(),
+            generation(3)
+        );
     }
 
     #[test]
@@ -434,6 +732,17 @@ mod tests {
             !tmp.exists(),
             "stale temporaries are cleaned by the next holder"
         );
+    }
+
+    #[test]
+    fn report_states_serialize_as_their_wire_names() {
+        for state in ReportState::ALL {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, serde_json::json!(state.as_str()));
+            assert_eq!(serde_json::from_value::<ReportState>(json).unwrap(), state);
+        }
+        assert_eq!(ReportState::DownloadFailed.as_str(), "download_failed");
+        assert_eq!(ReportState::Failed.as_str(), "failed");
     }
 
     #[test]

@@ -215,3 +215,81 @@ async fn health_check_failure_reverts_and_is_reported() {
     );
     assert_eq!(device.boot_state().phase, Phase::Idle);
 }
+
+/// A mirror that flips one payload byte of every bundle it serves, until it is repaired: the
+/// device reports `download_failed`, which the server shows but which neither halts the
+/// rollout (one device, 10% threshold: one `failed` would) nor ends the device's deployment;
+/// once the mirror serves clean bytes the same release installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_mirror_is_a_download_failure_that_does_not_halt_the_rollout() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let update = bundle(&Spec::new("1.1.0", 2));
+    let broken = Arc::new(AtomicBool::new(true));
+    let bytes = Arc::new(update.clone());
+    let app = {
+        let (broken, bytes) = (Arc::clone(&broken), Arc::clone(&bytes));
+        axum::Router::new().route(
+            "/cdn/{*path}",
+            axum::routing::get(move || {
+                let mut body = (*bytes).clone();
+                if broken.load(Ordering::SeqCst) {
+                    let at = body.len() - 100;
+                    body[at] ^= 0x08;
+                }
+                async move { body }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror = format!("http://{}/cdn", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let server = RealServer::start_with(&[("SIGIL_MIRROR_BASE_URL", &mirror)]).await;
+    let (release, dep) = server.enrol_upload_deploy(update).await;
+    let device = Device::provision(&DeviceOptions::new(&server.url));
+    let mut agent = device.agent();
+    for _ in 0..2 {
+        let outcome = agent.run_once().await.unwrap();
+        assert!(
+            matches!(&outcome, CycleOutcome::DownloadFailed(why) if why.contains("digest")),
+            "{outcome:?}"
+        );
+        assert!(!device.install_requested());
+        assert!(!agent.state().is_rejected(&release));
+        assert_eq!(server.member_status(dep).await, "download_failed");
+        let (_, d) = server
+            .call(
+                "GET",
+                &format!("/api/v1/deployments/{dep}"),
+                &server.operator,
+                None,
+            )
+            .await;
+        assert_eq!(d["state"], "active", "not halted: {d}");
+        assert_eq!(d["counts"]["download_failed"], 1, "{d}");
+        let (_, dev) = server
+            .call(
+                "GET",
+                &format!("/api/v1/devices/{DEVICE_ID}"),
+                &server.operator,
+                None,
+            )
+            .await;
+        assert_eq!(dev["state"], "download_failed", "{dev}");
+    }
+    let reports = server.reports().await;
+    assert!(!states(&reports).contains(&"failed"), "{reports:?}");
+
+    broken.store(false, Ordering::SeqCst);
+    assert_eq!(
+        agent.run_once().await.unwrap(),
+        CycleOutcome::RebootRequested
+    );
+    assert_eq!(server.member_status(dep).await, "staged");
+    assert!(device.reboot().is_trial());
+    task.abort();
+}

@@ -16,17 +16,30 @@
 //!
 //! The failure rate is taken over the phase's admitted devices, not over those that reported, so
 //! one early failure in a large phase does not halt it, while a small canary phase halts fast.
+//!
+//! `download_failed` (the bundle did not arrive intact within the device's bounded retries:
+//! a flaky link, a mirror serving bad bytes) is neither final nor a failure: the device keeps
+//! the offer and tries again at its next check-in, and the rollout does not halt for a fault in
+//! transit. Only `failed` (the device refused the signed release, or could not stage it) and
+//! `reverted` count toward the halt threshold.
+//!
+//! The wire names are shared with `sigil-agent`'s `ReportState` (there is no common crate for
+//! them): both sides test the spelling, and the agent's tests check every state it reports
+//! against [`DeviceStatus::parse`] and [`NEUTRAL_REPORT_STATES`].
 
 use serde::{Deserialize, Serialize};
 
 /// Per-device status within a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum DeviceStatus {
     /// Admitted or waiting for its phase; nothing reported yet.
     Pending,
     /// The device is downloading the bundle.
     Downloading,
+    /// The download did not deliver the bundle intact within the device's bounded retries; the
+    /// device tries again later. Neither final nor a failure.
+    DownloadFailed,
     /// The bundle is verified in the staging slot.
     Staged,
     /// The device rebooted into the new image (trial boot).
@@ -41,9 +54,10 @@ pub enum DeviceStatus {
 
 impl DeviceStatus {
     /// All statuses, in lifecycle order.
-    pub const ALL: [DeviceStatus; 7] = [
+    pub const ALL: [DeviceStatus; 8] = [
         DeviceStatus::Pending,
         DeviceStatus::Downloading,
+        DeviceStatus::DownloadFailed,
         DeviceStatus::Staged,
         DeviceStatus::Installed,
         DeviceStatus::Confirmed,
@@ -56,6 +70,7 @@ impl DeviceStatus {
         match self {
             DeviceStatus::Pending => "pending",
             DeviceStatus::Downloading => "downloading",
+            DeviceStatus::DownloadFailed => "download_failed",
             DeviceStatus::Staged => "staged",
             DeviceStatus::Installed => "installed",
             DeviceStatus::Confirmed => "confirmed",
@@ -82,6 +97,12 @@ impl DeviceStatus {
         matches!(self, DeviceStatus::Reverted | DeviceStatus::Failed)
     }
 }
+
+/// Check-in states that are recorded (device state, report, audit) but leave the deployment
+/// status alone: `idle`, `deferred` (the device's install-permission hook said "not now") and
+/// `installing` (rebooting into the update) count neither as success nor as failure. Every
+/// other state a device reports is a [`DeviceStatus`].
+pub const NEUTRAL_REPORT_STATES: [&str; 3] = ["idle", "deferred", "installing"];
 
 /// Lifecycle of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -328,6 +349,50 @@ mod tests {
         let mut s = vec![Pending; 50];
         s[40..].fill(Failed);
         assert_eq!(eval(&policy(), 0, &s).state, DeploymentState::Active);
+    }
+
+    #[test]
+    fn download_failed_is_spelled_for_the_wire_and_is_neither_final_nor_a_failure() {
+        assert_eq!(DownloadFailed.as_str(), "download_failed");
+        assert_eq!(DeviceStatus::parse("download_failed"), Some(DownloadFailed));
+        assert_eq!(
+            serde_json::to_value(DownloadFailed).unwrap(),
+            serde_json::json!("download_failed")
+        );
+        assert_eq!(
+            serde_json::from_value::<DeviceStatus>(serde_json::json!("download_failed")).unwrap(),
+            DownloadFailed
+        );
+        assert!(!DownloadFailed.is_final());
+        assert!(!DownloadFailed.is_failure());
+        // Every status round-trips through its wire name, in both encodings.
+        for s in DeviceStatus::ALL {
+            assert_eq!(DeviceStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+            assert!(!NEUTRAL_REPORT_STATES.contains(&s.as_str()));
+        }
+    }
+
+    #[test]
+    fn download_failures_never_halt_a_rollout() {
+        let mut s = vec![Pending; 50];
+        // Every device of phase 1 failed its download: still active, not completed.
+        s[..5].fill(DownloadFailed);
+        assert_eq!(
+            eval(&policy(), 1, &s),
+            Evaluation {
+                phase: 1,
+                state: DeploymentState::Active
+            }
+        );
+        s.fill(DownloadFailed);
+        assert_eq!(eval(&policy(), 2, &s).state, DeploymentState::Active);
+        // The same share of install failures halts.
+        s[..5].fill(Failed);
+        assert_eq!(eval(&policy(), 1, &s).state, DeploymentState::Halted);
     }
 
     #[test]

@@ -945,8 +945,6 @@ fn deployment_state(f: &Fleet, dep: i64) -> Value {
 }
 
 #[test]
-#[ignore = "needs the `download_failed` device status (DeviceStatus in rollout.rs, being added on \
-            wip-agent); remove this attribute when it is merged"]
 fn a_transport_failure_report_does_not_halt_the_rollout() {
     let f = fleet(&[]);
     enrol(&f.s, &f.operator, "pump-2", 42);

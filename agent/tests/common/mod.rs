@@ -68,6 +68,8 @@ pub struct Spec {
     /// Declared payload size if different from the real one (an "endless" header).
     pub declared_size: Option<u64>,
     pub salt: u8,
+    /// Manifest expiry (Unix seconds).
+    pub expires: Option<u64>,
 }
 
 impl Spec {
@@ -83,6 +85,7 @@ impl Spec {
             payload_len: 150_000,
             declared_size: None,
             salt: counter as u8,
+            expires: None,
         }
     }
 }
@@ -108,7 +111,7 @@ pub fn bundle(spec: &Spec) -> Vec<u8> {
         min_bootloader_version: None,
         dependencies: heapless::Vec::new(),
         created: 1_700_000_000,
-        expires: None,
+        expires: spec.expires,
         release_notes_digest: None,
         sbom_digest: None,
     }
@@ -144,6 +147,16 @@ pub struct DeviceOptions {
     pub max_requests: u32,
     pub stall_timeout: &'static str,
     pub active_key_set_version: u32,
+    /// Version and security counter of the image in the active slot.
+    pub active_version: &'static str,
+    pub active_counter: u32,
+    /// Boot once after provisioning (the bootloader raises the stored floors to the active
+    /// image's); `false`: the factory provisioned floor 0 and the device never booted since.
+    pub boot_after_provisioning: bool,
+    /// Appended to the `[device]` table.
+    pub device_extra: String,
+    /// Appended to the `[download]` table.
+    pub download_extra: String,
     /// Appended to the configuration file.
     pub extra: String,
 }
@@ -159,6 +172,11 @@ impl DeviceOptions {
             max_requests: 32,
             stall_timeout: "500ms",
             active_key_set_version: 1,
+            active_version: "1.0.0",
+            active_counter: 1,
+            boot_after_provisioning: true,
+            device_extra: String::new(),
+            download_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -186,16 +204,25 @@ impl Device {
         let d = dir.path();
         let flash_path = d.join("flash.img");
         let mut flash = Flash::create(&flash_path, FLASH_SECTORS, 0xFF).unwrap();
-        let mut spec = Spec::new("1.0.0", 1);
+        let mut spec = Spec::new(opts.active_version, opts.active_counter);
         spec.key_set_version = opts.active_key_set_version;
         spec.payload_len = 20_000;
         let mut active = bundle(&spec);
         active.resize(active.len().div_ceil(8) * 8, 0xFF);
         flash.erase(ACTIVE, ACTIVE + SLOT_SECTORS * SECTOR).unwrap();
         flash.write(ACTIVE, &active).unwrap();
-        drop(flash);
-        let image = boot(&flash_path).expect("the provisioned image boots");
-        assert!(!image.is_trial());
+        if opts.boot_after_provisioning {
+            drop(flash);
+            let image = boot(&flash_path).expect("the provisioned image boots");
+            assert!(!image.is_trial());
+        } else {
+            let floors = sigil_bootloader::Floors {
+                security_counter: 0,
+                key_set_version: 0,
+            };
+            sigil_bootloader::provision(&mut flash, &layout(), floors).unwrap();
+            drop(flash);
+        }
 
         std::fs::write(
             d.join("device.pem"),
@@ -225,7 +252,7 @@ key = "device.pem"
 trust_root = "root.sgl"
 product = "acme/pump-x2"
 component = "app"
-
+{device_extra}
 [flash]
 path = "flash.img"
 erase_size = {SECTOR}
@@ -248,6 +275,7 @@ backoff_initial = "10ms"
 backoff_max = "40ms"
 stall_timeout = "{stall}"
 checkpoint_bytes = 65536
+{download_extra}
 
 [hooks]
 {hooks}timeout = "20s"
@@ -260,6 +288,8 @@ dir = "state"
             attempts = opts.max_attempts,
             requests = opts.max_requests,
             stall = opts.stall_timeout,
+            device_extra = opts.device_extra,
+            download_extra = opts.download_extra,
             extra = opts.extra,
         );
         let config_path = d.join("agent.toml");
@@ -348,6 +378,11 @@ pub struct RealServer {
 
 impl RealServer {
     pub async fn start() -> RealServer {
+        Self::start_with(&[]).await
+    }
+
+    /// With these server environment settings (e.g. `SIGIL_MIRROR_BASE_URL`).
+    pub async fn start_with(vars: &[(&str, &str)]) -> RealServer {
         use sigil_server::store::Role;
         use sigil_server::testing::LocalServer;
 
@@ -359,7 +394,7 @@ impl RealServer {
         let server = LocalServer::start(
             &root_path,
             &dir.path().join("data"),
-            &[],
+            vars,
             &[(&operator, Role::Operator), (&release, Role::Release)],
         )
         .await

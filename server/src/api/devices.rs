@@ -28,7 +28,7 @@ use sigil_manifests::{ProductId, Version};
 use super::{new_token, parse_product, ApiJson, AppState, Caller, PageQuery};
 use crate::challenge::{ChallengeError, CHALLENGE_TTL_SECS};
 use crate::error::ApiError;
-use crate::rollout::DeviceStatus;
+use crate::rollout::{DeviceStatus, NEUTRAL_REPORT_STATES};
 use crate::store::{
     now_secs, AuditEvent, CheckIn, Device, DeviceFilter, Product, Report, Role, TokenGrant,
 };
@@ -37,10 +37,6 @@ const MAX_GROUPS: usize = 16;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
 const MAX_DETAIL: usize = 1024;
-/// Agent states that are recorded (device state, report, audit) but leave the deployment
-/// status alone: `deferred` (the device's install-permission hook said "not now") and
-/// `installing` (rebooting into the update) count neither as success nor as failure.
-const NEUTRAL_STATES: [&str; 3] = ["idle", "deferred", "installing"];
 
 /// The message a device signs to open a session (defined in `sigil-manifests`, FORMAT.md §8,
 /// so the agent that signs it and this server cannot drift apart).
@@ -423,11 +419,17 @@ pub async fn checkin(
     Version::parse(&req.version).map_err(|_| {
         ApiError::BadRequest("version must be a semantic version like 1.2.3".to_owned())
     })?;
-    if !NEUTRAL_STATES.contains(&req.state.as_str()) && DeviceStatus::parse(&req.state).is_none() {
-        return Err(ApiError::BadRequest(
-            "state must be idle, deferred, installing, pending, downloading, staged, installed, confirmed, reverted or failed"
-                .to_owned(),
-        ));
+    if !NEUTRAL_REPORT_STATES.contains(&req.state.as_str())
+        && DeviceStatus::parse(&req.state).is_none()
+    {
+        let names: Vec<&str> = NEUTRAL_REPORT_STATES
+            .into_iter()
+            .chain(DeviceStatus::ALL.map(DeviceStatus::as_str))
+            .collect();
+        return Err(ApiError::BadRequest(format!(
+            "state must be one of {}",
+            names.join(", ")
+        )));
     }
     if req.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
         return Err(ApiError::BadRequest(format!(
