@@ -12,7 +12,7 @@
 //!
 //! | protected phase | request | what the bootloader does | transition | next |
 //! |---|---|---|---|---|
-//! | Idle | `Install(D)` | verify the staged bundle against the floors (trust root → key set → manifest → policy → payload digest); refuse it if invalid, if its manifest digest is not `D`, or if `D` was rejected before, **without touching the active slot** | `start_install`, or `refuse_install` (outcome `StagedInvalid` / `StagedMismatch` / `AlreadyRejected`) | Swapping, or Idle |
+//! | Idle | `Install(D)` | verify the active bundle and raise the floors to its counters if lower; verify the staged bundle against the floors (trust root → key set → manifest → policy → payload digest); refuse it if invalid, if its manifest digest is not `D`, or if `D` was rejected before, **without touching the active slot** | `start_install`, or `refuse_install` (outcome `StagedInvalid` / `StagedMismatch` / `AlreadyRejected`) | Swapping, or Idle |
 //! | Idle | none, or any other | verify the active bundle against the floors; raise the floors to its counters if lower; jump | `raise_floors` (written only if it changes something, or on the first boot) | — |
 //! | Swapping | any (stale) | run / resume the install swap, recording each half-step | `swap_progressed`, then `enter_trial` (budget = `trial_attempts`) | Trial |
 //! | Trial | `Confirm(D)`, `D` = trial image | verify the active bundle, check its digest is the trial image's; jump, not on trial | `confirm_trial`: floors rise to the image's counters, outcome `Confirmed` | — (Idle) |
@@ -329,6 +329,15 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         digest: &ImageDigest,
         envelope_buf: &mut [u8],
     ) -> Result<(), Error> {
+        // The running image is confirmed: its counters are a floor even on a device that has
+        // never booted without a request (a factory image assembled with one), so nothing
+        // below it is installed.
+        if let Ok(active) = self.verify(self.layout.active_offset(), &loaded.state, envelope_buf)? {
+            let raised = loaded.state.raise_floors(active.counters().floors());
+            if raised != loaded.state {
+                self.commit(loaded, raised)?;
+            }
+        }
         let state = loaded.state;
         let staged = match self.verify(self.layout.staged_bundle_offset(), &state, envelope_buf)? {
             Ok(info) => info,

@@ -518,3 +518,19 @@ fn mapped_flash_decides_like_buffered_flash() {
     });
     assert!(both("tampered active", &boot).starts_with("Err("));
 }
+
+/// A factory image assembled with an install request already staged: the first boot never ran
+/// without a request, yet nothing below the running image installs.
+#[test]
+fn the_running_image_is_a_floor_before_any_idle_boot() {
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&Spec { counter: 3, ..v1() }));
+    dev.stage(&bundle(&Spec { counter: 2, ..v2() })).unwrap();
+    let image = dev.boot().unwrap();
+    assert_eq!((image.security_counter(), image.is_trial()), (3, false));
+    let state = dev.state();
+    assert_eq!(
+        (state.outcome, state.min_security_counter),
+        (Outcome::StagedInvalid, 3)
+    );
+}
