@@ -1,9 +1,10 @@
 //! The Sigil bootloader for QEMU `mps2-an385`.
 //!
 //! Every boot: read the boot-control state, let [`sigil_bootloader::Bootloader`] verify (and,
-//! if an update is pending or on trial, install, trial or revert), then start the verified
-//! image through the board glue. Any failure ends in the safe state: no jump, a distinct QEMU
-//! exit code ([`sigil_board_mps2_an385::exit`]).
+//! if an update is pending or on trial, install, trial or revert), lock the protected state
+//! ([`BoardLock`]: MPU + latch), then start the verified image unprivileged through the board
+//! glue. Any failure ends in the safe state: no jump, a distinct QEMU exit code
+//! ([`sigil_board_mps2_an385::exit`]).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -12,7 +13,8 @@
 mod bench;
 
 use cortex_m_rt::entry;
-use sigil_board_mps2_an385::{config, exit, log, Flash, LAYOUT};
+use sigil_board_mps2_an385::core_shim::{protected_region, StateLock};
+use sigil_board_mps2_an385::{config, exit, log, BoardLock, Flash, JumpError, LAYOUT};
 use sigil_bootloader::{BootConfig, Bootloader, Error};
 use sigil_manifests::{ProductId, TrustRoot};
 
@@ -69,6 +71,17 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             };
         }
     };
+    // The lock, for every image that boots (feature `dangerous-unlocked`: the hostile-app
+    // tests' control build, whose lock protects nothing).
+    let mut lock = if cfg!(feature = "dangerous-unlocked") {
+        BoardLock::dangerous_unlocked()
+    } else {
+        BoardLock::new()
+    };
+    if lock.lock(protected_region()).is_err() {
+        log!("sigil-boot: refusing to boot: the protected state could not be locked");
+        return exit::LOCK_FAILED;
+    }
     log!(
         "sigil-boot: verified image: {} bytes at {:#010x}, security counter {}, {}",
         image.payload_size(),
@@ -89,7 +102,11 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     {
         let e = sigil_board_mps2_an385::start_image(&image, bootloader.into_flash());
         log!("sigil-boot: not starting the image: {}", e);
-        exit::BAD_VECTOR_TABLE
+        if e == JumpError::NotLocked {
+            exit::LOCK_FAILED
+        } else {
+            exit::BAD_VECTOR_TABLE
+        }
     }
 }
 

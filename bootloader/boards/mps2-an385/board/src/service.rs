@@ -1,0 +1,229 @@
+//! The bootloader's flash service: after the jump, the only way the application reaches the
+//! persistent flash (and the console and the exit, which are semihosting calls too).
+//!
+//! The application executes `svc 0` with the operation in `r0` and its arguments in `r1..r3`;
+//! the status comes back in `r0`:
+//!
+//! | `r0` | operation | `r1` | `r2` | `r3` |
+//! |---|---|---|---|---|
+//! | 1 | write `len` bytes from the application's RAM to flash `offset` | offset | source address | len |
+//! | 2 | erase flash `from .. to` | from | to | — |
+//! | 3 | console: write `len` bytes of text | source address | len | — |
+//! | 4 | exit (ends the QEMU run) with code `r1 & 0xFF` | code | — | — |
+//!
+//! The rules, each checked before anything is written:
+//!
+//! | rule | refused with |
+//! |---|---|
+//! | nothing is served before the lock latched the protected range | [`Status::Unavailable`] |
+//! | a write or erase that touches the latched protected range | [`Status::Locked`] |
+//! | a source that is not the application's RAM (writes) or its RAM or the flash window (console): the service is never a way to read the bootloader's memory | [`Status::BadBuffer`] |
+//! | NOR rules (alignment, bounds) | [`Status::NotAligned`], [`Status::OutOfBounds`] |
+//!
+//! Requests, the staging slot and the active slot are served: the bootloader verifies
+//! whatever they hold at the next boot, so nothing the application writes there can lower a
+//! floor.
+
+/// A service operation (`r0` of the `svc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    /// Program flash: `offset`, source address, length.
+    Write = 1,
+    /// Erase flash sectors: `from`, `to`.
+    Erase = 2,
+    /// Console output: source address, length.
+    Console = 3,
+    /// End the run with an exit code.
+    Exit = 4,
+}
+
+/// What the service answered (`r0` after the `svc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Status {
+    /// Done.
+    Ok = 0,
+    /// Refused: the range touches the protected state, locked until reset.
+    Locked = 1,
+    /// Offset or length not aligned to the write or erase size.
+    NotAligned = 2,
+    /// The range leaves the flash device.
+    OutOfBounds = 3,
+    /// The buffer is not in the application's memory.
+    BadBuffer = 4,
+    /// The host file failed.
+    Flash = 5,
+    /// The service is not available (the lock is not set, or a call is in progress).
+    Unavailable = 6,
+    /// No such operation.
+    UnknownOp = 7,
+}
+
+impl Status {
+    /// The status a service call returned in `r0`.
+    pub fn from_word(word: u32) -> Status {
+        match word {
+            0 => Status::Ok,
+            1 => Status::Locked,
+            2 => Status::NotAligned,
+            3 => Status::OutOfBounds,
+            4 => Status::BadBuffer,
+            5 => Status::Flash,
+            6 => Status::Unavailable,
+            _ => Status::UnknownOp,
+        }
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "done",
+            Status::Locked => "refused: the protected state is locked until reset",
+            Status::NotAligned => "refused: not aligned",
+            Status::OutOfBounds => "refused: outside the flash device",
+            Status::BadBuffer => "refused: the buffer is not the application's memory",
+            Status::Flash => "flash (host file) error",
+            Status::Unavailable => "refused: the flash service is not available",
+            Status::UnknownOp => "refused: no such operation",
+        })
+    }
+}
+
+#[cfg(feature = "bootloader")]
+pub(crate) use server::{handle, install};
+
+#[cfg(feature = "bootloader")]
+mod server {
+    use core::cell::RefCell;
+    use core::ops::Range;
+
+    use cortex_m::interrupt::Mutex;
+    use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+
+    use super::{Op, Status};
+    use crate::flash::{Flash, FlashError};
+    use crate::{config, glue, lock};
+
+    /// The flash driver, handed over by [`crate::start_image`] at the jump.
+    static FLASH: Mutex<RefCell<Option<Flash>>> = Mutex::new(RefCell::new(None));
+
+    /// Bytes moved per step.
+    const CHUNK: usize = 256;
+
+    /// Keeps `flash` for the service (called once, just before the jump).
+    pub(crate) fn install(flash: Flash) {
+        cortex_m::interrupt::free(|cs| {
+            if let Ok(mut slot) = FLASH.borrow(cs).try_borrow_mut() {
+                *slot = Some(flash);
+            }
+        });
+    }
+
+    /// Serves one `svc` (called by the glue's SVCall handler with the caller's `r0..r3`).
+    pub(crate) fn handle(op: u32, a: u32, b: u32, c: u32) -> Status {
+        if op == Op::Exit as u32 {
+            crate::exit::exit(a.to_le_bytes()[0]);
+        }
+        let Some(protected) = lock::latched() else {
+            return Status::Unavailable;
+        };
+        cortex_m::interrupt::free(|cs| {
+            let Ok(mut slot) = FLASH.borrow(cs).try_borrow_mut() else {
+                return Status::Unavailable;
+            };
+            let Some(flash) = slot.as_mut() else {
+                return Status::Unavailable;
+            };
+            match op {
+                x if x == Op::Write as u32 => write(flash, &protected, a, b, c),
+                x if x == Op::Erase as u32 => erase(flash, &protected, a, b),
+                x if x == Op::Console as u32 => console(flash, a, b),
+                _ => Status::UnknownOp,
+            }
+        })
+    }
+
+    fn status(e: FlashError) -> Status {
+        match e {
+            FlashError::NotAligned => Status::NotAligned,
+            FlashError::OutOfBounds => Status::OutOfBounds,
+            _ => Status::Flash,
+        }
+    }
+
+    /// Whether `start .. start + len` touches `protected` (an overflowing range does).
+    fn touches(protected: &Range<u32>, start: u32, len: u32) -> bool {
+        match start.checked_add(len) {
+            Some(end) => len != 0 && start < protected.end && protected.start < end,
+            None => true,
+        }
+    }
+
+    fn write(flash: &mut Flash, protected: &Range<u32>, offset: u32, src: u32, len: u32) -> Status {
+        if touches(protected, offset, len) {
+            return Status::Locked;
+        }
+        let (Ok(total), Some(_)) = (usize::try_from(len), src.checked_add(len)) else {
+            return Status::OutOfBounds;
+        };
+        let mut done = 0usize;
+        while done < total {
+            let n = CHUNK.min(total.saturating_sub(done));
+            let mut buf = [0u8; CHUNK];
+            let Some(chunk) = buf.get_mut(..n) else {
+                return Status::OutOfBounds;
+            };
+            // `done < total <= u32::MAX` and `src + len` does not overflow (checked above).
+            let step = u32::try_from(done).unwrap_or(u32::MAX);
+            if glue::copy_from_app(src.saturating_add(step), chunk).is_none() {
+                return Status::BadBuffer;
+            }
+            if let Err(e) = flash.write(offset.saturating_add(step), chunk) {
+                return status(e);
+            }
+            done = done.saturating_add(n);
+        }
+        Status::Ok
+    }
+
+    fn erase(flash: &mut Flash, protected: &Range<u32>, from: u32, to: u32) -> Status {
+        if touches(protected, from, to.saturating_sub(from)) {
+            return Status::Locked;
+        }
+        flash.erase(from, to).map_or_else(status, |()| Status::Ok)
+    }
+
+    /// Text from the application's RAM or the flash window (its own string constants).
+    fn console(flash: &mut Flash, src: u32, len: u32) -> Status {
+        let mut done = 0u32;
+        while done < len {
+            let n = 64u32.min(len.saturating_sub(done));
+            let mut buf = [0u8; 65];
+            let Some(chunk) = buf.get_mut(..n as usize) else {
+                return Status::BadBuffer;
+            };
+            let Some(at) = src.checked_add(done) else {
+                return Status::BadBuffer;
+            };
+            let in_window = at
+                .checked_sub(config::FLASH_BASE)
+                .filter(|offset| usize::try_from(*offset).is_ok_and(|o| o < config::FLASH_SIZE));
+            let copied = match in_window {
+                Some(offset) => flash.read(offset, chunk).is_ok(),
+                None => glue::copy_from_app(at, chunk).is_some(),
+            };
+            if !copied {
+                return Status::BadBuffer;
+            }
+            // `buf[64]` stays 0, so there is always a terminator.
+            if let Ok(text) = core::ffi::CStr::from_bytes_until_nul(&buf) {
+                semihosting::sys::arm_compat::sys_write0(text);
+            }
+            done = done.saturating_add(n);
+        }
+        Status::Ok
+    }
+}
