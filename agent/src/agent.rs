@@ -321,6 +321,27 @@ impl Agent {
         tracing::debug!(phase = %boot.phase, version = running.version, "cycle");
         match boot.phase {
             Phase::Trial => return self.after_trial_boot(&running).await,
+            Phase::Idle if self.slots.install_requested().is_some() => {
+                match self.state.update.clone() {
+                    Some(rec)
+                        if matches!(
+                            rec.phase,
+                            UpdatePhase::Staged { .. } | UpdatePhase::Installing
+                        ) =>
+                    {
+                        self.flush_best_effort().await;
+                        return self.try_install(&running, rec).await;
+                    }
+                    _ => {
+                        // Requested without a record of ours (state lost): withdraw it, so the
+                        // device never installs something the agent did not check this run.
+                        tracing::warn!("install requested without an agent record: withdrawing it");
+                        self.slots.cancel()?;
+                        self.state.update = None;
+                        self.save()?;
+                    }
+                }
+            }
             Phase::Idle => {
                 if let Some(rec) = self.state.update.clone() {
                     match rec.phase {
@@ -336,27 +357,6 @@ impl Agent {
                             self.save()?;
                         }
                         UpdatePhase::Downloading { .. } => {}
-                    }
-                }
-            }
-            Phase::Pending => {
-                match self.state.update.clone() {
-                    Some(rec)
-                        if matches!(
-                            rec.phase,
-                            UpdatePhase::Staged { .. } | UpdatePhase::Installing
-                        ) =>
-                    {
-                        self.flush_best_effort().await;
-                        return self.try_install(&running, rec).await;
-                    }
-                    _ => {
-                        // Pending without a record of ours (state lost): withdraw it, so the
-                        // device never installs something the agent did not check this run.
-                        tracing::warn!("update pending without an agent record: withdrawing it");
-                        self.slots.cancel_pending()?;
-                        self.state.update = None;
-                        self.save()?;
                     }
                 }
             }
@@ -440,10 +440,7 @@ impl Agent {
             key: "device.product",
             message: "is not a valid product id".to_owned(),
         })?;
-        let mut boot_config = BootConfig::new(&trust_root, product);
-        if let Some(c) = &component {
-            boot_config = boot_config.with_component(c);
-        }
+        let mut boot_config = BootConfig::new(&trust_root, product, &component);
         if let Some(v) = self.config.device.bootloader_version {
             boot_config = boot_config.with_bootloader_version(v);
         }
@@ -522,8 +519,9 @@ impl Agent {
 
         // Verify again, from the flash: what the bootloader will read.
         let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
-        let staged_version = match self.slots.verify_staged(&trust_root, policy, &mut buf) {
-            Ok(v) => v.manifest().version.to_string(),
+        let (staged_version, digest) = match self.slots.verify_staged(&trust_root, policy, &mut buf)
+        {
+            Ok(v) => (v.manifest().version.to_string(), v.manifest_digest()),
             Err(e) => {
                 let reason = format!(
                     "the staged bundle does not verify from flash: {}",
@@ -532,7 +530,7 @@ impl Agent {
                 return self.fail(running, dep, reason).await;
             }
         };
-        self.slots.mark_pending()?;
+        self.slots.request_install(&digest)?;
         let rec = UpdateRecord {
             deployment: dep,
             release: offer.release.clone(),

@@ -13,12 +13,12 @@
 //! | `device.key` | yes | | ed25519 private key, PKCS#8 PEM (`sigil keygen`) |
 //! | `device.trust_root` | yes | | encoded trust root file (`sigil root init`) |
 //! | `device.product` | yes | | `vendor/device` |
-//! | `device.component` | no | | component the active slot holds, if manifests must name it |
+//! | `device.component` | yes | | component the active slot holds ("app", "radio", …): manifests for another component are refused |
 //! | `device.bootloader_version` | no | | this device's bootloader version, for manifests that require a minimum |
 //! | `flash.path` | yes | | flash image file or block/MTD-block device |
 //! | `flash.erase_size`, `flash.write_size` | yes | | geometry: must match the bootloader's |
 //! | `flash.erased` | no | `255` | erased byte value (255 or 0) |
-//! | `flash.state_offset`, `flash.active_offset`, `flash.staging_offset`, `flash.slot_sectors` | yes | | the bootloader's `Layout` |
+//! | `flash.protected_offset`, `flash.request_offset`, `flash.active_offset`, `flash.staging_offset`, `flash.slot_sectors` | yes | | the bootloader's `Layout` (protected state, request sector, slots) |
 //! | `poll.interval` | no | `5m` | time between check-ins |
 //! | `poll.jitter` | no | `30s` | up to this much random extra wait (spreads a fleet's load) |
 //! | `poll.defer_interval` | no | `10m` | time before asking the install-permission hook again |
@@ -123,8 +123,7 @@ struct RawDevice {
     key: PathBuf,
     trust_root: PathBuf,
     product: String,
-    #[serde(default)]
-    component: Option<String>,
+    component: String,
     #[serde(default)]
     bootloader_version: Option<u32>,
 }
@@ -137,7 +136,8 @@ struct RawFlash {
     write_size: u32,
     #[serde(default = "erased_ff")]
     erased: u8,
-    state_offset: u32,
+    protected_offset: u32,
+    request_offset: u32,
     active_offset: u32,
     staging_offset: u32,
     slot_sectors: u32,
@@ -224,8 +224,8 @@ pub struct DeviceConfig {
     pub vendor: String,
     /// Product device class.
     pub device: String,
-    /// Component the slot holds, if required.
-    pub component: Option<String>,
+    /// Component the slot holds: part of every device policy.
+    pub component: String,
     /// The bootloader's version, for manifests that require a minimum.
     pub bootloader_version: Option<u32>,
 }
@@ -453,14 +453,12 @@ impl AgentConfig {
                 "vendor and device must be 1 to 64 characters of [A-Za-z0-9._+-]",
             )
         })?;
-        if let Some(c) = &raw.device.component {
-            check_identifier(c).map_err(|_| {
-                invalid(
-                    "device.component",
-                    "must be 1 to 64 characters of [A-Za-z0-9._+-]",
-                )
-            })?;
-        }
+        check_identifier(&raw.device.component).map_err(|_| {
+            invalid(
+                "device.component",
+                "must be 1 to 64 characters of [A-Za-z0-9._+-]",
+            )
+        })?;
         let device = DeviceConfig {
             id: raw.device.id,
             key: rel(raw.device.key),
@@ -496,7 +494,8 @@ impl AgentConfig {
         };
         let layout = Layout::new(
             geometry,
-            f.state_offset,
+            f.protected_offset,
+            f.request_offset,
             f.active_offset,
             f.staging_offset,
             f.slot_sectors,
@@ -645,12 +644,14 @@ id = "pump-1"
 key = "device.key"
 trust_root = "root.sgl"
 product = "acme/pump-x2"
+component = "app"
 [flash]
 path = "flash.img"
 erase_size = 4096
 write_size = 8
-state_offset = 0
-active_offset = 8192
+protected_offset = 0
+request_offset = 8192
+active_offset = 12288
 staging_offset = 65536
 slot_sectors = 8
 [hooks]

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
-use sigil_bootloader::{BootControl, BootState, Error as BootError, Layout, Phase};
+use sigil_bootloader::{BootControl, BootState, Error as BootError, ImageDigest, Layout, Phase};
 use sigil_manifests::{DevicePolicy, TrustRoot, VerifiedBundle};
 
 use crate::flash::{FileFlash, FlashError, SyncMode};
@@ -72,11 +72,13 @@ pub trait Slots: Send {
     fn set_bulk(&mut self, bulk: bool);
     /// Flushes the flash device to the medium.
     fn sync(&mut self) -> Result<(), SlotError>;
-    /// [`BootControl::mark_pending`].
-    fn mark_pending(&mut self) -> Result<(), SlotError>;
-    /// [`BootControl::cancel_pending`].
-    fn cancel_pending(&mut self) -> Result<(), SlotError>;
-    /// [`BootControl::confirm`].
+    /// [`BootControl::request_install`] for the staged bundle with this manifest digest.
+    fn request_install(&mut self, digest: &ImageDigest) -> Result<(), SlotError>;
+    /// [`BootControl::install_requested`].
+    fn install_requested(&self) -> Option<ImageDigest>;
+    /// [`BootControl::cancel`].
+    fn cancel(&mut self) -> Result<(), SlotError>;
+    /// [`BootControl::confirm`] for the image on trial (final at the next boot).
     fn confirm(&mut self) -> Result<(), SlotError>;
     /// [`BootControl::verify_staged`].
     fn verify_staged<'b>(
@@ -165,16 +167,21 @@ impl<const E: usize, const W: usize> Slots for BootControl<FileFlash<E, W>> {
         self.flash().sync().map_err(SlotError::Sync)
     }
 
-    fn mark_pending(&mut self) -> Result<(), SlotError> {
-        Ok(BootControl::mark_pending(self)?)
+    fn request_install(&mut self, digest: &ImageDigest) -> Result<(), SlotError> {
+        Ok(BootControl::request_install(self, digest)?)
     }
 
-    fn cancel_pending(&mut self) -> Result<(), SlotError> {
-        Ok(BootControl::cancel_pending(self)?)
+    fn install_requested(&self) -> Option<ImageDigest> {
+        BootControl::install_requested(self)
+    }
+
+    fn cancel(&mut self) -> Result<(), SlotError> {
+        Ok(BootControl::cancel(self)?)
     }
 
     fn confirm(&mut self) -> Result<(), SlotError> {
-        Ok(BootControl::confirm(self)?)
+        let trial = BootControl::state(self).trial_image;
+        Ok(BootControl::confirm(self, &trial)?)
     }
 
     fn verify_staged<'b>(

@@ -1,56 +1,47 @@
-//! The boot decision: verify, install, trial, revert.
+//! The boot decision: the protected state and the newest request, as a table.
 //!
-//! # State machine
+//! # State and request table
 //!
-//! One call of [`Bootloader::boot`] reads the state from flash (nothing is kept in RAM across
-//! boots) and runs this machine until it can jump or must stop:
+//! One call of [`Bootloader::boot`] reads the protected state and the newest request from
+//! flash (nothing is kept in RAM across boots), rewrites a newest protected record that has
+//! lost one of its two copies, then runs this table until it can jump or must stop. The
+//! request is checked against the protected state **as read at the start of the boot**, and
+//! only in the row that names it; in every other row it is stale and ignored. Before the jump
+//! the request sector is erased (if anything is in it) and the board locks the protected
+//! state ([`crate::StateLock`]); a failed lock means no jump.
 //!
-//! | phase | what the bootloader does | next phase |
-//! |---|---|---|
-//! | Idle | verify the active bundle; raise the stored minimums to its counters if lower; jump | — |
-//! | Pending | verify the staged bundle (trust root → key set → manifest → policy with the stored minimums → payload digest); refuse it if invalid or rejected before, **without touching the active slot** | Swapping, or Idle (outcome `StagedInvalid` / `AlreadyRejected`) |
-//! | Swapping | run / resume the install swap, recording each half-step | Trial (budget = `trial_attempts`) |
-//! | Trial, boots left > 0 | verify the active (new) bundle; record one boot used; jump | — (the app confirms → Idle) |
-//! | Trial, none left or image invalid | start the revert | Reverting (outcome `Reverted` / `TrialInvalid`) |
-//! | Reverting | run / resume the revert swap | Idle, image marked rejected |
+//! | protected phase | request | what the bootloader does | transition | next |
+//! |---|---|---|---|---|
+//! | Idle | `Install(D)` | verify the staged bundle against the floors (trust root → key set → manifest → policy → payload digest); refuse it if invalid, if its manifest digest is not `D`, or if `D` was rejected before, **without touching the active slot** | `start_install`, or `refuse_install` (outcome `StagedInvalid` / `StagedMismatch` / `AlreadyRejected`) | Swapping, or Idle |
+//! | Idle | none, or any other | verify the active bundle against the floors; raise the floors to its counters if lower; jump | `raise_floors` (written only if it changes something, or on the first boot) | — |
+//! | Swapping | any (stale) | run / resume the install swap, recording each half-step | `swap_progressed`, then `enter_trial` (budget = `trial_attempts`) | Trial |
+//! | Trial | `Confirm(D)`, `D` = trial image | verify the active bundle, check its digest is the trial image's; jump, not on trial | `confirm_trial`: floors rise to the image's counters, outcome `Confirmed` | — (Idle) |
+//! | Trial, boots left > 0 | none, or any other | verify the active bundle, check its digest is the trial image's; record one boot used; jump on trial | `use_trial_boot` | — |
+//! | Trial, no boots left, or the image does not verify | none, or any other | start the revert | `start_revert` (outcome `Reverted` / `TrialInvalid`) | Reverting |
+//! | Reverting | any (stale) | run / resume the revert swap | `swap_progressed`, then `finish_revert`: trial image added to the rejected list | Idle |
+//!
+//! What a forged, stale or replayed request can do, row by row: `Install(D)` in Idle can at
+//! worst install a staged image that passes the full verification against the protected
+//! floors and is not rejected; a `Confirm(D)` counts only for the image on trial, which the
+//! bootloader itself installed and verifies again; nothing else is read from a request. The
+//! floors change only in `raise_floors` (to the counters of a verified image), an image is
+//! rejected only by `finish_revert`, and the sequence number advances only by the bootloader's
+//! own writes, a bounded number per boot.
 //!
 //! Every jump follows a full verification of the bytes it jumps into in the same boot; every
-//! other path ends in [`Error`] (the safe failure state). The stored minimum security counter
-//! and key-set version are raised only by a confirm (or on an Idle boot, whose image is
-//! confirmed by definition), never by installing.
-//!
-//! # Swap (swap-offset)
-//!
-//! The new bundle sits at staging sectors `S[1..=n]`, the old one at active sectors `A[0..m)`.
-//! With `k = max(n, m)` (at most the slot size) the install runs `2k` half-steps, each
-//! followed by a progress record:
-//!
-//! | half-step | erase | copy | the source stays intact until |
-//! |---|---|---|---|
-//! | `2i` | `S[i]` (spare, or new sector `i-1` already installed) | `A[i] → S[i]` (old sector `i`) | half-step `2i+1` |
-//! | `2i+1` | `A[i]` | `S[i+1] → A[i]` (new sector `i`) | half-step `2i+2` |
-//!
-//! After it the active slot holds the new bundle and `S[0..m)` the old one (no offset). The
-//! revert runs the mirror image, `i` from `k-1` down to 0:
-//!
-//! | half-step | erase | copy |
-//! |---|---|---|
-//! | first | `S[i+1]` | `A[i] → S[i+1]` (new sector `i` back to its staged place) |
-//! | second | `A[i]` | `S[i] → A[i]` (old sector `i` back) |
-//!
-//! A power cut inside a half-step repeats that half-step (its source is intact, its
-//! destination is erased first). Each of `A[0..k)` and `S[0..k)` is erased **once** per update
-//! and each of `A[0..k)` and `S[1..=k]` once per revert; sectors beyond `k` are not touched.
-//! Chunks that read as erased are not written.
+//! other path ends in [`Error`] (the safe failure state). The swap itself is in
+//! [`crate::swap`].
 
-use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind};
-use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
+use embedded_storage::nor_flash::NorFlashErrorKind;
 use sigil_manifests::{DevicePolicy, ProductId, TrustRoot};
 
 use crate::error::Error;
-use crate::layout::{Layout, CHUNK};
-use crate::record::{BootState, ImageId, Outcome, Phase};
+use crate::layout::Layout;
+use crate::lock::StateLock;
+use crate::record::{BootState, ImageDigest, Outcome, Phase};
+use crate::request::{self, Request};
 use crate::store::{self, Loaded};
+use crate::swap::{self, Direction};
 use crate::verify::{verify_at, BootFlash, ImageInfo};
 
 /// What the device accepts: the compiled-in trust root and the device policy.
@@ -60,8 +51,8 @@ pub struct BootConfig<'a> {
     pub root: &'a TrustRoot,
     /// This device's product id.
     pub product: ProductId<'a>,
-    /// The component the slot holds, if manifests must name it.
-    pub component: Option<&'a str>,
+    /// The component the active slot holds ("app", "radio", …): every manifest must name it.
+    pub component: &'a str,
     /// This bootloader's version, for manifests that require a minimum.
     pub bootloader_version: Option<u32>,
     /// Boots a new image gets to be confirmed before it is reverted (at least 1).
@@ -69,21 +60,16 @@ pub struct BootConfig<'a> {
 }
 
 impl<'a> BootConfig<'a> {
-    /// A configuration with no component check, no bootloader version and 3 trial boots.
-    pub fn new(root: &'a TrustRoot, product: ProductId<'a>) -> Self {
+    /// A configuration for the slot holding `component` of `product`, with no bootloader
+    /// version and 3 trial boots.
+    pub fn new(root: &'a TrustRoot, product: ProductId<'a>, component: &'a str) -> Self {
         BootConfig {
             root,
             product,
-            component: None,
+            component,
             bootloader_version: None,
             trial_attempts: 3,
         }
-    }
-
-    /// Requires manifests to target `component`.
-    pub fn with_component(mut self, component: &'a str) -> Self {
-        self.component = Some(component);
-        self
     }
 
     /// Declares this bootloader's version.
@@ -99,31 +85,29 @@ impl<'a> BootConfig<'a> {
     }
 
     /// The device policy for `state`: product, component, bootloader version, slot size and the
-    /// stored minimum security counter and key-set version. The agent uses the same policy to
-    /// check a bundle before it marks it pending.
+    /// stored floors. The agent uses the same policy to check a bundle before it requests the
+    /// install.
     pub fn policy(&self, layout: &Layout, state: &BootState) -> DevicePolicy<'a> {
-        let mut policy = DevicePolicy::device(self.product, u64::from(layout.max_bundle_len()))
+        let policy = DevicePolicy::device(self.product, u64::from(layout.max_bundle_len()))
+            .with_component(self.component)
             .with_min_security_counter(state.min_security_counter)
             .with_min_key_set_version(state.min_key_set_version);
-        if let Some(component) = self.component {
-            policy = policy.with_component(component);
+        match self.bootloader_version {
+            Some(version) => policy.with_bootloader_version(version),
+            None => policy,
         }
-        if let Some(version) = self.bootloader_version {
-            policy = policy.with_bootloader_version(version);
-        }
-        policy
     }
 }
 
 /// The boot decision: a verified image to jump to. Only [`Bootloader::boot`] makes one, right
-/// after verifying the bytes it describes.
+/// after verifying the bytes it describes and locking the protected state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedImage {
     entry: u32,
     size: u64,
     security_counter: u32,
     key_set_version: u32,
-    id: ImageId,
+    digest: ImageDigest,
     trial: bool,
     attempts_left: u8,
 }
@@ -153,9 +137,9 @@ impl VerifiedImage {
         self.key_set_version
     }
 
-    /// Identity of the image (first 16 bytes of its payload digest).
-    pub fn image_id(&self) -> ImageId {
-        self.id
+    /// Identity of the image: its manifest digest.
+    pub fn digest(&self) -> ImageDigest {
+        self.digest
     }
 
     /// Whether the image runs on trial and must be confirmed.
@@ -169,13 +153,6 @@ impl VerifiedImage {
     }
 }
 
-/// Which way a swap moves the images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Install,
-    Revert,
-}
-
 /// The portable boot logic over one flash device.
 #[derive(Debug)]
 pub struct Bootloader<'a, F> {
@@ -184,7 +161,7 @@ pub struct Bootloader<'a, F> {
     config: BootConfig<'a>,
 }
 
-/// Most phase transitions one boot can make (Pending → Swapping → Trial → Reverting → Idle).
+/// Most rows one boot runs (Idle+Install → Swapping → Trial, or Trial → Reverting → Idle).
 const MAX_TRANSITIONS: usize = 8;
 
 impl<'a, F: BootFlash> Bootloader<'a, F> {
@@ -208,38 +185,63 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         self.flash
     }
 
-    /// Decides what to boot: `Ok` only with a verified image; `Err` means stay in the safe
+    /// Decides what to boot: `Ok` only with a verified image, after the request sector has
+    /// been consumed and `lock` has locked the protected state; `Err` means stay in the safe
     /// failure state. `envelope_buf` holds a bundle's envelope while it is verified
-    /// (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle).
-    pub fn boot(&mut self, envelope_buf: &mut [u8]) -> Result<VerifiedImage, Error> {
+    /// (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle; empty for mapped flash).
+    pub fn boot<L: StateLock>(
+        &mut self,
+        envelope_buf: &mut [u8],
+        lock: &mut L,
+    ) -> Result<VerifiedImage, Error> {
         let mut loaded = store::load(&mut self.flash, &self.layout)?;
+        loaded.heal(&mut self.flash, &self.layout)?;
+        let requests = request::read(&mut self.flash, &self.layout)?;
         log_info!("boot: phase {}", loaded.state.phase);
+        let image = self.decide(&mut loaded, requests.newest, envelope_buf)?;
+        if requests.dirty() {
+            request::erase(&mut self.flash, &self.layout)?;
+        }
+        lock.lock(self.layout.protected_region())
+            .map_err(|_| Error::LockFailed)?;
+        Ok(image)
+    }
+
+    /// Runs the state-and-request table (module documentation) until there is an image.
+    fn decide(
+        &mut self,
+        loaded: &mut Loaded,
+        request: Option<Request>,
+        envelope_buf: &mut [u8],
+    ) -> Result<VerifiedImage, Error> {
+        // The request applies to the state as read at boot, in its own row only.
+        let mut request = request;
         for _ in 0..MAX_TRANSITIONS {
             let state = loaded.state;
-            match state.phase {
-                Phase::Idle => return self.boot_idle(&mut loaded, envelope_buf),
-                Phase::Pending => self.start_update(&mut loaded, envelope_buf)?,
-                Phase::Swapping => {
-                    self.swap(&mut loaded, Direction::Install)?;
-                    let next = BootState {
-                        attempts_left: self.config.trial_attempts.max(1),
-                        ..loaded.state.with_phase(Phase::Trial)
-                    };
-                    self.commit(&mut loaded, next)?;
+            match (state.phase, request.take()) {
+                (Phase::Idle, Some(Request::Install(digest))) => {
+                    self.start_update(loaded, &digest, envelope_buf)?;
                 }
-                Phase::Trial => {
-                    if let Some(image) = self.boot_trial(&mut loaded, envelope_buf)? {
+                (Phase::Idle, _) => return self.boot_idle(loaded, envelope_buf),
+                (Phase::Swapping, _) => {
+                    swap::run(&mut self.flash, &self.layout, loaded, Direction::Install)?;
+                    let next = loaded.state.enter_trial(self.config.trial_attempts.max(1));
+                    self.commit(loaded, next)?;
+                }
+                (Phase::Trial, Some(Request::Confirm(digest))) if digest == state.trial_image => {
+                    if let Some(image) = self.confirm_trial(loaded, envelope_buf)? {
                         return Ok(image);
                     }
                 }
-                Phase::Reverting => {
-                    self.swap(&mut loaded, Direction::Revert)?;
-                    let next = BootState {
-                        rejected: Some(state.trial_image),
-                        attempts_left: 0,
-                        ..loaded.state.with_phase(Phase::Idle)
-                    };
-                    self.commit(&mut loaded, next)?;
+                (Phase::Trial, _) => {
+                    if let Some(image) = self.boot_trial(loaded, envelope_buf)? {
+                        return Ok(image);
+                    }
+                }
+                (Phase::Reverting, _) => {
+                    swap::run(&mut self.flash, &self.layout, loaded, Direction::Revert)?;
+                    let next = loaded.state.finish_revert();
+                    self.commit(loaded, next)?;
                 }
             }
         }
@@ -293,12 +295,13 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             size: info.payload_size,
             security_counter: info.security_counter,
             key_set_version: info.key_set_version,
-            id: info.id,
+            digest: info.digest,
             trial,
             attempts_left,
         })
     }
 
+    /// Idle: boot the active image; its counters become the floor (it is confirmed).
     fn boot_idle(
         &mut self,
         loaded: &mut Loaded,
@@ -312,97 +315,88 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 return Err(Error::NoBootableImage(e));
             }
         };
-        // An image that boots in Idle is confirmed: its counters are the device's floor.
-        if info.security_counter > state.min_security_counter
-            || info.key_set_version > state.min_key_set_version
-        {
-            let next = BootState {
-                min_security_counter: state.min_security_counter.max(info.security_counter),
-                min_key_set_version: state.min_key_set_version.max(info.key_set_version),
-                ..state
-            };
+        let next = state.raise_floors(info.counters().floors());
+        if next != state || store::is_blank(loaded) {
             self.commit(loaded, next)?;
         }
         self.image(&info, false, 0)
     }
 
-    /// Pending: verify the staged bundle and either start the swap or refuse it.
-    fn start_update(&mut self, loaded: &mut Loaded, envelope_buf: &mut [u8]) -> Result<(), Error> {
+    /// Idle + `Install(digest)`: verify the staged bundle and either start the swap or refuse.
+    fn start_update(
+        &mut self,
+        loaded: &mut Loaded,
+        digest: &ImageDigest,
+        envelope_buf: &mut [u8],
+    ) -> Result<(), Error> {
         let state = loaded.state;
         let staged = match self.verify(self.layout.staged_bundle_offset(), &state, envelope_buf)? {
             Ok(info) => info,
             Err(e) => {
                 log_warn!("staged bundle refused: {}", e);
-                let next = BootState {
-                    outcome: Outcome::StagedInvalid,
-                    ..state.with_phase(Phase::Idle)
-                };
-                return self.commit(loaded, next);
+                return self.commit(loaded, state.refuse_install(Outcome::StagedInvalid));
             }
         };
-        if state.rejected == Some(staged.id) {
-            log_warn!("staged bundle was rejected before: not retried");
-            let next = BootState {
-                outcome: Outcome::AlreadyRejected,
-                ..state.with_phase(Phase::Idle)
-            };
-            return self.commit(loaded, next);
+        if staged.digest != *digest {
+            log_warn!("staged bundle is not the requested image: not installed");
+            return self.commit(loaded, state.refuse_install(Outcome::StagedMismatch));
         }
-        let old = self.active_extent()?;
+        if state.is_rejected(&staged.digest) {
+            log_warn!("staged bundle was rejected before: not retried");
+            return self.commit(loaded, state.refuse_install(Outcome::AlreadyRejected));
+        }
+        let old = swap::active_extent(&mut self.flash, &self.layout)?;
         let sectors = self
             .layout
             .sectors_for(staged.total_len)
             .max(old)
             .min(self.layout.slot_sectors());
-        // The swap, the trial boots and the confirm must all fit in the log before anything
-        // moves: 2k progress records, the trial budget, the transitions and the confirm.
+        // The swap, the trial boots, the confirm and a heal must fit in the log before anything
+        // moves: 2k progress records, the trial budget, the transitions.
         let needed = sectors
             .saturating_mul(2)
             .saturating_add(u32::from(self.config.trial_attempts))
-            .saturating_add(4);
+            .saturating_add(6);
         if state.sequence.checked_add(needed).is_none() {
-            let next = BootState {
-                outcome: Outcome::StagedInvalid,
-                ..state.with_phase(Phase::Idle)
-            };
-            return self.commit(loaded, next);
+            return self.commit(loaded, state.refuse_install(Outcome::StagedInvalid));
         }
         log_info!(
             "installing: {} sectors, counter {}",
             sectors,
             staged.security_counter
         );
-        let next = BootState {
-            swap_progress: 0,
-            swap_sectors: sectors,
-            trial_security_counter: staged.security_counter,
-            trial_key_set_version: staged.key_set_version,
-            trial_image: staged.id,
-            attempts_left: 0,
-            ..state.with_phase(Phase::Swapping)
-        };
-        self.commit(loaded, next)
+        self.commit(loaded, state.start_install(&staged.counters(), sectors))
     }
 
-    /// Sectors the active bundle occupies, for sizing the swap only.
-    ///
-    /// Only as many sectors as the two bundles occupy move. The length comes from the active
-    /// bundle's header alone (step 1 of the format), which saves hashing the old image on every
-    /// update: if the active bundle is valid, step 7 has cross-checked that header against its
-    /// signed manifest on every boot, so the length is exact; if it is not valid, nothing
-    /// bootable can be lost. A header that does not parse preserves the whole slot.
-    fn active_extent(&mut self) -> Result<u32, Error> {
-        let mut head = [0u8; HEADER_LEN];
-        self.flash
-            .read(self.layout.active_offset(), &mut head)
-            .map_err(|e| Error::Flash(e.kind()))?;
-        let len = BundleHeader::parse(&head).and_then(|h| h.total_len());
-        Ok(match len {
-            Ok(len) if len <= u64::from(self.layout.max_bundle_len()) => {
-                self.layout.sectors_for(len)
-            }
-            _ => self.layout.slot_sectors(),
-        })
+    /// Verifies the active image as the trial image: `Ok(Some)` when its digest matches.
+    fn verify_trial(
+        &mut self,
+        state: &BootState,
+        envelope_buf: &mut [u8],
+    ) -> Result<Option<ImageInfo>, Error> {
+        Ok(
+            match self.verify(self.layout.active_offset(), state, envelope_buf)? {
+                Ok(info) if info.digest == state.trial_image => Some(info),
+                _ => None,
+            },
+        )
+    }
+
+    /// Trial + `Confirm(trial image)`: make it final, or revert if it no longer verifies.
+    fn confirm_trial(
+        &mut self,
+        loaded: &mut Loaded,
+        envelope_buf: &mut [u8],
+    ) -> Result<Option<VerifiedImage>, Error> {
+        let state = loaded.state;
+        let Some(info) = self.verify_trial(&state, envelope_buf)? else {
+            log_warn!("confirmed image does not verify: reverting");
+            self.commit(loaded, state.start_revert(Outcome::TrialInvalid))?;
+            return Ok(None);
+        };
+        log_info!("trial image confirmed: counter {}", info.security_counter);
+        self.commit(loaded, state.confirm_trial())?;
+        self.image(&info, false, 0).map(Some)
     }
 
     /// Trial: `Some(image)` to jump to, or `None` after starting the revert.
@@ -412,125 +406,18 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         envelope_buf: &mut [u8],
     ) -> Result<Option<VerifiedImage>, Error> {
         let state = loaded.state;
-        let outcome = if state.attempts_left == 0 {
+        let why = if state.attempts_left == 0 {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
+        } else if let Some(info) = self.verify_trial(&state, envelope_buf)? {
+            let next = state.use_trial_boot();
+            self.commit(loaded, next)?;
+            return self.image(&info, true, next.attempts_left).map(Some);
         } else {
-            match self.verify(self.layout.active_offset(), &state, envelope_buf)? {
-                Ok(info) if info.id == state.trial_image => {
-                    let left = state.attempts_left.saturating_sub(1);
-                    self.commit(
-                        loaded,
-                        BootState {
-                            attempts_left: left,
-                            ..state
-                        },
-                    )?;
-                    return self.image(&info, true, left).map(Some);
-                }
-                _ => {
-                    log_warn!("trial image does not verify: reverting");
-                    Outcome::TrialInvalid
-                }
-            }
+            log_warn!("trial image does not verify: reverting");
+            Outcome::TrialInvalid
         };
-        let next = BootState {
-            swap_progress: 0,
-            attempts_left: 0,
-            outcome,
-            ..state.with_phase(Phase::Reverting)
-        };
-        self.commit(loaded, next)?;
+        self.commit(loaded, state.start_revert(why))?;
         Ok(None)
-    }
-
-    /// Runs or resumes a swap from the recorded progress.
-    fn swap(&mut self, loaded: &mut Loaded, direction: Direction) -> Result<(), Error> {
-        let total = loaded
-            .state
-            .swap_sectors
-            .checked_mul(2)
-            .ok_or(Error::Corrupt)?;
-        let mut progress = loaded.state.swap_progress;
-        while progress < total {
-            self.half_step(direction, loaded.state.swap_sectors, progress)?;
-            progress = progress.saturating_add(1);
-            // The phase change that follows the last half-step records its completion.
-            if progress < total {
-                let state = loaded.state;
-                self.commit(
-                    loaded,
-                    BootState {
-                        swap_progress: progress,
-                        ..state
-                    },
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn half_step(&mut self, direction: Direction, sectors: u32, step: u32) -> Result<(), Error> {
-        let l = self.layout;
-        let pair = step / 2;
-        let first_half = step.is_multiple_of(2);
-        let (erase, src, dst) = match direction {
-            Direction::Install => {
-                let i = pair;
-                if first_half {
-                    (l.staging_sector(i), l.active_sector(i), l.staging_sector(i))
-                } else {
-                    (
-                        l.active_sector(i),
-                        l.staging_sector(i.saturating_add(1)),
-                        l.active_sector(i),
-                    )
-                }
-            }
-            Direction::Revert => {
-                let i = sectors
-                    .checked_sub(1)
-                    .and_then(|k| k.checked_sub(pair))
-                    .ok_or(Error::Corrupt)?;
-                if first_half {
-                    let up = l.staging_sector(i.saturating_add(1));
-                    (up, l.active_sector(i), up)
-                } else {
-                    (l.active_sector(i), l.staging_sector(i), l.active_sector(i))
-                }
-            }
-        };
-        let (erase, src, dst) = match (erase, src, dst) {
-            (Some(e), Some(s), Some(d)) => (e, s, d),
-            _ => return Err(Error::Corrupt),
-        };
-        let erase_end = erase.checked_add(l.sector_size()).ok_or(Error::Corrupt)?;
-        self.flash
-            .erase(erase, erase_end)
-            .map_err(|e| Error::Flash(e.kind()))?;
-        self.copy_sector(src, dst)
-    }
-
-    fn copy_sector(&mut self, src: u32, dst: u32) -> Result<(), Error> {
-        let chunk = self.layout.chunk();
-        let chunk_len = usize::try_from(chunk).map_err(|_| Error::Corrupt)?;
-        let erased = self.layout.geometry().erased;
-        let mut storage = [0u8; CHUNK as usize];
-        let buf = storage.get_mut(..chunk_len).ok_or(Error::Corrupt)?;
-        let mut off = 0u32;
-        while off < self.layout.sector_size() {
-            let from = src.checked_add(off).ok_or(Error::Corrupt)?;
-            let to = dst.checked_add(off).ok_or(Error::Corrupt)?;
-            self.flash
-                .read(from, buf)
-                .map_err(|e| Error::Flash(e.kind()))?;
-            if buf.iter().any(|&b| b != erased) {
-                self.flash
-                    .write(to, buf)
-                    .map_err(|e| Error::Flash(e.kind()))?;
-            }
-            off = off.checked_add(chunk).ok_or(Error::Corrupt)?;
-        }
-        Ok(())
     }
 }

@@ -1,19 +1,25 @@
 //! The application-side boot-control API, for the std agent and for no_std firmware alike.
 //!
+//! The application reads the protected state and writes **requests** (and the staged bundle);
+//! it never writes the protected state, which the board locks before the application runs.
+//! A request takes effect at the next boot, after the bootloader has checked it (the table in
+//! [`crate::boot`]).
+//!
 //! | call | allowed in | effect |
 //! |---|---|---|
-//! | [`BootControl::state`] | any phase | the state read at construction (or the last write) |
+//! | [`BootControl::state`], [`BootControl::request`] | any phase | the protected state and the newest pending request, as read at construction (or the last write / [`BootControl::reload`]) |
 //! | [`BootControl::erase_staging`], [`BootControl::write_staging`] | Idle | erase / program the staged-bundle area, `Layout::staged_bundle_offset()..+N×S` |
-//! | [`BootControl::mark_pending`] | Idle | Pending: the next boot verifies and installs the staged bundle |
-//! | [`BootControl::cancel_pending`] | Pending | back to Idle |
-//! | [`BootControl::confirm`] | Trial (Idle: no-op) | Idle; the stored minimum security counter and key-set version are raised to the image's |
+//! | [`BootControl::request_install`] | Idle | request `Install(D)`: the next boot verifies the staged bundle, checks that its manifest digest is `D` and that `D` was not rejected, and installs it |
+//! | [`BootControl::cancel`] | Idle | request `Cancel`: withdraws an install request |
+//! | [`BootControl::confirm`] | Trial, for the trial image (Idle: no-op) | request `Confirm(D)`: at the next boot the image becomes final and the floors rise to its counters |
 //! | [`BootControl::verify_staged`], [`BootControl::verify_active`] | any phase | run the one verification sequence over a slot |
 //!
 //! Writing a bundle: erase the sectors it needs with `erase_staging(len)`, write it byte for
 //! byte from its first byte with `write_staging(offset, bytes)` (offsets relative to the
-//! bundle start, write-aligned; pad the last write with the erased value), optionally
-//! `verify_staged`, then `mark_pending` and reboot. Staging is refused outside Idle because
-//! during a swap or a trial the staging slot holds the only copy of the previous image.
+//! bundle start, write-aligned; pad the last write with the erased value), `verify_staged`
+//! (which gives the manifest digest), then `request_install(digest)` and reboot. Staging is
+//! refused outside Idle because during a swap or a trial the staging slot holds the only copy
+//! of the previous image.
 
 use core::ops::Range;
 
@@ -22,8 +28,9 @@ use sigil_manifests::{DevicePolicy, TrustRoot, VerifiedBundle};
 
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::record::{BootState, Outcome, Phase};
-use crate::store::{self, Loaded};
+use crate::record::{BootState, ImageDigest, Phase};
+use crate::request::{self, Request, Requests};
+use crate::store;
 use crate::verify::verify_at;
 
 /// Boot-control access for the running application.
@@ -31,31 +38,56 @@ use crate::verify::verify_at;
 pub struct BootControl<F> {
     flash: F,
     layout: Layout,
-    loaded: Loaded,
+    state: BootState,
+    requests: Requests,
 }
 
 impl<F: NorFlash> BootControl<F> {
-    /// Checks `layout` against the flash device and reads the state.
+    /// Checks `layout` against the flash device and reads the state and the requests.
     pub fn new(flash: F, layout: Layout) -> Result<Self, Error> {
         layout.check_flash::<F>(flash.capacity())?;
         let mut flash = flash;
-        let loaded = store::load(&mut flash, &layout)?;
+        let state = store::load(&mut flash, &layout)?.state;
+        let requests = request::read(&mut flash, &layout)?;
         Ok(BootControl {
             flash,
             layout,
-            loaded,
+            state,
+            requests,
         })
     }
 
-    /// The current state.
+    /// The protected state (read-only for the application).
     pub fn state(&self) -> BootState {
-        self.loaded.state
+        self.state
     }
 
-    /// Reads the state from flash again (after another process wrote it).
+    /// The newest request the bootloader has not acted on yet.
+    pub fn request(&self) -> Option<Request> {
+        self.requests.newest
+    }
+
+    /// Whether the image on trial is confirmed (the confirm request is written; the floors
+    /// rise at the next boot).
+    pub fn confirm_requested(&self) -> bool {
+        self.state.phase == Phase::Trial
+            && self.requests.newest == Some(Request::Confirm(self.state.trial_image))
+    }
+
+    /// Whether an install request is pending, and for which image.
+    pub fn install_requested(&self) -> Option<ImageDigest> {
+        match self.requests.newest {
+            Some(Request::Install(d)) if self.state.phase == Phase::Idle => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Reads the state and the requests from flash again (after another process wrote them,
+    /// or after a reboot).
     pub fn reload(&mut self) -> Result<BootState, Error> {
-        self.loaded = store::load(&mut self.flash, &self.layout)?;
-        Ok(self.loaded.state)
+        self.state = store::load(&mut self.flash, &self.layout)?.state;
+        self.requests = request::read(&mut self.flash, &self.layout)?;
+        Ok(self.state)
     }
 
     /// The layout.
@@ -80,10 +112,10 @@ impl<F: NorFlash> BootControl<F> {
     }
 
     fn require(&self, phase: Phase) -> Result<(), Error> {
-        if self.loaded.state.phase == phase {
+        if self.state.phase == phase {
             Ok(())
         } else {
-            Err(Error::WrongPhase(self.loaded.state.phase))
+            Err(Error::WrongPhase(self.state.phase))
         }
     }
 
@@ -127,44 +159,39 @@ impl<F: NorFlash> BootControl<F> {
             .map_err(|e| Error::Flash(e.kind()))
     }
 
-    /// Asks the bootloader to install the staged bundle at the next boot (Idle only). The
-    /// bootloader verifies it in full first; a bundle that fails, or that was rejected
-    /// before, is refused without touching the active slot.
-    pub fn mark_pending(&mut self) -> Result<(), Error> {
+    fn append(&mut self, request: Request) -> Result<(), Error> {
+        request::append(&mut self.flash, &self.layout, &mut self.requests, request)
+    }
+
+    /// Asks the bootloader to install the staged bundle, whose manifest digest is `digest`, at
+    /// the next boot (Idle only). The bootloader verifies it in full first; a bundle that
+    /// fails, that is not `digest`, or that was rejected before is refused without touching
+    /// the active slot.
+    pub fn request_install(&mut self, digest: &ImageDigest) -> Result<(), Error> {
         self.require(Phase::Idle)?;
-        let next = BootState {
-            attempts_left: 0,
-            ..self.loaded.state.with_phase(Phase::Pending)
-        };
-        self.loaded.commit(&mut self.flash, &self.layout, next)
+        self.append(Request::Install(*digest))
     }
 
-    /// Withdraws a pending request.
-    pub fn cancel_pending(&mut self) -> Result<(), Error> {
-        self.require(Phase::Pending)?;
-        let next = self.loaded.state.with_phase(Phase::Idle);
-        self.loaded.commit(&mut self.flash, &self.layout, next)
+    /// Withdraws an install request (Idle only; without one this does nothing).
+    pub fn cancel(&mut self) -> Result<(), Error> {
+        self.require(Phase::Idle)?;
+        if self.install_requested().is_none() {
+            return Ok(());
+        }
+        self.append(Request::Cancel)
     }
 
-    /// Confirms the image on trial: the update is final and the stored minimum security
-    /// counter and key-set version rise to the image's (they never fall). In Idle this does
-    /// nothing; during a swap or a revert it is refused.
-    pub fn confirm(&mut self) -> Result<(), Error> {
-        let state = self.loaded.state;
-        match state.phase {
+    /// Confirms the image on trial, whose manifest digest is `digest`: at the next boot the
+    /// update is final and the stored floors rise to the image's counters (they never fall).
+    /// Until then the bootloader no longer counts trial boots against it. In Idle this does
+    /// nothing; during a swap or a revert, or for another image than the one on trial, it is
+    /// refused.
+    pub fn confirm(&mut self, digest: &ImageDigest) -> Result<(), Error> {
+        match self.state.phase {
             Phase::Idle => Ok(()),
-            Phase::Trial => {
-                let next = BootState {
-                    min_security_counter: state
-                        .min_security_counter
-                        .max(state.trial_security_counter),
-                    min_key_set_version: state.min_key_set_version.max(state.trial_key_set_version),
-                    attempts_left: 0,
-                    outcome: Outcome::Confirmed,
-                    ..state.with_phase(Phase::Idle)
-                };
-                self.loaded.commit(&mut self.flash, &self.layout, next)
-            }
+            Phase::Trial if *digest != self.state.trial_image => Err(Error::WrongImage),
+            Phase::Trial if self.confirm_requested() => Ok(()),
+            Phase::Trial => self.append(Request::Confirm(*digest)),
             other => Err(Error::WrongPhase(other)),
         }
     }
@@ -177,15 +204,7 @@ impl<F: NorFlash> BootControl<F> {
         envelope_buf: &'b mut [u8],
     ) -> Result<VerifiedBundle<'b>, Error> {
         let base = self.layout.staged_bundle_offset();
-        verify_at(
-            &mut self.flash,
-            &self.layout,
-            base,
-            root,
-            policy,
-            envelope_buf,
-        )?
-        .map_err(Error::Verify)
+        self.verify_slot(base, root, policy, envelope_buf)
     }
 
     /// Verifies the active bundle: its manifest gives the running image's version and counter.
@@ -196,6 +215,16 @@ impl<F: NorFlash> BootControl<F> {
         envelope_buf: &'b mut [u8],
     ) -> Result<VerifiedBundle<'b>, Error> {
         let base = self.layout.active_offset();
+        self.verify_slot(base, root, policy, envelope_buf)
+    }
+
+    fn verify_slot<'b>(
+        &mut self,
+        base: u32,
+        root: &'b TrustRoot,
+        policy: DevicePolicy<'b>,
+        envelope_buf: &'b mut [u8],
+    ) -> Result<VerifiedBundle<'b>, Error> {
         verify_at(
             &mut self.flash,
             &self.layout,

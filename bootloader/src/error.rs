@@ -22,8 +22,15 @@ pub enum Error {
     NoBootableImage(sigil_manifests::Error),
     /// A bundle (staged or active) failed verification.
     Verify(sigil_manifests::Error),
-    /// The boot-control log has used every sequence number.
+    /// The protected-state log has used every sequence number.
     StateExhausted,
+    /// The board could not lock the protected state: the bootloader does not jump.
+    LockFailed,
+    /// `provision` found a protected state already written.
+    AlreadyProvisioned,
+    /// The request names another image than the one it applies to (for example a confirm
+    /// for an image that is not the one on trial).
+    WrongImage,
     /// The request is not allowed in this phase (for example, staging during a trial).
     WrongPhase(Phase),
     /// An offset or length lies outside the staging area, or is not write-aligned.
@@ -39,7 +46,12 @@ impl fmt::Display for Error {
             Error::Layout(e) => write!(f, "flash layout: {e}"),
             Error::NoBootableImage(e) => write!(f, "no bootable image: active slot: {e}"),
             Error::Verify(e) => write!(f, "bundle verification failed: {e}"),
-            Error::StateExhausted => f.write_str("boot-control log has no sequence numbers left"),
+            Error::StateExhausted => {
+                f.write_str("protected-state log has no sequence numbers left")
+            }
+            Error::LockFailed => f.write_str("the protected state could not be locked"),
+            Error::AlreadyProvisioned => f.write_str("the protected state is already provisioned"),
+            Error::WrongImage => f.write_str("the request names another image"),
             Error::WrongPhase(p) => write!(f, "not allowed while the device is in phase: {p}"),
             Error::OutOfBounds => {
                 f.write_str("offset or length outside the staging area or misaligned")

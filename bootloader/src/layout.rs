@@ -1,30 +1,39 @@
-//! Flash layout: the boot-control (state) region, the active slot and the staging slot.
+//! Flash layout: the protected state, the request sector, the active slot and the staging slot.
 //!
-//! All three regions live on one [`NorFlash`] device, at sector-aligned offsets. With a sector
-//! size `S` and an active slot of `N` sectors:
+//! All four regions live on one [`NorFlash`] device, at sector-aligned offsets, and do not
+//! overlap. With a sector size `S`, an active slot of `N` sectors and `P` =
+//! [`Layout::protected_len`]:
 //!
-//! | region | offset | size | holds |
-//! |---|---|---|---|
-//! | state | `state` | `2 × S` | boot-control records, two sectors used alternately |
-//! | active | `active` | `N × S` | the bundle that boots; its payload is the executable image |
-//! | staging | `staging` | `(N + 1) × S` | sector 0: swap spare; sectors 1..=N: the staged bundle |
+//! | region | offset | size | written by | holds |
+//! |---|---|---|---|---|
+//! | protected state | `protected` | `P` = 2 banks | the bootloader only (locked before every jump) | boot-state records, each written twice, banks used alternately ([`crate::record`]) |
+//! | requests | `requests` | `S` | the application / agent | install, confirm and cancel requests ([`crate::request`]) |
+//! | active | `active` | `N × S` | the bootloader | the bundle that boots; its payload is the executable image |
+//! | staging | `staging` | `(N + 1) × S` | the application (sectors 1..=N, in Idle) and the bootloader | sector 0: swap spare; sectors 1..=N: the staged bundle |
+//!
+//! A bank is the smallest whole number of sectors that holds four record slots (two records,
+//! each written twice): one sector from 1 KiB sectors up, four 256-byte sectors below.
 //!
 //! The staging slot is one sector larger than the active slot (the *swap-offset* scheme): a new
 //! bundle is written **one sector in**, at `staging + S` ([`Layout::staged_bundle_offset`]), so
 //! the swap can move every sector exactly once (see [`crate::boot`]).
 //!
-//! A bundle in either slot starts at the slot's first byte (plus one sector in the staging
-//! slot); the executable image is its payload, at `active + payload_offset` once installed.
+//! Geometry: sectors divide or are multiples of 256 bytes; write and read sizes are powers of
+//! two, the write size at most 64 bytes and the read size at most 256 bytes and at most a
+//! sector. Every read the code makes is a whole number of read units at a read-aligned offset,
+//! so every geometry [`Layout::new`] accepts works (`tests/geometry.rs` runs an update and a
+//! revert on each).
 //!
 //! [`Layout::new`] is a `const fn`, so a board port checks its layout at compile time:
 //!
 //! ```
 //! use sigil_bootloader::{Geometry, Layout};
 //! const GEOMETRY: Geometry = Geometry { erase_size: 4096, write_size: 8, read_size: 1, erased: 0xFF };
-//! const LAYOUT: Layout = match Layout::new(GEOMETRY, 0x8000, 0x1_0000, 0x4_0000, 48) {
+//! const LAYOUT: Layout = match Layout::new(GEOMETRY, 0x8000, 0xA000, 0x1_0000, 0x4_0000, 48) {
 //!     Ok(layout) => layout,
 //!     Err(e) => panic!("{}", e.message()),
 //! };
+//! assert_eq!(LAYOUT.protected_region(), 0x8000..0xA000);
 //! assert_eq!(LAYOUT.staged_bundle_offset(), 0x4_1000);
 //! ```
 
@@ -32,13 +41,22 @@ use core::fmt;
 
 use embedded_storage::nor_flash::NorFlash;
 
+use core::ops::Range;
+
 use crate::record::RECORD_LEN;
+use crate::request::REQUEST_LEN;
 
 /// Bytes moved per flash read or write when copying sectors and streaming verification.
 pub(crate) const CHUNK: u32 = 256;
 
-/// Largest write granularity the record format supports (a record slot is at most 128 bytes).
+/// Largest write granularity the layout accepts.
 pub const MAX_WRITE_SIZE: u32 = 64;
+
+/// Largest read granularity the layout accepts (one copy chunk).
+pub const MAX_READ_SIZE: u32 = CHUNK;
+
+/// Record slots per bank of the protected state: two records, each written twice.
+const SLOTS_PER_BANK: u32 = 4;
 
 /// The properties of a flash device that the layout depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +99,11 @@ pub enum LayoutError {
     /// A size is zero, or the sector size is not a multiple of the copy chunk (256 bytes) nor
     /// a divisor of it.
     BadSectorSize,
-    /// The write or read granularity does not divide the copy chunk, or exceeds
-    /// [`MAX_WRITE_SIZE`].
+    /// The write size is not a power of two up to [`MAX_WRITE_SIZE`].
     BadWriteSize,
-    /// A sector cannot hold one boot-control record.
+    /// The read size is not a power of two up to [`MAX_READ_SIZE`] and the sector size.
+    BadReadSize,
+    /// A sector cannot hold one request record.
     SectorTooSmall,
     /// A region offset is not a multiple of the sector size.
     Misaligned,
@@ -105,8 +124,11 @@ impl LayoutError {
     pub const fn message(&self) -> &'static str {
         match self {
             LayoutError::BadSectorSize => "sector size must divide or be a multiple of 256 bytes",
-            LayoutError::BadWriteSize => "write/read size must divide 256 bytes and be at most 64",
-            LayoutError::SectorTooSmall => "a sector cannot hold one boot-control record",
+            LayoutError::BadWriteSize => "write size must be a power of two, at most 64 bytes",
+            LayoutError::BadReadSize => {
+                "read size must be a power of two, at most 256 bytes and at most a sector"
+            }
+            LayoutError::SectorTooSmall => "a sector cannot hold one request record",
             LayoutError::Misaligned => "region offset is not sector aligned",
             LayoutError::EmptySlot => "the active slot has no sectors",
             LayoutError::Overflow => "a region end overflows 32 bits",
@@ -129,7 +151,8 @@ impl core::error::Error for LayoutError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     geometry: Geometry,
-    state: u32,
+    protected: u32,
+    requests: u32,
     active: u32,
     staging: u32,
     slot_sectors: u32,
@@ -151,12 +174,42 @@ const fn disjoint(a: u32, a_end: u32, b: u32, b_end: u32) -> bool {
     a_end <= b || b_end <= a
 }
 
+/// `len` rounded up to a multiple of `unit` (a power of two).
+const fn round_up(len: u32, unit: u32) -> u32 {
+    match len.checked_rem(unit) {
+        Some(0) | None => len,
+        Some(rem) => len.saturating_add(unit.saturating_sub(rem)),
+    }
+}
+
+const fn max(a: u32, b: u32) -> u32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Sectors of one protected-state bank for sectors of `s` bytes.
+const fn bank_sectors(s: u32) -> u32 {
+    let bytes = (RECORD_LEN as u32).saturating_mul(SLOTS_PER_BANK);
+    match bytes.checked_div(s) {
+        Some(0) => 1,
+        Some(n) if n.saturating_mul(s) == bytes => n,
+        Some(n) => n.saturating_add(1),
+        None => 1,
+    }
+}
+
 impl Layout {
-    /// Checks and builds a layout: state region at `state` (2 sectors), active slot at `active`
-    /// (`slot_sectors` sectors), staging slot at `staging` (`slot_sectors + 1` sectors).
+    /// Checks and builds a layout: protected state at `protected`
+    /// ([`Layout::protected_len`] bytes), request sector at `requests` (1 sector), active slot
+    /// at `active` (`slot_sectors` sectors), staging slot at `staging` (`slot_sectors + 1`
+    /// sectors).
     pub const fn new(
         geometry: Geometry,
-        state: u32,
+        protected: u32,
+        requests: u32,
         active: u32,
         staging: u32,
         slot_sectors: u32,
@@ -167,13 +220,20 @@ impl Layout {
         if s == 0 || !(divides(CHUNK, s) || divides(s, CHUNK)) {
             return Err(LayoutError::BadSectorSize);
         }
-        if w > MAX_WRITE_SIZE || !divides(w, CHUNK) || !divides(r, CHUNK) {
+        if w == 0 || !w.is_power_of_two() || w > MAX_WRITE_SIZE {
             return Err(LayoutError::BadWriteSize);
         }
-        if record_stride(w) > s {
+        if r == 0 || !r.is_power_of_two() || r > MAX_READ_SIZE || r > s {
+            return Err(LayoutError::BadReadSize);
+        }
+        if round_up(REQUEST_LEN as u32, max(w, r)) > s {
             return Err(LayoutError::SectorTooSmall);
         }
-        if !divides(s, state) || !divides(s, active) || !divides(s, staging) {
+        if !divides(s, protected)
+            || !divides(s, requests)
+            || !divides(s, active)
+            || !divides(s, staging)
+        {
             return Err(LayoutError::Misaligned);
         }
         if slot_sectors == 0 {
@@ -183,27 +243,43 @@ impl Layout {
             Some(n) => n,
             None => return Err(LayoutError::Overflow),
         };
-        let (state_end, active_end, staging_end) = match (
-            end(state, 2, s),
+        let protected_sectors = bank_sectors(s).saturating_mul(2);
+        let ends = (
+            end(protected, protected_sectors, s),
+            end(requests, 1, s),
             end(active, slot_sectors, s),
             end(staging, staging_sectors, s),
-        ) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
+        );
+        let (p_end, q_end, a_end, s_end) = match ends {
+            (Some(p), Some(q), Some(a), Some(st)) => (p, q, a, st),
             _ => return Err(LayoutError::Overflow),
         };
-        if !disjoint(state, state_end, active, active_end)
-            || !disjoint(state, state_end, staging, staging_end)
-            || !disjoint(active, active_end, staging, staging_end)
+        let (p, q, a, st) = (protected, requests, active, staging);
+        if !disjoint(p, p_end, q, q_end)
+            || !disjoint(p, p_end, a, a_end)
+            || !disjoint(p, p_end, st, s_end)
+            || !disjoint(q, q_end, a, a_end)
+            || !disjoint(q, q_end, st, s_end)
+            || !disjoint(a, a_end, st, s_end)
         {
             return Err(LayoutError::Overlap);
         }
         Ok(Layout {
             geometry,
-            state,
+            protected,
+            requests,
             active,
             staging,
             slot_sectors,
         })
+    }
+
+    /// Bytes of the protected-state region for `geometry` (two banks), for board ports placing
+    /// the request sector after it. Meaningful for geometries [`Layout::new`] accepts.
+    pub const fn protected_len(geometry: Geometry) -> u32 {
+        bank_sectors(geometry.erase_size)
+            .saturating_mul(2)
+            .saturating_mul(geometry.erase_size)
     }
 
     /// Checks that this layout fits flash type `F` with `capacity` bytes.
@@ -215,10 +291,15 @@ impl Layout {
         if !same {
             return Err(LayoutError::GeometryMismatch);
         }
-        let last = [self.state_end(), self.active_end(), self.staging_end()]
-            .into_iter()
-            .max()
-            .unwrap_or(u32::MAX);
+        let last = [
+            self.protected_region().end,
+            self.request_region().end,
+            self.active_end(),
+            self.staging_end(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(u32::MAX);
         if usize::try_from(last).map_or(true, |last| last > capacity) {
             return Err(LayoutError::OutOfFlash);
         }
@@ -240,9 +321,22 @@ impl Layout {
         self.slot_sectors
     }
 
-    /// Offset of the state region.
-    pub const fn state_offset(&self) -> u32 {
-        self.state
+    /// The protected-state region: the range a board locks before every jump.
+    pub const fn protected_region(&self) -> Range<u32> {
+        self.protected
+            ..self
+                .protected
+                .saturating_add(Layout::protected_len(self.geometry))
+    }
+
+    /// The request sector.
+    pub const fn request_region(&self) -> Range<u32> {
+        self.requests..self.requests.saturating_add(self.geometry.erase_size)
+    }
+
+    /// Offset of the request sector.
+    pub const fn request_offset(&self) -> u32 {
+        self.requests
     }
 
     /// Offset of the active slot: the installed bundle starts here.
@@ -266,22 +360,40 @@ impl Layout {
         self.slot_sectors.saturating_mul(self.geometry.erase_size)
     }
 
-    /// Byte stride of one boot-control record slot (the record padded to the write size).
-    pub const fn record_stride(&self) -> u32 {
-        record_stride(self.geometry.write_size)
+    /// The unit every record slot is padded to: the larger of the write and read sizes.
+    const fn io_unit(&self) -> u32 {
+        max(self.geometry.write_size, self.geometry.read_size)
     }
 
-    /// Records one state sector holds.
-    pub const fn records_per_sector(&self) -> u32 {
-        match self.geometry.erase_size.checked_div(self.record_stride()) {
+    /// Byte stride of one protected-state record slot (the record padded to the I/O unit).
+    pub const fn record_stride(&self) -> u32 {
+        round_up(RECORD_LEN as u32, self.io_unit())
+    }
+
+    /// Bytes of one protected-state bank.
+    pub const fn bank_len(&self) -> u32 {
+        bank_sectors(self.geometry.erase_size).saturating_mul(self.geometry.erase_size)
+    }
+
+    /// Record slots one bank holds.
+    pub const fn records_per_bank(&self) -> u32 {
+        match self.bank_len().checked_div(self.record_stride()) {
             Some(n) => n,
             None => 0,
         }
     }
 
-    pub(crate) const fn state_end(&self) -> u32 {
-        self.state
-            .saturating_add(self.geometry.erase_size.saturating_mul(2))
+    /// Byte stride of one request slot.
+    pub const fn request_stride(&self) -> u32 {
+        round_up(REQUEST_LEN as u32, self.io_unit())
+    }
+
+    /// Request slots the request sector holds.
+    pub const fn requests_per_sector(&self) -> u32 {
+        match self.geometry.erase_size.checked_div(self.request_stride()) {
+            Some(n) => n,
+            None => 0,
+        }
     }
 
     pub(crate) const fn active_end(&self) -> u32 {
@@ -304,9 +416,9 @@ impl Layout {
         i.checked_mul(self.sector_size())?.checked_add(self.staging)
     }
 
-    /// Offset of state sector `i` (0 or 1).
-    pub(crate) fn state_sector(&self, i: u32) -> Option<u32> {
-        i.checked_mul(self.sector_size())?.checked_add(self.state)
+    /// Offset of protected-state bank `i` (0 or 1).
+    pub(crate) fn bank(&self, i: u32) -> Option<u32> {
+        i.checked_mul(self.bank_len())?.checked_add(self.protected)
     }
 
     /// Sectors a bundle of `len` bytes occupies.
@@ -329,52 +441,82 @@ impl Layout {
     }
 }
 
-/// A record padded to whole write units.
-pub(crate) const fn record_stride(write_size: u32) -> u32 {
-    let len = RECORD_LEN as u32;
-    match len.checked_rem(write_size) {
-        Some(0) | None => len,
-        Some(rem) => len.saturating_add(write_size.saturating_sub(rem)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const G: Geometry = Geometry {
-        erase_size: 256,
+        erase_size: 1024,
         write_size: 4,
         read_size: 1,
         erased: 0xFF,
     };
+    const K: u32 = 1024;
 
     #[test]
     fn accepts_a_plain_layout() {
-        let l = Layout::new(G, 0, 512, 512 + 4 * 256, 4).unwrap();
-        assert_eq!(l.staged_bundle_offset(), 512 + 5 * 256);
-        assert_eq!(l.max_bundle_len(), 1024);
-        assert_eq!(l.records_per_sector(), 3);
+        let l = Layout::new(G, 0, 2 * K, 3 * K, 7 * K, 4).unwrap();
+        assert_eq!(l.protected_region(), 0..2 * K);
+        assert_eq!(l.request_region(), 2 * K..3 * K);
+        assert_eq!(l.staged_bundle_offset(), 8 * K);
+        assert_eq!(l.max_bundle_len(), 4 * K);
+        assert_eq!(l.records_per_bank(), 4);
+        assert_eq!(l.request_stride(), 44);
+    }
+
+    #[test]
+    fn small_sectors_get_multi_sector_banks() {
+        let small = Geometry {
+            erase_size: 256,
+            ..G
+        };
+        assert_eq!(Layout::protected_len(small), 2048);
+        let l = Layout::new(small, 0, 2048, 2304, 2304 + 1024, 4).unwrap();
+        assert_eq!(l.bank_len(), 1024);
+        assert_eq!(l.bank(1), Some(1024));
+    }
+
+    #[test]
+    fn strides_cover_the_read_size() {
+        for (w, r, record, request) in [(1, 32, 256, 64), (64, 64, 256, 64), (8, 256, 256, 256)] {
+            let g = Geometry {
+                write_size: w,
+                read_size: r,
+                ..G
+            };
+            let l = Layout::new(g, 0, 2 * K, 3 * K, 7 * K, 4).unwrap();
+            assert_eq!((l.record_stride(), l.request_stride()), (record, request));
+        }
     }
 
     #[test]
     fn refuses_bad_layouts() {
-        assert_eq!(Layout::new(G, 0, 256, 2048, 4), Err(LayoutError::Overlap));
         assert_eq!(
-            Layout::new(G, 0, 513, 2048, 4),
+            Layout::new(G, 0, K, 3 * K, 7 * K, 4),
+            Err(LayoutError::Overlap)
+        );
+        assert_eq!(
+            Layout::new(G, 0, 2 * K, 2 * K, 7 * K, 4),
+            Err(LayoutError::Overlap)
+        );
+        assert_eq!(
+            Layout::new(G, 0, 2 * K, 3 * K + 1, 8 * K, 4),
             Err(LayoutError::Misaligned)
         );
-        assert_eq!(Layout::new(G, 0, 512, 2048, 0), Err(LayoutError::EmptySlot));
         assert_eq!(
-            Layout::new(G, 0, 512, u32::MAX - 255, 4),
+            Layout::new(G, 0, 2 * K, 3 * K, 7 * K, 0),
+            Err(LayoutError::EmptySlot)
+        );
+        assert_eq!(
+            Layout::new(G, 0, 2 * K, 3 * K, u32::MAX - 1023, 4),
             Err(LayoutError::Overflow)
         );
         let tiny = Geometry {
-            erase_size: 64,
+            erase_size: 32,
             ..G
         };
         assert_eq!(
-            Layout::new(tiny, 0, 128, 512, 2),
+            Layout::new(tiny, 0, 32 * 64, 32 * 65, 32 * 80, 2),
             Err(LayoutError::SectorTooSmall)
         );
         let odd = Geometry {
@@ -382,16 +524,33 @@ mod tests {
             ..G
         };
         assert_eq!(
-            Layout::new(odd, 0, 600, 3000, 2),
+            Layout::new(odd, 0, 600, 3000, 6000, 2),
             Err(LayoutError::BadSectorSize)
         );
-        let wide = Geometry {
-            write_size: 128,
+        for w in [0, 3, 12, 128] {
+            let g = Geometry { write_size: w, ..G };
+            assert_eq!(
+                Layout::new(g, 0, 2 * K, 3 * K, 7 * K, 4),
+                Err(LayoutError::BadWriteSize),
+                "write size {w}"
+            );
+        }
+        for r in [0, 3, 48, 512] {
+            let g = Geometry { read_size: r, ..G };
+            assert_eq!(
+                Layout::new(g, 0, 2 * K, 3 * K, 7 * K, 4),
+                Err(LayoutError::BadReadSize),
+                "read size {r}"
+            );
+        }
+        let small = Geometry {
+            erase_size: 128,
+            read_size: 256,
             ..G
         };
         assert_eq!(
-            Layout::new(wide, 0, 512, 2048, 2),
-            Err(LayoutError::BadWriteSize)
+            Layout::new(small, 0, 4096, 8192, 16384, 4),
+            Err(LayoutError::BadReadSize)
         );
     }
 }

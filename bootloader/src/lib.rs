@@ -22,15 +22,21 @@ pub mod control;
 mod crc;
 mod error;
 pub mod layout;
+pub mod lock;
 pub mod record;
+pub mod request;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod store;
+mod store;
+pub mod swap;
 mod verify;
 
 pub use boot::{BootConfig, Bootloader, VerifiedImage};
 pub use control::BootControl;
 pub use error::Error;
 pub use layout::{Geometry, Layout, LayoutError};
-pub use record::{BootState, ImageId, Outcome, Phase};
+pub use lock::{LockFailed, StateLock};
+pub use record::{BootState, Floors, ImageDigest, Outcome, Phase};
+pub use request::Request;
+pub use store::provision;
 pub use verify::BootFlash;

@@ -1,57 +1,64 @@
-//! The boot-control state and its on-flash record.
+//! The protected boot state and its on-flash record.
 //!
-//! One record is 80 bytes, little-endian, padded with the erased value to a whole number of
-//! write units ([`crate::Layout::record_stride`]):
+//! The protected state region is written by the bootloader alone (the board locks it before
+//! every jump, see [`crate::StateLock`]). One record is 256 bytes, little-endian, padded with
+//! the erased value to [`crate::Layout::record_stride`]; every record is written twice, in two
+//! consecutive slots (see `store.rs`):
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `SGBC` |
+//! | 0 | 4 | magic `SGPS` |
 //! | 4 | 4 | sequence number (the highest valid one is the state) |
-//! | 8 | 1 | record version (1) |
-//! | 9 | 1 | [`Phase`] |
+//! | 8 | 1 | record version (2) |
+//! | 9 | 1 | [`Phase`] (1 idle, 3 swapping, 4 trial, 5 reverting; 2 was version 1's "pending") |
 //! | 10 | 1 | trial boots left |
-//! | 11 | 1 | [`Outcome`] of the last update |
+//! | 11 | 1 | [`Outcome`] of the last request |
 //! | 12 | 4 | swap progress: half-steps completed |
 //! | 16 | 4 | swap length: sectors swapped |
-//! | 20 | 4 | stored minimum security counter |
-//! | 24 | 4 | stored minimum key-set version |
+//! | 20 | 4 | stored minimum security counter (the floor) |
+//! | 24 | 4 | stored minimum key-set version (the floor) |
 //! | 28 | 4 | security counter of the image being installed / on trial |
 //! | 32 | 4 | key-set version of the image being installed / on trial |
-//! | 36 | 16 | [`ImageId`] of the image being installed / on trial |
-//! | 52 | 1 | 1 if a rejected image id follows, else 0 |
-//! | 53 | 16 | [`ImageId`] of the last rejected image |
-//! | 69 | 7 | reserved, zero |
-//! | 76 | 4 | CRC-32 of bytes 0..76 |
+//! | 36 | 32 | [`ImageDigest`] of the image being installed / on trial |
+//! | 68 | 1 | number of rejected digests that follow (0..=4) |
+//! | 69 | 3 | reserved, zero |
+//! | 72 | 128 | 4 × [`ImageDigest`] of rejected images, newest first; unused entries zero |
+//! | 200 | 52 | reserved, zero: room for the trust-root version and digest and device-key references of later record versions |
+//! | 252 | 4 | CRC-32 of bytes 0..252 |
 //!
-//! A record whose magic, version, CRC, enumerations or reserved bytes are wrong is ignored as
-//! if it were never written: that is what a torn write or a half-erased sector looks like.
+//! A record whose magic, version, CRC, enumerations, counts or reserved bytes are wrong is
+//! ignored as if it were never written: that is what a torn write, a half-erased sector or a
+//! flipped bit looks like (CRC-32 detects every error of up to three bits in a record this
+//! size).
 
 use core::fmt;
 
 use crate::crc::crc32;
 
 /// Length of one encoded record.
-pub(crate) const RECORD_LEN: usize = 80;
+pub(crate) const RECORD_LEN: usize = 256;
 
-const MAGIC: [u8; 4] = *b"SGBC";
-const VERSION: u8 = 1;
-const CRC_AT: usize = 76;
+const MAGIC: [u8; 4] = *b"SGPS";
+const VERSION: u8 = 2;
+const CRC_AT: usize = 252;
+const REJECTED_AT: usize = 72;
+const RESERVED_AT: usize = 200;
 
-/// Identifies an image: the first 16 bytes of its signed payload SHA-256.
-///
-/// Used to recognise a rejected image if it is staged again; it is not a security boundary
-/// (every image is verified in full before it is installed or booted).
-pub type ImageId = [u8; 16];
+/// Rejected images the protected state remembers (the oldest is forgotten first).
+pub const MAX_REJECTED: usize = 4;
 
-/// Where the device is in the update cycle.
+/// Identifies an image wherever the bootloader decides: the SHA-256 of its bundle's signed
+/// manifest bytes ([`sigil_manifests::VerifiedBundle::manifest_digest`]). A payload re-signed
+/// with a higher security counter has a different digest; adding a signature does not change it.
+pub type ImageDigest = [u8; 32];
+
+/// Where the device is in the update cycle (protected; only the bootloader moves it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
-    /// The active image is confirmed; nothing to do.
+    /// The active image is confirmed; an install request may start an update.
     Idle,
-    /// The application asked for the staged bundle to be installed at the next boot.
-    Pending,
-    /// The bootloader is swapping the staged image in; progress is recorded.
+    /// The bootloader is swapping the requested image in; progress is recorded.
     Swapping,
     /// The new image runs on trial and must be confirmed within the attempt budget.
     Trial,
@@ -63,7 +70,6 @@ impl Phase {
     fn code(self) -> u8 {
         match self {
             Phase::Idle => 1,
-            Phase::Pending => 2,
             Phase::Swapping => 3,
             Phase::Trial => 4,
             Phase::Reverting => 5,
@@ -73,7 +79,6 @@ impl Phase {
     fn from_code(code: u8) -> Option<Self> {
         Some(match code {
             1 => Phase::Idle,
-            2 => Phase::Pending,
             3 => Phase::Swapping,
             4 => Phase::Trial,
             5 => Phase::Reverting,
@@ -86,7 +91,6 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Phase::Idle => "idle",
-            Phase::Pending => "update pending",
             Phase::Swapping => "swapping in an update",
             Phase::Trial => "trial boot",
             Phase::Reverting => "reverting an update",
@@ -94,13 +98,13 @@ impl fmt::Display for Phase {
     }
 }
 
-/// How the last update request ended (for the agent's report).
+/// How the last request ended (for the agent's report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// No update has finished since the state region was created.
+    /// No request has finished since the state region was provisioned.
     None,
-    /// The application confirmed the new image; the stored minimums were raised.
+    /// The new image was confirmed; the floors rose to its counters.
     Confirmed,
     /// The new image was not confirmed within the attempt budget and was swapped back out.
     Reverted,
@@ -108,7 +112,9 @@ pub enum Outcome {
     TrialInvalid,
     /// The staged bundle failed verification; the active slot was not touched.
     StagedInvalid,
-    /// The staged bundle is the image rejected last time; it was not retried.
+    /// The staged bundle is not the one the install request names; nothing was installed.
+    StagedMismatch,
+    /// The staged bundle was rejected before; it was not retried.
     AlreadyRejected,
 }
 
@@ -121,6 +127,7 @@ impl Outcome {
             Outcome::TrialInvalid => 3,
             Outcome::StagedInvalid => 4,
             Outcome::AlreadyRejected => 5,
+            Outcome::StagedMismatch => 6,
         }
     }
 
@@ -132,6 +139,7 @@ impl Outcome {
             3 => Outcome::TrialInvalid,
             4 => Outcome::StagedInvalid,
             5 => Outcome::AlreadyRejected,
+            6 => Outcome::StagedMismatch,
             _ => return None,
         })
     }
@@ -145,12 +153,46 @@ impl fmt::Display for Outcome {
             Outcome::Reverted => "reverted (not confirmed in time)",
             Outcome::TrialInvalid => "reverted (trial image failed verification)",
             Outcome::StagedInvalid => "staged bundle refused (verification failed)",
+            Outcome::StagedMismatch => "staged bundle refused (not the requested image)",
             Outcome::AlreadyRejected => "staged bundle refused (rejected before)",
         })
     }
 }
 
-/// The boot-control state, as stored in the latest valid record.
+/// The device's anti-rollback floors: only ever raised, by [`BootState::raise_floors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Floors {
+    /// Lowest security counter the device boots or installs.
+    pub security_counter: u32,
+    /// Lowest key-set version the device accepts.
+    pub key_set_version: u32,
+}
+
+/// What the bootloader knows about an image it verified, for the transitions below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageCounters {
+    /// The image's security counter.
+    pub security_counter: u32,
+    /// The key-set version it was signed under.
+    pub key_set_version: u32,
+    /// Its identity.
+    pub digest: ImageDigest,
+}
+
+impl ImageCounters {
+    /// The floors this image sets once it is confirmed.
+    pub fn floors(&self) -> Floors {
+        Floors {
+            security_counter: self.security_counter,
+            key_set_version: self.key_set_version,
+        }
+    }
+}
+
+/// The protected boot state, as stored in the latest valid record.
+///
+/// Applications read it through [`crate::BootControl::state`]; only the bootloader's named
+/// transitions (below) make a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BootState {
@@ -173,15 +215,15 @@ pub struct BootState {
     /// Key-set version of the image being installed or on trial.
     pub trial_key_set_version: u32,
     /// Identity of the image being installed or on trial.
-    pub trial_image: ImageId,
-    /// The last image that was reverted or refused, never retried.
-    pub rejected: Option<ImageId>,
-    /// How the last update request ended.
+    pub trial_image: ImageDigest,
+    /// How the last request ended.
     pub outcome: Outcome,
+    rejected: [ImageDigest; MAX_REJECTED],
+    rejected_len: u8,
 }
 
 impl BootState {
-    /// The state of a device whose state region holds no valid record.
+    /// The state of a device whose protected region holds no valid record.
     pub const fn blank() -> Self {
         BootState {
             sequence: 0,
@@ -193,23 +235,142 @@ impl BootState {
             min_key_set_version: 0,
             trial_security_counter: 0,
             trial_key_set_version: 0,
-            trial_image: [0; 16],
-            rejected: None,
+            trial_image: [0; 32],
             outcome: Outcome::None,
+            rejected: [[0; 32]; MAX_REJECTED],
+            rejected_len: 0,
         }
     }
 
-    /// This state moved to `phase` (the caller adjusts the other fields).
-    pub(crate) fn with_phase(mut self, phase: Phase) -> Self {
-        self.phase = phase;
+    /// The floors.
+    pub fn floors(&self) -> Floors {
+        Floors {
+            security_counter: self.min_security_counter,
+            key_set_version: self.min_key_set_version,
+        }
+    }
+
+    /// Whether `digest` was reverted or refused before (and is still remembered).
+    pub fn is_rejected(&self, digest: &ImageDigest) -> bool {
+        self.rejected().iter().any(|r| r == digest)
+    }
+
+    /// The remembered rejected images, newest first.
+    pub fn rejected(&self) -> &[ImageDigest] {
+        self.rejected
+            .get(..usize::from(self.rejected_len))
+            .unwrap_or(&[])
+    }
+
+    // The transitions: each is written once, and the bootloader makes new states only
+    // through them (the state-and-request table in `boot.rs` names them).
+
+    /// The one place the floors change: each rises to `to` if that is higher, never falls.
+    pub(crate) fn raise_floors(self, to: Floors) -> Self {
+        BootState {
+            min_security_counter: self.min_security_counter.max(to.security_counter),
+            min_key_set_version: self.min_key_set_version.max(to.key_set_version),
+            ..self
+        }
+    }
+
+    /// Idle → Swapping: the verified staged image moves in over `sectors` sectors.
+    pub(crate) fn start_install(self, image: &ImageCounters, sectors: u32) -> Self {
+        BootState {
+            phase: Phase::Swapping,
+            swap_progress: 0,
+            swap_sectors: sectors,
+            trial_security_counter: image.security_counter,
+            trial_key_set_version: image.key_set_version,
+            trial_image: image.digest,
+            attempts_left: 0,
+            ..self
+        }
+    }
+
+    /// Swapping / Reverting: `done` half-steps are complete.
+    pub(crate) fn swap_progressed(self, done: u32) -> Self {
+        BootState {
+            swap_progress: done,
+            ..self
+        }
+    }
+
+    /// Swapping → Trial with `attempts` boots to be confirmed in.
+    pub(crate) fn enter_trial(self, attempts: u8) -> Self {
+        BootState {
+            phase: Phase::Trial,
+            attempts_left: attempts,
+            ..self
+        }
+    }
+
+    /// Trial: one boot of the budget used.
+    pub(crate) fn use_trial_boot(self) -> Self {
+        BootState {
+            attempts_left: self.attempts_left.saturating_sub(1),
+            ..self
+        }
+    }
+
+    /// Trial → Idle on a confirm request for the trial image: the floors rise to its counters.
+    pub(crate) fn confirm_trial(self) -> Self {
+        let floors = Floors {
+            security_counter: self.trial_security_counter,
+            key_set_version: self.trial_key_set_version,
+        };
+        BootState {
+            phase: Phase::Idle,
+            attempts_left: 0,
+            outcome: Outcome::Confirmed,
+            ..self
+        }
+        .raise_floors(floors)
+    }
+
+    /// Trial → Reverting, for `why` (`Reverted` or `TrialInvalid`).
+    pub(crate) fn start_revert(self, why: Outcome) -> Self {
+        BootState {
+            phase: Phase::Reverting,
+            swap_progress: 0,
+            attempts_left: 0,
+            outcome: why,
+            ..self
+        }
+    }
+
+    /// Reverting → Idle: the previous image is back; the trial image is remembered as rejected.
+    pub(crate) fn finish_revert(self) -> Self {
+        let digest = self.trial_image;
+        BootState {
+            phase: Phase::Idle,
+            attempts_left: 0,
+            ..self
+        }
+        .with_rejected(digest)
+    }
+
+    /// Idle → Idle: an install request refused for `why`; nothing moved.
+    pub(crate) fn refuse_install(self, why: Outcome) -> Self {
+        BootState {
+            outcome: why,
+            ..self
+        }
+    }
+
+    fn with_rejected(mut self, digest: ImageDigest) -> Self {
+        if self.is_rejected(&digest) {
+            return self;
+        }
+        self.rejected.rotate_right(1);
+        if let Some(first) = self.rejected.first_mut() {
+            *first = digest;
+        }
+        self.rejected_len = self.rejected_len.saturating_add(1).min(MAX_REJECTED as u8);
         self
     }
 
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
-        let (rejected_flag, rejected) = match self.rejected {
-            Some(id) => (1u8, id),
-            None => (0u8, [0; 16]),
-        };
         let mut out = [0u8; RECORD_LEN];
         // The fields in layout order (offsets in the module table); the rest stays zero.
         let mut w = Writer(&mut out);
@@ -232,8 +393,15 @@ impl BootState {
             w.put(word.to_le_bytes());
         }
         w.put(self.trial_image);
-        w.put([rejected_flag]);
-        w.put(rejected);
+        w.put([self.rejected_len, 0, 0, 0]);
+        for (i, digest) in self.rejected.iter().enumerate() {
+            // Unused entries stay zero, so equal states encode to equal bytes.
+            w.put(if i < usize::from(self.rejected_len) {
+                *digest
+            } else {
+                [0; 32]
+            });
+        }
         let crc = crc32(out.get(..CRC_AT).unwrap_or(&[]));
         if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
             *last = crc.to_le_bytes();
@@ -250,14 +418,23 @@ impl BootState {
         if crc32(body) != u32_at(bytes, CRC_AT)? {
             return None;
         }
-        if bytes.get(69..CRC_AT)?.iter().any(|&b| b != 0) {
+        let rejected_len = *bytes.get(68)?;
+        let used = usize::from(rejected_len);
+        if used > MAX_REJECTED
+            || bytes.get(69..REJECTED_AT)?.iter().any(|&b| b != 0)
+            || bytes.get(RESERVED_AT..CRC_AT)?.iter().any(|&b| b != 0)
+        {
             return None;
         }
-        let rejected = match bytes.get(52)? {
-            0 => None,
-            1 => Some(id_at(bytes, 53)?),
-            _ => return None,
-        };
+        let mut rejected = [[0u8; 32]; MAX_REJECTED];
+        for (i, slot) in rejected.iter_mut().enumerate() {
+            let at = REJECTED_AT.checked_add(i.checked_mul(32)?)?;
+            let digest = digest_at(bytes, at)?;
+            if i >= used && digest != [0; 32] {
+                return None;
+            }
+            *slot = digest;
+        }
         Some(BootState {
             sequence: u32_at(bytes, 4)?,
             phase: Phase::from_code(*bytes.get(9)?)?,
@@ -269,17 +446,18 @@ impl BootState {
             min_key_set_version: u32_at(bytes, 24)?,
             trial_security_counter: u32_at(bytes, 28)?,
             trial_key_set_version: u32_at(bytes, 32)?,
-            trial_image: id_at(bytes, 36)?,
+            trial_image: digest_at(bytes, 36)?,
             rejected,
+            rejected_len,
         })
     }
 }
 
 /// Writes fixed-size fields one after another.
-struct Writer<'b>(&'b mut [u8]);
+pub(crate) struct Writer<'b>(pub(crate) &'b mut [u8]);
 
 impl Writer<'_> {
-    fn put<const N: usize>(&mut self, value: [u8; N]) {
+    pub(crate) fn put<const N: usize>(&mut self, value: [u8; N]) {
         if let Some((head, tail)) = core::mem::take(&mut self.0).split_first_chunk_mut::<N>() {
             *head = value;
             self.0 = tail;
@@ -287,13 +465,13 @@ impl Writer<'_> {
     }
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
     Some(u32::from_le_bytes(b))
 }
 
-fn id_at(bytes: &[u8], at: usize) -> Option<ImageId> {
-    bytes.get(at..at.checked_add(16)?)?.try_into().ok()
+pub(crate) fn digest_at(bytes: &[u8], at: usize) -> Option<ImageDigest> {
+    bytes.get(at..at.checked_add(32)?)?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -301,20 +479,22 @@ mod tests {
     use super::*;
 
     fn sample() -> BootState {
-        BootState {
-            sequence: 7,
-            phase: Phase::Trial,
-            attempts_left: 2,
-            swap_progress: 3,
-            swap_sectors: 4,
-            min_security_counter: 5,
-            min_key_set_version: 1,
-            trial_security_counter: 6,
-            trial_key_set_version: 2,
-            trial_image: [9; 16],
-            rejected: Some([3; 16]),
-            outcome: Outcome::Reverted,
-        }
+        let image = ImageCounters {
+            security_counter: 6,
+            key_set_version: 2,
+            digest: [9; 32],
+        };
+        BootState::blank()
+            .raise_floors(Floors {
+                security_counter: 5,
+                key_set_version: 1,
+            })
+            .start_install(&image, 4)
+            .enter_trial(3)
+            .start_revert(Outcome::Reverted)
+            .finish_revert()
+            .start_install(&image, 4)
+            .swap_progressed(3)
     }
 
     #[test]
@@ -349,5 +529,39 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             assert_eq!(BootState::decode(&bad), None, "bit {i}");
         }
+    }
+
+    #[test]
+    fn floors_only_rise() {
+        let s = BootState::blank().raise_floors(Floors {
+            security_counter: 7,
+            key_set_version: 3,
+        });
+        let lower = s.raise_floors(Floors {
+            security_counter: 2,
+            key_set_version: 9,
+        });
+        assert_eq!(lower.min_security_counter, 7);
+        assert_eq!(lower.min_key_set_version, 9);
+    }
+
+    #[test]
+    fn rejected_list_keeps_the_newest_four() {
+        let mut s = BootState::blank();
+        for i in 1..=6u8 {
+            let image = ImageCounters {
+                security_counter: 1,
+                key_set_version: 1,
+                digest: [i; 32],
+            };
+            s = s
+                .start_install(&image, 1)
+                .enter_trial(1)
+                .start_revert(Outcome::Reverted);
+            s = s.finish_revert();
+        }
+        assert_eq!(s.rejected(), &[[6; 32], [5; 32], [4; 32], [3; 32]]);
+        assert!(!s.is_rejected(&[2; 32]));
+        assert_eq!(BootState::decode(&s.encode()), Some(s));
     }
 }

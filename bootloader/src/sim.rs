@@ -20,7 +20,9 @@
 use std::vec;
 use std::vec::Vec;
 
-use crate::BootFlash;
+use core::ops::Range;
+
+use crate::{BootFlash, LockFailed, StateLock};
 use embedded_storage::nor_flash::{
     check_erase, check_read, check_write, ErrorType, NorFlash, NorFlashError, NorFlashErrorKind,
     ReadNorFlash,
@@ -89,7 +91,7 @@ pub enum OpKind {
 
 /// A simulated NOR flash of `ERASE`-byte sectors and `WRITE`-byte write units.
 #[derive(Debug, Clone)]
-pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
+pub struct SimFlash<const WRITE: usize, const ERASE: usize, const READ: usize = 1> {
     data: Vec<u8>,
     erased: u8,
     stats: Vec<SectorStats>,
@@ -99,6 +101,9 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
     powered: bool,
     violations: u64,
     log: Option<Vec<OpKind>>,
+    /// The range a [`StateLock`] locked until the next reset.
+    locked: Option<Range<u32>>,
+    lock_refusals: u64,
 }
 
 fn xorshift(state: &mut u64) -> u64 {
@@ -110,7 +115,7 @@ fn xorshift(state: &mut u64) -> u64 {
     x
 }
 
-impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> SimFlash<WRITE, ERASE, READ> {
     /// A fully erased device of `sectors` sectors.
     pub fn new(sectors: usize, erased: u8) -> Self {
         SimFlash {
@@ -123,6 +128,8 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             powered: true,
             violations: 0,
             log: None,
+            locked: None,
+            lock_refusals: 0,
         }
     }
 
@@ -154,6 +161,7 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
 
     /// Restores power (the fault, if it fired, is gone).
     pub fn power_on(&mut self) {
+        self.locked = None;
         self.powered = true;
     }
 
@@ -194,7 +202,39 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         self.log.as_deref().unwrap_or(&[])
     }
 
-    fn sectors(offset: usize, len: usize) -> core::ops::Range<usize> {
+    /// Locks `range` against writes and erases until [`SimFlash::reset`] or
+    /// [`SimFlash::power_on`] (what a board's [`StateLock`] does to the real part).
+    pub fn lock(&mut self, range: Range<u32>) {
+        self.locked = Some(range);
+    }
+
+    /// The locked range, if any.
+    pub fn locked(&self) -> Option<Range<u32>> {
+        self.locked.clone()
+    }
+
+    /// Writes and erases refused because they touched the locked range.
+    pub fn lock_refusals(&self) -> u64 {
+        self.lock_refusals
+    }
+
+    /// A reset without a power cut: the lock is released, nothing else changes.
+    pub fn reset(&mut self) {
+        self.locked = None;
+    }
+
+    /// Refuses (and counts) an operation on `from..to` that touches the locked range.
+    fn check_lock(&mut self, from: u32, to: u32) -> Result<(), SimError> {
+        match &self.locked {
+            Some(l) if from < l.end && l.start < to => {
+                self.lock_refusals += 1;
+                Err(SimError(NorFlashErrorKind::Other))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn sectors(offset: usize, len: usize) -> Range<usize> {
         let first = offset / ERASE;
         let last = (offset + len.max(1) - 1) / ERASE;
         first..last + 1
@@ -237,19 +277,28 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
 }
 
 /// Read through `NorFlash` in chunks, like SPI NOR.
-impl<const WRITE: usize, const ERASE: usize> BootFlash for SimFlash<WRITE, ERASE> {}
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> BootFlash
+    for SimFlash<WRITE, ERASE, READ>
+{
+}
 
 /// A [`SimFlash`] that the bootloader reads in place, as a port with memory-mapped flash does
 /// (writes and erases still go through the simulated device and its fault injection).
 #[derive(Debug)]
-pub struct Mapped<'f, const WRITE: usize, const ERASE: usize>(pub &'f mut SimFlash<WRITE, ERASE>);
+pub struct Mapped<'f, const WRITE: usize, const ERASE: usize, const READ: usize = 1>(
+    pub &'f mut SimFlash<WRITE, ERASE, READ>,
+);
 
-impl<const WRITE: usize, const ERASE: usize> ErrorType for Mapped<'_, WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> ErrorType
+    for Mapped<'_, WRITE, ERASE, READ>
+{
     type Error = SimError;
 }
 
-impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for Mapped<'_, WRITE, ERASE> {
-    const READ_SIZE: usize = 1;
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> ReadNorFlash
+    for Mapped<'_, WRITE, ERASE, READ>
+{
+    const READ_SIZE: usize = READ;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
         self.0.read(offset, bytes)
@@ -260,7 +309,9 @@ impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for Mapped<'_, WRITE, 
     }
 }
 
-impl<const WRITE: usize, const ERASE: usize> NorFlash for Mapped<'_, WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> NorFlash
+    for Mapped<'_, WRITE, ERASE, READ>
+{
     const WRITE_SIZE: usize = WRITE;
     const ERASE_SIZE: usize = ERASE;
 
@@ -273,7 +324,9 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for Mapped<'_, WRITE, ERAS
     }
 }
 
-impl<const WRITE: usize, const ERASE: usize> BootFlash for Mapped<'_, WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> BootFlash
+    for Mapped<'_, WRITE, ERASE, READ>
+{
     const MAPPED: bool = true;
 
     fn mapped(&self, offset: u32, len: u32) -> Option<&[u8]> {
@@ -286,12 +339,16 @@ impl<const WRITE: usize, const ERASE: usize> BootFlash for Mapped<'_, WRITE, ERA
     }
 }
 
-impl<const WRITE: usize, const ERASE: usize> ErrorType for SimFlash<WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> ErrorType
+    for SimFlash<WRITE, ERASE, READ>
+{
     type Error = SimError;
 }
 
-impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for SimFlash<WRITE, ERASE> {
-    const READ_SIZE: usize = 1;
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> ReadNorFlash
+    for SimFlash<WRITE, ERASE, READ>
+{
+    const READ_SIZE: usize = READ;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
         if !self.powered {
@@ -311,12 +368,15 @@ impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for SimFlash<WRITE, ER
     }
 }
 
-impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE> {
+impl<const WRITE: usize, const ERASE: usize, const READ: usize> NorFlash
+    for SimFlash<WRITE, ERASE, READ>
+{
     const WRITE_SIZE: usize = WRITE;
     const ERASE_SIZE: usize = ERASE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), SimError> {
         check_erase(self, from, to).map_err(SimError)?;
+        self.check_lock(from, to)?;
         let (from, to) = (from as usize, to as usize);
         for sector in from / ERASE..to / ERASE {
             let cut = self.next_op(OpKind::Erase)?;
@@ -349,6 +409,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimError> {
         check_write(self, offset, bytes.len()).map_err(SimError)?;
+        self.check_lock(offset, offset.saturating_add(bytes.len() as u32))?;
         let cut = self.next_op(OpKind::Write)?;
         let offset = offset as usize;
         for s in Self::sectors(offset, bytes.len()) {
@@ -365,5 +426,28 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
             }
             Some(_) => Err(SimError(NorFlashErrorKind::Other)),
         }
+    }
+}
+
+/// A [`StateLock`] for host tests: records the range the bootloader asked to lock (the rig
+/// then applies it with [`SimFlash::lock`] before the application runs), or fails on purpose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingLock {
+    /// The range of the last successful `lock` call.
+    pub locked: Option<Range<u32>>,
+    /// Calls made.
+    pub calls: u32,
+    /// Make every call fail, as a board whose lock hardware refuses.
+    pub fail: bool,
+}
+
+impl StateLock for RecordingLock {
+    fn lock(&mut self, protected: Range<u32>) -> Result<(), LockFailed> {
+        self.calls = self.calls.saturating_add(1);
+        if self.fail {
+            return Err(LockFailed);
+        }
+        self.locked = Some(protected);
+        Ok(())
     }
 }

@@ -1,27 +1,29 @@
-//! The boot-control record log: two sectors used alternately.
+//! The protected-state record log: two banks used alternately, every record written twice.
 //!
 //! | rule | why |
 //! |---|---|
-//! | the state is the valid record with the highest sequence number in either sector | a torn or corrupt record is simply not valid, so the previous one stands |
-//! | a record goes into the first fully erased slot after the last non-erased slot of the sector that holds the current record | never program over bytes a torn write may have touched |
-//! | when that sector is full, the *other* sector is erased and the record becomes its slot 0 | the current record is never inside the sector being erased; a half-erased sector only holds older records |
-//! | sequence numbers only grow; at `u32::MAX` the log refuses to write | no wrap-around ambiguity (4 × 10⁹ records outlive any flash) |
+//! | the state is the valid record with the highest sequence number in either bank | a torn, corrupt or bit-flipped record is simply not valid (CRC-32), so it can never be the newest |
+//! | every record is written twice, in two consecutive free slots of one bank, the second after the first completed | one flipped bit, or a torn second write, leaves the other copy: the state never falls back a record, so no floor falls, no trial boot is granted twice and no half-step of a swap is repeated over its own source |
+//! | a newest record found with one valid copy is written again (both copies, next sequence number) before the bootloader acts on it | the state goes back to two copies before it is used |
+//! | a record pair goes into the first two fully erased slots after the last slot that is not erased, in the bank that holds the current record | never program over bytes a torn write or a flipped bit may have touched |
+//! | when that bank has no two such slots, the *other* bank is erased and the pair becomes its slots 0 and 1 | the current record is never inside the bank being erased; a half-erased bank only holds older records |
+//! | sequence numbers only grow; at `u32::MAX` the log refuses to write | no wrap-around ambiguity; only the bootloader writes here, a few records per boot, so 4 × 10⁹ outlive any flash |
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::record::{BootState, RECORD_LEN};
+use crate::record::{BootState, Floors, RECORD_LEN};
 
-/// Largest record slot (80 bytes padded to a write size of at most 64).
-const MAX_STRIDE: usize = 128;
+/// Largest record slot: the 256-byte record padded to a read or write size of at most 256.
+const MAX_STRIDE: usize = 256;
 
-/// Where the next record goes, found by [`load`].
+/// Where the next record pair goes, found by [`load`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cursor {
-    /// The state sector (0 or 1) that holds the current record, if any.
-    sector: Option<u32>,
-    /// The first free slot in that sector, if one remains.
+    /// The bank (0 or 1) that holds the current record, if any.
+    bank: Option<u32>,
+    /// The first free slot in that bank, if two remain.
     next_slot: Option<u32>,
 }
 
@@ -29,31 +31,31 @@ pub(crate) struct Cursor {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Loaded {
     pub(crate) state: BootState,
+    /// Valid copies of the current record found (0 for a blank region).
+    pub(crate) copies: u8,
     cursor: Cursor,
 }
 
-struct SectorScan {
+struct BankScan {
     best: Option<BootState>,
+    copies: u8,
     /// One past the last slot that is not fully erased.
     used: u32,
 }
 
-fn scan_sector<F: NorFlash>(
-    flash: &mut F,
-    layout: &Layout,
-    sector: u32,
-) -> Result<SectorScan, Error> {
-    let base = layout.state_sector(sector).ok_or(Error::Corrupt)?;
+fn scan_bank<F: NorFlash>(flash: &mut F, layout: &Layout, bank: u32) -> Result<BankScan, Error> {
+    let base = layout.bank(bank).ok_or(Error::Corrupt)?;
     let stride = layout.record_stride();
     let stride_len = usize::try_from(stride).map_err(|_| Error::Corrupt)?;
     let erased = layout.geometry().erased;
     let mut buf = [0u8; MAX_STRIDE];
     let slot_buf = buf.get_mut(..stride_len).ok_or(Error::Corrupt)?;
-    let mut scan = SectorScan {
+    let mut scan = BankScan {
         best: None,
+        copies: 0,
         used: 0,
     };
-    for slot in 0..layout.records_per_sector() {
+    for slot in 0..layout.records_per_bank() {
         let at = slot
             .checked_mul(stride)
             .and_then(|o| o.checked_add(base))
@@ -65,14 +67,22 @@ fn scan_sector<F: NorFlash>(
             continue;
         }
         scan.used = slot.saturating_add(1);
-        let record = slot_buf.get(..RECORD_LEN).and_then(BootState::decode);
-        match record {
-            Some(r) if consistent(&r, layout) => {
-                if scan.best.is_none_or(|b| r.sequence > b.sequence) {
-                    scan.best = Some(r);
+        match slot_buf.get(..RECORD_LEN).and_then(BootState::decode) {
+            Some(r) if consistent(&r, layout) => match scan.best {
+                Some(b) if b.sequence > r.sequence => {}
+                Some(b) if b.sequence == r.sequence && b == r => {
+                    scan.copies = scan.copies.saturating_add(1);
                 }
-            }
-            _ => log_debug!("state sector {} slot {}: not a valid record", sector, slot),
+                // Two different valid records under one sequence number: not something the
+                // bootloader writes; keep the first and count it as a lone copy (it is
+                // rewritten as a pair before it is used).
+                Some(b) if b.sequence == r.sequence => {}
+                _ => {
+                    scan.best = Some(r);
+                    scan.copies = 1;
+                }
+            },
+            _ => log_debug!("protected bank {} slot {}: not a valid record", bank, slot),
         }
     }
     Ok(scan)
@@ -84,50 +94,43 @@ fn consistent(r: &BootState, layout: &Layout) -> bool {
     r.swap_sectors <= layout.slot_sectors() && max_progress.is_some_and(|m| r.swap_progress <= m)
 }
 
-/// Reads both state sectors and returns the current state.
+/// Reads both banks and returns the current state.
 pub(crate) fn load<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Loaded, Error> {
-    let a = scan_sector(flash, layout, 0)?;
-    let b = scan_sector(flash, layout, 1)?;
-    let slots = layout.records_per_sector();
-    let free_after = |used: u32| if used < slots { Some(used) } else { None };
-    let (state, cursor) = match (a.best, b.best) {
-        (Some(x), Some(y)) if y.sequence > x.sequence => (
-            y,
-            Cursor {
-                sector: Some(1),
-                next_slot: free_after(b.used),
-            },
-        ),
-        (Some(x), _) => (
-            x,
-            Cursor {
-                sector: Some(0),
+    let a = scan_bank(flash, layout, 0)?;
+    let b = scan_bank(flash, layout, 1)?;
+    let slots = layout.records_per_bank();
+    // A pair needs two free slots.
+    let free_after = |used: u32| (used.saturating_add(2) <= slots).then_some(used);
+    let in_bank = |bank: u32, scan: &BankScan, state: BootState| Loaded {
+        state,
+        copies: scan.copies,
+        cursor: Cursor {
+            bank: Some(bank),
+            next_slot: free_after(scan.used),
+        },
+    };
+    Ok(match (a.best, b.best) {
+        (Some(x), Some(y)) if y.sequence > x.sequence => in_bank(1, &b, y),
+        (Some(x), _) => in_bank(0, &a, x),
+        (None, Some(y)) => in_bank(1, &b, y),
+        (None, None) => Loaded {
+            state: BootState::blank(),
+            copies: 0,
+            cursor: Cursor {
+                bank: None,
                 next_slot: free_after(a.used),
             },
-        ),
-        (None, Some(y)) => (
-            y,
-            Cursor {
-                sector: Some(1),
-                next_slot: free_after(b.used),
-            },
-        ),
-        (None, None) => {
-            log_warn!("no valid boot-control record: starting from the blank state");
-            (
-                BootState::blank(),
-                Cursor {
-                    sector: None,
-                    next_slot: free_after(a.used),
-                },
-            )
-        }
-    };
-    Ok(Loaded { state, cursor })
+        },
+    })
+}
+
+/// Whether the protected region holds no valid record (a factory-fresh device).
+pub(crate) fn is_blank(loaded: &Loaded) -> bool {
+    loaded.copies == 0
 }
 
 impl Loaded {
-    /// Writes `next` as the new state (its sequence number is assigned here).
+    /// Writes `next` as the new state, twice (its sequence number is assigned here).
     pub(crate) fn commit<F: NorFlash>(
         &mut self,
         flash: &mut F,
@@ -139,21 +142,19 @@ impl Loaded {
             .sequence
             .checked_add(1)
             .ok_or(Error::StateExhausted)?;
-        let (sector, slot) = match (self.cursor.sector, self.cursor.next_slot) {
-            (Some(s), Some(slot)) => (s, slot),
+        let (bank, slot) = match (self.cursor.bank, self.cursor.next_slot) {
+            (Some(b), Some(slot)) => (b, slot),
             (None, Some(slot)) => (0, slot),
             (current, None) => {
-                // The current sector is full (or, with no valid record anywhere, sector 0 is
-                // full of garbage): erase the sector that does not hold the current record.
+                // The current bank is full (or, with no valid record anywhere, bank 0 is full
+                // of garbage): erase the bank that does not hold the current record.
                 let other = match current {
                     Some(0) => 1,
                     _ => 0,
                 };
-                let from = layout.state_sector(other).ok_or(Error::Corrupt)?;
-                let to = from
-                    .checked_add(layout.sector_size())
-                    .ok_or(Error::Corrupt)?;
-                log_debug!("erasing state sector {}", other);
+                let from = layout.bank(other).ok_or(Error::Corrupt)?;
+                let to = from.checked_add(layout.bank_len()).ok_or(Error::Corrupt)?;
+                log_debug!("erasing protected bank {}", other);
                 flash.erase(from, to).map_err(|e| Error::Flash(e.kind()))?;
                 (other, 0)
             }
@@ -164,20 +165,52 @@ impl Loaded {
         if let Some(dst) = buf.get_mut(..RECORD_LEN) {
             dst.copy_from_slice(&next.encode());
         }
-        let at = layout
-            .state_sector(sector)
-            .and_then(|b| b.checked_add(slot.checked_mul(stride)?))
-            .ok_or(Error::Corrupt)?;
         let record = buf.get(..stride_len).ok_or(Error::Corrupt)?;
-        flash
-            .write(at, record)
-            .map_err(|e| Error::Flash(e.kind()))?;
-        let following = slot.saturating_add(1);
+        for copy in 0..2u32 {
+            let at = layout
+                .bank(bank)
+                .and_then(|b| b.checked_add(slot.checked_add(copy)?.checked_mul(stride)?))
+                .ok_or(Error::Corrupt)?;
+            flash
+                .write(at, record)
+                .map_err(|e| Error::Flash(e.kind()))?;
+        }
+        let following = slot.saturating_add(2);
         self.cursor = Cursor {
-            sector: Some(sector),
-            next_slot: (following < layout.records_per_sector()).then_some(following),
+            bank: Some(bank),
+            next_slot: (following.saturating_add(2) <= layout.records_per_bank())
+                .then_some(following),
         };
         self.state = next;
+        self.copies = 2;
         Ok(())
     }
+
+    /// Rewrites a current record that has a single valid copy as a fresh pair.
+    pub(crate) fn heal<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        layout: &Layout,
+    ) -> Result<(), Error> {
+        if self.copies == 1 {
+            log_warn!("protected state: newest record has one valid copy; rewriting it");
+            let state = self.state;
+            self.commit(flash, layout, state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Factory provisioning: writes the first protected record, with `floors`, into a protected
+/// region that holds no valid record (`Error::AlreadyProvisioned` otherwise). Run by the
+/// factory programmer (or `sigil-flash`) before the device leaves the line; a device that
+/// boots unprovisioned starts from the floors of the image it first boots.
+pub fn provision<F: NorFlash>(flash: &mut F, layout: &Layout, floors: Floors) -> Result<(), Error> {
+    layout.check_flash::<F>(flash.capacity())?;
+    let mut loaded = load(flash, layout)?;
+    if !is_blank(&loaded) {
+        return Err(Error::AlreadyProvisioned);
+    }
+    let first = BootState::blank().raise_floors(floors);
+    loaded.commit(flash, layout, first)
 }

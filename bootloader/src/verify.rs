@@ -10,7 +10,7 @@ use sigil_manifests::{BundleVerifier, DevicePolicy, TrustRoot, VerifiedBundle};
 
 use crate::error::Error;
 use crate::layout::{Layout, CHUNK};
-use crate::record::ImageId;
+use crate::record::{ImageCounters, ImageDigest};
 
 /// The flash a [`crate::Bootloader`] boots from.
 ///
@@ -46,23 +46,26 @@ pub(crate) struct ImageInfo {
     pub(crate) payload_size: u64,
     pub(crate) security_counter: u32,
     pub(crate) key_set_version: u32,
-    pub(crate) id: ImageId,
+    pub(crate) digest: ImageDigest,
 }
 
 impl ImageInfo {
     pub(crate) fn of(v: &VerifiedBundle<'_>) -> Self {
-        let digest = &v.manifest().payload_digest;
-        let mut id = [0u8; 16];
-        if let Some(head) = digest.get(..16) {
-            id.copy_from_slice(head);
-        }
         ImageInfo {
             total_len: v.total_len(),
             payload_offset: v.payload_offset(),
             payload_size: v.payload_size(),
             security_counter: v.security_counter(),
             key_set_version: v.key_set_version(),
-            id,
+            digest: v.manifest_digest(),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> ImageCounters {
+        ImageCounters {
+            security_counter: self.security_counter,
+            key_set_version: self.key_set_version,
+            digest: self.digest,
         }
     }
 }

@@ -227,16 +227,23 @@ fn update_is_confirmed_and_counters_rise_only_on_confirm() {
         "installing must not raise the counter"
     );
     assert_eq!(state.trial_security_counter, 2);
-    // The application confirms.
+    // The application confirms: a request, which the next boot acts on.
     dev.confirm().unwrap();
+    let ctl = dev.control();
+    assert!(ctl.confirm_requested());
+    assert_eq!(
+        (ctl.state().phase, ctl.state().min_security_counter),
+        (Phase::Trial, 1)
+    );
+    let image = dev.boot().unwrap();
+    assert!(!image.is_trial());
+    assert_eq!(image.security_counter(), 2);
     let state = dev.state();
     assert_eq!(
         (state.phase, state.outcome, state.min_security_counter),
         (Phase::Idle, Outcome::Confirmed, 2)
     );
-    let image = dev.boot().unwrap();
-    assert!(!image.is_trial());
-    assert_eq!(image.security_counter(), 2);
+    assert_eq!(dev.control().request(), None, "the request was consumed");
     // Confirming again is a no-op.
     dev.confirm().unwrap();
 }
@@ -258,9 +265,9 @@ fn unconfirmed_update_reverts_and_is_not_retried() {
         (state.phase, state.outcome, state.min_security_counter),
         (Phase::Idle, Outcome::Reverted, 1)
     );
-    assert_eq!(state.rejected, Some(image_id(&v2())));
-    // The revert restored the staged bundle where it was: marking it pending again is refused.
-    dev.control().mark_pending().unwrap();
+    assert_eq!(state.rejected(), &[digest(&v2())]);
+    // The revert restored the staged bundle where it was: requesting it again is refused.
+    dev.request_install(&digest(&v2())).unwrap();
     dev.flash.reset_stats();
     let image = dev.boot().unwrap();
     assert_eq!(image.security_counter(), 1);
@@ -295,10 +302,6 @@ fn tampered_trial_image_is_reverted() {
 #[test]
 fn staging_is_refused_outside_idle() {
     let mut dev = pending_update();
-    assert_eq!(
-        dev.control().mark_pending(),
-        Err(Error::WrongPhase(Phase::Pending))
-    );
     dev.boot().unwrap();
     let mut ctl = dev.control();
     assert_eq!(ctl.erase_staging(256), Err(Error::WrongPhase(Phase::Trial)));
@@ -306,13 +309,17 @@ fn staging_is_refused_outside_idle() {
         ctl.write_staging(0, &[0; 4]),
         Err(Error::WrongPhase(Phase::Trial))
     );
-    assert_eq!(ctl.mark_pending(), Err(Error::WrongPhase(Phase::Trial)));
+    assert_eq!(
+        ctl.request_install(&digest(&v2())),
+        Err(Error::WrongPhase(Phase::Trial))
+    );
+    assert_eq!(ctl.confirm(&digest(&v1())), Err(Error::WrongImage));
 }
 
 #[test]
 fn cancelled_pending_request_installs_nothing() {
     let mut dev = pending_update();
-    dev.control().cancel_pending().unwrap();
+    dev.control().cancel().unwrap();
     dev.flash.reset_stats();
     assert!(!dev.boot().unwrap().is_trial());
     assert!(active_untouched(&dev));
@@ -397,21 +404,32 @@ fn one_erase_per_image_sector_per_update_and_per_revert() {
 }
 
 #[test]
-fn corrupt_newest_state_record_falls_back_to_the_previous_one() {
-    // `corrupt-state-record`: a bit flip in the newest record loses one step, never the state.
-    let mut dev = pending_update();
-    let seq = dev.state().sequence;
+fn bit_flip_in_the_newest_record_keeps_the_state_and_is_healed() {
+    // `corrupt-state-record`: one flipped bit in the newest record no longer loses a step.
+    let mut dev = Dev::new(SLOT_SECTORS, 0xFF);
+    dev.provision(&bundle(&v1()));
+    dev.boot().unwrap();
+    let before = dev.state();
     let stride = dev.layout.record_stride() as usize;
-    let pos = (0..dev.layout.sector_size() as usize * 2)
+    let region = dev.layout.protected_region();
+    let copies: Vec<usize> = (region.start as usize..region.end as usize)
         .step_by(stride)
-        .find(|&at| {
-            dev.flash.bytes()[at + 4..at + 8] == seq.to_le_bytes() && dev.flash.bytes()[at] == b'S'
+        .filter(|&at| {
+            let b = dev.flash.bytes();
+            b[at..at + 4] == *b"SGPS" && b[at + 4..at + 8] == before.sequence.to_le_bytes()
         })
-        .unwrap();
-    dev.flash.bytes_mut()[pos + 20] ^= 0x01;
-    let state = dev.state();
-    assert_eq!((state.phase, state.sequence), (Phase::Idle, seq - 1));
+        .collect();
+    assert_eq!(copies.len(), 2, "every record is written twice");
+    dev.flash.bytes_mut()[copies[0] + 20] ^= 0x01;
+    assert_eq!(dev.state(), before, "the other copy stands");
     assert!(!dev.boot().unwrap().is_trial());
+    let healed = dev.state();
+    assert_eq!(
+        healed.sequence,
+        before.sequence + 1,
+        "the lone copy was rewritten"
+    );
+    assert_eq!(healed.floors(), before.floors());
 }
 
 #[test]
@@ -431,8 +449,8 @@ fn layout_for_another_geometry_is_refused() {
     use sigil_bootloader::sim::SimFlash;
     use sigil_bootloader::{BootControl, Bootloader, Geometry, Layout, LayoutError};
     let other = Geometry::of::<SimFlash<8, 256>>(0xFF);
-    let layout = Layout::new(other, 0, 512, 512 + 4 * 256, 4).unwrap();
-    let mut flash: SimFlash<4, 256> = SimFlash::new(16, 0xFF);
+    let layout = Layout::new(other, 0, 2048, 2304, 2304 + 4 * 256, 4).unwrap();
+    let mut flash: SimFlash<4, 256> = SimFlash::new(32, 0xFF);
     let config = Dev::new(4, 0xFF).config();
     assert!(matches!(
         Bootloader::new(&mut flash, layout, config),
@@ -440,7 +458,7 @@ fn layout_for_another_geometry_is_refused() {
     ));
     // Right geometry, but the staging slot ends beyond an 8-sector device.
     let mine = Geometry::of::<SimFlash<4, 256>>(0xFF);
-    let layout = Layout::new(mine, 0, 512, 512 + 4 * 256, 4).unwrap();
+    let layout = Layout::new(mine, 0, 2048, 2304, 2304 + 4 * 256, 4).unwrap();
     let mut small: SimFlash<4, 256> = SimFlash::new(8, 0xFF);
     assert!(matches!(
         BootControl::new(&mut small, layout),

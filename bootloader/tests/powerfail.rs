@@ -24,12 +24,12 @@ use std::time::Instant;
 
 use common::*;
 use sigil_bootloader::sim::{Cut, Fault, OpKind};
-use sigil_bootloader::{Outcome, Phase, VerifiedImage};
+use sigil_bootloader::{ImageDigest, Outcome, Phase, Request, VerifiedImage};
 
 struct Images {
     v1: Vec<u8>,
     v2: Vec<u8>,
-    v2_id: [u8; 16],
+    v2_id: ImageDigest,
 }
 
 impl Images {
@@ -51,14 +51,14 @@ impl Images {
         Images {
             v1: bundle(&v1),
             v2: bundle(&v2),
-            v2_id: image_id(&v2),
+            v2_id: digest(&v2),
         }
     }
 }
 
 fn cuts(kind: OpKind, erase_size: usize, op: usize) -> Vec<Cut> {
     match kind {
-        OpKind::Write => [1, 40, 77, 128]
+        OpKind::Write => [1, 40, 77, 128, 200, 255]
             .into_iter()
             .map(|landed| Cut::Torn { landed })
             .chain([Cut::Clean])
@@ -153,8 +153,8 @@ fn finish_both_ways<const W: usize, const E: usize>(dev: &Rig<W, E>, img: &Image
     if state.outcome != Outcome::Confirmed {
         assert!(b.active_holds(&img.v1));
         assert_eq!(
-            (state.min_security_counter, state.rejected),
-            (1, Some(img.v2_id))
+            (state.min_security_counter, state.rejected()),
+            (1, &[img.v2_id][..])
         );
     }
 }
@@ -174,7 +174,7 @@ fn expect_final<const W: usize, const E: usize>(dev: &mut Rig<W, E>, img: &Image
             state.min_security_counter, 1,
             "a reverted update raised the counter"
         );
-        assert_eq!(state.rejected, Some(img.v2_id));
+        assert_eq!(state.rejected(), &[img.v2_id]);
     }
 }
 
@@ -182,7 +182,7 @@ fn expect_final<const W: usize, const E: usize>(dev: &mut Rig<W, E>, img: &Image
 enum Action {
     Boot,
     Confirm,
-    MarkPending,
+    RequestInstall,
 }
 
 /// Cuts the power at every write and erase of `action` on `start`, in every way; `after`
@@ -192,10 +192,11 @@ fn sweep<const W: usize, const E: usize>(
     action: Action,
     after: &dyn Fn(&mut Rig<W, E>),
 ) -> usize {
+    let img_digest = start.staged_digest();
     let run = |dev: &mut Rig<W, E>| match action {
         Action::Boot => dev.boot().map(|_| ()),
         Action::Confirm => dev.confirm(),
-        Action::MarkPending => dev.control().mark_pending(),
+        Action::RequestInstall => dev.request_install(&img_digest),
     };
     let mut reference = start.clone();
     reference.flash.record_ops();
@@ -243,11 +244,10 @@ fn geometry<const W: usize, const E: usize>(
     let mut idle = fresh.clone();
     idle.boot().unwrap();
     let mut staged = idle.clone();
-    // Staged but not yet pending, for the mark-pending sweep.
-    staged.stage(&img.v2).unwrap();
-    staged.control().cancel_pending().unwrap();
+    // Staged but not yet requested, for the install-request sweep.
+    staged.write_staged(&img.v2).unwrap();
     let mut pending = staged.clone();
-    pending.control().mark_pending().unwrap();
+    pending.request_install(&img.v2_id).unwrap();
     // On trial (one boot used), and on trial with no boots left (the next boot reverts).
     let mut trial = pending.clone();
     trial.boot().unwrap();
@@ -263,8 +263,8 @@ fn geometry<const W: usize, const E: usize>(
         assert!(!check_boot(dev, img, &mut floor).is_trial());
         assert_eq!(dev.state().min_security_counter, 1);
     });
-    // Mark pending: either lost (nothing happens) or taken (the update runs).
-    t.trials += sweep(&staged, Action::MarkPending, &|dev| {
+    // The install request: either lost (nothing happens) or taken (the update runs).
+    t.trials += sweep(&staged, Action::RequestInstall, &|dev| {
         let mut floor = 1;
         if check_boot(dev, img, &mut floor).is_trial() {
             finish_both_ways(dev, img, floor);
@@ -272,8 +272,8 @@ fn geometry<const W: usize, const E: usize>(
             let state = dev.state();
             assert!(dev.active_holds(&img.v1));
             assert_eq!(
-                (state.phase, state.min_security_counter, state.rejected),
-                (Phase::Idle, 1, None)
+                (state.phase, state.min_security_counter, state.rejected()),
+                (Phase::Idle, 1, &[][..])
             );
         }
     });
@@ -530,70 +530,93 @@ fn power_cut_at_every_write_and_erase_mapped_flash() {
     );
 }
 
-/// `torn-state-write`: every prefix of a boot-control record write (here: mark pending) leaves
-/// either the old state or the new one, never none.
+/// `torn-request-write`: every prefix of an install request leaves no request or the whole
+/// one; the boot then installs or does nothing, and the protected state is never touched.
 #[test]
-fn torn_state_write() {
+fn torn_request_write() {
     let img = Images::new(700, 1200);
     let mut idle: Rig<1, 256> = Rig::new(10, 0xFF);
     idle.provision(&img.v1);
     idle.boot().unwrap();
-    idle.stage(&img.v2).unwrap();
-    idle.control().cancel_pending().unwrap();
+    idle.write_staged(&img.v2).unwrap();
     let before = idle.state();
-    let stride = idle.layout.record_stride() as usize;
-    let mut seen_old = false;
-    let mut seen_new = false;
+    let stride = idle.layout.request_stride() as usize;
+    let (mut seen_none, mut seen_request) = (false, false);
     for landed in 0..=stride {
         let mut dev = idle.clone();
-        let mut probe = idle.clone();
-        probe.flash.record_ops();
-        probe.control().mark_pending().unwrap();
-        let at_op = probe
-            .flash
-            .recorded_ops()
-            .iter()
-            .position(|&k| k == OpKind::Write)
-            .unwrap() as u64;
         dev.flash.arm(Fault {
-            at_op,
+            at_op: 0,
             cut: Cut::Torn { landed },
         });
-        let _ = dev.control().mark_pending();
+        let _ = dev.request_install(&img.v2_id);
         dev.flash.power_on();
         dev.flash.disarm();
-        let state = dev.state();
-        match state.phase {
-            Phase::Idle => {
-                assert_eq!(state.sequence, before.sequence);
-                seen_old = true;
-            }
-            Phase::Pending => {
-                assert_eq!(state.sequence, before.sequence + 1);
-                seen_new = true;
-            }
-            other => panic!("torn write of {landed} bytes left phase {other}"),
+        assert_eq!(
+            dev.state(),
+            before,
+            "a request write changed the protected state"
+        );
+        match dev.control().request() {
+            None => seen_none = true,
+            Some(Request::Install(d)) if d == img.v2_id => seen_request = true,
+            other => panic!("torn write of {landed} bytes left request {other:?}"),
         }
         let mut floor = 1;
         check_boot(&mut dev, &img, &mut floor);
     }
-    assert!(seen_old && seen_new);
+    assert!(seen_none && seen_request);
 }
 
-/// `half-erased-state-sector`: when the current state sector is full and the other one is
-/// being erased, a cut leaves it half erased; the state survives and the next write succeeds.
+/// `torn-protected-write`: every prefix of either copy of a protected record (here the boot
+/// that starts an install) leaves the old state or the new one, never none, and the boot that
+/// follows completes the update.
 #[test]
-fn half_erased_state_sector() {
+fn torn_protected_write() {
+    let img = Images::new(700, 1200);
+    let mut pending: Rig<1, 256> = Rig::new(10, 0xFF);
+    pending.provision(&img.v1);
+    pending.boot().unwrap();
+    pending.stage(&img.v2).unwrap();
+    let stride = pending.layout.record_stride() as usize;
+    // Ops 0 and 1 of the update boot: the two copies of the Swapping record.
+    for copy in 0..2u64 {
+        for landed in 0..=stride {
+            let mut dev = pending.clone();
+            dev.flash.arm(Fault {
+                at_op: copy,
+                cut: Cut::Torn { landed },
+            });
+            assert!(dev.boot().is_err());
+            dev.flash.power_on();
+            let phase = dev.state().phase;
+            assert!(
+                phase == Phase::Idle || phase == Phase::Swapping,
+                "copy {copy}, {landed} bytes: phase {phase}"
+            );
+            let mut floor = 1;
+            assert!(check_boot(&mut dev, &img, &mut floor).is_trial());
+            finish_both_ways(&dev, &img, floor);
+        }
+    }
+}
+
+/// `half-erased-protected-bank`: when the current bank is full and the other one is being
+/// erased, a cut leaves it half erased; the state survives and the next write succeeds.
+#[test]
+fn half_erased_protected_bank() {
     let img = Images::new(700, 1200);
     let mut dev: Rig<1, 256> = Rig::new(10, 0xFF);
     dev.provision(&img.v1);
     dev.boot().unwrap();
+    // A request naming another image is refused with one protected write per boot: repeat
+    // until a boot has to erase the other bank.
+    dev.write_staged(&img.v2).unwrap();
     let mut trials = 0;
-    // Cycle stage/cancel until a commit has to erase the other state sector.
     for _ in 0..8 {
+        dev.request_install(&[7; 32]).unwrap();
         let mut probe = dev.clone();
         probe.flash.record_ops();
-        probe.control().mark_pending().unwrap();
+        probe.boot().unwrap();
         if probe.flash.recorded_ops().first() == Some(&OpKind::Erase) {
             for erased in [1, 64, 128, 255] {
                 let mut cut = dev.clone();
@@ -602,21 +625,21 @@ fn half_erased_state_sector() {
                     at_op: 0,
                     cut: Cut::PartialErase { erased },
                 });
-                assert!(cut.control().mark_pending().is_err());
+                assert!(cut.boot().is_err());
                 cut.flash.power_on();
                 assert_eq!(
                     cut.state(),
                     before,
                     "state lost after a half erase of {erased} bytes"
                 );
-                cut.control().mark_pending().unwrap();
-                assert_eq!(cut.state().phase, Phase::Pending);
-                assert!(cut.boot().unwrap().is_trial() || cut.state().phase == Phase::Idle);
+                let mut floor = 1;
+                check_boot(&mut cut, &img, &mut floor);
+                assert_eq!(cut.state().outcome, Outcome::StagedMismatch);
                 trials += 1;
             }
         }
-        dev.control().mark_pending().unwrap();
-        dev.control().cancel_pending().unwrap();
+        dev.boot().unwrap();
+        assert_eq!(dev.state().outcome, Outcome::StagedMismatch);
     }
     assert!(trials > 0);
 }

@@ -131,6 +131,7 @@ impl<'a> DevicePolicy<'a> {
 pub struct VerifiedBundle<'a> {
     header: BundleHeader,
     manifest: Manifest<'a>,
+    manifest_bytes: &'a [u8],
     key_set: KeySet<'a>,
 }
 
@@ -138,6 +139,14 @@ impl<'a> VerifiedBundle<'a> {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest<'a> {
         &self.manifest
+    }
+
+    /// SHA-256 of the exact signed manifest bytes: the release's identity on the device (the
+    /// bootloader's install and confirm requests name it). It changes whenever anything the
+    /// manifest binds changes (payload digest, version, security counter), and does not
+    /// change when signatures are added.
+    pub fn manifest_digest(&self) -> [u8; 32] {
+        Sha256::digest(self.manifest_bytes).into()
     }
 
     /// The verified key set the manifest was signed under.
@@ -177,6 +186,7 @@ impl<'a> VerifiedBundle<'a> {
 struct Checked<'a> {
     header: BundleHeader,
     manifest: Manifest<'a>,
+    manifest_bytes: &'a [u8],
     key_set: KeySet<'a>,
 }
 
@@ -325,6 +335,7 @@ impl<'a> BundleVerifier<'a> {
             (Stage::Complete, Some(checked)) => Ok(VerifiedBundle {
                 header: checked.header,
                 manifest: checked.manifest,
+                manifest_bytes: checked.manifest_bytes,
                 key_set: checked.key_set,
             }),
             (Stage::Failed(e), _) => Err(e),
@@ -486,10 +497,10 @@ fn check_manifest<'a>(
     policy: &DevicePolicy<'_>,
     header: BundleHeader,
     key_set: KeySet<'a>,
-    manifest: &'a [u8],
+    manifest_bytes: &'a [u8],
 ) -> Result<Checked<'a>, Error> {
     // Step 7a: strict decode of the signed manifest and its field ranges.
-    let manifest = Manifest::decode(manifest)?;
+    let manifest = Manifest::decode(manifest_bytes)?;
     if manifest.payload_size == 0 {
         return Err(Error::BadLength(Document::Manifest));
     }
@@ -510,6 +521,7 @@ fn check_manifest<'a>(
     Ok(Checked {
         header,
         manifest,
+        manifest_bytes,
         key_set,
     })
 }

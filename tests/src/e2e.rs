@@ -303,13 +303,15 @@ id = "{id}"
 key = "device.pem"
 trust_root = "root.sgl"
 product = "{vendor}/{device}"
+component = "{component}"
 
 [flash]
 path = "{flash}"
 erase_size = {erase}
 write_size = {write}
 erased = {erased}
-state_offset = {state}
+protected_offset = {protected}
+request_offset = {requests}
 active_offset = {active}
 staging_offset = {staging}
 slot_sectors = {slots}
@@ -341,7 +343,9 @@ dir = "state"
             erase = board.flash.erase_size,
             write = board.flash.write_size,
             erased = board.flash.erased,
-            state = board.layout.state,
+            protected = board.layout.protected,
+            requests = board.layout.requests,
+            component = board.device.component,
             active = board.layout.active,
             staging = board.layout.staging,
             slots = board.layout.slot_sectors,

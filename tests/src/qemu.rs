@@ -573,6 +573,14 @@ impl Device {
         self.image().state().unwrap()
     }
 
+    /// Whether an install request waits for the next boot.
+    pub fn install_requested(&self) -> bool {
+        matches!(
+            self.image().status().unwrap().request,
+            Some(sigil_bootloader::Request::Install(_))
+        )
+    }
+
     /// The active slot's bytes.
     pub fn active_slot(&self) -> Vec<u8> {
         self.image().active_slot().to_vec()

@@ -25,12 +25,13 @@ pub const GEOMETRY: Geometry = Geometry {
     read_size: 1,
     erased: 0xFF,
 };
-pub const ACTIVE: u32 = 2 * SECTOR;
+pub const REQUESTS: u32 = 2 * SECTOR;
+pub const ACTIVE: u32 = 3 * SECTOR;
 pub const STAGING: u32 = ACTIVE + SLOT_SECTORS * SECTOR;
-pub const FLASH_SECTORS: usize = (2 + SLOT_SECTORS + SLOT_SECTORS + 1) as usize;
+pub const FLASH_SECTORS: usize = (3 + SLOT_SECTORS + SLOT_SECTORS + 1) as usize;
 
 pub fn layout() -> Layout {
-    Layout::new(GEOMETRY, 0, ACTIVE, STAGING, SLOT_SECTORS).unwrap()
+    Layout::new(GEOMETRY, 0, REQUESTS, ACTIVE, STAGING, SLOT_SECTORS).unwrap()
 }
 
 pub fn key(seed: u8) -> SigningKey {
@@ -223,12 +224,14 @@ id = "{DEVICE_ID}"
 key = "device.pem"
 trust_root = "root.sgl"
 product = "acme/pump-x2"
+component = "app"
 
 [flash]
 path = "flash.img"
 erase_size = {SECTOR}
 write_size = 8
-state_offset = 0
+protected_offset = 0
+request_offset = {REQUESTS}
 active_offset = {ACTIVE}
 staging_offset = {STAGING}
 slot_sectors = {SLOT_SECTORS}
@@ -276,12 +279,21 @@ dir = "state"
         sigil_agent::Agent::new(self.config()).unwrap()
     }
 
-    /// The boot-control state on the flash.
+    /// The protected boot state on the flash.
     pub fn boot_state(&self) -> BootState {
         let flash = Flash::open(&self.flash_path, 0xFF).unwrap();
         sigil_bootloader::BootControl::new(flash, layout())
             .unwrap()
             .state()
+    }
+
+    /// Whether an install request waits for the next boot.
+    pub fn install_requested(&self) -> bool {
+        let flash = Flash::open(&self.flash_path, 0xFF).unwrap();
+        sigil_bootloader::BootControl::new(flash, layout())
+            .unwrap()
+            .install_requested()
+            .is_some()
     }
 
     /// Plays a reboot: the bootloader's host boot logic on the same flash file.
@@ -294,14 +306,26 @@ dir = "state"
     }
 }
 
+/// The host agent tests model no lock: the agent is the device's application, and what it
+/// may write is what `BootControl` lets it write (the lock is tested in the bootloader's
+/// hostile-application suite and on the reference board).
+struct Unlocked;
+
+impl sigil_bootloader::StateLock for Unlocked {
+    fn lock(&mut self, _: std::ops::Range<u32>) -> Result<(), sigil_bootloader::LockFailed> {
+        Ok(())
+    }
+}
+
 /// One boot with trial budget 1.
 pub fn boot(flash_path: &Path) -> Result<VerifiedImage, sigil_bootloader::Error> {
     let flash = Flash::open(flash_path, 0xFF).unwrap();
     let root = root();
-    let config = BootConfig::new(&root, product()).with_trial_attempts(1);
+    let config = BootConfig::new(&root, product(), "app").with_trial_attempts(1);
     let mut bl = Bootloader::new(flash, layout(), config).unwrap();
     let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
-    bl.boot(&mut buf)
+    // The host agent tests model no lock (the device's application is the agent itself).
+    bl.boot(&mut buf, &mut Unlocked)
 }
 
 /// The real sigil-server, in-process on a loopback port.

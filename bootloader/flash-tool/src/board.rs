@@ -73,8 +73,11 @@ pub struct FlashConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayoutConfig {
-    /// Boot-control region (2 sectors).
-    pub state: u32,
+    /// Protected-state region (written by the bootloader only; `Layout::protected_len` bytes:
+    /// 2 sectors from 1 KiB sectors up).
+    pub protected: u32,
+    /// Request sector (written by the application and the agent).
+    pub requests: u32,
     /// Active slot.
     pub active: u32,
     /// Staging slot (one sector larger than the active slot).
@@ -91,6 +94,8 @@ pub struct DeviceConfig {
     pub vendor: String,
     /// Product device class.
     pub device: String,
+    /// The component the active slot holds: every manifest must name it.
+    pub component: String,
     /// Trial boots before a revert.
     pub trial_attempts: u8,
     /// Payload alignment images are signed with.
@@ -174,7 +179,8 @@ impl BoardConfig {
         };
         Layout::new(
             geometry,
-            self.layout.state,
+            self.layout.protected,
+            self.layout.requests,
             self.layout.active,
             self.layout.staging,
             self.layout.slot_sectors,
@@ -187,14 +193,15 @@ impl BoardConfig {
             .saturating_mul(self.flash.erase_size)
     }
 
-    /// Size of the flash image: up to the end of the last region.
+    /// Size of the flash image: up to the end of the last region (`None` for a layout that
+    /// does not check).
     pub fn flash_size(&self) -> Option<u32> {
-        let s = self.flash.erase_size;
-        let slot = self.layout.slot_sectors.checked_mul(s)?;
+        let l = self.layout().ok()?;
         [
-            self.layout.state.checked_add(s.checked_mul(2)?)?,
-            self.layout.active.checked_add(slot)?,
-            self.layout.staging.checked_add(slot)?.checked_add(s)?,
+            l.protected_region().end,
+            l.request_region().end,
+            l.active_offset().checked_add(l.max_bundle_len())?,
+            l.staged_bundle_offset().checked_add(l.max_bundle_len())?,
         ]
         .into_iter()
         .max()

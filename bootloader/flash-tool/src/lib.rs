@@ -3,15 +3,16 @@
 //! A board port describes its flash map in a `board.toml` ([`BoardConfig`]); the firmware is
 //! built from the same file. From it this crate
 //!
-//! - assembles a flash image: the installed bundle in the active slot, optionally a staged
-//!   bundle and a pending-update request ([`FlashImage`]);
+//! - assembles a flash image: the installed bundle in the active slot, optionally the factory
+//!   floors in the protected state, a staged bundle and an install request ([`FlashImage`]);
 //! - stages an update into an existing image, as the device agent would, and reads the
 //!   boot-control state back (after QEMU runs, the image holds what the device wrote);
 //! - turns an application ELF into the payload to sign, checking that it is linked where the
 //!   bootloader will start it ([`payload_from_elf`]).
 //!
-//! Boot-control records are written by `sigil_bootloader::BootControl` itself over an
-//! in-memory NOR flash of the board's geometry, so they are exactly what the bootloader reads.
+//! Requests are written by `sigil_bootloader::BootControl` and the factory floors by
+//! `sigil_bootloader::provision`, over an in-memory NOR flash of the board's geometry, so they
+//! are exactly what the bootloader reads.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use embedded_storage::nor_flash::NorFlash;
 use object::read::elf::{ElfFile32, ProgramHeader, SectionHeader};
 use object::Endianness;
-use sigil_bootloader::{BootControl, BootState, Layout};
+use sigil_bootloader::{BootControl, BootState, Floors, Layout, Request};
 
 pub use board::BoardConfig;
 use memflash::{with_flash, FlashOp};
@@ -71,6 +72,9 @@ pub enum ImageError {
     /// The bootloader's boot-control API refused the request.
     #[error("boot control")]
     Boot(#[from] sigil_bootloader::Error),
+    /// The bundle to stage is not a well-formed bundle.
+    #[error("not a bundle")]
+    Bundle(#[from] sigil_manifests::Error),
     /// The ELF file is not a usable application image.
     #[error("application ELF: {0}")]
     Elf(String),
@@ -86,7 +90,8 @@ pub struct FlashImage {
 
 struct Stage<'a> {
     bundle: &'a [u8],
-    pending: bool,
+    /// The manifest digest to request the install of.
+    pending: Option<[u8; 32]>,
 }
 
 impl FlashOp for Stage<'_> {
@@ -102,7 +107,7 @@ impl FlashOp for Stage<'_> {
 fn stage<F: NorFlash>(
     control: &mut BootControl<F>,
     bundle: &[u8],
-    pending: bool,
+    pending: Option<[u8; 32]>,
 ) -> Result<(), sigil_bootloader::Error> {
     let len = u32::try_from(bundle.len()).map_err(|_| sigil_bootloader::Error::OutOfBounds)?;
     control.erase_staging(len)?;
@@ -119,19 +124,50 @@ fn stage<F: NorFlash>(
         last[..tail.len()].copy_from_slice(tail);
         control.write_staging(whole as u32, &last)?;
     }
-    if pending {
-        control.mark_pending()?;
+    if let Some(digest) = pending {
+        control.request_install(&digest)?;
     }
     Ok(())
+}
+
+/// The manifest digest of a bundle (the identity an install request names), from its
+/// envelope; the bootloader verifies everything else at boot.
+pub fn manifest_digest(bundle: &[u8]) -> Result<[u8; 32], sigil_manifests::Error> {
+    use sha2::{Digest, Sha256};
+    let parsed = sigil_manifests::UnverifiedBundle::parse(bundle)?;
+    Ok(Sha256::digest(parsed.envelope().manifest).into())
+}
+
+struct Provision(Floors);
+
+impl FlashOp for Provision {
+    type Output = Result<(), sigil_bootloader::Error>;
+
+    fn run<F: NorFlash>(self, flash: &mut F, layout: Layout) -> Self::Output {
+        sigil_bootloader::provision(flash, &layout, self.0)
+    }
+}
+
+/// The protected state and the pending request of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootStatus {
+    /// The protected state.
+    pub state: BootState,
+    /// The newest request the bootloader has not acted on.
+    pub request: Option<Request>,
 }
 
 struct ReadState;
 
 impl FlashOp for ReadState {
-    type Output = Result<BootState, sigil_bootloader::Error>;
+    type Output = Result<BootStatus, sigil_bootloader::Error>;
 
     fn run<F: NorFlash>(self, flash: &mut F, layout: Layout) -> Self::Output {
-        Ok(BootControl::new(flash, layout)?.state())
+        let control = BootControl::new(flash, layout)?;
+        Ok(BootStatus {
+            state: control.state(),
+            request: control.request(),
+        })
     }
 }
 
@@ -223,8 +259,14 @@ impl FlashImage {
         Ok(())
     }
 
+    /// Factory provisioning: writes the first protected record, with these floors, into the
+    /// image's blank protected state (`sigil_bootloader::provision`; refused if it is not blank).
+    pub fn provision(&mut self, floors: Floors) -> Result<(), ImageError> {
+        Ok(self.run(Provision(floors))??)
+    }
+
     /// Writes `bundle` into the staging slot through the boot-control API, as the agent does,
-    /// and with `pending` asks the bootloader to install it at the next boot.
+    /// and with `pending` requests its install at the next boot.
     pub fn stage(&mut self, bundle: &[u8], pending: bool) -> Result<BootState, ImageError> {
         let max = self.layout.max_bundle_len();
         if bundle.len() > max as usize {
@@ -233,12 +275,22 @@ impl FlashImage {
                 max,
             });
         }
+        let pending = if pending {
+            Some(manifest_digest(bundle)?)
+        } else {
+            None
+        };
         let out = self.run(Stage { bundle, pending })?;
         Ok(out?)
     }
 
-    /// The boot-control state recorded in the image.
+    /// The protected state recorded in the image.
     pub fn state(&self) -> Result<BootState, ImageError> {
+        Ok(self.status()?.state)
+    }
+
+    /// The protected state and the pending request recorded in the image.
+    pub fn status(&self) -> Result<BootStatus, ImageError> {
         let mut copy = self.clone();
         Ok(copy.run(ReadState)??)
     }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sigil_bootloader::{BootState, Phase};
-use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
+use sigil_bootloader::{Floors, Phase, Request};
+use sigil_flash::{payload_from_elf, BoardConfig, BootStatus, FlashImage};
 
 /// Prepare the flash of a device running the Sigil bootloader.
 #[derive(Debug, Parser)]
@@ -27,16 +27,24 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build a new flash image: the installed bundle in the active slot, optionally a staged
-    /// bundle (and a pending-update request); boot-control state otherwise blank.
+    /// Build a new flash image: the installed bundle in the active slot, optionally the
+    /// factory floors, a staged bundle and an install request.
     Assemble {
         /// The bundle to install (as a factory programmer would).
         #[arg(long, value_name = "BUNDLE")]
         installed: PathBuf,
+        /// Factory provisioning: the device never boots or installs an image with a lower
+        /// security counter. Without this (and --min-key-set-version) the protected state stays
+        /// blank and the first boot takes the floors of the installed image.
+        #[arg(long, value_name = "N")]
+        min_security_counter: Option<u32>,
+        /// Factory provisioning: the lowest key-set version the device accepts.
+        #[arg(long, value_name = "N")]
+        min_key_set_version: Option<u32>,
         /// A bundle to write into the staging slot.
         #[arg(long, value_name = "BUNDLE")]
         staged: Option<PathBuf>,
-        /// Ask the bootloader to install the staged bundle at the next boot.
+        /// Request the install of the staged bundle at the next boot.
         #[arg(long, requires = "staged")]
         pending: bool,
         /// The flash image to write (flash offset 0 first).
@@ -52,11 +60,11 @@ enum Command {
         /// The bundle to stage.
         #[arg(value_name = "BUNDLE")]
         bundle: PathBuf,
-        /// Ask the bootloader to install it at the next boot.
+        /// Request its install at the next boot.
         #[arg(long)]
         pending: bool,
     },
-    /// Print the boot-control state recorded in a flash image.
+    /// Print the protected boot state and the pending request recorded in a flash image.
     State {
         /// The flash image.
         #[arg(long, value_name = "FILE")]
@@ -97,6 +105,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Assemble {
             installed,
+            min_security_counter,
+            min_key_set_version,
             staged,
             pending,
             out,
@@ -105,6 +115,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             image
                 .install(&read(&installed)?)
                 .with_context(|| format!("installing {}", installed.display()))?;
+            if min_security_counter.is_some() || min_key_set_version.is_some() {
+                image
+                    .provision(Floors {
+                        security_counter: min_security_counter.unwrap_or(0),
+                        key_set_version: min_key_set_version.unwrap_or(0),
+                    })
+                    .context("provisioning the floors")?;
+            }
             if let Some(staged) = staged {
                 image
                     .stage(&read(&staged)?, pending)
@@ -128,14 +146,20 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .stage(&read(&bundle)?, pending)
                 .with_context(|| format!("staging {}", bundle.display()))?;
             image.save(&flash)?;
-            println!("staged {}; phase: {}", bundle.display(), state.phase);
+            let request = image.status()?.request;
+            println!(
+                "staged {}; phase: {}; pending request: {}",
+                bundle.display(),
+                state.phase,
+                request_text(request)
+            );
         }
         Command::State { flash, json } => {
-            let state = FlashImage::open(&board, &flash)?.state()?;
+            let status = FlashImage::open(&board, &flash)?.status()?;
             if json {
-                println!("{}", state_json(&state));
+                println!("{}", state_json(&status));
             } else {
-                print!("{}", state_text(&state));
+                print!("{}", state_text(&status));
             }
         }
         Command::Payload { elf, out } => {
@@ -164,7 +188,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state_json(s: &BootState) -> serde_json::Value {
+fn request_text(r: Option<Request>) -> String {
+    match r {
+        None => "none".into(),
+        Some(Request::Install(d)) => format!("install {}", hex::encode(d)),
+        Some(Request::Confirm(d)) => format!("confirm {}", hex::encode(d)),
+        Some(Request::Cancel) => "cancel".into(),
+    }
+}
+
+fn state_json(status: &BootStatus) -> serde_json::Value {
+    let s = &status.state;
     serde_json::json!({
         "sequence": s.sequence,
         "phase": s.phase.to_string(),
@@ -176,16 +210,23 @@ fn state_json(s: &BootState) -> serde_json::Value {
         "trial_security_counter": s.trial_security_counter,
         "trial_key_set_version": s.trial_key_set_version,
         "trial_image": hex::encode(s.trial_image),
-        "rejected": s.rejected.map(hex::encode),
+        "rejected": s.rejected().iter().map(hex::encode).collect::<Vec<_>>(),
         "outcome": s.outcome.to_string(),
+        "request": request_text(status.request),
     })
 }
 
-fn state_text(s: &BootState) -> String {
+fn state_text(status: &BootStatus) -> String {
+    let s = &status.state;
     let mut text = format!(
-        "phase:                {}\nlast update outcome:  {}\nsequence:             {}\n\
-         min security counter: {}\nmin key-set version:  {}\n",
-        s.phase, s.outcome, s.sequence, s.min_security_counter, s.min_key_set_version,
+        "phase:                {}\nlast request outcome: {}\nsequence:             {}\n\
+         min security counter: {}\nmin key-set version:  {}\npending request:      {}\n",
+        s.phase,
+        s.outcome,
+        s.sequence,
+        s.min_security_counter,
+        s.min_key_set_version,
+        request_text(status.request),
     );
     match s.phase {
         Phase::Trial => text.push_str(&format!("trial boots left:     {}\n", s.attempts_left)),
@@ -195,6 +236,9 @@ fn state_text(s: &BootState) -> String {
             s.swap_sectors.saturating_mul(2)
         )),
         _ => {}
+    }
+    for digest in s.rejected() {
+        text.push_str(&format!("rejected image:       {}\n", hex::encode(digest)));
     }
     text
 }

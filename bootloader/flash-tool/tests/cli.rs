@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use assert_cmd::Command;
 use predicates::str::contains;
 
+mod common;
+
 fn board() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../boards/mps2-an385/board.toml")
 }
@@ -21,11 +23,19 @@ fn sigil_flash() -> Command {
 fn assemble_stage_and_read_back_the_state() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("a.sgl"), vec![0x5A; 3000]).unwrap();
-    std::fs::write(d.join("b.sgl"), vec![0xA5; 5000]).unwrap();
+    std::fs::write(d.join("a.sgl"), common::bundle(1, 3000)).unwrap();
+    std::fs::write(d.join("b.sgl"), common::bundle(2, 5000)).unwrap();
     sigil_flash()
         .current_dir(d)
-        .args(["assemble", "--installed", "a.sgl", "--out", "flash.bin"])
+        .args([
+            "assemble",
+            "--installed",
+            "a.sgl",
+            "--min-security-counter",
+            "1",
+            "--out",
+            "flash.bin",
+        ])
         .assert()
         .success()
         .stdout(contains("load at 0x00020000"));
@@ -36,30 +46,39 @@ fn assemble_stage_and_read_back_the_state() {
         .unwrap();
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(state["phase"], "idle");
+    assert_eq!(state["min_security_counter"], 1, "provisioned at assembly");
+    assert_eq!(state["request"], "none");
 
     sigil_flash()
         .current_dir(d)
         .args(["stage", "--flash", "flash.bin", "b.sgl", "--pending"])
         .assert()
         .success()
-        .stdout(contains("update pending"));
+        .stdout(contains("pending request: install "));
     sigil_flash()
         .current_dir(d)
         .args(["state", "--flash", "flash.bin"])
         .assert()
         .success()
-        .stdout(contains("update pending"));
-    // A second request while one is pending is refused, and the image is left as it was.
-    let before = std::fs::read(d.join("flash.bin")).unwrap();
+        .stdout(contains("pending request:      install "));
+    // Provisioning is refused on an image whose protected state is already written.
     sigil_flash()
         .current_dir(d)
-        .args(["stage", "--flash", "flash.bin", "a.sgl", "--pending"])
+        .args([
+            "assemble",
+            "--installed",
+            "a.sgl",
+            "--min-security-counter",
+            "1",
+            "--staged",
+            "not-there.sgl",
+            "--out",
+            "other.bin",
+        ])
         .assert()
         .code(1)
-        .stderr(contains(
-            "not allowed while the device is in phase: update pending",
-        ));
-    assert_eq!(std::fs::read(d.join("flash.bin")).unwrap(), before);
+        .stderr(contains("not-there.sgl"));
+    assert!(!d.join("other.bin").exists(), "nothing written on error");
 }
 
 #[test]

@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
-use sigil_bootloader::{Error, Phase};
+mod common;
+
+use sigil_bootloader::{Error, Floors, Phase, Request};
 use sigil_flash::board::BoardError;
-use sigil_flash::{BoardConfig, FlashImage, ImageError};
+use sigil_flash::{manifest_digest, BoardConfig, FlashImage, ImageError};
 
 // Test helper: the reference board file must load, or every test here is meaningless.
 #[allow(clippy::unwrap_used)]
@@ -18,10 +20,13 @@ fn reference_board_file_gives_the_documented_flash_map() {
     let board = mps2();
     let layout = board.layout().unwrap();
     assert_eq!(board.flash.base, 0x2_0000);
-    assert_eq!(layout.active_offset(), 0x2000);
-    assert_eq!(layout.staged_bundle_offset(), 0x14_3000);
-    assert_eq!(board.app_origin(), 0x2_3000);
-    assert_eq!(board.flash_size(), Some(0x28_3000));
+    assert_eq!(layout.protected_region(), 0..0x2000);
+    assert_eq!(layout.request_region(), 0x2000..0x3000);
+    assert_eq!(layout.active_offset(), 0x3000);
+    assert_eq!(layout.staged_bundle_offset(), 0x14_4000);
+    assert_eq!(board.app_origin(), 0x2_4000);
+    assert_eq!(board.flash_size(), Some(0x28_4000));
+    assert_eq!(board.device.component, "app");
 }
 
 #[test]
@@ -30,7 +35,7 @@ fn overlapping_regions_are_refused_like_the_firmware_build_does() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/mps2-an385/board.toml"),
     )
     .unwrap();
-    let overlapping = text.replace("staging = 0x14_2000", "staging = 0x14_0000");
+    let overlapping = text.replace("staging = 0x14_3000", "staging = 0x14_0000");
     let err = BoardConfig::parse(&overlapping, Path::new("board.toml")).unwrap_err();
     assert!(matches!(err, BoardError::Invalid { .. }), "{err}");
     assert!(err.to_string().contains("overlap"), "{err}");
@@ -40,15 +45,24 @@ fn overlapping_regions_are_refused_like_the_firmware_build_does() {
 }
 
 #[test]
-fn assembled_image_holds_the_bundles_verbatim_and_a_pending_request() {
+fn assembled_image_holds_the_bundles_verbatim_and_an_install_request() {
     let board = mps2();
     let installed: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-    let staged: Vec<u8> = (0..5_001u32).map(|i| (i * 13) as u8).collect(); // not write-aligned
+    let staged = common::bundle(3, 5_001); // not write-aligned
     let mut image = FlashImage::erased(&board).unwrap();
     assert_eq!(image.state().unwrap().phase, Phase::Idle);
     image.install(&installed).unwrap();
     let state = image.stage(&staged, true).unwrap();
-    assert_eq!(state.phase, Phase::Pending);
+    assert_eq!(
+        state.phase,
+        Phase::Idle,
+        "a request does not touch the protected state"
+    );
+    let digest = manifest_digest(&staged).unwrap();
+    assert_eq!(
+        image.status().unwrap().request,
+        Some(Request::Install(digest))
+    );
 
     let layout = *image.layout();
     assert_eq!(&image.active_slot()[..installed.len()], &installed[..]);
@@ -63,24 +77,49 @@ fn assembled_image_holds_the_bundles_verbatim_and_a_pending_request() {
         "padding is the erased value"
     );
 
-    // Saved and reopened, the state is what the bootloader's own code reads back.
+    // Saved and reopened, the request is what the bootloader's own code reads back.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flash.bin");
     image.save(&path).unwrap();
     let reopened = FlashImage::open(&board, &path).unwrap();
-    assert_eq!(reopened.state().unwrap().phase, Phase::Pending);
+    assert_eq!(
+        reopened.status().unwrap().request,
+        Some(Request::Install(digest))
+    );
 }
 
 #[test]
-fn staging_is_refused_while_an_update_is_pending() {
+fn a_new_install_request_names_the_newly_staged_bundle() {
     let board = mps2();
     let mut image = FlashImage::erased(&board).unwrap();
-    image.stage(&[1; 64], true).unwrap();
+    let (a, b) = (common::bundle(1, 64), common::bundle(2, 64));
+    image.stage(&a, true).unwrap();
+    image.stage(&b, true).unwrap();
+    assert_eq!(
+        image.status().unwrap().request,
+        Some(Request::Install(manifest_digest(&b).unwrap()))
+    );
+    // Something that is not a bundle cannot be requested (it has no manifest to name).
     let err = image.stage(&[2; 64], true).unwrap_err();
+    assert!(matches!(err, ImageError::Bundle(_)), "{err}");
+}
+
+#[test]
+fn factory_provisioning_writes_the_floors_once() {
+    let board = mps2();
+    let mut image = FlashImage::erased(&board).unwrap();
+    let floors = Floors {
+        security_counter: 7,
+        key_set_version: 2,
+    };
+    image.provision(floors).unwrap();
+    assert_eq!(image.state().unwrap().floors(), floors);
+    let err = image.provision(Floors::default()).unwrap_err();
     assert!(
-        matches!(err, ImageError::Boot(Error::WrongPhase(Phase::Pending))),
+        matches!(err, ImageError::Boot(Error::AlreadyProvisioned)),
         "{err}"
     );
+    assert_eq!(image.state().unwrap().floors(), floors, "never lowered");
 }
 
 #[test]

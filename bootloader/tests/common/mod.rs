@@ -6,9 +6,10 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
-use sigil_bootloader::sim::SimFlash;
+use sigil_bootloader::sim::{RecordingLock, SimFlash};
 use sigil_bootloader::{
-    BootConfig, BootControl, BootState, Bootloader, Error, Geometry, Layout, VerifiedImage,
+    BootConfig, BootControl, BootState, Bootloader, Error, Geometry, ImageDigest, Layout,
+    VerifiedImage,
 };
 use sigil_manifests::*;
 
@@ -93,38 +94,53 @@ pub fn bundle(spec: &Spec) -> Vec<u8> {
     assemble_bundle(&ks, &[&key(1), &key(2)], &manifest, &[&key(11)], &payload).unwrap()
 }
 
-/// The image id the bootloader derives from a bundle (first 16 bytes of the payload digest).
-pub fn image_id(spec: &Spec) -> [u8; 16] {
-    let d: [u8; 32] = Sha256::digest(payload(spec)).into();
-    d[..16].try_into().unwrap()
+/// The identity the bootloader gives a bundle: its manifest digest (zero if it does not verify
+/// at all, which the bootloader then refuses whatever the request names).
+pub fn digest_of(bundle: &[u8]) -> ImageDigest {
+    let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+    verify_bundle(root(), DevicePolicy::any_device(), bundle, &mut buf)
+        .map(|v| v.manifest_digest())
+        .unwrap_or([0; 32])
 }
 
-/// A simulated device: state region (2 sectors) | active slot (N) | staging slot (N + 1).
+/// The identity of the bundle `spec` describes.
+pub fn digest(spec: &Spec) -> ImageDigest {
+    digest_of(&bundle(spec))
+}
+
+/// A simulated device: protected state (2 banks) | requests (1 sector) | active slot (N) |
+/// staging slot (N + 1). `R` is the read size.
 #[derive(Clone)]
-pub struct Rig<const W: usize, const E: usize> {
-    pub flash: SimFlash<W, E>,
+pub struct Rig<const W: usize, const E: usize, const R: usize = 1> {
+    pub flash: SimFlash<W, E, R>,
     pub layout: Layout,
     pub attempts: u8,
     /// Boot as a port with memory-mapped flash: verify in place, no envelope buffer.
     pub mapped: bool,
+    /// The lock of the last boot.
+    pub lock: RecordingLock,
 }
 
-impl<const W: usize, const E: usize> Rig<W, E> {
+impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
     pub fn new(slot_sectors: u32, erased: u8) -> Self {
         let s = E as u32;
-        let geometry = Geometry::of::<SimFlash<W, E>>(erased);
-        let layout = Layout::new(geometry, 0, 2 * s, (2 + slot_sectors) * s, slot_sectors).unwrap();
-        let sectors = (3 + 2 * slot_sectors) as usize;
+        let geometry = Geometry::of::<SimFlash<W, E, R>>(erased);
+        let p = Layout::protected_len(geometry);
+        let active = p + s;
+        let staging = active + slot_sectors * s;
+        let layout = Layout::new(geometry, 0, p, active, staging, slot_sectors).unwrap();
+        let sectors = (p / s + 2 + 2 * slot_sectors) as usize;
         Rig {
             flash: SimFlash::new(sectors, erased),
             layout,
             attempts: 2,
             mapped: false,
+            lock: RecordingLock::default(),
         }
     }
 
     pub fn config(&self) -> BootConfig<'static> {
-        BootConfig::new(root(), product()).with_trial_attempts(self.attempts)
+        BootConfig::new(root(), product(), "app").with_trial_attempts(self.attempts)
     }
 
     /// Factory programming: the bundle straight into the active slot.
@@ -133,19 +149,33 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         self.flash.bytes_mut()[at..at + bundle.len()].copy_from_slice(bundle);
     }
 
-    /// One boot with all RAM state rebuilt from flash.
+    /// One boot after a reset, with all RAM state rebuilt from flash. On success the lock the
+    /// bootloader set stays on the simulated flash until the next boot, as on a board.
     pub fn boot(&mut self) -> Result<VerifiedImage, Error> {
+        self.flash.reset();
         let config = self.config();
-        if self.mapped {
+        let mut lock = RecordingLock {
+            fail: self.lock.fail,
+            ..RecordingLock::default()
+        };
+        let result = if self.mapped {
             let flash = sigil_bootloader::sim::Mapped(&mut self.flash);
-            return Bootloader::new(flash, self.layout, config)?.boot(&mut []);
+            Bootloader::new(flash, self.layout, config)?.boot(&mut [], &mut lock)
+        } else {
+            let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
+            let mut buf = [0u8; MAX_ENVELOPE_LEN];
+            bl.boot(&mut buf, &mut lock)
+        };
+        if result.is_ok() {
+            let range = lock.locked.clone().expect("booted without locking");
+            assert_eq!(range, self.layout.protected_region());
+            self.flash.lock(range);
         }
-        let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
-        let mut buf = [0u8; MAX_ENVELOPE_LEN];
-        bl.boot(&mut buf)
+        self.lock = lock;
+        result
     }
 
-    pub fn control(&mut self) -> BootControl<&mut SimFlash<W, E>> {
+    pub fn control(&mut self) -> BootControl<&mut SimFlash<W, E, R>> {
         BootControl::new(&mut self.flash, self.layout).unwrap()
     }
 
@@ -153,13 +183,16 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         self.control().state()
     }
 
+    /// The application confirms the image on trial (takes effect at the next boot).
     pub fn confirm(&mut self) -> Result<(), Error> {
-        BootControl::new(&mut self.flash, self.layout)?.confirm()
+        let mut ctl = BootControl::new(&mut self.flash, self.layout)?;
+        let trial = ctl.state().trial_image;
+        ctl.confirm(&trial)
     }
 
-    /// The agent's job: erase, write the bundle one sector into the staging slot (padded to the
-    /// write size with the erased value), verify it, mark it pending.
-    pub fn stage(&mut self, bundle: &[u8]) -> Result<(), Error> {
+    /// Writes `bundle` one sector into the staging slot (padded to the write size with the
+    /// erased value), as the agent does.
+    pub fn write_staged(&mut self, bundle: &[u8]) -> Result<(), Error> {
         let erased = self.flash.erased();
         let layout = self.layout;
         let mut ctl = BootControl::new(&mut self.flash, layout)?;
@@ -169,7 +202,17 @@ impl<const W: usize, const E: usize> Rig<W, E> {
         for (i, chunk) in padded.chunks(256.max(W)).enumerate() {
             ctl.write_staging((i * 256.max(W)) as u32, chunk)?;
         }
-        ctl.mark_pending()
+        Ok(())
+    }
+
+    /// The agent's job: write the bundle into the staging slot and request its install.
+    pub fn stage(&mut self, bundle: &[u8]) -> Result<(), Error> {
+        self.write_staged(bundle)?;
+        self.request_install(&digest_of(bundle))
+    }
+
+    pub fn request_install(&mut self, digest: &ImageDigest) -> Result<(), Error> {
+        BootControl::new(&mut self.flash, self.layout)?.request_install(digest)
     }
 
     /// The bytes of the active slot.
@@ -190,5 +233,21 @@ impl<const W: usize, const E: usize> Rig<W, E> {
 
     pub fn staging_sector(&self, i: u32) -> usize {
         (self.layout.staging_offset() / E as u32 + i) as usize
+    }
+
+    /// The manifest digest of the bundle in the staging slot (zero if it does not verify).
+    pub fn staged_digest(&self) -> ImageDigest {
+        let at = self.layout.staged_bundle_offset() as usize;
+        let len = self.layout.max_bundle_len() as usize;
+        let bytes = &self.flash.bytes()[at..at + len];
+        verify_in_place(root(), DevicePolicy::any_device(), bytes)
+            .map(|v| v.manifest_digest())
+            .unwrap_or([0; 32])
+    }
+
+    /// Simulator sector indices of the protected region.
+    pub fn protected_sectors(&self) -> std::ops::Range<usize> {
+        let r = self.layout.protected_region();
+        (r.start / E as u32) as usize..(r.end / E as u32) as usize
     }
 }

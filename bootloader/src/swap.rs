@@ -1,0 +1,151 @@
+//! Swap mechanics: moving images between the slots, one recorded half-step at a time.
+//!
+//! # Swap-offset
+//!
+//! The new bundle sits at staging sectors `S[1..=n]`, the old one at active sectors `A[0..m)`.
+//! With `k = max(n, m)` (at most the slot size) the install runs `2k` half-steps, each
+//! followed by a progress record:
+//!
+//! | half-step | erase | copy | the source stays intact until |
+//! |---|---|---|---|
+//! | `2i` | `S[i]` (spare, or new sector `i-1` already installed) | `A[i] → S[i]` (old sector `i`) | half-step `2i+1` |
+//! | `2i+1` | `A[i]` | `S[i+1] → A[i]` (new sector `i`) | half-step `2i+2` |
+//!
+//! After it the active slot holds the new bundle and `S[0..m)` the old one (no offset). The
+//! revert runs the mirror image, `i` from `k-1` down to 0:
+//!
+//! | half-step | erase | copy |
+//! |---|---|---|
+//! | first | `S[i+1]` | `A[i] → S[i+1]` (new sector `i` back to its staged place) |
+//! | second | `A[i]` | `S[i] → A[i]` (old sector `i` back) |
+//!
+//! A power cut inside a half-step repeats that half-step (its source is intact, its
+//! destination is erased first). The progress record that says a half-step is done is kept
+//! in two copies (see `store.rs`), so a flipped bit cannot make a later boot redo a finished
+//! half-step, whose source the next one has already erased. Each of `A[0..k)` and `S[0..k)`
+//! is erased **once** per update and each of `A[0..k)` and `S[1..=k]` once per revert;
+//! sectors beyond `k` are not touched. Chunks that read as erased are not written.
+
+use embedded_storage::nor_flash::{NorFlash, NorFlashError};
+use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
+
+use crate::error::Error;
+use crate::layout::{Layout, CHUNK};
+use crate::store::Loaded;
+
+/// Which way a swap moves the images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Install,
+    Revert,
+}
+
+/// Runs or resumes a swap from the recorded progress; records every half-step but the last
+/// (the phase change that follows records that one).
+pub(crate) fn run<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    loaded: &mut Loaded,
+    direction: Direction,
+) -> Result<(), Error> {
+    let sectors = loaded.state.swap_sectors;
+    let total = sectors.checked_mul(2).ok_or(Error::Corrupt)?;
+    let mut progress = loaded.state.swap_progress;
+    while progress < total {
+        half_step(flash, layout, direction, sectors, progress)?;
+        progress = progress.saturating_add(1);
+        if progress < total {
+            let next = loaded.state.swap_progressed(progress);
+            loaded.commit(flash, layout, next)?;
+        }
+    }
+    Ok(())
+}
+
+fn half_step<F: NorFlash>(
+    flash: &mut F,
+    l: &Layout,
+    direction: Direction,
+    sectors: u32,
+    step: u32,
+) -> Result<(), Error> {
+    let pair = step / 2;
+    let first_half = step.is_multiple_of(2);
+    let (erase, src, dst) = match direction {
+        Direction::Install => {
+            let i = pair;
+            if first_half {
+                (l.staging_sector(i), l.active_sector(i), l.staging_sector(i))
+            } else {
+                (
+                    l.active_sector(i),
+                    l.staging_sector(i.saturating_add(1)),
+                    l.active_sector(i),
+                )
+            }
+        }
+        Direction::Revert => {
+            let i = sectors
+                .checked_sub(1)
+                .and_then(|k| k.checked_sub(pair))
+                .ok_or(Error::Corrupt)?;
+            if first_half {
+                let up = l.staging_sector(i.saturating_add(1));
+                (up, l.active_sector(i), up)
+            } else {
+                (l.active_sector(i), l.staging_sector(i), l.active_sector(i))
+            }
+        }
+    };
+    let (erase, src, dst) = match (erase, src, dst) {
+        (Some(e), Some(s), Some(d)) => (e, s, d),
+        _ => return Err(Error::Corrupt),
+    };
+    let erase_end = erase.checked_add(l.sector_size()).ok_or(Error::Corrupt)?;
+    flash
+        .erase(erase, erase_end)
+        .map_err(|e| Error::Flash(e.kind()))?;
+    copy_sector(flash, l, src, dst)
+}
+
+fn copy_sector<F: NorFlash>(flash: &mut F, l: &Layout, src: u32, dst: u32) -> Result<(), Error> {
+    let chunk = l.chunk();
+    let chunk_len = usize::try_from(chunk).map_err(|_| Error::Corrupt)?;
+    let erased = l.geometry().erased;
+    let mut storage = [0u8; CHUNK as usize];
+    let buf = storage.get_mut(..chunk_len).ok_or(Error::Corrupt)?;
+    let mut off = 0u32;
+    while off < l.sector_size() {
+        let from = src.checked_add(off).ok_or(Error::Corrupt)?;
+        let to = dst.checked_add(off).ok_or(Error::Corrupt)?;
+        flash.read(from, buf).map_err(|e| Error::Flash(e.kind()))?;
+        if buf.iter().any(|&b| b != erased) {
+            flash.write(to, buf).map_err(|e| Error::Flash(e.kind()))?;
+        }
+        off = off.checked_add(chunk).ok_or(Error::Corrupt)?;
+    }
+    Ok(())
+}
+
+/// Sectors the active bundle occupies, for sizing the swap only.
+///
+/// Only as many sectors as the two bundles occupy move. The length comes from the active
+/// bundle's header alone (step 1 of the format), which saves hashing the old image on every
+/// update: if the active bundle is valid, step 7 has cross-checked that header against its
+/// signed manifest on every boot, so the length is exact; if it is not valid, nothing
+/// bootable can be lost. A header that does not parse preserves the whole slot. The header is
+/// read as one whole chunk, so the read is aligned for every read size the layout accepts.
+pub(crate) fn active_extent<F: NorFlash>(flash: &mut F, l: &Layout) -> Result<u32, Error> {
+    let chunk_len = usize::try_from(l.chunk()).map_err(|_| Error::Corrupt)?;
+    let mut storage = [0u8; CHUNK as usize];
+    let buf = storage.get_mut(..chunk_len).ok_or(Error::Corrupt)?;
+    flash
+        .read(l.active_offset(), buf)
+        .map_err(|e| Error::Flash(e.kind()))?;
+    let head = buf.first_chunk::<HEADER_LEN>().ok_or(Error::Corrupt)?;
+    let len = BundleHeader::parse(head).and_then(|h| h.total_len());
+    Ok(match len {
+        Ok(len) if len <= u64::from(l.max_bundle_len()) => l.sectors_for(len),
+        _ => l.slot_sectors(),
+    })
+}
