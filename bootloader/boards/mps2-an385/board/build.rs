@@ -43,7 +43,8 @@ struct Flash {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Layout {
-    state: u32,
+    protected: u32,
+    requests: u32,
     active: u32,
     staging: u32,
     slot_sectors: u32,
@@ -54,6 +55,7 @@ struct Layout {
 struct Device {
     vendor: String,
     device: String,
+    component: String,
     trial_attempts: u8,
     payload_alignment: u32,
 }
@@ -71,8 +73,26 @@ fn main() {
 
     let s = b.flash.erase_size;
     let slot = b.layout.slot_sectors * s;
+    // The same checks as the firmware's compile-time `Layout::new` (and sigil-flash's), so a
+    // bad map fails here with the core's message.
+    let geometry = sigil_bootloader::Geometry {
+        erase_size: s,
+        write_size: b.flash.write_size,
+        read_size: b.flash.read_size,
+        erased: b.flash.erased,
+    };
+    let layout = sigil_bootloader::Layout::new(
+        geometry,
+        b.layout.protected,
+        b.layout.requests,
+        b.layout.active,
+        b.layout.staging,
+        b.layout.slot_sectors,
+    )
+    .unwrap_or_else(|e| fail(&format!("flash layout: {e}")));
     let flash_size = [
-        b.layout.state + 2 * s,
+        layout.protected_region().end,
+        layout.request_region().end,
         b.layout.active + slot,
         b.layout.staging + slot + s,
     ]
@@ -205,10 +225,16 @@ fn main() {
         "Value of an erased byte.",
     );
     c(
-        "STATE",
+        "PROTECTED",
         "u32",
-        format!("{:#x}", b.layout.state),
-        "Offset of the boot-control region.",
+        format!("{:#x}", b.layout.protected),
+        "Offset of the protected-state region (written by the bootloader only).",
+    );
+    c(
+        "REQUESTS",
+        "u32",
+        format!("{:#x}", b.layout.requests),
+        "Offset of the request sector (written by the application).",
     );
     c(
         "ACTIVE",
@@ -239,6 +265,12 @@ fn main() {
         "&str",
         format!("{:?}", b.device.device),
         "Product device class.",
+    );
+    c(
+        "COMPONENT",
+        "&str",
+        format!("{:?}", b.device.component),
+        "The component the active slot holds.",
     );
     c(
         "TRIAL_ATTEMPTS",

@@ -9,7 +9,7 @@
 //!
 //! | word | attack | the lock's answer |
 //! |---|---|---|
-//! | 1 | `forged-floor`: a well-formed protected record, next sequence number, floors 0, written through the flash service | refused (`Locked`) |
+//! | 1 | `forged-floor`: a well-formed protected record (next sequence number, floors 0) that starts installing the staged bundle, an old validly signed image, written through the flash service | refused (`Locked`) |
 //! | 2 | `erase-protected`: erase the protected state through the service | refused |
 //! | 3 | `forged-rejection`: a protected record marking the staged bundle (the next fix) rejected | refused |
 //! | 4 | `exhaust-sequence`: a protected record with sequence `u32::MAX` (refused), then the request sector programmed to all zeros | refused; the zeros are only invalid requests |
@@ -27,16 +27,17 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+mod digest;
+
 use cortex_m_rt::entry;
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
-use sha2::{Digest, Sha256};
 use sigil_board_mps2_an385::service::Op;
 use sigil_board_mps2_an385::{
     app, app_println as println, config, dangerous_semihosting, dangerous_store_then_exit, exit,
     AppFlash, FlashError, LAYOUT,
 };
-use sigil_bootloader::{BootControl, BootFlash, Phase};
-use sigil_manifests::{BundleHeader, UnverifiedBundle, HEADER_LEN};
+use sigil_bootloader::{BootControl, BootFlash, ImageDigest, Phase};
+use sigil_manifests::{BundleHeader, HEADER_LEN};
 
 include!(concat!(env!("OUT_DIR"), "/variant.rs"));
 
@@ -54,9 +55,16 @@ mod record {
     pub const LEN: usize = 256;
     pub const MAGIC: [u8; 4] = *b"SGPS";
     pub const SEQUENCE: usize = 4;
-    pub const VERSION: usize = 8;
+    pub const PHASE: usize = 9;
+    pub const PHASE_SWAPPING: u8 = 3;
+    pub const ATTEMPTS: usize = 10;
+    pub const SWAP_PROGRESS: usize = 12;
+    pub const SWAP_SECTORS: usize = 16;
     pub const FLOOR_COUNTER: usize = 20;
     pub const FLOOR_KEY_SET: usize = 24;
+    pub const TRIAL_COUNTER: usize = 28;
+    pub const TRIAL_KEY_SET: usize = 32;
+    pub const TRIAL_IMAGE: usize = 36;
     pub const REJECTED_COUNT: usize = 68;
     pub const REJECTED: usize = 72;
     pub const CRC: usize = 252;
@@ -102,9 +110,11 @@ fn main() -> ! {
 
 fn benign(control: &mut BootControl<AppFlash>) {
     if control.state().phase == Phase::Trial {
-        match control.confirm() {
-            Ok(()) => println!("app: confirmed"),
-            Err(e) => println!("app: confirm failed: {}", e),
+        let running = digest::manifest_digest(control.flash(), LAYOUT.active_offset());
+        match running.map(|d| control.confirm(&d)) {
+            Some(Ok(())) => println!("app: confirmed; the floors rise at the next boot"),
+            Some(Err(e)) => println!("app: confirm failed: {}", e),
+            None => println!("app: confirm failed: the active bundle does not parse"),
         }
     }
 }
@@ -187,14 +197,48 @@ fn sequence(record: &[u8; record::LEN]) -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// Sectors a bundle at `base` occupies (the swap's extent), if it parses.
+fn bundle_sectors(flash: &AppFlash, base: u32) -> Option<u32> {
+    let head: &[u8; HEADER_LEN] = flash.mapped(base, HEADER_LEN as u32)?.try_into().ok()?;
+    let len = BundleHeader::parse(head).ok()?.total_len().ok()?;
+    u32::try_from(len.div_ceil(config::ERASE_SIZE as u64)).ok()
+}
+
+/// The record the bootloader writes when it starts installing a verified update, forged for
+/// the staged bundle: phase swapping from half-step 0, floors 0, trial counters 0. The next
+/// boot would swap the staged image in and run it on trial; its confirm would set floors 0.
 fn forged_floor(flash: &mut AppFlash) {
+    let staged = LAYOUT.staged_bundle_offset();
+    let (Some(digest), Some(new), Some(old)) = (
+        staged_digest(flash),
+        bundle_sectors(flash, staged),
+        bundle_sectors(flash, LAYOUT.active_offset()),
+    ) else {
+        println!("hostile: forged-floor: no staged bundle");
+        return;
+    };
     let Some((mut forged, at)) = newest_record(flash) else {
         println!("hostile: forged-floor: no protected record to forge from");
         return;
     };
-    put_u32(&mut forged, record::SEQUENCE, sequence(&forged).saturating_add(1));
-    put_u32(&mut forged, record::FLOOR_COUNTER, 0);
-    put_u32(&mut forged, record::FLOOR_KEY_SET, 0);
+    let next = sequence(&forged).saturating_add(1);
+    put_u32(&mut forged, record::SEQUENCE, next);
+    if let Some(phase) = forged.get_mut(record::PHASE..=record::ATTEMPTS) {
+        phase.copy_from_slice(&[record::PHASE_SWAPPING, 0]);
+    }
+    put_u32(&mut forged, record::SWAP_PROGRESS, 0);
+    put_u32(&mut forged, record::SWAP_SECTORS, new.max(old));
+    for field in [
+        record::FLOOR_COUNTER,
+        record::FLOOR_KEY_SET,
+        record::TRIAL_COUNTER,
+        record::TRIAL_KEY_SET,
+    ] {
+        put_u32(&mut forged, field, 0);
+    }
+    if let Some(entry) = forged.get_mut(record::TRIAL_IMAGE..record::TRIAL_IMAGE + 32) {
+        entry.copy_from_slice(&digest);
+    }
     report("forged-floor", write_forged(flash, forged, at));
 }
 
@@ -203,14 +247,10 @@ fn erase_protected(flash: &mut AppFlash) {
     report("erase-protected", flash.erase(region.start, region.end));
 }
 
-/// The manifest digest of the staged bundle, computed from its bytes without verifying them
-/// (an attacker needs no trust root to name an image).
-fn staged_digest(flash: &AppFlash) -> Option<[u8; 32]> {
-    let base = LAYOUT.staged_bundle_offset();
-    let head: &[u8; HEADER_LEN] = flash.mapped(base, HEADER_LEN as u32)?.try_into().ok()?;
-    let end = BundleHeader::parse(head).ok()?.envelope_end().ok()?;
-    let bundle = UnverifiedBundle::parse(flash.mapped(base, end)?).ok()?;
-    Some(Sha256::digest(bundle.envelope().manifest).into())
+/// The staged bundle's manifest digest, from its bytes (an attacker needs no trust root to name
+/// an image).
+fn staged_digest(flash: &AppFlash) -> Option<ImageDigest> {
+    digest::manifest_digest(flash, LAYOUT.staged_bundle_offset())
 }
 
 fn forged_rejection(flash: &mut AppFlash) {
@@ -222,7 +262,8 @@ fn forged_rejection(flash: &mut AppFlash) {
         println!("hostile: forged-rejection: no protected record to forge from");
         return;
     };
-    put_u32(&mut forged, record::SEQUENCE, sequence(&forged).saturating_add(1));
+    let next = sequence(&forged).saturating_add(1);
+    put_u32(&mut forged, record::SEQUENCE, next);
     if let Some(count) = forged.get_mut(record::REJECTED_COUNT) {
         *count = 1;
     }

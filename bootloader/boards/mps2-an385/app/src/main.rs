@@ -1,14 +1,17 @@
 //! Test application for the mps2-an385 port.
 //!
 //! It prints its version and the boot-control state, confirms itself when it runs on trial
-//! (unless built with `no-confirm`, which makes the bootloader revert it), and ends the QEMU
-//! run with its distinctive exit code, so a test knows exactly which image ran.
+//! (a confirm request, which the bootloader acts on at the next boot; never with the
+//! `no-confirm` feature, which makes the bootloader revert it), and ends the QEMU run with its
+//! distinctive exit code, so a test knows exactly which image ran.
 //!
 //! It runs unprivileged: console, exit and flash writes go through the bootloader's service
 //! (`sigil_board_mps2_an385::{app, AppFlash}`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
+
+mod digest;
 
 use cortex_m_rt::entry;
 use sigil_board_mps2_an385::{app, app_println as println, exit, AppFlash, LAYOUT};
@@ -35,12 +38,12 @@ fn main() -> ! {
     );
     if state.phase == Phase::Trial {
         if CONFIRMS {
-            match control.confirm() {
-                Ok(()) => println!(
-                    "app: confirmed; minimum security counter now {}",
-                    control.state().min_security_counter
-                ),
-                Err(e) => println!("app: confirm failed: {}", e),
+            // The image this is: the active bundle, which the bootloader verified this boot.
+            let running = digest::manifest_digest(control.flash(), LAYOUT.active_offset());
+            match running.map(|d| control.confirm(&d)) {
+                Some(Ok(())) => println!("app: confirmed; the floors rise at the next boot"),
+                Some(Err(e)) => println!("app: confirm failed: {}", e),
+                None => println!("app: confirm failed: the active bundle does not parse"),
             }
         } else {
             println!("app: not confirming (this build never confirms)");

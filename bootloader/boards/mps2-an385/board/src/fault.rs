@@ -18,7 +18,8 @@ pub(crate) fn stopped() -> ! {
         log!("sigil-boot: lock: application stopped: bus fault (BFSR {bfsr:#04x})");
     } else if ufsr != 0 {
         log!("sigil-boot: lock: application stopped: usage fault (UFSR {ufsr:#06x})");
-    } else if hfsr & (1 << 31) != 0 {
+    } else if hfsr & (1 << 31) != 0 || (hfsr & (1 << 30) != 0 && cfsr == 0) {
+        // DEBUGEVT, or (QEMU) a debug monitor exception escalated with no configurable fault.
         log!("sigil-boot: lock: application stopped: debug event (a BKPT: QEMU refuses semihosting to unprivileged code)");
     } else {
         log!("sigil-boot: lock: application stopped: hard fault (HFSR {hfsr:#010x})");

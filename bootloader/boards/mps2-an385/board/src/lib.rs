@@ -16,10 +16,11 @@
 //!
 //! | address | size | region |
 //! |---|---|---|
-//! | `0x0000_0000` | 64 KiB | bootloader (`-kernel`) |
-//! | `0x0001_0000` | 8 KiB | boot-control records (flash offset 0, two sectors) |
-//! | `0x0001_2000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0001_3000` |
-//! | `0x0015_2000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0015_3000` |
+//! | `0x0000_0000` | 128 KiB | bootloader (`-kernel`) |
+//! | `0x0002_0000` | 8 KiB | protected state (flash offset 0, two sectors): the bootloader's alone, locked before the jump |
+//! | `0x0002_2000` | 4 KiB | request sector: the application's install / confirm / cancel requests |
+//! | `0x0002_3000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0002_4000` |
+//! | `0x0016_3000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0016_4000` |
 //! | `0x2000_0000` | 48 KiB | RAM: the application's |
 //! | `0x2000_C000` | 16 KiB | RAM: the bootloader's, kept after the jump (stack, latch, flash service) |
 //!
@@ -35,7 +36,6 @@ pub mod config {
 }
 
 pub mod app;
-pub mod core_shim;
 #[cfg(feature = "bootloader")]
 mod fault;
 mod flash;
@@ -63,7 +63,8 @@ use sigil_bootloader::{Geometry, Layout};
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
 pub const LAYOUT: Layout = match Layout::new(
     Geometry::of::<Flash>(config::ERASED),
-    config::STATE,
+    config::PROTECTED,
+    config::REQUESTS,
     config::ACTIVE,
     config::STAGING,
     config::SLOT_SECTORS,

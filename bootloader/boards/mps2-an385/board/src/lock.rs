@@ -30,7 +30,7 @@
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::core_shim::{LockFailed, StateLock};
+use sigil_bootloader::{LockFailed, StateLock};
 
 use crate::config;
 use crate::glue;

@@ -13,7 +13,6 @@
 mod bench;
 
 use cortex_m_rt::entry;
-use sigil_board_mps2_an385::core_shim::{protected_region, StateLock};
 use sigil_board_mps2_an385::{config, exit, log, BoardLock, Flash, JumpError, LAYOUT};
 use sigil_bootloader::{BootConfig, Bootloader, Error};
 use sigil_manifests::{ProductId, TrustRoot};
@@ -50,7 +49,8 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             return exit::FLASH_ERROR;
         }
     };
-    let boot_config = BootConfig::new(&root, product).with_trial_attempts(config::TRIAL_ATTEMPTS);
+    let boot_config = BootConfig::new(&root, product, config::COMPONENT)
+        .with_trial_attempts(config::TRIAL_ATTEMPTS);
     let mut bootloader = match Bootloader::new(flash, LAYOUT, boot_config) {
         Ok(b) => b,
         Err(e) => {
@@ -58,30 +58,28 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             return exit::BOOT_ERROR;
         }
     };
+    // The lock, which the core sets on every path that returns an image (feature
+    // `dangerous-unlocked`: the hostile-application tests' control build, whose lock protects
+    // nothing).
+    let mut lock = if cfg!(feature = "dangerous-unlocked") {
+        BoardLock::dangerous_unlocked()
+    } else {
+        BoardLock::new()
+    };
     // The board's flash is memory-mapped: bundles are verified in place, so no envelope
     // buffer is needed (`sigil_bootloader::BootFlash`).
-    let image = match bootloader.boot(&mut []) {
+    let image = match bootloader.boot(&mut [], &mut lock) {
         Ok(image) => image,
         Err(e) => {
             log!("sigil-boot: refusing to boot: {}", e);
             return match e {
                 Error::NoBootableImage(_) => exit::NO_BOOTABLE_IMAGE,
                 Error::Flash(_) => exit::FLASH_ERROR,
+                Error::LockFailed => exit::LOCK_FAILED,
                 _ => exit::BOOT_ERROR,
             };
         }
     };
-    // The lock, for every image that boots (feature `dangerous-unlocked`: the hostile-app
-    // tests' control build, whose lock protects nothing).
-    let mut lock = if cfg!(feature = "dangerous-unlocked") {
-        BoardLock::dangerous_unlocked()
-    } else {
-        BoardLock::new()
-    };
-    if lock.lock(protected_region()).is_err() {
-        log!("sigil-boot: refusing to boot: the protected state could not be locked");
-        return exit::LOCK_FAILED;
-    }
     log!(
         "sigil-boot: verified image: {} bytes at {:#010x}, security counter {}, {}",
         image.payload_size(),
