@@ -6,8 +6,9 @@
 #    that verifies, swaps and verifies again) against the bare SHA-256 over the same 1 MiB plus
 #    the ed25519 signature checks alone, measured by the same binary with the same crates,
 #    under `qemu-system-arm -icount shift=0` (virtual clock = instruction count).
-# Needs qemu-system-arm, binutils-arm-none-eabi (arm-none-eabi-size) and the thumbv7m-none-eabi
-# Rust target; installs none of them (scripts/test does).
+# Needs qemu-system-arm, binutils-arm-none-eabi (arm-none-eabi-size, -nm) and the
+# thumbv7m-none-eabi Rust target, and installs them when missing, as scripts/test does (the
+# Debian packages as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,8 +18,21 @@ target_dir=$root/target/qemu-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for tool in qemu-system-arm arm-none-eabi-size; do
-  command -v "$tool" >/dev/null || { echo "bench/qemu.sh: $tool is missing" >&2; exit 1; }
+# Installs the Debian packages given that are missing (progress on stderr: stdout is the report).
+need_apt() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  echo "bench/qemu.sh: installing Debian packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } >&2 ||
+    { echo "bench/qemu.sh: could not install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1; }
+}
+need_apt qemu-system-arm binutils-arm-none-eabi
+rustup target list --installed | grep -qx thumbv7m-none-eabi || rustup target add thumbv7m-none-eabi >&2
+for tool in qemu-system-arm arm-none-eabi-size arm-none-eabi-nm; do
+  command -v "$tool" >/dev/null || { echo "bench/qemu.sh: $tool is missing after installing its package" >&2; exit 1; }
 done
 
 cargo build -q --release -p sigil-signer -p sigil-flash >&2

@@ -111,7 +111,8 @@ fn main() {
     }
     // The lock (src/lock.rs) covers each of these with one MPU region (PMSAv7: a power of two
     // of at least 32 bytes, aligned to its size).
-    let mpu_region = |base: u32, size: u32| size >= 32 && size.is_power_of_two() && base % size == 0;
+    let mpu_region =
+        |base: u32, size: u32| size >= 32 && size.is_power_of_two() && base.is_multiple_of(size);
     if !mpu_region(b.memory.bootloader, b.memory.bootloader_size) {
         fail("bootloader .. bootloader + bootloader_size must be one MPU region (a power of two, aligned)");
     }

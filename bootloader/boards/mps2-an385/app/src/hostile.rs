@@ -97,7 +97,10 @@ fn main() -> ! {
         4 => exhaust_sequence(control.flash()),
         5 => old_image_request(&mut control),
         6 => store("store-protected", protected_address()),
-        7 => store("store-mirror", protected_address().saturating_add(SSRAM1_MIRROR)),
+        7 => store(
+            "store-mirror",
+            protected_address().saturating_add(SSRAM1_MIRROR),
+        ),
         8 => store("store-latch", config::BOOTLOADER_RAM),
         9 => store("mpu-off", MPU_CTRL),
         10 => semihosting(),
@@ -174,7 +177,11 @@ fn newest_record(flash: &mut AppFlash) -> Option<([u8; record::LEN], u32)> {
 }
 
 /// Writes `forged` twice (the core writes every record twice) at `at`, through the service.
-fn write_forged(flash: &mut AppFlash, mut forged: [u8; record::LEN], at: u32) -> Result<(), FlashError> {
+fn write_forged(
+    flash: &mut AppFlash,
+    mut forged: [u8; record::LEN],
+    at: u32,
+) -> Result<(), FlashError> {
     let crc = crc32(forged.get(..record::CRC).unwrap_or(&[]));
     if let Some(field) = forged.get_mut(record::CRC..) {
         field.copy_from_slice(&crc.to_le_bytes());
@@ -330,7 +337,10 @@ fn service_deputy(flash: &mut AppFlash) {
     let status = flash.raw_service_call(Op::Write, staging, config::BOOTLOADER_RAM, 256);
     println!("hostile: service-deputy: copy bootloader RAM: {}", status);
     let status = flash.raw_service_call(Op::Console, config::BOOTLOADER_ORIGIN, 64, 0);
-    println!("hostile: service-deputy: print bootloader image: {}", status);
+    println!(
+        "hostile: service-deputy: print bootloader image: {}",
+        status
+    );
 }
 
 #[panic_handler]

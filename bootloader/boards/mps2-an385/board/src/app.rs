@@ -7,14 +7,21 @@ use core::fmt::{self, Write as _};
 use crate::glue;
 use crate::service::Op;
 
-/// Writes `text` to the console (the host's semihosting output).
+/// Writes `text` to the console (the host's semihosting output), through a stack buffer: the
+/// service takes text from the application's RAM only, and a string constant lives in flash.
 pub fn print(text: &str) {
-    let _ = glue::service_call(
-        Op::Console as u32,
-        text.as_ptr() as u32,
-        u32::try_from(text.len()).unwrap_or(0),
-        0,
-    );
+    for piece in text.as_bytes().chunks(64) {
+        let mut buf = [0u8; 64];
+        if let Some(slot) = buf.get_mut(..piece.len()) {
+            slot.copy_from_slice(piece);
+            let _ = glue::service_call(
+                Op::Console as u32,
+                slot.as_ptr() as u32,
+                slot.len() as u32,
+                0,
+            );
+        }
+    }
 }
 
 /// Ends the QEMU run with `code`. Through the service, so this works in unprivileged mode.

@@ -58,10 +58,9 @@ impl NorFlashError for FlashError {
         match self {
             FlashError::NotAligned => NorFlashErrorKind::NotAligned,
             FlashError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::HostFile
-            | FlashError::Taken
-            | FlashError::Locked
-            | FlashError::Service => NorFlashErrorKind::Other,
+            FlashError::HostFile | FlashError::Taken | FlashError::Locked | FlashError::Service => {
+                NorFlashErrorKind::Other
+            }
         }
     }
 }

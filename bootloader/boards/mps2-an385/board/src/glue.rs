@@ -195,7 +195,7 @@ extern "C" fn svc_entry(frame: u32, exc_return: u32) -> u32 {
     if exc_return & 0b100 == 0 {
         return launch(frame);
     }
-    if !LAUNCHED.load(Ordering::Acquire) || frame % 4 != 0 || !in_app_ram(frame, 16) {
+    if !LAUNCHED.load(Ordering::Acquire) || !frame.is_multiple_of(4) || !in_app_ram(frame, 16) {
         crate::fault::stopped();
     }
     let word = |i: u32| frame.saturating_add(i.saturating_mul(4)) as *mut u32;
@@ -231,7 +231,7 @@ fn launch(main_frame: u32) -> u32 {
     let frame = sp.wrapping_sub(32);
     if crate::lock::latched().is_none()
         || LAUNCHED.swap(true, Ordering::AcqRel)
-        || sp % 8 != 0
+        || !sp.is_multiple_of(8)
         || !in_app_ram(frame, 32)
     {
         crate::fault::stopped();
@@ -305,7 +305,7 @@ pub const TEST_STRAP: u32 = 0x003F_F000;
 
 const _: () = {
     assert!(TEST_STRAP as usize >= FLASH_BASE as usize + FLASH_SIZE);
-    assert!(TEST_STRAP < crate::config::CODE_REGION_SIZE && TEST_STRAP % 4 == 0);
+    assert!(TEST_STRAP < crate::config::CODE_REGION_SIZE && TEST_STRAP.is_multiple_of(4));
 };
 
 /// The word at [`TEST_STRAP`].
@@ -422,7 +422,8 @@ pub fn peak_stack() -> usize {
     start.saturating_sub(addr)
 }
 
-/// The memory routines the compiler calls for copies and fills (ARM EABI names, plus `memcmp`),
+/// The memory routines the compiler calls for copies, moves and fills (ARM EABI names, plus
+/// `memmove` and `memcmp`),
 /// written for size: compiler-builtins' versions, prebuilt for speed, take about 1.5 KiB of
 /// flash; these take about 150 bytes. Word-aligned copies and fills move a word at a time, so
 /// the bulk copies of the bootloader (256-byte flash chunks between aligned buffers) lose
@@ -500,6 +501,69 @@ mod mem {
     pub unsafe extern "C" fn __aeabi_memcpy8(dst: *mut u8, src: *const u8, n: usize) {
         // SAFETY: the caller's contract is the same.
         unsafe { __aeabi_memcpy(dst, src, n) }
+    }
+
+    /// Copies `n` bytes between regions that may overlap, byte by byte: forwards when `dst` is
+    /// below `src`, backwards otherwise. Rare and short here (the protected state's rejected
+    /// list shifting by one entry), so it is not worth compiler-builtins' 1.5 KiB version.
+    ///
+    /// # Safety
+    ///
+    /// The compiler's contract for `memmove`: `src..src + n` is readable and `dst..dst + n`
+    /// writable.
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memmove(dst: *mut u8, src: *const u8, n: usize) {
+        if (dst as usize) < (src as usize) {
+            let mut i = 0;
+            while i < n {
+                // SAFETY: `i < n`, inside the regions the caller vouches for; every byte is
+                // read before the overlapping destination byte at a lower address is written.
+                unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
+                i = i.wrapping_add(1);
+            }
+        } else {
+            let mut i = n;
+            while i > 0 {
+                i = i.wrapping_sub(1);
+                // SAFETY: `i < n`; copying from the top down reads every source byte before
+                // the overlapping destination byte at a higher address is written.
+                unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
+            }
+        }
+    }
+
+    /// Copies `n` bytes between 4-byte aligned regions that may overlap.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memmove`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memmove4(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memmove(dst, src, n) }
+    }
+
+    /// Copies `n` bytes between 8-byte aligned regions that may overlap.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memmove`].
+    #[no_mangle]
+    pub unsafe extern "C" fn __aeabi_memmove8(dst: *mut u8, src: *const u8, n: usize) {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memmove(dst, src, n) }
+    }
+
+    /// `memmove` by its C name, for callers that do not use the EABI names.
+    ///
+    /// # Safety
+    ///
+    /// As [`__aeabi_memmove`].
+    #[no_mangle]
+    pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+        // SAFETY: the caller's contract is the same.
+        unsafe { __aeabi_memmove(dst, src, n) };
+        dst
     }
 
     /// Sets `n` bytes to `value` (EABI argument order: length before value).

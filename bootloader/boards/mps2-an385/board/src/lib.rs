@@ -49,10 +49,10 @@ pub mod service;
 
 pub use flash::{AppFlash, Flash, FlashError};
 pub use glue::{dangerous_semihosting, dangerous_store_then_exit, test_strap, TEST_STRAP};
-#[cfg(feature = "bootloader")]
-pub use lock::BoardLock;
 #[cfg(feature = "bench")]
 pub use glue::{peak_stack, stack_size};
+#[cfg(feature = "bootloader")]
+pub use lock::BoardLock;
 #[doc(hidden)]
 pub use semihosting as __semihosting;
 
@@ -184,7 +184,7 @@ fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<(u32
     let sp = u32::from_le_bytes([s0, s1, s2, s3]);
     let reset = u32::from_le_bytes([r0, r1, r2, r3]);
     let app_ram_end = config::RAM_ORIGIN.saturating_add(config::APP_RAM_SIZE);
-    if sp <= config::RAM_ORIGIN || sp > app_ram_end || sp % 8 != 0 {
+    if sp <= config::RAM_ORIGIN || sp > app_ram_end || !sp.is_multiple_of(8) {
         return Err(JumpError::BadStackPointer);
     }
     let end = table.checked_add(size).ok_or(JumpError::BadResetVector)?;

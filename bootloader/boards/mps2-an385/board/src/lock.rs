@@ -60,7 +60,11 @@ pub(crate) fn latched() -> Option<Range<u32>> {
 /// range succeeds, to another one fails.
 fn latch(range: &Range<u32>) -> Result<(), LockFailed> {
     if let Some(held) = latched() {
-        return if held == *range { Ok(()) } else { Err(LockFailed) };
+        return if held == *range {
+            Ok(())
+        } else {
+            Err(LockFailed)
+        };
     }
     LATCH.start.store(range.start, Ordering::Relaxed);
     LATCH.end.store(range.end, Ordering::Relaxed);
@@ -108,15 +112,21 @@ const fn attrs(size: u32, access: Access, execute: bool) -> u32 {
 
 /// Whether `base .. base + size` is one MPU region (power of two, at least 32, aligned).
 const fn is_region(base: u32, size: u32) -> bool {
-    size >= 32 && size.is_power_of_two() && base % size == 0
+    size >= 32 && size.is_power_of_two() && base.is_multiple_of(size)
 }
 
 // The fixed regions are checked when the board is built (build.rs) and again here.
 const _: () = {
     assert!(is_region(0, config::CODE_REGION_SIZE));
-    assert!(is_region(config::BOOTLOADER_ORIGIN, config::BOOTLOADER_SIZE));
+    assert!(is_region(
+        config::BOOTLOADER_ORIGIN,
+        config::BOOTLOADER_SIZE
+    ));
     assert!(is_region(config::RAM_ORIGIN, config::RAM_SIZE));
-    assert!(is_region(config::BOOTLOADER_RAM, config::BOOTLOADER_RAM_SIZE));
+    assert!(is_region(
+        config::BOOTLOADER_RAM,
+        config::BOOTLOADER_RAM_SIZE
+    ));
 };
 
 /// The MPU regions that lock `protected` (flash offsets), or `None` if the range cannot be
@@ -145,8 +155,7 @@ pub(crate) fn regions(protected: &Range<u32>) -> Option<[Region; MPU_REGIONS]> {
         off,
         off,
     ];
-    if protected.start >= protected.end
-        || usize::try_from(protected.end).ok()? > config::FLASH_SIZE
+    if protected.start >= protected.end || usize::try_from(protected.end).ok()? > config::FLASH_SIZE
     {
         return None;
     }

@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | 1 | write `len` bytes from the application's RAM to flash `offset` | offset | source address | len |
 //! | 2 | erase flash `from .. to` | from | to | — |
-//! | 3 | console: write `len` bytes of text | source address | len | — |
+//! | 3 | console: write `len` bytes of text from the application's RAM | source address | len | — |
 //! | 4 | exit (ends the QEMU run) with code `r1 & 0xFF` | code | — | — |
 //!
 //! The rules, each checked before anything is written:
@@ -17,7 +17,7 @@
 //! |---|---|
 //! | nothing is served before the lock latched the protected range | [`Status::Unavailable`] |
 //! | a write or erase that touches the latched protected range | [`Status::Locked`] |
-//! | a source that is not the application's RAM (writes) or its RAM or the flash window (console): the service is never a way to read the bootloader's memory | [`Status::BadBuffer`] |
+//! | a source that is not the application's RAM: the service is never a way to read the bootloader's memory | [`Status::BadBuffer`] |
 //! | NOR rules (alignment, bounds) | [`Status::NotAligned`], [`Status::OutOfBounds`] |
 //!
 //! Requests, the staging slot and the active slot are served: the bootloader verifies
@@ -101,11 +101,11 @@ mod server {
     use core::ops::Range;
 
     use cortex_m::interrupt::Mutex;
-    use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+    use embedded_storage::nor_flash::NorFlash;
 
     use super::{Op, Status};
     use crate::flash::{Flash, FlashError};
-    use crate::{config, glue, lock};
+    use crate::{glue, lock};
 
     /// The flash driver, handed over by [`crate::start_image`] at the jump.
     static FLASH: Mutex<RefCell<Option<Flash>>> = Mutex::new(RefCell::new(None));
@@ -130,6 +130,9 @@ mod server {
         let Some(protected) = lock::latched() else {
             return Status::Unavailable;
         };
+        if op == Op::Console as u32 {
+            return console(a, b);
+        }
         cortex_m::interrupt::free(|cs| {
             let Ok(mut slot) = FLASH.borrow(cs).try_borrow_mut() else {
                 return Status::Unavailable;
@@ -140,7 +143,6 @@ mod server {
             match op {
                 x if x == Op::Write as u32 => write(flash, &protected, a, b, c),
                 x if x == Op::Erase as u32 => erase(flash, &protected, a, b),
-                x if x == Op::Console as u32 => console(flash, a, b),
                 _ => Status::UnknownOp,
             }
         })
@@ -196,8 +198,8 @@ mod server {
         flash.erase(from, to).map_or_else(status, |()| Status::Ok)
     }
 
-    /// Text from the application's RAM or the flash window (its own string constants).
-    fn console(flash: &mut Flash, src: u32, len: u32) -> Status {
+    /// Text from the application's RAM, in 64-byte pieces.
+    fn console(src: u32, len: u32) -> Status {
         let mut done = 0u32;
         while done < len {
             let n = 64u32.min(len.saturating_sub(done));
@@ -205,17 +207,7 @@ mod server {
             let Some(chunk) = buf.get_mut(..n as usize) else {
                 return Status::BadBuffer;
             };
-            let Some(at) = src.checked_add(done) else {
-                return Status::BadBuffer;
-            };
-            let in_window = at
-                .checked_sub(config::FLASH_BASE)
-                .filter(|offset| usize::try_from(*offset).is_ok_and(|o| o < config::FLASH_SIZE));
-            let copied = match in_window {
-                Some(offset) => flash.read(offset, chunk).is_ok(),
-                None => glue::copy_from_app(at, chunk).is_some(),
-            };
-            if !copied {
+            if glue::copy_from_app(src.saturating_add(done), chunk).is_none() {
                 return Status::BadBuffer;
             }
             // `buf[64]` stays 0, so there is always a terminator.
