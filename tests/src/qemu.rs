@@ -601,6 +601,11 @@ impl Firmware {
     }
 }
 
+/// The manifest digest that names the bundle file `bundle` in requests and in the rejected list.
+pub fn manifest_digest(bundle: &Path) -> [u8; 32] {
+    sigil_flash::manifest_digest(&std::fs::read(bundle).unwrap()).unwrap()
+}
+
 /// How a device is powered on: which bootloader, and the test strap.
 #[derive(Debug, Default)]
 struct Power {

@@ -15,8 +15,9 @@ use std::path::PathBuf;
 
 use sigil_bootloader::{Outcome, Phase};
 use sigil_tests::qemu::{
-    firmware, Attack, Boot, Device, SignSpec, APP_HOSTILE, APP_V1, APP_V2, APP_V2_NO_CONFIRM,
-    EXIT_APP_FAULT, EXIT_BAD_VECTOR_TABLE, EXIT_LOCK_BREACHED, EXIT_NO_BOOTABLE_IMAGE,
+    firmware, manifest_digest, Attack, Boot, Device, SignSpec, APP_HOSTILE, APP_V1, APP_V2,
+    APP_V2_NO_CONFIRM, EXIT_APP_FAULT, EXIT_BAD_VECTOR_TABLE, EXIT_LOCK_BREACHED,
+    EXIT_NO_BOOTABLE_IMAGE,
 };
 
 #[test]
@@ -286,7 +287,7 @@ fn hostile_app_cannot_forge_a_rejection_to_block_the_next_fix() {
         boot.output.contains("security counter 3, trial boot"),
         "{boot:#?}"
     );
-    assert!(!device.state().is_rejected(&digest(&fix)));
+    assert!(!device.state().is_rejected(&manifest_digest(&fix)));
 }
 
 #[test]
@@ -468,9 +469,4 @@ fn without_the_lock_the_hostile_apps_forged_records_roll_back_and_block_fixes() 
     let boot = device.boot();
     assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
     assert!(boot.output.contains("rejected before"), "{boot:#?}");
-}
-
-/// The manifest digest that names `bundle` in requests and in the rejected list.
-fn digest(bundle: &PathBuf) -> [u8; 32] {
-    sigil_flash::manifest_digest(&std::fs::read(bundle).unwrap()).unwrap()
 }
