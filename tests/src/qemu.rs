@@ -134,6 +134,10 @@ pub enum Attack {
     Semihosting = 10,
     /// The flash service asked to copy and print the bootloader's memory.
     ServiceDeputy = 11,
+    /// Erase the active slot (the running verified image) through the flash service.
+    EraseActive = 12,
+    /// On a trial boot, erase the staging slot, which holds the image to revert to.
+    EraseRevertImage = 13,
 }
 
 /// How to sign an application image.

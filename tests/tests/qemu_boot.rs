@@ -434,11 +434,63 @@ fn hostile_app_cannot_use_the_flash_service_to_read_the_bootloader() {
     assert_eq!(device.flash_bytes(), flash);
 }
 
-/// The control: on the bootloader whose lock protects nothing, the hostile application's
-/// forged records work — the device rolls back to the old image with floor 0, and a forged
-/// rejection blocks the fix. So the tests above fail if the lock stops holding.
+const NOT_WRITABLE: &str =
+    "refused: the application writes only requests and, when idle, the staged bundle";
+
 #[test]
-fn without_the_lock_the_hostile_apps_forged_records_roll_back_and_block_fixes() {
+fn hostile_app_cannot_erase_the_running_image() {
+    let device = hostile_device(None);
+    let active = device.active_slot();
+
+    let boot = device.boot_attacked(Attack::EraseActive, false);
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains(&format!("hostile: erase-active: {NOT_WRITABLE}")),
+        "{boot:#?}"
+    );
+    assert_eq!(device.active_slot(), active, "the active slot was modified");
+    assert_still_boots_current_image(&device);
+}
+
+/// On trial, the staging slot holds the only copy of the image to revert to: a hostile trial
+/// image cannot erase it, so when it never confirms, the device reverts to that image.
+#[test]
+fn hostile_app_on_trial_cannot_destroy_the_image_to_revert_to() {
+    let fw = firmware();
+    let device = Device::assemble(
+        &fw.bundle(APP_V1, SignSpec::counter(1)),
+        Some(&fw.bundle(APP_HOSTILE, SignSpec::counter(2))),
+        true,
+    );
+    for boot_no in 1..=fw.board().device.trial_attempts {
+        let boot = device.boot_attacked(Attack::EraseRevertImage, false);
+        assert!(boot.ran(APP_HOSTILE), "trial boot {boot_no}: {boot:#?}");
+        assert!(
+            boot.output.contains("security counter 2, trial boot"),
+            "{boot:#?}"
+        );
+        assert!(
+            boot.output
+                .contains(&format!("hostile: erase-revert-image: {NOT_WRITABLE}")),
+            "{boot:#?}"
+        );
+    }
+    let boot = device.boot();
+    assert!(boot.ran(APP_V1), "not reverted to 1.0.0: {boot:#?}");
+    let state = device.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Reverted, 1)
+    );
+}
+
+/// The control: on the bootloader whose lock protects nothing, the hostile application's
+/// attacks work — a forged record rolls the device back to the old image with floor 0, a
+/// forged rejection blocks the fix, and a trial image that erases the image to revert to leaves
+/// the device with nothing to boot. So the tests above fail if the lock stops holding.
+#[test]
+fn without_the_lock_the_hostile_apps_attacks_roll_back_block_fixes_and_brick() {
     let fw = firmware();
     let old = fw.bundle(APP_V1, SignSpec::counter(1));
     let device = hostile_device(Some(&old));
@@ -469,4 +521,20 @@ fn without_the_lock_the_hostile_apps_forged_records_roll_back_and_block_fixes() 
     let boot = device.boot();
     assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
     assert!(boot.output.contains("rejected before"), "{boot:#?}");
+
+    let device = Device::assemble(
+        &fw.bundle(APP_V1, SignSpec::counter(1)),
+        Some(&fw.bundle(APP_HOSTILE, SignSpec::counter(2))),
+        true,
+    );
+    for _ in 0..fw.board().device.trial_attempts {
+        let boot = device.boot_attacked(Attack::EraseRevertImage, true);
+        assert!(
+            boot.output.contains("hostile: erase-revert-image: WRITTEN"),
+            "{boot:#?}"
+        );
+    }
+    let boot = device.boot_attacked(Attack::EraseRevertImage, true);
+    assert!(!boot.ran(APP_V1), "reverted to an erased image: {boot:#?}");
+    assert_eq!(boot.code, Some(EXIT_NO_BOOTABLE_IMAGE), "{boot:#?}");
 }

@@ -20,6 +20,8 @@
 //! | 9 | `mpu-off`: a store of 0 to `MPU_CTRL` | bus fault |
 //! | 10 | `semihosting`: open `flash.bin` with its own semihosting call, past the service | debug event (QEMU refuses semihosting to unprivileged code) |
 //! | 11 | `service-deputy`: the service asked to copy the bootloader's RAM into the staging slot and to print the bootloader's image | refused (`BadBuffer`) |
+//! | 12 | `erase-active`: erase the active slot, the running verified image, through the service | refused (`NotWritable`) |
+//! | 13 | `erase-revert-image`: on a trial boot, erase the staging slot, which holds the image to revert to | refused (`NotWritable`) |
 //!
 //! With no attack it behaves like the test application: prints its banner and the state,
 //! confirms a trial boot, exits with its code.
@@ -105,6 +107,12 @@ fn main() -> ! {
         9 => store("mpu-off", MPU_CTRL),
         10 => semihosting(),
         11 => service_deputy(control.flash()),
+        12 => erase_sector("erase-active", control.flash(), LAYOUT.active_offset()),
+        13 => erase_sector(
+            "erase-revert-image",
+            control.flash(),
+            LAYOUT.staged_bundle_offset(),
+        ),
         other => println!("hostile: no attack {}", other),
     }
     println!("app: exiting with code {}", EXIT_CODE);
@@ -310,6 +318,11 @@ fn old_image_request(control: &mut BootControl<AppFlash>) {
         Ok(()) => println!("hostile: old-image-request: install requested"),
         Err(e) => println!("hostile: old-image-request: {}", e),
     }
+}
+
+fn erase_sector(attack: &str, flash: &mut AppFlash, at: u32) {
+    let end = at.saturating_add(config::ERASE_SIZE as u32);
+    report(attack, flash.erase(at, end));
 }
 
 fn store(attack: &str, addr: u32) {

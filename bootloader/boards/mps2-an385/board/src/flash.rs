@@ -49,6 +49,9 @@ pub enum FlashError {
     /// The bootloader's flash service refused: the range touches the protected state, which is
     /// locked until reset.
     Locked,
+    /// The bootloader's flash service refused: the application writes only the request sector
+    /// and, when idle, the staged bundle.
+    NotWritable,
     /// The bootloader's flash service refused the call (see [`crate::service::Status`]).
     Service,
 }
@@ -58,9 +61,11 @@ impl NorFlashError for FlashError {
         match self {
             FlashError::NotAligned => NorFlashErrorKind::NotAligned,
             FlashError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
-            FlashError::HostFile | FlashError::Taken | FlashError::Locked | FlashError::Service => {
-                NorFlashErrorKind::Other
-            }
+            FlashError::HostFile
+            | FlashError::Taken
+            | FlashError::Locked
+            | FlashError::NotWritable
+            | FlashError::Service => NorFlashErrorKind::Other,
         }
     }
 }
@@ -84,6 +89,9 @@ impl core::fmt::Display for FlashError {
             }
             FlashError::Taken => "flash driver already in use",
             FlashError::Locked => "refused: the protected state is locked until reset",
+            FlashError::NotWritable => {
+                "refused: the application writes only requests and, when idle, the staged bundle"
+            }
             FlashError::Service => "the bootloader's flash service refused the call",
         })
     }
@@ -227,6 +235,7 @@ impl AppFlash {
             Status::NotAligned => Err(FlashError::NotAligned),
             Status::OutOfBounds => Err(FlashError::OutOfBounds),
             Status::Flash => Err(FlashError::HostFile),
+            Status::NotWritable => Err(FlashError::NotWritable),
             _ => Err(FlashError::Service),
         }
     }

@@ -152,7 +152,9 @@ pub fn start_image(image: &VerifiedImage, mut flash: Flash) -> JumpError {
     if lock::latched().is_none() {
         return JumpError::NotLocked;
     }
-    service::install(flash);
+    // On trial the staging slot holds the image to revert to: the application may then write
+    // requests only.
+    service::install(flash, !image.is_trial());
     #[allow(unsafe_code)] // the one call into the jump
     // SAFETY: `image` comes from `Bootloader::boot`, which verified the whole payload in this
     // boot (signature chain, policy, digest) and locked the protected state (the latch is set,

@@ -183,40 +183,28 @@ pub(crate) fn regions(protected: &Range<u32>) -> Option<[Region; MPU_REGIONS]> {
 /// The board's [`StateLock`]: latches the protected range for the flash service and turns the
 /// MPU on (see the module documentation). The application is dropped to unprivileged mode by
 /// [`crate::start_image`], which refuses to jump unless the latch is set.
-#[derive(Debug)]
-pub struct BoardLock {
-    dangerous_unlocked: bool,
-}
+///
+/// With the board feature `dangerous-unlocked` (**test builds only**) it locks nothing: the
+/// latch is set to an empty range, no MPU region covers the protected state, and the flash
+/// service writes wherever the application asks. The QEMU tests run the hostile application
+/// against that build to show that its attacks are real ones, which only the lock stops.
+#[derive(Debug, Default)]
+pub struct BoardLock(());
 
 impl BoardLock {
     /// The lock.
     pub const fn new() -> Self {
-        BoardLock {
-            dangerous_unlocked: false,
-        }
-    }
-
-    /// **Test builds only.** A lock that locks nothing: the latch is set to an empty range and
-    /// no MPU region covers the protected state, so the application can write it through the
-    /// flash service. The QEMU tests run the hostile application against it to show that its
-    /// attacks are real ones, which only the lock stops.
-    pub const fn dangerous_unlocked() -> Self {
-        BoardLock {
-            dangerous_unlocked: true,
-        }
+        BoardLock(())
     }
 }
 
-impl Default for BoardLock {
-    fn default() -> Self {
-        BoardLock::new()
-    }
-}
+/// Whether this is the `dangerous-unlocked` test build.
+pub(crate) const DANGEROUS_UNLOCKED: bool = cfg!(feature = "dangerous-unlocked");
 
 impl StateLock for BoardLock {
     fn lock(&mut self, protected: Range<u32>) -> Result<(), LockFailed> {
         let mut map = regions(&protected).ok_or(LockFailed)?;
-        let latched = if self.dangerous_unlocked {
+        let latched = if DANGEROUS_UNLOCKED {
             for region in map.iter_mut().skip(MPU_REGIONS - PROTECTED_REGIONS) {
                 region.attrs = 0;
             }

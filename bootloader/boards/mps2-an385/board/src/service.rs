@@ -17,12 +17,13 @@
 //! |---|---|
 //! | nothing is served before the lock latched the protected range | [`Status::Unavailable`] |
 //! | a write or erase that touches the latched protected range | [`Status::Locked`] |
+//! | a write or erase outside the request sector and, when the image runs confirmed (Idle), the staged-bundle area: the active slot holds the running verified image, and during a trial the staging slot holds the only copy of the image to revert to | [`Status::NotWritable`] |
 //! | a source that is not the application's RAM: the service is never a way to read the bootloader's memory | [`Status::BadBuffer`] |
 //! | NOR rules (alignment, bounds) | [`Status::NotAligned`], [`Status::OutOfBounds`] |
 //!
-//! Requests, the staging slot and the active slot are served: the bootloader verifies
-//! whatever they hold at the next boot, so nothing the application writes there can lower a
-//! floor.
+//! What is served — requests, and a staged bundle — the bootloader checks and verifies at the
+//! next boot, so nothing the application writes can lower a floor, and nothing it may write
+//! can stop the current verified image (or, on trial, the previous one) from booting.
 
 /// A service operation (`r0` of the `svc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub enum Status {
     Unavailable = 6,
     /// No such operation.
     UnknownOp = 7,
+    /// Refused: the application writes only the request sector and, when idle, the staged
+    /// bundle.
+    NotWritable = 8,
 }
 
 impl Status {
@@ -72,6 +76,7 @@ impl Status {
             4 => Status::BadBuffer,
             5 => Status::Flash,
             6 => Status::Unavailable,
+            8 => Status::NotWritable,
             _ => Status::UnknownOp,
         }
     }
@@ -88,6 +93,9 @@ impl core::fmt::Display for Status {
             Status::Flash => "flash (host file) error",
             Status::Unavailable => "refused: the flash service is not available",
             Status::UnknownOp => "refused: no such operation",
+            Status::NotWritable => {
+                "refused: the application writes only requests and, when idle, the staged bundle"
+            }
         })
     }
 }
@@ -100,26 +108,50 @@ mod server {
     use core::cell::RefCell;
     use core::ops::Range;
 
+    use core::sync::atomic::{AtomicBool, Ordering};
+
     use cortex_m::interrupt::Mutex;
     use embedded_storage::nor_flash::NorFlash;
 
     use super::{Op, Status};
     use crate::flash::{Flash, FlashError};
-    use crate::{glue, lock};
+    use crate::{glue, lock, LAYOUT};
 
     /// The flash driver, handed over by [`crate::start_image`] at the jump.
     static FLASH: Mutex<RefCell<Option<Flash>>> = Mutex::new(RefCell::new(None));
 
+    /// Whether the staged-bundle area is the application's to write (the image runs
+    /// confirmed); set once, at the jump.
+    static STAGING_WRITABLE: AtomicBool = AtomicBool::new(false);
+
     /// Bytes moved per step.
     const CHUNK: usize = 256;
 
-    /// Keeps `flash` for the service (called once, just before the jump).
-    pub(crate) fn install(flash: Flash) {
+    /// Keeps `flash` for the service (called once, just before the jump); `staging` says
+    /// whether the application may write the staged-bundle area (not while an image is on
+    /// trial: the staging slot then holds the image to revert to).
+    pub(crate) fn install(flash: Flash, staging: bool) {
+        STAGING_WRITABLE.store(staging, Ordering::Release);
         cortex_m::interrupt::free(|cs| {
             if let Ok(mut slot) = FLASH.borrow(cs).try_borrow_mut() {
                 *slot = Some(flash);
             }
         });
+    }
+
+    /// Whether `start .. start + len` lies in what the application may write.
+    fn writable(start: u32, len: u32) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        if lock::DANGEROUS_UNLOCKED {
+            return true;
+        }
+        let inside = |r: Range<u32>| r.start <= start && end <= r.end;
+        let staged = LAYOUT.staged_bundle_offset();
+        inside(LAYOUT.request_region())
+            || (STAGING_WRITABLE.load(Ordering::Acquire)
+                && inside(staged..staged.saturating_add(LAYOUT.max_bundle_len())))
     }
 
     /// Serves one `svc` (called by the glue's SVCall handler with the caller's `r0..r3`).
@@ -168,6 +200,9 @@ mod server {
         if touches(protected, offset, len) {
             return Status::Locked;
         }
+        if !writable(offset, len) {
+            return Status::NotWritable;
+        }
         let (Ok(total), Some(_)) = (usize::try_from(len), src.checked_add(len)) else {
             return Status::OutOfBounds;
         };
@@ -192,8 +227,12 @@ mod server {
     }
 
     fn erase(flash: &mut Flash, protected: &Range<u32>, from: u32, to: u32) -> Status {
-        if touches(protected, from, to.saturating_sub(from)) {
+        let len = to.saturating_sub(from);
+        if touches(protected, from, len) {
             return Status::Locked;
+        }
+        if !writable(from, len) {
+            return Status::NotWritable;
         }
         flash.erase(from, to).map_or_else(status, |()| Status::Ok)
     }

@@ -61,11 +61,7 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     // The lock, which the core sets on every path that returns an image (feature
     // `dangerous-unlocked`: the hostile-application tests' control build, whose lock protects
     // nothing).
-    let mut lock = if cfg!(feature = "dangerous-unlocked") {
-        BoardLock::dangerous_unlocked()
-    } else {
-        BoardLock::new()
-    };
+    let mut lock = BoardLock::new();
     // The board's flash is memory-mapped: bundles are verified in place, so no envelope
     // buffer is needed (`sigil_bootloader::BootFlash`).
     let image = match bootloader.boot(&mut [], &mut lock) {
