@@ -40,6 +40,10 @@ async fn full_cycle_check_in_to_confirmed() {
     // After boot: a new agent process finds the trial image, runs the health check, confirms.
     let mut agent = device.agent();
     assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::Confirmed);
+    // The confirm is a request: the floor rises at the next boot, by the bootloader.
+    assert!(device.confirm_requested());
+    assert_eq!(device.boot_state().min_security_counter, 1);
+    assert!(!device.reboot().is_trial());
     let state = device.boot_state();
     assert_eq!(
         (state.phase, state.outcome),

@@ -159,7 +159,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The device's anti-rollback floors: only ever raised, by [`BootState::raise_floors`].
+/// The device's anti-rollback floors: only ever raised, by the bootloader's `raise_floors` transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Floors {
     /// Lowest security counter the device boots or installs.

@@ -34,7 +34,7 @@ use crate::layout::Layout;
 use crate::record::{digest_at, u32_at, ImageDigest, Writer};
 
 /// Length of one encoded request.
-pub(crate) const REQUEST_LEN: usize = 44;
+pub const REQUEST_LEN: usize = 44;
 
 /// Largest request slot: the stride rounds the record up to the read and write sizes (at most
 /// 256 bytes).
@@ -56,7 +56,9 @@ pub enum Request {
 }
 
 impl Request {
-    fn encode(&self) -> [u8; REQUEST_LEN] {
+    /// The record's 44 bytes (without the padding to the slot stride). Applications use
+    /// [`crate::BootControl`]; this is for tools and tests that write flash images directly.
+    pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let (kind, digest) = match self {
             Request::Install(d) => (1u8, *d),
             Request::Confirm(d) => (2, *d),

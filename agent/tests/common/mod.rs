@@ -287,6 +287,14 @@ dir = "state"
             .state()
     }
 
+    /// Whether the image on trial has its confirm request written.
+    pub fn confirm_requested(&self) -> bool {
+        let flash = Flash::open(&self.flash_path, 0xFF).unwrap();
+        sigil_bootloader::BootControl::new(flash, layout())
+            .unwrap()
+            .confirm_requested()
+    }
+
     /// Whether an install request waits for the next boot.
     pub fn install_requested(&self) -> bool {
         let flash = Flash::open(&self.flash_path, 0xFF).unwrap();
