@@ -237,21 +237,21 @@ mod server {
         flash.erase(from, to).map_or_else(status, |()| Status::Ok)
     }
 
-    /// Text from the application's RAM, in 64-byte pieces.
+    /// Text from the application's RAM, in 64-byte pieces, a character at a time
+    /// (`SYS_WRITEC`: the smallest code; the console carries test output only).
     fn console(src: u32, len: u32) -> Status {
         let mut done = 0u32;
         while done < len {
             let n = 64u32.min(len.saturating_sub(done));
-            let mut buf = [0u8; 65];
+            let mut buf = [0u8; 64];
             let Some(chunk) = buf.get_mut(..n as usize) else {
                 return Status::BadBuffer;
             };
             if glue::copy_from_app(src.saturating_add(done), chunk).is_none() {
                 return Status::BadBuffer;
             }
-            // `buf[64]` stays 0, so there is always a terminator.
-            if let Ok(text) = core::ffi::CStr::from_bytes_until_nul(&buf) {
-                semihosting::sys::arm_compat::sys_write0(text);
+            for &c in chunk.iter() {
+                semihosting::sys::arm_compat::sys_writec(c);
             }
             done = done.saturating_add(n);
         }
