@@ -141,6 +141,9 @@ codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
   memory-mapped flash, as the boot reads it, plus every signature of the bundle (1 root + 1
   release) checked directly. The update boot verifies the staged 1 MiB bundle, swaps 257
   sectors each way and verifies the installed bundle again.
+- The lock is in: the release build is the bootloader that boots applications, with the board's
+  \`BoardLock\` (MPU, latch), the flash service the application calls after the jump and the
+  fault handler; the instruction counts include the core's \`StateLock::lock\` call.
 - The board's flash is memory-mapped, so the bootloader verifies bundles in place
   (\`sigil_bootloader::BootFlash\`) and needs no envelope buffer; a port whose flash is not
   mapped passes a 4 KiB envelope buffer and reads in 256-byte chunks (4 KiB more RAM).
