@@ -10,8 +10,9 @@
 //! | the latch, a word in the bootloader's RAM | the flash service writing or erasing anything that touches the protected range; set once by [`BoardLock::lock`], never cleared (there is no function that clears it) until reset re-initialises RAM | [`crate::service`] |
 //!
 //! After the jump the application reaches the flash only through the bootloader's flash
-//! service (`svc`): writes and erases outside the protected range are done, those touching it
-//! are refused with [`crate::service::Status::Locked`]. Every exception, and so every handler
+//! service (`svc`): those touching the protected range are refused with
+//! [`crate::service::Status::Locked`], and the service writes only the request sector and, when
+//! the image runs confirmed, the staged bundle (the rules in [`crate::service`]). Every exception, and so every handler
 //! that runs privileged, stays the bootloader's (VTOR is not moved to the application's table).
 //!
 //! # MPU regions (higher numbers win where regions overlap)
