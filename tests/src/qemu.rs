@@ -8,7 +8,10 @@
 //! concurrently running test processes, and copies the ELF files into a private directory.
 //!
 //! A [`Device`] is one flash image in its own directory; [`Device::boot`] is one power-on:
-//! one QEMU run that loads `flash.bin`, which the firmware writes through to.
+//! one QEMU run that loads `flash.bin`, which the bootloader writes through to (the application
+//! writes through the bootloader's flash service). [`Device::boot_attacked`] boots the hostile
+//! test application with one of its [`Attack`]s, optionally on the control bootloader whose
+//! lock protects nothing ([`Firmware::unlocked_bootloader`]).
 // Test harness: a broken set-up (missing tool, failed build) must stop the test loudly, with
 // its cause, rather than be reported as a boot result.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -32,6 +35,15 @@ pub const EXIT_NO_BOOTABLE_IMAGE: i32 = 0x50;
 pub const EXIT_FLASH_ERROR: i32 = 0x51;
 /// Exit code: a verified image's vector table was refused.
 pub const EXIT_BAD_VECTOR_TABLE: i32 = 0x52;
+/// Exit code: the bootloader's fault handler stopped the application (it broke the lock).
+pub const EXIT_APP_FAULT: i32 = 0x54;
+/// Exit code of the hostile application when a store or a semihosting call the lock must stop
+/// went through.
+pub const EXIT_LOCK_BREACHED: i32 = 0x49;
+
+/// The board's test strap (`sigil_board_mps2_an385::TEST_STRAP`): a word past the flash device
+/// that QEMU sets at power-on to pick the hostile application's attack.
+const TEST_STRAP: u32 = 0x003F_F000;
 
 /// Longest one QEMU boot may take before it is killed and the test fails.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +62,9 @@ pub struct AppVariant {
     pub exit_code: u8,
     /// Whether it confirms a trial boot.
     pub confirms: bool,
+    /// The hostile test application (binary `sigil-hostile-app`) instead of the test
+    /// application.
+    pub hostile: bool,
 }
 
 /// Release 1.0.0: confirms, exits 0x11.
@@ -58,6 +73,7 @@ pub const APP_V1: AppVariant = AppVariant {
     version: "1.0.0",
     exit_code: 0x11,
     confirms: true,
+    hostile: false,
 };
 
 /// Release 2.0.0: confirms, exits 0x22.
@@ -66,6 +82,7 @@ pub const APP_V2: AppVariant = AppVariant {
     version: "2.0.0",
     exit_code: 0x22,
     confirms: true,
+    hostile: false,
 };
 
 /// A broken 2.0.1 that never confirms (the bootloader must revert it); exits 0x2E.
@@ -74,9 +91,54 @@ pub const APP_V2_NO_CONFIRM: AppVariant = AppVariant {
     version: "2.0.1",
     exit_code: 0x2E,
     confirms: false,
+    hostile: false,
 };
 
-const VARIANTS: [AppVariant; 3] = [APP_V1, APP_V2, APP_V2_NO_CONFIRM];
+/// Compromised application firmware, validly signed (`app/src/hostile.rs`): 6.6.6, exits 0x48
+/// after an attack the lock refused (or with none), confirms a trial boot.
+pub const APP_HOSTILE: AppVariant = AppVariant {
+    name: "app-hostile",
+    version: "6.6.6",
+    exit_code: 0x48,
+    confirms: true,
+    hostile: true,
+};
+
+const VARIANTS: [AppVariant; 4] = [APP_V1, APP_V2, APP_V2_NO_CONFIRM, APP_HOSTILE];
+
+/// The hostile application's attacks (the table in `app/src/hostile.rs`), picked per boot with
+/// the board's test strap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Attack {
+    /// A forged protected record that installs the staged bundle with floors 0, written
+    /// through the flash service.
+    ForgedFloor = 1,
+    /// Erase the protected state through the flash service.
+    EraseProtected = 2,
+    /// A forged protected record that marks the staged bundle rejected.
+    ForgedRejection = 3,
+    /// A protected record with sequence `u32::MAX`, then the request sector programmed to zeros.
+    ExhaustSequence = 4,
+    /// An install request for the staged bundle.
+    OldImageRequest = 5,
+    /// A store into the protected state through the memory window.
+    StoreProtected = 6,
+    /// The same store through QEMU's mirror of SSRAM1.
+    StoreMirror = 7,
+    /// A store into the bootloader's RAM (the latch).
+    StoreLatch = 8,
+    /// A store of 0 to the MPU's control register.
+    MpuOff = 9,
+    /// Its own semihosting call, opening `flash.bin`.
+    Semihosting = 10,
+    /// The flash service asked to copy and print the bootloader's memory.
+    ServiceDeputy = 11,
+    /// Erase the active slot (the running verified image) through the flash service.
+    EraseActive = 12,
+    /// On a trial boot, erase the staging slot, which holds the image to revert to.
+    EraseRevertImage = 13,
+}
 
 /// How to sign an application image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +166,7 @@ pub struct Firmware {
     board_path: PathBuf,
     board: BoardConfig,
     bootloader: PathBuf,
+    unlocked: OnceLock<PathBuf>,
     flash_write: u64,
     keys: PathBuf,
     signed: Mutex<HashMap<(String, SignSpec), PathBuf>>,
@@ -182,6 +245,15 @@ fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The lock that serialises firmware builds across test processes (held until dropped).
+fn build_lock() -> std::fs::File {
+    let target = qemu_target_dir();
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::File::create(target.join("sigil-tests.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    lock
 }
 
 fn artifact(bin: &str) -> PathBuf {
@@ -316,8 +388,7 @@ impl Firmware {
 
         // One builder at a time across test processes: the app variants share one target
         // directory, and each build replaces the previous variant's binary.
-        let lock = std::fs::File::create(target.join("sigil-tests.lock")).unwrap();
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let lock = build_lock();
         std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
         ensure_keys(&keys);
         let root = keys.join("root.sgl");
@@ -339,15 +410,27 @@ impl Firmware {
             std::fs::create_dir_all(&apps).unwrap();
             for v in VARIANTS {
                 let features = if v.confirms { "" } else { "no-confirm" };
+                let bin = if v.hostile {
+                    "sigil-hostile-app"
+                } else {
+                    "sigil-test-app"
+                };
                 let code = v.exit_code.to_string();
                 cargo_build(
-                    &["-p", "sigil-app-mps2-an385", "--features", features],
+                    &[
+                        "-p",
+                        "sigil-app-mps2-an385",
+                        "--bin",
+                        bin,
+                        "--features",
+                        features,
+                    ],
                     &[
                         ("SIGIL_APP_VERSION", v.version),
                         ("SIGIL_APP_EXIT_CODE", &code),
                     ],
                 );
-                let elf = std::fs::read(artifact("sigil-test-app")).unwrap();
+                let elf = std::fs::read(artifact(bin)).unwrap();
                 let payload = payload_from_elf(&elf, &board).unwrap();
                 std::fs::write(apps.join(format!("{}.bin", v.name)), payload).unwrap();
             }
@@ -364,6 +447,7 @@ impl Firmware {
             board_path,
             board,
             bootloader,
+            unlocked: OnceLock::new(),
             flash_write,
             keys,
             signed: Mutex::new(HashMap::new()),
@@ -388,6 +472,29 @@ impl Firmware {
     /// The bootloader ELF (built with logging).
     pub fn bootloader(&self) -> &Path {
         &self.bootloader
+    }
+
+    /// The control bootloader (logging, feature `dangerous-unlocked`): the same firmware
+    /// whose lock protects nothing, built on first use. Attacks that change the device when
+    /// booted on it are real attacks, which the lock of [`Firmware::bootloader`] must stop.
+    pub fn unlocked_bootloader(&self) -> &Path {
+        self.unlocked.get_or_init(|| {
+            let lock = build_lock();
+            let root = self.keys.join("root.sgl");
+            cargo_build(
+                &[
+                    "-p",
+                    "sigil-boot-mps2-an385",
+                    "--features",
+                    "log,dangerous-unlocked",
+                ],
+                &[("SIGIL_TRUST_ROOT", root.to_str().unwrap())],
+            );
+            let elf = self.dir.path().join("sigil-boot-unlocked.elf");
+            std::fs::copy(artifact("sigil-boot"), &elf).unwrap();
+            drop(lock);
+            elf
+        })
     }
 
     /// Signs `variant` with `sigil sign` (once per spec) and returns the bundle file.
@@ -498,6 +605,20 @@ impl Firmware {
     }
 }
 
+/// The manifest digest that names the bundle file `bundle` in requests and in the rejected list.
+pub fn manifest_digest(bundle: &Path) -> [u8; 32] {
+    sigil_flash::manifest_digest(&std::fs::read(bundle).unwrap()).unwrap()
+}
+
+/// How a device is powered on: which bootloader, and the test strap.
+#[derive(Debug, Default)]
+struct Power {
+    /// The test strap's word (QEMU leaves it 0 without one).
+    strap: Option<u32>,
+    /// Another bootloader ELF than [`Firmware::bootloader`].
+    bootloader: Option<PathBuf>,
+}
+
 /// One device: a flash image in its own directory.
 #[derive(Debug)]
 pub struct Device {
@@ -586,11 +707,27 @@ impl Device {
         self.image().active_slot().to_vec()
     }
 
-    /// Stages `bundle` (as the agent does) and marks it pending.
+    /// Stages `bundle` (as the agent does) and requests its install.
     pub fn stage(&self, bundle: &Path) {
+        self.stage_with(bundle, true);
+    }
+
+    /// Stages `bundle` without an install request.
+    pub fn stage_unrequested(&self, bundle: &Path) {
+        self.stage_with(bundle, false);
+    }
+
+    fn stage_with(&self, bundle: &Path, request: bool) {
         let mut image = self.image();
-        image.stage(&std::fs::read(bundle).unwrap(), true).unwrap();
+        image
+            .stage(&std::fs::read(bundle).unwrap(), request)
+            .unwrap();
         image.save(&self.flash_path()).unwrap();
+    }
+
+    /// The whole flash image.
+    pub fn flash_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.flash_path()).unwrap()
     }
 
     /// Writes `bundle` over the active slot, bypassing the update process (an attacker with a
@@ -603,21 +740,40 @@ impl Device {
 
     /// Powers the device on: one QEMU run, killed after a timeout.
     pub fn boot(&self) -> Boot {
-        self.run(None).0
+        self.run(None, &Power::default()).0
     }
 
-    /// Powers the device on and cuts the power (kills QEMU) just before the bootloader's
-    /// `write`-th flash write (1-based: one erase or write chunk of at most 256 bytes) reaches
-    /// the flash, exactly, whatever the host's load: QEMU runs under its gdbstub with a
+    /// Powers the device on with the test strap set to `attack`, for the hostile application
+    /// ([`APP_HOSTILE`]) installed on it; with `unlocked`, on the control bootloader whose lock
+    /// protects nothing ([`Firmware::unlocked_bootloader`]).
+    pub fn boot_attacked(&self, attack: Attack, unlocked: bool) -> Boot {
+        let power = Power {
+            strap: Some(attack as u32),
+            bootloader: unlocked.then(|| firmware().unlocked_bootloader().to_path_buf()),
+        };
+        self.run(None, &power).0
+    }
+
+    /// The protected-state region's bytes.
+    pub fn protected_region(&self) -> Vec<u8> {
+        let image = self.image();
+        let range = image.layout().protected_region();
+        image.bytes()[range.start as usize..range.end as usize].to_vec()
+    }
+
+    /// Powers the device on and cuts the power (kills QEMU) just before the `write`-th flash
+    /// write (1-based: one erase or write chunk of at most 256 bytes, the bootloader's or,
+    /// through its flash service, the application's) reaches the flash, exactly, whatever the host's load: QEMU runs under its gdbstub with a
     /// breakpoint on the flash driver. A run that ends before that is returned as it is.
     pub fn boot_and_cut(&self, write: usize) -> Boot {
-        self.run(Some(write)).0
+        self.run(Some(write), &Power::default()).0
     }
 
-    /// Powers the device on under the debugger and counts the bootloader's flash writes until
-    /// the run ends (the application's own writes are not counted): the range to cut in.
+    /// Powers the device on under the debugger and counts the flash writes until the run ends
+    /// (the bootloader's, and the application's, which reach the flash through the
+    /// bootloader's flash service): the range to cut in.
     pub fn boot_counting_writes(&self) -> (Boot, usize) {
-        self.run(Some(usize::MAX))
+        self.run(Some(usize::MAX), &Power::default())
     }
 
     /// Runs the debugger session when cutting (counting flash writes, killing QEMU before the
@@ -655,8 +811,18 @@ impl Device {
         }
     }
 
-    fn run(&self, cut: Option<usize>) -> (Boot, usize) {
+    fn run(&self, cut: Option<usize>, power: &Power) -> (Boot, usize) {
         let fw = firmware();
+        let bootloader = power.bootloader.as_deref().unwrap_or(fw.bootloader());
+        let strap = power
+            .strap
+            .map(|word| {
+                vec![
+                    "-device".to_owned(),
+                    format!("loader,addr={TEST_STRAP:#x},data={word},data-len=4"),
+                ]
+            })
+            .unwrap_or_default();
         let mut child = KillOnDrop(
             Command::new("qemu-system-arm")
                 .current_dir(self.dir.path())
@@ -670,12 +836,13 @@ impl Device {
                     vec![]
                 })
                 .arg("-kernel")
-                .arg(fw.bootloader())
+                .arg(bootloader)
                 .arg("-device")
                 .arg(format!(
                     "loader,file=flash.bin,addr={:#x}",
                     fw.board().flash.base
                 ))
+                .args(strap)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -4,10 +4,19 @@
 //! more times (one `qemu-system-arm` run per boot; the flash persists in `flash.bin`), and
 //! checks what a bench tester would: which application ran (its banner and its distinctive
 //! exit code), what the bootloader said, and the boot-control state it left.
+//!
+//! The `hostile_app_*` tests install compromised, validly signed application firmware
+//! (`APP_HOSTILE`) and let it attack the protected state from inside, one attack per boot:
+//! the lock must refuse or fault every attempt, keep the floor, and the device must go on
+//! booting its current verified image. `without_the_lock_*` runs the same attacks on the
+//! control bootloader whose lock protects nothing, to show they are real ones.
+
+use std::path::PathBuf;
 
 use sigil_bootloader::{Outcome, Phase};
 use sigil_tests::qemu::{
-    firmware, Device, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_BAD_VECTOR_TABLE,
+    firmware, manifest_digest, Attack, Boot, Device, SignSpec, APP_HOSTILE, APP_V1, APP_V2,
+    APP_V2_NO_CONFIRM, EXIT_APP_FAULT, EXIT_BAD_VECTOR_TABLE, EXIT_LOCK_BREACHED,
     EXIT_NO_BOOTABLE_IMAGE,
 };
 
@@ -98,10 +107,13 @@ fn staged_update_swaps_trial_boots_confirms_and_stays() {
         "{boot:#?}"
     );
     assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    // The confirm is a request: the bootloader makes the update final at the next boot.
     let state = device.state();
-    assert_eq!(state.phase, Phase::Idle);
-    assert_eq!(state.outcome, Outcome::Confirmed);
-    assert_eq!(state.min_security_counter, 2);
+    assert_eq!(state.phase, Phase::Trial);
+    assert!(
+        state.min_security_counter < 2,
+        "the floor rose before the confirm took effect: {state:?}"
+    );
 
     let boot = device.boot();
     assert!(boot.ran(APP_V2), "{boot:#?}");
@@ -110,6 +122,10 @@ fn staged_update_swaps_trial_boots_confirms_and_stays() {
         "{boot:#?}"
     );
     assert!(boot.output.contains("app: phase idle"), "{boot:#?}");
+    let state = device.state();
+    assert_eq!(state.phase, Phase::Idle);
+    assert_eq!(state.outcome, Outcome::Confirmed);
+    assert_eq!(state.min_security_counter, 2);
 }
 
 #[test]
@@ -185,4 +201,340 @@ fn signed_image_whose_vector_table_leaves_the_image_is_not_started() {
             .contains("reset vector outside the verified image"),
         "{boot:#?}"
     );
+}
+
+/// A device running the hostile application (6.6.6, security counter 2, so the floor is 2),
+/// with `staged` in the staging slot and no install request, after one boot that settled the
+/// floor.
+fn hostile_device(staged: Option<&PathBuf>) -> Device {
+    let fw = firmware();
+    let device = Device::assemble(&fw.bundle(APP_HOSTILE, SignSpec::counter(2)), None, false);
+    if let Some(staged) = staged {
+        device.stage_unrequested(staged);
+    }
+    let boot = device.boot();
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert_eq!(device.state().min_security_counter, 2);
+    device
+}
+
+/// The attack ran, the lock refused it, and the application went on to exit normally.
+fn assert_refused(boot: &Boot, line: &str) {
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output.contains(&format!(
+            "{line}: refused: the protected state is locked until reset"
+        )),
+        "{boot:#?}"
+    );
+    assert!(!boot.output.contains("WRITTEN"), "{boot:#?}");
+}
+
+/// The next boot: the current verified image (the hostile one) boots, the floor is 2, nothing
+/// was installed.
+fn assert_still_boots_current_image(device: &Device) {
+    let boot = device.boot();
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output.contains("security counter 2, confirmed"),
+        "{boot:#?}"
+    );
+    assert!(!boot.output.contains("installing"), "{boot:#?}");
+    let state = device.state();
+    assert_eq!((state.phase, state.min_security_counter), (Phase::Idle, 2));
+}
+
+#[test]
+fn hostile_app_cannot_forge_a_protected_record_to_roll_back() {
+    let fw = firmware();
+    let old = fw.bundle(APP_V1, SignSpec::counter(1));
+    let device = hostile_device(Some(&old));
+    let protected = device.protected_region();
+
+    let boot = device.boot_attacked(Attack::ForgedFloor, false);
+    assert_refused(&boot, "hostile: forged-floor");
+    assert_eq!(device.protected_region(), protected);
+
+    assert_still_boots_current_image(&device);
+}
+
+#[test]
+fn hostile_app_cannot_erase_the_protected_state() {
+    let device = hostile_device(None);
+    let protected = device.protected_region();
+
+    let boot = device.boot_attacked(Attack::EraseProtected, false);
+    assert_refused(&boot, "hostile: erase-protected");
+    assert_eq!(device.protected_region(), protected);
+
+    assert_still_boots_current_image(&device);
+}
+
+#[test]
+fn hostile_app_cannot_forge_a_rejection_to_block_the_next_fix() {
+    let fw = firmware();
+    let fix = fw.bundle(APP_V2, SignSpec::counter(3));
+    let device = hostile_device(Some(&fix));
+
+    let boot = device.boot_attacked(Attack::ForgedRejection, false);
+    assert_refused(&boot, "hostile: forged-rejection");
+
+    // The operator's fix arrives (the agent requests its install): it installs and runs.
+    device.stage(&fix);
+    let boot = device.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(
+        boot.output.contains("security counter 3, trial boot"),
+        "{boot:#?}"
+    );
+    assert!(!device.state().is_rejected(&manifest_digest(&fix)));
+}
+
+#[test]
+fn hostile_app_cannot_exhaust_the_state() {
+    let fw = firmware();
+    let device = hostile_device(None);
+    let sequence = device.state().sequence;
+
+    let boot = device.boot_attacked(Attack::ExhaustSequence, false);
+    assert!(
+        boot.output.contains(
+            "hostile: exhaust-sequence: refused: the protected state is locked until reset"
+        ),
+        "{boot:#?}"
+    );
+    // The request sector is the application's: zeroing it is allowed, and harmless.
+    assert!(
+        boot.output.contains("hostile: flood-requests: WRITTEN"),
+        "{boot:#?}"
+    );
+    assert_still_boots_current_image(&device);
+    assert!(
+        device.state().sequence < sequence + 8,
+        "{:?}",
+        device.state()
+    );
+
+    // A full update still goes through: the state log has room.
+    device.stage(&fw.bundle(APP_V2, SignSpec::counter(3)));
+    assert!(device.boot().ran(APP_V2));
+    let boot = device.boot();
+    assert!(
+        boot.output.contains("security counter 3, confirmed"),
+        "{boot:#?}"
+    );
+    assert_eq!(device.state().min_security_counter, 3);
+}
+
+#[test]
+fn hostile_app_request_for_an_old_signed_image_is_refused() {
+    let fw = firmware();
+    let old = fw.bundle(APP_V1, SignSpec::counter(1));
+    let device = hostile_device(Some(&old));
+    let active = device.active_slot();
+
+    let boot = device.boot_attacked(Attack::OldImageRequest, false);
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains("hostile: old-image-request: install requested"),
+        "{boot:#?}"
+    );
+    assert!(device.install_requested());
+
+    // The bootloader checks the request against the floor and refuses the image.
+    let boot = device.boot();
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(boot.output.contains("staged bundle refused"), "{boot:#?}");
+    assert!(boot.output.contains("rollback"), "{boot:#?}");
+    let state = device.state();
+    assert_eq!(state.outcome, Outcome::StagedInvalid);
+    assert_eq!(state.min_security_counter, 2);
+    assert_eq!(device.active_slot(), active, "the active slot was modified");
+}
+
+#[test]
+fn hostile_app_stores_into_protected_memory_fault() {
+    let fw = firmware();
+    let board = fw.board();
+    let protected = board.flash.base + board.layout.protected;
+    let bootloader_ram = board.memory.ram + board.memory.ram_size - board.memory.bootloader_ram;
+    let device = hostile_device(None);
+    let flash = device.flash_bytes();
+    for (attack, fault) in [
+        (
+            Attack::StoreProtected,
+            format!("memory protection fault: data access at {protected:#010x}"),
+        ),
+        (
+            // QEMU mirrors SSRAM1 at 0x0040_0000: the MPU covers no mirror for the application.
+            Attack::StoreMirror,
+            format!(
+                "memory protection fault: data access at {:#010x}",
+                protected + 0x40_0000
+            ),
+        ),
+        (
+            Attack::StoreLatch,
+            format!("memory protection fault: data access at {bootloader_ram:#010x}"),
+        ),
+        (Attack::MpuOff, "bus fault at 0xe000ed94".to_owned()),
+    ] {
+        let boot = device.boot_attacked(attack, false);
+        assert_eq!(boot.code, Some(EXIT_APP_FAULT), "{attack:?}: {boot:#?}");
+        assert!(
+            boot.output
+                .contains(&format!("sigil-boot: lock: application stopped: {fault}")),
+            "{attack:?}: {boot:#?}"
+        );
+        assert_ne!(boot.code, Some(EXIT_LOCK_BREACHED));
+    }
+    assert_eq!(
+        device.flash_bytes(),
+        flash,
+        "a faulted store reached the flash"
+    );
+    assert_still_boots_current_image(&device);
+}
+
+#[test]
+fn hostile_app_cannot_reach_the_flash_file_by_semihosting() {
+    let device = hostile_device(None);
+    let flash = device.flash_bytes();
+
+    let boot = device.boot_attacked(Attack::Semihosting, false);
+    assert_eq!(boot.code, Some(EXIT_APP_FAULT), "{boot:#?}");
+    assert!(
+        boot.output.contains(
+            "lock: application stopped: debug event (a BKPT: QEMU refuses semihosting to unprivileged code)"
+        ),
+        "{boot:#?}"
+    );
+    assert!(!boot.output.contains("ANSWERED"), "{boot:#?}");
+    assert_eq!(device.flash_bytes(), flash);
+
+    assert_still_boots_current_image(&device);
+}
+
+#[test]
+fn hostile_app_cannot_use_the_flash_service_to_read_the_bootloader() {
+    let device = hostile_device(None);
+    let flash = device.flash_bytes();
+
+    let boot = device.boot_attacked(Attack::ServiceDeputy, false);
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    for what in ["copy bootloader RAM", "print bootloader image"] {
+        assert!(
+            boot.output.contains(&format!(
+                "hostile: service-deputy: {what}: refused: the buffer is not the application's memory"
+            )),
+            "{boot:#?}"
+        );
+    }
+    assert_eq!(device.flash_bytes(), flash);
+}
+
+const NOT_WRITABLE: &str =
+    "refused: the application writes only requests and, when idle, the staged bundle";
+
+#[test]
+fn hostile_app_cannot_erase_the_running_image() {
+    let device = hostile_device(None);
+    let active = device.active_slot();
+
+    let boot = device.boot_attacked(Attack::EraseActive, false);
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains(&format!("hostile: erase-active: {NOT_WRITABLE}")),
+        "{boot:#?}"
+    );
+    assert_eq!(device.active_slot(), active, "the active slot was modified");
+    assert_still_boots_current_image(&device);
+}
+
+/// On trial, the staging slot holds the only copy of the image to revert to: a hostile trial
+/// image cannot erase it, so when it never confirms, the device reverts to that image.
+#[test]
+fn hostile_app_on_trial_cannot_destroy_the_image_to_revert_to() {
+    let fw = firmware();
+    let device = Device::assemble(
+        &fw.bundle(APP_V1, SignSpec::counter(1)),
+        Some(&fw.bundle(APP_HOSTILE, SignSpec::counter(2))),
+        true,
+    );
+    for boot_no in 1..=fw.board().device.trial_attempts {
+        let boot = device.boot_attacked(Attack::EraseRevertImage, false);
+        assert!(boot.ran(APP_HOSTILE), "trial boot {boot_no}: {boot:#?}");
+        assert!(
+            boot.output.contains("security counter 2, trial boot"),
+            "{boot:#?}"
+        );
+        assert!(
+            boot.output
+                .contains(&format!("hostile: erase-revert-image: {NOT_WRITABLE}")),
+            "{boot:#?}"
+        );
+    }
+    let boot = device.boot();
+    assert!(boot.ran(APP_V1), "not reverted to 1.0.0: {boot:#?}");
+    let state = device.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Reverted, 1)
+    );
+}
+
+/// The control: on the bootloader whose lock protects nothing, the hostile application's
+/// attacks work — a forged record rolls the device back to the old image with floor 0, a
+/// forged rejection blocks the fix, and a trial image that erases the image to revert to leaves
+/// the device with nothing to boot. So the tests above fail if the lock stops holding.
+#[test]
+fn without_the_lock_the_hostile_apps_attacks_roll_back_block_fixes_and_brick() {
+    let fw = firmware();
+    let old = fw.bundle(APP_V1, SignSpec::counter(1));
+    let device = hostile_device(Some(&old));
+    let boot = device.boot_attacked(Attack::ForgedFloor, true);
+    assert!(
+        boot.output.contains("hostile: forged-floor: WRITTEN"),
+        "{boot:#?}"
+    );
+    let boot = device.boot();
+    assert!(
+        boot.ran(APP_V1),
+        "the forged install did not run: {boot:#?}"
+    );
+    assert!(
+        boot.output.contains("security counter 1, trial boot"),
+        "{boot:#?}"
+    );
+    assert_eq!(device.state().min_security_counter, 0);
+
+    let fix = fw.bundle(APP_V2, SignSpec::counter(3));
+    let device = hostile_device(Some(&fix));
+    let boot = device.boot_attacked(Attack::ForgedRejection, true);
+    assert!(
+        boot.output.contains("hostile: forged-rejection: WRITTEN"),
+        "{boot:#?}"
+    );
+    device.stage(&fix);
+    let boot = device.boot();
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(boot.output.contains("rejected before"), "{boot:#?}");
+
+    let device = Device::assemble(
+        &fw.bundle(APP_V1, SignSpec::counter(1)),
+        Some(&fw.bundle(APP_HOSTILE, SignSpec::counter(2))),
+        true,
+    );
+    for _ in 0..fw.board().device.trial_attempts {
+        let boot = device.boot_attacked(Attack::EraseRevertImage, true);
+        assert!(
+            boot.output.contains("hostile: erase-revert-image: WRITTEN"),
+            "{boot:#?}"
+        );
+    }
+    let boot = device.boot_attacked(Attack::EraseRevertImage, true);
+    assert!(!boot.ran(APP_V1), "reverted to an erased image: {boot:#?}");
+    assert_eq!(boot.code, Some(EXIT_NO_BOOTABLE_IMAGE), "{boot:#?}");
 }

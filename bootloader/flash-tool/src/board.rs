@@ -48,6 +48,9 @@ pub struct MemoryConfig {
     pub ram: u32,
     /// RAM size.
     pub ram_size: u32,
+    /// Bytes at the top of RAM the bootloader keeps for itself after the jump (its lock
+    /// latch, flash service and fault handlers); the application gets the rest.
+    pub bootloader_ram: u32,
 }
 
 /// The flash device.
@@ -156,6 +159,12 @@ impl BoardConfig {
         let ram_end = ram + u64::from(board.memory.ram_size);
         if ram < flash_end && u64::from(board.flash.base) < ram_end {
             return Err(invalid("RAM overlaps the flash device".into()));
+        }
+        if board.memory.bootloader_ram == 0 || board.memory.bootloader_ram >= board.memory.ram_size
+        {
+            return Err(invalid(
+                "bootloader_ram must be non-zero and leave RAM for the application".into(),
+            ));
         }
         Ok(board)
     }

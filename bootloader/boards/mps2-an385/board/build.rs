@@ -27,6 +27,7 @@ struct Memory {
     bootloader_size: u32,
     ram: u32,
     ram_size: u32,
+    bootloader_ram: u32,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +43,8 @@ struct Flash {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Layout {
-    state: u32,
+    protected: u32,
+    requests: u32,
     active: u32,
     staging: u32,
     slot_sectors: u32,
@@ -53,6 +55,7 @@ struct Layout {
 struct Device {
     vendor: String,
     device: String,
+    component: String,
     trial_attempts: u8,
     payload_alignment: u32,
 }
@@ -70,8 +73,26 @@ fn main() {
 
     let s = b.flash.erase_size;
     let slot = b.layout.slot_sectors * s;
+    // The same checks as the firmware's compile-time `Layout::new` (and sigil-flash's), so a
+    // bad map fails here with the core's message.
+    let geometry = sigil_bootloader::Geometry {
+        erase_size: s,
+        write_size: b.flash.write_size,
+        read_size: b.flash.read_size,
+        erased: b.flash.erased,
+    };
+    let layout = sigil_bootloader::Layout::new(
+        geometry,
+        b.layout.protected,
+        b.layout.requests,
+        b.layout.active,
+        b.layout.staging,
+        b.layout.slot_sectors,
+    )
+    .unwrap_or_else(|e| fail(&format!("flash layout: {e}")));
     let flash_size = [
-        b.layout.state + 2 * s,
+        layout.protected_region().end,
+        layout.request_region().end,
         b.layout.active + slot,
         b.layout.staging + slot + s,
     ]
@@ -87,6 +108,27 @@ fn main() {
     let ram_end = b.memory.ram + b.memory.ram_size;
     if b.memory.ram < b.flash.base + flash_size && b.flash.base < ram_end {
         fail("RAM overlaps the flash device");
+    }
+    // The lock (src/lock.rs) covers each of these with one MPU region (PMSAv7: a power of two
+    // of at least 32 bytes, aligned to its size).
+    let mpu_region =
+        |base: u32, size: u32| size >= 32 && size.is_power_of_two() && base.is_multiple_of(size);
+    if !mpu_region(b.memory.bootloader, b.memory.bootloader_size) {
+        fail("bootloader .. bootloader + bootloader_size must be one MPU region (a power of two, aligned)");
+    }
+    if !mpu_region(b.memory.ram, b.memory.ram_size) {
+        fail("ram .. ram + ram_size must be one MPU region (a power of two, aligned)");
+    }
+    let boot_ram = b.memory.bootloader_ram;
+    if boot_ram >= b.memory.ram_size || !mpu_region(ram_end - boot_ram, boot_ram) {
+        fail("bootloader_ram must be a power of two smaller than ram_size");
+    }
+    let app_ram_size = b.memory.ram_size - boot_ram;
+    // Unprivileged code may read (and run) every address from 0 to the end of the flash
+    // device, rounded up to a power of two: the application's image and the flash window.
+    let code_region = (b.flash.base + flash_size).next_power_of_two();
+    if b.memory.bootloader != 0 {
+        fail("the MPU code region starts at 0: the bootloader must run from address 0");
     }
     let a = b.device.payload_alignment;
     if !a.is_power_of_two() || a < 256 || a >= slot {
@@ -122,6 +164,30 @@ fn main() {
         "u32",
         format!("{:#x}", b.memory.ram_size),
         "RAM size.",
+    );
+    c(
+        "BOOTLOADER_RAM",
+        "u32",
+        format!("{:#x}", ram_end - boot_ram),
+        "Start of the RAM the bootloader keeps after the jump (the top of RAM).",
+    );
+    c(
+        "BOOTLOADER_RAM_SIZE",
+        "u32",
+        format!("{boot_ram:#x}"),
+        "Bytes of RAM the bootloader keeps after the jump.",
+    );
+    c(
+        "APP_RAM_SIZE",
+        "u32",
+        format!("{app_ram_size:#x}"),
+        "RAM the application may use: `RAM_ORIGIN .. RAM_ORIGIN + APP_RAM_SIZE`.",
+    );
+    c(
+        "CODE_REGION_SIZE",
+        "u32",
+        format!("{code_region:#x}"),
+        "Addresses `0 .. CODE_REGION_SIZE` (bootloader, flash device) form the MPU code region.",
     );
     c(
         "FLASH_BASE",
@@ -160,10 +226,16 @@ fn main() {
         "Value of an erased byte.",
     );
     c(
-        "STATE",
+        "PROTECTED",
         "u32",
-        format!("{:#x}", b.layout.state),
-        "Offset of the boot-control region.",
+        format!("{:#x}", b.layout.protected),
+        "Offset of the protected-state region (written by the bootloader only).",
+    );
+    c(
+        "REQUESTS",
+        "u32",
+        format!("{:#x}", b.layout.requests),
+        "Offset of the request sector (written by the application).",
     );
     c(
         "ACTIVE",
@@ -196,6 +268,12 @@ fn main() {
         "Product device class.",
     );
     c(
+        "COMPONENT",
+        "&str",
+        format!("{:?}", b.device.component),
+        "The component the active slot holds.",
+    );
+    c(
         "TRIAL_ATTEMPTS",
         "u8",
         format!("{}", b.device.trial_attempts),
@@ -216,14 +294,19 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     std::fs::write(out.join("config.rs"), cfg).unwrap();
 
-    let ram = format!(
-        "  RAM : ORIGIN = {:#x}, LENGTH = {:#x}\n",
-        b.memory.ram, b.memory.ram_size
-    );
-    for (dir, origin, len) in [
-        ("boot", b.memory.bootloader, b.memory.bootloader_size),
-        ("app", app_origin, app_len),
+    // The bootloader's RAM is the top of RAM (its stack ends at the top), the application's
+    // the rest: after the jump the MPU keeps the application out of the bootloader's part.
+    for (dir, origin, len, ram, ram_len) in [
+        (
+            "boot",
+            b.memory.bootloader,
+            b.memory.bootloader_size,
+            ram_end - boot_ram,
+            boot_ram,
+        ),
+        ("app", app_origin, app_len, b.memory.ram, app_ram_size),
     ] {
+        let ram = format!("  RAM : ORIGIN = {ram:#x}, LENGTH = {ram_len:#x}\n");
         let d = out.join(dir);
         std::fs::create_dir_all(&d).unwrap();
         let x = format!(

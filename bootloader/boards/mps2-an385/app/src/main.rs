@@ -1,15 +1,20 @@
 //! Test application for the mps2-an385 port.
 //!
 //! It prints its version and the boot-control state, confirms itself when it runs on trial
-//! (unless built with `no-confirm`, which makes the bootloader revert it), and ends the QEMU
-//! run with its distinctive exit code, so a test knows exactly which image ran.
+//! (a confirm request, which the bootloader acts on at the next boot; never with the
+//! `no-confirm` feature, which makes the bootloader revert it), and ends the QEMU run with its
+//! distinctive exit code, so a test knows exactly which image ran.
+//!
+//! It runs unprivileged: console, exit and flash writes go through the bootloader's service
+//! (`sigil_board_mps2_an385::{app, AppFlash}`).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
+mod digest;
+
 use cortex_m_rt::entry;
-use semihosting::println;
-use sigil_board_mps2_an385::{exit, Flash, LAYOUT};
+use sigil_board_mps2_an385::{app, app_println as println, exit, AppFlash, LAYOUT};
 use sigil_bootloader::{BootControl, Phase};
 
 include!(concat!(env!("OUT_DIR"), "/variant.rs"));
@@ -19,12 +24,12 @@ const CONFIRMS: bool = !cfg!(feature = "no-confirm");
 #[entry]
 fn main() -> ! {
     println!("app: sigil test application {} running", VERSION);
-    let control = Flash::new()
+    let control = AppFlash::new()
         .map_err(|_| ())
         .and_then(|flash| BootControl::new(flash, LAYOUT).map_err(|_| ()));
     let Ok(mut control) = control else {
         println!("app: boot-control state unreadable");
-        exit::exit(exit::FLASH_ERROR)
+        app::exit(exit::FLASH_ERROR)
     };
     let state = control.state();
     println!(
@@ -33,23 +38,23 @@ fn main() -> ! {
     );
     if state.phase == Phase::Trial {
         if CONFIRMS {
-            match control.confirm() {
-                Ok(()) => println!(
-                    "app: confirmed; minimum security counter now {}",
-                    control.state().min_security_counter
-                ),
-                Err(e) => println!("app: confirm failed: {}", e),
+            // The image this is: the active bundle, which the bootloader verified this boot.
+            let running = digest::manifest_digest(control.flash(), LAYOUT.active_offset());
+            match running.map(|d| control.confirm(&d)) {
+                Some(Ok(())) => println!("app: confirmed; the floors rise at the next boot"),
+                Some(Err(e)) => println!("app: confirm failed: {}", e),
+                None => println!("app: confirm failed: the active bundle does not parse"),
             }
         } else {
             println!("app: not confirming (this build never confirms)");
         }
     }
     println!("app: exiting with code {}", EXIT_CODE);
-    exit::exit(EXIT_CODE)
+    app::exit(EXIT_CODE)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("app: panic: {}", info);
-    exit::exit(exit::PANIC)
+    app::exit(exit::PANIC)
 }

@@ -4,8 +4,11 @@
 //! | piece | what it does |
 //! |---|---|
 //! | [`config`], [`LAYOUT`] | the flash map from `board.toml`, checked at compile time |
-//! | [`Flash`] | a NOR flash driver over SSRAM, mirrored to the host file `flash.bin` |
-//! | [`start_image`] | checks a verified image's vector table and jumps to it |
+//! | [`Flash`] | the bootloader's NOR flash driver over SSRAM, mirrored to the host file `flash.bin` |
+//! | [`BoardLock`] | the lock: the MPU and the latch that the flash service obeys ([`lock`]) |
+//! | [`start_image`] | checks a verified image's vector table, hands the flash to the service and starts the image unprivileged |
+//! | [`service`] | the bootloader's flash service (`svc`), the application's only way to the persistent flash |
+//! | [`AppFlash`], [`app`] | the application's side: flash through the service, console, exit |
 //! | [`log!`] | semihosting log lines that compile to nothing without the `log` feature |
 //! | [`exit`] | the QEMU exit codes the tests read |
 //!
@@ -13,14 +16,17 @@
 //!
 //! | address | size | region |
 //! |---|---|---|
-//! | `0x0000_0000` | 64 KiB | bootloader (`-kernel`) |
-//! | `0x0001_0000` | 8 KiB | boot-control records (flash offset 0, two sectors) |
-//! | `0x0001_2000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0001_3000` |
-//! | `0x0015_2000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0015_3000` |
-//! | `0x2000_0000` | 64 KiB | RAM |
+//! | `0x0000_0000` | 128 KiB | bootloader (`-kernel`) |
+//! | `0x0002_0000` | 8 KiB | protected state (flash offset 0, two sectors): the bootloader's alone, locked before the jump |
+//! | `0x0002_2000` | 4 KiB | request sector: the application's install / confirm / cancel requests |
+//! | `0x0002_3000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0002_4000` |
+//! | `0x0016_3000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0016_4000` |
+//! | `0x2000_0000` | 48 KiB | RAM: the application's |
+//! | `0x2000_C000` | 16 KiB | RAM: the bootloader's, kept after the jump (stack, latch, flash service) |
 //!
-//! Only `glue.rs` holds `unsafe` code: copying bytes to and from the flash window, the jump,
-//! and (benchmarks only) the stack high-water scan.
+//! Only `glue.rs` holds `unsafe` code: copying bytes to and from the flash window, the MPU, the
+//! unprivileged jump, the service call and its exception entry, the fault handlers, and
+//! (benchmarks only) the stack high-water scan.
 #![no_std]
 #![deny(missing_docs)]
 
@@ -29,24 +35,36 @@ pub mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
 
+pub mod app;
+#[cfg(feature = "bootloader")]
+mod fault;
 mod flash;
 #[allow(unsafe_code)] // the board glue: see the module documentation
 mod glue;
+#[cfg(feature = "bootloader")]
+pub mod lock;
 #[doc(hidden)]
 pub mod logging;
+pub mod service;
 
-pub use flash::{Flash, FlashError};
+pub use flash::{AppFlash, Flash, FlashError};
+pub use glue::{dangerous_semihosting, dangerous_store_then_exit, test_strap, TEST_STRAP};
 #[cfg(feature = "bench")]
 pub use glue::{peak_stack, stack_size};
+#[cfg(feature = "bootloader")]
+pub use lock::BoardLock;
 #[doc(hidden)]
 pub use semihosting as __semihosting;
 
-use sigil_bootloader::{Geometry, Layout, VerifiedImage};
+#[cfg(feature = "bootloader")]
+use sigil_bootloader::VerifiedImage;
+use sigil_bootloader::{Geometry, Layout};
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
 pub const LAYOUT: Layout = match Layout::new(
     Geometry::of::<Flash>(config::ERASED),
-    config::STATE,
+    config::PROTECTED,
+    config::REQUESTS,
     config::ACTIVE,
     config::STAGING,
     config::SLOT_SECTORS,
@@ -69,13 +87,19 @@ pub mod exit {
     pub const BAD_VECTOR_TABLE: u8 = 0x52;
     /// Any other boot error (exhausted state log, bad layout, bad trust root).
     pub const BOOT_ERROR: u8 = 0x53;
+    /// The application was stopped by a fault: it broke the lock's rules (a store into memory
+    /// the MPU protects, a system register, a semihosting call of its own).
+    pub const APP_FAULT: u8 = 0x54;
+    /// The lock could not be set: the bootloader did not jump.
+    pub const LOCK_FAILED: u8 = 0x55;
     /// A panic (never expected).
     pub const PANIC: u8 = 0x5F;
     /// Benchmark run finished.
     pub const BENCH_DONE: u8 = 0x5A;
 
     /// Ends the QEMU run with `code` (semihosting `SYS_EXIT_EXTENDED`). On a real board this is
-    /// where the device would park in its safe state.
+    /// where the device would park in its safe state. Privileged code only (the bootloader):
+    /// an application exits with [`crate::app::exit`].
     pub fn exit(code: u8) -> ! {
         semihosting::process::exit(i32::from(code))
     }
@@ -93,6 +117,8 @@ pub enum JumpError {
     BadStackPointer,
     /// The reset vector is not a Thumb address inside the verified payload.
     BadResetVector,
+    /// The lock is not set: the bootloader core did not lock the protected state.
+    NotLocked,
 }
 
 impl core::fmt::Display for JumpError {
@@ -100,37 +126,49 @@ impl core::fmt::Display for JumpError {
         f.write_str(match self {
             JumpError::Flash => "vector table unreadable",
             JumpError::Misaligned => "image not aligned for VTOR",
-            JumpError::BadStackPointer => "initial stack pointer outside RAM",
+            JumpError::BadStackPointer => "initial stack pointer outside the application's RAM",
             JumpError::BadResetVector => "reset vector outside the verified image",
+            JumpError::NotLocked => "the protected state is not locked",
         })
     }
 }
 
-/// Vector table alignment required by VTOR: 16 system + 32 external vectors (mps2-an385)
-/// = 192 bytes, rounded up to a power of two.
+/// Vector table alignment of this core (VTOR): 16 system + 32 external vectors (mps2-an385) =
+/// 192 bytes, rounded up to a power of two. The application's table is not installed (every
+/// exception stays the bootloader's), but an image for this board is linked with one.
+#[cfg(feature = "bootloader")]
 const VTOR_ALIGN: u32 = 256;
 
-/// Starts the image the bootloader core just verified: checks that its vector table keeps
-/// execution inside the verified bytes, closes the flash (and its host file), relocates the
-/// vector table, loads the stack pointer and jumps. Returns only if a check fails.
+/// Starts the image the bootloader core just verified (and locked the protected state for):
+/// checks that its vector table keeps execution inside the verified bytes, that the lock is
+/// set, hands the flash driver to the flash service, and enters the image's reset vector in
+/// unprivileged Thread mode on its own stack. Returns only if a check fails.
+#[cfg(feature = "bootloader")]
 pub fn start_image(image: &VerifiedImage, mut flash: Flash) -> JumpError {
-    let table = match checked_vector_table(image, &mut flash) {
+    let (sp, reset) = match checked_vector_table(image, &mut flash) {
         Ok(table) => table,
         Err(e) => return e,
     };
-    drop(flash);
+    if lock::latched().is_none() {
+        return JumpError::NotLocked;
+    }
+    // On trial the staging slot holds the image to revert to: the application may then write
+    // requests only.
+    service::install(flash, !image.is_trial());
     #[allow(unsafe_code)] // the one call into the jump
     // SAFETY: `image` comes from `Bootloader::boot`, which verified the whole payload in this
-    // boot (signature chain, policy, digest); `checked_vector_table` checked that the table is
-    // VTOR-aligned inside the payload, its stack pointer lies in RAM and its reset vector is a
-    // Thumb address inside the payload. The flash driver (and its host file) was dropped above;
-    // nothing of the bootloader runs afterwards.
+    // boot (signature chain, policy, digest) and locked the protected state (the latch is set,
+    // checked above, and the MPU is on); `checked_vector_table` checked that the stack pointer
+    // is 8-byte aligned in the application's RAM and the reset vector a Thumb address inside
+    // the payload. The flash driver now belongs to the service; nothing else of this boot runs.
     unsafe {
-        glue::jump(table)
+        glue::enter_unprivileged(sp, reset)
     }
 }
 
-fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<u32, JumpError> {
+/// The image's initial stack pointer and reset vector, checked.
+#[cfg(feature = "bootloader")]
+fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<(u32, u32), JumpError> {
     use embedded_storage::nor_flash::ReadNorFlash;
     let offset = image.payload_offset();
     let size = u32::try_from(image.payload_size()).map_err(|_| JumpError::BadResetVector)?;
@@ -147,8 +185,8 @@ fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<u32,
     let [s0, s1, s2, s3, r0, r1, r2, r3] = words;
     let sp = u32::from_le_bytes([s0, s1, s2, s3]);
     let reset = u32::from_le_bytes([r0, r1, r2, r3]);
-    let ram_end = config::RAM_ORIGIN.saturating_add(config::RAM_SIZE);
-    if sp <= config::RAM_ORIGIN || sp > ram_end || sp % 8 != 0 {
+    let app_ram_end = config::RAM_ORIGIN.saturating_add(config::APP_RAM_SIZE);
+    if sp <= config::RAM_ORIGIN || sp > app_ram_end || !sp.is_multiple_of(8) {
         return Err(JumpError::BadStackPointer);
     }
     let end = table.checked_add(size).ok_or(JumpError::BadResetVector)?;
@@ -156,5 +194,5 @@ fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<u32,
     if reset & 1 == 0 || target < table.saturating_add(8) || target >= end {
         return Err(JumpError::BadResetVector);
     }
-    Ok(table)
+    Ok((sp, reset))
 }

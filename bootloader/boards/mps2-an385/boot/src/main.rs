@@ -1,9 +1,10 @@
 //! The Sigil bootloader for QEMU `mps2-an385`.
 //!
 //! Every boot: read the boot-control state, let [`sigil_bootloader::Bootloader`] verify (and,
-//! if an update is pending or on trial, install, trial or revert), then start the verified
-//! image through the board glue. Any failure ends in the safe state: no jump, a distinct QEMU
-//! exit code ([`sigil_board_mps2_an385::exit`]).
+//! if an update is pending or on trial, install, trial or revert), lock the protected state
+//! ([`BoardLock`]: MPU + latch), then start the verified image unprivileged through the board
+//! glue. Any failure ends in the safe state: no jump, a distinct QEMU exit code
+//! ([`sigil_board_mps2_an385::exit`]).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -12,7 +13,7 @@
 mod bench;
 
 use cortex_m_rt::entry;
-use sigil_board_mps2_an385::{config, exit, log, Flash, LAYOUT};
+use sigil_board_mps2_an385::{config, exit, log, BoardLock, Flash, JumpError, LAYOUT};
 use sigil_bootloader::{BootConfig, Bootloader, Error};
 use sigil_manifests::{ProductId, TrustRoot};
 
@@ -48,7 +49,8 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             return exit::FLASH_ERROR;
         }
     };
-    let boot_config = BootConfig::new(&root, product).with_trial_attempts(config::TRIAL_ATTEMPTS);
+    let boot_config = BootConfig::new(&root, product, config::COMPONENT)
+        .with_trial_attempts(config::TRIAL_ATTEMPTS);
     let mut bootloader = match Bootloader::new(flash, LAYOUT, boot_config) {
         Ok(b) => b,
         Err(e) => {
@@ -56,15 +58,20 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
             return exit::BOOT_ERROR;
         }
     };
+    // The lock, which the core sets on every path that returns an image (feature
+    // `dangerous-unlocked`: the hostile-application tests' control build, whose lock protects
+    // nothing).
+    let mut lock = BoardLock::new();
     // The board's flash is memory-mapped: bundles are verified in place, so no envelope
     // buffer is needed (`sigil_bootloader::BootFlash`).
-    let image = match bootloader.boot(&mut []) {
+    let image = match bootloader.boot(&mut [], &mut lock) {
         Ok(image) => image,
         Err(e) => {
             log!("sigil-boot: refusing to boot: {}", e);
             return match e {
                 Error::NoBootableImage(_) => exit::NO_BOOTABLE_IMAGE,
                 Error::Flash(_) => exit::FLASH_ERROR,
+                Error::LockFailed => exit::LOCK_FAILED,
                 _ => exit::BOOT_ERROR,
             };
         }
@@ -89,7 +96,11 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     {
         let e = sigil_board_mps2_an385::start_image(&image, bootloader.into_flash());
         log!("sigil-boot: not starting the image: {}", e);
-        exit::BAD_VECTOR_TABLE
+        if e == JumpError::NotLocked {
+            exit::LOCK_FAILED
+        } else {
+            exit::BAD_VECTOR_TABLE
+        }
     }
 }
 
