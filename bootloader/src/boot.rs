@@ -38,7 +38,7 @@ use sigil_manifests::{DevicePolicy, ProductId, TrustRoot};
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::lock::StateLock;
-use crate::record::{BootState, ImageDigest, Outcome, Phase};
+use crate::record::{BootState, Floors, ImageDigest, Outcome, Phase};
 use crate::request::{self, Request};
 use crate::store::{self, Loaded};
 use crate::swap::{self, Direction};
@@ -88,10 +88,15 @@ impl<'a> BootConfig<'a> {
     /// stored floors. The agent uses the same policy to check a bundle before it requests the
     /// install.
     pub fn policy(&self, layout: &Layout, state: &BootState) -> DevicePolicy<'a> {
+        self.policy_at(layout, state.floors())
+    }
+
+    /// The device policy at `floors`.
+    pub fn policy_at(&self, layout: &Layout, floors: Floors) -> DevicePolicy<'a> {
         let policy = DevicePolicy::device(self.product, u64::from(layout.max_bundle_len()))
             .with_component(self.component)
-            .with_min_security_counter(state.min_security_counter)
-            .with_min_key_set_version(state.min_key_set_version);
+            .with_min_security_counter(floors.security_counter)
+            .with_min_key_set_version(floors.key_set_version);
         match self.bootloader_version {
             Some(version) => policy.with_bootloader_version(version),
             None => policy,
@@ -217,8 +222,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // The request applies to the state as read at boot, in its own row only.
         let mut request = request;
         for _ in 0..MAX_TRANSITIONS {
-            let state = loaded.state;
-            match (state.phase, request.take()) {
+            match (loaded.state.phase, request.take()) {
                 (Phase::Idle, Some(Request::Install(digest))) => {
                     self.start_update(loaded, &digest, envelope_buf)?;
                 }
@@ -228,7 +232,9 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                     let next = loaded.state.enter_trial(self.config.trial_attempts.max(1));
                     self.commit(loaded, next)?;
                 }
-                (Phase::Trial, Some(Request::Confirm(digest))) if digest == state.trial_image => {
+                (Phase::Trial, Some(Request::Confirm(digest)))
+                    if digest == loaded.state.trial_image =>
+                {
                     if let Some(image) = self.confirm_trial(loaded, envelope_buf)? {
                         return Ok(image);
                     }
@@ -252,14 +258,15 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded.commit(&mut self.flash, &self.layout, next)
     }
 
-    /// Verifies the bundle at `base` with the policy of `state`.
+    /// Verifies the bundle at `base` with the device policy at `floors` (the state itself is
+    /// not passed: it would sit on the stack below the signature checks).
     fn verify(
         &mut self,
         base: u32,
-        state: &BootState,
+        floors: Floors,
         envelope_buf: &mut [u8],
     ) -> Result<Result<ImageInfo, sigil_manifests::Error>, Error> {
-        let policy = self.config.policy(&self.layout, state);
+        let policy = self.config.policy_at(&self.layout, floors);
         if F::MAPPED {
             let region = self
                 .flash
@@ -307,16 +314,16 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
     ) -> Result<VerifiedImage, Error> {
-        let state = loaded.state;
-        let info = match self.verify(self.layout.active_offset(), &state, envelope_buf)? {
+        let floors = loaded.state.floors();
+        let info = match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
             Ok(info) => info,
             Err(e) => {
                 log_warn!("active slot does not verify: {}", e);
                 return Err(Error::NoBootableImage(e));
             }
         };
-        let next = state.raise_floors(info.counters().floors());
-        if next != state || store::is_blank(loaded) {
+        let next = loaded.state.raise_floors(info.counters().floors());
+        if next != loaded.state || store::is_blank(loaded) {
             self.commit(loaded, next)?;
         }
         self.image(&info, false, 0)
@@ -332,27 +339,28 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // The running image is confirmed: its counters are a floor even on a device that has
         // never booted without a request (a factory image assembled with one), so nothing
         // below it is installed.
-        if let Ok(active) = self.verify(self.layout.active_offset(), &loaded.state, envelope_buf)? {
+        let floors = loaded.state.floors();
+        if let Ok(active) = self.verify(self.layout.active_offset(), floors, envelope_buf)? {
             let raised = loaded.state.raise_floors(active.counters().floors());
             if raised != loaded.state {
                 self.commit(loaded, raised)?;
             }
         }
-        let state = loaded.state;
-        let staged = match self.verify(self.layout.staged_bundle_offset(), &state, envelope_buf)? {
+        let floors = loaded.state.floors();
+        let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf)? {
             Ok(info) => info,
             Err(e) => {
                 log_warn!("staged bundle refused: {}", e);
-                return self.commit(loaded, state.refuse_install(Outcome::StagedInvalid));
+                return self.refuse(loaded, Outcome::StagedInvalid);
             }
         };
         if staged.digest != *digest {
             log_warn!("staged bundle is not the requested image: not installed");
-            return self.commit(loaded, state.refuse_install(Outcome::StagedMismatch));
+            return self.refuse(loaded, Outcome::StagedMismatch);
         }
-        if state.is_rejected(&staged.digest) {
+        if loaded.state.is_rejected(&staged.digest) {
             log_warn!("staged bundle was rejected before: not retried");
-            return self.commit(loaded, state.refuse_install(Outcome::AlreadyRejected));
+            return self.refuse(loaded, Outcome::AlreadyRejected);
         }
         let old = swap::active_extent(&mut self.flash, &self.layout)?;
         let sectors = self
@@ -366,26 +374,33 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             .saturating_mul(2)
             .saturating_add(u32::from(self.config.trial_attempts))
             .saturating_add(6);
-        if state.sequence.checked_add(needed).is_none() {
-            return self.commit(loaded, state.refuse_install(Outcome::StagedInvalid));
+        if loaded.state.sequence.checked_add(needed).is_none() {
+            return self.refuse(loaded, Outcome::StagedInvalid);
         }
         log_info!(
             "installing: {} sectors, counter {}",
             sectors,
             staged.security_counter
         );
-        self.commit(loaded, state.start_install(&staged.counters(), sectors))
+        let next = loaded.state.start_install(&staged.counters(), sectors);
+        self.commit(loaded, next)
+    }
+
+    fn refuse(&mut self, loaded: &mut Loaded, why: Outcome) -> Result<(), Error> {
+        let next = loaded.state.refuse_install(why);
+        self.commit(loaded, next)
     }
 
     /// Verifies the active image as the trial image: `Ok(Some)` when its digest matches.
     fn verify_trial(
         &mut self,
-        state: &BootState,
+        loaded: &Loaded,
         envelope_buf: &mut [u8],
     ) -> Result<Option<ImageInfo>, Error> {
+        let (floors, trial) = (loaded.state.floors(), loaded.state.trial_image);
         Ok(
-            match self.verify(self.layout.active_offset(), state, envelope_buf)? {
-                Ok(info) if info.digest == state.trial_image => Some(info),
+            match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
+                Ok(info) if info.digest == trial => Some(info),
                 _ => None,
             },
         )
@@ -397,14 +412,15 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
     ) -> Result<Option<VerifiedImage>, Error> {
-        let state = loaded.state;
-        let Some(info) = self.verify_trial(&state, envelope_buf)? else {
+        let Some(info) = self.verify_trial(loaded, envelope_buf)? else {
             log_warn!("confirmed image does not verify: reverting");
-            self.commit(loaded, state.start_revert(Outcome::TrialInvalid))?;
+            let next = loaded.state.start_revert(Outcome::TrialInvalid);
+            self.commit(loaded, next)?;
             return Ok(None);
         };
         log_info!("trial image confirmed: counter {}", info.security_counter);
-        self.commit(loaded, state.confirm_trial())?;
+        let next = loaded.state.confirm_trial();
+        self.commit(loaded, next)?;
         self.image(&info, false, 0).map(Some)
     }
 
@@ -414,19 +430,19 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
     ) -> Result<Option<VerifiedImage>, Error> {
-        let state = loaded.state;
-        let why = if state.attempts_left == 0 {
+        let why = if loaded.state.attempts_left == 0 {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
-        } else if let Some(info) = self.verify_trial(&state, envelope_buf)? {
-            let next = state.use_trial_boot();
+        } else if let Some(info) = self.verify_trial(loaded, envelope_buf)? {
+            let next = loaded.state.use_trial_boot();
             self.commit(loaded, next)?;
             return self.image(&info, true, next.attempts_left).map(Some);
         } else {
             log_warn!("trial image does not verify: reverting");
             Outcome::TrialInvalid
         };
-        self.commit(loaded, state.start_revert(why))?;
+        let next = loaded.state.start_revert(why);
+        self.commit(loaded, next)?;
         Ok(None)
     }
 }

@@ -362,9 +362,11 @@ impl BootState {
         if self.is_rejected(&digest) {
             return self;
         }
-        self.rejected.rotate_right(1);
-        if let Some(first) = self.rejected.first_mut() {
-            *first = digest;
+        // Newest first; the oldest falls off. A plain loop: `rotate_right` pulls a 1.5 KiB
+        // memmove into the firmware.
+        let mut carry = digest;
+        for slot in self.rejected.iter_mut() {
+            core::mem::swap(slot, &mut carry);
         }
         self.rejected_len = self.rejected_len.saturating_add(1).min(MAX_REJECTED as u8);
         self
