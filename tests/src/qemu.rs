@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use sigil_bootloader::BootState;
+use sigil_bootloader::{BootState, Phase};
 use sigil_flash::{payload_from_elf, BoardConfig, FlashImage};
 
 use crate::gdb::{Gdb, Stop};
@@ -692,6 +692,14 @@ impl Device {
     /// The boot-control state as the device left it.
     pub fn state(&self) -> BootState {
         self.image().state().unwrap()
+    }
+
+    /// Whether the image on trial has written its confirm request (the floors rise at the next
+    /// boot).
+    pub fn confirm_requested(&self) -> bool {
+        let status = self.image().status().unwrap();
+        status.state.phase == Phase::Trial
+            && status.request == Some(sigil_bootloader::Request::Confirm(status.state.trial_image))
     }
 
     /// Whether an install request waits for the next boot.

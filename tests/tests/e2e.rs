@@ -97,14 +97,20 @@ fn signed_update_rolls_out_through_server_agent_and_bootloader() {
         "{boot:#?}"
     );
     assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    // The confirm is a request: the floor is still 1 until the bootloader acts on it.
+    assert!(device.qemu.confirm_requested());
+    assert_eq!(device.qemu.state().min_security_counter, 1);
+
+    // 7. The agent reports "confirmed"; the server has the device on 2.0.0, the rollout moves on.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+    // The next boot makes it final: the floors rise, by the bootloader.
+    let boot = device.qemu.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
     let state = device.qemu.state();
     assert_eq!(
         (state.phase, state.outcome, state.min_security_counter),
         (Phase::Idle, Outcome::Confirmed, 2)
     );
-
-    // 7. The agent reports "confirmed"; the server has the device on 2.0.0, the rollout moves on.
-    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
     let d = stack.device(&device.id);
     assert_eq!(
         (d["version"].as_str(), d["state"].as_str()),
@@ -449,13 +455,14 @@ fn revoked_release_key_is_refused_after_rotation() {
     let boot = device.qemu.boot();
     assert!(boot.ran(APP_V2), "{boot:#?}");
     assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+    assert!(device.qemu.boot().ran(APP_V2));
     let state = device.qemu.state();
     assert_eq!(
         (state.outcome, state.min_key_set_version),
         (Outcome::Confirmed, 2),
-        "the confirm raised the key-set version"
+        "the confirm raised the key-set version at the next boot"
     );
-    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
 
     // The server accepts the revoked key's bundle (the root still vouches for key set 1), but
     // the device, which has confirmed key set 2, refuses it.
@@ -537,7 +544,11 @@ fn power_cuts_during_the_swap_resume_to_a_verified_image() {
                 other => panic!("cut at write {cut} of {writes} left phase {other}: {state:?}"),
             }
         }
-        let boot = device.boot();
+        let mut boot = device.boot();
+        if boot.ran(APP_V2) && device.confirm_requested() {
+            // The app confirmed on this boot: the next one makes it final.
+            boot = device.boot();
+        }
         let state = device.state();
         if boot.ran(APP_V2) {
             assert_eq!(
