@@ -101,8 +101,8 @@ fn signed_update_rolls_out_through_server_agent_and_bootloader() {
     assert!(device.qemu.confirm_requested());
     assert_eq!(device.qemu.state().min_security_counter, 1);
 
-    // 7. The agent reports "confirmed"; the server has the device on 2.0.0, the rollout moves on.
-    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+    // The agent finds the trial image confirmed already: final at the next boot.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::AwaitingReboot);
     // The next boot makes it final: the floors rise, by the bootloader.
     let boot = device.qemu.boot();
     assert!(boot.ran(APP_V2), "{boot:#?}");
@@ -111,6 +111,9 @@ fn signed_update_rolls_out_through_server_agent_and_bootloader() {
         (state.phase, state.outcome, state.min_security_counter),
         (Phase::Idle, Outcome::Confirmed, 2)
     );
+
+    // 7. The agent reports "confirmed"; the server has the device on 2.0.0, the rollout moves on.
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
     let d = stack.device(&device.id);
     assert_eq!(
         (d["version"].as_str(), d["state"].as_str()),
@@ -455,8 +458,9 @@ fn revoked_release_key_is_refused_after_rotation() {
     let boot = device.qemu.boot();
     assert!(boot.ran(APP_V2), "{boot:#?}");
     assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
-    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
+    assert_eq!(device.run_agent(&stack), CycleOutcome::AwaitingReboot);
     assert!(device.qemu.boot().ran(APP_V2));
+    assert_eq!(device.run_agent(&stack), CycleOutcome::Confirmed);
     let state = device.qemu.state();
     assert_eq!(
         (state.outcome, state.min_key_set_version),
