@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod bundles;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod metrics;
 pub mod range;
