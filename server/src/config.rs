@@ -31,7 +31,7 @@
 //! What the connection limits do (the `connection` module enforces them):
 //! - `max_connections`, `max_connections_per_address`: a connection beyond either cap is closed
 //!   as soon as it is accepted. At start-up the open-file limit (`RLIMIT_NOFILE`) is raised to
-//!   `max_connections` + 1024 (database, bundle files being served, logs); if the hard limit is
+//!   `max_connections` × 9/8 + 64 (the rest: database, bundle files being served, logs); if the hard limit is
 //!   lower the server refuses to start and says so.
 //! - `header_read_timeout_secs`: a request's line and headers must arrive in full within this
 //!   long (HTTP/1.1; hyper starts the timer when it starts waiting for a request, so it also

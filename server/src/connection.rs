@@ -26,9 +26,13 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Open files kept for everything but client sockets: the database and its WAL, bundle files
-/// being served, the listener, logs.
-pub const FILES_BESIDES_CONNECTIONS: u64 = 1024;
+/// Open files needed for `max_connections` client sockets: one per socket, plus an eighth more
+/// and 64 for everything else (the database and its WAL, bundle files being served, the
+/// listener, logs).
+pub fn open_files_needed(max_connections: usize) -> u64 {
+    let c = max_connections as u64;
+    c.saturating_add(c / 8).saturating_add(64)
+}
 
 /// The client address a connection counts against: IPv4 addresses as they are, IPv6 addresses
 /// by their /64 (one host usually holds a whole /64), IPv4-mapped IPv6 as IPv4.
@@ -190,8 +194,14 @@ pub struct GuardedStream<S> {
     idle_deadline: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
     write_blocked: bool,
+    /// How many bytes of the HTTP/2 preface the connection has sent so far, while that is all it
+    /// has sent; `None` once it sent anything else or when h2c is allowed.
+    h2_preface_seen: Option<usize>,
     _slot: Slot,
 }
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<S> GuardedStream<S> {
     /// Wraps `inner`, which holds `slot`.
@@ -212,8 +222,33 @@ impl<S> GuardedStream<S> {
             idle_deadline: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + write_timeout)),
             write_blocked: false,
+            h2_preface_seen: None,
             _slot: slot,
         }
+    }
+
+    /// Closes the connection if it opens with the HTTP/2 preface (h2c not enabled). hyper-util's
+    /// server picks HTTP/1 or HTTP/2 by these bytes whatever it is configured with (its
+    /// `http1_only` does not apply to connections that may upgrade, which axum-server serves).
+    pub fn refusing_h2_preface(mut self) -> Self {
+        self.h2_preface_seen = Some(0);
+        self
+    }
+
+    /// Follows the preface through newly read `bytes`; `true` once all of it arrived.
+    fn is_h2_preface(&mut self, bytes: &[u8]) -> bool {
+        let Some(seen) = self.h2_preface_seen else {
+            return false;
+        };
+        let rest = H2_PREFACE.get(seen..).unwrap_or_default();
+        let n = rest.len().min(bytes.len());
+        if bytes.get(..n) != rest.get(..n) {
+            self.h2_preface_seen = None;
+            return false;
+        }
+        let seen = seen + n;
+        self.h2_preface_seen = Some(seen);
+        seen == H2_PREFACE.len()
     }
 
     /// Called when a write is pending: fails once it has been blocked for the write timeout.
@@ -232,7 +267,11 @@ impl<S> GuardedStream<S> {
         }
     }
 
-    fn write_done<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    fn write_done<T>(
+        &mut self,
+        r: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
         match r {
             Poll::Pending => self.write_pending(cx).map(Err),
             ready => {
@@ -250,13 +289,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Pending => {}
+            Poll::Ready(Ok(())) => {
+                if this.is_h2_preface(buf.filled().get(before..).unwrap_or_default()) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "HTTP/2 without TLS (h2c) is not enabled",
+                    )));
+                }
+                return Poll::Ready(Ok(()));
+            }
             ready => return ready,
         }
         // Store the waker before looking at the count, so that a request ending in between
         // wakes this reader.
-        *this.activity.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        *this
+            .activity
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
         let Some(since) = this.activity.idle_since() else {
             return Poll::Pending;
         };
@@ -393,21 +446,19 @@ where
 /// the hard limit when it is too low.
 pub fn raise_open_file_limit(max_connections: usize) -> anyhow::Result<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let needed = (max_connections as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
+    let needed = open_files_needed(max_connections);
     let current = getrlimit(Resource::Nofile);
-    let unlimited = u64::MAX;
-    let soft = current.current.unwrap_or(unlimited);
-    let hard = current.maximum.unwrap_or(unlimited);
+    let soft = current.current.unwrap_or(u64::MAX);
+    let hard = current.maximum.unwrap_or(u64::MAX);
     if soft >= needed {
         return Ok(soft);
     }
     if hard < needed {
+        let fits = hard.saturating_sub(64).saturating_mul(8) / 9;
         anyhow::bail!(
-            "limits.max_connections = {max_connections} needs {needed} open files \
-             ({max_connections} + {FILES_BESIDES_CONNECTIONS} for everything else), but the \
-             hard open-file limit (RLIMIT_NOFILE) is {hard}: raise it (`ulimit -Hn`, systemd \
-             `LimitNOFILE=`) or lower limits.max_connections to at most {}",
-            hard.saturating_sub(FILES_BESIDES_CONNECTIONS)
+            "limits.max_connections = {max_connections} needs {needed} open files, but the hard \
+             open-file limit (RLIMIT_NOFILE) is {hard}: raise it (`ulimit -Hn`, systemd \
+             `LimitNOFILE=`) or set limits.max_connections to at most {fits}"
         );
     }
     setrlimit(
@@ -420,7 +471,6 @@ pub fn raise_open_file_limit(max_connections: usize) -> anyhow::Result<u64> {
     .map_err(|e| anyhow::anyhow!("cannot raise the open-file limit to {needed}: {e}"))?;
     Ok(needed)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -440,6 +490,34 @@ mod tests {
         drop(a1);
         assert_eq!(l.open(), 2);
         let _c1 = l.acquire(c).unwrap();
+    }
+
+    #[test]
+    fn the_h2_preface_is_recognised_across_reads_and_nothing_else_is() {
+        let l = ConnectionLimits::new(10, 10);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let stream = |ip: &str| {
+            GuardedStream::new(
+                (),
+                l.acquire(ip.parse().unwrap()).unwrap(),
+                Activity::new(),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+            .refusing_h2_preface()
+        };
+        let mut s = stream("10.0.0.1");
+        assert!(!s.is_h2_preface(b"PRI * HTTP/2"));
+        assert!(s.is_h2_preface(b".0\r\n\r\nSM\r\n\r\n\x00\x00"));
+        let mut s = stream("10.0.0.2");
+        assert!(!s.is_h2_preface(b"GET / HTTP/1.1\r\n"));
+        assert!(!s.is_h2_preface(H2_PREFACE), "only at the start");
+        let mut s = stream("10.0.0.3");
+        assert!(!s.is_h2_preface(b"PRI * HTTP/1.1\r\n\r\nSM\r\n\r\n"));
     }
 
     #[test]

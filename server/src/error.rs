@@ -187,7 +187,10 @@ const REWRITTEN_BODY_MAX: usize = 4096;
 /// Middleware: an error response that is not JSON already (axum's path, query and body
 /// rejections, anything else a layer answers) becomes `{"error", "message"}` with its status,
 /// its text as the message.
-pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response

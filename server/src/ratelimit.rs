@@ -52,9 +52,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (tokens, at) = buckets
-            .entry(key.clone())
-            .or_insert((self.burst, now));
+        let (tokens, at) = buckets.entry(key.clone()).or_insert((self.burst, now));
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.rate)
             .min(self.burst);
         *at = now;

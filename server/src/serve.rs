@@ -98,6 +98,8 @@ struct Guard {
     connections: Arc<ConnectionLimits>,
     idle_timeout: Duration,
     write_timeout: Duration,
+    /// Close plain connections that open with the HTTP/2 preface.
+    refuse_h2c: bool,
 }
 
 impl<S> Accept<TcpStream, S> for Guard {
@@ -125,6 +127,11 @@ impl<S> Accept<TcpStream, S> for Guard {
                 self.idle_timeout,
                 self.write_timeout,
             );
+            let stream = if self.refuse_h2c {
+                stream.refusing_h2_preface()
+            } else {
+                stream
+            };
             (stream, Tracked::new(service, activity))
         }))
     }
@@ -217,14 +224,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         ),
         idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
         write_timeout: Duration::from_secs(limits.body_timeout_secs),
+        refuse_h2c: tls.is_none() && !h2c,
     };
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
-    // HTTP/1.1 only on a plain port unless h2c is asked for; over TLS, ALPN may choose h2.
-    let mut http = if tls.is_none() && !h2c {
-        Builder::new(TokioExecutor::new()).http1_only()
-    } else {
-        Builder::new(TokioExecutor::new())
-    };
+    // Over TLS the client may choose HTTP/2 (ALPN); on a plain port `Guard` refuses the HTTP/2
+    // preface unless h2c is enabled.
+    let mut http = Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);

@@ -303,9 +303,9 @@ fn is_public(state: &AppState, matched: Option<&str>) -> bool {
     match matched {
         // No route: the 404 fallback.
         None => true,
-        Some("/metrics" | "/openapi.json" | "/api/v1/device/challenge" | "/api/v1/device/session") => {
-            true
-        }
+        Some(
+            "/metrics" | "/openapi.json" | "/api/v1/device/challenge" | "/api/v1/device/session",
+        ) => true,
         Some("/mirror/{id}") => state.config.public_mirror,
         Some(_) => false,
     }
