@@ -337,23 +337,30 @@ fn flood(
     );
     let total = (rate * seconds) as u64;
     let out = rt.block_on(async move {
-        let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        // Connections and attackers first, then the measurement.
-        let start = tokio::time::Instant::now() + Duration::from_secs(5);
+        // The fleet's connections are open before the measurement starts (a fleet does not
+        // connect all at once), then the attackers arrive.
+        let mut connecting = Vec::new();
+        for c in 0..connections {
+            connecting.push(tokio::spawn(
+                async move { connect_from(addr, 1, c).await.ok() },
+            ));
+        }
+        let mut streams = Vec::new();
+        for c in connecting {
+            streams.push(c.await.unwrap());
+        }
+        let open = streams.iter().filter(|s| s.is_some()).count() as u64;
+        let start = tokio::time::Instant::now() + Duration::from_secs(3);
         let until = start + Duration::from_secs_f64(seconds);
         let mut attack = Vec::new();
         for i in 0..attackers {
             attack.push(tokio::spawn(attacker(addr, i, i % 3, until)));
         }
         let mut tasks = Vec::new();
-        for c in 0..connections {
+        for (c, stream) in (0..connections).zip(streams) {
             let requests = Arc::clone(&requests);
-            let open = Arc::clone(&open);
             tasks.push(tokio::spawn(async move {
-                let mut stream = connect_from(addr, 1, c).await.ok();
-                if stream.is_some() {
-                    open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let mut stream = stream;
                 let (mut latencies, mut errors) = (Vec::new(), 0u64);
                 let mut buf = Vec::with_capacity(4096);
                 let mut k = c;
@@ -396,8 +403,7 @@ fn flood(
             }
             (latencies, errors)
         });
-        tokio::time::sleep_until(start).await;
-        let open_at_start = open.load(std::sync::atomic::Ordering::Relaxed);
+        let open_at_start = open;
         let (mut all, mut errors) = (Vec::new(), 0);
         for t in tasks {
             let (l, e) = t.await.unwrap();

@@ -161,6 +161,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Connections the kernel queues for `accept` (std's default is 128, which drops the SYNs of a
+/// fleet reconnecting at once; the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (store, bundles) = open_storage(&config)?;
@@ -187,9 +201,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
     let open_files = raise_open_file_limit(config.limits.max_connections)?;
     tracing::debug!(open_files, "open-file limit");
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
+    let listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Created only once the server can start, so the one printing is never lost.
     let bootstrap = if store.has_admin_token()? {
