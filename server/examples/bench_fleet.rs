@@ -13,6 +13,13 @@
 //!     from when it was due, so a server stall shows in every request it delays, including the
 //!     ones that could not be sent on time (no coordinated omission). Prints
 //!     `RATE_ACHIEVED P50_MS P99_MS P999_MS MAX_MS ERRORS`.
+//! bench_fleet flood ADDR SESSIONS_FILE RATE CONNECTIONS ATTACKERS SECONDS
+//!     `pace` over CONNECTIONS keep-alive connections (from 127.0.1.x, at most 200 per address)
+//!     while ATTACKERS connections (from 127.0.2.x) are held idle, as slow headers (a byte a
+//!     second) or as slow bodies (a byte a second), each reopened as soon as the server closes
+//!     it; and `GET /healthz` 20 times a second on a new connection each. Prints
+//!     `RATE P50_MS P99_MS P999_MS MAX_MS ERRORS HEALTH_P50_MS HEALTH_P99_MS HEALTH_MAX_MS
+//!     HEALTH_ERRORS OPEN_AT_START ATTACKER_CLOSES`.
 //! ```
 // A setup tool for a benchmark: any failure aborts the run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -213,6 +220,209 @@ fn pace(addr: SocketAddr, tokens: Vec<String>, rate: f64, connections: u64, seco
     );
 }
 
+/// A connection from the loopback address 127.0.`net`.`host` (all of 127/8 is loopback).
+async fn connect_from(
+    addr: SocketAddr,
+    net: u8,
+    index: u64,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let host = u8::try_from(index / 200 % 250 + 1).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, net, host], 0)))?;
+    let s = socket.connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Percentiles of latencies in microseconds, as milliseconds.
+fn percentiles(mut l: Vec<u64>, ps: &[f64]) -> Vec<f64> {
+    l.sort_unstable();
+    ps.iter()
+        .map(|p| {
+            let i = ((l.len() as f64 * p / 100.0).ceil() as usize).clamp(1, l.len().max(1)) - 1;
+            l.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        })
+        .collect()
+}
+
+/// One attacker: holds a connection the way `kind` says, reopens it when the server closes it;
+/// returns how many times it was closed.
+async fn attacker(addr: SocketAddr, index: u64, kind: u64, until: tokio::time::Instant) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut closes = 0;
+    while tokio::time::Instant::now() < until {
+        let Ok(mut s) = connect_from(addr, 2, index).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let opening: &[u8] = match kind {
+            0 => b"",
+            1 => b"POST /api/v1/device/checkin HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+            _ => b"POST /api/v1/device/challenge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+        };
+        if s.write_all(opening).await.is_err() {
+            closes += 1;
+            continue;
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            let tick = tokio::time::sleep(Duration::from_secs(1));
+            tokio::select! {
+                r = s.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => { closes += 1; break; }
+                    Ok(_) => {}
+                },
+                () = tick => {
+                    if tokio::time::Instant::now() >= until {
+                        return closes;
+                    }
+                    if kind != 0 && s.write_all(b"a").await.is_err() {
+                        closes += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    closes
+}
+
+fn flood(
+    addr: SocketAddr,
+    tokens: Vec<String>,
+    rate: f64,
+    connections: u64,
+    attackers: u64,
+    seconds: f64,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = r#"{"version":"1.0.0","security_counter":1,"state":"idle"}"#;
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| {
+                format!(
+                    "POST /api/v1/device/checkin HTTP/1.1\r\nHost: {addr}\r\n\
+                     Authorization: Bearer {t}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            })
+            .collect(),
+    );
+    let total = (rate * seconds) as u64;
+    let out = rt.block_on(async move {
+        // The fleet's connections are open before the measurement starts (a fleet does not
+        // connect all at once), then the attackers arrive.
+        let mut connecting = Vec::new();
+        for c in 0..connections {
+            connecting.push(tokio::spawn(
+                async move { connect_from(addr, 1, c).await.ok() },
+            ));
+        }
+        let mut streams = Vec::new();
+        for c in connecting {
+            streams.push(c.await.unwrap());
+        }
+        let open = streams.iter().filter(|s| s.is_some()).count() as u64;
+        let start = tokio::time::Instant::now() + Duration::from_secs(3);
+        let until = start + Duration::from_secs_f64(seconds);
+        let mut attack = Vec::new();
+        for i in 0..attackers {
+            attack.push(tokio::spawn(attacker(addr, i, i % 3, until)));
+        }
+        let mut tasks = Vec::new();
+        for (c, stream) in (0..connections).zip(streams) {
+            let requests = Arc::clone(&requests);
+            tasks.push(tokio::spawn(async move {
+                let mut stream = stream;
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                let mut buf = Vec::with_capacity(4096);
+                let mut k = c;
+                while k < total {
+                    let due = start + Duration::from_secs_f64(k as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    let request = &requests[(k as usize).wrapping_mul(7919) % requests.len()];
+                    let ok = match stream.as_mut() {
+                        Some(s) => matches!(exchange(s, request, &mut buf).await, Ok(200)),
+                        None => false,
+                    };
+                    if !ok {
+                        errors += 1;
+                        stream = connect_from(addr, 1, c).await.ok();
+                    }
+                    latencies.push(due.elapsed().as_micros() as u64);
+                    k += connections;
+                }
+                (latencies, errors)
+            }));
+        }
+        let health = tokio::spawn(async move {
+            let request =
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let mut buf = Vec::with_capacity(1024);
+            let n = (seconds * 20.0) as u64;
+            for k in 0..n {
+                let due = start + Duration::from_millis(k * 50);
+                tokio::time::sleep_until(due).await;
+                let ok = match tokio::net::TcpStream::connect(addr).await {
+                    Ok(mut s) => matches!(
+                        exchange(&mut s, request.as_bytes(), &mut buf).await,
+                        Ok(200)
+                    ),
+                    Err(_) => false,
+                };
+                errors += u64::from(!ok);
+                latencies.push(due.elapsed().as_micros() as u64);
+            }
+            (latencies, errors)
+        });
+        let open_at_start = open;
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            all.extend(l);
+            errors += e;
+        }
+        let elapsed = start.elapsed();
+        let (health_latencies, health_errors) = health.await.unwrap();
+        let mut closes = 0;
+        for a in attack {
+            closes += a.await.unwrap();
+        }
+        (
+            all,
+            errors,
+            elapsed,
+            health_latencies,
+            health_errors,
+            open_at_start,
+            closes,
+        )
+    });
+    let (latencies, errors, elapsed, health, health_errors, open_at_start, closes) = out;
+    let n = latencies.len();
+    let c = percentiles(latencies, &[50.0, 99.0, 99.9, 100.0]);
+    let h = percentiles(health, &[50.0, 99.0, 100.0]);
+    println!(
+        "{:.1} {:.3} {:.3} {:.3} {:.3} {errors} {:.3} {:.3} {:.3} {health_errors} {} {closes}",
+        n as f64 / elapsed.as_secs_f64(),
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+        h[0],
+        h[1],
+        h[2],
+        open_at_start + attackers,
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -308,8 +518,24 @@ fn main() {
                 args[6].parse().unwrap(),
             );
         }
+        Some("flood") => {
+            let tokens: Vec<String> = std::fs::read_to_string(&args[3])
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            assert!(!tokens.is_empty(), "no session tokens in {}", args[3]);
+            flood(
+                args[2].parse().unwrap(),
+                tokens,
+                args[4].parse().unwrap(),
+                args[5].parse().unwrap(),
+                args[6].parse().unwrap(),
+                args[7].parse().unwrap(),
+            );
+        }
         _ => {
-            eprintln!("usage: bench_fleet root OUT | bench_fleet setup ADDR ADMIN DEVICES PAYLOAD_BYTES OUT_DIR | bench_fleet pace ADDR SESSIONS RATE CONNECTIONS SECONDS");
+            eprintln!("usage: bench_fleet root OUT | bench_fleet setup ADDR ADMIN DEVICES PAYLOAD_BYTES OUT_DIR | bench_fleet pace ADDR SESSIONS RATE CONNECTIONS SECONDS | bench_fleet flood ADDR SESSIONS RATE CONNECTIONS ATTACKERS SECONDS");
             std::process::exit(2);
         }
     }

@@ -11,15 +11,47 @@
 //! | `mirror_base_url`         | `SIGIL_MIRROR_BASE_URL`   | none: devices download here   |
 //! | `public_mirror`           | `SIGIL_PUBLIC_MIRROR`     | `false`                       |
 //! | `session_ttl_secs`        | `SIGIL_SESSION_TTL_SECS`  | `900`                         |
+//! | `http2_cleartext`         | `SIGIL_HTTP2_CLEARTEXT`   | `false`: plain port is HTTP/1.1 only |
 //! | `log_format`              | `SIGIL_LOG_FORMAT`        | `text` (or `json`)            |
 //! | `limits.upload_max_bytes` | `SIGIL_UPLOAD_MAX_BYTES`  | 1 GiB                         |
 //! | `limits.json_max_bytes`   | `SIGIL_JSON_MAX_BYTES`    | 64 KiB                        |
-//! | `limits.rate_per_second`  | `SIGIL_RATE_PER_SECOND`   | `50` requests per client IP   |
+//! | `limits.rate_per_second`  | `SIGIL_RATE_PER_SECOND`   | `50` unauthenticated requests per client address |
 //! | `limits.rate_burst`       | `SIGIL_RATE_BURST`        | `200`                         |
+//! | `limits.token_rate_per_second` | `SIGIL_TOKEN_RATE_PER_SECOND` | `50` per API token or device |
+//! | `limits.token_rate_burst` | `SIGIL_TOKEN_RATE_BURST`  | `200`                         |
+//! | `limits.auth_failure_rate_per_second` | `SIGIL_AUTH_FAILURE_RATE_PER_SECOND` | `1` failed authentication per client address |
+//! | `limits.auth_failure_burst` | `SIGIL_AUTH_FAILURE_BURST` | `20`                       |
 //! | `limits.reports_kept`     | `SIGIL_REPORTS_KEPT`      | `100` reports per device      |
 //! | `audit_key_file`          | `SIGIL_AUDIT_KEY_FILE`    | `<data_dir>/keys/audit.key`   |
 //! | `audit_checkpoint_secs`   | `SIGIL_AUDIT_CHECKPOINT_SECS` | `3600`                    |
 //! | `expiry_warning_secs`     | `SIGIL_EXPIRY_WARNING_SECS` | `2592000` (30 days)         |
+//! | `limits.max_connections`  | `SIGIL_MAX_CONNECTIONS`   | `8192` open connections in total |
+//! | `limits.max_connections_per_address` | `SIGIL_MAX_CONNECTIONS_PER_ADDRESS` | `256` (IPv6: per /64) |
+//! | `limits.header_read_timeout_secs` | `SIGIL_HEADER_READ_TIMEOUT_SECS` | `10`               |
+//! | `limits.idle_timeout_secs` | `SIGIL_IDLE_TIMEOUT_SECS` | `60`                         |
+//! | `limits.body_timeout_secs` | `SIGIL_BODY_TIMEOUT_SECS` | `30`                         |
+//!
+//! What the connection limits do (the `connection` module enforces them):
+//! - `max_connections`, `max_connections_per_address`: a connection beyond either cap is closed
+//!   as soon as it is accepted. At start-up the open-file limit (`RLIMIT_NOFILE`) is raised to
+//!   `max_connections` × 9/8 + 64 (the rest: database, bundle files being served, logs); if the hard limit is
+//!   lower the server refuses to start and says so.
+//! - `header_read_timeout_secs`: a request's line and headers must arrive in full within this
+//!   long (HTTP/1.1; hyper starts the timer when it starts waiting for a request, so it also
+//!   bounds how long a keep-alive connection waits for its next one). It also bounds the TLS
+//!   handshake.
+//! - `idle_timeout_secs`: a connection with no request in progress is closed after this long,
+//!   whatever it sends (HTTP/2, a TLS connection that never sends a request).
+//! - `body_timeout_secs`: a request body that delivers nothing for this long is refused (408); a
+//!   JSON body must arrive whole within it; a response the client stops reading for this long
+//!   closes the connection.
+//! - JSON endpoints refuse a declared `Content-Length` above `json_max_bytes` (uploads: above
+//!   `upload_max_bytes`) with 413 before reading the body, so `Expect: 100-continue` gets no
+//!   `100 Continue`.
+//! - Rate limits are token buckets: unauthenticated requests per client address; authenticated
+//!   requests per API token, or per device for device sessions; failed authentications per client
+//!   address (once exhausted, tokens not seen to succeed from that address get 429 without a
+//!   lookup); `/healthz` has its own bucket per address with the unauthenticated rate.
 //!
 //! The log filter comes from `RUST_LOG` (default `info`). Only this module reads the environment,
 //! and only through the iterator [`ServerConfig::load`] is given.
@@ -97,6 +129,25 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// How many check-in reports are kept per device.
     pub reports_kept: u32,
+    /// Sustained requests per second allowed per API token, or per device for device sessions.
+    pub token_rate_per_second: u32,
+    /// Burst above the sustained rate per API token or device.
+    pub token_rate_burst: u32,
+    /// Sustained failed authentications per second allowed from one client address.
+    pub auth_failure_rate_per_second: u32,
+    /// Burst of failed authentications from one client address.
+    pub auth_failure_burst: u32,
+    /// Open connections allowed in total.
+    pub max_connections: usize,
+    /// Open connections allowed from one client address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Time allowed for a request's line and headers (and a TLS handshake), in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Time a connection may stay open with no request in progress, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Time a request body may go without delivering data (and a JSON body may take in all, and
+    /// a response write may stay blocked), in seconds.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +158,15 @@ impl Default for LimitsConfig {
             rate_per_second: 50,
             rate_burst: 200,
             reports_kept: 100,
+            token_rate_per_second: 50,
+            token_rate_burst: 200,
+            auth_failure_rate_per_second: 1,
+            auth_failure_burst: 20,
+            max_connections: 8192,
+            max_connections_per_address: 256,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -131,6 +191,8 @@ pub struct ServerConfig {
     pub public_mirror: bool,
     /// Lifetime of a device session token, in seconds.
     pub session_ttl_secs: u64,
+    /// Serve HTTP/2 without TLS (h2c, prior knowledge) on a plain-HTTP listener.
+    pub http2_cleartext: bool,
     /// Log output format.
     pub log_format: LogFormat,
     /// `tracing` filter directives (from `RUST_LOG`).
@@ -158,6 +220,7 @@ impl Default for ServerConfig {
             mirror_base_url: None,
             public_mirror: false,
             session_ttl_secs: 900,
+            http2_cleartext: false,
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
             limits: LimitsConfig::default(),
@@ -223,6 +286,7 @@ impl ServerConfig {
                 "SIGIL_MIRROR_BASE_URL" => config.mirror_base_url = Some(value),
                 "SIGIL_PUBLIC_MIRROR" => config.public_mirror = parse_env(n, &value)?,
                 "SIGIL_SESSION_TTL_SECS" => config.session_ttl_secs = parse_env(n, &value)?,
+                "SIGIL_HTTP2_CLEARTEXT" => config.http2_cleartext = parse_env(n, &value)?,
                 "SIGIL_LOG_FORMAT" => {
                     config.log_format = match value.as_str() {
                         "text" => LogFormat::Text,
@@ -245,6 +309,29 @@ impl ServerConfig {
                     config.audit_checkpoint_secs = parse_env(n, &value)?
                 }
                 "SIGIL_EXPIRY_WARNING_SECS" => config.expiry_warning_secs = parse_env(n, &value)?,
+                "SIGIL_TOKEN_RATE_PER_SECOND" => {
+                    config.limits.token_rate_per_second = parse_env(n, &value)?
+                }
+                "SIGIL_TOKEN_RATE_BURST" => config.limits.token_rate_burst = parse_env(n, &value)?,
+                "SIGIL_AUTH_FAILURE_RATE_PER_SECOND" => {
+                    config.limits.auth_failure_rate_per_second = parse_env(n, &value)?
+                }
+                "SIGIL_AUTH_FAILURE_BURST" => {
+                    config.limits.auth_failure_burst = parse_env(n, &value)?
+                }
+                "SIGIL_MAX_CONNECTIONS" => config.limits.max_connections = parse_env(n, &value)?,
+                "SIGIL_MAX_CONNECTIONS_PER_ADDRESS" => {
+                    config.limits.max_connections_per_address = parse_env(n, &value)?
+                }
+                "SIGIL_HEADER_READ_TIMEOUT_SECS" => {
+                    config.limits.header_read_timeout_secs = parse_env(n, &value)?
+                }
+                "SIGIL_IDLE_TIMEOUT_SECS" => {
+                    config.limits.idle_timeout_secs = parse_env(n, &value)?
+                }
+                "SIGIL_BODY_TIMEOUT_SECS" => {
+                    config.limits.body_timeout_secs = parse_env(n, &value)?
+                }
                 "SIGIL_CONFIG" => {}
                 _ if n.starts_with("SIGIL_") => {
                     return Err(ConfigError::Env {
@@ -291,6 +378,39 @@ impl ServerConfig {
         }
         if !(1..=10_000).contains(&self.limits.reports_kept) {
             return invalid("limits.reports_kept must be between 1 and 10000");
+        }
+        let l = &self.limits;
+        if [
+            l.token_rate_per_second,
+            l.token_rate_burst,
+            l.auth_failure_rate_per_second,
+            l.auth_failure_burst,
+        ]
+        .contains(&0)
+        {
+            return invalid(
+                "limits.token_rate_per_second, token_rate_burst, auth_failure_rate_per_second \
+                 and auth_failure_burst must be positive",
+            );
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            return invalid("limits.max_connections must be between 1 and 1000000");
+        }
+        if !(1..=l.max_connections).contains(&l.max_connections_per_address) {
+            return invalid(
+                "limits.max_connections_per_address must be between 1 and limits.max_connections",
+            );
+        }
+        for (name, secs) in [
+            ("header_read_timeout_secs", l.header_read_timeout_secs),
+            ("idle_timeout_secs", l.idle_timeout_secs),
+            ("body_timeout_secs", l.body_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be between 1 and 3600"
+                )));
+            }
         }
         if let Some(url) = &mut self.mirror_base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -8,6 +8,7 @@ pub mod audit_key;
 pub mod bundles;
 pub mod challenge;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod metrics;
 pub mod range;

@@ -1,5 +1,7 @@
-//! Start-up (data directory, migrations, store reconciliation, bootstrap token) and serving
-//! (plain HTTP or rustls TLS, graceful shutdown on SIGTERM or Ctrl-C).
+//! Start-up (data directory, migrations, store reconciliation, bootstrap token, open-file
+//! limit) and serving (plain HTTP/1.1, h2c when configured, or rustls TLS with HTTP/2 by ALPN;
+//! connection caps and timeouts from [`crate::connection`]; graceful shutdown on SIGTERM or
+//! Ctrl-C).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -7,11 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use sigil_manifests::TrustRoot;
+use tokio::net::TcpStream;
 
 use crate::api::{new_token, router, AppState};
 use crate::bundles::BundleStore;
 use crate::config::ServerConfig;
+use crate::connection::{
+    raise_open_file_limit, Activity, ConnectionLimits, GuardedStream, Refused, Tracked,
+};
 use crate::store::{now_secs, AuditEvent, Role, SqliteStore, Store, TokenGrant};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -82,6 +92,53 @@ pub(crate) fn load_trust_root(config: &ServerConfig) -> anyhow::Result<Option<Tr
     Ok(Some(root))
 }
 
+/// The first step of accepting a connection: its slot under the connection caps (or it is
+/// closed at once), then the idle and write timeouts around its socket and the request tracking
+/// around its service. Under TLS this runs before the handshake, so the handshake counts too.
+#[derive(Debug, Clone)]
+struct Guard {
+    connections: Arc<ConnectionLimits>,
+    idle_timeout: Duration,
+    write_timeout: Duration,
+    /// Close plain connections that open with the HTTP/2 preface.
+    refuse_h2c: bool,
+}
+
+impl<S> Accept<TcpStream, S> for Guard {
+    type Stream = GuardedStream<TcpStream>;
+    type Service = Tracked<S>;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let accepted = stream.peer_addr().and_then(|peer| {
+            self.connections.acquire(peer.ip()).map_err(|why| {
+                let cap = match why {
+                    Refused::Total => "limits.max_connections",
+                    Refused::PerAddress => "limits.max_connections_per_address",
+                };
+                tracing::debug!(%peer, cap, "connection refused");
+                std::io::Error::other("connection cap reached")
+            })
+        });
+        std::future::ready(accepted.map(|slot| {
+            let activity = Activity::new();
+            let stream = GuardedStream::new(
+                stream,
+                slot,
+                Arc::clone(&activity),
+                self.idle_timeout,
+                self.write_timeout,
+            );
+            let stream = if self.refuse_h2c {
+                stream.refusing_h2_preface()
+            } else {
+                stream
+            };
+            (stream, Tracked::new(service, activity))
+        }))
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -106,6 +163,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Connections the kernel queues for `accept` (std's default is 128, which drops the SYNs of a
+/// fleet reconnecting at once; the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (store, bundles) = open_storage(&config)?;
@@ -117,7 +188,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         Some(tls) => {
             // One process-wide provider; an error only means one is installed already.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+            let rustls = RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .with_context(|| {
                     format!(
@@ -130,9 +201,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    listener.set_nonblocking(true)?;
+    let open_files = raise_open_file_limit(config.limits.max_connections)?;
+    tracing::debug!(open_files, "open-file limit");
+    let listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Created only once the server can start, so the one printing is never lost.
     let bootstrap = if store.has_admin_token()? {
@@ -148,6 +220,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         ),
         None => println!("admin tokens exist; create another with `sigil-server admin-token`"),
     }
+    let limits = config.limits.clone();
+    let h2c = config.http2_cleartext;
     let state = AppState::new(config, Arc::new(store), bundles, trust_root);
     tokio::spawn(crate::audit_key::checkpoint_loop(
         state.db.clone(),
@@ -162,18 +236,36 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing in-flight requests");
         signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
+    let guard = Guard {
+        connections: ConnectionLimits::new(
+            limits.max_connections,
+            limits.max_connections_per_address,
+        ),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+        write_timeout: Duration::from_secs(limits.body_timeout_secs),
+        refuse_h2c: tls.is_none() && !h2c,
+    };
+    let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
+    // Over TLS the client may choose HTTP/2 (ALPN); on a plain port `Guard` refuses the HTTP/2
+    // preface unless h2c is enabled.
+    let mut http = Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    http.http2().timer(TokioTimer::new());
     match tls {
         Some(rustls) => {
-            axum_server::from_tcp_rustls(listener, rustls)
-                .handle(handle)
-                .serve(app)
-                .await?
+            let acceptor = RustlsAcceptor::new(rustls)
+                .handshake_timeout(header_timeout)
+                .acceptor(guard);
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+            *server.http_builder() = http;
+            server.handle(handle).serve(app).await?
         }
         None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await?
+            let mut server = axum_server::from_tcp(listener).acceptor(guard);
+            *server.http_builder() = http;
+            server.handle(handle).serve(app).await?
         }
     }
     tracing::info!("stopped");

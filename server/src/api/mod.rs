@@ -27,7 +27,7 @@ pub use devices::auth_message;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -40,12 +40,13 @@ use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sigil_manifests::TrustRoot;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::bundles::BundleStore;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{PrincipalKey, RateLimits};
 use crate::store::{now_secs, Principal, Product, Role, Store, StoreResult};
 
 /// The store, called on the blocking thread pool.
@@ -89,8 +90,8 @@ pub struct Inner {
     pub trust_root: Option<Arc<TrustRoot>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
-    /// Per-client rate limiter.
-    pub limiter: RateLimiter,
+    /// The rate limiter's buckets.
+    pub limits: RateLimits,
     /// Device check-ins, committed in groups.
     pub check_ins: Arc<CheckInQueue>,
     /// Read buffers shared by bundle downloads.
@@ -118,7 +119,7 @@ impl AppState {
         bundles: BundleStore,
         trust_root: Option<TrustRoot>,
     ) -> Self {
-        let limiter = RateLimiter::new(config.limits.rate_per_second, config.limits.rate_burst);
+        let limits = RateLimits::new(&config.limits);
         let db = Db::new(store);
         let check_ins = CheckInQueue::new(db.clone(), config.limits.reports_kept);
         AppState(Arc::new(Inner {
@@ -128,7 +129,7 @@ impl AppState {
             bundles,
             trust_root: trust_root.map(Arc::new),
             metrics: Metrics::default(),
-            limiter,
+            limits,
             download_buffers: downloads::BufferPool::new(DOWNLOAD_BUFFERS_KEPT),
             challenges: crate::challenge::Challenges::new(),
         }))
@@ -197,13 +198,27 @@ impl FromRequestParts<AppState> for Caller {
                 "malformed Authorization header; expected `Bearer TOKEN`",
             ))?;
         let hash = token_hash(token);
+        let client = client_address(&parts.extensions);
+        let limits = &state.limits;
+        if !limits.may_authenticate(client, &hash, Instant::now()) {
+            state.metrics.rate_limited();
+            return Err(ApiError::TooManyRequests);
+        }
         let now = now_secs();
-        state
-            .db
-            .run(move |s| s.principal(&hash, now))
-            .await?
-            .map(Caller)
-            .ok_or(ApiError::Unauthorized("unknown, expired or revoked token"))
+        let Some(principal) = state.db.run(move |s| s.principal(&hash, now)).await? else {
+            limits.auth_failures.allow(&client, Instant::now());
+            return Err(ApiError::Unauthorized("unknown, expired or revoked token"));
+        };
+        limits.remember_good(hash);
+        let key = match &principal.device_id {
+            Some(device) => PrincipalKey::Device(device.clone()),
+            None => PrincipalKey::Token(hash),
+        };
+        if !limits.principal.allow(&key, Instant::now()) {
+            state.metrics.rate_limited();
+            return Err(ApiError::TooManyRequests);
+        }
+        Ok(Caller(principal))
     }
 }
 
@@ -258,25 +273,66 @@ impl PageQuery {
 #[derive(Debug, Clone)]
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(value))
+    /// The whole body must arrive within `limits.body_timeout_secs` (it is at most
+    /// `limits.json_max_bytes`), so a trickle of bytes cannot hold the request open.
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let secs = state.config.limits.body_timeout_secs;
+        let read = Json::<T>::from_request(req, state);
+        match tokio::time::timeout(Duration::from_secs(secs), read).await {
+            Ok(json) => Ok(ApiJson(json?.0)),
+            Err(_) => Err(ApiError::RequestTimeout(format!(
+                "the JSON body did not arrive within {secs} s"
+            ))),
+        }
     }
 }
 
 /// The check-in endpoint (its latency is also recorded on its own).
 const CHECK_IN_PATH: &str = "/api/v1/device/checkin";
 
-/// Rate limiting, request metrics and the request log.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
+/// The client's IP address (unspecified when not served over a socket, as in `oneshot` tests).
+fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    if !state.limiter.allow(client, Instant::now()) {
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// The endpoints that never authenticate a token, so that a request to them is charged to the
+/// unauthenticated bucket whatever headers it carries. `/healthz` has its own bucket.
+fn is_public(state: &AppState, matched: Option<&str>) -> bool {
+    match matched {
+        // No route: the 404 fallback.
+        None => true,
+        Some(
+            "/metrics" | "/openapi.json" | "/api/v1/device/challenge" | "/api/v1/device/session",
+        ) => true,
+        Some("/mirror/{id}") => state.config.public_mirror,
+        Some(_) => false,
+    }
+}
+
+/// Rate limiting (see [`crate::ratelimit`]), request metrics and the request log.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let client = client_address(request.extensions());
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let now = Instant::now();
+    let allowed = if matched.as_deref() == Some("/healthz") {
+        state.limits.health.allow(&client, now)
+    } else if !request.headers().contains_key(AUTHORIZATION)
+        || is_public(&state, matched.as_deref())
+    {
+        state.limits.unauthenticated.allow(&client, now)
+    } else {
+        // Charged to its token's or device's bucket once authenticated (`Caller`).
+        true
+    };
+    if !allowed {
         state.metrics.rate_limited();
         return ApiError::TooManyRequests.into_response();
     }
@@ -306,16 +362,31 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".to_owned())
 }
 
-async fn method_not_allowed() -> Response {
-    let mut r =
-        ApiError::BadRequest("method not allowed on this endpoint".to_owned()).into_response();
-    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-    r
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this endpoint".to_owned())
+}
+
+/// Refuses a declared `Content-Length` above the JSON limit before the body is read (so
+/// `Expect: 100-continue` gets no `100 Continue`).
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The application router.
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.limits.json_max_bytes;
+    let body_timeout = Duration::from_secs(state.config.limits.body_timeout_secs);
     let upload = Router::new()
         .route(
             "/api/v1/releases",
@@ -355,9 +426,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/head", get(ops::audit_head))
         .route("/api/v1/audit/checkpoint", get(ops::audit_checkpoint))
         .layer(DefaultBodyLimit::max(json_limit))
+        .route_layer(middleware::from_fn_with_state(json_limit, refuse_oversized))
         .merge(upload)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::error::json_errors))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

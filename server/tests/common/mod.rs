@@ -39,6 +39,10 @@ pub fn test_config(dir: &Path, env: &[(&str, &str)]) -> ServerConfig {
         ("SIGIL_UPLOAD_MAX_BYTES".into(), "65536".into()),
         ("SIGIL_RATE_PER_SECOND".into(), "100000".into()),
         ("SIGIL_RATE_BURST".into(), "100000".into()),
+        ("SIGIL_TOKEN_RATE_PER_SECOND".into(), "100000".into()),
+        ("SIGIL_TOKEN_RATE_BURST".into(), "100000".into()),
+        ("SIGIL_AUTH_FAILURE_RATE_PER_SECOND".into(), "100000".into()),
+        ("SIGIL_AUTH_FAILURE_BURST".into(), "100000".into()),
         ("SIGIL_REPORTS_KEPT".into(), "5".into()),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
