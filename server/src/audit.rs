@@ -198,6 +198,21 @@ pub fn export_line(line: &ExportLine) -> Result<String, serde_json::Error> {
     Ok(out)
 }
 
+impl AuditEntry {
+    /// The hash this entry's fields give (everything but `hash`): what `hash` must be.
+    pub fn computed_hash(&self) -> String {
+        entry_hash(
+            self.seq,
+            self.at,
+            &self.actor,
+            &self.action,
+            &self.subject,
+            &self.detail,
+            &self.prev_hash,
+        )
+    }
+}
+
 /// Computes an entry's hash from its fields (everything but `hash`).
 pub fn entry_hash(
     seq: u64,
@@ -487,15 +502,7 @@ fn check_entry(e: &AuditEntry, line: u64, count: u64, prev: &str) -> Result<(), 
     if e.prev_hash != prev {
         return Err(ChainError::BrokenLink { seq: e.seq });
     }
-    let hash = entry_hash(
-        e.seq,
-        e.at,
-        &e.actor,
-        &e.action,
-        &e.subject,
-        &e.detail,
-        &e.prev_hash,
-    );
+    let hash = e.computed_hash();
     if hash != e.hash {
         return Err(ChainError::Edited { seq: e.seq });
     }
@@ -708,15 +715,7 @@ mod tests {
             let prev = forged[i - 1].hash.clone();
             let e = &mut forged[i];
             e.prev_hash = prev;
-            e.hash = entry_hash(
-                e.seq,
-                e.at,
-                &e.actor,
-                &e.action,
-                &e.subject,
-                &e.detail,
-                &e.prev_hash,
-            );
+            e.hash = e.computed_hash();
         }
         let plain = export(&forged);
         assert!(
@@ -795,15 +794,7 @@ mod tests {
         let mut c = chain(1);
         c[0].detail = "{\"note\":\"a\u{2028}b\u{2029}c\"}".into();
         let e = &mut c[0];
-        e.hash = entry_hash(
-            e.seq,
-            e.at,
-            &e.actor,
-            &e.action,
-            &e.subject,
-            &e.detail,
-            &e.prev_hash,
-        );
+        e.hash = e.computed_hash();
         let text = export_line(&ExportLine::Entry(c[0].clone())).unwrap();
         assert!(!text.contains('\u{2028}') && !text.contains('\u{2029}'));
         assert!(text.contains("\\u2028") && text.contains("\\u2029"));

@@ -625,15 +625,7 @@ fn rechain(mut entries: Vec<AuditEntry>) -> Vec<AuditEntry> {
     let mut prev = sigil_server::audit::GENESIS_HASH.to_owned();
     for e in &mut entries {
         e.prev_hash = prev;
-        e.hash = entry_hash(
-            e.seq,
-            e.at,
-            &e.actor,
-            &e.action,
-            &e.subject,
-            &e.detail,
-            &e.prev_hash,
-        );
+        e.hash = e.computed_hash();
         prev = e.hash.clone();
     }
     entries
