@@ -9,6 +9,10 @@
 //! progress (from the request's headers to the end of its response body) and since when none is.
 //! A read that waits while no request is in progress, for longer than the idle timeout, fails
 //! the connection; so does a write that stays blocked for the write timeout.
+//!
+//! Both timers are lazy: a request ending or a write blocking only records the time, and a
+//! timer is reset when it fires before the deadline it stands for (at most once per timeout
+//! period), not on every request or blocked write (each reset takes the runtime's timer lock).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,11 +21,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{Request, Response};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -136,8 +141,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request in progress ended.
     idle_since_ms: AtomicU64,
-    /// The reader to wake when the last request ends, so that it arms the idle timer.
-    reader: Mutex<Option<Waker>>,
+    /// The reader to wake when the last request ends, so that it looks at the idle timer.
+    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -147,7 +152,7 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
-            reader: Mutex::new(None),
+            reader: AtomicWaker::new(),
         })
     }
 
@@ -175,10 +180,7 @@ impl Drop for InFlight {
         let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.idle_since_ms.store(ms, Ordering::Release);
         if a.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let waker = a.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(w) = waker {
-                w.wake();
-            }
+            a.reader.wake();
         }
     }
 }
@@ -190,10 +192,12 @@ pub struct GuardedStream<S> {
     activity: Arc<Activity>,
     idle_timeout: Duration,
     write_timeout: Duration,
+    /// Fires at or before the idle deadline (lazy: see the module documentation).
     idle_timer: Pin<Box<Sleep>>,
-    idle_deadline: Option<Instant>,
+    /// Fires at or before the write deadline.
     write_timer: Pin<Box<Sleep>>,
-    write_blocked: bool,
+    /// Since when the current write has been blocked, if it is.
+    write_blocked_since: Option<Instant>,
     /// How many bytes of the HTTP/2 preface the connection has sent so far, while that is all it
     /// has sent; `None` once it sent anything else or when h2c is allowed.
     h2_preface_seen: Option<usize>,
@@ -219,9 +223,8 @@ impl<S> GuardedStream<S> {
             idle_timeout,
             write_timeout,
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
-            idle_deadline: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + write_timeout)),
-            write_blocked: false,
+            write_blocked_since: None,
             h2_preface_seen: None,
             _slot: slot,
         }
@@ -253,12 +256,8 @@ impl<S> GuardedStream<S> {
 
     /// Called when a write is pending: fails once it has been blocked for the write timeout.
     fn write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        if !self.write_blocked {
-            self.write_blocked = true;
-            let deadline = Instant::now() + self.write_timeout;
-            self.write_timer.as_mut().reset(deadline);
-        }
-        match self.write_timer.as_mut().poll(cx) {
+        let since = *self.write_blocked_since.get_or_insert_with(Instant::now);
+        match lazy_timeout(self.write_timer.as_mut(), since + self.write_timeout, cx) {
             Poll::Ready(()) => Poll::Ready(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client stopped reading",
@@ -275,7 +274,7 @@ impl<S> GuardedStream<S> {
         match r {
             Poll::Pending => self.write_pending(cx).map(Err),
             ready => {
-                self.write_blocked = false;
+                self.write_blocked_since = None;
                 ready
             }
         }
@@ -303,22 +302,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
             }
             ready => return ready,
         }
-        // Store the waker before looking at the count, so that a request ending in between
-        // wakes this reader.
-        *this
-            .activity
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        // Register before looking at the count, so that a request ending in between wakes this
+        // reader.
+        this.activity.reader.register(cx.waker());
         let Some(since) = this.activity.idle_since() else {
             return Poll::Pending;
         };
-        let deadline = since + this.idle_timeout;
-        if this.idle_deadline != Some(deadline) {
-            this.idle_deadline = Some(deadline);
-            this.idle_timer.as_mut().reset(deadline);
-        }
-        match this.idle_timer.as_mut().poll(cx) {
+        match lazy_timeout(this.idle_timer.as_mut(), since + this.idle_timeout, cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "idle connection",
@@ -363,6 +353,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_shutdown(cx);
         this.write_done(r, cx)
+    }
+}
+
+/// Polls `timer`, which is set at or before `deadline`: `Ready` once `deadline` has passed.
+/// A timer that fires early is moved to `deadline`; deadlines that move later (a new request,
+/// a new blocked write) cost nothing until then.
+fn lazy_timeout(mut timer: Pin<&mut Sleep>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        if timer.deadline() > deadline {
+            // Only a deadline earlier than any set before: the timer must fire sooner.
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
+            Poll::Ready(()) => timer.as_mut().reset(deadline),
+        }
     }
 }
 

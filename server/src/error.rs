@@ -57,7 +57,7 @@ pub enum ApiError {
 }
 
 /// The `error` code of a status; one table for [`ApiError`] and for the error responses made
-/// elsewhere (axum's rejections) that [`json_errors`] rewrites.
+/// elsewhere (axum's rejections) that [`json_error`] rewrites.
 pub fn error_code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
@@ -181,24 +181,24 @@ fn caused_by_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Largest body of an error response [`json_errors`] rewrites; axum's rejections are one line.
+/// Largest body of an error response [`json_error`] rewrites; axum's rejections are one line.
 const REWRITTEN_BODY_MAX: usize = 4096;
 
-/// Middleware: an error response that is not JSON already (axum's path, query and body
-/// rejections, anything else a layer answers) becomes `{"error", "message"}` with its status,
-/// its text as the message.
-pub async fn json_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
+/// An error response that is not JSON already (axum's path, query and body rejections,
+/// anything else a layer answers) becomes `{"error", "message"}` with its status, its text as
+/// the message; every other response is returned as it is. Called by the router's one
+/// middleware on every response.
+pub async fn json_error(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if is_json {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -1,5 +1,5 @@
 //! The real `sigil-server` binary against hostile clients: held, idle, slow-header and slow-body
-//! sockets under a low open-file limit, a stalled TLS connection, oversized declared bodies,
+//! sockets under a low open-file limit, a stalled TLS connection, a download nobody reads, oversized declared bodies,
 //! floods that must not share a bucket with `/healthz` or a good device, error bodies, h2c.
 //!
 //! Attackers connect from other loopback addresses (127.0.0.2, 127.0.0.3) than the legitimate
@@ -589,4 +589,73 @@ fn h2c_is_off_by_default_and_on_when_configured() {
     let s = start(&[("SIGIL_HTTP2_CLEARTEXT", "true")], None);
     assert!(speaks_h2c(s.addr), "SIGIL_HTTP2_CLEARTEXT=true serves h2c");
     assert_eq!(healthz(s.addr), Ok(200), "HTTP/1.1 still served");
+}
+
+#[test]
+fn a_client_that_stops_reading_a_download_is_closed_after_the_write_timeout() {
+    let mut env = SHORT_TIMEOUTS.to_vec();
+    env.push(("SIGIL_PUBLIC_MIRROR", "true"));
+    let s = start(&env, None);
+    let release = {
+        let r = call(
+            &s,
+            "POST",
+            "/api/v1/tokens",
+            Some(&s.admin),
+            Some(json!({ "name": "ci", "role": "release" })),
+        );
+        assert_eq!(r.status, 201);
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    // Larger than what the kernel buffers between the two ends of a loopback connection (the
+    // server's send buffer autotunes to a few MiB; the client's receive buffer is kept small).
+    let bundle = sigil_test_support::bundle(&sigil_test_support::Spec {
+        payload: sigil_test_support::noise(24 << 20, 7),
+        ..sigil_test_support::Spec::release("1.1.0", 3)
+    });
+    let auth = format!("Bearer {release}");
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/v1/releases",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &bundle,
+    );
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(SocketAddr::new("127.0.0.2".parse().unwrap(), 0))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut stalled = runtime
+        .block_on(socket.connect(s.addr))
+        .unwrap()
+        .into_std()
+        .unwrap();
+    stalled.set_nonblocking(false).unwrap();
+    write!(stalled, "GET /mirror/{id} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Read the start of the answer, then stop reading: the server's writes block.
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(healthz(s.addr), Ok(200), "the server still answers others");
+    // The server gave up on the stalled write (3 s): what is left to read ends well before
+    // the whole bundle, in a close.
+    let rest = assert_closed_by_server(stalled, "a download nobody reads");
+    assert!(
+        rest.len() < bundle.len() / 2,
+        "the server closed the connection instead of sending all {} bytes (sent {} more)",
+        bundle.len(),
+        rest.len()
+    );
 }

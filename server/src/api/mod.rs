@@ -314,7 +314,34 @@ fn is_public(state: &AppState, matched: Option<&str>) -> bool {
     }
 }
 
-/// Rate limiting (see [`crate::ratelimit`]), request metrics and the request log.
+/// The route whose body is a bundle, not JSON (`POST`; its `GET` has no body): the only one
+/// without the JSON size limit.
+const UPLOAD_PATH: &str = "/api/v1/releases";
+
+/// A declared `Content-Length` above the JSON limit, refused before the body is read (so
+/// `Expect: 100-continue` gets no `100 Continue`).
+fn oversized(state: &AppState, matched: Option<&str>, request: &Request) -> Option<ApiError> {
+    if matched == Some(UPLOAD_PATH) {
+        return None;
+    }
+    let limit = state.config.limits.json_max_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    (declared > limit as u64).then(|| {
+        ApiError::PayloadTooLarge(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ))
+    })
+}
+
+/// The router's one middleware, around every route and the fallback: rate limiting (see
+/// [`crate::ratelimit`]), the declared-size check, JSON bodies for every error
+/// ([`crate::error::json_error`]), request metrics and the request log. One layer rather than
+/// one per job: each `from_fn` layer costs every request a clone of the service below and a
+/// boxed future.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client = client_address(request.extensions());
     let matched = request
@@ -339,7 +366,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = match oversized(&state, matched.as_deref(), &request) {
+        Some(refused) => refused.into_response(),
+        None => crate::error::json_error(next.run(request).await).await,
+    };
     let status = response.status();
     let elapsed = started.elapsed();
     state.metrics.request(status.as_u16());
@@ -366,32 +396,12 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("method not allowed on this endpoint".to_owned())
 }
 
-/// Refuses a declared `Content-Length` above the JSON limit before the body is read (so
-/// `Expect: 100-continue` gets no `100 Continue`).
-async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::PayloadTooLarge(format!(
-            "the request body is larger than the limit of {limit} bytes"
-        ))
-        .into_response();
-    }
-    next.run(request).await
-}
-
 /// The application router.
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.limits.json_max_bytes;
     let body_timeout = Duration::from_secs(state.config.limits.body_timeout_secs);
     let upload = Router::new()
-        .route(
-            "/api/v1/releases",
-            post(releases::upload).get(releases::list),
-        )
+        .route(UPLOAD_PATH, post(releases::upload).get(releases::list))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -426,11 +436,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/head", get(ops::audit_head))
         .route("/api/v1/audit/checkpoint", get(ops::audit_checkpoint))
         .layer(DefaultBodyLimit::max(json_limit))
-        .route_layer(middleware::from_fn_with_state(json_limit, refuse_oversized))
         .merge(upload)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(crate::error::json_errors))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
