@@ -1,6 +1,6 @@
 //! The real `sigil-server` binary against hostile clients: held, idle, slow-header and slow-body
-//! sockets under a low open-file limit, a stalled TLS connection, a download nobody reads, oversized declared bodies,
-//! floods that must not share a bucket with `/healthz` or a good device, error bodies, h2c.
+//! sockets under a low open-file limit, a stalled TLS connection, a download nobody reads,
+//! oversized declared bodies, floods that must not share a bucket with `/healthz` or a good device, error bodies, h2c.
 //!
 //! Attackers connect from other loopback addresses (127.0.0.2, 127.0.0.3) than the legitimate
 //! client (127.0.0.1), as they would from other hosts. Nothing here asserts on milliseconds:
@@ -609,9 +609,9 @@ fn a_client_that_stops_reading_a_download_is_closed_after_the_write_timeout() {
     };
     // Larger than what the kernel buffers between the two ends of a loopback connection (the
     // server's send buffer autotunes to a few MiB; the client's receive buffer is kept small).
-    let bundle = sigil_test_support::bundle(&sigil_test_support::Spec {
-        payload: sigil_test_support::noise(24 << 20, 7),
-        ..sigil_test_support::Spec::release("1.1.0", 3)
+    let bundle = bundle(&Spec {
+        payload: noise(24 << 20, 7),
+        ..Spec::release("1.1.0", 3)
     });
     let auth = format!("Bearer {release}");
     let r = http(
