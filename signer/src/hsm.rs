@@ -107,8 +107,10 @@ pub enum HsmError {
         count: usize,
     },
     /// The token needs a PIN and none was given.
-    #[error("token `{token}` needs the user PIN: set SIGIL_PKCS11_PIN, pass --pkcs11-pin-file, or add pin-source=FILE to the URI")]
+    #[error("{uri}: token `{token}` needs the user PIN: set SIGIL_PKCS11_PIN, pass --pkcs11-pin-file, or add pin-source=FILE to the URI")]
     PinRequired {
+        /// The key URI.
+        uri: String,
         /// The token label.
         token: String,
     },
@@ -116,14 +118,18 @@ pub enum HsmError {
     #[error("cannot read the PIN")]
     PinFile(#[source] FileError),
     /// The token refused the PIN.
-    #[error("token `{token}` refused the PIN (wrong PIN)")]
+    #[error("{uri}: token `{token}` refused the PIN (wrong PIN)")]
     WrongPin {
+        /// The key URI.
+        uri: String,
         /// The token label.
         token: String,
     },
     /// The PIN is locked after too many wrong tries.
-    #[error("token `{token}`: the user PIN is locked (too many wrong PINs); the security officer must reset it")]
+    #[error("{uri}: token `{token}`: the user PIN is locked (too many wrong PINs); the security officer must reset it")]
     PinLocked {
+        /// The key URI.
+        uri: String,
         /// The token label.
         token: String,
     },
@@ -438,16 +444,27 @@ impl Hsm {
                 (Some(pin), _) => Some(pin),
                 // A PIN pad or similar on the token itself.
                 (None, true) => None,
-                (None, false) => return Err(HsmError::PinRequired { token }),
+                (None, false) => {
+                    return Err(HsmError::PinRequired {
+                        uri: target.uri.to_string(),
+                        token,
+                    })
+                }
             };
             match session.login(UserType::User, pin) {
                 // Another session of this process logged in to the token already.
                 Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
                 Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                    return Err(HsmError::WrongPin { token })
+                    return Err(HsmError::WrongPin {
+                        uri: target.uri.to_string(),
+                        token,
+                    })
                 }
                 Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                    return Err(HsmError::PinLocked { token })
+                    return Err(HsmError::PinLocked {
+                        uri: target.uri.to_string(),
+                        token,
+                    })
                 }
                 Err(e) => return Err(call("C_Login")(e)),
             }

@@ -32,7 +32,7 @@ pub enum KeySpec {
     /// A PKCS#8 PEM private key file.
     File(PathBuf),
     /// A key in a PKCS#11 token.
-    Pkcs11(Pkcs11Uri),
+    Pkcs11(Box<Pkcs11Uri>),
 }
 
 impl FromStr for KeySpec {
@@ -42,7 +42,7 @@ impl FromStr for KeySpec {
         if s.starts_with(SCHEME) {
             return s
                 .parse()
-                .map(KeySpec::Pkcs11)
+                .map(|uri| KeySpec::Pkcs11(Box::new(uri)))
                 .map_err(|e| format!("{e} (a key file named so is given as ./{s})"));
         }
         if s.is_empty() {
@@ -189,7 +189,7 @@ impl SigningKeyArgs {
             .chain(
                 self.pkcs11_keys
                     .iter()
-                    .map(|label| KeySpec::Pkcs11(Pkcs11Uri::token_object(token, label))),
+                    .map(|label| KeySpec::Pkcs11(Box::new(Pkcs11Uri::token_object(token, label)))),
             )
             .collect()
     }

@@ -318,8 +318,9 @@ fn decode(name: &str, raw: &str, extra: &str) -> Result<Vec<u8>, UriError> {
             continue;
         }
         let ch = char::from(b);
-        let unreserved = b.is_ascii_alphanumeric() || "-._~".contains(ch);
-        if !unreserved && !(b.is_ascii() && extra.contains(ch)) {
+        let allowed = b.is_ascii_alphanumeric()
+            || (b.is_ascii() && ("-._~".contains(ch) || extra.contains(ch)));
+        if !allowed {
             let ch = raw[i..].chars().next().unwrap_or(ch);
             return Err(UriError::BadChar {
                 name: name.to_owned(),
@@ -478,7 +479,8 @@ mod tests {
 
     #[test]
     fn malformed_uris_are_refused() {
-        let cases: &[(&str, fn(&UriError) -> bool)] = &[
+        type Check = fn(&UriError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("token=x", |e| matches!(e, UriError::Scheme)),
             ("PKCS11:token=x", |e| matches!(e, UriError::Scheme)),
             ("pkcs11:token", |e| matches!(e, UriError::NotAttribute(_))),
