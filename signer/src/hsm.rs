@@ -246,6 +246,7 @@ pub struct HsmKey {
     private: ObjectHandle,
     public: VerifyingKey,
     uri: String,
+    token: String,
 }
 
 impl HsmKey {
@@ -266,7 +267,7 @@ impl HsmKey {
             .session
             .sign(&mechanism, self.private, message)
             .map_err(|source| HsmError::Token {
-                token: self.uri.clone(),
+                token: self.token.clone(),
                 what: "C_Sign",
                 source,
             })?;
@@ -308,6 +309,7 @@ impl Hsm {
             private,
             public,
             uri,
+            token,
         })
     }
 
@@ -385,6 +387,7 @@ impl Hsm {
                         private,
                         public: point,
                         uri,
+                        token,
                     });
                 }
                 // The token wants the other encoding of the curve (see the module docs).
