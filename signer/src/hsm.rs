@@ -266,11 +266,7 @@ impl HsmKey {
         let bytes = self
             .session
             .sign(&mechanism, self.private, message)
-            .map_err(|source| HsmError::Token {
-                token: self.token.clone(),
-                what: "C_Sign",
-                source,
-            })?;
+            .map_err(token_error(&self.token, "C_Sign"))?;
         let bad = || HsmError::BadSignature {
             uri: self.uri.clone(),
         };
@@ -335,21 +331,13 @@ impl Hsm {
             }
         };
         let (session, token) = self.session(&target, true)?;
-        let call = |what| {
-            let token = token.clone();
-            move |source| HsmError::Token {
-                token,
-                what,
-                source,
-            }
-        };
         for attr in [
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
         ] {
             let existing = session
                 .find_objects(&[attr])
-                .map_err(call("C_FindObjects"))?;
+                .map_err(token_error(&token, "C_FindObjects"))?;
             if !existing.is_empty() {
                 return Err(HsmError::Exists { uri, token });
             }
@@ -401,7 +389,7 @@ impl Hsm {
                 )) if !tried_other => {
                     tried_other = true;
                 }
-                Err(e) => return Err(call("C_GenerateKeyPair")(e)),
+                Err(e) => return Err(token_error(&token, "C_GenerateKeyPair")(e)),
             }
         }
         Err(HsmError::NoEddsa { token })
@@ -420,17 +408,9 @@ impl Hsm {
             return Ok((Rc::clone(session), label.clone()));
         }
         let token = info.label().to_owned();
-        let call = |what| {
-            let token = token.clone();
-            move |source| HsmError::Token {
-                token,
-                what,
-                source,
-            }
-        };
         let mechanisms = pkcs11
             .get_mechanism_list(slot)
-            .map_err(call("C_GetMechanismList"))?;
+            .map_err(token_error(&token, "C_GetMechanismList"))?;
         if !mechanisms.contains(&MechanismType::EDDSA)
             || (read_write && !mechanisms.contains(&MechanismType::ECC_EDWARDS_KEY_PAIR_GEN))
         {
@@ -441,7 +421,7 @@ impl Hsm {
         } else {
             pkcs11.open_ro_session(slot)
         }
-        .map_err(call("C_OpenSession"))?;
+        .map_err(token_error(&token, "C_OpenSession"))?;
         if info.login_required() {
             let pin = match (&target.pin, info.protected_authentication_path()) {
                 (Some(pin), _) => Some(pin),
@@ -469,7 +449,7 @@ impl Hsm {
                         token,
                     })
                 }
-                Err(e) => return Err(call("C_Login")(e)),
+                Err(e) => return Err(token_error(&token, "C_Login")(e)),
             }
         }
         let session = Rc::new(session);
@@ -489,17 +469,27 @@ impl Hsm {
         })?;
         match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(source) => {
-                return Err(HsmError::Module {
-                    path: path.to_owned(),
-                    what: "C_Initialize",
-                    source,
-                })
-            }
+            Err(source) => return Err(module_error(path, "C_Initialize")(source)),
         }
         self.modules.insert(path.to_owned(), pkcs11.clone());
         Ok(pkcs11)
     }
+}
+
+/// Maps a failed token call to [`HsmError::Token`].
+fn token_error(token: &str, what: &'static str) -> impl FnOnce(CkError) -> HsmError {
+    let token = token.to_owned();
+    move |source| HsmError::Token {
+        token,
+        what,
+        source,
+    }
+}
+
+/// Maps a failed module call to [`HsmError::Module`].
+fn module_error(path: &Path, what: &'static str) -> impl FnOnce(CkError) -> HsmError {
+    let path = path.to_owned();
+    move |source| HsmError::Module { path, what, source }
 }
 
 fn not_a_key_pair(kind: Option<ObjectType>) -> Option<&'static str> {
@@ -517,16 +507,11 @@ fn find_token(
     uri: &Pkcs11Uri,
     module: &Path,
 ) -> Result<(Slot, TokenInfo), HsmError> {
-    let failed = |what| {
-        move |source| HsmError::Module {
-            path: module.to_owned(),
-            what,
-            source,
-        }
-    };
     let shown = uri.to_string();
     let library_matches = {
-        let info = pkcs11.get_library_info().map_err(failed("C_GetInfo"))?;
+        let info = pkcs11
+            .get_library_info()
+            .map_err(module_error(module, "C_GetInfo"))?;
         eq(&uri.library_manufacturer, info.manufacturer_id())
             && eq(&uri.library_description, info.library_description())
             && uri.library_version.is_none_or(|v| {
@@ -536,20 +521,20 @@ fn find_token(
     };
     let slots = pkcs11
         .get_slots_with_token()
-        .map_err(failed("C_GetSlotList"))?;
+        .map_err(module_error(module, "C_GetSlotList"))?;
     let mut present = Vec::new();
     let mut matches = Vec::new();
     for slot in slots {
         let info = pkcs11
             .get_token_info(slot)
-            .map_err(failed("C_GetTokenInfo"))?;
+            .map_err(module_error(module, "C_GetTokenInfo"))?;
         if !info.token_initialized() {
             continue;
         }
         present.push(format!("`{}`", info.label()));
         let slot_info = pkcs11
             .get_slot_info(slot)
-            .map_err(failed("C_GetSlotInfo"))?;
+            .map_err(module_error(module, "C_GetSlotInfo"))?;
         if library_matches
             && eq(&uri.token, info.label())
             && eq(&uri.manufacturer, info.manufacturer_id())
@@ -590,13 +575,6 @@ fn find_pair(
     token: &str,
     wanted: &Pkcs11Uri,
 ) -> Result<(ObjectHandle, VerifyingKey), HsmError> {
-    let call = |what| {
-        move |source| HsmError::Token {
-            token: token.to_owned(),
-            what,
-            source,
-        }
-    };
     // Search by class, label and id only: a key of the wrong type is then reported as such
     // rather than as missing.
     let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
@@ -608,7 +586,7 @@ fn find_pair(
     }
     let mut found = session
         .find_objects(&template)
-        .map_err(call("C_FindObjects"))?;
+        .map_err(token_error(token, "C_FindObjects"))?;
     let private = match (found.pop(), found.len()) {
         (Some(private), 0) => private,
         (None, _) => {
@@ -636,7 +614,7 @@ fn find_pair(
                 AttributeType::Label,
             ],
         )
-        .map_err(call("C_GetAttributeValue"))?;
+        .map_err(token_error(token, "C_GetAttributeValue"))?;
     let (mut key_type, mut params, mut can_sign, mut id, mut label) =
         (None, None, true, Vec::new(), Vec::new());
     for attr in attrs {
@@ -674,7 +652,7 @@ fn find_pair(
     };
     let publics = session
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), pairing])
-        .map_err(call("C_FindObjects"))?;
+        .map_err(token_error(token, "C_FindObjects"))?;
     let [public] = publics.as_slice() else {
         return Err(HsmError::NoPublicKey {
             uri: uri.to_owned(),
@@ -693,11 +671,7 @@ fn read_point(
 ) -> Result<VerifyingKey, HsmError> {
     let attrs = session
         .get_attributes(object, &[AttributeType::EcParams, AttributeType::EcPoint])
-        .map_err(|source| HsmError::Token {
-            token: token.to_owned(),
-            what: "C_GetAttributeValue",
-            source,
-        })?;
+        .map_err(token_error(token, "C_GetAttributeValue"))?;
     let mut params = None;
     let mut point = None;
     for attr in attrs {

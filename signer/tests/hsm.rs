@@ -196,11 +196,11 @@ fn uri(label: &str) -> String {
     format!("pkcs11:token={TOKEN};object={label}")
 }
 
-/// A root key and a release key in the token; the trust root and a key set signed by the
-/// root key in the token; an image.
-fn release_setup(hsm: &Hsm) {
+/// A trust root of the token key `root-1` and a key set of the given release public keys
+/// (threshold `threshold`) signed by it, with the module + token + label options instead of a
+/// URI; an image.
+fn root_and_key_set(hsm: &Hsm, threshold: &str, release_keys: &[&str]) {
     hsm.keygen("root-1");
-    hsm.keygen("release-1");
     hsm.ok(&[
         "root",
         "init",
@@ -210,18 +210,18 @@ fn release_setup(hsm: &Hsm) {
         "root.sgl",
         "root-1.pub.pem",
     ]);
-    hsm.ok(&[
+    let mut create = vec![
         "keyset",
         "create",
         "-m",
-        "1",
+        threshold,
         "--key-set-version",
         "1",
         "--out",
         "ks.sgl",
-        "release-1.pub.pem",
-    ]);
-    // The module + token + label options, instead of a URI.
+    ];
+    create.extend(release_keys);
+    hsm.ok(&create);
     let out = hsm.ok(&[
         "keyset",
         "sign",
@@ -235,6 +235,12 @@ fn release_setup(hsm: &Hsm) {
     ]);
     assert!(out.contains("root threshold met"), "{out}");
     fs::write(hsm.path("app.bin"), vec![0x5a; 70_000]).unwrap();
+}
+
+/// `root_and_key_set` with one release key, `release-1`, in the token.
+fn release_setup(hsm: &Hsm) {
+    hsm.keygen("release-1");
+    root_and_key_set(hsm, "1", &["release-1.pub.pem"]);
 }
 
 const SIGN: [&str; 12] = [
@@ -309,32 +315,9 @@ fn a_release_signed_in_the_hsm_verifies() {
 #[test]
 fn hsm_and_pem_keys_meet_one_threshold_together() {
     let hsm = Hsm::new();
-    hsm.keygen("root-1");
     hsm.keygen("release-hsm");
     hsm.ok(&["keygen", "--out", "release-pem.pem"]);
-    hsm.ok(&[
-        "root",
-        "init",
-        "-m",
-        "1",
-        "--out",
-        "root.sgl",
-        "root-1.pub.pem",
-    ]);
-    hsm.ok(&[
-        "keyset",
-        "create",
-        "-m",
-        "2",
-        "--key-set-version",
-        "1",
-        "--out",
-        "ks.sgl",
-        "release-hsm.pub.pem",
-        "release-pem.pub.pem",
-    ]);
-    hsm.ok(&["keyset", "sign", "ks.sgl", "--key", &uri("root-1")]);
-    fs::write(hsm.path("app.bin"), vec![1; 5000]).unwrap();
+    root_and_key_set(&hsm, "2", &["release-hsm.pub.pem", "release-pem.pub.pem"]);
     // One holder signs with the PEM key, the other adds the HSM signature.
     hsm.ok(&sign_args("app.sgl", &["release-pem.pem"]));
     assert_eq!(
