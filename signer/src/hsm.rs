@@ -117,6 +117,9 @@ pub enum HsmError {
     /// The PIN file could not be read.
     #[error("cannot read the PIN")]
     PinFile(#[source] FileError),
+    /// The PIN file is not UTF-8 text.
+    #[error("PIN file {} is not text", .0.display())]
+    PinNotText(PathBuf),
     /// The token refused the PIN.
     #[error("{uri}: token `{token}` refused the PIN (wrong PIN)")]
     WrongPin {

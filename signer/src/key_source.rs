@@ -252,7 +252,7 @@ impl Pkcs11Args {
 /// Reads a PIN file: its first line, without the line ending.
 fn read_pin(path: &Path) -> Result<AuthPin, HsmError> {
     let bytes = Zeroizing::new(files::read_document(path).map_err(HsmError::PinFile)?);
-    let text = std::str::from_utf8(&bytes).unwrap_or_default();
+    let text = std::str::from_utf8(&bytes).map_err(|_| HsmError::PinNotText(path.to_owned()))?;
     let line = text.lines().next().unwrap_or_default();
     Ok(AuthPin::from(line.to_owned()))
 }
@@ -320,6 +320,15 @@ mod tests {
         assert!(matches!(
             none.target(&"pkcs11:object=k?module-name=softhsm2".parse().unwrap()),
             Err(HsmError::ModuleName { .. })
+        ));
+        std::fs::write(&pin_file, [0xff, 0xfe]).unwrap();
+        let binary = Pkcs11Args {
+            pkcs11_pin_file: Some(pin_file.clone()),
+            ..options
+        };
+        assert!(matches!(
+            binary.target(&"pkcs11:object=k".parse().unwrap()),
+            Err(HsmError::PinNotText(_))
         ));
     }
 
