@@ -665,3 +665,63 @@ fn malformed_uris_are_usage_errors() {
         assert!(err.contains(message), "{key}: {err}");
     }
 }
+
+#[test]
+fn ambiguous_uris_are_refused_and_id_or_token_settles_them() {
+    let hsm = Hsm::new();
+    hsm.tool(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "second",
+            "--pin",
+            PIN,
+            "--so-pin",
+            "13579",
+        ],
+    );
+    for id in ["e1", "e2"] {
+        hsm.pkcs11_tool(&[
+            "--keypairgen",
+            "--key-type",
+            "EC:edwards25519",
+            "--label",
+            "twin",
+            "--id",
+            id,
+        ]);
+    }
+    let err = hsm.fails(FAILURE, &["key", "export", &uri("twin"), "-o", "x.pem"]);
+    assert!(
+        err.contains("2 private keys match in token `release`"),
+        "{err}"
+    );
+    hsm.ok(&[
+        "key",
+        "export",
+        &format!("{};id=%e2", uri("twin")),
+        "-o",
+        "e2.pem",
+    ]);
+    assert_eq!(hsm.read("e2.pem"), hsm.token_public_pem("e2"));
+
+    // Two tokens and no token= in the URI.
+    let err = hsm.fails(
+        FAILURE,
+        &["key", "export", "pkcs11:object=twin", "-o", "x.pem"],
+    );
+    assert!(err.contains("2 tokens match"), "{err}");
+    hsm.ok(&[
+        "key",
+        "export",
+        "--pkcs11-token",
+        TOKEN,
+        "pkcs11:object=twin;id=%e1",
+        "-o",
+        "e1.pem",
+    ]);
+    assert_eq!(hsm.read("e1.pem"), hsm.token_public_pem("e1"));
+    assert!(!hsm.path("x.pem").exists());
+}
