@@ -8,19 +8,40 @@ use ed25519_dalek::SigningKey;
 use rand_core::OsRng;
 
 use crate::files::{self, FileError, Overwrite};
+use crate::hsm::{Hsm, HsmError};
+use crate::key::{self, KeyCommandError};
+use crate::key_source::Pkcs11Args;
 use crate::keyfile::{self, KeyError};
+use crate::pkcs11_uri::Pkcs11Uri;
 
 /// Arguments of `sigil keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Where to write the private key (PKCS#8 PEM, mode 0600). Never overwritten.
-    #[arg(short, long, value_name = "FILE")]
-    pub out: PathBuf,
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "pkcs11",
+        conflicts_with = "pkcs11"
+    )]
+    pub out: Option<PathBuf>,
 
     /// Where to write the public key (SPKI PEM) [default: FILE with `.pem` replaced by
     /// `.pub.pem`, or FILE + `.pub`]. Never overwritten.
     #[arg(long, value_name = "FILE")]
     pub public_out: Option<PathBuf>,
+
+    /// Generate the key pair inside a PKCS#11 token instead, e.g.
+    /// 'pkcs11:token=release;object=release-1': object= labels the new key (id= is optional).
+    /// The private key never leaves the token (sensitive, not extractable); only the public
+    /// key is written, to --public-out.
+    #[arg(long, value_name = "URI", requires = "public_out")]
+    pub pkcs11: Option<Pkcs11Uri>,
+
+    /// How the token is reached (module, PIN) when the URI does not say.
+    #[command(flatten)]
+    pub pkcs11_options: Pkcs11Args,
 }
 
 /// Errors of `sigil keygen`.
@@ -38,6 +59,21 @@ pub enum KeygenError {
     /// The public key would be written over the private key.
     #[error("the public key path equals the private key path {0}")]
     SamePath(PathBuf),
+    /// The token refused to generate the key.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// The key was generated in the token but its public key could not be written.
+    #[error("the key {uri} was generated in the token, but its public key was not written; export it with `sigil key export`")]
+    PublicNotWritten {
+        /// The key's URI.
+        uri: String,
+        /// Why.
+        #[source]
+        source: KeyCommandError,
+    },
+    /// Building the command needs --out (clap checks this first).
+    #[error("keygen needs --out, or --pkcs11 with --public-out")]
+    MissingArguments,
     /// Writing the report failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
@@ -57,15 +93,21 @@ pub fn default_public_path(private: &Path) -> PathBuf {
 
 /// Generates a key pair from the OS random generator and writes both files.
 pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
+    if let Some(uri) = &args.pkcs11 {
+        return generate_in_token(args, uri, out);
+    }
+    let Some(private_path) = &args.out else {
+        return Err(KeygenError::MissingArguments);
+    };
     let public_path = args
         .public_out
         .clone()
-        .unwrap_or_else(|| default_public_path(&args.out));
-    if public_path == args.out {
+        .unwrap_or_else(|| default_public_path(private_path));
+    if public_path == *private_path {
         return Err(KeygenError::SamePath(public_path));
     }
     // Refuse before generating anything if either file exists.
-    for path in [&args.out, &public_path] {
+    for path in [private_path, &public_path] {
         if path.symlink_metadata().is_ok() {
             return Err(KeygenError::Exists(path.clone()));
         }
@@ -75,7 +117,7 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
     let public_pem = keyfile::public_key_pem(&key.verifying_key())?;
 
     files::write_atomic(
-        &args.out,
+        private_path,
         private_pem.as_bytes(),
         Overwrite::Never,
         files::SECRET_MODE,
@@ -87,17 +129,53 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
         files::PUBLIC_MODE,
     ) {
         // The private key was never used: remove it rather than leave half a key pair.
-        let _ = std::fs::remove_file(&args.out);
+        let _ = std::fs::remove_file(private_path);
         return Err(e.into());
     }
     let id = keyfile::key_id_hex(&key.verifying_key().to_bytes());
     writeln!(
         out,
         "private key: {} (keep it offline; mode 0600)",
-        args.out.display()
+        private_path.display()
     )
     .and_then(|()| writeln!(out, "public key:  {}", public_path.display()))
     .and_then(|()| writeln!(out, "key id:      {id}"))
+    .map_err(KeygenError::Output)
+}
+
+/// Generates the key pair in the token the URI names and writes its public key.
+fn generate_in_token(
+    args: &KeygenArgs,
+    uri: &Pkcs11Uri,
+    out: &mut dyn Write,
+) -> Result<(), KeygenError> {
+    let Some(public_path) = &args.public_out else {
+        return Err(KeygenError::MissingArguments);
+    };
+    if public_path.symlink_metadata().is_ok() {
+        return Err(KeygenError::Exists(public_path.clone()));
+    }
+    let mut hsm = Hsm::new();
+    let key = hsm.generate(args.pkcs11_options.target(uri)?)?;
+    key::write_public_key(public_path, &key.public_key(), Overwrite::Never).map_err(|source| {
+        KeygenError::PublicNotWritten {
+            uri: key.uri().to_owned(),
+            source,
+        }
+    })?;
+    writeln!(
+        out,
+        "private key: {} (in the token; it never leaves it)",
+        key.uri()
+    )
+    .and_then(|()| writeln!(out, "public key:  {}", public_path.display()))
+    .and_then(|()| {
+        writeln!(
+            out,
+            "key id:      {}",
+            keyfile::key_id_hex(&key.public_key())
+        )
+    })
     .map_err(KeygenError::Output)
 }
 

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use sigil_manifests::{
-    key_id, Error as FormatError, KeySet, PublicKey, SignatureEntry, Signed, SignedKeySet,
-    TrustRoot,
+    key_id, Error as FormatError, KeySet, PublicKey, Signed, SignedKeySet, TrustRoot,
 };
 
 use crate::args::ProductArg;
 use crate::files::{self, FileError, Overwrite};
+use crate::hsm::Hsm;
+use crate::key_source::{KeySourceError, KeySpec, SigningKeyArgs};
 use crate::keyfile::{self, KeyError};
 use crate::root::{self, RootError};
 
@@ -71,9 +72,9 @@ pub struct KeysetSignArgs {
     #[arg(value_name = "KEYSET")]
     pub key_set: PathBuf,
 
-    /// Root private key (PKCS#8 PEM); repeat to sign with several.
-    #[arg(short, long = "key", required = true, value_name = "FILE")]
-    pub keys: Vec<PathBuf>,
+    /// Root private keys: PEM files or keys in an HSM.
+    #[command(flatten)]
+    pub keys: SigningKeyArgs,
 
     /// Check that each key belongs to this trust root and report the threshold.
     #[arg(long, value_name = "FILE")]
@@ -97,6 +98,9 @@ pub enum KeysetError {
     /// A key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A signing key could not be loaded, or its HSM failed to sign.
+    #[error(transparent)]
+    Signer(#[from] KeySourceError),
     /// The trust root could not be loaded.
     #[error(transparent)]
     Root(#[from] RootError),
@@ -113,10 +117,10 @@ pub enum KeysetError {
         source: FormatError,
     },
     /// A signing key is not one of the trust root's keys.
-    #[error("{path} (key id {key_id}) is not a root key of {root}")]
+    #[error("{key} (key id {key_id}) is not a root key of {root}")]
     NotRootKey {
-        /// The key file.
-        path: PathBuf,
+        /// The key file or URI.
+        key: KeySpec,
         /// Its key id.
         key_id: String,
         /// The trust root file.
@@ -267,20 +271,19 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
     let mut signed = file.signed()?;
     let root = args.root.as_deref().map(root::load).transpose()?;
     let mut additions = crate::report::Additions::default();
-    for path in &args.keys {
-        let key = keyfile::load_signing_key(path)?;
-        let public = key.verifying_key().to_bytes();
+    for loaded in args.keys.load(&mut Hsm::new())? {
+        let public = loaded.key.public_key();
         if let (Some(root), Some(root_path)) = (&root, &args.root) {
             if !root.keys.contains(&public) {
                 return Err(KeysetError::NotRootKey {
-                    path: path.clone(),
+                    key: loaded.spec,
                     key_id: keyfile::key_id_hex(&public),
                     root: root_path.clone(),
                 });
             }
         }
         let outcome = signed
-            .add_signature(SignatureEntry::sign(&key, signed.key_set))
+            .add_signature(loaded.key.sign(signed.key_set)?)
             .map_err(|source| KeysetError::Decode {
                 path: file.path.clone(),
                 source,

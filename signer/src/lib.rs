@@ -4,7 +4,7 @@
 //!
 //! The binary is a thin layer over this library: `main` parses [`cli::Cli`], calls [`run`],
 //! prints the error chain and exits with the code [`exit::ExitCode::of`] gives. One module per
-//! subcommand ([`keygen`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`docs`]),
+//! subcommand ([`keygen`], [`key`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`docs`]),
 //! each with its own error type.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -15,10 +15,14 @@ pub mod cli;
 pub mod docs;
 pub mod exit;
 pub mod files;
+pub mod hsm;
 pub mod inspect;
+pub mod key;
+pub mod key_source;
 pub mod keyfile;
 pub mod keygen;
 pub mod keyset;
+pub mod pkcs11_uri;
 pub mod report;
 pub mod root;
 pub mod sign;
@@ -32,6 +36,7 @@ use cli::{Cli, Command};
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match &cli.command {
         Command::Keygen(args) => keygen::run(args, out)?,
+        Command::Key(command) => key::run(command, out)?,
         Command::Root(command) => root::run(command, out)?,
         Command::Keyset(command) => keyset::run(command, out)?,
         Command::Sign(args) => sign::run(args, out)?,

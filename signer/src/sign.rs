@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use sigil_manifests::{
     key_id, BundleVerifier, Dependency, DevicePolicy, Envelope, Error as FormatError, KeySet,
@@ -22,7 +21,9 @@ use crate::args::{DependencyArg, DurationArg, IdentArg, ProductArg, TimeArg, Ver
 use crate::bundle_file::{read_full, read_prefix, BundlePrefix, PrefixError};
 use crate::exit::InvalidBundle;
 use crate::files::{self, AtomicFile, FileError, Overwrite};
-use crate::keyfile::{self, KeyError};
+use crate::hsm::Hsm;
+use crate::key_source::{KeySourceError, KeySpec, SignerKey, SigningKeyArgs};
+use crate::keyfile;
 use crate::keyset::{self, KeySetFile, KeysetError, RootStatus};
 use crate::report;
 use crate::root::{self, RootError};
@@ -49,9 +50,9 @@ pub struct SignArgs {
     #[arg(long, value_name = "BUNDLE")]
     pub add: Option<PathBuf>,
 
-    /// Release private key (PKCS#8 PEM) named in the key set; repeat to sign with several.
-    #[arg(short, long = "key", required = true, value_name = "FILE")]
-    pub keys: Vec<PathBuf>,
+    /// Release private keys named in the key set: PEM files or keys in an HSM.
+    #[command(flatten)]
+    pub keys: SigningKeyArgs,
 
     /// The key set file, signed by the root threshold (`sigil keyset sign`).
     #[arg(
@@ -167,9 +168,9 @@ pub enum SignError {
     /// A file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
-    /// A key could not be loaded.
+    /// A key could not be loaded, or its HSM failed to sign.
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] KeySourceError),
     /// The key set file is unusable.
     #[error(transparent)]
     KeySet(#[from] KeysetError),
@@ -205,16 +206,16 @@ pub enum SignError {
         read: u64,
     },
     /// A key is not a release key of the key set.
-    #[error("{path} (key id {key_id}) is not a release key of the key set")]
+    #[error("{key} (key id {key_id}) is not a release key of the key set")]
     NotReleaseKey {
-        /// The key file.
-        path: PathBuf,
+        /// The key file or URI.
+        key: KeySpec,
         /// Its key id.
         key_id: String,
     },
     /// The same key was passed twice.
     #[error("{0} is given twice (a key counts once toward the threshold)")]
-    DuplicateKey(PathBuf),
+    DuplicateKey(KeySpec),
     /// The key set does not verify under the given root.
     #[error("key set {key_set} is not valid under trust root {root}")]
     KeySetRejected {
@@ -303,26 +304,23 @@ pub fn run(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
 
 /// Loads the release keys, refusing duplicates and keys the key set does not name.
 fn load_release_keys(
-    paths: &[PathBuf],
+    args: &SigningKeyArgs,
+    hsm: &mut Hsm,
     key_set: &KeySet<'_>,
-) -> Result<Vec<SigningKey>, SignError> {
-    let mut keys: Vec<SigningKey> = Vec::with_capacity(paths.len());
-    for path in paths {
-        let key = keyfile::load_signing_key(path)?;
-        let public = key.verifying_key().to_bytes();
+) -> Result<Vec<SignerKey>, SignError> {
+    let mut keys: Vec<SignerKey> = Vec::new();
+    for loaded in args.load(hsm)? {
+        let public = loaded.key.public_key();
         if !keyset::is_release_key(key_set, &public) {
             return Err(SignError::NotReleaseKey {
-                path: path.clone(),
+                key: loaded.spec,
                 key_id: keyfile::key_id_hex(&public),
             });
         }
-        if keys
-            .iter()
-            .any(|k| k.verifying_key() == key.verifying_key())
-        {
-            return Err(SignError::DuplicateKey(path.clone()));
+        if keys.iter().any(|k| k.public_key() == public) {
+            return Err(SignError::DuplicateKey(loaded.spec));
         }
-        keys.push(key);
+        keys.push(loaded.key);
     }
     Ok(keys)
 }
@@ -418,7 +416,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             });
         }
     }
-    let keys = load_release_keys(&args.keys, &key_set)?;
+    let keys = load_release_keys(&args.keys, &mut Hsm::new(), &key_set)?;
 
     let mut dependencies =
         heapless::Vec::<Dependency<'_>, { sigil_manifests::MAX_DEPENDENCIES }>::new();
@@ -484,7 +482,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     };
     for key in &keys {
         let entry = SignatureEntry {
-            key_id: key_id(&key.verifying_key().to_bytes()),
+            key_id: key_id(&key.public_key()),
             signature: [0; 64],
         };
         placeholder
@@ -539,7 +537,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     };
     for key in &keys {
         envelope
-            .add_manifest_signature(SignatureEntry::sign(key, &manifest_bytes))
+            .add_manifest_signature(key.sign(&manifest_bytes)?)
             .map_err(SignError::Build)?;
     }
     let prefix = envelope.encode_prefix().map_err(SignError::Build)?;
@@ -634,19 +632,17 @@ fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), S
     let parsed = UnverifiedBundle::parse(&old_prefix).map_err(invalid)?;
     let key_set = parsed.unverified_key_set().map_err(invalid)?;
     let manifest = parsed.unverified_manifest().map_err(invalid)?;
-    let keys = load_release_keys(&args.keys, &key_set)?;
+    let keys = load_release_keys(&args.keys, &mut Hsm::new(), &key_set)?;
     let root = args.root.as_deref().map(root::load).transpose()?;
 
     let mut envelope = parsed.clone().into_envelope();
     let mut additions = report::Additions::default();
     for key in &keys {
+        let entry = key.sign(envelope.manifest)?;
         let outcome = envelope
-            .add_manifest_signature(SignatureEntry::sign(key, envelope.manifest))
+            .add_manifest_signature(entry)
             .map_err(SignError::Build)?;
-        additions.record(
-            keyfile::key_id_hex(&key.verifying_key().to_bytes()),
-            outcome,
-        );
+        additions.record(keyfile::key_id_hex(&key.public_key()), outcome);
     }
     let prefix = envelope.encode_prefix().map_err(SignError::Build)?;
     let dest = args.out.as_deref().unwrap_or(bundle_path);
