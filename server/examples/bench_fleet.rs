@@ -331,10 +331,26 @@ fn flood(
         let open = streams.iter().filter(|s| s.is_some()).count() as u64;
         let start = tokio::time::Instant::now() + Duration::from_secs(3);
         let until = start + Duration::from_secs_f64(seconds);
-        let mut attack = Vec::new();
-        for i in 0..attackers {
-            attack.push(tokio::spawn(attacker(addr, i, i % 3, until)));
-        }
+        // The attackers are other hosts: they run on a thread of their own, so that their
+        // bursts (every held socket ticks at the same instant) delay the server, not this
+        // thread's sending and timing of the fleet's requests.
+        let attack = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let mut attack = Vec::new();
+                    for i in 0..attackers {
+                        attack.push(tokio::spawn(attacker(addr, i, i % 3, until)));
+                    }
+                    let mut closes = 0;
+                    for a in attack {
+                        closes += a.await.unwrap();
+                    }
+                    closes
+                })
+        });
         let mut tasks = Vec::new();
         for (c, stream) in (0..connections).zip(streams) {
             let requests = Arc::clone(&requests);
@@ -391,10 +407,9 @@ fn flood(
         }
         let elapsed = start.elapsed();
         let (health_latencies, health_errors) = health.await.unwrap();
-        let mut closes = 0;
-        for a in attack {
-            closes += a.await.unwrap();
-        }
+        let closes = tokio::task::spawn_blocking(move || attack.join().unwrap())
+            .await
+            .unwrap();
         (
             all,
             errors,
