@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::rollout::DeploymentState;
+use crate::rollout::{DeploymentState, DeviceStatus};
 use crate::store::RolloutSummary;
 
 /// Upper bounds of the latency histogram buckets, in seconds (Prometheus' usual spread from
@@ -63,6 +63,8 @@ pub struct Metrics {
     check_in_latency: Histogram,
     rate_limited: AtomicU64,
     check_ins: AtomicU64,
+    download_failure_reports: AtomicU64,
+    install_failure_reports: AtomicU64,
     downloads: AtomicU64,
     download_bytes: AtomicU64,
     uploads_accepted: AtomicU64,
@@ -92,9 +94,21 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Relaxed);
     }
 
-    /// Counts a check-in.
-    pub fn check_in(&self) {
+    /// Counts a check-in, and its report's failure if it reports one: a download failure
+    /// (transport, mirror, corruption on the wire; never halts a rollout) or an install
+    /// failure (refused, failed, reverted; what halting thresholds count), each on its own so
+    /// that either can be alerted on.
+    pub fn check_in(&self, status: Option<DeviceStatus>) {
         self.check_ins.fetch_add(1, Relaxed);
+        match status {
+            Some(DeviceStatus::DownloadFailed) => {
+                self.download_failure_reports.fetch_add(1, Relaxed);
+            }
+            Some(s) if s.is_failure() => {
+                self.install_failure_reports.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// Counts a download response of `bytes` body bytes.
@@ -148,6 +162,21 @@ impl Metrics {
             "sigil_check_ins_total",
             "Device check-ins.",
             &[("", self.check_ins.load(Relaxed))],
+        );
+        counter(
+            "sigil_device_failure_reports_total",
+            "Check-ins reporting a failure, by kind: download (the bundle did not arrive intact; \
+             never halts a rollout) or install (refused, failed or reverted on the device).",
+            &[
+                (
+                    "{kind=\"download\"}",
+                    self.download_failure_reports.load(Relaxed),
+                ),
+                (
+                    "{kind=\"install\"}",
+                    self.install_failure_reports.load(Relaxed),
+                ),
+            ],
         );
         counter(
             "sigil_downloads_total",

@@ -982,6 +982,15 @@ fn a_transport_failure_report_does_not_halt_the_rollout() {
     // An install failure does halt: the threshold works.
     assert_eq!(report(&f.s, &two, "failed", dep).status, 200);
     assert_eq!(deployment_state(&f, dep), "halted");
+    // Each kind is counted on its own, for alerts.
+    let metrics = call(&f.s, "GET", "/metrics", None, None);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "sigil_device_failure_reports_total{kind=\"download\"} 1",
+        "sigil_device_failure_reports_total{kind=\"install\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 }
 
 #[test]

@@ -436,6 +436,7 @@ pub async fn checkin(
             "detail is at most {MAX_DETAIL} bytes"
         )));
     }
+    let status = DeviceStatus::parse(&req.state);
     let report = CheckIn {
         device_id,
         version: req.version,
@@ -445,7 +446,7 @@ pub async fn checkin(
         detail: req.detail,
     };
     let assignment = state.check_ins.submit(report).await?;
-    state.metrics.check_in();
+    state.metrics.check_in(status);
     let update = assignment.map(|a| {
         let r = a.release;
         let download_url = match &state.config.mirror_base_url {
