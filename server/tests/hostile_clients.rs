@@ -121,6 +121,19 @@ fn call(
     http(s.addr, method, path, &headers, body.as_bytes())
 }
 
+/// A new API token of `role`, made with the admin token.
+fn token(s: &Server, role: &str) -> String {
+    let r = call(
+        s,
+        "POST",
+        "/api/v1/tokens",
+        Some(&s.admin),
+        Some(json!({ "name": role, "role": role })),
+    );
+    assert_eq!(r.status, 201);
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
 /// `GET /healthz` from 127.0.0.1 on a new connection; the status, or why there was none.
 fn healthz(addr: SocketAddr) -> Result<u16, String> {
     let mut c =
@@ -403,17 +416,7 @@ fn a_declared_body_above_the_limit_is_refused_before_it_is_sent() {
 
 /// Enrols device `id` and opens a session for it; returns the session token.
 fn device_session(s: &Server, id: &str, seed: u8) -> String {
-    let operator = {
-        let r = call(
-            s,
-            "POST",
-            "/api/v1/tokens",
-            Some(&s.admin),
-            Some(json!({ "name": "ops", "role": "operator" })),
-        );
-        assert_eq!(r.status, 201);
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let operator = token(s, "operator");
     let enrol = json!({ "id": id, "product": { "vendor": "acme", "device": "pump-x2" }, "public_key": hex::encode(public(seed)) });
     assert_eq!(
         call(s, "POST", "/api/v1/devices", Some(&operator), Some(enrol)).status,
@@ -510,15 +513,7 @@ fn a_bad_token_flood_does_not_block_healthz_or_a_good_device_behind_the_same_add
 #[test]
 fn every_client_error_is_json() {
     let s = start(&[], None);
-    let r = call(
-        &s,
-        "POST",
-        "/api/v1/tokens",
-        Some(&s.admin),
-        Some(json!({ "name": "ops", "role": "operator" })),
-    );
-    assert_eq!(r.status, 201);
-    let auth = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    let auth = format!("Bearer {}", token(&s, "operator"));
     let cases: [(&str, &str, &[u8], u16, &str); 6] = [
         ("GET", "/api/v1/devices/%FF%FE", b"", 400, "bad_request"),
         ("GET", "/no/such/endpoint", b"", 404, "not_found"),
@@ -596,17 +591,7 @@ fn a_client_that_stops_reading_a_download_is_closed_after_the_write_timeout() {
     let mut env = SHORT_TIMEOUTS.to_vec();
     env.push(("SIGIL_PUBLIC_MIRROR", "true"));
     let s = start(&env, None);
-    let release = {
-        let r = call(
-            &s,
-            "POST",
-            "/api/v1/tokens",
-            Some(&s.admin),
-            Some(json!({ "name": "ci", "role": "release" })),
-        );
-        assert_eq!(r.status, 201);
-        r.json()["token"].as_str().unwrap().to_owned()
-    };
+    let release = token(&s, "release");
     // Larger than what the kernel buffers between the two ends of a loopback connection (the
     // server's send buffer autotunes to a few MiB; the client's receive buffer is kept small).
     let bundle = bundle(&Spec {
