@@ -419,9 +419,8 @@ pub async fn checkin(
     Version::parse(&req.version).map_err(|_| {
         ApiError::BadRequest("version must be a semantic version like 1.2.3".to_owned())
     })?;
-    if !NEUTRAL_REPORT_STATES.contains(&req.state.as_str())
-        && DeviceStatus::parse(&req.state).is_none()
-    {
+    let status = DeviceStatus::parse(&req.state);
+    if !NEUTRAL_REPORT_STATES.contains(&req.state.as_str()) && status.is_none() {
         let names: Vec<&str> = NEUTRAL_REPORT_STATES
             .into_iter()
             .chain(DeviceStatus::ALL.map(DeviceStatus::as_str))
@@ -436,7 +435,6 @@ pub async fn checkin(
             "detail is at most {MAX_DETAIL} bytes"
         )));
     }
-    let status = DeviceStatus::parse(&req.state);
     let report = CheckIn {
         device_id,
         version: req.version,
