@@ -181,6 +181,9 @@ impl ReachedRoot<'_> {
 ///   below that version are not checked again. The newest root must not be older than the
 ///   device's (`RootRolledBack`).
 /// - R3: each later update is verified under the root before it ([`RootUpdateView::verify`]).
+// One pass over the chain (decode, order and checks together), out of line: the bootloader
+// links it once, beside the envelope checks.
+#[inline(never)]
 pub fn walk<'a>(
     provisioned: TrustRootRef<'a>,
     floor: Option<RootFloor>,
@@ -194,8 +197,24 @@ pub fn walk<'a>(
     });
     let mut newest = provisioned.root_version;
     if let Some(chain) = chain {
-        for update in RootChainView::parse(chain)?.updates() {
+        // R1: the chain's structure, read as it is walked.
+        if chain.len() > MAX_CHAIN_LEN {
+            return Err(Error::RootChainTooLong);
+        }
+        let mut r = Reader::tagged(chain, ROOT_CHAIN_TAG, Document::RootChain)?;
+        let n = r.len(usize::MAX)?;
+        if n > MAX_ROOT_CHAIN {
+            return Err(Error::RootChainTooLong);
+        }
+        if n == 0 {
+            return Err(Error::Malformed(Document::RootChain));
+        }
+        for i in 0..n {
+            let update = RootUpdateView::parse(r.byte_string()?)?;
             let version = update.version()?;
+            if i > 0 && newest.checked_add(1) != Some(version) {
+                return Err(Error::RootVersionSkipped);
+            }
             newest = version;
             if version < device_version {
                 continue;
@@ -219,12 +238,12 @@ pub fn walk<'a>(
                 continue;
             }
             // R3: one version at a time.
-            let root = update.verify(previous.root)?;
             current = Some(ReachedRoot {
-                root,
+                root: update.verify(previous.root)?,
                 digest: Some(root_digest(update.root)),
             });
         }
+        r.finish()?;
     }
     match current {
         Some(reached) => Ok(reached),

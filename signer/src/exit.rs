@@ -27,6 +27,13 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+impl std::fmt::Display for Failure {
+    /// The error and its causes on one line, as `sigil` prints them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
 impl Failure {
     /// A failure of `error` with the code `code`.
     pub fn new<E>(code: ExitCode, error: E) -> Self
