@@ -229,7 +229,7 @@ pub fn walk<'a>(
                     return Err(Error::RootMismatch);
                 }
                 current = Some(ReachedRoot {
-                    root: TrustRootRef::decode(update.root)?,
+                    root: TrustRootRef::read_adopted(update.root)?,
                     digest: Some(digest),
                 });
                 continue;
@@ -238,8 +238,9 @@ pub fn walk<'a>(
                 continue;
             }
             // R3: one version at a time.
+            let root = update.verify(previous.root)?;
             current = Some(ReachedRoot {
-                root: update.verify(previous.root)?,
+                root,
                 digest: Some(root_digest(update.root)),
             });
         }
