@@ -546,7 +546,9 @@ fn rotate_to_root_3(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let fw = firmware();
     let keys = fw.keys();
     let p = |name: &str| dir.join(name).into_os_string();
-    let run = |args: Vec<std::ffi::OsString>| sigil_tests::sigil::sigil(args).unwrap();
+    let run = |args: Vec<std::ffi::OsString>| {
+        sigil_tests::sigil::sigil(args.clone()).unwrap_or_else(|e| panic!("sigil {args:?}: {e}"))
+    };
     let mut previous_root = keys.join("root.sgl").into_os_string();
     let mut previous_key = keys.join("root1.pem").into_os_string();
     for n in [2, 3] {
@@ -620,7 +622,7 @@ fn rotate_to_root_3(dir: &std::path::Path) -> (PathBuf, PathBuf) {
 #[test]
 fn a_board_on_root_1_takes_a_release_under_root_3_with_its_chain_then_refuses_root_1() {
     let fw = firmware();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let (chain, key_set) = rotate_to_root_3(dir.path());
     // 2.0.0 signed under root 3, the chain 1 -> 2 -> 3 in the bundle.
     let v2 = dir.path().join("v2-root3.sgl");
@@ -648,7 +650,7 @@ fn a_board_on_root_1_takes_a_release_under_root_3_with_its_chain_then_refuses_ro
         "--out".into(),
         v2.clone().into_os_string(),
     ])
-    .unwrap();
+    .unwrap_or_else(|e| panic!("signing under root 3: {e}"));
     // The board, built with root 1, runs 1.0.0 signed under root 1.
     let device = Device::assemble(&fw.bundle(APP_V1, SignSpec::counter(1)), Some(&v2), true);
     let boot = device.boot();
