@@ -15,7 +15,7 @@
 //! | Idle | `Install(D)` | verify the active bundle and raise the floors to its counters if lower; verify the staged bundle against the floors (trust root → key set → manifest → policy → payload digest); refuse it if invalid, if its manifest digest is not `D`, or if `D` was rejected before, **without touching the active slot** | `start_install`, or `refuse_install` (outcome `StagedInvalid` / `StagedMismatch` / `AlreadyRejected`) | Swapping, or Idle |
 //! | Idle | none, or any other | verify the active bundle against the floors; raise the floors to its counters if lower; jump | `raise_floors` (written only if it changes something, or on the first boot) | — |
 //! | Swapping | any (stale) | run / resume the install swap, recording each half-step | `swap_progressed`, then `enter_trial` (budget = `trial_attempts`) | Trial |
-//! | Trial | `Confirm(D)`, `D` = trial image | verify the active bundle, check its digest is the trial image's; jump, not on trial | `confirm_trial`: floors rise to the image's counters, outcome `Confirmed` | — (Idle) |
+//! | Trial | `Confirm(D)`, `D` = trial image | verify the active bundle, check its digest is the trial image's; jump, not on trial | `confirm_trial`: floors rise to the image's counters and the root floor to the root it verified under (root rotation takes effect here), outcome `Confirmed` | — (Idle) |
 //! | Trial, boots left > 0 | none, or any other | verify the active bundle, check its digest is the trial image's; record one boot used; jump on trial | `use_trial_boot` | — |
 //! | Trial, no boots left, or the image does not verify | none, or any other | start the revert | `start_revert` (outcome `Reverted` / `TrialInvalid`) | Reverting |
 //! | Reverting | any (stale) | run / resume the revert swap | `swap_progressed`, then `finish_revert`: trial image added to the rejected list | Idle |
@@ -97,6 +97,11 @@ impl<'a> BootConfig<'a> {
             .with_component(self.component)
             .with_min_security_counter(floors.security_counter)
             .with_min_key_set_version(floors.key_set_version);
+        // Steps R1-R3 start at the adopted root.
+        let policy = match floors.root {
+            Some(root) => policy.with_root_floor(root),
+            None => policy,
+        };
         match self.bootloader_version {
             Some(version) => policy.with_bootloader_version(version),
             None => policy,
@@ -193,7 +198,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
     /// Decides what to boot: `Ok` only with a verified image, after the request sector has
     /// been consumed and `lock` has locked the protected state; `Err` means stay in the safe
     /// failure state. `envelope_buf` holds a bundle's envelope while it is verified
-    /// (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle; empty for mapped flash).
+    /// (`sigil_manifests::VERIFY_BUFFER_LEN` bytes accept every bundle, `MAX_ENVELOPE_LEN` every
+    /// bundle without a root chain; empty for mapped flash).
     pub fn boot<L: StateLock>(
         &mut self,
         envelope_buf: &mut [u8],
@@ -419,7 +425,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             return Ok(None);
         };
         log_info!("trial image confirmed: counter {}", info.security_counter);
-        let next = loaded.state.confirm_trial();
+        let next = loaded.state.confirm_trial(info.root);
         self.commit(loaded, next)?;
         self.image(&info, false, 0).map(Some)
     }

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SGPS` |
 //! | 4 | 4 | sequence number (the highest valid one is the state) |
-//! | 8 | 1 | record version (2) |
+//! | 8 | 1 | record version (3; version 2 records, without a root floor, are read too) |
 //! | 9 | 1 | [`Phase`] (1 idle, 3 swapping, 4 trial, 5 reverting; 2 was version 1's "pending") |
 //! | 10 | 1 | trial boots left |
 //! | 11 | 1 | [`Outcome`] of the last request |
@@ -23,7 +23,9 @@
 //! | 68 | 1 | number of rejected digests that follow (0..=4) |
 //! | 69 | 3 | reserved, zero |
 //! | 72 | 128 | 4 × [`ImageDigest`] of rejected images, newest first; unused entries zero |
-//! | 200 | 52 | reserved, zero: room for the trust-root version and digest and device-key references of later record versions |
+//! | 200 | 4 | root floor: version of the trust root the device adopted through rotation (0: none, the provisioned root) |
+//! | 204 | 32 | root floor: SHA-256 of that root's document (zero when the version is 0) |
+//! | 236 | 16 | reserved, zero: room for device-key references of later record versions |
 //! | 252 | 4 | CRC-32 of bytes 0..252 |
 //!
 //! A record whose magic, version, CRC, enumerations, counts or reserved bytes are wrong is
@@ -33,16 +35,21 @@
 
 use core::fmt;
 
+use sigil_manifests::RootFloor;
+
 use crate::crc::crc32;
 
 /// Length of one encoded record.
 pub(crate) const RECORD_LEN: usize = 256;
 
 const MAGIC: [u8; 4] = *b"SGPS";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Records of version 2 are read as having no root floor (their bytes 200..252 are zero).
+const VERSION_NO_ROOT: u8 = 2;
 const CRC_AT: usize = 252;
 const REJECTED_AT: usize = 72;
-const RESERVED_AT: usize = 200;
+const ROOT_AT: usize = 200;
+const RESERVED_AT: usize = 236;
 
 /// Rejected images the protected state remembers (the oldest is forgotten first).
 pub const MAX_REJECTED: usize = 4;
@@ -166,6 +173,8 @@ pub struct Floors {
     pub security_counter: u32,
     /// Lowest key-set version the device accepts.
     pub key_set_version: u32,
+    /// The trust root the device adopted through rotation (`None`: its provisioned root).
+    pub root: Option<RootFloor>,
 }
 
 /// What the bootloader knows about an image it verified, for the transitions below.
@@ -177,6 +186,8 @@ pub struct ImageCounters {
     pub key_set_version: u32,
     /// Its identity.
     pub digest: ImageDigest,
+    /// The root its key set was verified under, if reached through a root chain.
+    pub root: Option<RootFloor>,
 }
 
 impl ImageCounters {
@@ -185,6 +196,7 @@ impl ImageCounters {
         Floors {
             security_counter: self.security_counter,
             key_set_version: self.key_set_version,
+            root: self.root,
         }
     }
 }
@@ -218,6 +230,8 @@ pub struct BootState {
     pub trial_image: ImageDigest,
     /// How the last request ended.
     pub outcome: Outcome,
+    /// The trust root adopted through rotation (`None`: the provisioned root); only rises.
+    pub root_floor: Option<RootFloor>,
     rejected: [ImageDigest; MAX_REJECTED],
     rejected_len: u8,
 }
@@ -237,6 +251,7 @@ impl BootState {
             trial_key_set_version: 0,
             trial_image: [0; 32],
             outcome: Outcome::None,
+            root_floor: None,
             rejected: [[0; 32]; MAX_REJECTED],
             rejected_len: 0,
         }
@@ -247,6 +262,7 @@ impl BootState {
         Floors {
             security_counter: self.min_security_counter,
             key_set_version: self.min_key_set_version,
+            root: self.root_floor,
         }
     }
 
@@ -265,11 +281,19 @@ impl BootState {
     // The transitions: each is written once, and the bootloader makes new states only
     // through them (the state-and-request table in `boot.rs` names them).
 
-    /// The one place the floors change: each rises to `to` if that is higher, never falls.
+    /// The one place the floors change: each rises to `to` if that is higher, never falls. The
+    /// root floor moves only to a root of a higher version (a device adopts root N+1 when an
+    /// image verified under it is confirmed; SECURITY.md, "Root rotation").
     pub(crate) fn raise_floors(self, to: Floors) -> Self {
+        let have = self.root_floor.map_or(0, |r| r.version);
+        let root_floor = match to.root {
+            Some(new) if new.version > have => Some(new),
+            _ => self.root_floor,
+        };
         BootState {
             min_security_counter: self.min_security_counter.max(to.security_counter),
             min_key_set_version: self.min_key_set_version.max(to.key_set_version),
+            root_floor,
             ..self
         }
     }
@@ -313,11 +337,13 @@ impl BootState {
         }
     }
 
-    /// Trial → Idle on a confirm request for the trial image: the floors rise to its counters.
-    pub(crate) fn confirm_trial(self) -> Self {
+    /// Trial → Idle on a confirm request for the trial image: the floors rise to its counters
+    /// and to `root`, the root it verified under in this boot.
+    pub(crate) fn confirm_trial(self, root: Option<RootFloor>) -> Self {
         let floors = Floors {
             security_counter: self.trial_security_counter,
             key_set_version: self.trial_key_set_version,
+            root,
         };
         BootState {
             phase: Phase::Idle,
@@ -404,6 +430,11 @@ impl BootState {
                 [0; 32]
             });
         }
+        let (version, digest) = self
+            .root_floor
+            .map_or((0, [0; 32]), |r| (r.version, r.digest));
+        w.put(version.to_le_bytes());
+        w.put(digest);
         let crc = crc32(out.get(..CRC_AT).unwrap_or(&[]));
         if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
             *last = crc.to_le_bytes();
@@ -414,7 +445,8 @@ impl BootState {
     /// Decodes a record; `None` for anything that is not a complete, valid record.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let body = bytes.get(..CRC_AT)?;
-        if bytes.get(..4)? != MAGIC || *bytes.get(8)? != VERSION {
+        let version = *bytes.get(8)?;
+        if bytes.get(..4)? != MAGIC || (version != VERSION && version != VERSION_NO_ROOT) {
             return None;
         }
         if crc32(body) != u32_at(bytes, CRC_AT)? {
@@ -437,6 +469,18 @@ impl BootState {
             }
             *slot = digest;
         }
+        // Version 2 has zeros here (checked as reserved then): the provisioned root.
+        let root_version = u32_at(bytes, ROOT_AT)?;
+        let root_digest = digest_at(bytes, ROOT_AT.checked_add(4)?)?;
+        let root_floor = match root_version {
+            0 if root_digest == [0; 32] => None,
+            0 => return None,
+            _ if version == VERSION_NO_ROOT => return None,
+            v => Some(RootFloor {
+                version: v,
+                digest: root_digest,
+            }),
+        };
         Some(BootState {
             sequence: u32_at(bytes, 4)?,
             phase: Phase::from_code(*bytes.get(9)?)?,
@@ -449,6 +493,7 @@ impl BootState {
             trial_security_counter: u32_at(bytes, 28)?,
             trial_key_set_version: u32_at(bytes, 32)?,
             trial_image: digest_at(bytes, 36)?,
+            root_floor,
             rejected,
             rejected_len,
         })
@@ -485,11 +530,16 @@ mod tests {
             security_counter: 6,
             key_set_version: 2,
             digest: [9; 32],
+            root: None,
         };
         BootState::blank()
             .raise_floors(Floors {
                 security_counter: 5,
                 key_set_version: 1,
+                root: Some(RootFloor {
+                    version: 3,
+                    digest: [7; 32],
+                }),
             })
             .start_install(&image, 4)
             .enter_trial(3)
@@ -535,16 +585,57 @@ mod tests {
 
     #[test]
     fn floors_only_rise() {
+        let root = |version| {
+            Some(RootFloor {
+                version,
+                digest: [version as u8; 32],
+            })
+        };
         let s = BootState::blank().raise_floors(Floors {
             security_counter: 7,
             key_set_version: 3,
+            root: root(3),
         });
         let lower = s.raise_floors(Floors {
             security_counter: 2,
             key_set_version: 9,
+            root: root(2),
         });
         assert_eq!(lower.min_security_counter, 7);
         assert_eq!(lower.min_key_set_version, 9);
+        assert_eq!(lower.root_floor, root(3));
+        // The provisioned root (`None`) never lowers an adopted one.
+        let none = lower.raise_floors(Floors::default());
+        assert_eq!(none.root_floor, root(3));
+        assert_eq!(
+            none.raise_floors(Floors {
+                root: root(4),
+                ..Floors::default()
+            })
+            .root_floor,
+            root(4)
+        );
+    }
+
+    #[test]
+    fn version_2_records_read_as_the_provisioned_root() {
+        let mut bytes = BootState::blank()
+            .raise_floors(Floors {
+                security_counter: 4,
+                ..Floors::default()
+            })
+            .encode();
+        bytes[8] = VERSION_NO_ROOT;
+        let crc = crc32(&bytes[..CRC_AT]);
+        bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        let s = BootState::decode(&bytes).unwrap();
+        assert_eq!((s.min_security_counter, s.root_floor), (4, None));
+        // A version 2 record with a root floor is not one this code wrote.
+        let mut rooted = sample().encode();
+        rooted[8] = VERSION_NO_ROOT;
+        let crc = crc32(&rooted[..CRC_AT]);
+        rooted[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(BootState::decode(&rooted), None);
     }
 
     #[test]
@@ -555,6 +646,7 @@ mod tests {
                 security_counter: 1,
                 key_set_version: 1,
                 digest: [i; 32],
+                root: None,
             };
             s = s
                 .start_install(&image, 1)

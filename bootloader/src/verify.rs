@@ -47,6 +47,7 @@ pub(crate) struct ImageInfo {
     pub(crate) security_counter: u32,
     pub(crate) key_set_version: u32,
     pub(crate) digest: ImageDigest,
+    pub(crate) root: Option<sigil_manifests::RootFloor>,
 }
 
 impl ImageInfo {
@@ -58,6 +59,7 @@ impl ImageInfo {
             security_counter: v.security_counter(),
             key_set_version: v.key_set_version(),
             digest: v.manifest_digest(),
+            root: v.root_floor(),
         }
     }
 
@@ -66,6 +68,7 @@ impl ImageInfo {
             security_counter: self.security_counter,
             key_set_version: self.key_set_version,
             digest: self.digest,
+            root: self.root,
         }
     }
 }

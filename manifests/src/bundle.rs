@@ -13,14 +13,20 @@ pub const HEADER_LEN: usize = 32;
 /// Magic bytes that start every bundle.
 pub const BUNDLE_MAGIC: &[u8; 8] = b"SGL-BNDL";
 
-/// The header format version this build writes and reads.
+/// The header format version of a bundle without a root chain.
 pub const HEADER_VERSION: u16 = 1;
+
+/// The header format version of a bundle that carries a root chain (FORMAT.md §5): the
+/// reserved field of version 1 holds the chain's length.
+pub const HEADER_VERSION_CHAIN: u16 = 2;
 
 /// The structural fields of the fixed header. Nothing here is trusted: step 1 bounds them and
 /// step 7 cross-checks them against the signed manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BundleHeader {
-    /// Length of the envelope that follows the header.
+    /// Length of the root chain that follows the header (0: none, header version 1).
+    pub chain_len: u32,
+    /// Length of the envelope that follows the header and the chain.
     pub envelope_len: u32,
     /// Offset of the payload from the start of the bundle.
     pub payload_offset: u32,
@@ -54,16 +60,23 @@ impl BundleHeader {
             return Err(Error::WrongTag(Document::Header));
         }
         let version = le_u16(bytes, 8);
-        if version != HEADER_VERSION {
+        if version != HEADER_VERSION && version != HEADER_VERSION_CHAIN {
             return Err(Error::UnsupportedVersion(Document::Header, version));
         }
         if usize::from(le_u16(bytes, 10)) != HEADER_LEN {
             return Err(Error::BadLength(Document::Header));
         }
-        if le_u32(bytes, 28) != 0 {
+        let chain_len = le_u32(bytes, 28);
+        if version == HEADER_VERSION && chain_len != 0 {
             return Err(Error::NonZeroReserved);
         }
+        if version == HEADER_VERSION_CHAIN
+            && (chain_len == 0 || chain_len as usize > crate::rotation::MAX_CHAIN_LEN)
+        {
+            return Err(Error::BadLength(Document::RootChain));
+        }
         let header = BundleHeader {
+            chain_len,
             envelope_len: le_u32(bytes, 12),
             payload_offset: le_u32(bytes, 16),
             payload_size: le_u64(bytes, 20),
@@ -86,12 +99,28 @@ impl BundleHeader {
     /// Builds the header for an envelope of `envelope_len` bytes and a payload aligned to
     /// `alignment`.
     pub fn new(envelope_len: usize, alignment: u32, payload_size: u64) -> Result<Self, Error> {
+        Self::with_chain(0, envelope_len, alignment, payload_size)
+    }
+
+    /// As [`BundleHeader::new`], behind a root chain of `chain_len` bytes (0: none).
+    pub fn with_chain(
+        chain_len: usize,
+        envelope_len: usize,
+        alignment: u32,
+        payload_size: u64,
+    ) -> Result<Self, Error> {
         if envelope_len == 0 || envelope_len > MAX_ENVELOPE_LEN {
             return Err(Error::TooLarge(Document::Envelope));
         }
+        if chain_len > crate::rotation::MAX_CHAIN_LEN {
+            return Err(Error::TooLarge(Document::RootChain));
+        }
         let envelope_len =
             u32::try_from(envelope_len).map_err(|_| Error::TooLarge(Document::Envelope))?;
+        let chain_len =
+            u32::try_from(chain_len).map_err(|_| Error::TooLarge(Document::RootChain))?;
         let mut header = BundleHeader {
+            chain_len,
             envelope_len,
             payload_offset: 0,
             payload_size,
@@ -104,13 +133,19 @@ impl BundleHeader {
     /// Encodes the 32-byte header.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
-        let fields: [(usize, &[u8]); 6] = [
+        let version = if self.chain_len > 0 {
+            HEADER_VERSION_CHAIN
+        } else {
+            HEADER_VERSION
+        };
+        let fields: [(usize, &[u8]); 7] = [
             (0, BUNDLE_MAGIC),
-            (8, &HEADER_VERSION.to_le_bytes()),
+            (8, &version.to_le_bytes()),
             (10, &(HEADER_LEN as u16).to_le_bytes()),
             (12, &self.envelope_len.to_le_bytes()),
             (16, &self.payload_offset.to_le_bytes()),
             (20, &self.payload_size.to_le_bytes()),
+            (28, &self.chain_len.to_le_bytes()),
         ];
         for (at, bytes) in fields {
             if let Some(dst) = out.get_mut(at..at.saturating_add(bytes.len())) {
@@ -120,9 +155,16 @@ impl BundleHeader {
         out
     }
 
+    /// Offset of the envelope: just past the header and the root chain.
+    pub fn envelope_start(&self) -> Result<u32, Error> {
+        (HEADER_LEN as u32)
+            .checked_add(self.chain_len)
+            .ok_or(Error::LengthOverflow)
+    }
+
     /// Offset just past the envelope.
     pub fn envelope_end(&self) -> Result<u32, Error> {
-        (HEADER_LEN as u32)
+        self.envelope_start()?
             .checked_add(self.envelope_len)
             .ok_or(Error::LengthOverflow)
     }
@@ -210,15 +252,28 @@ impl<'a> Envelope<'a> {
     /// Encodes header, envelope and padding: everything that precedes the payload.
     #[cfg(feature = "alloc")]
     pub fn encode_prefix(&self) -> Result<alloc::vec::Vec<u8>, Error> {
+        self.encode_prefix_with_chain(None)
+    }
+
+    /// As [`Envelope::encode_prefix`], with a root chain (an encoded `SGL-RCHN` document)
+    /// between the header and the envelope.
+    #[cfg(feature = "alloc")]
+    pub fn encode_prefix_with_chain(
+        &self,
+        chain: Option<&[u8]>,
+    ) -> Result<alloc::vec::Vec<u8>, Error> {
         let manifest = Manifest::decode(self.manifest)?;
         let envelope = self.encode()?;
-        let header = BundleHeader::new(
+        let chain = chain.unwrap_or(&[]);
+        let header = BundleHeader::with_chain(
+            chain.len(),
             envelope.len(),
             manifest.payload_alignment,
             manifest.payload_size,
         )?;
         let mut out = alloc::vec::Vec::with_capacity(header.payload_offset as usize);
         out.extend_from_slice(&header.encode());
+        out.extend_from_slice(chain);
         out.extend_from_slice(&envelope);
         out.resize(header.payload_offset as usize, 0);
         Ok(out)
@@ -232,6 +287,7 @@ impl<'a> Envelope<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnverifiedBundle<'a> {
     header: BundleHeader,
+    chain: Option<&'a [u8]>,
     envelope: Envelope<'a>,
 }
 
@@ -243,13 +299,24 @@ impl<'a> UnverifiedBundle<'a> {
             .and_then(|h| h.try_into().ok())
             .ok_or(Error::Truncated)?;
         let header = BundleHeader::parse(head)?;
+        let start = header.envelope_start()? as usize;
         let env = bytes
-            .get(HEADER_LEN..header.envelope_end()? as usize)
+            .get(start..header.envelope_end()? as usize)
             .ok_or(Error::Truncated)?;
+        let chain = match header.chain_len {
+            0 => None,
+            _ => Some(bytes.get(HEADER_LEN..start).ok_or(Error::Truncated)?),
+        };
         Ok(UnverifiedBundle {
             header,
+            chain,
             envelope: Envelope::decode(env)?,
         })
+    }
+
+    /// The root chain the bundle carries (unverified bytes of an `SGL-RCHN` document), if any.
+    pub fn chain(&self) -> Option<&'a [u8]> {
+        self.chain
     }
 
     /// The unverified header.

@@ -36,6 +36,21 @@ impl<'a> Reader<'a> {
         Ok(Reader::new(check_prefix(bytes, tag, doc)?, doc))
     }
 
+    /// As [`Reader::tagged`] for a document with format versions `1..=newest` (FORMAT.md §7):
+    /// the reader and the version the document declares.
+    pub(crate) fn tagged_versions(
+        bytes: &'a [u8],
+        tag: &[u8; 8],
+        doc: Document,
+        newest: u16,
+    ) -> Result<(Self, u16), Error> {
+        let (body, version) = split_prefix(bytes, tag, doc)?;
+        if version == 0 || version > newest {
+            return Err(Error::UnsupportedVersion(doc, version));
+        }
+        Ok((Reader::new(body, doc), version))
+    }
+
     fn malformed(&self) -> Error {
         Error::Malformed(self.doc)
     }
@@ -47,6 +62,11 @@ impl<'a> Reader<'a> {
         } else {
             Err(Error::TrailingBytes(self.doc))
         }
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
     }
 
     /// `len` raw bytes.
@@ -177,6 +197,19 @@ impl<'a> Reader<'a> {
 
 /// Checks the tag and version prefix; returns the body.
 pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<&'a [u8], Error> {
+    let (body, version) = split_prefix(bytes, tag, doc)?;
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion(doc, version));
+    }
+    Ok(body)
+}
+
+/// Checks the tag; returns the body and the declared format version.
+fn split_prefix<'a>(
+    bytes: &'a [u8],
+    tag: &[u8; 8],
+    doc: Document,
+) -> Result<(&'a [u8], u16), Error> {
     if bytes.get(..8) != Some(&tag[..]) {
         return Err(Error::WrongTag(doc));
     }
@@ -184,10 +217,10 @@ pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
         _ => return Err(Error::Malformed(doc)),
     };
-    if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion(doc, version));
-    }
-    bytes.get(PREFIX_LEN..).ok_or(Error::Malformed(doc))
+    Ok((
+        bytes.get(PREFIX_LEN..).ok_or(Error::Malformed(doc))?,
+        version,
+    ))
 }
 
 /// Encodes `value` behind `tag` and the current format version.
@@ -197,9 +230,20 @@ pub fn encode_tagged<T: serde::Serialize>(
     tag: &[u8; 8],
     doc: Document,
 ) -> Result<alloc::vec::Vec<u8>, Error> {
+    encode_tagged_version(value, tag, FORMAT_VERSION, doc)
+}
+
+/// Encodes `value` behind `tag` and format `version` (documents with more than one, §7).
+#[cfg(feature = "alloc")]
+pub fn encode_tagged_version<T: serde::Serialize>(
+    value: &T,
+    tag: &[u8; 8],
+    version: u16,
+    doc: Document,
+) -> Result<alloc::vec::Vec<u8>, Error> {
     let mut out = alloc::vec::Vec::with_capacity(128);
     out.extend_from_slice(tag);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     let body = postcard::to_allocvec(value).map_err(|_| Error::TooLarge(doc))?;
     out.extend_from_slice(&body);
     Ok(out)

@@ -20,6 +20,10 @@ pub enum Document {
     Manifest,
     /// A device's enrolled public key (FORMAT.md §8).
     DeviceKey,
+    /// A root update: trust root N+1 with signatures by roots N and N+1 (FORMAT.md §4).
+    RootUpdate,
+    /// A root chain: the root updates a bundle or file carries (FORMAT.md §4).
+    RootChain,
 }
 
 impl fmt::Display for Document {
@@ -32,6 +36,8 @@ impl fmt::Display for Document {
             Document::SignedKeySet => "signed key set",
             Document::Manifest => "manifest",
             Document::DeviceKey => "device key",
+            Document::RootUpdate => "root update",
+            Document::RootChain => "root chain",
         })
     }
 }
@@ -47,6 +53,7 @@ impl Document {
             Document::KeySet => "step 5a",
             Document::Manifest => "step 7a",
             Document::DeviceKey => "step E1",
+            Document::RootChain | Document::RootUpdate => "step R1",
         }
     }
 
@@ -67,6 +74,10 @@ pub enum Signed {
     KeySet,
     /// Release keys signing a manifest.
     Manifest,
+    /// Root N's keys signing root N+1 (the retiring root vouches for its successor).
+    RootUpdateByPrevious,
+    /// Root N+1's keys signing root N+1 (the new root's holders accept it).
+    RootUpdateByNew,
 }
 
 impl fmt::Display for Signed {
@@ -74,6 +85,8 @@ impl fmt::Display for Signed {
         f.write_str(match self {
             Signed::KeySet => "key set (root keys)",
             Signed::Manifest => "manifest (release keys)",
+            Signed::RootUpdateByPrevious => "root update (previous root's keys)",
+            Signed::RootUpdateByNew => "root update (new root's keys)",
         })
     }
 }
@@ -156,6 +169,23 @@ pub enum Error {
     /// Like every variant, it carries no 32-bit values: see [`Error`]. The minimum is the
     /// caller's own policy input, and the bundle's key set version is in its envelope.
     KeySetRolledBack,
+    /// The key set names another trust root version than the one it is verified under
+    /// (step 5d): signed under a retired root, or a version 1 key set after a rotation.
+    KeySetRootMismatch,
+    /// A root update's version is not exactly one above the root before it (step R3), or the
+    /// updates of a chain are not consecutive (step R1).
+    RootVersionSkipped,
+    /// The chain's root at the device's root version is not the root the device adopted
+    /// (step R2): the same version signed again, with other keys.
+    RootMismatch,
+    /// The chain does not reach the device's root: it holds no update at the device's root
+    /// version, or starts above the next one (step R2).
+    RootChainGap,
+    /// The newest root the bundle reaches is older than the device's root (step R2): signed
+    /// under a root the device has moved on from.
+    RootRolledBack,
+    /// A root chain holds more updates than one boot applies (step R1).
+    RootChainTooLong,
     /// The key set is scoped to another product than the manifest names.
     OutOfKeySetScope,
     /// The manifest names another product than the device.
@@ -272,6 +302,24 @@ impl fmt::Display for Error {
             Error::KeySetRolledBack => {
                 f.write_str("step 5c: key set version is below the device minimum (revoked)")
             }
+            Error::KeySetRootMismatch => f.write_str(
+                "step 5d: key set names another trust root version than the device's current root",
+            ),
+            Error::RootVersionSkipped => {
+                f.write_str("step R3: root update version is not exactly one above the root before it")
+            }
+            Error::RootMismatch => f.write_str(
+                "step R2: the chain's root at the device's root version is not the root the device holds",
+            ),
+            Error::RootChainGap => {
+                f.write_str("step R2: root chain does not reach the device's current root")
+            }
+            Error::RootRolledBack => f.write_str(
+                "step R2: bundle's newest root is older than the device's root (rolled back)",
+            ),
+            Error::RootChainTooLong => {
+                f.write_str("step R1: root chain holds more updates than one boot applies (8)")
+            }
             Error::OutOfKeySetScope => {
                 f.write_str("step 7c: key set is scoped to another product than the manifest")
             }
@@ -317,6 +365,7 @@ impl Signed {
         match self {
             Signed::KeySet => "step 4",
             Signed::Manifest => "step 6",
+            Signed::RootUpdateByPrevious | Signed::RootUpdateByNew => "step R3",
         }
     }
 }
@@ -331,7 +380,7 @@ mod tests {
 
     use super::*;
 
-    const DOCUMENTS: [Document; 7] = [
+    const DOCUMENTS: [Document; 9] = [
         Document::Header,
         Document::Envelope,
         Document::TrustRoot,
@@ -339,6 +388,8 @@ mod tests {
         Document::SignedKeySet,
         Document::Manifest,
         Document::DeviceKey,
+        Document::RootUpdate,
+        Document::RootChain,
     ];
 
     /// Every variant with every field value that changes its message.
@@ -363,7 +414,12 @@ mod tests {
                 Error::TooLarge(d),
             ]);
         }
-        for s in [Signed::KeySet, Signed::Manifest] {
+        for s in [
+            Signed::KeySet,
+            Signed::Manifest,
+            Signed::RootUpdateByPrevious,
+            Signed::RootUpdateByNew,
+        ] {
             all.extend([
                 Error::UnknownSigner(s),
                 Error::BadSignature(s),
@@ -384,6 +440,12 @@ mod tests {
             Error::BadPayloadOffset,
             Error::PayloadSizeMismatch,
             Error::KeySetRolledBack,
+            Error::KeySetRootMismatch,
+            Error::RootVersionSkipped,
+            Error::RootMismatch,
+            Error::RootChainGap,
+            Error::RootRolledBack,
+            Error::RootChainTooLong,
             Error::OutOfKeySetScope,
             Error::WrongProduct,
             Error::WrongComponent,
@@ -431,6 +493,12 @@ mod tests {
             | Error::BadSignature(_)
             | Error::ThresholdNotMet { .. }
             | Error::KeySetRolledBack
+            | Error::KeySetRootMismatch
+            | Error::RootVersionSkipped
+            | Error::RootMismatch
+            | Error::RootChainGap
+            | Error::RootRolledBack
+            | Error::RootChainTooLong
             | Error::OutOfKeySetScope
             | Error::WrongProduct
             | Error::WrongComponent
@@ -457,7 +525,8 @@ mod tests {
         for line in format.lines() {
             let trimmed = line.trim_start();
             if let Some((n, _)) = trimmed.split_once(". **") {
-                if n.len() == 1 && n.as_bytes()[0].is_ascii_digit() {
+                let root_step = n.len() == 2 && n.starts_with('R');
+                if root_step || (n.len() == 1 && n.as_bytes()[0].is_ascii_digit()) {
                     current = Some(n.to_string());
                     steps.push(n.to_string());
                 }
@@ -485,7 +554,8 @@ mod tests {
     fn format_md_defines_the_steps_this_test_reads() {
         let steps = defined_steps();
         for s in [
-            "0", "1", "2", "4", "5a", "5b", "5c", "6", "7a", "7j", "8", "9", "E1",
+            "0", "1", "2", "R1", "R2", "R3", "4", "5a", "5b", "5c", "5d", "6", "7a", "7j", "8",
+            "9", "E1",
         ] {
             assert!(steps.iter().any(|d| d == s), "{s} not in {steps:?}");
         }
@@ -528,6 +598,16 @@ mod tests {
             (Error::UnknownSigner(Signed::KeySet), "step 4:"),
             (Error::BadSignature(Signed::Manifest), "step 6:"),
             (Error::CounterRolledBack, "step 7f:"),
+            (Error::Malformed(Document::RootUpdate), "step R1:"),
+            (
+                Error::ThresholdNotMet {
+                    what: Signed::RootUpdateByNew,
+                    found: 0,
+                    required: 1,
+                },
+                "step R3:",
+            ),
+            (Error::KeySetRootMismatch, "step 5d:"),
         ];
         for (e, step) in cases {
             assert!(e.to_string().starts_with(step), "{e}");

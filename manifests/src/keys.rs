@@ -172,8 +172,10 @@ pub fn verify_threshold(
     // Decoders already refuse such thresholds; this also covers a root or key set built by hand
     // (the fields are public), where a zero threshold would accept no signatures at all.
     let doc = match what {
-        Signed::KeySet => Document::TrustRoot,
         Signed::Manifest => Document::KeySet,
+        Signed::KeySet | Signed::RootUpdateByPrevious | Signed::RootUpdateByNew => {
+            Document::TrustRoot
+        }
     };
     if allowed.len() > MAX_KEYS {
         return Err(Error::TooLarge(doc));

@@ -2,14 +2,15 @@
 
 use crate::codec::Reader;
 use crate::error::{Document, Error, Signed};
-use crate::keys::{
-    check_keys, verify_threshold, PublicKey, SignatureAdded, SignatureEntry, SignatureList,
-};
+use crate::keys::{check_keys, PublicKey, SignatureAdded, SignatureEntry, SignatureList};
 use crate::manifest::ProductId;
-use crate::root::TrustRoot;
+use crate::root::{TrustRoot, TrustRootRef};
 
 /// Domain-separation tag of the signed bytes of a key set.
 pub const KEY_SET_TAG: &[u8; 8] = b"SGL-KSET";
+
+/// Newest key set format version: 2 names the trust root version the key set is signed under.
+pub const KEY_SET_VERSION: u16 = 2;
 
 /// Domain-separation tag of a stand-alone signed key set file.
 pub const SIGNED_KEY_SET_TAG: &[u8; 8] = b"SGL-SKEY";
@@ -29,6 +30,24 @@ pub struct KeySet<'a> {
     pub product_scope: Option<ProductId<'a>>,
     /// The release public keys, borrowed from the signed bytes.
     pub keys: &'a [PublicKey],
+    /// The trust root version whose keys sign this key set (format version 2, step 5d); `None`
+    /// in a version 1 key set, which only the provisioned root of a device that has not
+    /// rotated accepts.
+    #[cfg_attr(
+        feature = "alloc",
+        serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "serialize_root_version"
+        )
+    )]
+    pub root_version: Option<u32>,
+}
+
+/// Version 2 writes the root version as a plain `u32` after the keys (no option tag: the
+/// format version says whether it is there).
+#[cfg(feature = "alloc")]
+fn serialize_root_version<S: serde::Serializer>(v: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(v.unwrap_or(0))
 }
 
 impl<'a> KeySet<'a> {
@@ -37,12 +56,14 @@ impl<'a> KeySet<'a> {
     // Out of line for the bootloader's stack, as `verify::check_manifest`.
     #[inline(never)]
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let mut r = Reader::tagged(bytes, KEY_SET_TAG, Document::KeySet)?;
+        let (mut r, format) =
+            Reader::tagged_versions(bytes, KEY_SET_TAG, Document::KeySet, KEY_SET_VERSION)?;
         let set = KeySet {
             version: r.u32()?,
             threshold: r.u8()?,
             product_scope: r.option(ProductId::read)?,
             keys: r.keys()?,
+            root_version: if format >= 2 { Some(r.u32()?) } else { None },
         };
         r.finish()?;
         check_keys(set.keys, set.threshold, Document::KeySet)?;
@@ -52,7 +73,8 @@ impl<'a> KeySet<'a> {
         Ok(set)
     }
 
-    /// Builds a validated key set.
+    /// Builds a validated key set (format version 1, naming no root; see
+    /// [`KeySet::with_root_version`]).
     pub fn new(
         version: u32,
         threshold: u8,
@@ -68,13 +90,26 @@ impl<'a> KeySet<'a> {
             threshold,
             product_scope,
             keys,
+            root_version: None,
         })
     }
 
-    /// Encodes the bytes that root keys sign.
+    /// Names the trust root version that signs this key set (format version 2).
+    pub fn with_root_version(mut self, root_version: u32) -> Self {
+        self.root_version = Some(root_version);
+        self
+    }
+
+    /// Encodes the bytes that root keys sign: format version 2 if the key set names its root,
+    /// else version 1.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        crate::codec::encode_tagged(self, KEY_SET_TAG, Document::KeySet)
+        let format = if self.root_version.is_some() {
+            KEY_SET_VERSION
+        } else {
+            1
+        };
+        crate::codec::encode_tagged_version(self, KEY_SET_TAG, format, Document::KeySet)
     }
 }
 
@@ -136,27 +171,38 @@ impl<'a> SignedKeySet<'a> {
 
     /// Steps 4 and 5a–5b of FORMAT.md §6: the root threshold signed these exact bytes, then
     /// the bytes decode to a valid key set.
+    ///
+    /// `root` is taken as the device's provisioned root: a version 1 key set (naming no root)
+    /// passes under it, and a version 2 key set must name its version (step 5d).
     pub fn verify(&self, root: &TrustRoot) -> Result<VerifiedKeySet<'a>, Error> {
-        verify_key_set(self.key_set, self.signatures.iter().copied(), root)
+        verify_key_set(
+            self.key_set,
+            self.signatures.iter().copied(),
+            root.as_ref(),
+            false,
+        )
     }
 }
 
-/// Steps 4 and 5a–5b over the exact key set bytes and their root signatures.
+/// Steps 4, 5a–5b and 5d over the exact key set bytes and their root signatures. `rotated`
+/// says whether `root` was reached through a root chain (steps R1–R3) rather than provisioned.
 pub(crate) fn verify_key_set<'a>(
     key_set: &'a [u8],
     signatures: impl IntoIterator<Item = SignatureEntry>,
-    root: &TrustRoot,
+    root: TrustRootRef<'_>,
+    rotated: bool,
 ) -> Result<VerifiedKeySet<'a>, Error> {
     // Step 4: signatures over the exact received bytes, before they are decoded.
-    verify_threshold(
-        key_set,
-        signatures,
-        &root.keys,
-        root.threshold,
-        Signed::KeySet,
-    )?;
+    root.verify_signed(key_set, signatures, Signed::KeySet)?;
     // Step 5a–5b: strict decode and key list checks.
     let key_set = KeySet::decode(key_set)?;
+    // Step 5d: a key set names the root it is signed under; one naming none (version 1) only
+    // passes under a provisioned root, never after a rotation.
+    match key_set.root_version {
+        Some(v) if v == root.root_version => {}
+        None if !rotated => {}
+        _ => return Err(Error::KeySetRootMismatch),
+    }
     Ok(VerifiedKeySet { key_set })
 }
 

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod keyset;
 pub mod manifest;
 pub mod root;
+pub mod rotation;
 pub mod verify;
 pub mod view;
 
@@ -32,7 +33,10 @@ pub use error::{Document, Error, Signed};
 pub use keys::{key_id, KeyId, PublicKey, SignatureAdded, SignatureEntry};
 pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
 pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
-pub use root::TrustRoot;
+pub use root::{TrustRoot, TrustRootRef};
+pub use rotation::{root_digest, RootChainView, RootFloor, RootUpdateView, MAX_ROOT_CHAIN};
+#[cfg(feature = "alloc")]
+pub use rotation::{verify_root_chain, RootUpdate};
 pub use verify::{verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, VerifiedBundle};
 pub use view::{EnvelopeView, SignatureBytes};
 
@@ -45,8 +49,12 @@ pub const MAX_DEPENDENCIES: usize = 4;
 /// Longest identifier (vendor, device, component, pre-release), in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
-/// Largest envelope a bundle may carry; a verifier buffer of this size accepts every bundle.
+/// Largest envelope a bundle may carry; a verifier buffer of this size accepts every bundle
+/// without a root chain.
 pub const MAX_ENVELOPE_LEN: usize = 4096;
+
+/// A verifier buffer of this size accepts every bundle: the largest root chain and envelope.
+pub const VERIFY_BUFFER_LEN: usize = MAX_ENVELOPE_LEN + rotation::MAX_CHAIN_LEN;
 
 /// Largest payload alignment (1 MiB).
 pub const MAX_ALIGNMENT: u32 = 1 << 20;

@@ -16,6 +16,7 @@ use crate::keys::verify_threshold;
 use crate::keyset::{verify_key_set, KeySet};
 use crate::manifest::{InstalledComponent, Manifest, ProductId, Version};
 use crate::root::TrustRoot;
+use crate::rotation::{walk, RootFloor};
 use crate::view::EnvelopeView;
 
 /// What the device (or tool) requires beyond valid signatures: the policy half of step 5 and 7.
@@ -33,6 +34,7 @@ pub struct DevicePolicy<'a> {
     now: Option<u64>,
     bootloader_version: Option<u32>,
     installed: Option<(&'a [InstalledComponent<'a>], VersionOrder)>,
+    root_floor: Option<RootFloor>,
 }
 
 /// SemVer precedence, kept beside the versions it compares: a policy that never compares
@@ -63,6 +65,7 @@ impl<'a> DevicePolicy<'a> {
             now: None,
             bootloader_version: None,
             installed: None,
+            root_floor: None,
         }
     }
 
@@ -120,6 +123,13 @@ impl<'a> DevicePolicy<'a> {
         self
     }
 
+    /// The root the device has adopted through rotation (steps R2–R3 start there); without
+    /// one, the device is on the root the verifier is given (its provisioned root).
+    pub fn with_root_floor(mut self, floor: RootFloor) -> Self {
+        self.root_floor = Some(floor);
+        self
+    }
+
     /// The largest bundle this policy accepts.
     pub fn max_bundle_len(&self) -> u64 {
         self.max_bundle_len
@@ -133,6 +143,14 @@ pub struct VerifiedBundle<'a> {
     manifest: Manifest<'a>,
     manifest_bytes: &'a [u8],
     key_set: KeySet<'a>,
+    root: RootReached,
+}
+
+/// The root a bundle's key set was verified under (steps R1–R3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RootReached {
+    version: u32,
+    floor: Option<RootFloor>,
 }
 
 impl<'a> VerifiedBundle<'a> {
@@ -157,6 +175,18 @@ impl<'a> VerifiedBundle<'a> {
     /// The key set version (to store as the device minimum once the image is confirmed).
     pub fn key_set_version(&self) -> u32 {
         self.key_set.version
+    }
+
+    /// The version of the trust root the key set was verified under.
+    pub fn root_version(&self) -> u32 {
+        self.root.version
+    }
+
+    /// The root floor to store once the image is confirmed: the version and digest of the root
+    /// the bundle's chain led to, or `None` if the key set was verified under the provisioned
+    /// root.
+    pub fn root_floor(&self) -> Option<RootFloor> {
+        self.root.floor
     }
 
     /// The security counter (to store as the device minimum once the image is confirmed).
@@ -188,6 +218,7 @@ struct Checked<'a> {
     manifest: Manifest<'a>,
     manifest_bytes: &'a [u8],
     key_set: KeySet<'a>,
+    root: RootReached,
 }
 
 /// Where the envelope is kept while it arrives.
@@ -337,6 +368,7 @@ impl<'a> BundleVerifier<'a> {
                 manifest: checked.manifest,
                 manifest_bytes: checked.manifest_bytes,
                 key_set: checked.key_set,
+                root: checked.root,
             }),
             (Stage::Failed(e), _) => Err(e),
             _ => Err(Error::Truncated),
@@ -365,7 +397,8 @@ impl<'a> BundleVerifier<'a> {
                     return Err(Error::BundleTooLarge);
                 }
                 self.total = Some(total);
-                let len = header.envelope_len as usize;
+                // The root chain and the envelope, held together (steps R1 and 2 read them).
+                let len = (header.envelope_end()? as usize).saturating_sub(HEADER_LEN);
                 let bytes = match core::mem::replace(scratch, EnvelopeBytes::InPlace(&[])) {
                     EnvelopeBytes::Copy(buf) => {
                         EnvelopeBytes::Copy(buf.get_mut(..len).ok_or(Error::BufferTooSmall)?)
@@ -458,20 +491,37 @@ impl<'a> BundleVerifier<'a> {
     }
 }
 
-/// Steps 2–7: decode the envelope, verify the key set under the root, verify the manifest under
-/// the key set, decode the manifest and apply the cross-checks and the device policy.
+/// Steps R1–R3 and 2–7: walk the root chain to the root the key set is signed under, decode the
+/// envelope, verify the key set under that root, verify the manifest under the key set, decode
+/// the manifest and apply the cross-checks and the device policy.
 fn check_envelope<'a>(
-    root: &TrustRoot,
+    root: &'a TrustRoot,
     policy: &DevicePolicy<'_>,
     header: BundleHeader,
-    envelope: &'a [u8],
+    region: &'a [u8],
 ) -> Result<Checked<'a>, Error> {
+    let (chain, envelope) = region
+        .split_at_checked(header.chain_len as usize)
+        .ok_or(Error::Truncated)?;
+    // Steps R1–R3: from the device's root along the chain, one version at a time.
+    let chain = (header.chain_len > 0).then_some(chain);
+    let reached = walk(root.as_ref(), policy.root_floor, chain)?;
+    let root_info = RootReached {
+        version: reached.root.root_version,
+        floor: reached.floor(),
+    };
+
     // Step 2: strict, canonical parse of the envelope, signatures left in place.
     let envelope = EnvelopeView::parse(envelope)?;
 
     // Steps 3–5: the key set, signed by the root threshold over its exact bytes, then decoded.
-    let key_set =
-        verify_key_set(envelope.key_set, envelope.key_set_signatures.iter(), root)?.into_key_set();
+    let key_set = verify_key_set(
+        envelope.key_set,
+        envelope.key_set_signatures.iter(),
+        reached.root,
+        reached.digest.is_some(),
+    )?
+    .into_key_set();
     // Step 5c: a key set older than the device has confirmed is revoked.
     if key_set.version < policy.min_key_set_version {
         return Err(Error::KeySetRolledBack);
@@ -486,7 +536,7 @@ fn check_envelope<'a>(
         Signed::Manifest,
     )?;
 
-    check_manifest(policy, header, key_set, envelope.manifest)
+    check_manifest(policy, header, key_set, envelope.manifest, root_info)
 }
 
 /// Step 7 over a manifest whose signatures passed. Kept out of line: its temporaries then never
@@ -498,6 +548,7 @@ fn check_manifest<'a>(
     header: BundleHeader,
     key_set: KeySet<'a>,
     manifest_bytes: &'a [u8],
+    root: RootReached,
 ) -> Result<Checked<'a>, Error> {
     // Step 7a: strict decode of the signed manifest and its field ranges.
     let manifest = Manifest::decode(manifest_bytes)?;
@@ -523,6 +574,7 @@ fn check_manifest<'a>(
         manifest,
         manifest_bytes,
         key_set,
+        root,
     })
 }
 

@@ -15,7 +15,7 @@ pub const SIGNATURE_ENTRY_LEN: usize = 96;
 
 /// A borrowed, validated signature list: at most [`MAX_KEYS`] entries of 96 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SignatureBytes<'a>(&'a [u8]);
+pub struct SignatureBytes<'a>(pub(crate) &'a [u8]);
 
 impl<'a> SignatureBytes<'a> {
     /// The entries, decoded one at a time.
@@ -59,7 +59,7 @@ pub struct EnvelopeView<'a> {
 const DOC: Document = Document::Envelope;
 
 /// A signature list left in place: a count of at most [`MAX_KEYS`], then `count × 96` bytes.
-fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
+pub(crate) fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
     Ok(SignatureBytes(r.entries(MAX_KEYS, SIGNATURE_ENTRY_LEN)?))
 }
 

@@ -331,12 +331,13 @@ fn attacks() -> Vec<Attack> {
         Attack {
             name: "future-header-version",
             build: || {
+                // Version 2 carries a root chain (FORMAT.md §5); 3 is from the future.
                 let mut b = bundle(&Spec::default());
-                b[8] = 2;
+                b[8] = 3;
                 b
             },
             policy,
-            expect: Error::UnsupportedVersion(Document::Header, 2),
+            expect: Error::UnsupportedVersion(Document::Header, 3),
         },
     ]
 }

@@ -101,7 +101,7 @@ proptest! {
     /// document is either refused or re-encodes to the very bytes that were accepted.
     #[test]
     fn decoders_accept_only_canonical_encodings(
-        which in 0usize..4,
+        which in 0usize..7,
         at: prop::sample::Index,
         byte: u8,
         op in 0u8..4,
@@ -128,6 +128,9 @@ proptest! {
             0 => root().encode().unwrap(),
             1 => key_set_bytes(&spec),
             2 => signed.encode().unwrap(),
+            3 => key_set_bytes(&spec_under_root(3)),
+            4 => root_update(2),
+            5 => chain(1, 3),
             _ => manifest.encode().unwrap(),
         };
         let mut bytes = original.clone();
@@ -147,6 +150,15 @@ proptest! {
             0 => TrustRoot::decode(&bytes).map(|d| d.encode().unwrap()),
             1 => KeySet::decode(&bytes).map(|d| d.encode().unwrap()),
             2 => SignedKeySet::decode(&bytes).map(|d| d.encode().unwrap()),
+            3 => KeySet::decode(&bytes).map(|d| d.encode().unwrap()),
+            4 => RootUpdate::decode(&bytes).map(|d| d.encode().unwrap()),
+            5 => rotation::decode_chain(&bytes).and_then(|updates| {
+                let encoded: Vec<Vec<u8>> = updates
+                    .iter()
+                    .map(|u| RootUpdate::decode(u).unwrap().encode().unwrap())
+                    .collect();
+                rotation::encode_chain(&encoded)
+            }),
             _ => Manifest::decode(&bytes).map(|d| d.encode().unwrap()),
         };
         if let Ok(reencoded) = reencoded {
@@ -161,16 +173,20 @@ proptest! {
         let _ = SignedKeySet::decode(&bytes);
         let _ = Manifest::decode(&bytes);
         let _ = Envelope::decode(&bytes);
+        let _ = RootUpdate::decode(&bytes);
+        let _ = RootChainView::parse(&bytes);
         let _ = UnverifiedBundle::parse(&bytes);
         let _ = verify(&bytes, policy());
     }
 
     #[test]
     fn arbitrary_bodies_behind_valid_prefixes_never_panic(
-        which in 0usize..5,
+        which in 0usize..7,
         body in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
-        let tags: [&[u8; 8]; 5] = [b"SGL-ROOT", b"SGL-KSET", b"SGL-SKEY", b"SGL-MNFT", b"SGL-BNDL"];
+        let tags: [&[u8; 8]; 7] = [
+            b"SGL-ROOT", b"SGL-KSET", b"SGL-SKEY", b"SGL-MNFT", b"SGL-BNDL", b"SGL-RUPD", b"SGL-RCHN",
+        ];
         let mut bytes = tags[which].to_vec();
         bytes.extend_from_slice(&[1, 0]);
         bytes.extend_from_slice(&body);
@@ -178,8 +194,11 @@ proptest! {
         let _ = KeySet::decode(&bytes);
         let _ = SignedKeySet::decode(&bytes);
         let _ = Manifest::decode(&bytes);
+        let _ = RootUpdate::decode(&bytes);
+        let _ = RootChainView::parse(&bytes);
         let _ = UnverifiedBundle::parse(&bytes);
         let _ = verify(&bytes, policy());
+        let _ = verify(&bytes, policy().with_root_floor(floor_of(2)));
     }
 
     #[test]

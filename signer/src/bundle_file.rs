@@ -2,12 +2,31 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sigil_manifests::{BundleHeader, Error as FormatError, HEADER_LEN};
 
-use crate::exit::InvalidBundle;
+use crate::exit::ExitCode;
 use crate::files::FileError;
+
+/// A bundle failed verification (steps of FORMAT.md §6). Carries the path and the format
+/// error; its exit code follows from the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{} rejected", path.display())]
+pub struct InvalidBundle {
+    /// The bundle file.
+    pub path: PathBuf,
+    /// Why verification failed.
+    #[source]
+    pub source: FormatError,
+}
+
+impl InvalidBundle {
+    /// The class of the rejection (malformed, signature, policy, digest).
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::of_error(&self.source)
+    }
+}
 
 /// Errors reading a bundle prefix.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +37,16 @@ pub enum PrefixError {
     /// The header is invalid or the file ends inside the prefix.
     #[error(transparent)]
     Invalid(#[from] InvalidBundle),
+}
+
+impl PrefixError {
+    /// The exit code of this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            PrefixError::Invalid(b) => b.exit_code(),
+            PrefixError::File(_) => ExitCode::Failure,
+        }
+    }
 }
 
 /// A bundle's header and the bytes before its payload, still unverified.

@@ -17,9 +17,10 @@ Exit codes:
   1  operational error: unreadable or unwritable file, existing output, bad key or document
   2  invalid command line
   3  malformed bundle: not a bundle, bad header or envelope, truncated, trailing data
-  4  signatures: unknown signer, bad signature, threshold not met, key set out of scope
+  4  signatures: unknown signer, bad signature, threshold not met, key set out of scope,
+     key set under another root, root update skipping a version
   5  device policy: wrong product or component, counter or key set version below minimum,
-     too large, expired, bootloader too old
+     too large, expired, bootloader too old, root chain behind the device's root
   6  payload digest mismatch (tampered payload)";
 
 const WORKFLOW: &str = "\
@@ -63,11 +64,12 @@ pub enum Command {
     /// Key sets: the release keys a root threshold authorises.
     #[command(subcommand)]
     Keyset(KeysetCommand),
-    /// Sign an image into a bundle, or add release signatures to a bundle (--add).
+    /// Sign an image into a bundle; `sigil sign add` adds release signatures to a bundle.
     ///
     /// The image is read once, in constant memory. With fewer keys than the key set's
     /// threshold, the bundle is written with the signatures given; further release-key
-    /// holders add theirs with `sigil sign --add BUNDLE --key KEY`, on their own machines.
+    /// holders add theirs with `sigil sign add BUNDLE --key KEY`, on their own machines.
+    /// --root-chain carries a root chain for devices on older roots.
     Sign(SignArgs),
     /// Verify a bundle against a trust root and an optional device policy.
     ///

@@ -7,6 +7,7 @@ use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
 use crate::cli::Cli;
+use crate::exit::ExitCode;
 
 /// Arguments of `sigil completions`.
 #[derive(Debug, Args)]
@@ -37,6 +38,14 @@ pub enum DocsError {
         #[source]
         source: io::Error,
     },
+}
+
+impl DocsError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        // Bad input documents, keys or files: operational errors, never a verdict on a bundle.
+        ExitCode::Failure
+    }
 }
 
 /// Prints shell completions.

@@ -11,20 +11,40 @@
 //! | 5 | device policy: wrong product or component, security counter or key set version below the minimum, too large, expired, dependencies |
 //! | 6 | the payload does not match its signed SHA-256 digest |
 
-use std::path::PathBuf;
+//!
+//! Each command's error type knows its own code (`exit_code()`), and [`crate::run`] builds the
+//! [`Failure`] at dispatch, so this module depends on no command: it is a leaf every command
+//! may use.
 
 use sigil_manifests::Error;
 
-/// A bundle failed verification (steps of FORMAT.md §6). Carries the path and the format
-/// error; its [`ExitCode`] follows from the error.
-#[derive(Debug, thiserror::Error)]
-#[error("{} rejected", path.display())]
-pub struct InvalidBundle {
-    /// The bundle file.
-    pub path: PathBuf,
-    /// Why verification failed.
-    #[source]
-    pub source: Error,
+/// A failed command: the error to print and the exit code it maps to, built at dispatch.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: ExitCode,
+    /// The error, printed with its chain.
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    /// The error and its causes on one line, as `sigil` prints them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl Failure {
+    /// A failure of `error` with the code `code`.
+    pub fn new<E>(code: ExitCode, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Failure {
+            code,
+            error: anyhow::Error::new(error),
+        }
+    }
 }
 
 /// The process exit codes (see the module documentation).
@@ -67,8 +87,13 @@ impl ExitCode {
             Error::UnknownSigner(_)
             | Error::BadSignature(_)
             | Error::ThresholdNotMet { .. }
-            | Error::OutOfKeySetScope => ExitCode::Signature,
+            | Error::OutOfKeySetScope
+            | Error::KeySetRootMismatch
+            | Error::RootVersionSkipped => ExitCode::Signature,
             Error::KeySetRolledBack
+            | Error::RootRolledBack
+            | Error::RootMismatch
+            | Error::RootChainGap
             | Error::WrongProduct
             | Error::WrongComponent
             | Error::CounterRolledBack
@@ -83,57 +108,6 @@ impl ExitCode {
             _ => ExitCode::Malformed,
         }
     }
-
-    /// The exit code for an error returned by [`crate::run`]: the class of a rejected
-    /// bundle, otherwise [`ExitCode::Failure`].
-    pub fn of(error: &anyhow::Error) -> Self {
-        rejection(error).map_or(ExitCode::Failure, |b| ExitCode::of_error(&b.source))
-    }
-}
-
-/// The rejected bundle behind an error of a subcommand, if that is what failed.
-///
-/// Module errors wrap [`InvalidBundle`] transparently (so it is printed once), which hides it
-/// from `anyhow`'s source chain; each module error is asked instead.
-pub fn rejection(error: &anyhow::Error) -> Option<&InvalidBundle> {
-    use crate::bundle_file::PrefixError;
-    use crate::inspect::InspectError;
-    use crate::sign::SignError;
-    use crate::verify::VerifyError;
-
-    fn of_prefix(e: &PrefixError) -> Option<&InvalidBundle> {
-        match e {
-            PrefixError::Invalid(b) => Some(b),
-            PrefixError::File(_) => None,
-        }
-    }
-    fn of_verify(e: &VerifyError) -> Option<&InvalidBundle> {
-        match e {
-            VerifyError::Invalid(b) => Some(b),
-            _ => None,
-        }
-    }
-    if let Some(b) = error.downcast_ref::<InvalidBundle>() {
-        return Some(b);
-    }
-    if let Some(e) = error.downcast_ref::<VerifyError>() {
-        return of_verify(e);
-    }
-    if let Some(e) = error.downcast_ref::<SignError>() {
-        return match e {
-            SignError::Bundle(b) => Some(b),
-            SignError::Prefix(p) => of_prefix(p),
-            _ => None,
-        };
-    }
-    if let Some(e) = error.downcast_ref::<InspectError>() {
-        return match e {
-            InspectError::Bundle(b) => Some(b),
-            InspectError::Verify(v) => of_verify(v),
-            _ => None,
-        };
-    }
-    None
 }
 
 impl From<ExitCode> for std::process::ExitCode {
@@ -175,24 +149,5 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(ExitCode::of_error(&error), code, "{error}");
         }
-    }
-
-    #[test]
-    fn only_rejected_bundles_get_a_verification_code() {
-        let rejected = anyhow::Error::new(crate::verify::VerifyError::Invalid(InvalidBundle {
-            path: "b.sgl".into(),
-            source: Error::DigestMismatch,
-        }));
-        assert_eq!(ExitCode::of(&rejected), ExitCode::Digest);
-        // A malformed trust root is the operator's input, not the bundle's fault.
-        let root = anyhow::Error::new(crate::root::RootError::Decode {
-            path: "root.sgl".into(),
-            source: Error::Malformed(Document::TrustRoot),
-        });
-        assert_eq!(ExitCode::of(&root), ExitCode::Failure);
-        assert_eq!(
-            ExitCode::of(&anyhow::anyhow!("anything else")),
-            ExitCode::Failure
-        );
     }
 }

@@ -12,12 +12,14 @@ use serde_json::{json, Value};
 use sigil_manifests::bundle::BUNDLE_MAGIC;
 use sigil_manifests::keyset::SIGNED_KEY_SET_TAG;
 use sigil_manifests::root::TRUST_ROOT_TAG;
+use sigil_manifests::rotation::ROOT_CHAIN_TAG;
 use sigil_manifests::{
-    DevicePolicy, Error as FormatError, TrustRoot, UnverifiedBundle, MAX_ENVELOPE_LEN,
+    DevicePolicy, Error as FormatError, TrustRoot, UnverifiedBundle, VERIFY_BUFFER_LEN,
 };
 
+use crate::bundle_file::InvalidBundle;
 use crate::bundle_file::{read_full, read_prefix, PrefixError};
-use crate::exit::InvalidBundle;
+use crate::exit::ExitCode;
 use crate::files::FileError;
 use crate::keyfile::{self, KeyError};
 use crate::keyset::{self, KeySetFile, KeysetError, RootStatus};
@@ -80,6 +82,17 @@ pub enum InspectError {
     Output(#[source] io::Error),
 }
 
+impl InspectError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            InspectError::Bundle(b) => b.exit_code(),
+            InspectError::Verify(v) => v.exit_code(),
+            _ => ExitCode::Failure,
+        }
+    }
+}
+
 impl From<PrefixError> for InspectError {
     fn from(e: PrefixError) -> Self {
         match e {
@@ -109,6 +122,8 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> 
         key_set(args, root.as_ref(), out)
     } else if magic.starts_with(TRUST_ROOT_TAG) {
         trust_root(args, out)
+    } else if magic.starts_with(ROOT_CHAIN_TAG) {
+        root_chain(args, root.as_ref(), out)
     } else if magic.starts_with(b"-----BEGIN ") {
         pem_key(args, out)
     } else {
@@ -149,7 +164,7 @@ fn bundle(
     let declared = header.total_len().map_err(invalid)?;
 
     // Verification, when asked, is the full streamed sequence over the whole file.
-    let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+    let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
     let verdict: Option<Result<(), InvalidBundle>> = match root {
         None => None,
         Some(root) => match verify::verify_file(path, root, DevicePolicy::any_device(), &mut buf) {
@@ -189,6 +204,7 @@ fn bundle(
             "payload_size": header.payload_size,
             "total_len": declared,
         },
+        "root_chain": parsed.chain().map(report::chain_json),
         "key_set": key_set_value,
         "manifest": manifest_value,
     });
@@ -202,6 +218,10 @@ fn bundle(
         text.push_str(
             "  warning:            the file size differs from what the header declares\n",
         );
+    }
+    if let Some(chain) = parsed.chain() {
+        text.push_str(&format!("root chain{tag}:\n"));
+        text.push_str(&report::chain_text(chain));
     }
     text.push_str(&format!("key set{tag}:\n"));
     text.push_str(&report::key_set_text(&key_set));
@@ -272,6 +292,42 @@ fn key_set(
             path: args.file.clone(),
             source,
         }),
+        _ => Ok(()),
+    }
+}
+
+fn root_chain(
+    args: &InspectArgs,
+    root: Option<&TrustRoot>,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let chain = root::load_chain(&args.file)?;
+    let verdict = root.map(|r| root::newest_root(r, &chain));
+    let (status, label) = match &verdict {
+        None => (
+            "unverified",
+            "UNVERIFIED (pass --root to verify)".to_owned(),
+        ),
+        Some(Ok(newest)) => (
+            "verified",
+            format!(
+                "VERIFIED from the trust root to root {}",
+                newest.root_version
+            ),
+        ),
+        Some(Err(e)) => ("invalid", format!("INVALID: {}", error_chain(e))),
+    };
+    let value = json!({
+        "type": "root_chain",
+        "path": args.file.display().to_string(),
+        "status": status,
+        "updates": report::chain_json(&chain.bytes),
+    });
+    let mut text = format!("root chain {}: {label}\n", args.file.display());
+    text.push_str(&report::chain_text(&chain.bytes));
+    emit(out, args, &value, &text)?;
+    match verdict {
+        Some(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
 }

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use sigil_manifests::PublicKey;
 
+use crate::exit::ExitCode;
 use crate::files::{self, FileError, Overwrite};
 use crate::hsm::Hsm;
 use crate::key_source::{KeySourceError, KeySpec, Pkcs11Args, SignerKey};
@@ -66,6 +67,14 @@ pub enum KeyCommandError {
     /// Writing the report failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+}
+
+impl KeyCommandError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        // Bad input documents, keys or files: operational errors, never a verdict on a bundle.
+        ExitCode::Failure
+    }
 }
 
 /// Runs a `sigil key` subcommand.

@@ -7,6 +7,7 @@ use clap::Args;
 use ed25519_dalek::SigningKey;
 use rand_core::OsRng;
 
+use crate::exit::ExitCode;
 use crate::files::{self, FileError, Overwrite};
 use crate::hsm::{Hsm, HsmError};
 use crate::key::{self, KeyCommandError};
@@ -77,6 +78,14 @@ pub enum KeygenError {
     /// Writing the report failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+}
+
+impl KeygenError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        // Bad input documents, keys or files: operational errors, never a verdict on a bundle.
+        ExitCode::Failure
+    }
 }
 
 /// The default public key path beside a private key path.

@@ -9,6 +9,7 @@ use sigil_manifests::{
 };
 
 use crate::args::ProductArg;
+use crate::exit::ExitCode;
 use crate::files::{self, FileError, Overwrite};
 use crate::hsm::Hsm;
 use crate::key_source::{KeySourceError, KeySpec, SigningKeyArgs};
@@ -55,6 +56,11 @@ pub struct KeysetCreateArgs {
     /// Only allow manifests for this product (VENDOR/DEVICE).
     #[arg(long, value_name = "VENDOR/DEVICE")]
     pub product: Option<ProductArg>,
+
+    /// Version of the trust root whose keys sign this key set (FORMAT.md step 5d). After a
+    /// root rotation, devices refuse key sets naming a retired root.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub root_version: u32,
 
     /// Where to write the key set.
     #[arg(short, long, value_name = "FILE")]
@@ -143,6 +149,14 @@ pub enum KeysetError {
     Output(#[source] std::io::Error),
 }
 
+impl KeysetError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        // Bad input documents, keys or files: operational errors, never a verdict on a bundle.
+        ExitCode::Failure
+    }
+}
+
 /// A key set file read from disk; `bytes` owns what the decoded views borrow.
 #[derive(Debug)]
 pub struct KeySetFile {
@@ -227,8 +241,9 @@ fn create(args: &KeysetCreateArgs, out: &mut dyn Write) -> Result<(), KeysetErro
         .map(|p| keyfile::load_public_key(p))
         .collect::<Result<Vec<PublicKey>, _>>()?;
     let scope = args.product.as_ref().map(ProductArg::id);
-    let key_set =
-        KeySet::new(args.version, args.threshold, scope, &keys).map_err(KeysetError::Invalid)?;
+    let key_set = KeySet::new(args.version, args.threshold, scope, &keys)
+        .map_err(KeysetError::Invalid)?
+        .with_root_version(args.root_version);
     let key_set_bytes = key_set.encode().map_err(KeysetError::Invalid)?;
     let signed = SignedKeySet {
         key_set: &key_set_bytes,

@@ -3,7 +3,8 @@
 //! ## Library layout
 //!
 //! The binary is a thin layer over this library: `main` parses [`cli::Cli`], calls [`run`],
-//! prints the error chain and exits with the code [`exit::ExitCode::of`] gives. One module per
+//! prints the error chain and exits with the code of the [`exit::Failure`] `run` builds from
+//! the command's error (each command error knows its code). One module per
 //! subcommand ([`keygen`], [`key`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`docs`]),
 //! each with its own error type.
 #![forbid(unsafe_code)]
@@ -31,19 +32,26 @@ pub mod verify;
 use std::io::Write;
 
 use cli::{Cli, Command};
+use exit::Failure;
 
-/// Runs one parsed command line, writing its report to `out`.
-pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
-    match &cli.command {
-        Command::Keygen(args) => keygen::run(args, out)?,
-        Command::Key(command) => key::run(command, out)?,
-        Command::Root(command) => root::run(command, out)?,
-        Command::Keyset(command) => keyset::run(command, out)?,
-        Command::Sign(args) => sign::run(args, out)?,
-        Command::Verify(args) => verify::run(args, out)?,
-        Command::Inspect(args) => inspect::run(args, out)?,
-        Command::Completions(args) => docs::completions(args, out)?,
-        Command::Man(args) => docs::man(args, out)?,
+/// Runs one parsed command line, writing its report to `out`. A failure carries the exit code
+/// of the command's error.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
+    /// The failure of a command error that knows its exit code.
+    macro_rules! fail {
+        ($e:expr) => {
+            $e.map_err(|e| Failure::new(e.exit_code(), e))
+        };
     }
-    Ok(())
+    match &cli.command {
+        Command::Keygen(args) => fail!(keygen::run(args, out)),
+        Command::Key(command) => fail!(key::run(command, out)),
+        Command::Root(command) => fail!(root::run(command, out)),
+        Command::Keyset(command) => fail!(keyset::run(command, out)),
+        Command::Sign(args) => fail!(sign::run(args, out)),
+        Command::Verify(args) => fail!(verify::run(args, out)),
+        Command::Inspect(args) => fail!(inspect::run(args, out)),
+        Command::Completions(args) => fail!(docs::completions(args, out)),
+        Command::Man(args) => fail!(docs::man(args, out)),
+    }
 }

@@ -16,13 +16,13 @@ fn main() -> ExitCode {
     let _ = out.flush();
     match result {
         Ok(()) => exit::ExitCode::Ok.into(),
-        Err(e) if is_broken_pipe(&e) => {
+        Err(f) if is_broken_pipe(&f.error) => {
             // The reader went away (`sigil inspect x | head`): not an error worth a message.
             exit::ExitCode::Ok.into()
         }
-        Err(e) => {
-            eprintln!("sigil: {e:#}");
-            exit::ExitCode::of(&e).into()
+        Err(f) => {
+            eprintln!("sigil: {:#}", f.error);
+            f.code.into()
         }
     }
 }

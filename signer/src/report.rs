@@ -88,6 +88,7 @@ pub fn manifest_text(m: &Manifest<'_>) -> String {
 pub fn key_set_json(k: &KeySet<'_>) -> Value {
     json!({
         "version": k.version,
+        "root_version": k.root_version,
         "threshold": k.threshold,
         "product_scope": k.product_scope.map(|p| json!({ "vendor": p.vendor, "device": p.device })),
         "keys": k.keys.iter().map(|key| json!({
@@ -101,6 +102,13 @@ pub fn key_set_json(k: &KeySet<'_>) -> Value {
 pub fn key_set_text(k: &KeySet<'_>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "  version:            {}", k.version);
+    let _ = match k.root_version {
+        Some(v) => writeln!(s, "  signed under root:  version {v}"),
+        None => writeln!(
+            s,
+            "  signed under root:  the provisioned root (format version 1)"
+        ),
+    };
     let _ = writeln!(
         s,
         "  threshold:          {} of {} release keys",
@@ -209,4 +217,53 @@ pub fn signatures_json(sigs: &[SignatureEntry]) -> Value {
             .map(|e| json!({ "key_id": hex::encode(e.key_id) }))
             .collect(),
     )
+}
+
+/// A root chain as JSON: per update, the new root's version, keys, threshold and the counts of
+/// signatures by the previous and the new root (unverified unless the caller says otherwise).
+pub fn chain_json(chain: &[u8]) -> Value {
+    let updates: Vec<Value> = sigil_manifests::RootChainView::parse(chain)
+        .map(|c| {
+            c.updates()
+                .map(|u| {
+                    let root = sigil_manifests::TrustRootRef::decode(u.root);
+                    json!({
+                        "root_version": u.version().ok(),
+                        "threshold": root.as_ref().ok().map(|r| r.threshold),
+                        "keys": root.as_ref().map(|r| r.keys.iter().map(key_id_hex).collect::<Vec<_>>()).unwrap_or_default(),
+                        "signatures_by_previous": u.by_previous.len(),
+                        "signatures_by_new": u.by_new.len(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(updates)
+}
+
+/// A root chain as indented text lines.
+pub fn chain_text(chain: &[u8]) -> String {
+    let mut s = String::new();
+    let view = match sigil_manifests::RootChainView::parse(chain) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(s, "  root chain:         invalid ({e})");
+            return s;
+        }
+    };
+    for u in view.updates() {
+        let version = u
+            .version()
+            .map_or_else(|_| "?".to_owned(), |v| v.to_string());
+        let root = sigil_manifests::TrustRootRef::decode(u.root);
+        let keys = root.as_ref().map_or(0, |r| r.keys.len());
+        let threshold = root.as_ref().map_or(0, |r| r.threshold);
+        let _ = writeln!(
+            s,
+            "  root update:        -> root {version}: {threshold} of {keys} keys; signed by {} previous, {} new root key(s)",
+            u.by_previous.len(),
+            u.by_new.len()
+        );
+    }
+    s
 }

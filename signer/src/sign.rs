@@ -10,16 +10,18 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 use sigil_manifests::{
     key_id, BundleVerifier, Dependency, DevicePolicy, Envelope, Error as FormatError, KeySet,
-    Manifest, PayloadFormat, SignatureEntry, Signed, TrustRoot, UnverifiedBundle, MAX_ENVELOPE_LEN,
+    Manifest, PayloadFormat, SignatureEntry, Signed, TrustRoot, UnverifiedBundle,
+    VERIFY_BUFFER_LEN,
 };
 
 use crate::args::{DependencyArg, DurationArg, IdentArg, ProductArg, TimeArg, VersionArg};
+use crate::bundle_file::InvalidBundle;
 use crate::bundle_file::{read_full, read_prefix, BundlePrefix, PrefixError};
-use crate::exit::InvalidBundle;
+use crate::exit::ExitCode;
 use crate::files::{self, AtomicFile, FileError, Overwrite};
 use crate::hsm::Hsm;
 use crate::key_source::{KeySourceError, KeySpec, SignerKey, SigningKeyArgs};
@@ -31,130 +33,128 @@ use crate::root::{self, RootError};
 /// Size of the buffer the image is read through.
 pub const READ_BUFFER: usize = 1 << 20;
 
-/// Arguments of `sigil sign`.
+/// Arguments of `sigil sign`: build a bundle, or (`sigil sign add`) co-sign one.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("expiry").multiple(false))]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    group = clap::ArgGroup::new("expiry").multiple(false)
+)]
 pub struct SignArgs {
-    /// The image: the exact bytes the device installs.
-    #[arg(
-        value_name = "IMAGE",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
-    pub image: Option<PathBuf>,
+    /// `add`: co-sign an existing bundle.
+    #[command(subcommand)]
+    pub command: Option<SignCommand>,
 
-    /// Add release signatures to this existing bundle instead of building one (threshold
-    /// signing on several machines). Updates the bundle in place unless --out is given. A key
-    /// that already signed the release adds nothing (ed25519 signatures are deterministic):
-    /// that is reported per key, the bundle is left untouched, and the exit status is 0.
-    #[arg(long, value_name = "BUNDLE")]
-    pub add: Option<PathBuf>,
+    /// The image: the exact bytes the device installs.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub image: Option<PathBuf>,
 
     /// Release private keys named in the key set: PEM files or keys in an HSM.
     #[command(flatten)]
     pub keys: SigningKeyArgs,
 
     /// The key set file, signed by the root threshold (`sigil keyset sign`).
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "FILE", required = true)]
     pub key_set: Option<PathBuf>,
 
     /// Trust root: check the key set against it before signing, and report whether the
-    /// bundle's release threshold is met.
+    /// bundle's release threshold is met. With --root-chain, the root the device was
+    /// provisioned with (the chain leads from it to the key set's root).
     #[arg(long, value_name = "FILE")]
     pub root: Option<PathBuf>,
 
+    /// Root chain (`sigil root rotate`) to carry in the bundle, so devices on older roots
+    /// walk to the root the key set is signed under (FORMAT.md §4, steps R1-R3).
+    #[arg(long, value_name = "FILE")]
+    pub root_chain: Option<PathBuf>,
+
     /// Product the image is for (VENDOR/DEVICE).
-    #[arg(
-        long,
-        value_name = "VENDOR/DEVICE",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "VENDOR/DEVICE", required = true)]
     pub product: Option<ProductArg>,
 
     /// Component / slot the image targets, e.g. `app`.
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "NAME", required = true)]
     pub component: Option<IdentArg>,
 
     /// Version (SemVer, e.g. 1.4.0 or 1.4.0-rc.1).
-    #[arg(
-        long = "version",
-        value_name = "VERSION",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
+    #[arg(long = "version", value_name = "VERSION", required = true)]
     pub image_version: Option<VersionArg>,
 
     /// Anti-rollback security counter; raise it when a release fixes a vulnerability.
-    #[arg(
-        long,
-        value_name = "N",
-        required_unless_present = "add",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "N", required = true)]
     pub security_counter: Option<u32>,
 
     /// Payload alignment in the bundle: a power of two up to 1 MiB, as the device declares
     /// (usually its flash sector size).
-    #[arg(
-        long,
-        value_name = "BYTES",
-        default_value_t = 4096,
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub alignment: u32,
 
     /// Lowest bootloader version able to boot this image.
-    #[arg(long, value_name = "N", conflicts_with = "add")]
+    #[arg(long, value_name = "N")]
     pub min_bootloader_version: Option<u32>,
 
     /// A component that must already be installed: COMPONENT>=VERSION (up to 4).
-    #[arg(long = "depends", value_name = "DEPENDENCY", conflicts_with = "add")]
+    #[arg(long = "depends", value_name = "DEPENDENCY")]
     pub dependencies: Vec<DependencyArg>,
 
     /// Release notes file; its SHA-256 goes into the manifest.
-    #[arg(long, value_name = "FILE", conflicts_with = "add")]
+    #[arg(long, value_name = "FILE")]
     pub release_notes: Option<PathBuf>,
 
     /// Software bill of materials file; its SHA-256 goes into the manifest.
-    #[arg(long, value_name = "FILE", conflicts_with = "add")]
+    #[arg(long, value_name = "FILE")]
     pub sbom: Option<PathBuf>,
 
     /// Expiry for devices with trusted time: Unix seconds or RFC 3339.
-    #[arg(long, value_name = "TIME", group = "expiry", conflicts_with = "add")]
+    #[arg(long, value_name = "TIME", group = "expiry")]
     pub expires: Option<TimeArg>,
 
     /// Expiry relative to the creation time, e.g. 365d.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        group = "expiry",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "DURATION", group = "expiry")]
     pub expires_in: Option<DurationArg>,
 
     /// Creation time (Unix seconds or RFC 3339) [default: now, or SOURCE_DATE_EPOCH for
     /// reproducible builds].
-    #[arg(
-        long,
-        value_name = "TIME",
-        env = "SOURCE_DATE_EPOCH",
-        conflicts_with = "add"
-    )]
+    #[arg(long, value_name = "TIME", env = "SOURCE_DATE_EPOCH")]
     pub created: Option<TimeArg>,
 
     /// Where to write the bundle (required when building one).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "add")]
+    #[arg(short, long, value_name = "FILE", required = true)]
+    pub out: Option<PathBuf>,
+
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `sigil sign` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SignCommand {
+    /// Add release signatures to an existing bundle (threshold signing on several machines).
+    ///
+    /// Updates the bundle in place unless --out is given. A key that already signed the
+    /// release adds nothing (ed25519 signatures are deterministic): that is reported per key,
+    /// the bundle is left untouched, and the exit status is 0.
+    Add(SignAddArgs),
+}
+
+/// Arguments of `sigil sign add`.
+#[derive(Debug, Args)]
+pub struct SignAddArgs {
+    /// The bundle to co-sign.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+
+    /// Release private keys named in the bundle's key set: PEM files or keys in an HSM.
+    #[command(flatten)]
+    pub keys: SigningKeyArgs,
+
+    /// Trust root: report whether the release threshold is now met under it.
+    #[arg(long, value_name = "FILE")]
+    pub root: Option<PathBuf>,
+
+    /// Write the co-signed bundle here instead of updating BUNDLE in place.
+    #[arg(short, long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
     /// Replace --out if it exists.
@@ -263,6 +263,17 @@ pub enum SignError {
     Output(#[source] io::Error),
 }
 
+impl SignError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SignError::Bundle(b) => b.exit_code(),
+            SignError::Prefix(p) => p.exit_code(),
+            _ => ExitCode::Failure,
+        }
+    }
+}
+
 /// How far a bundle's envelope is from verifying under a root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseStatus {
@@ -280,7 +291,7 @@ pub enum ReleaseStatus {
 /// Runs the verifier over the bundle prefix (header, envelope, padding): steps 1–8 of the
 /// format's one verification sequence, before the payload.
 pub fn envelope_status(root: &TrustRoot, prefix: &[u8]) -> Result<ReleaseStatus, FormatError> {
-    let mut buf = [0u8; MAX_ENVELOPE_LEN];
+    let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
     let mut verifier = BundleVerifier::new(root, DevicePolicy::any_device(), &mut buf);
     match verifier.feed(prefix) {
         Ok(()) if verifier.authenticated_manifest().is_some() => Ok(ReleaseStatus::Verified),
@@ -296,8 +307,8 @@ pub fn envelope_status(root: &TrustRoot, prefix: &[u8]) -> Result<ReleaseStatus,
 
 /// Runs `sigil sign`.
 pub fn run(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
-    match &args.add {
-        Some(bundle) => add(args, bundle, out),
+    match &args.command {
+        Some(SignCommand::Add(add_args)) => add(add_args, out),
         None => build(args, out),
     }
 }
@@ -357,7 +368,7 @@ fn preallocate(file: &File, len: u64) {
 }
 
 fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
-    // clap enforces these in build mode (`required_unless_present = "add"`).
+    // clap enforces these without a subcommand (`required = true`).
     let (
         Some(image_path),
         Some(key_set_path),
@@ -384,7 +395,17 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     let signed_key_set = key_set_file.signed()?;
     let key_set = key_set_file.key_set()?;
     let root = args.root.as_deref().map(root::load).transpose()?;
-    if let (Some(root), Some(root_path)) = (&root, &args.root) {
+    let chain = args
+        .root_chain
+        .as_deref()
+        .map(root::load_chain)
+        .transpose()?;
+    // The root the key set must verify under: the chain's newest, walked from --root.
+    let newest = match (&root, &chain) {
+        (Some(root), Some(chain)) => Some(root::newest_root(root, chain)?),
+        (root, _) => root.clone(),
+    };
+    if let (Some(root), Some(root_path)) = (&newest, &args.root) {
         let status = keyset::root_status(&signed_key_set, root);
         match status {
             Ok(RootStatus::Verified) => {}
@@ -489,7 +510,11 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             .add_manifest_signature(entry)
             .map_err(SignError::Build)?;
     }
-    let payload_offset = placeholder.encode_prefix().map_err(SignError::Build)?.len() as u64;
+    let chain_bytes = chain.as_ref().map(|c| c.bytes.as_slice());
+    let payload_offset = placeholder
+        .encode_prefix_with_chain(chain_bytes)
+        .map_err(SignError::Build)?
+        .len() as u64;
     let total_len = payload_offset
         .checked_add(payload_size)
         .ok_or(SignError::Build(FormatError::LengthOverflow))?;
@@ -540,7 +565,9 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             .add_manifest_signature(key.sign(&manifest_bytes)?)
             .map_err(SignError::Build)?;
     }
-    let prefix = envelope.encode_prefix().map_err(SignError::Build)?;
+    let prefix = envelope
+        .encode_prefix_with_chain(chain_bytes)
+        .map_err(SignError::Build)?;
     if prefix.len() as u64 != payload_offset {
         // The format guarantees a digest-independent length; refuse rather than write a
         // bundle whose payload sits at the wrong offset.
@@ -599,17 +626,18 @@ fn write_signature_status(
         }
         Some(ReleaseStatus::Incomplete { found, required }) => writeln!(
             out,
-            "release threshold not met yet: {found} of {required}; add signatures with `sigil sign --add BUNDLE --key KEY`"
+            "release threshold not met yet: {found} of {required}; add signatures with `sigil sign add BUNDLE --key KEY`"
         ),
         None if signatures < usize::from(threshold) => writeln!(
             out,
-            "release threshold not met yet; add signatures with `sigil sign --add BUNDLE --key KEY`"
+            "release threshold not met yet; add signatures with `sigil sign add BUNDLE --key KEY`"
         ),
         None => writeln!(out, "not checked against a trust root: pass --root, or run `sigil verify`"),
     }
 }
 
-fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), SignError> {
+fn add(args: &SignAddArgs, out: &mut dyn Write) -> Result<(), SignError> {
+    let bundle_path = args.bundle.as_path();
     let invalid = |source| {
         SignError::Bundle(InvalidBundle {
             path: bundle_path.to_owned(),
@@ -644,7 +672,10 @@ fn add(args: &SignArgs, bundle_path: &Path, out: &mut dyn Write) -> Result<(), S
             .map_err(SignError::Build)?;
         additions.record(keyfile::key_id_hex(&key.public_key()), outcome);
     }
-    let prefix = envelope.encode_prefix().map_err(SignError::Build)?;
+    // The root chain the bundle carries stays as it is.
+    let prefix = envelope
+        .encode_prefix_with_chain(parsed.chain())
+        .map_err(SignError::Build)?;
     let dest = args.out.as_deref().unwrap_or(bundle_path);
     let release_status = root
         .as_ref()

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
-use sigil_manifests::{BundleVerifier, DevicePolicy, TrustRoot, VerifiedBundle, MAX_ENVELOPE_LEN};
+use sigil_manifests::{BundleVerifier, DevicePolicy, TrustRoot, VerifiedBundle, VERIFY_BUFFER_LEN};
 
 use crate::args::{IdentArg, ProductArg, SizeArg, TimeArg};
-use crate::exit::{ExitCode, InvalidBundle};
+use crate::bundle_file::InvalidBundle;
+use crate::exit::ExitCode;
 use crate::files::FileError;
 use crate::report;
 use crate::root::{self, RootError};
@@ -119,6 +120,16 @@ pub enum VerifyError {
     Output(#[source] io::Error),
 }
 
+impl VerifyError {
+    /// The exit code of this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            VerifyError::Invalid(b) => b.exit_code(),
+            _ => ExitCode::Failure,
+        }
+    }
+}
+
 /// Streams `path` through the verifier.
 pub fn verify_file<'a>(
     path: &Path,
@@ -172,10 +183,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<(), VerifyError> {
     let result = verify_and_report(args, out);
     if let (true, Err(e)) = (args.json, &result) {
-        let code = match e {
-            VerifyError::Invalid(b) => ExitCode::of_error(&b.source),
-            _ => ExitCode::Failure,
-        };
+        let code = e.exit_code();
         let value = json!({
             "valid": false,
             "path": args.bundle.display().to_string(),
@@ -190,7 +198,7 @@ pub fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<(), VerifyError> {
 
 fn verify_and_report(args: &VerifyArgs, out: &mut dyn Write) -> Result<(), VerifyError> {
     let root = root::load(&args.root)?;
-    let mut envelope_buf = vec![0u8; MAX_ENVELOPE_LEN];
+    let mut envelope_buf = vec![0u8; VERIFY_BUFFER_LEN];
     let verified = verify_file(&args.bundle, &root, args.policy.policy(), &mut envelope_buf)?;
     let m = verified.manifest();
     let written = if args.json {

@@ -848,19 +848,19 @@ fn release_threshold_is_met_after_sign_add_on_another_machine() {
 
     // The same key again does not count twice.
     env.ok(&[
-        "sign", "--add", "app.sgl", "--key", "k1.pem", "--out", "same.sgl",
+        "sign", "add", "app.sgl", "--key", "k1.pem", "--out", "same.sgl",
     ]);
     assert_eq!(env.verify_code("same.sgl", &[]), Some(SIGNATURE));
 
     // A key outside the key set is refused and the bundle left alone.
     let before = env.read("app.sgl");
-    let err = env.fails(1, &["sign", "--add", "app.sgl", "--key", "r1.pem"]);
+    let err = env.fails(1, &["sign", "add", "app.sgl", "--key", "r1.pem"]);
     assert!(err.contains("is not a release key"), "{err}");
     assert_eq!(env.read("app.sgl"), before);
 
     // The second holder adds a signature in place.
     let out = env.ok(&[
-        "sign", "--add", "app.sgl", "--key", "k2.pem", "--root", "root.sgl",
+        "sign", "add", "app.sgl", "--key", "k2.pem", "--root", "root.sgl",
     ]);
     assert!(
         out.contains("signatures verify under the trust root"),
@@ -876,7 +876,7 @@ fn release_threshold_is_met_after_sign_add_on_another_machine() {
     env.fails(
         MALFORMED,
         &[
-            "sign", "--add", "app.bin", "--key", "k2.pem", "--out", "y.sgl",
+            "sign", "add", "app.bin", "--key", "k2.pem", "--out", "y.sgl",
         ],
     );
 }
@@ -903,7 +903,7 @@ fn sign_add_with_a_key_that_already_signed_says_so_and_leaves_the_file_alone() {
     let k1 = key_id_of(&env, "k1.pem");
 
     // Exit 0: the bundle carries this key's signature, which is what was asked.
-    let out = env.ok(&["sign", "--add", "app.sgl", "--key", "k1.pem"]);
+    let out = env.ok(&["sign", "add", "app.sgl", "--key", "k1.pem"]);
     let headline = out.lines().next().unwrap();
     assert_eq!(
         headline,
@@ -921,7 +921,7 @@ fn sign_add_with_a_key_that_already_signed_says_so_and_leaves_the_file_alone() {
     // A new key and a repeated one: each is reported for what happened to it.
     let k2 = key_id_of(&env, "k2.pem");
     let out = env.ok(&[
-        "sign", "--add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--root", "root.sgl",
+        "sign", "add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--root", "root.sgl",
     ]);
     assert!(out.contains("added 1 release signature(s)"), "{out}");
     assert!(
@@ -936,7 +936,7 @@ fn sign_add_with_a_key_that_already_signed_says_so_and_leaves_the_file_alone() {
 
     // Both again, into --out: the copy is written, and the output says it is unchanged.
     let out = env.ok(&[
-        "sign", "--add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--out", "copy.sgl",
+        "sign", "add", "app.sgl", "--key", "k1.pem", "--key", "k2.pem", "--out", "copy.sgl",
     ]);
     assert!(
         out.contains("every key given already signed this release; written unchanged"),
@@ -972,7 +972,7 @@ fn sign_add_moves_the_payload_when_the_envelope_grows_past_the_alignment() {
         .as_u64()
         .unwrap();
     env.ok(&[
-        "sign", "--add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
+        "sign", "add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
     ]);
     let after = inspect_bundle(&env, "both.sgl")["header"]["payload_offset"]
         .as_u64()
@@ -984,7 +984,7 @@ fn sign_add_moves_the_payload_when_the_envelope_grows_past_the_alignment() {
     let err = env.fails(
         1,
         &[
-            "sign", "--add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
+            "sign", "add", "app.sgl", "--key", "k2.pem", "--out", "both.sgl",
         ],
     );
     assert!(err.contains("already exists"), "{err}");
@@ -1296,4 +1296,235 @@ fn completions_and_man_page_are_generated() {
         help.contains("Exit codes:") && help.contains("6  payload digest mismatch"),
         "{help}"
     );
+}
+
+// root rotation: root 1 -> 2 -> 3, ceremonies one key per run, releases under root 3
+
+/// Root `n` from keys `rN_a`, `rN_b` (threshold 2), rotated from root `n - 1` and signed by
+/// both thresholds, one holder per run as on separate machines; the update is `up{n}.sgl`.
+fn rotate_to(env: &Env, n: u32) {
+    let (prev, next) = (n - 1, n);
+    for k in ["a", "b"] {
+        env.keygen(&format!("r{next}_{k}"));
+    }
+    let from = if prev == 1 {
+        "root.sgl".to_owned()
+    } else {
+        format!("root{prev}.sgl")
+    };
+    let out = env.ok(&[
+        "root",
+        "rotate",
+        "--from",
+        &from,
+        "-m",
+        "2",
+        "--out",
+        &format!("up{next}.sgl"),
+        "--root-out",
+        &format!("root{next}.sgl"),
+        &format!("r{next}_a.pub.pem"),
+        &format!("r{next}_b.pub.pem"),
+    ]);
+    assert!(out.contains(&format!("root {prev} -> {next}")), "{out}");
+    let prev_keys = if prev == 1 {
+        ["r1.pem".to_owned(), "r2.pem".to_owned()]
+    } else {
+        [format!("r{prev}_a.pem"), format!("r{prev}_b.pem")]
+    };
+    let next_keys = [format!("r{next}_a.pem"), format!("r{next}_b.pem")];
+    for key in prev_keys.iter().chain(&next_keys) {
+        env.ok(&[
+            "root",
+            "sign",
+            &format!("up{next}.sgl"),
+            "--previous",
+            &from,
+            "--key",
+            key,
+        ]);
+    }
+    let last = env.ok(&[
+        "root",
+        "sign",
+        &format!("up{next}.sgl"),
+        "--previous",
+        &from,
+        "--key",
+        &next_keys[1],
+    ]);
+    assert!(last.contains("already signed"), "{last}");
+    assert!(
+        last.contains(&format!(
+            "root {prev} threshold: met; root {next} threshold: met"
+        )),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_release_under_root_3_verifies_on_root_1_through_the_chain() {
+    let env = Env::release_setup(1);
+    rotate_to(&env, 2);
+    rotate_to(&env, 3);
+    let out = env.ok(&[
+        "root",
+        "chain",
+        "--root",
+        "root.sgl",
+        "--out",
+        "chain.sgl",
+        "up2.sgl",
+        "up3.sgl",
+    ]);
+    assert!(out.contains("root 1 -> 3 (2 update(s))"), "{out}");
+    // A key set under root 3, signed by root 3's keys.
+    env.ok(&[
+        "keyset",
+        "create",
+        "-m",
+        "1",
+        "--key-set-version",
+        "4",
+        "--root-version",
+        "3",
+        "--out",
+        "ks3.sgl",
+        "k1.pub.pem",
+    ]);
+    env.ok(&[
+        "keyset",
+        "sign",
+        "ks3.sgl",
+        "--key",
+        "r3_a.pem",
+        "--key",
+        "r3_b.pem",
+        "--root",
+        "root3.sgl",
+    ]);
+    let signed = env.ok(&[
+        "sign",
+        "app.bin",
+        "--key-set",
+        "ks3.sgl",
+        "--key",
+        "k1.pem",
+        "--product",
+        "acme/pump",
+        "--component",
+        "app",
+        "--version",
+        "2.0.0",
+        "--security-counter",
+        "2",
+        "--root",
+        "root.sgl",
+        "--root-chain",
+        "chain.sgl",
+        "--out",
+        "app3.sgl",
+    ]);
+    assert!(
+        signed.contains("signatures verify under the trust root"),
+        "{signed}"
+    );
+    // A device provisioned with root 1 verifies it; so does one provisioned with root 3.
+    env.ok(&["verify", "app3.sgl", "--root", "root.sgl"]);
+    env.ok(&["verify", "app3.sgl", "--root", "root3.sgl"]);
+    // Inspect shows the chain.
+    let text = env.ok(&["inspect", "app3.sgl", "--root", "root.sgl"]);
+    assert!(text.contains("VERIFIED"), "{text}");
+    assert!(
+        text.contains("-> root 2") && text.contains("-> root 3"),
+        "{text}"
+    );
+    assert!(text.contains("signed under root:  version 3"), "{text}");
+    let v = env.json(&["inspect", "app3.sgl", "--json"]);
+    assert_eq!(v["root_chain"][1]["root_version"], 3);
+    assert_eq!(v["root_chain"][1]["signatures_by_previous"], 2);
+    let chain = env.ok(&["inspect", "chain.sgl", "--root", "root.sgl"]);
+    assert!(
+        chain.contains("VERIFIED from the trust root to root 3"),
+        "{chain}"
+    );
+    // Co-signing keeps the chain.
+    env.ok(&[
+        "sign",
+        "add",
+        "app3.sgl",
+        "--key",
+        "k1.pem",
+        "--out",
+        "app3b.sgl",
+    ]);
+    env.ok(&["verify", "app3b.sgl", "--root", "root.sgl"]);
+    // The old release (root 1's key set, no chain) is refused under root 3: root 1's keys
+    // may not sign there (the signature class).
+    env.sign("old.sgl", &["k1.pem"], &[]);
+    let err = env.fails(SIGNATURE, &["verify", "old.sgl", "--root", "root3.sgl"]);
+    assert!(err.contains("step 4"), "{err}");
+}
+
+#[test]
+fn root_ceremony_errors_are_clear() {
+    let env = Env::release_setup(1);
+    rotate_to(&env, 2);
+    // A key of neither root.
+    let err = env.fails(
+        1,
+        &[
+            "root",
+            "sign",
+            "up2.sgl",
+            "--previous",
+            "root.sgl",
+            "--key",
+            "k1.pem",
+        ],
+    );
+    assert!(err.contains("key of neither root 1 nor root 2"), "{err}");
+    // The wrong previous root.
+    let err = env.fails(
+        1,
+        &[
+            "root",
+            "sign",
+            "up2.sgl",
+            "--previous",
+            "root2.sgl",
+            "--key",
+            "r1.pem",
+        ],
+    );
+    assert!(err.contains("not for the root after 2"), "{err}");
+    // An update signed by only the new threshold does not chain.
+    env.ok(&[
+        "root",
+        "rotate",
+        "--from",
+        "root.sgl",
+        "-m",
+        "1",
+        "--out",
+        "half.sgl",
+        "k2.pub.pem",
+    ]);
+    env.ok(&[
+        "root",
+        "sign",
+        "half.sgl",
+        "--previous",
+        "root.sgl",
+        "--key",
+        "k2.pem",
+    ]);
+    let err = env.fails(
+        1,
+        &[
+            "root", "chain", "--root", "root.sgl", "--out", "c.sgl", "half.sgl",
+        ],
+    );
+    assert!(err.contains("step R3"), "{err}");
+    assert!(!env.path("c.sgl").exists());
 }

@@ -308,7 +308,7 @@ fn a_release_signed_in_the_hsm_verifies() {
     assert!(bundle.ends_with(&hsm.read("app.bin")));
 
     // Ed25519 is deterministic in the token too: signing again adds nothing.
-    let again = hsm.ok(&["sign", "--add", "app.sgl", "--key", &uri("release-1")]);
+    let again = hsm.ok(&["sign", "add", "app.sgl", "--key", &uri("release-1")]);
     assert!(again.contains("already signed"), "{again}");
 }
 
@@ -329,7 +329,7 @@ fn hsm_and_pem_keys_meet_one_threshold_together() {
     );
     let added = hsm.ok(&[
         "sign",
-        "--add",
+        "add",
         "app.sgl",
         "--pkcs11-token",
         TOKEN,

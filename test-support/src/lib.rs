@@ -48,8 +48,9 @@ use std::sync::OnceLock;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use sigil_manifests::{
-    assemble_bundle, key_id, verify_bundle, DevicePolicy, Error, KeySet, Manifest, PayloadFormat,
-    ProductId, PublicKey, SignatureEntry, TrustRoot, Version, MAX_ENVELOPE_LEN,
+    assemble_bundle, key_id, root_digest, verify_bundle, DevicePolicy, Error, KeySet, Manifest,
+    PayloadFormat, ProductId, PublicKey, RootFloor, RootUpdate, SignatureEntry, TrustRoot,
+    UnverifiedBundle, Version, VERIFY_BUFFER_LEN,
 };
 
 /// Seeds of the test trust root's three keys.
@@ -152,6 +153,10 @@ pub struct Spec {
     /// The payload size the manifest (and header) declare, if not the payload's length: an
     /// "endless" or short bundle.
     pub declared_size: Option<u64>,
+    /// The trust root version the key set names (`None`: a format version 1 key set).
+    pub root_version: Option<u32>,
+    /// The root chain the bundle carries (an encoded `SGL-RCHN` document), if any.
+    pub chain: Option<Vec<u8>>,
 }
 
 impl Default for Spec {
@@ -172,6 +177,8 @@ impl Default for Spec {
             expires: None,
             payload: (0..1000u32).map(|i| (i * 7) as u8).collect(),
             declared_size: None,
+            root_version: None,
+            chain: None,
         }
     }
 }
@@ -219,13 +226,17 @@ pub fn manifest_for(spec: &Spec) -> Manifest<'_> {
 /// The encoded (signed bytes of the) key set `spec` describes.
 pub fn key_set_bytes(spec: &Spec) -> Vec<u8> {
     let keys: Vec<PublicKey> = spec.release_keys.iter().map(|&s| public(s)).collect();
-    KeySet::new(
+    let set = KeySet::new(
         spec.key_set_version,
         spec.key_set_threshold,
         spec.scope,
         &keys,
     )
-    .unwrap()
+    .unwrap();
+    match spec.root_version {
+        Some(v) => set.with_root_version(v),
+        None => set,
+    }
     .encode()
     .unwrap()
 }
@@ -241,14 +252,106 @@ pub fn bundle_from(spec: &Spec, manifest_bytes: &[u8]) -> Vec<u8> {
 pub fn bundle_with(key_set: &[u8], spec: &Spec, manifest_bytes: &[u8]) -> Vec<u8> {
     let roots: Vec<_> = spec.root_signers.iter().map(|&s| key(s)).collect();
     let releases: Vec<_> = spec.manifest_signers.iter().map(|&s| key(s)).collect();
-    assemble_bundle(
+    let b = assemble_bundle(
         key_set,
         &roots.iter().collect::<Vec<_>>(),
         manifest_bytes,
         &releases.iter().collect::<Vec<_>>(),
         &spec.payload,
     )
-    .unwrap()
+    .unwrap();
+    match &spec.chain {
+        Some(chain) => with_chain(&b, chain),
+        None => b,
+    }
+}
+
+/// `bundle` with `chain` (an encoded root chain, or any bytes) as its root chain section.
+pub fn with_chain(bundle: &[u8], chain: &[u8]) -> Vec<u8> {
+    let parsed = UnverifiedBundle::parse(bundle).unwrap();
+    let offset = parsed.header().payload_offset as usize;
+    let mut out = parsed
+        .into_envelope()
+        .encode_prefix_with_chain(Some(chain))
+        .unwrap();
+    out.extend_from_slice(&bundle[offset..]);
+    out
+}
+
+/// Seeds of the three keys of trust root generation `n` (threshold 2): generation 1 is
+/// [`ROOT_SEEDS`], generation `n >= 2` is `10n + 11, 10n + 12, 10n + 13` (31–33, 41–43, …).
+pub fn root_seeds(n: u32) -> [u8; 3] {
+    if n <= 1 {
+        return ROOT_SEEDS;
+    }
+    let base = (10 * n + 10) as u8;
+    [base + 1, base + 2, base + 3]
+}
+
+/// Trust root generation `n`: version `n`, the keys of [`root_seeds`]`(n)`, threshold 2.
+pub fn root_generation(n: u32) -> TrustRoot {
+    TrustRoot::new(n, 2, &root_seeds(n).map(public)).unwrap()
+}
+
+/// The encoded document of trust root generation `n`.
+pub fn root_generation_bytes(n: u32) -> Vec<u8> {
+    root_generation(n).encode().unwrap()
+}
+
+/// A root update to `root` (document bytes) signed by the keys of `by_previous` and `by_new`.
+pub fn root_update_of(root: &[u8], by_previous: &[u8], by_new: &[u8]) -> Vec<u8> {
+    let mut update = RootUpdate::new(root);
+    for &s in by_previous {
+        update
+            .add_by_previous(SignatureEntry::sign(&key(s), root))
+            .unwrap();
+    }
+    for &s in by_new {
+        update
+            .add_by_new(SignatureEntry::sign(&key(s), root))
+            .unwrap();
+    }
+    update.encode().unwrap()
+}
+
+/// The valid update from generation `n - 1` to generation `n`: two keys of each sign.
+pub fn root_update(n: u32) -> Vec<u8> {
+    let (old, new) = (root_seeds(n - 1), root_seeds(n));
+    root_update_of(&root_generation_bytes(n), &old[..2], &new[..2])
+}
+
+/// A root chain document holding `updates` verbatim (no checks: for chains no builder makes).
+pub fn dangerous_chain(updates: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = b"SGL-RCHN\x01\x00".to_vec();
+    let lists: Vec<&[u8]> = updates.iter().map(|u| u.as_slice()).collect();
+    out.extend(postcard::to_allocvec(&lists).unwrap());
+    out
+}
+
+/// The valid root chain from generation `from` (exclusive) to `to` (inclusive).
+pub fn chain(from: u32, to: u32) -> Vec<u8> {
+    let updates: Vec<Vec<u8>> = (from + 1..=to).map(root_update).collect();
+    sigil_manifests::rotation::encode_chain(&updates).unwrap()
+}
+
+/// A valid bundle signed under root generation `n`: its key set names version `n` and is
+/// signed by two of that generation's keys, and it carries the chain from generation 1.
+pub fn spec_under_root(n: u32) -> Spec {
+    let seeds = root_seeds(n);
+    Spec {
+        root_signers: seeds[..2].to_vec(),
+        root_version: Some(n),
+        chain: (n > 1).then(|| chain(1, n)),
+        ..Spec::default()
+    }
+}
+
+/// The floor of a device that adopted root generation `n`.
+pub fn floor_of(n: u32) -> RootFloor {
+    RootFloor {
+        version: n,
+        digest: root_digest(&root_generation_bytes(n)),
+    }
 }
 
 /// The bundle `spec` describes.
@@ -271,7 +374,7 @@ pub fn policy() -> DevicePolicy<'static> {
 /// version of the verified bundle.
 pub fn verify(bytes: &[u8], policy: DevicePolicy<'_>) -> Result<(u32, u32), Error> {
     let root = root();
-    let mut buf = [0u8; MAX_ENVELOPE_LEN];
+    let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
     let v = verify_bundle(&root, policy, bytes, &mut buf)?;
     Ok((v.security_counter(), v.key_set_version()))
 }
@@ -320,6 +423,7 @@ pub fn dangerous_key_set_bytes(spec: &Spec, keys: &[PublicKey]) -> Vec<u8> {
         threshold: spec.key_set_threshold,
         product_scope: spec.scope,
         keys,
+        root_version: spec.root_version,
     }
     .encode()
     .unwrap()
@@ -332,6 +436,11 @@ mod tests {
     #[test]
     fn the_default_spec_is_a_valid_bundle() {
         assert_eq!(verify(&bundle(&Spec::default()), policy()), Ok((5, 1)));
+    }
+
+    #[test]
+    fn a_bundle_under_root_three_verifies_from_root_one() {
+        assert_eq!(verify(&bundle(&spec_under_root(3)), policy()), Ok((5, 1)));
     }
 
     #[test]

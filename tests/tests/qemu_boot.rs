@@ -538,3 +538,143 @@ fn without_the_lock_the_hostile_apps_attacks_roll_back_block_fixes_and_brick() {
     assert!(!boot.ran(APP_V1), "reverted to an erased image: {boot:#?}");
     assert_eq!(boot.code, Some(EXIT_NO_BOOTABLE_IMAGE), "{boot:#?}");
 }
+
+/// Rotates the firmware's trust root (root 1: `root1.pem`) to root 3 in `dir`: two root
+/// updates, each signed by the retiring root's key and the new root's key, chained; a key set
+/// under root 3 for release key 1. Returns (chain, key set).
+fn rotate_to_root_3(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let fw = firmware();
+    let keys = fw.keys();
+    let p = |name: &str| dir.join(name).into_os_string();
+    let run = |args: Vec<std::ffi::OsString>| {
+        sigil_tests::sigil::sigil(args.clone()).unwrap_or_else(|e| panic!("sigil {args:?}: {e}"))
+    };
+    let mut previous_root = keys.join("root.sgl").into_os_string();
+    let mut previous_key = keys.join("root1.pem").into_os_string();
+    for n in [2, 3] {
+        run(vec![
+            "keygen".into(),
+            "--out".into(),
+            p(&format!("root{n}key.pem")),
+        ]);
+        run(vec![
+            "root".into(),
+            "rotate".into(),
+            "--from".into(),
+            previous_root.clone(),
+            "-m".into(),
+            "1".into(),
+            "--out".into(),
+            p(&format!("update{n}.sgl")),
+            "--root-out".into(),
+            p(&format!("root{n}.sgl")),
+            p(&format!("root{n}key.pub.pem")),
+        ]);
+        for key in [previous_key.clone(), p(&format!("root{n}key.pem"))] {
+            run(vec![
+                "root".into(),
+                "sign".into(),
+                p(&format!("update{n}.sgl")),
+                "--previous".into(),
+                previous_root.clone(),
+                "--key".into(),
+                key,
+            ]);
+        }
+        previous_root = p(&format!("root{n}.sgl"));
+        previous_key = p(&format!("root{n}key.pem"));
+    }
+    run(vec![
+        "root".into(),
+        "chain".into(),
+        "--root".into(),
+        keys.join("root.sgl").into_os_string(),
+        "--out".into(),
+        p("chain.sgl"),
+        p("update2.sgl"),
+        p("update3.sgl"),
+    ]);
+    run(vec![
+        "keyset".into(),
+        "create".into(),
+        "-m".into(),
+        "1".into(),
+        "--key-set-version".into(),
+        "2".into(),
+        "--root-version".into(),
+        "3".into(),
+        "--out".into(),
+        p("keyset3.sgl"),
+        keys.join("release1.pub.pem").into_os_string(),
+    ]);
+    run(vec![
+        "keyset".into(),
+        "sign".into(),
+        p("keyset3.sgl"),
+        "--key".into(),
+        p("root3key.pem"),
+        "--root".into(),
+        p("root3.sgl"),
+    ]);
+    (dir.join("chain.sgl"), dir.join("keyset3.sgl"))
+}
+
+#[test]
+fn a_board_on_root_1_takes_a_release_under_root_3_with_its_chain_then_refuses_root_1() {
+    let fw = firmware();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let (chain, key_set) = rotate_to_root_3(dir.path());
+    // 2.0.0 signed under root 3, the chain 1 -> 2 -> 3 in the bundle.
+    let v2 = dir.path().join("v2-root3.sgl");
+    sigil_tests::sigil::sigil([
+        "sign".into(),
+        fw.payload(APP_V2).into_os_string(),
+        "--key-set".into(),
+        key_set.clone().into_os_string(),
+        "--key".into(),
+        fw.keys().join("release1.pem").into_os_string(),
+        "--root".into(),
+        fw.keys().join("root.sgl").into_os_string(),
+        "--root-chain".into(),
+        chain.into_os_string(),
+        "--product".into(),
+        fw.product().into(),
+        "--component".into(),
+        "app".into(),
+        "--version".into(),
+        "2.0.0".into(),
+        "--security-counter".into(),
+        "2".into(),
+        "--alignment".into(),
+        fw.board().device.payload_alignment.to_string().into(),
+        "--out".into(),
+        v2.clone().into_os_string(),
+    ])
+    .unwrap_or_else(|e| panic!("signing under root 3: {e}"));
+    // The board, built with root 1, runs 1.0.0 signed under root 1.
+    let device = Device::assemble(&fw.bundle(APP_V1, SignSpec::counter(1)), Some(&v2), true);
+    let boot = device.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("trial boot"), "{boot:#?}");
+    assert_eq!(
+        device.state().root_floor,
+        None,
+        "root 3 adopted before the confirm"
+    );
+    let boot = device.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("confirmed"), "{boot:#?}");
+    let state = device.state();
+    assert_eq!(state.outcome, Outcome::Confirmed);
+    assert_eq!(state.root_floor.map(|f| f.version), Some(3));
+    // It keeps booting 2.0.0 under root 3 (the chain's root 3 matches the stored digest).
+    assert!(device.boot().ran(APP_V2));
+
+    // A release signed under root 1's keys, even with a higher counter, is refused now.
+    let old_keys = fw.bundle(APP_V1, SignSpec::counter(3));
+    device.stage(&old_keys);
+    let boot = device.boot();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("staged bundle refused"), "{boot:#?}");
+    assert_eq!(device.state().outcome, Outcome::StagedInvalid);
+}

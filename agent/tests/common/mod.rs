@@ -219,6 +219,7 @@ impl Device {
             let floors = sigil_bootloader::Floors {
                 security_counter: 0,
                 key_set_version: 0,
+                root: None,
             };
             sigil_bootloader::provision(&mut flash, &layout(), floors).unwrap();
             drop(flash);

@@ -120,6 +120,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .provision(Floors {
                         security_counter: min_security_counter.unwrap_or(0),
                         key_set_version: min_key_set_version.unwrap_or(0),
+                        root: None,
                     })
                     .context("provisioning the floors")?;
             }

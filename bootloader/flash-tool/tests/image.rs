@@ -111,6 +111,7 @@ fn factory_provisioning_writes_the_floors_once() {
     let floors = Floors {
         security_counter: 7,
         key_set_version: 2,
+        root: None,
     };
     image.provision(floors).unwrap();
     assert_eq!(image.state().unwrap().floors(), floors);

@@ -67,7 +67,7 @@ pub fn release(counter: u32, len: usize) -> Vec<u8> {
 /// The identity the bootloader gives a bundle: its manifest digest (zero if it does not verify
 /// at all, which the bootloader then refuses whatever the request names).
 pub fn digest_of(bundle: &[u8]) -> ImageDigest {
-    let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+    let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
     verify_bundle(root(), DevicePolicy::any_device(), bundle, &mut buf)
         .map(|v| v.manifest_digest())
         .unwrap_or([0; 32])
@@ -133,7 +133,7 @@ impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
             Bootloader::new(flash, self.layout, config)?.boot(&mut [], &mut lock)
         } else {
             let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
-            let mut buf = [0u8; MAX_ENVELOPE_LEN];
+            let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
             bl.boot(&mut buf, &mut lock)
         };
         if result.is_ok() {
