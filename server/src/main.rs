@@ -192,7 +192,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             init_logging(&config);
             let (store, _) = sigil_server::serve::open_storage(&config)?;
             let keys = sigil_server::audit_key::KeyFile::of(&config);
-            let new = sigil_server::audit_key::rotate(&store, &keys, "cli")?;
+            let new = sigil_server::audit_key::rotate(&*store, &keys, "cli")?;
             println!("{new}");
             Ok(ExitCode::SUCCESS)
         }
@@ -200,7 +200,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let config = load_config(&args)?;
             init_logging(&config);
             let (store, _) = sigil_server::serve::open_storage(&config)?;
-            let token = sigil_server::serve::create_admin_token(&store, name, "cli")?;
+            let token = sigil_server::serve::create_admin_token(&*store, name, "cli")?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

@@ -12,11 +12,13 @@
 
 mod error;
 pub mod model;
+pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::{AuditEntry, Checkpoint};
