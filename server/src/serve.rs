@@ -67,7 +67,23 @@ pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(Arc<dyn Store>, Bu
             "removed leftovers of an interrupted run"
         );
     }
-    for id in &r.missing {
+    if store.keeps_bundles() {
+        // The database holds every bundle; this disk is a cache filled on first download.
+        let pruned = store.prune_bundles(now_secs())?;
+        if pruned > 0 {
+            tracing::warn!(
+                pruned,
+                "removed bundle bytes no release names (interrupted uploads)"
+            );
+        }
+        if !r.missing.is_empty() {
+            tracing::info!(
+                bundles = r.missing.len(),
+                "bundles not cached on this replica yet; fetched from the database on demand"
+            );
+        }
+    }
+    for id in r.missing.iter().filter(|_| !store.keeps_bundles()) {
         tracing::error!(
             release = id,
             "bundle file of a release is missing from the store"

@@ -11,10 +11,14 @@
 //!   the deployment exactly once, and two uploads of the same bundle insert one release. Reads
 //!   take no lock. Check-ins are committed in groups (one transaction per batch), so the lock is
 //!   taken once per batch, not once per check-in.
+//! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
+//!   row; each replica keeps a verified copy on its local disk as a cache
+//!   ([`crate::bundles::BundleStore::cache_from`]).
 //! - A connection refused, lost or shut down is [`StoreError::Unavailable`] (the API answers
 //!   503); broken connections are dropped from the pool and replaced on the next call.
 
 mod audit;
+mod bundles;
 mod checkins;
 mod deployments;
 mod devices;
@@ -33,8 +37,13 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{StoreError, StoreResult};
 
+pub use bundles::BUNDLE_CHUNK;
+
 /// Schema migrations, applied in order; `sigil_schema` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/0001_initial.sql"),
+    include_str!("schema/0002_bundles.sql"),
+];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.
 const MIGRATION_LOCK: i64 = 0x5347_4c4d;
