@@ -31,7 +31,7 @@ use rand_core::{OsRng, RngCore};
 use crate::audit::{Checkpoint, Trust, Verifier};
 use crate::config::ServerConfig;
 use crate::store::prelude::*;
-use crate::store::{now_secs, AuditEvent, SqliteStore, StoreError};
+use crate::store::{now_secs, AuditEvent, StoreError};
 
 /// Why the audit key or the audit trail cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -319,15 +319,21 @@ const VERIFY_PAGE: u32 = 5000;
 
 /// Refuses a tampered database (see the module documentation), creates the audit key at first
 /// start, and signs a checkpoint of the head. Returns the audit public key (hex).
-pub fn check_at_start(store: &SqliteStore, config: &ServerConfig) -> Result<String, AuditKeyError> {
+///
+/// `differences` are the backend's schema differences (see `SqliteStore::schema_differences`).
+pub fn check_at_start(
+    store: &dyn Store,
+    differences: &[String],
+    config: &ServerConfig,
+) -> Result<String, AuditKeyError> {
     let db_path = config
-        .database_path()
+        .database()
+        .map(|d| PathBuf::from(d.redacted()))
         .unwrap_or_else(|_| config.data_dir.join("sigil.db"));
     let tampered = |why: String| AuditKeyError::Tampered {
         path: db_path.clone(),
         why,
     };
-    let differences = store.schema_differences()?;
     if !differences.is_empty() {
         return Err(tampered(format!(
             "its schema differs from this server's: {}",

@@ -243,4 +243,70 @@ impl BundleStore {
             .map_err(io_at(&self.bundles))?;
         Ok(ingested)
     }
+
+    /// Makes a verified local copy of bundle `id` from `fetch` (which writes the bytes the
+    /// database keeps, `Ok(false)` if it has none): written to a temporary file, its SHA-256
+    /// checked against `id`, fsynced, then renamed into place. Returns whether the bundle is
+    /// now present. Bytes that do not match their address are refused and nothing is kept.
+    pub fn cache_from(
+        &self,
+        id: &str,
+        fetch: impl FnOnce(&mut dyn Write) -> crate::store::StoreResult<bool>,
+    ) -> crate::store::StoreResult<bool> {
+        use crate::store::StoreError;
+        let Some(dest) = self.path(id) else {
+            return Ok(false);
+        };
+        let io = |what: &Path, e: io::Error| {
+            StoreError::Backend(format!("bundle cache {}: {e}", what.display()))
+        };
+        let mut name = [0u8; 16];
+        OsRng.fill_bytes(&mut name);
+        let tmp_path = self.tmp.join(format!("cache-{}.part", hex::encode(name)));
+        let file = File::create_new(&tmp_path).map_err(|e| io(&tmp_path, e))?;
+        let mut guard = TempFile(Some(tmp_path.clone()));
+        let mut out = HashingWriter {
+            inner: BufWriter::with_capacity(256 << 10, file),
+            hasher: Sha256::new(),
+        };
+        if !fetch(&mut out)? {
+            return Ok(false);
+        }
+        let digest = hex::encode(out.hasher.finalize());
+        if digest != id {
+            return Err(StoreError::Backend(format!(
+                "the database's bytes of bundle {id} hash to {digest}: not cached"
+            )));
+        }
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| io(&tmp_path, e.into_error()))?;
+        file.sync_all().map_err(|e| io(&tmp_path, e))?;
+        drop(file);
+        fs::rename(&tmp_path, &dest).map_err(|e| io(&dest, e))?;
+        guard.0 = None;
+        File::open(&self.bundles)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(&self.bundles, e))?;
+        Ok(true)
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -5,7 +5,8 @@
 //! |---------------------------|---------------------------|-------------------------------|
 //! | `listen`                  | `SIGIL_LISTEN`            | `127.0.0.1:8080`              |
 //! | `data_dir`                | `SIGIL_DATA_DIR`          | `./sigil-data`                |
-//! | `database_url`            | `SIGIL_DATABASE_URL`      | `sqlite://<data_dir>/sigil.db`|
+//! | `database_url`            | `SIGIL_DATABASE_URL`      | `sqlite://<data_dir>/sigil.db`; or `postgres://…` |
+//! | `database_ca_file`        | `SIGIL_DATABASE_CA_FILE`  | none: PostgreSQL without TLS unless the server offers it and `sslmode` allows |
 //! | `trust_root`              | `SIGIL_TRUST_ROOT`        | none: uploads are refused     |
 //! | `tls.cert`, `tls.key`     | `SIGIL_TLS_CERT`, `SIGIL_TLS_KEY` | none: plain HTTP      |
 //! | `mirror_base_url`         | `SIGIL_MIRROR_BASE_URL`   | none: devices download here   |
@@ -179,8 +180,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory holding the database and the bundle store.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`; default `sqlite://<data_dir>/sigil.db`.
+    /// `sqlite://PATH` (default `sqlite://<data_dir>/sigil.db`) or `postgres://…` (a
+    /// libpq-style URL; several replicas may share one PostgreSQL).
     pub database_url: Option<String>,
+    /// PEM certificate(s) of the authority that signed the PostgreSQL server's certificate:
+    /// with it the connection requires TLS (rustls) and verifies the server.
+    pub database_ca_file: Option<PathBuf>,
     /// Trust root file (`SGL-ROOT`) that uploaded bundles are verified against.
     pub trust_root: Option<PathBuf>,
     /// Serve HTTPS with this certificate and key.
@@ -215,6 +220,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("sigil-data"),
             database_url: None,
+            database_ca_file: None,
             trust_root: None,
             tls: None,
             mirror_base_url: None,
@@ -280,6 +286,7 @@ impl ServerConfig {
                 "SIGIL_LISTEN" => config.listen = parse_env(n, &value)?,
                 "SIGIL_DATA_DIR" => config.data_dir = PathBuf::from(value),
                 "SIGIL_DATABASE_URL" => config.database_url = Some(value),
+                "SIGIL_DATABASE_CA_FILE" => config.database_ca_file = Some(PathBuf::from(value)),
                 "SIGIL_TRUST_ROOT" => config.trust_root = Some(PathBuf::from(value)),
                 "SIGIL_TLS_CERT" => tls_cert = Some(PathBuf::from(value)),
                 "SIGIL_TLS_KEY" => tls_key = Some(PathBuf::from(value)),
@@ -423,7 +430,7 @@ impl ServerConfig {
         if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
             return invalid("audit_checkpoint_secs must be between 1 and 86400");
         }
-        self.database_path()?;
+        self.database()?;
         Ok(())
     }
 
@@ -434,23 +441,71 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("keys").join("audit.key"))
     }
 
-    /// The SQLite database file named by `database_url` (or its default).
-    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+    /// The database `database_url` names (or the default SQLite file).
+    pub fn database(&self) -> Result<Database, ConfigError> {
         match &self.database_url {
-            None => Ok(self.data_dir.join("sigil.db")),
+            None => Ok(Database::Sqlite(self.data_dir.join("sigil.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url.clone()))
+            }
             Some(url) => match url
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
             {
-                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-                _ if url.starts_with("postgres") => Err(ConfigError::Invalid(
-                    "the PostgreSQL backend is not built yet; use sqlite://PATH".to_owned(),
-                )),
+                Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
                 _ => Err(ConfigError::Invalid(format!(
-                    "database_url {url:?} is not sqlite://PATH"
+                    "database_url {url:?} is neither sqlite://PATH nor postgres://…"
                 ))),
             },
         }
+    }
+
+    /// The SQLite database file named by `database_url` (or its default); an error for
+    /// PostgreSQL.
+    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+        match self.database()? {
+            Database::Sqlite(path) => Ok(path),
+            Database::Postgres(_) => Err(ConfigError::Invalid(
+                "database_url names PostgreSQL, not an SQLite file".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (one server).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (one or several replicas).
+    Postgres(String),
+}
+
+impl Database {
+    /// The URL with any password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -537,11 +592,23 @@ mod tests {
         assert!(e.to_string().contains("TLS"), "{e}");
         let e = ServerConfig::load(
             None,
-            env(&[("SIGIL_DATABASE_URL", "postgres://db/sigil")]),
+            env(&[("SIGIL_DATABASE_URL", "mysql://db/sigil")]),
             Overrides::default(),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("PostgreSQL"), "{e}");
+        assert!(e.to_string().contains("postgres://"), "{e}");
+        let c = ServerConfig::load(
+            None,
+            env(&[("SIGIL_DATABASE_URL", "postgres://sigil:hunter2@db/sigil")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        let db = c.database().unwrap();
+        assert_eq!(
+            db,
+            Database::Postgres("postgres://sigil:hunter2@db/sigil".into())
+        );
+        assert_eq!(db.redacted(), "postgres://sigil:***@db/sigil");
         let e = ServerConfig::load(
             None,
             env(&[("SIGIL_AUDIT_CHECKPOINT_SECS", "0")]),

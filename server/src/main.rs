@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sigil_server::config::{LogFormat, Overrides, ServerConfig};
 
@@ -40,6 +41,19 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Move an SQLite installation (database and bundles) into an empty PostgreSQL database,
+    /// audit chain included, and verify the copy. Stop the server first.
+    Migrate {
+        /// The SQLite installation's data directory (holding `sigil.db` and `bundles/`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database: `postgres://user@host/db` (libpq URL syntax).
+        #[arg(long)]
+        to: String,
+        /// CA certificate(s) (PEM) of the PostgreSQL server, for TLS.
+        #[arg(long)]
+        database_ca_file: Option<PathBuf>,
     },
 }
 
@@ -192,7 +206,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             init_logging(&config);
             let (store, _) = sigil_server::serve::open_storage(&config)?;
             let keys = sigil_server::audit_key::KeyFile::of(&config);
-            let new = sigil_server::audit_key::rotate(&store, &keys, "cli")?;
+            let new = sigil_server::audit_key::rotate(&*store, &keys, "cli")?;
             println!("{new}");
             Ok(ExitCode::SUCCESS)
         }
@@ -200,8 +214,33 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let config = load_config(&args)?;
             init_logging(&config);
             let (store, _) = sigil_server::serve::open_storage(&config)?;
-            let token = sigil_server::serve::create_admin_token(&store, name, "cli")?;
+            let token = sigil_server::serve::create_admin_token(&*store, name, "cli")?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Migrate {
+            from,
+            to,
+            database_ca_file,
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let target = sigil_server::config::redact_url(to);
+            let pg = sigil_server::store::PgStore::open(to, database_ca_file.as_deref())
+                .with_context(|| format!("cannot open {target}"))?;
+            let m = sigil_server::store::migrate::sqlite_to_postgres(from, &pg)
+                .with_context(|| format!("cannot migrate {} to {target}", from.display()))?;
+            for (table, rows) in &m.rows {
+                println!("{table}: {rows} rows");
+            }
+            println!(
+                "migrated and verified: {} bundles, audit chain of {} entries ending at {}",
+                m.bundles, m.audit_entries, m.audit_head
+            );
+            println!(
+                "every replica needs the audit key: copy {} to its audit_key_file",
+                from.join("keys").join("audit.key").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Serve) | None => {

@@ -18,29 +18,43 @@ use tokio::net::TcpStream;
 
 use crate::api::{new_token, router, AppState};
 use crate::bundles::BundleStore;
+use crate::config::Database;
 use crate::config::ServerConfig;
 use crate::connection::{
     raise_open_file_limit, Activity, ConnectionLimits, GuardedStream, Refused, Tracked,
 };
 use crate::store::prelude::*;
-use crate::store::{now_secs, AuditEvent, Role, SqliteStore, TokenGrant};
+use crate::store::{now_secs, AuditEvent, PgStore, Role, SqliteStore, TokenGrant};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Opens the database (running migrations) and the bundle store, reconciling the two.
-pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(SqliteStore, BundleStore)> {
+/// Opens the database (running migrations) and the bundle store, reconciling the two. Blocks
+/// (call it outside the async runtime, or through `block_in_place`).
+pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(Arc<dyn Store>, BundleStore)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let db_path = config.database_path()?;
-    if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create database directory {}", parent.display()))?;
-    }
-    let store = SqliteStore::open(&db_path)
-        .with_context(|| format!("cannot open database {}", db_path.display()))?;
+    let database = config.database()?;
+    let (store, differences): (Arc<dyn Store>, Vec<String>) = match &database {
+        Database::Sqlite(db_path) => {
+            if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("cannot create database directory {}", parent.display())
+                })?;
+            }
+            let store = SqliteStore::open(db_path)
+                .with_context(|| format!("cannot open database {}", db_path.display()))?;
+            let differences = store.schema_differences()?;
+            (Arc::new(store), differences)
+        }
+        Database::Postgres(url) => {
+            let store = PgStore::open(url, config.database_ca_file.as_deref())
+                .with_context(|| format!("cannot open database {}", database.redacted()))?;
+            (Arc::new(store), Vec::new())
+        }
+    };
     // Refuses a tampered database; creates the audit key at first start.
-    crate::audit_key::check_at_start(&store, config)?;
+    crate::audit_key::check_at_start(&*store, &differences, config)?;
     let bundles = BundleStore::open(&config.data_dir).context("cannot open the bundle store")?;
     let ids: HashSet<String> = store.release_ids()?.into_iter().collect();
     let r = bundles
@@ -53,7 +67,23 @@ pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(SqliteStore, Bundl
             "removed leftovers of an interrupted run"
         );
     }
-    for id in &r.missing {
+    if store.keeps_bundles() {
+        // The database holds every bundle; this disk is a cache filled on first download.
+        let pruned = store.prune_bundles(now_secs())?;
+        if pruned > 0 {
+            tracing::warn!(
+                pruned,
+                "removed bundle bytes no release names (interrupted uploads)"
+            );
+        }
+        if !r.missing.is_empty() {
+            tracing::info!(
+                bundles = r.missing.len(),
+                "bundles not cached on this replica yet; fetched from the database on demand"
+            );
+        }
+    }
+    for id in r.missing.iter().filter(|_| !store.keeps_bundles()) {
         tracing::error!(
             release = id,
             "bundle file of a release is missing from the store"
@@ -180,7 +210,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let (store, bundles) = open_storage(&config)?;
+    let (store, bundles) = tokio::task::block_in_place(|| open_storage(&config))?;
     let trust_root = load_trust_root(&config)?;
     if trust_root.is_none() {
         tracing::warn!("no trust root configured: bundle uploads are refused until one is set");
@@ -208,11 +238,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Created only once the server can start, so the one printing is never lost.
-    let bootstrap = if store.has_admin_token()? {
-        None
-    } else {
-        Some(create_admin_token(&store, "bootstrap-admin", "system")?)
-    };
+    let bootstrap = tokio::task::block_in_place(|| -> anyhow::Result<Option<String>> {
+        Ok(if store.has_admin_token()? {
+            None
+        } else {
+            Some(create_admin_token(&*store, "bootstrap-admin", "system")?)
+        })
+    })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("sigil-server listening on {scheme}://{addr}");
     match bootstrap {
@@ -223,7 +255,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     let limits = config.limits.clone();
     let h2c = config.http2_cleartext;
-    let state = AppState::new(config, Arc::new(store), bundles, trust_root);
+    let state = AppState::new(config, store, bundles, trust_root);
     tokio::spawn(crate::audit_key::checkpoint_loop(
         state.db.clone(),
         state.config.clone(),

@@ -7,13 +7,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::api::{router, token_hash, AppState};
 use crate::config::{Overrides, ServerConfig};
-use crate::store::prelude::*;
 use crate::store::{Role, TokenGrant};
 
 /// A running in-process server; it stops when dropped.
@@ -73,7 +71,7 @@ impl LocalServer {
                 .create_token(&grant, 1, None)
                 .context("cannot grant a test token")?;
         }
-        let state = AppState::new(config, Arc::new(store) as Arc<dyn Store>, bundles, root);
+        let state = AppState::new(config, store, bundles, root);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -615,16 +615,7 @@ async fn check_in_offers_the_assigned_update_and_keeps_the_last_reports() {
     for _ in 0..4 {
         h.check_in(&f.device_token, "confirmed", None).await;
     }
-    let stored: i64 = h
-        .store
-        .dangerous_raw_connection()
-        .unwrap()
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE device_id = 'pump-1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored = h.raw_i64("SELECT COUNT(*) FROM reports WHERE device_id = 'pump-1'");
     assert_eq!(stored, 5, "only reports_kept reports are kept");
     let (_, d) = h
         .call(
@@ -1147,13 +1138,11 @@ async fn tampering_with_the_stored_audit_trail_is_detected_in_the_export() {
     let f = fleet().await;
     let h = &f.h;
     assert!(verify_lines(export(h).await.as_bytes(), Trust::default()).is_ok());
-    {
-        let conn = h.store.dangerous_raw_connection().unwrap();
-        conn.execute_batch(
-            "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'someone-else' WHERE seq = 2;",
-        )
-        .unwrap();
-    }
+    h.raw_execute(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'someone-else' WHERE seq = 2;",
+        "ALTER TABLE audit DISABLE TRIGGER audit_no_update; \
+         UPDATE audit SET actor = 'someone-else' WHERE seq = 2;",
+    );
     let err = verify_lines(export(h).await.as_bytes(), Trust::default()).unwrap_err();
     assert!(err.to_string().contains("entry 2"), "{err}");
 }
@@ -1372,7 +1361,6 @@ async fn operations_endpoints() {
 
 #[tokio::test]
 async fn audit_export_streams_long_logs_as_one_chain() {
-    use sigil_server::store::prelude::*;
     use sigil_server::store::{AuditAction, AuditEvent};
     let h = Harness::new();
     for n in 0..2_345u32 {
@@ -1382,7 +1370,7 @@ async fn audit_export_streams_long_logs_as_one_chain() {
             &n.to_string(),
             json!({ "n": n }),
         );
-        h.store.append_audit(&event, u64::from(n)).unwrap();
+        h.blocking(|s| s.append_audit(&event, u64::from(n)).unwrap());
     }
     let (_, head) = h
         .call(

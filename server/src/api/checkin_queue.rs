@@ -115,9 +115,9 @@ impl CheckInQueue {
                     }
                 }
                 Err(e) => {
-                    let e = e.to_string();
+                    // The same error for each (an unavailable database stays a 503).
                     for reply in replies {
-                        let _ = reply.send(Err(StoreError::Backend(e.clone())));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }

@@ -275,6 +275,26 @@ fn header_value(v: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(v).map_err(|e| ApiError::Internal(e.into()))
 }
 
+/// Makes sure the bundle file is on this replica's disk: where the database keeps bundle
+/// bytes and the local cache lacks this one, fetches and verifies it first.
+async fn ensure_local(state: &AppState, path: &std::path::Path, id: &str) -> Result<(), ApiError> {
+    if tokio::fs::try_exists(path).await.unwrap_or(false) {
+        return Ok(());
+    }
+    let bundles = state.bundles.clone();
+    let key = id.to_owned();
+    state
+        .db
+        .run(move |s| {
+            if !s.keeps_bundles() {
+                return Ok(false);
+            }
+            bundles.cache_from(&key, |out| s.get_bundle(&key, out))
+        })
+        .await?;
+    Ok(())
+}
+
 async fn serve(
     state: &AppState,
     path: PathBuf,
@@ -282,6 +302,7 @@ async fn serve(
     headers: &HeaderMap,
     public: bool,
 ) -> Result<Response, ApiError> {
+    ensure_local(state, &path, id).await?;
     let file = match File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -139,9 +139,18 @@ pub async fn upload(
     let release = Arc::new(release);
     let r = Arc::clone(&release);
     let id = release.id.clone();
+    let local = state.bundles.path(&id);
     let (created, stored, newest_key_set) = state
         .db
         .run(move |s| {
+            // Where the database keeps bundles (PostgreSQL), the bytes are stored before the
+            // release row: a release is never visible to a replica that cannot get its bytes.
+            if let (true, Some(path)) = (s.keeps_bundles(), &local) {
+                let mut file = std::fs::File::open(path).map_err(|e| {
+                    crate::store::StoreError::Backend(format!("{}: {e}", path.display()))
+                })?;
+                s.put_bundle(&r.id, &mut file, now_secs())?;
+            }
             let created = s.insert_release(&r, &event)?;
             // The newest key set any live release of this product is signed under.
             let live = ReleaseFilter {

@@ -1,7 +1,7 @@
 //! The store's typed error, shared by every backend.
 
 /// Storage errors.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No such record.
     #[error("{what} {id} not found")]

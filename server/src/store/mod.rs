@@ -11,12 +11,15 @@
 //! no change without its entry, and no entry without its change.
 
 mod error;
+pub mod migrate;
 pub mod model;
+pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::{AuditEntry, Checkpoint};
@@ -24,7 +27,8 @@ use crate::audit::{AuditEntry, Checkpoint};
 /// Every store trait, for calling their methods (`use crate::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AuditStore, CheckInStore, DeploymentStore, DeviceStore, ReleaseStore, Store, TokenStore,
+        AuditStore, BundleBytes, CheckInStore, DeploymentStore, DeviceStore, ReleaseStore, Store,
+        TokenStore,
     };
 }
 
@@ -141,6 +145,33 @@ pub trait AuditStore {
     fn checkpoints(&self, up_to_seq: u64) -> StoreResult<Vec<Checkpoint>>;
 }
 
+/// Where bundle bytes live besides the local bundle store. SQLite keeps none (the bundle
+/// store on the server's disk is the only copy); PostgreSQL keeps every bundle, so that any
+/// replica serves any bundle, and each replica's disk is a cache.
+pub trait BundleBytes {
+    /// Whether this backend keeps bundle bytes.
+    fn keeps_bundles(&self) -> bool {
+        false
+    }
+    /// Stores the bytes of bundle `id` (its SHA-256, checked by the caller), read to the end
+    /// of `bundle`; nothing if they are stored already.
+    fn put_bundle(&self, id: &str, bundle: &mut dyn std::io::Read, now: u64) -> StoreResult<()> {
+        let _ = (id, bundle, now);
+        Ok(())
+    }
+    /// Writes the bytes of bundle `id` to `out`; `false` if the backend has none.
+    fn get_bundle(&self, id: &str, out: &mut dyn std::io::Write) -> StoreResult<bool> {
+        let _ = (id, out);
+        Ok(false)
+    }
+    /// Removes bundle bytes that no release names and that are older than an upload can
+    /// take; returns how many bundles went.
+    fn prune_bundles(&self, now: u64) -> StoreResult<u64> {
+        let _ = now;
+        Ok(0)
+    }
+}
+
 /// The whole storage interface the handlers use. Calls block; the API runs them on the
 /// blocking pool. Implemented by every type that implements each aggregate's trait.
 pub trait Store:
@@ -150,6 +181,7 @@ pub trait Store:
     + DeploymentStore
     + CheckInStore
     + AuditStore
+    + BundleBytes
     + Send
     + Sync
     + 'static
@@ -163,6 +195,7 @@ impl<T> Store for T where
         + DeploymentStore
         + CheckInStore
         + AuditStore
+        + BundleBytes
         + Send
         + Sync
         + 'static

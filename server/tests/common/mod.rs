@@ -18,19 +18,25 @@ use sigil_manifests::TrustRoot;
 use sigil_server::api::{auth_message, router, token_hash, AppState};
 use sigil_server::config::{Overrides, ServerConfig};
 use sigil_server::store::prelude::*;
-use sigil_server::store::{Role, SqliteStore, TokenGrant};
+use sigil_server::store::{Role, TokenGrant};
 use tower::ServiceExt;
+
+pub mod postgres;
+pub mod process;
 
 // The fixtures (keys, trust root, bundles) are the shared ones.
 pub use sigil_test_support::*;
 
-/// An in-process server with one token per role.
+/// An in-process server with one token per role, on SQLite or (with
+/// `TEST_DATABASE=postgres`) on a throwaway PostgreSQL of its own.
 pub struct Harness {
     pub app: Router,
     pub state: AppState,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub dir: tempfile::TempDir,
     pub tokens: HashMap<Role, String>,
+    /// The PostgreSQL server, when the suite runs on PostgreSQL (dropped last).
+    pub pg: Option<postgres::TestPostgres>,
 }
 
 pub fn test_config(dir: &Path, env: &[(&str, &str)]) -> ServerConfig {
@@ -64,10 +70,20 @@ impl Harness {
     }
 
     pub fn with_env(env: &[(&str, &str)]) -> Self {
+        // The PostgreSQL client blocks: set up off the test's async runtime.
+        std::thread::scope(|s| s.spawn(|| Self::build(env)).join().unwrap())
+    }
+
+    fn build(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path(), env);
+        let pg = postgres::postgres_selected().then(postgres::TestPostgres::start);
+        let url = pg.as_ref().map(|pg| pg.url());
+        let mut env = env.to_vec();
+        if let Some(url) = &url {
+            env.push(("SIGIL_DATABASE_URL", url));
+        }
+        let config = test_config(dir.path(), &env);
         let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
-        let store = Arc::new(store);
         let mut tokens = HashMap::new();
         for role in [Role::Admin, Role::Release, Role::Operator, Role::Auditor] {
             let token = format!("sgl_test_{}", role.as_str());
@@ -84,14 +100,52 @@ impl Harness {
         }
         let root =
             TrustRoot::decode(&std::fs::read(config.trust_root.clone().unwrap()).unwrap()).unwrap();
-        let state = AppState::new(config, store.clone() as Arc<dyn Store>, bundles, Some(root));
+        let state = AppState::new(config, store.clone(), bundles, Some(root));
         Harness {
             app: router(state.clone()),
             state,
             store,
             dir,
             tokens,
+            pg,
         }
+    }
+
+    /// Runs `f` against the store off the async runtime (the PostgreSQL client blocks).
+    pub fn blocking<T: Send>(&self, f: impl FnOnce(&dyn Store) -> T + Send) -> T {
+        let store = &*self.store;
+        std::thread::scope(|s| s.spawn(|| f(store)).join().unwrap())
+    }
+
+    /// One integer from raw SQL on the backend's tables (the same SQL on both).
+    pub fn raw_i64(&self, sql: &str) -> i64 {
+        std::thread::scope(|s| {
+            s.spawn(|| match &self.pg {
+                Some(pg) => pg.client().query_one(sql, &[]).unwrap().get(0),
+                None => rusqlite::Connection::open(self.data().join("sigil.db"))
+                    .unwrap()
+                    .query_row(sql, [], |r| r.get(0))
+                    .unwrap(),
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Raw SQL statements, as an attacker with database access would run them: `sqlite` on
+    /// SQLite, `postgres` on PostgreSQL.
+    pub fn raw_execute(&self, sqlite: &str, postgres: &str) {
+        std::thread::scope(|s| {
+            s.spawn(|| match &self.pg {
+                Some(pg) => pg.client().batch_execute(postgres).unwrap(),
+                None => rusqlite::Connection::open(self.data().join("sigil.db"))
+                    .unwrap()
+                    .execute_batch(sqlite)
+                    .unwrap(),
+            })
+            .join()
+            .unwrap()
+        })
     }
 
     pub fn token(&self, role: Role) -> &str {
@@ -265,7 +319,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut s = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, headers, body).unwrap()
+}
+
+/// [`http`], with connection errors (a server that is down) as errors.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut s = TcpStream::connect(addr)?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -274,10 +339,13 @@ pub fn http(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut body = raw[split + 4..].to_vec();
@@ -313,9 +381,9 @@ pub fn http(
         }
         body = out;
     }
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }

@@ -26,6 +26,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0002_audit_checkpoints.sql"),
 ];
 
+/// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.
+impl super::BundleBytes for SqliteStore {}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error() {

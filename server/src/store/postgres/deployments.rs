@@ -1,0 +1,209 @@
+//! [`crate::store::DeploymentStore`] on PostgreSQL.
+
+use super::rows::*;
+use super::PgStore;
+use crate::rollout::{Counts, DeploymentState};
+use crate::store::*;
+
+impl DeploymentStore for PgStore {
+    fn create_deployment(
+        &self,
+        new: &NewDeployment,
+        now: u64,
+        actor: &str,
+    ) -> StoreResult<Deployment> {
+        self.with_tx(|tx| {
+            let release = tx
+                .query_opt(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
+                    &[&new.release_id],
+                )?
+                .map(|r| release_row(&r))
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "release",
+                    id: new.release_id.clone(),
+                })?;
+            rules::check_deployable(&release, now)?;
+            let candidates: Vec<Device> = tx
+                .query(
+                    &format!(
+                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE vendor = $1 AND device = $2 \
+                         ORDER BY id"
+                    ),
+                    &[&release.vendor, &release.device],
+                )?
+                .iter()
+                .map(device_row)
+                .collect::<StoreResult<_>>()?;
+            let targets = rules::select_targets(&release, &new.target, &candidates)?;
+            let count = i64::try_from(targets.len()).unwrap_or(i64::MAX);
+            let row = tx.query_one(
+                "INSERT INTO deployments (release_id, vendor, device, target, policy, phase, \
+                 state, created_at, created_by, device_count) \
+                 VALUES ($1, $2, $3, $4, $5, 0, 'active', $6, $7, $8) RETURNING id",
+                &[
+                    &release.id,
+                    &release.vendor,
+                    &release.device,
+                    &serde_json::to_string(&new.target)?,
+                    &serde_json::to_string(&new.policy)?,
+                    &to_sql(now),
+                    &actor,
+                    &count,
+                ],
+            )?;
+            let id: i64 = row.try_get(0)?;
+            let (members, open) = rules::rank_members(new, id, &targets);
+            let insert = tx.prepare(
+                "INSERT INTO members (deployment_id, device_id, rank, bucket, status, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5)",
+            )?;
+            for m in &members {
+                tx.execute(
+                    &insert,
+                    &[&id, &m.device_id, &m.rank, &m.bucket, &to_sql(now)],
+                )?;
+            }
+            for (b, n) in open.iter().enumerate() {
+                let b = i64::try_from(b).unwrap_or(i64::MAX);
+                tx.execute(
+                    "INSERT INTO rollout_counts (deployment_id, bucket, confirmed, failures, open) \
+                     VALUES ($1, $2, 0, 0, $3)",
+                    &[&id, &b, n],
+                )?;
+            }
+            let event = rules::created_event(actor, id, &release, new, members.len());
+            append(tx, &event, now)?;
+            load_deployment(tx, id, false)?
+                .ok_or_else(|| StoreError::Backend("deployment vanished".to_owned()))
+        })
+    }
+
+    fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>> {
+        let mut c = self.conn()?;
+        let vendor = filter.product.as_ref().map(|p| p.vendor.as_str());
+        let device = filter.product.as_ref().map(|p| p.device.as_str());
+        let state = filter.state.map(DeploymentState::as_str);
+        let rows = c.query(
+            &format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
+                 WHERE ($3::TEXT IS NULL OR d.vendor = $3) AND ($4::TEXT IS NULL OR d.device = $4) \
+                   AND ($5::TEXT IS NULL OR d.state = $5) \
+                 ORDER BY d.id DESC LIMIT $1 OFFSET $2"
+            ),
+            &[
+                &i64::from(page.limit),
+                &to_sql(page.offset),
+                &vendor,
+                &device,
+                &state,
+            ],
+        )?;
+        rows.iter().map(deployment_row).collect()
+    }
+
+    fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>> {
+        let mut c = self.conn()?;
+        // One snapshot for the deployment, its counts and its members.
+        let mut tx = c
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .start()?;
+        let Some(dep) = load_deployment(&mut tx, id, false)? else {
+            return Ok(None);
+        };
+        let n = rules::admitted_now(&dep);
+        let rows = tx.query(
+            "SELECT device_id, rank, status, updated_at FROM members WHERE deployment_id = $1 \
+             ORDER BY rank LIMIT $2 OFFSET $3",
+            &[&id, &i64::from(page.limit), &to_sql(page.offset)],
+        )?;
+        let mut members = Vec::with_capacity(rows.len());
+        for r in rows {
+            let rank = usize::try_from(r.try_get::<_, i64>(1)?).unwrap_or(usize::MAX);
+            let status: String = r.try_get(2)?;
+            members.push(Member {
+                device_id: r.try_get(0)?,
+                rank,
+                admitted: rank < n,
+                status: parse_status(&status)?,
+                updated_at: from_sql(r.try_get(3)?),
+            });
+        }
+        let rows = tx.query(
+            "SELECT status, COUNT(*) FROM members WHERE deployment_id = $1 GROUP BY status",
+            &[&id],
+        )?;
+        let mut counts = Vec::new();
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            counts.push((parse_status(&status)?, from_sql(r.try_get(1)?)));
+        }
+        // The same order as SQLite's (by status name).
+        counts.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        tx.commit()?;
+        Ok(Some(DeploymentDetail {
+            deployment: dep,
+            counts,
+            members,
+        }))
+    }
+
+    fn act_on_deployment(
+        &self,
+        id: i64,
+        action: DeploymentAction,
+        audit: &AuditEvent,
+    ) -> StoreResult<Deployment> {
+        self.with_tx(|tx| {
+            let dep = load_deployment(tx, id, true)?.ok_or_else(|| StoreError::NotFound {
+                what: "deployment",
+                id: id.to_string(),
+            })?;
+            let next = rules::next_state(id, action, dep.state)?;
+            tx.execute(
+                "UPDATE deployments SET state = $2 WHERE id = $1",
+                &[&id, &next.as_str()],
+            )?;
+            let now = now_secs();
+            append(tx, audit, now)?;
+            if next == DeploymentState::Active {
+                // A resumed rollout may already meet its advance or halt condition.
+                reevaluate(tx, id, now)?;
+            }
+            load_deployment(tx, id, false)?
+                .ok_or_else(|| StoreError::Backend("deployment vanished".to_owned()))
+        })
+    }
+
+    fn rollout_summary(&self) -> StoreResult<RolloutSummary> {
+        let mut c = self.conn()?;
+        let mut deployments = Vec::new();
+        for r in c.query(
+            "SELECT state, COUNT(*) FROM deployments GROUP BY state ORDER BY state",
+            &[],
+        )? {
+            let state: String = r.try_get(0)?;
+            if let Some(state) = DeploymentState::parse(&state) {
+                deployments.push((state, from_sql(r.try_get(1)?)));
+            }
+        }
+        let r = c.query_one(
+            "SELECT COALESCE(SUM(c.confirmed), 0)::BIGINT, COALESCE(SUM(c.failures), 0)::BIGINT, \
+             COALESCE(SUM(c.open), 0)::BIGINT FROM rollout_counts c JOIN deployments d \
+             ON d.id = c.deployment_id WHERE d.state IN ('active', 'paused', 'halted')",
+            &[],
+        )?;
+        let n = |v: i64| usize::try_from(v).unwrap_or(0);
+        Ok(RolloutSummary {
+            deployments,
+            devices: Counts {
+                confirmed: n(r.try_get(0)?),
+                failures: n(r.try_get(1)?),
+                open: n(r.try_get(2)?),
+            },
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! The PostgreSQL backend: several `sigil-server` replicas share one database.
+//!
+//! - A pool of blocking connections (`postgres` + `r2d2`); the store's calls already run on the
+//!   blocking pool. TLS to the database through rustls, verified against `database_ca_file`.
+//! - Migrations (`schema/*.sql`) run at start-up under a session advisory lock: the first
+//!   replica applies them, the others wait for the lock and then find nothing to do.
+//! - Every write transaction first takes one transaction-scoped advisory lock, the store's
+//!   write lock: writes from all replicas are serialised as SQLite's single writer serialises
+//!   them, so the audit chain stays one chain (the head read and the append cannot interleave),
+//!   a rollout's re-evaluation after each status change sees every earlier change and moves
+//!   the deployment exactly once, and two uploads of the same bundle insert one release. Reads
+//!   take no lock. Check-ins are committed in groups (one transaction per batch), so the lock is
+//!   taken once per batch, not once per check-in.
+//! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
+//!   row; each replica keeps a verified copy on its local disk as a cache
+//!   ([`crate::bundles::BundleStore::cache_from`]).
+//! - A connection refused, lost or shut down is [`StoreError::Unavailable`] (the API answers
+//!   503); broken connections are dropped from the pool and replaced on the next call.
+
+mod audit;
+mod bundles;
+mod checkins;
+mod deployments;
+mod devices;
+mod releases;
+mod rows;
+mod tokens;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{StoreError, StoreResult};
+
+pub use bundles::BUNDLE_CHUNK;
+
+/// Schema migrations, applied in order; `sigil_schema` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/0001_initial.sql"),
+    include_str!("schema/0002_bundles.sql"),
+];
+
+/// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.
+const MIGRATION_LOCK: i64 = 0x5347_4c4d;
+const WRITE_LOCK: i64 = 0x5347_4c57;
+
+/// Connections per replica.
+const POOL_SIZE: u32 = 16;
+/// How long a call waits for a connection before it is answered 503.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+/// A pooled connection.
+pub(super) type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
+
+/// The PostgreSQL store (see the module documentation).
+pub struct PgStore {
+    /// Always `Some` but in `drop`.
+    pool: Option<Pool>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Closing a blocking client runs its own small runtime, which must not happen on a
+        // thread that drives async tasks: close the connections on a thread of their own.
+        if let Some(pool) = self.pool.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(pool)).join();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("state", &self.pool.as_ref().map(|p| p.state()))
+            .finish()
+    }
+}
+
+/// Maps a client error: connection-level failures are [`StoreError::Unavailable`].
+pub(super) fn pg(e: postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exception; 57P01-03: admin/crash shutdown, cannot connect now.
+        if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+            return StoreError::Unavailable(db.message().to_owned());
+        }
+        return StoreError::Backend(format!("{} (PostgreSQL code {code})", db.message()));
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        return StoreError::Unavailable(e.to_string());
+    }
+    StoreError::Backend(e.to_string())
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        pg(e)
+    }
+}
+
+/// The rustls connector: roots from `ca_file` when given, none otherwise (then only a server
+/// that offers no TLS, or `sslmode=disable`, can be reached).
+fn tls(ca_file: Option<&Path>) -> StoreResult<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot read database_ca_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| {
+                StoreError::Backend(format!("database_ca_file {}: {e}", path.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                StoreError::Backend(format!("database_ca_file {}: {e}", path.display()))
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "database_ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Backend(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+impl PgStore {
+    /// Connects to `url`, waits for or runs the migrations, and returns the store.
+    pub fn open(url: &str, ca_file: Option<&Path>) -> StoreResult<Self> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("database_url: {e}")))?;
+        match (config.get_ssl_mode(), ca_file) {
+            // A CA file means TLS is wanted: never fall back to plain text.
+            (SslMode::Prefer, Some(_)) => {
+                config.ssl_mode(SslMode::Require);
+            }
+            (SslMode::Require, None) => {
+                return Err(StoreError::Backend(
+                    "sslmode=require needs database_ca_file (the CA that signed the \
+                     PostgreSQL server's certificate)"
+                        .to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("sigil-server");
+        let manager = PostgresConnectionManager::new(config, tls(ca_file)?);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECT_TIMEOUT)
+            // A broken connection is noticed on use (and dropped); no round trip per checkout.
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let store = PgStore { pool: Some(pool) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A pooled connection, or [`StoreError::Unavailable`].
+    pub(super) fn conn(&self) -> StoreResult<Conn> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".to_owned()))?
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
+    }
+
+    fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        // A session lock: replicas starting together queue here, one migrates.
+        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let out = (|| -> StoreResult<()> {
+            conn.batch_execute(
+                "CREATE TABLE IF NOT EXISTS sigil_schema (version BIGINT NOT NULL); \
+                 INSERT INTO sigil_schema (version) \
+                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM sigil_schema)",
+            )?;
+            let done: i64 = conn
+                .query_one("SELECT version FROM sigil_schema", &[])?
+                .get(0);
+            let done = usize::try_from(done).unwrap_or(0);
+            if done > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "database schema version {done} is newer than this server ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+                let mut tx = conn.transaction()?;
+                tx.batch_execute(sql)?;
+                let v = i64::try_from(i.saturating_add(1)).unwrap_or(i64::MAX);
+                tx.execute("UPDATE sigil_schema SET version = $1", &[&v])?;
+                tx.commit()?;
+                tracing::info!(version = v, "PostgreSQL schema migrated");
+            }
+            Ok(())
+        })();
+        let unlock = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        out?;
+        unlock?;
+        Ok(())
+    }
+
+    /// A write transaction under the store's write lock (see the module documentation).
+    pub(super) fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Everything, for tests that start from an empty database: drops every table the
+    /// migrations made.
+    #[doc(hidden)]
+    pub fn dangerous_reset(url: &str) -> StoreResult<()> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public",
+        )?;
+        Ok(())
+    }
+}

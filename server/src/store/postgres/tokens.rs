@@ -1,0 +1,115 @@
+//! [`crate::store::TokenStore`] on PostgreSQL.
+
+use super::rows::*;
+use super::PgStore;
+use crate::store::*;
+
+impl TokenStore for PgStore {
+    fn has_admin_token(&self) -> StoreResult<bool> {
+        let mut c = self.conn()?;
+        let r = c.query_one(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE role = 'admin')",
+            &[],
+        )?;
+        Ok(r.try_get(0)?)
+    }
+
+    fn create_token(
+        &self,
+        grant: &TokenGrant<'_>,
+        now: u64,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<i64> {
+        let TokenGrant {
+            hash,
+            name,
+            role,
+            device_id,
+            expires_at,
+        } = *grant;
+        self.with_tx(|tx| {
+            if let Some(expires_at) = expires_at {
+                // Session tokens expire; sweep the expired ones as new ones are issued.
+                tx.execute(
+                    "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                    &[&to_sql(now.min(expires_at))],
+                )?;
+            }
+            let row = tx.query_one(
+                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &&hash[..],
+                    &name,
+                    &role.as_str(),
+                    &device_id,
+                    &to_sql(now),
+                    &expires_at.map(to_sql),
+                ],
+            )?;
+            let id: i64 = row.try_get(0)?;
+            if let Some(event) = audit {
+                append(tx, event, now)?;
+            }
+            Ok(id)
+        })
+    }
+
+    fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>> {
+        let mut c = self.conn()?;
+        let row = c.query_opt(
+            "SELECT t.role, t.name, t.device_id FROM tokens t \
+             LEFT JOIN devices d ON d.id = t.device_id \
+             WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
+             AND (t.device_id IS NULL OR NOT d.revoked)",
+            &[&&hash[..], &to_sql(now)],
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.try_get(0)?;
+        Ok(Role::parse(&role).map(|role| Principal {
+            role,
+            name: row.get(1),
+            device_id: row.get(2),
+        }))
+    }
+
+    fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+        let mut c = self.conn()?;
+        let rows = c.query(
+            "SELECT id, name, role, created_at FROM tokens WHERE device_id IS NULL ORDER BY id",
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            let role: String = r.try_get(2)?;
+            if let Some(role) = Role::parse(&role) {
+                out.push(TokenInfo {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    role,
+                    created_at: from_sql(r.try_get(3)?),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_token(&self, id: i64, audit: &AuditEvent) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM tokens WHERE id = $1 AND device_id IS NULL",
+                &[&id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "token",
+                    id: id.to_string(),
+                });
+            }
+            append(tx, audit, now_secs())?;
+            Ok(())
+        })
+    }
+}

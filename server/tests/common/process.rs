@@ -1,0 +1,79 @@
+//! Helpers for tests that start processes: free loopback ports, the PostgreSQL binaries,
+//! running a command as the `postgres` user when the tests run as root (PostgreSQL refuses
+//! to run as root).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The directory of the PostgreSQL server binaries Debian's `postgresql` package installs
+/// (`/usr/lib/postgresql/<version>/bin`, newest version), or `initdb` on `PATH`.
+pub fn postgres_bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    if let Some((_, bin)) = found.pop() {
+        return bin;
+    }
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if let Some(dir) = Path::new(&p).parent().filter(|_| out.status.success()) {
+            return dir.to_owned();
+        }
+    }
+    panic!(
+        "the PostgreSQL server binaries are missing (initdb, postgres): install Debian's \
+         `postgresql` package (scripts/test does)"
+    );
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `program args…`, as the `postgres` user when running as root (through `setpriv`). (No
+/// parent-death signal: the parent is the thread that spawned it, which may end first.)
+pub fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--clear-groups"]);
+        c.arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Gives `path` (recursively) to the `postgres` user when running as root.
+pub fn give_to_postgres_user(path: &Path) {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown -R postgres {}", path.display());
+    }
+}

@@ -1,0 +1,272 @@
+//! The PostgreSQL backend with several writers at once, as several replicas are: one schema
+//! migration, one audit chain, one release per bundle, a rollout that moves exactly once, and
+//! a database that goes away and comes back. Each test starts its own throwaway PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::postgres::TestPostgres;
+use serde_json::json;
+use sigil_server::audit::verify_entries;
+use sigil_server::rollout::{DeploymentState, RolloutPolicy};
+use sigil_server::store::prelude::*;
+use sigil_server::store::{
+    AuditAction, AuditEvent, CheckIn, CheckInState, Device, NewDeployment, Page, PgStore, Product,
+    Release, StoreError, Target,
+};
+
+fn event(n: usize) -> AuditEvent {
+    AuditEvent::new(
+        "ops",
+        AuditAction::TokenCreate,
+        &n.to_string(),
+        json!({ "n": n }),
+    )
+}
+
+fn replicas(pg: &TestPostgres, n: usize) -> Vec<Arc<PgStore>> {
+    (0..n)
+        .map(|_| Arc::new(PgStore::open(&pg.url(), None).unwrap()))
+        .collect()
+}
+
+fn release(id: &str) -> Release {
+    Release {
+        id: id.to_owned(),
+        vendor: "acme".into(),
+        device: "pump".into(),
+        component: "app".into(),
+        version: "1.2.0".into(),
+        security_counter: 5,
+        payload_size: 10,
+        payload_digest: "00".repeat(32),
+        key_set_version: 1,
+        created: 1,
+        expires: None,
+        size: 100,
+        uploaded_at: 2,
+        uploaded_by: "release".into(),
+        retired: false,
+    }
+}
+
+fn device(id: &str) -> Device {
+    Device {
+        id: id.to_owned(),
+        product: Product {
+            vendor: "acme".into(),
+            device: "pump".into(),
+        },
+        public_key: "00".repeat(32),
+        channel: "stable".into(),
+        groups: vec!["ward-3".into()],
+        labels: BTreeMap::new(),
+        revoked: false,
+        enrolled_at: 3,
+        last_seen: None,
+        version: None,
+        security_counter: None,
+        state: None,
+    }
+}
+
+fn actions(store: &PgStore, action: AuditAction) -> usize {
+    store
+        .audit_entries(0, u32::MAX)
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == action.as_str())
+        .count()
+}
+
+#[test]
+fn replicas_starting_together_migrate_once() {
+    let pg = TestPostgres::start();
+    let url = pg.url();
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| PgStore::open(&url, None).map(|_| ())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in opened {
+        r.unwrap();
+    }
+    let rows = pg
+        .client()
+        .query("SELECT version FROM sigil_schema", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].get::<_, i64>(0) >= 1);
+}
+
+#[test]
+fn concurrent_writers_keep_one_audit_chain_and_store_one_release_per_bundle() {
+    let pg = TestPostgres::start();
+    let stores = replicas(&pg, 3);
+    let inserted: Vec<bool> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (i, store) in stores.iter().enumerate() {
+            for t in 0..2 {
+                let store = Arc::clone(store);
+                handles.push(s.spawn(move || {
+                    let mut won = false;
+                    for n in 0..40 {
+                        store
+                            .append_audit(&event(i * 1000 + t * 100 + n), 10)
+                            .unwrap();
+                        if n == 20 {
+                            // Every writer uploads the same bundle at about the same time.
+                            won = store.insert_release(&release("abc"), &event(9999)).unwrap();
+                        }
+                    }
+                    won
+                }));
+            }
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(inserted.iter().filter(|w| **w).count(), 1, "one release");
+    let entries = stores[0].audit_entries(0, u32::MAX).unwrap();
+    assert_eq!(entries.len(), 3 * 2 * 40 + 1);
+    verify_entries(&entries).unwrap();
+    assert_eq!(stores[1].release_ids().unwrap(), ["abc"]);
+}
+
+#[test]
+fn a_rollout_moves_exactly_once_whatever_replica_takes_the_reports() {
+    let pg = TestPostgres::start();
+    let stores = replicas(&pg, 3);
+    let s0 = &stores[0];
+    s0.insert_release(&release("rel"), &event(0)).unwrap();
+    let ids: Vec<String> = (0..30).map(|i| format!("pump-{i:02}")).collect();
+    for id in &ids {
+        s0.enrol_device(&device(id), &event(1)).unwrap();
+    }
+    let dep = s0
+        .create_deployment(
+            &NewDeployment {
+                release_id: "rel".into(),
+                target: Target::Channel("stable".into()),
+                policy: RolloutPolicy {
+                    phases: vec![10, 100],
+                    min_success_percent: 100,
+                    max_failure_percent: 50,
+                },
+            },
+            5,
+            "operator",
+        )
+        .unwrap();
+    // Rounds: every device checks in (through any replica, concurrently); the admitted ones
+    // confirm. Phase 0 admits 3 devices; once they confirm the rollout advances, then all
+    // devices confirm and it completes.
+    for round in 0..4 {
+        std::thread::scope(|s| {
+            for (i, id) in ids.iter().enumerate() {
+                let store = Arc::clone(&stores[(i + round) % stores.len()]);
+                s.spawn(move || {
+                    let idle = CheckIn {
+                        device_id: id.clone(),
+                        version: "1.0.0".into(),
+                        security_counter: 1,
+                        state: CheckInState::Idle,
+                        deployment_id: None,
+                        detail: None,
+                    };
+                    if let Some(a) = store.check_in(&idle, 10, 5).unwrap() {
+                        let confirmed = CheckIn {
+                            version: "1.2.0".into(),
+                            security_counter: 5,
+                            state: CheckInState::Confirmed,
+                            deployment_id: Some(a.deployment_id),
+                            ..idle
+                        };
+                        store.check_in_batch(&[confirmed], 11, 5).unwrap()[0]
+                            .as_ref()
+                            .unwrap();
+                    }
+                });
+            }
+        });
+    }
+    let detail = stores[2].deployment(dep.id, Page::ALL).unwrap().unwrap();
+    assert_eq!(detail.deployment.state, DeploymentState::Completed);
+    assert!(detail
+        .members
+        .iter()
+        .all(|m| m.status.as_str() == "confirmed"));
+    assert_eq!(
+        actions(s0, AuditAction::DeploymentAdvance),
+        1,
+        "advanced once"
+    );
+    assert_eq!(
+        actions(s0, AuditAction::DeploymentComplete),
+        1,
+        "completed once"
+    );
+    assert_eq!(actions(s0, AuditAction::DeviceStatus), 30);
+    verify_entries(&s0.audit_entries(0, u32::MAX).unwrap()).unwrap();
+}
+
+#[test]
+fn the_audit_tables_refuse_edits_and_out_of_chain_inserts() {
+    let pg = TestPostgres::start();
+    let store = PgStore::open(&pg.url(), None).unwrap();
+    store.append_audit(&event(1), 1).unwrap();
+    store.append_audit(&event(2), 2).unwrap();
+    let mut c = pg.client();
+    for sql in [
+        "UPDATE audit SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM audit WHERE seq = 2",
+        "TRUNCATE audit",
+        "INSERT INTO audit SELECT 4, at, actor, action, subject, detail, hash, hash FROM audit WHERE seq = 2",
+        "INSERT INTO audit SELECT 3, at, actor, action, subject, detail, prev_hash, hash FROM audit WHERE seq = 2",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let e = c.batch_execute(sql).unwrap_err();
+        assert!(e.to_string().contains("append-only") || format!("{e:?}").contains("append-only"), "{sql}: {e:?}");
+    }
+    assert_eq!(store.audit_entries(0, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_database_that_goes_away_is_unavailable_until_it_is_back() {
+    let mut pg = TestPostgres::start();
+    let store = PgStore::open(&pg.url(), None).unwrap();
+    store.append_audit(&event(1), 1).unwrap();
+    pg.stop();
+    match store.append_audit(&event(2), 2) {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    pg.restart();
+    // The broken connections are dropped on the way; within a few calls the pool serves again.
+    let mut ok = false;
+    for _ in 0..20 {
+        match store.append_audit(&event(3), 3) {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(ok, "the pool reconnects");
+    assert_eq!(
+        store.audit_entries(0, 10).unwrap().len(),
+        2,
+        "entry 2 was never acknowledged"
+    );
+}
+
+#[test]
+fn sslmode_require_without_a_ca_file_is_refused_with_a_clear_error() {
+    let e = PgStore::open("postgres://sigil@127.0.0.1:1/sigil?sslmode=require", None).unwrap_err();
+    assert!(e.to_string().contains("database_ca_file"), "{e}");
+}
