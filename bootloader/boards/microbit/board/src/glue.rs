@@ -74,7 +74,7 @@ fn nvmc_config(mode: u32) {
 /// Programs the word `value` at flash `offset` (word-aligned, inside the device): the cells
 /// become `old & value`, as NOR programming only clears bits.
 pub(crate) fn program(_window: &mut Window, offset: u32, value: u32) -> Option<()> {
-    if offset % 4 != 0 {
+    if !offset.is_multiple_of(4) {
         return None;
     }
     let addr = window_addr(offset, 4)?;
@@ -88,7 +88,7 @@ pub(crate) fn program(_window: &mut Window, offset: u32, value: u32) -> Option<(
 
 /// Erases the page at flash `offset` (page-aligned, inside the device).
 pub(crate) fn erase_page(_window: &mut Window, offset: u32) -> Option<()> {
-    if offset as usize % crate::config::ERASE_SIZE != 0 {
+    if !(offset as usize).is_multiple_of(crate::config::ERASE_SIZE) {
         return None;
     }
     let addr = window_addr(offset, crate::config::ERASE_SIZE)?;

@@ -140,7 +140,7 @@ pub fn start_image(image: &sigil_bootloader::VerifiedImage, flash: Flash) -> Jum
     if lock::latched().is_none() {
         return JumpError::NotLocked;
     }
-    drop(flash);
+    let _ = flash;
     #[allow(unsafe_code)] // the one call into the jump
     // SAFETY: `image` comes from `Bootloader::boot`, which verified the whole payload in this
     // boot and locked the protected state (checked above); the stack pointer is 8-byte aligned
