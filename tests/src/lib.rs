@@ -12,4 +12,5 @@
 pub mod e2e;
 pub mod gdb;
 pub mod qemu;
+pub mod scenarios;
 pub mod sigil;

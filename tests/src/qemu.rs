@@ -48,7 +48,48 @@ const TEST_STRAP: u32 = 0x003F_F000;
 /// Longest one QEMU boot may take before it is killed and the test fails.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The Rust target of the board.
+/// A board port the QEMU tests run: the same stories (tests/tests/qemu_boot.rs) on each.
+#[derive(Debug)]
+pub struct Board {
+    /// Its directory under `bootloader/boards`.
+    pub dir: &'static str,
+    /// The Rust target.
+    pub target: &'static str,
+    /// The bootloader package (built with `log`).
+    pub boot_package: &'static str,
+    /// The test application package.
+    pub app_package: &'static str,
+    /// QEMU's machine arguments.
+    pub machine: &'static [&'static str],
+    /// The application variants built for it.
+    pub variants: &'static [AppVariant],
+    /// Whether it has the hostile application and the control bootloader (`dangerous-unlocked`).
+    pub hostile: bool,
+}
+
+/// QEMU mps2-an385 (Cortex-M3): the reference port, with the MPU lock and the hostile tests.
+pub static MPS2_AN385: Board = Board {
+    dir: "mps2-an385",
+    target: "thumbv7m-none-eabi",
+    boot_package: "sigil-boot-mps2-an385",
+    app_package: "sigil-app-mps2-an385",
+    machine: &["-machine", "mps2-an385", "-cpu", "cortex-m3"],
+    variants: &VARIANTS,
+    hostile: true,
+};
+
+/// QEMU microbit (nRF51822, Cortex-M0, 16 KiB RAM): the NVMC flash controller.
+pub static MICROBIT: Board = Board {
+    dir: "microbit",
+    target: "thumbv6m-none-eabi",
+    boot_package: "sigil-boot-microbit",
+    app_package: "sigil-app-microbit",
+    machine: &["-machine", "microbit"],
+    variants: &[APP_V1, APP_V2, APP_V2_NO_CONFIRM],
+    hostile: false,
+};
+
+/// The Rust target of the reference board (mps2-an385).
 pub const TARGET: &str = "thumbv7m-none-eabi";
 
 /// A build-time variant of the test application.
@@ -162,6 +203,7 @@ impl SignSpec {
 /// Built firmware, keys and signing, shared by the tests of one process.
 #[derive(Debug)]
 pub struct Firmware {
+    spec: &'static Board,
     dir: tempfile::TempDir,
     board_path: PathBuf,
     board: BoardConfig,
@@ -180,9 +222,13 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The board port directory.
+/// The reference board port's directory (mps2-an385).
 pub fn board_dir() -> PathBuf {
-    repo_root().join("bootloader/boards/mps2-an385")
+    board_dir_of(&MPS2_AN385)
+}
+
+fn board_dir_of(board: &Board) -> PathBuf {
+    repo_root().join("bootloader/boards").join(board.dir)
 }
 
 /// Where the firmware is built and the test keys are kept.
@@ -190,13 +236,24 @@ pub fn qemu_target_dir() -> PathBuf {
     repo_root().join("target/qemu")
 }
 
-/// The shared firmware, built on first use.
+/// The shared firmware of the reference board (mps2-an385), built on first use.
 pub fn firmware() -> &'static Firmware {
-    static FIRMWARE: OnceLock<Firmware> = OnceLock::new();
-    FIRMWARE.get_or_init(Firmware::prepare)
+    firmware_for(&MPS2_AN385)
 }
 
-fn require_tools() {
+/// The shared firmware of `board`, built on first use.
+pub fn firmware_for(board: &'static Board) -> &'static Firmware {
+    static MPS2: OnceLock<Firmware> = OnceLock::new();
+    static MICRO: OnceLock<Firmware> = OnceLock::new();
+    let cell = if std::ptr::eq(board, &MICROBIT) {
+        &MICRO
+    } else {
+        &MPS2
+    };
+    cell.get_or_init(|| Firmware::prepare(board))
+}
+
+fn require_tools(board: &Board) {
     match Command::new("qemu-system-arm").arg("--version").output() {
         Ok(out) if out.status.success() => {}
         _ => panic!(
@@ -206,29 +263,30 @@ fn require_tools() {
     }
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
-        .current_dir(board_dir())
+        .current_dir(board_dir_of(board))
         .output()
         .expect("rustc runs");
+    let target = board.target;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot
         .join("lib/rustlib")
-        .join(TARGET)
+        .join(target)
         .join("lib")
         .is_dir()
     {
         panic!(
-            "the Rust target {TARGET} is missing (sysroot {}): rustup target add {TARGET} \
+            "the Rust target {target} is missing (sysroot {}): rustup target add {target} \
              (scripts/test installs it)",
             sysroot.display()
         );
     }
 }
 
-fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
+fn cargo_build(board: &Board, args: &[&str], envs: &[(&str, &str)]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(board_dir())
-        .args(["build", "--release", "--locked", "--target", TARGET])
+    cmd.current_dir(board_dir_of(board))
+        .args(["build", "--release", "--locked", "--target", board.target])
         .args(args)
         .env("CARGO_TARGET_DIR", qemu_target_dir())
         .env_remove("RUSTFLAGS")
@@ -256,8 +314,11 @@ fn build_lock() -> std::fs::File {
     lock
 }
 
-fn artifact(bin: &str) -> PathBuf {
-    qemu_target_dir().join(TARGET).join("release").join(bin)
+fn artifact(board: &Board, bin: &str) -> PathBuf {
+    qemu_target_dir()
+        .join(board.target)
+        .join("release")
+        .join(bin)
 }
 
 /// Creates the test keys with `sigil` unless a previous run did (kept so the bootloader,
@@ -311,7 +372,7 @@ fn ensure_keys(keys: &Path) {
 /// A fingerprint of every input of the test application builds: the sources and manifests of
 /// the board workspace, the bootloader core and the format crate, the toolchain file, the
 /// variant definitions and the compiler version.
-fn app_fingerprint() -> String {
+fn app_fingerprint(spec: &Board) -> String {
     use std::hash::{Hash, Hasher};
     fn walk(path: &Path, hasher: &mut std::hash::DefaultHasher) {
         if path.is_dir() {
@@ -330,7 +391,8 @@ fn app_fingerprint() -> String {
         }
     }
     let repo = repo_root();
-    let board = board_dir();
+    let board = board_dir_of(spec);
+    let common = repo.join("bootloader/boards/common");
     let mut hasher = std::hash::DefaultHasher::new();
     for input in [
         board.join("app"),
@@ -338,6 +400,8 @@ fn app_fingerprint() -> String {
         board.join("board.toml"),
         board.join("Cargo.toml"),
         board.join("Cargo.lock"),
+        common.clone(),
+        repo.join("bootloader/boards/build"),
         repo.join("bootloader/src"),
         repo.join("bootloader/Cargo.toml"),
         repo.join("manifests/src"),
@@ -347,10 +411,10 @@ fn app_fingerprint() -> String {
     ] {
         walk(&input, &mut hasher);
     }
-    format!("{VARIANTS:?}").hash(&mut hasher);
+    format!("{:?}", spec.variants).hash(&mut hasher);
     let rustc = Command::new("rustc")
         .arg("--version")
-        .current_dir(board_dir())
+        .current_dir(board_dir_of(spec))
         .output()
         .expect("rustc runs");
     rustc.stdout.hash(&mut hasher);
@@ -377,12 +441,12 @@ fn flash_write_address(elf: &[u8]) -> u64 {
 }
 
 impl Firmware {
-    fn prepare() -> Firmware {
-        require_tools();
+    fn prepare(spec: &'static Board) -> Firmware {
+        require_tools(spec);
         let target = qemu_target_dir();
         std::fs::create_dir_all(&target).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let board_path = board_dir().join("board.toml");
+        let board_path = board_dir_of(spec).join("board.toml");
         let board = BoardConfig::load(&board_path).unwrap();
         let keys = target.join("fixtures/keys");
 
@@ -393,22 +457,23 @@ impl Firmware {
         ensure_keys(&keys);
         let root = keys.join("root.sgl");
         cargo_build(
-            &["-p", "sigil-boot-mps2-an385", "--features", "log"],
+            spec,
+            &["-p", spec.boot_package, "--features", "log"],
             &[("SIGIL_TRUST_ROOT", root.to_str().unwrap())],
         );
         let bootloader = dir.path().join("sigil-boot.elf");
-        std::fs::copy(artifact("sigil-boot"), &bootloader).unwrap();
+        std::fs::copy(artifact(spec, "sigil-boot"), &bootloader).unwrap();
         let flash_write = flash_write_address(&std::fs::read(&bootloader).unwrap());
         // The variants differ only in build-time settings, so each build replaces the previous
         // binary; their payloads are cached under a fingerprint of everything they are built
         // from, so later test processes skip the three rebuilds.
-        let apps = target.join("fixtures/apps");
+        let apps = target.join("fixtures/apps").join(spec.dir);
         let stamp = apps.join("fingerprint");
-        let fingerprint = app_fingerprint();
+        let fingerprint = app_fingerprint(spec);
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint.as_str()) {
             let _ = std::fs::remove_dir_all(&apps);
             std::fs::create_dir_all(&apps).unwrap();
-            for v in VARIANTS {
+            for &v in spec.variants {
                 let features = if v.confirms { "" } else { "no-confirm" };
                 let bin = if v.hostile {
                     "sigil-hostile-app"
@@ -417,32 +482,27 @@ impl Firmware {
                 };
                 let code = v.exit_code.to_string();
                 cargo_build(
-                    &[
-                        "-p",
-                        "sigil-app-mps2-an385",
-                        "--bin",
-                        bin,
-                        "--features",
-                        features,
-                    ],
+                    spec,
+                    &["-p", spec.app_package, "--bin", bin, "--features", features],
                     &[
                         ("SIGIL_APP_VERSION", v.version),
                         ("SIGIL_APP_EXIT_CODE", &code),
                     ],
                 );
-                let elf = std::fs::read(artifact(bin)).unwrap();
+                let elf = std::fs::read(artifact(spec, bin)).unwrap();
                 let payload = payload_from_elf(&elf, &board).unwrap();
                 std::fs::write(apps.join(format!("{}.bin", v.name)), payload).unwrap();
             }
             std::fs::write(&stamp, &fingerprint).unwrap();
         }
-        for v in VARIANTS {
+        for v in spec.variants {
             let name = format!("{}.bin", v.name);
             std::fs::copy(apps.join(&name), dir.path().join(&name)).unwrap();
         }
         drop(lock);
 
         Firmware {
+            spec,
             dir,
             board_path,
             board,
@@ -481,17 +541,23 @@ impl Firmware {
         self.unlocked.get_or_init(|| {
             let lock = build_lock();
             let root = self.keys.join("root.sgl");
+            assert!(
+                self.spec.hostile,
+                "{} has no control bootloader",
+                self.spec.dir
+            );
             cargo_build(
+                self.spec,
                 &[
                     "-p",
-                    "sigil-boot-mps2-an385",
+                    self.spec.boot_package,
                     "--features",
                     "log,dangerous-unlocked",
                 ],
                 &[("SIGIL_TRUST_ROOT", root.to_str().unwrap())],
             );
             let elf = self.dir.path().join("sigil-boot-unlocked.elf");
-            std::fs::copy(artifact("sigil-boot"), &elf).unwrap();
+            std::fs::copy(artifact(self.spec, "sigil-boot"), &elf).unwrap();
             drop(lock);
             elf
         })
@@ -622,6 +688,7 @@ struct Power {
 /// One device: a flash image in its own directory.
 #[derive(Debug)]
 pub struct Device {
+    fw: &'static Firmware,
     dir: tempfile::TempDir,
 }
 
@@ -667,7 +734,16 @@ impl Device {
     /// A device whose flash holds `installed` in the active slot and optionally `staged` (with
     /// a pending request) in the staging slot: `sigil-flash assemble`.
     pub fn assemble(installed: &Path, staged: Option<&Path>, pending: bool) -> Device {
-        let fw = firmware();
+        Device::assemble_on(firmware(), installed, staged, pending)
+    }
+
+    /// [`Device::assemble`] on the board of `fw`.
+    pub fn assemble_on(
+        fw: &'static Firmware,
+        installed: &Path,
+        staged: Option<&Path>,
+        pending: bool,
+    ) -> Device {
         let mut image = FlashImage::erased(fw.board()).unwrap();
         image.install(&std::fs::read(installed).unwrap()).unwrap();
         if let Some(staged) = staged {
@@ -677,7 +753,7 @@ impl Device {
         }
         let dir = tempfile::tempdir().unwrap();
         image.save(&dir.path().join("flash.bin")).unwrap();
-        Device { dir }
+        Device { fw, dir }
     }
 
     /// The flash image file.
@@ -686,7 +762,7 @@ impl Device {
     }
 
     fn image(&self) -> FlashImage {
-        FlashImage::open(firmware().board(), &self.flash_path()).unwrap()
+        FlashImage::open(self.fw.board(), &self.flash_path()).unwrap()
     }
 
     /// The boot-control state as the device left it.
@@ -757,7 +833,7 @@ impl Device {
     pub fn boot_attacked(&self, attack: Attack, unlocked: bool) -> Boot {
         let power = Power {
             strap: Some(attack as u32),
-            bootloader: unlocked.then(|| firmware().unlocked_bootloader().to_path_buf()),
+            bootloader: unlocked.then(|| self.fw.unlocked_bootloader().to_path_buf()),
         };
         self.run(None, &power).0
     }
@@ -798,7 +874,7 @@ impl Device {
             let mut gdb = Gdb::connect(&socket, deadline, || {
                 child.try_wait().ok().flatten().is_some()
             })?;
-            gdb.break_at(firmware().flash_write)?;
+            gdb.break_at(self.fw.flash_write)?;
             while gdb.cont()? == Stop::Break {
                 *writes += 1;
                 if *writes == cut {
@@ -820,7 +896,7 @@ impl Device {
     }
 
     fn run(&self, cut: Option<usize>, power: &Power) -> (Boot, usize) {
-        let fw = firmware();
+        let fw = self.fw;
         let bootloader = power.bootloader.as_deref().unwrap_or(fw.bootloader());
         let strap = power
             .strap
@@ -834,7 +910,8 @@ impl Device {
         let mut child = KillOnDrop(
             Command::new("qemu-system-arm")
                 .current_dir(self.dir.path())
-                .args(["-machine", "mps2-an385", "-cpu", "cortex-m3", "-nographic"])
+                .args(fw.spec.machine)
+                .arg("-nographic")
                 .args(["-monitor", "none", "-serial", "null"])
                 .args(["-semihosting-config", "enable=on,target=native"])
                 .args(if cut.is_some() {

@@ -63,10 +63,7 @@ fn signed_update_rolls_out_through_server_agent_and_bootloader() {
     let qemu = Device::assemble(&v1, None, false);
     let boot = qemu.boot();
     assert!(boot.ran(APP_V1), "{boot:#?}");
-    assert!(
-        boot.output.contains("sigil-boot: verified image"),
-        "{boot:#?}"
-    );
+    assert!(boot.output.contains("verified image: "), "{boot:#?}");
     let state = qemu.state();
     assert_eq!((state.phase, state.min_security_counter), (Phase::Idle, 1));
     let device = E2eDevice::new(qemu, canary, &stack.url, &Hooks::default());

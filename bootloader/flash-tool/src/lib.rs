@@ -16,8 +16,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod board;
 pub mod memflash;
+
+/// The board configuration (`board.toml`), shared with the firmware build scripts.
+pub use sigil_board_build as board;
 
 use std::path::{Path, PathBuf};
 

@@ -18,17 +18,12 @@ use embedded_storage::nor_flash::{
     check_erase, check_read, check_write, ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError,
     NorFlashErrorKind, ReadNorFlash,
 };
-use semihosting::fs::File;
-use semihosting::io::{Seek, SeekFrom, Write};
-
+use sigil_board_common::HostFile;
 use sigil_bootloader::BootFlash;
 
 use crate::config;
 use crate::glue;
 use crate::service::{Op, Status};
-
-/// The host file the flash is persisted to, relative to QEMU's working directory.
-pub const HOST_FILE: &core::ffi::CStr = c"flash.bin";
 
 /// Bytes handled per step (a stack buffer; the bootloader core also moves 256-byte chunks).
 const CHUNK: usize = 256;
@@ -98,10 +93,10 @@ impl core::fmt::Display for FlashError {
 }
 
 /// The board's flash device: the SSRAM window at [`config::FLASH_BASE`], persisted to
-/// [`HOST_FILE`]. Only one exists at a time.
+/// [`sigil_board_common::host_file::HOST_FILE`]. Only one exists at a time.
 #[derive(Debug)]
 pub struct Flash {
-    file: File,
+    file: HostFile,
     window: glue::Window,
 }
 
@@ -110,15 +105,7 @@ impl Flash {
     /// [`config::FLASH_SIZE`] bytes (an image made by `sigil-flash`).
     pub fn new() -> Result<Self, FlashError> {
         let window = glue::Window::take().ok_or(FlashError::Taken)?;
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(HOST_FILE)
-            .map_err(|_| FlashError::HostFile)?;
-        let len = file.metadata().map_err(|_| FlashError::HostFile)?.len();
-        if len != config::FLASH_SIZE as u64 {
-            return Err(FlashError::HostFile);
-        }
+        let file = HostFile::open(config::FLASH_SIZE).map_err(|_| FlashError::HostFile)?;
         Ok(Flash { file, window })
     }
 
@@ -129,9 +116,8 @@ impl Flash {
     #[inline(never)]
     fn persist(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
         self.file
-            .seek(SeekFrom::Start(u64::from(offset)))
-            .map_err(|_| FlashError::HostFile)?;
-        self.file.write_all(bytes).map_err(|_| FlashError::HostFile)
+            .write_at(offset, bytes)
+            .map_err(|_| FlashError::HostFile)
     }
 }
 

@@ -77,25 +77,10 @@ pub const LAYOUT: Layout = match Layout::new(
 const _: () =
     assert!(config::APP_ORIGIN == config::FLASH_BASE + config::ACTIVE + config::PAYLOAD_ALIGNMENT);
 
-/// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests.
+/// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests: the
+/// codes every port shares, and the exit itself.
 pub mod exit {
-    /// The bootloader refused to boot: no verified image (the device's safe state).
-    pub const NO_BOOTABLE_IMAGE: u8 = 0x50;
-    /// The flash device (or its host file) failed.
-    pub const FLASH_ERROR: u8 = 0x51;
-    /// A verified image's vector table does not point into the image: not started.
-    pub const BAD_VECTOR_TABLE: u8 = 0x52;
-    /// Any other boot error (exhausted state log, bad layout, bad trust root).
-    pub const BOOT_ERROR: u8 = 0x53;
-    /// The application was stopped by a fault: it broke the lock's rules (a store into memory
-    /// the MPU protects, a system register, a semihosting call of its own).
-    pub const APP_FAULT: u8 = 0x54;
-    /// The lock could not be set: the bootloader did not jump.
-    pub const LOCK_FAILED: u8 = 0x55;
-    /// A panic (never expected).
-    pub const PANIC: u8 = 0x5F;
-    /// Benchmark run finished.
-    pub const BENCH_DONE: u8 = 0x5A;
+    pub use sigil_board_common::exit::*;
 
     /// Ends the QEMU run with `code` (semihosting `SYS_EXIT_EXTENDED`). On a real board this is
     /// where the device would park in its safe state. Privileged code only (the bootloader):
@@ -105,33 +90,7 @@ pub mod exit {
     }
 }
 
-/// Why a verified image was not started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JumpError {
-    /// The vector table could not be read.
-    Flash,
-    /// The image is not aligned for VTOR (256 bytes on this core).
-    Misaligned,
-    /// The initial stack pointer is not inside RAM.
-    BadStackPointer,
-    /// The reset vector is not a Thumb address inside the verified payload.
-    BadResetVector,
-    /// The lock is not set: the bootloader core did not lock the protected state.
-    NotLocked,
-}
-
-impl core::fmt::Display for JumpError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            JumpError::Flash => "vector table unreadable",
-            JumpError::Misaligned => "image not aligned for VTOR",
-            JumpError::BadStackPointer => "initial stack pointer outside the application's RAM",
-            JumpError::BadResetVector => "reset vector outside the verified image",
-            JumpError::NotLocked => "the protected state is not locked",
-        })
-    }
-}
+pub use sigil_board_common::JumpError;
 
 /// Vector table alignment of this core (VTOR): 16 system + 32 external vectors (mps2-an385) =
 /// 192 bytes, rounded up to a power of two. The application's table is not installed (every
@@ -171,28 +130,13 @@ pub fn start_image(image: &VerifiedImage, mut flash: Flash) -> JumpError {
 fn checked_vector_table(image: &VerifiedImage, flash: &mut Flash) -> Result<(u32, u32), JumpError> {
     use embedded_storage::nor_flash::ReadNorFlash;
     let offset = image.payload_offset();
-    let size = u32::try_from(image.payload_size()).map_err(|_| JumpError::BadResetVector)?;
     let table = config::FLASH_BASE
         .checked_add(offset)
         .ok_or(JumpError::Misaligned)?;
-    if table % VTOR_ALIGN != 0 {
-        return Err(JumpError::Misaligned);
-    }
     let mut words = [0u8; 8];
     flash
         .read(offset, &mut words)
         .map_err(|_| JumpError::Flash)?;
-    let [s0, s1, s2, s3, r0, r1, r2, r3] = words;
-    let sp = u32::from_le_bytes([s0, s1, s2, s3]);
-    let reset = u32::from_le_bytes([r0, r1, r2, r3]);
-    let app_ram_end = config::RAM_ORIGIN.saturating_add(config::APP_RAM_SIZE);
-    if sp <= config::RAM_ORIGIN || sp > app_ram_end || !sp.is_multiple_of(8) {
-        return Err(JumpError::BadStackPointer);
-    }
-    let end = table.checked_add(size).ok_or(JumpError::BadResetVector)?;
-    let target = reset & !1;
-    if reset & 1 == 0 || target < table.saturating_add(8) || target >= end {
-        return Err(JumpError::BadResetVector);
-    }
-    Ok((sp, reset))
+    let app_ram = config::RAM_ORIGIN..config::RAM_ORIGIN.saturating_add(config::APP_RAM_SIZE);
+    sigil_board_common::check_vector_table(table, words, image.payload_size(), app_ram, VTOR_ALIGN)
 }

@@ -6,12 +6,9 @@
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
-use ed25519_dalek::{Signature, VerifyingKey};
-use sha2::{Digest, Sha256};
+use sigil_board_common::bench;
 use sigil_board_mps2_an385::{exit, peak_stack, stack_size, Flash};
-use sigil_bootloader::BootFlash;
 use sigil_bootloader::VerifiedImage;
-use sigil_manifests::{bundle::HEADER_LEN, BundleHeader, KeySet, TrustRoot, UnverifiedBundle};
 
 /// Guest instructions per SysTick tick under `-icount shift=0` (1 GHz virtual / 25 MHz).
 const INSNS_PER_TICK: u64 = 40;
@@ -60,15 +57,14 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &Flash) -> u8 {
     // The high-water mark of the boot decision, before the baselines below use the stack.
     let peak = peak_stack();
     // The bare SHA-256 of the payload, read in place from the flash window as the boot does.
-    let sha = instructions(|| {
-        let size = u32::try_from(image.payload_size()).unwrap_or(0);
-        if let Some(payload) = flash.mapped(image.payload_offset(), size) {
-            core::hint::black_box(Sha256::digest(payload));
-        }
-    });
+    let sha = instructions(|| bench::payload_sha256(flash, image));
     // The signature checks alone: every signature of the active bundle, verify_strict.
     let sigs = instructions(|| {
-        let _ = signature_checks(flash);
+        let _ = bench::signature_checks(
+            flash,
+            crate::TRUST_ROOT,
+            sigil_board_mps2_an385::LAYOUT.active_offset(),
+        );
     });
     semihosting::println!(
         "bench: boot_insns={} sha256_insns={} sig_insns={} payload_bytes={} peak_stack={} stack_reserved={}",
@@ -80,41 +76,4 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &Flash) -> u8 {
         stack_size(),
     );
     exit::BENCH_DONE
-}
-
-/// Verifies the root signatures over the key set and the release signatures over the manifest
-/// of the active bundle, with ed25519-dalek directly. Returns how many verified.
-#[inline(never)]
-fn signature_checks(flash: &Flash) -> Option<u32> {
-    let root = TrustRoot::decode(crate::TRUST_ROOT).ok()?;
-    let base = sigil_board_mps2_an385::LAYOUT.active_offset();
-    let head: &[u8; HEADER_LEN] = flash.mapped(base, HEADER_LEN as u32)?.try_into().ok()?;
-    let header = BundleHeader::parse(head).ok()?;
-    let prefix = flash.mapped(base, header.envelope_end().ok()?)?;
-    let bundle = UnverifiedBundle::parse(prefix).ok()?;
-    let env = bundle.envelope();
-    let key_set = KeySet::decode(env.signed_key_set.key_set).ok()?;
-    let mut ok = 0u32;
-    for (message, sigs, keys) in [
-        (
-            env.signed_key_set.key_set,
-            &env.signed_key_set.signatures,
-            &root.keys[..],
-        ),
-        (env.manifest, &env.manifest_signatures, key_set.keys),
-    ] {
-        for entry in sigs.iter() {
-            for key in keys.iter() {
-                if sigil_manifests::key_id(key) != entry.key_id {
-                    continue;
-                }
-                let vk = VerifyingKey::from_bytes(key).ok()?;
-                let sig = Signature::from_bytes(&entry.signature);
-                if vk.verify_strict(message, &sig).is_ok() {
-                    ok = ok.saturating_add(1);
-                }
-            }
-        }
-    }
-    Some(ok)
 }

@@ -1,5 +1,16 @@
-//! The board configuration file (`board.toml`): the flash map shared with the firmware build.
+//! The board configuration file (`board.toml`) of a Sigil board port: the flash map shared by
+//! the firmware build and the host tool.
+//!
+//! A port's build script reads its `board.toml` with [`BoardConfig::load`] (the same checks as
+//! the firmware's compile-time `sigil_bootloader::Layout::new`), writes the constants the
+//! firmware includes ([`BoardConfig::firmware_constants`]) and the linker scripts
+//! ([`memory_x`]); `sigil-flash` assembles flash images from the same file. Board-specific
+//! rules (an MPU's power-of-two regions, a flash controller's protection blocks) stay in the
+//! port's own build script, after these shared checks.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -215,4 +226,179 @@ impl BoardConfig {
             .saturating_add(self.layout.active)
             .saturating_add(self.device.payload_alignment)
     }
+
+    /// Bytes the application image may occupy: the active slot after the payload alignment.
+    pub fn app_len(&self) -> u32 {
+        self.slot_len()
+            .saturating_sub(self.device.payload_alignment)
+    }
+
+    /// Start of the RAM the bootloader runs in (and, on ports with a service, keeps after the
+    /// jump): the top `bootloader_ram` bytes of RAM.
+    pub fn bootloader_ram_origin(&self) -> u32 {
+        self.memory
+            .ram
+            .saturating_add(self.memory.ram_size)
+            .saturating_sub(self.memory.bootloader_ram)
+    }
+
+    /// The Rust source of the constants every port's firmware includes (`config.rs`): the
+    /// memory map, the flash geometry, the layout offsets and the device policy. Call on a
+    /// configuration from [`BoardConfig::load`] (validated).
+    pub fn firmware_constants(&self) -> String {
+        let mut out = String::new();
+        let mut c = |name: &str, ty: &str, value: String, doc: &str| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "/// {doc}\npub const {name}: {ty} = {value};");
+        };
+        let hex = |v: u32| format!("{v:#x}");
+        let m = &self.memory;
+        c(
+            "BOOTLOADER_ORIGIN",
+            "u32",
+            hex(m.bootloader),
+            "Address the bootloader runs from.",
+        );
+        c(
+            "BOOTLOADER_SIZE",
+            "u32",
+            hex(m.bootloader_size),
+            "Size reserved for the bootloader.",
+        );
+        c("RAM_ORIGIN", "u32", hex(m.ram), "Start of RAM.");
+        c("RAM_SIZE", "u32", hex(m.ram_size), "RAM size.");
+        c(
+            "BOOTLOADER_RAM",
+            "u32",
+            hex(self.bootloader_ram_origin()),
+            "Start of the bootloader's RAM (the top of RAM).",
+        );
+        c(
+            "BOOTLOADER_RAM_SIZE",
+            "u32",
+            hex(m.bootloader_ram),
+            "Bytes of RAM the bootloader runs in.",
+        );
+        let f = &self.flash;
+        c(
+            "FLASH_BASE",
+            "u32",
+            hex(f.base),
+            "Address of flash offset 0.",
+        );
+        c(
+            "FLASH_SIZE",
+            "usize",
+            format!("{:#x}", self.flash_size().unwrap_or(0)),
+            "Flash device size: up to the end of the staging slot.",
+        );
+        c(
+            "ERASE_SIZE",
+            "usize",
+            f.erase_size.to_string(),
+            "Erase sector size.",
+        );
+        c(
+            "WRITE_SIZE",
+            "usize",
+            f.write_size.to_string(),
+            "Write granularity.",
+        );
+        c(
+            "READ_SIZE",
+            "usize",
+            f.read_size.to_string(),
+            "Read granularity.",
+        );
+        c(
+            "ERASED",
+            "u8",
+            format!("{:#x}", f.erased),
+            "Value of an erased byte.",
+        );
+        let l = &self.layout;
+        c(
+            "PROTECTED",
+            "u32",
+            hex(l.protected),
+            "Offset of the protected-state region (written by the bootloader only).",
+        );
+        c(
+            "REQUESTS",
+            "u32",
+            hex(l.requests),
+            "Offset of the request sector (written by the application).",
+        );
+        c("ACTIVE", "u32", hex(l.active), "Offset of the active slot.");
+        c(
+            "STAGING",
+            "u32",
+            hex(l.staging),
+            "Offset of the staging slot.",
+        );
+        c(
+            "SLOT_SECTORS",
+            "u32",
+            l.slot_sectors.to_string(),
+            "Sectors per slot.",
+        );
+        let d = &self.device;
+        c(
+            "VENDOR",
+            "&str",
+            format!("{:?}", d.vendor),
+            "Product vendor.",
+        );
+        c(
+            "DEVICE",
+            "&str",
+            format!("{:?}", d.device),
+            "Product device class.",
+        );
+        c(
+            "COMPONENT",
+            "&str",
+            format!("{:?}", d.component),
+            "The component the active slot holds.",
+        );
+        c(
+            "TRIAL_ATTEMPTS",
+            "u8",
+            d.trial_attempts.to_string(),
+            "Trial boots before a revert.",
+        );
+        c(
+            "PAYLOAD_ALIGNMENT",
+            "u32",
+            hex(d.payload_alignment),
+            "Payload alignment the images are signed with.",
+        );
+        c(
+            "APP_ORIGIN",
+            "u32",
+            hex(self.app_origin()),
+            "Where the application is linked: the payload of the installed bundle.",
+        );
+        out
+    }
+}
+
+/// A cortex-m-rt `memory.x`: one `FLASH` and one `RAM` region. `generator` names the build
+/// script in the file's header.
+pub fn memory_x(generator: &str, flash: (u32, u32), ram: (u32, u32)) -> String {
+    let ((origin, len), (ram, ram_len)) = (flash, ram);
+    format!(
+        "/* Generated from board.toml by {generator}. */\nMEMORY\n{{\n  FLASH : ORIGIN = {origin:#x}, LENGTH = {len:#x}\n  RAM : ORIGIN = {ram:#x}, LENGTH = {ram_len:#x}\n}}\n"
+    )
+}
+
+/// `error` with its chain of causes, one line (what a build script panics with).
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut msg = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(msg, ": {cause}");
+        source = cause.source();
+    }
+    msg
 }

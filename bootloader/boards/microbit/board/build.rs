@@ -1,0 +1,88 @@
+//! Turns the board configuration (`../board.toml`, or the file `SIGIL_BOARD_TOML` names: the
+//! benchmark's larger flash) into Rust constants (`config.rs`) and the linker scripts
+//! (`boot/memory.x`, `app/memory.x`). The schema and the shared checks are
+//! `sigil-board-build`'s; the nRF51's rules are here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)] // build script: a bad board.toml must stop the build loudly
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use sigil_board_build::{memory_x, BoardConfig};
+
+/// The nRF51's flash protection block (MPU `PROTENSET0/1`: 64 blocks over 256 KiB).
+const PROTECTION_BLOCK: u32 = 4096;
+
+fn fail(msg: &str) -> ! {
+    panic!("board.toml: {msg}");
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=SIGIL_BOARD_TOML");
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let path = std::env::var_os("SIGIL_BOARD_TOML")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir.join("../board.toml"));
+    println!("cargo:rerun-if-changed={}", path.display());
+    let b = BoardConfig::load(&path).unwrap_or_else(|e| fail(&sigil_board_build::report(&e)));
+    let flash_size = b.flash_size().unwrap();
+    if b.memory.bootloader != 0 {
+        fail("the Cortex-M0 starts from the vector table at 0: the bootloader must be at 0");
+    }
+    // The protected state must fill whole protection blocks that hold nothing else, so the
+    // lock covers it and never the request sector or a slot.
+    let layout = b.layout().unwrap();
+    let protected = layout.protected_region();
+    let start = b.flash.base + protected.start;
+    let end = b.flash.base + protected.end;
+    let block_end = end.next_multiple_of(PROTECTION_BLOCK);
+    if !start.is_multiple_of(PROTECTION_BLOCK) {
+        fail("the protected state must start on a 4 KiB protection block");
+    }
+    let others = [
+        layout.request_region().start,
+        b.layout.active,
+        b.layout.staging,
+    ];
+    if others
+        .iter()
+        .any(|&o| (start..block_end).contains(&(b.flash.base + o)))
+    {
+        fail("the protected state's 4 KiB protection blocks must hold nothing else");
+    }
+    if (b.flash.base + flash_size) > 64 * PROTECTION_BLOCK * 2 {
+        fail("the flash ends beyond the nRF51's protection registers (512 KiB)");
+    }
+
+    let mut cfg = b.firmware_constants();
+    writeln!(
+        cfg,
+        "/// Flash address range the lock protects (whole 4 KiB protection blocks).\npub const LOCKED: core::ops::Range<u32> = {start:#x}..{block_end:#x};"
+    )
+    .unwrap();
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(out.join("config.rs"), cfg).unwrap();
+
+    let generator = "sigil-board-microbit's build.rs";
+    for (dir, flash, ram) in [
+        (
+            "boot",
+            (b.memory.bootloader, b.memory.bootloader_size),
+            (b.bootloader_ram_origin(), b.memory.bootloader_ram),
+        ),
+        // The bootloader keeps no RAM after the jump: the application has all of it.
+        (
+            "app",
+            (b.app_origin(), b.app_len()),
+            (b.memory.ram, b.memory.ram_size),
+        ),
+    ] {
+        let d = out.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("memory.x"), memory_x(generator, flash, ram)).unwrap();
+    }
+    println!("cargo:memory_dir={}", out.display());
+}
