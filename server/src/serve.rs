@@ -22,6 +22,7 @@ use crate::config::ServerConfig;
 use crate::connection::{
     raise_open_file_limit, Activity, ConnectionLimits, GuardedStream, Refused, Tracked,
 };
+use crate::roots::RootChainStore;
 use crate::store::{now_secs, AuditEvent, Role, SqliteStore, Store, TokenGrant};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -222,6 +223,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     let limits = config.limits.clone();
     let h2c = config.http2_cleartext;
+    // A stored root chain that no longer verifies from the configured root: refuse to start
+    // (the trust root changed under the database) rather than verify uploads under the wrong root.
+    if let Some(root) = &trust_root {
+        crate::roots::Roots::new(root.clone(), store.root_chain()?).context(
+            "the stored root chain (PUT /api/v1/root-chain) is not valid for trust_root",
+        )?;
+    }
     let state = AppState::new(config, Arc::new(store), bundles, trust_root);
     tokio::spawn(crate::audit_key::checkpoint_loop(
         state.db.clone(),

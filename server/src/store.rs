@@ -468,7 +468,7 @@ impl From<serde_json::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The storage interface the handlers use. Calls block; the API runs them on the blocking pool.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::roots::RootChainStore + Send + Sync + 'static {
     /// Whether any admin token exists.
     fn has_admin_token(&self) -> StoreResult<bool>;
     /// Stores a token by its hash.
@@ -693,6 +693,15 @@ CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+"#,
+    // Root rotation (`crate::roots`): the one root chain the server was given.
+    r#"
+CREATE TABLE root_chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain BLOB NOT NULL,
+    newest_version INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -1142,6 +1151,28 @@ impl SqliteStore {
         })();
         conn.pragma_update(None, "synchronous", "FULL")?;
         out
+    }
+
+    /// A read connection, for the store traits kept in their own modules
+    /// ([`crate::roots::RootChainStore`]).
+    pub(crate) fn read_connection(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        self.reader()
+    }
+
+    /// Runs `f` in a write transaction (`synchronous = FULL`) that also appends `audit`; `f`
+    /// gets the transaction and the time in SQL form. For the store traits in their own modules.
+    pub(crate) fn write_audited(
+        &self,
+        audit: &AuditEvent,
+        f: impl FnOnce(&Transaction<'_>, i64) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let now = now_secs();
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        f(&tx, to_sql(now))?;
+        append(&tx, audit, now)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {

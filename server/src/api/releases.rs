@@ -48,7 +48,9 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let uploader = caller.require(&[Role::Release])?.name.clone();
-    let root = state.trust_root.clone().ok_or_else(|| {
+    // The newest root of the chain the server holds (the provisioned root before any
+    // rotation): a bundle must be signed under it and carry the chain to it.
+    let root = state.roots.as_ref().map(|r| r.newest()).ok_or_else(|| {
         ApiError::Unavailable(
             "no trust root is configured (trust_root / SIGIL_TRUST_ROOT); uploads cannot be verified"
                 .to_owned(),
