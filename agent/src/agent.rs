@@ -392,7 +392,7 @@ impl Agent {
             let c = CheckIn {
                 version: &r.version,
                 security_counter: r.security_counter,
-                state: r.state.as_str(),
+                state: r.state,
                 deployment: r.deployment,
                 detail: r.detail.as_deref(),
                 root_version: None,
@@ -437,7 +437,7 @@ impl Agent {
         let c = CheckIn {
             version: &running.version,
             security_counter: running.security_counter,
-            state: state.as_str(),
+            state,
             deployment,
             detail: None,
             root_version: Some(self.root_version()),

@@ -108,8 +108,8 @@ pub struct CheckIn<'a> {
     pub version: &'a str,
     /// Running image's security counter.
     pub security_counter: u32,
-    /// Agent state (see [`crate::state::ReportState`]).
-    pub state: &'a str,
+    /// Agent state: the wire enum shared with the server.
+    pub state: crate::state::ReportState,
     /// Deployment the report concerns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<i64>,

@@ -549,7 +549,7 @@ impl Transfer<'_, '_> {
         let c = CheckIn {
             version: &live.version,
             security_counter: live.security_counter,
-            state: crate::state::ReportState::Downloading.as_str(),
+            state: crate::state::ReportState::Downloading,
             deployment: live.deployment,
             detail: Some(&detail),
             root_version: None,

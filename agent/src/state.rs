@@ -151,67 +151,9 @@ impl AgentState {
     }
 }
 
-/// The state a report tells the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportState {
-    /// Nothing in progress.
-    Idle,
-    /// Downloading (the detail carries the progress).
-    Downloading,
-    /// The bundle did not arrive intact within the bounded retries (a fault in transit, a
-    /// mirror serving other bytes, a deadline); the release is not refused, the next cycle tries
-    /// again. Not an install failure.
-    DownloadFailed,
-    /// Verified in the staging slot and marked pending.
-    Staged,
-    /// The install-permission hook (or the maintenance window) said "not now".
-    Deferred,
-    /// Rebooting into the update.
-    Installing,
-    /// Running the update on trial.
-    Installed,
-    /// The update is confirmed.
-    Confirmed,
-    /// The bootloader reverted to the previous image.
-    Reverted,
-    /// The update failed: the signed release was refused, or it could not be staged or
-    /// installed (the detail says why).
-    Failed,
-}
-
-impl ReportState {
-    /// Every state, for the tests that keep the spelling in step with `sigil-server`.
-    pub const ALL: [ReportState; 10] = [
-        ReportState::Idle,
-        ReportState::Downloading,
-        ReportState::DownloadFailed,
-        ReportState::Staged,
-        ReportState::Deferred,
-        ReportState::Installing,
-        ReportState::Installed,
-        ReportState::Confirmed,
-        ReportState::Reverted,
-        ReportState::Failed,
-    ];
-
-    /// The wire name (the same as `sigil_server::rollout::DeviceStatus::as_str`, or one of the
-    /// server's neutral states `idle`, `deferred`, `installing`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportState::Idle => "idle",
-            ReportState::Downloading => "downloading",
-            ReportState::DownloadFailed => "download_failed",
-            ReportState::Staged => "staged",
-            ReportState::Deferred => "deferred",
-            ReportState::Installing => "installing",
-            ReportState::Installed => "installed",
-            ReportState::Confirmed => "confirmed",
-            ReportState::Reverted => "reverted",
-            ReportState::Failed => "failed",
-        }
-    }
-}
+/// The state a report tells the server: the wire enum `sigil-server` parses
+/// ([`sigil_protocol::CheckInState`]).
+pub use sigil_protocol::CheckInState as ReportState;
 
 /// One state change to tell the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

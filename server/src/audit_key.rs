@@ -30,7 +30,8 @@ use rand_core::{OsRng, RngCore};
 
 use crate::audit::{Checkpoint, Trust, Verifier};
 use crate::config::ServerConfig;
-use crate::store::{now_secs, AuditEvent, SqliteStore, Store, StoreError};
+use crate::store::prelude::*;
+use crate::store::{now_secs, AuditEvent, SqliteStore, StoreError};
 
 /// Why the audit key or the audit trail cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +300,7 @@ pub fn rotate(store: &dyn Store, keys: &KeyFile, actor: &str) -> Result<String, 
     KeyFile::write(&keys.next_path(), &new)?;
     let event = AuditEvent::new(
         actor,
-        "audit.key_rotate",
+        crate::store::AuditAction::AuditKeyRotate,
         &public_hex(&new),
         serde_json::json!({ "old": public_hex(&old), "new": public_hex(&new) }),
     );

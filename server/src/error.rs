@@ -136,6 +136,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry shortly".to_owned())
+            }
             StoreError::Backend(_) => ApiError::Internal(e.into()),
         }
     }

@@ -23,9 +23,9 @@
 //! transit. Only `failed` (the device refused the signed release, or could not stage it) and
 //! `reverted` count toward the halt threshold.
 //!
-//! The wire names are shared with `sigil-agent`'s `ReportState` (there is no common crate for
-//! them): both sides test the spelling, and the agent's tests check every state it reports
-//! against [`DeviceStatus::parse`] and [`NEUTRAL_REPORT_STATES`].
+//! A device reports a [`sigil_protocol::CheckInState`] (the enum `sigil-agent` sends); every
+//! state but the neutral ones (`idle`, `deferred`, `installing`) is a [`DeviceStatus`] of the
+//! same name (`store::rules::reported_status`).
 
 use serde::{Deserialize, Serialize};
 
@@ -97,12 +97,6 @@ impl DeviceStatus {
         matches!(self, DeviceStatus::Reverted | DeviceStatus::Failed)
     }
 }
-
-/// Check-in states that are recorded (device state, report, audit) but leave the deployment
-/// status alone: `idle`, `deferred` (the device's install-permission hook said "not now") and
-/// `installing` (rebooting into the update) count neither as success nor as failure. Every
-/// other state a device reports is a [`DeviceStatus`].
-pub const NEUTRAL_REPORT_STATES: [&str; 3] = ["idle", "deferred", "installing"];
 
 /// Lifecycle of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -372,7 +366,11 @@ mod tests {
                 serde_json::to_value(s).unwrap(),
                 serde_json::json!(s.as_str())
             );
-            assert!(!NEUTRAL_REPORT_STATES.contains(&s.as_str()));
+            // Every status but `pending` (the server's, never reported) is a check-in state.
+            match sigil_protocol::CheckInState::parse(s.as_str()) {
+                Some(state) => assert!(!state.is_neutral(), "{s:?}"),
+                None => assert_eq!(s, Pending),
+            }
         }
     }
 

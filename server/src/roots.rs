@@ -8,15 +8,15 @@
 //! rollback, no fork), stores it, verifies uploads under the newest root, and hands the chain to
 //! every device that reports an older root version at check-in.
 //!
-//! Persistence is one table (`root_chain`, one row) behind the small [`RootChainStore`] trait,
-//! which every [`crate::store::Store`] implements.
+//! Persistence is one table (`root_chain`, one row; `store/sqlite/schema/0003_root_chain.sql`)
+//! behind the small [`RootChainStore`] trait, part of [`crate::store::Store`] (SQLite:
+//! `store/sqlite/roots.rs`).
 
 use std::sync::{Arc, RwLock};
 
-use rusqlite::OptionalExtension;
 use sigil_manifests::{verify_root_chain, RootFloor, TrustRoot};
 
-use crate::store::{AuditEvent, SqliteStore, StoreResult};
+use crate::store::{AuditEvent, StoreResult};
 
 /// Persistence of the root chain: one chain per server.
 pub trait RootChainStore {
@@ -24,29 +24,6 @@ pub trait RootChainStore {
     fn root_chain(&self) -> StoreResult<Option<Vec<u8>>>;
     /// Replaces the stored chain (already verified) and appends `audit`, in one transaction.
     fn put_root_chain(&self, chain: &[u8], newest: u32, audit: &AuditEvent) -> StoreResult<()>;
-}
-
-impl RootChainStore for SqliteStore {
-    fn root_chain(&self) -> StoreResult<Option<Vec<u8>>> {
-        let conn = self.read_connection()?;
-        Ok(conn
-            .query_row("SELECT chain FROM root_chain WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?)
-    }
-
-    fn put_root_chain(&self, chain: &[u8], newest: u32, audit: &AuditEvent) -> StoreResult<()> {
-        self.write_audited(audit, |tx, now| {
-            tx.execute(
-                "INSERT INTO root_chain (id, chain, newest_version, updated_at) \
-                 VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET chain = excluded.chain, \
-                 newest_version = excluded.newest_version, updated_at = excluded.updated_at",
-                rusqlite::params![chain, i64::from(newest), now],
-            )?;
-            Ok(())
-        })
-    }
 }
 
 /// What is wrong with a root chain an administrator gave.

@@ -22,8 +22,8 @@ use crate::config::ServerConfig;
 use crate::connection::{
     raise_open_file_limit, Activity, ConnectionLimits, GuardedStream, Refused, Tracked,
 };
-use crate::roots::RootChainStore;
-use crate::store::{now_secs, AuditEvent, Role, SqliteStore, Store, TokenGrant};
+use crate::store::prelude::*;
+use crate::store::{now_secs, AuditEvent, Role, SqliteStore, TokenGrant};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -67,7 +67,7 @@ pub fn create_admin_token(store: &dyn Store, name: &str, actor: &str) -> anyhow:
     let (token, hash) = new_token();
     let event = AuditEvent::new(
         actor,
-        "token.create",
+        crate::store::AuditAction::TokenCreate,
         name,
         serde_json::json!({ "role": "admin" }),
     );

@@ -13,7 +13,8 @@ use anyhow::Context;
 
 use crate::api::{router, token_hash, AppState};
 use crate::config::{Overrides, ServerConfig};
-use crate::store::{Role, Store, TokenGrant};
+use crate::store::prelude::*;
+use crate::store::{Role, TokenGrant};
 
 /// A running in-process server; it stops when dropped.
 #[derive(Debug)]

@@ -1372,10 +1372,16 @@ async fn operations_endpoints() {
 
 #[tokio::test]
 async fn audit_export_streams_long_logs_as_one_chain() {
-    use sigil_server::store::{AuditEvent, Store};
+    use sigil_server::store::prelude::*;
+    use sigil_server::store::{AuditAction, AuditEvent};
     let h = Harness::new();
     for n in 0..2_345u32 {
-        let event = AuditEvent::new("ops", "test.event", &n.to_string(), json!({ "n": n }));
+        let event = AuditEvent::new(
+            "ops",
+            AuditAction::TokenCreate,
+            &n.to_string(),
+            json!({ "n": n }),
+        );
         h.store.append_audit(&event, u64::from(n)).unwrap();
     }
     let (_, head) = h

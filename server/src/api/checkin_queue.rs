@@ -9,7 +9,7 @@
 //!
 //! Here check-ins join a queue instead. One task on the blocking pool drains it: it takes
 //! everything queued (up to [`MAX_BATCH`]), records it in one transaction through
-//! [`crate::store::Store::check_in_batch`], answers each check-in, and goes on while more are waiting. A slow
+//! [`crate::store::CheckInStore::check_in_batch`], answers each check-in, and goes on while more are waiting. A slow
 //! commit now delays one batch, and everything that queued meanwhile is committed by the next
 //! one. Each check-in is answered only after the commit that holds it, so what a device was told
 //! is exactly what is stored.
@@ -142,14 +142,15 @@ impl Drop for DrainGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Device, SqliteStore, Store};
+    use crate::store::prelude::*;
+    use crate::store::{CheckInState, Device, SqliteStore};
 
     fn check_in(id: &str, version: &str) -> CheckIn {
         CheckIn {
             device_id: id.to_owned(),
             version: version.to_owned(),
             security_counter: 1,
-            state: "idle".to_owned(),
+            state: CheckInState::Idle,
             deployment_id: None,
             detail: None,
         }
@@ -158,7 +159,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_check_ins_are_each_recorded_and_a_bad_one_fails_alone() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let audit = crate::store::AuditEvent::new("t", "device.enrol", "d", serde_json::json!({}));
+        let audit = crate::store::AuditEvent::new(
+            "t",
+            crate::store::AuditAction::DeviceEnrol,
+            "d",
+            serde_json::json!({}),
+        );
         for i in 0..20 {
             store
                 .enrol_device(&Device::example(&format!("d{i}")), &audit)

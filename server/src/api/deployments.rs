@@ -13,8 +13,8 @@ use crate::bundles::is_bundle_id;
 use crate::error::ApiError;
 use crate::rollout::{DeploymentState, DeviceStatus, RolloutPolicy};
 use crate::store::{
-    now_secs, AuditEvent, Deployment, DeploymentAction, DeploymentFilter, Member, NewDeployment,
-    Role, Target,
+    now_secs, AuditAction, AuditEvent, Deployment, DeploymentAction, DeploymentFilter, Member,
+    NewDeployment, Role, Target,
 };
 
 const MAX_EXPLICIT_DEVICES: usize = 10_000;
@@ -172,9 +172,9 @@ pub async fn act(
 ) -> Result<Json<Deployment>, ApiError> {
     let actor = caller.require(&[Role::Operator])?.name.clone();
     let (action, name) = match action.as_str() {
-        "pause" => (DeploymentAction::Pause, "deployment.pause"),
-        "resume" => (DeploymentAction::Resume, "deployment.resume"),
-        "cancel" => (DeploymentAction::Cancel, "deployment.cancel"),
+        "pause" => (DeploymentAction::Pause, AuditAction::DeploymentPause),
+        "resume" => (DeploymentAction::Resume, AuditAction::DeploymentResume),
+        "cancel" => (DeploymentAction::Cancel, AuditAction::DeploymentCancel),
         _ => {
             return Err(ApiError::NotFound(
                 "deployment actions are pause, resume and cancel".to_owned(),

@@ -28,9 +28,10 @@ use sigil_manifests::{ProductId, Version};
 use super::{new_token, parse_product, ApiJson, AppState, Caller, PageQuery};
 use crate::challenge::{ChallengeError, CHALLENGE_TTL_SECS};
 use crate::error::ApiError;
-use crate::rollout::{DeviceStatus, NEUTRAL_REPORT_STATES};
+use crate::rollout::DeviceStatus;
 use crate::store::{
-    now_secs, AuditEvent, CheckIn, Device, DeviceFilter, Product, Report, Role, TokenGrant,
+    now_secs, AuditEvent, CheckIn, CheckInState, Device, DeviceFilter, Product, Report, Role,
+    TokenGrant,
 };
 
 const MAX_GROUPS: usize = 16;
@@ -131,7 +132,7 @@ pub async fn enrol(
     };
     let event = AuditEvent::new(
         &actor,
-        "device.enrol",
+        crate::store::AuditAction::DeviceEnrol,
         &device.id,
         serde_json::json!({
             "product": format!("{}/{}", device.product.vendor, device.product.device),
@@ -155,7 +156,7 @@ pub struct DevicesQuery {
     product: Option<String>,
     channel: Option<String>,
     group: Option<String>,
-    state: Option<String>,
+    state: Option<CheckInState>,
     revoked: Option<bool>,
 }
 
@@ -205,7 +206,12 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
     let actor = caller.require(&[Role::Operator])?.name.clone();
-    let event = AuditEvent::new(&actor, "device.revoke", &id, serde_json::json!({}));
+    let event = AuditEvent::new(
+        &actor,
+        crate::store::AuditAction::DeviceRevoke,
+        &id,
+        serde_json::json!({}),
+    );
     let key = id.clone();
     state.db.run(move |s| s.revoke_device(&key, &event)).await?;
     Ok(Json(find(&state, id).await?))
@@ -427,17 +433,14 @@ pub async fn checkin(
     Version::parse(&req.version).map_err(|_| {
         ApiError::BadRequest("version must be a semantic version like 1.2.3".to_owned())
     })?;
-    let status = DeviceStatus::parse(&req.state);
-    if !NEUTRAL_REPORT_STATES.contains(&req.state.as_str()) && status.is_none() {
-        let names: Vec<&str> = NEUTRAL_REPORT_STATES
-            .into_iter()
-            .chain(DeviceStatus::ALL.map(DeviceStatus::as_str))
-            .collect();
+    let Some(report_state) = CheckInState::parse(&req.state) else {
+        let names: Vec<&str> = CheckInState::ALL.map(CheckInState::as_str).to_vec();
         return Err(ApiError::BadRequest(format!(
             "state must be one of {}",
             names.join(", ")
         )));
-    }
+    };
+    let status = crate::store::rules::reported_status(report_state);
     if req.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
         return Err(ApiError::BadRequest(format!(
             "detail is at most {MAX_DETAIL} bytes"
@@ -447,7 +450,7 @@ pub async fn checkin(
         device_id,
         version: req.version,
         security_counter: req.security_counter,
-        state: req.state,
+        state: report_state,
         deployment_id: req.deployment,
         detail: req.detail,
     };

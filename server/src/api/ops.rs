@@ -76,7 +76,7 @@ pub async fn create_token(
     let (token, hash) = new_token();
     let event = AuditEvent::new(
         &actor,
-        "token.create",
+        crate::store::AuditAction::TokenCreate,
         &req.name,
         serde_json::json!({ "role": req.role }),
     );
@@ -124,7 +124,12 @@ pub async fn revoke_token(
     let n: i64 = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("token {id:.70} not found")))?;
-    let event = AuditEvent::new(&actor, "token.revoke", &id, serde_json::json!({}));
+    let event = AuditEvent::new(
+        &actor,
+        crate::store::AuditAction::TokenRevoke,
+        &id,
+        serde_json::json!({}),
+    );
     state.db.run(move |s| s.revoke_token(n, &event)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -128,7 +128,7 @@ pub async fn upload(
     };
     let event = AuditEvent::new(
         &uploader,
-        "release.upload",
+        crate::store::AuditAction::ReleaseUpload,
         &release.id,
         serde_json::json!({
             "product": format!("{}/{}", release.vendor, release.device),
@@ -282,7 +282,12 @@ pub async fn retire(
 ) -> Result<Json<Release>, ApiError> {
     let actor = caller.require(&[Role::Release])?.name.clone();
     check_id(&id)?;
-    let event = AuditEvent::new(&actor, "release.retire", &id, serde_json::json!({}));
+    let event = AuditEvent::new(
+        &actor,
+        crate::store::AuditAction::ReleaseRetire,
+        &id,
+        serde_json::json!({}),
+    );
     Ok(Json(
         state.db.run(move |s| s.retire_release(&id, &event)).await?,
     ))

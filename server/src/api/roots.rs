@@ -11,7 +11,7 @@ use sigil_manifests::rotation::RootChainView;
 use super::{AppState, Caller};
 use crate::error::ApiError;
 use crate::roots::Roots;
-use crate::store::{AuditEvent, Role};
+use crate::store::{AuditAction, AuditEvent, Role};
 
 /// The endpoint.
 pub const ROOT_CHAIN_PATH: &str = "/api/v1/root-chain";
@@ -78,7 +78,7 @@ pub async fn put(
     let newest = chain.newest.root_version;
     let audit = AuditEvent::new(
         &actor,
-        "root_chain.update",
+        AuditAction::RootChainUpdate,
         &format!("root {newest}"),
         serde_json::json!({
             "newest_root_version": newest,

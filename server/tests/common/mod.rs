@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use sigil_manifests::TrustRoot;
 use sigil_server::api::{auth_message, router, token_hash, AppState};
 use sigil_server::config::{Overrides, ServerConfig};
-use sigil_server::store::{Role, SqliteStore, Store, TokenGrant};
+use sigil_server::store::prelude::*;
+use sigil_server::store::{Role, SqliteStore, TokenGrant};
 use tower::ServiceExt;
 
 // The fixtures (keys, trust root, bundles) are the shared ones.
