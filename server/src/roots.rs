@@ -68,7 +68,7 @@ impl Roots {
     /// a stored chain that no longer verifies from `root` is an error (the configuration
     /// changed under the database).
     pub fn new(root: TrustRoot, stored: Option<Vec<u8>>) -> Result<Self, RootChainError> {
-        let roots = Self::provisioned(root);
+        let roots = Self::without_chain(root);
         if let Some(bytes) = stored {
             let chain = roots.check(&bytes)?;
             roots.set(chain);
@@ -77,7 +77,7 @@ impl Roots {
     }
 
     /// The roots of a server provisioned with `root` and given no chain yet.
-    pub fn provisioned(root: TrustRoot) -> Self {
+    pub fn without_chain(root: TrustRoot) -> Self {
         Roots {
             current: RwLock::new(Chain {
                 bytes: None,
@@ -100,6 +100,18 @@ impl Roots {
     /// The newest root: uploads are verified under it.
     pub fn newest(&self) -> Arc<TrustRoot> {
         self.current().newest
+    }
+
+    /// The provisioned root: every chain is walked from it.
+    pub fn provisioned(&self) -> &TrustRoot {
+        &self.provisioned
+    }
+
+    /// The newest root's version and floor (`None` for the provisioned root): what an upload's
+    /// chain must lead to.
+    pub fn newest_floor(&self) -> (u32, Option<RootFloor>) {
+        let chain = self.current();
+        (chain.newest.root_version, chain.floor)
     }
 
     /// Verifies `bytes` as a chain from the provisioned root that extends the current one:

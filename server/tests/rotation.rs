@@ -145,10 +145,39 @@ async fn uploads_are_verified_under_the_newest_root() {
         }))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
-    assert!(e.to_string().contains("step 4"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("signed under trust root 1, not under the server's newest root 3"),
+        "{e}"
+    );
+    // Under root 2 with its chain: valid from root 1, but not the newest root.
+    let (s, e) = h
+        .upload(bundle(&Spec {
+            counter: 7,
+            ..spec_under_root(2)
+        }))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     // Under root 3 with its chain: accepted.
     let (s, e) = h.upload(bundle(&spec_under_root(3))).await;
     assert_eq!(s, StatusCode::CREATED, "{e}");
+    // A chain whose update 2 is forged: a device still on root 1 would refuse it, so the server
+    // does too (it walks the chain from the provisioned root, not from its newest).
+    let mut updates: Vec<Vec<u8>> = (2..=3).map(root_update).collect();
+    let last = updates[0].len() - 1;
+    updates[0][last] ^= 1;
+    let forged = bundle(&Spec {
+        counter: 8,
+        chain: Some(dangerous_chain(&updates)),
+        ..spec_under_root(3)
+    });
+    let (s, e) = h.upload(forged).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("step R3"), "{e}");
+    // Under root 4, beyond the server's chain: the chain goes to the server first.
+    let (s, e) = h.upload(bundle(&spec_under_root(4))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e.to_string().contains("PUT /api/v1/root-chain"), "{e}");
 }
 
 #[tokio::test]

@@ -133,7 +133,7 @@ impl AppState {
             });
             let roots = crate::roots::Roots::new(root.clone(), stored).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the stored root chain is not used");
-                crate::roots::Roots::provisioned(root)
+                crate::roots::Roots::without_chain(root)
             });
             Arc::new(roots)
         });

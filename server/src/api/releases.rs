@@ -48,9 +48,9 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let uploader = caller.require(&[Role::Release])?.name.clone();
-    // The newest root of the chain the server holds (the provisioned root before any
-    // rotation): a bundle must be signed under it and carry the chain to it.
-    let root = state.roots.as_ref().map(|r| r.newest()).ok_or_else(|| {
+    // The bundle's chain is walked from the provisioned root and must lead to the newest root
+    // of the chain the server holds (`BundleStore::ingest`).
+    let roots = state.roots.clone().ok_or_else(|| {
         ApiError::Unavailable(
             "no trust root is configured (trust_root / SIGIL_TRUST_ROOT); uploads cannot be verified"
                 .to_owned(),
@@ -78,7 +78,9 @@ pub async fn upload(
 
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let store = state.bundles.clone();
-    let ingest = tokio::task::spawn_blocking(move || store.ingest(rx, &root, limit));
+    let ingest = tokio::task::spawn_blocking(move || {
+        store.ingest(rx, roots.provisioned(), roots.newest_floor(), limit)
+    });
     let mut stream = body.into_data_stream();
     let mut complete = true;
     while let Some(chunk) = stream.next().await {
