@@ -27,7 +27,7 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore};
 use sigil_bootloader::{BootConfig, BootState, ImageDigest, Layout, Phase};
-use sigil_manifests::{DevicePolicy, ProductId, TrustRoot, Version, MAX_ENVELOPE_LEN};
+use sigil_manifests::{DevicePolicy, ProductId, TrustRoot, Version, VERIFY_BUFFER_LEN};
 use zeroize::Zeroizing;
 
 use crate::client::{CheckIn, ClientError, ServerClient, UpdateOffer};
@@ -236,6 +236,8 @@ pub struct Agent {
     /// The running image, keyed by the boot-control sequence number it was read under: the
     /// active slot changes only through the bootloader, which always writes a new record.
     running_cache: Option<(u32, Running)>,
+    /// The root chain staged from the server (root rotation).
+    chain: crate::roots::StagedChain,
 }
 
 impl std::fmt::Debug for Agent {
@@ -262,6 +264,8 @@ impl Agent {
         )?;
         let dir = StateDir::open(&config.state_dir)?;
         let loaded = dir.load();
+        let chain =
+            crate::roots::StagedChain::load(&config.state_dir, &root, slots.state().root_floor);
         Ok(Agent {
             config,
             root,
@@ -271,6 +275,7 @@ impl Agent {
             state: loaded.state,
             recovery: loaded.recovery,
             running_cache: None,
+            chain,
         })
     }
 
@@ -305,7 +310,7 @@ impl Agent {
                 message: "is not a valid product id".to_owned(),
             })?;
         let policy = DevicePolicy::device(product, u64::from(layout.max_bundle_len()));
-        let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+        let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
         let v = self
             .slots
             .verify_active(&self.root, policy, &mut buf)
@@ -390,6 +395,7 @@ impl Agent {
                 state: r.state,
                 deployment: r.deployment,
                 detail: r.detail.as_deref(),
+                root_version: None,
             };
             match self.client.check_in(&c).await {
                 Ok(_) => self.dir.remove(r.seq)?,
@@ -434,8 +440,32 @@ impl Agent {
             state,
             deployment,
             detail: None,
+            root_version: Some(self.root_version()),
         };
-        Ok(self.client.check_in(&c).await?)
+        let reply = self.client.check_in(&c).await?;
+        if let Some(hex_chain) = &reply.root_chain {
+            let floor = self.slots.state().root_floor;
+            match self.chain.take(hex_chain, &self.root, floor) {
+                Ok(version) => {
+                    tracing::debug!(root_version = version, "root chain from the server")
+                }
+                // A chain that does not verify changes nothing; the offer is still judged by
+                // the bundle's own verification.
+                Err(e) => tracing::warn!(error = %chain(&e), "root chain from the server refused"),
+            }
+        }
+        Ok(reply.update)
+    }
+
+    /// The newest trust root version the device knows: the staged chain's, else the root the
+    /// bootloader adopted, else the provisioned root's.
+    pub fn root_version(&self) -> u32 {
+        let adopted = self
+            .slots
+            .state()
+            .root_floor
+            .map_or(self.root.root_version, |f| f.version);
+        self.chain.root_version(adopted)
     }
 
     /// What the boot-control regions say now.

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/device/challenge` | `{device_id}` | `{nonce, expires_in}` |
 //! | `POST /api/v1/device/session` | `{device_id, nonce, signature}` | `{token, expires_in}` |
-//! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?}` | `{update: null \| offer}` |
+//! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?, root_version?}` | `{update: null \| offer, root_chain?}` |
 //! | `GET <download_url>` (Bearer if same origin) | `Range: bytes=N-` | `200` / `206`, or a redirect to a mirror / CDN |
 //!
 //! The session signature covers `"SIGIL-DEVICE-AUTH-V1" ‖ u64le(len(id)) ‖ id ‖ nonce`. The
@@ -116,6 +116,19 @@ pub struct CheckIn<'a> {
     /// Detail (progress, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
+    /// The newest trust root version the device knows (root rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_version: Option<u32>,
+}
+
+/// The server's answer to a check-in.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CheckInReply {
+    /// The assigned update, if any.
+    pub update: Option<UpdateOffer>,
+    /// Hex of the root chain, when the device reported an older root than the server holds.
+    #[serde(default)]
+    pub root_chain: Option<String>,
 }
 
 /// The update the server assigns. `release`, `deployment` and `download_url` are used to act.
@@ -205,11 +218,6 @@ impl UpdateOffer {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct CheckInAnswer {
-    update: Option<UpdateOffer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,14 +411,14 @@ impl ServerClient {
     }
 
     /// Checks in; the update offered, if any. Re-authenticates once on `401`.
-    pub async fn check_in(&mut self, c: &CheckIn<'_>) -> Result<Option<UpdateOffer>, ClientError> {
+    pub async fn check_in(&mut self, c: &CheckIn<'_>) -> Result<CheckInReply, ClientError> {
         for attempt in 0..2 {
             let token = self.token().await?;
             match self
-                .post::<CheckInAnswer>("check-in", "/api/v1/device/checkin", c, Some(&token))
+                .post::<CheckInReply>("check-in", "/api/v1/device/checkin", c, Some(&token))
                 .await
             {
-                Ok(a) => return Ok(a.update),
+                Ok(a) => return Ok(a),
                 Err(ClientError::Status { status: 401, .. }) if attempt == 0 => {
                     self.forget_session();
                 }

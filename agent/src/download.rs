@@ -5,7 +5,7 @@
 //! in order, so a forged header, key set or manifest is refused before any payload byte
 //! reaches the flash; the payload digest is checked when the last byte arrives. Memory is one
 //! write buffer (64 KiB or one sector, whichever is larger), the envelope buffer and a copy of
-//! the bundle's first `HEADER_LEN + MAX_ENVELOPE_LEN` bytes, whatever the bundle size. The
+//! the bundle's first `HEADER_LEN + VERIFY_BUFFER_LEN` bytes (header, root chain, envelope), whatever the bundle size. The
 //! verifier bounds the bundle to the slot (`DevicePolicy::device`'s slot size): an endless
 //! body is cut off at the signed length.
 //!
@@ -53,7 +53,7 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use sigil_manifests::{
-    BundleVerifier, DevicePolicy, Error as VerifyError, TrustRoot, HEADER_LEN, MAX_ENVELOPE_LEN,
+    BundleVerifier, DevicePolicy, Error as VerifyError, TrustRoot, HEADER_LEN, VERIFY_BUFFER_LEN,
 };
 use tokio::time::Instant;
 
@@ -66,7 +66,7 @@ const MIN_BUFFER: usize = 64 * 1024;
 
 /// The bundle prefix kept in memory: enough for the header and any envelope, so the signed
 /// manifest of a bundle refused by policy can be identified (see [`identify`]).
-const HEAD_LEN: usize = HEADER_LEN + MAX_ENVELOPE_LEN;
+const HEAD_LEN: usize = HEADER_LEN + VERIFY_BUFFER_LEN;
 
 /// Why a download did not stage a verified bundle.
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +282,7 @@ impl Throughput {
 /// Used after a policy refusal only, to tell the offered release from another signed one;
 /// nothing is installed from it.
 fn identify(root: &TrustRoot, offer: &UpdateOffer, head: &[u8]) -> Option<Result<(), String>> {
-    let mut env = vec![0u8; MAX_ENVELOPE_LEN];
+    let mut env = vec![0u8; VERIFY_BUFFER_LEN];
     let mut v = BundleVerifier::new(root, DevicePolicy::any_device(), &mut env);
     // The payload part of the prefix is only hashed; an error leaves no manifest to read.
     let _ = v.feed(head);
@@ -552,6 +552,7 @@ impl Transfer<'_, '_> {
             state: crate::state::ReportState::Downloading,
             deployment: live.deployment,
             detail: Some(&detail),
+            root_version: None,
         };
         let until = self.until(self.cfg.stall_timeout);
         match tokio::time::timeout_at(until, self.client.check_in(&c)).await {
@@ -823,8 +824,8 @@ pub async fn download(
     };
     let mut resume_from = req.resume_from;
     let result = loop {
-        let mut env_resume = vec![0u8; MAX_ENVELOPE_LEN];
-        let mut env_fresh = vec![0u8; MAX_ENVELOPE_LEN];
+        let mut env_resume = vec![0u8; VERIFY_BUFFER_LEN];
+        let mut env_fresh = vec![0u8; VERIFY_BUFFER_LEN];
         let pass_req = DownloadRequest {
             resume_from,
             ..t.req

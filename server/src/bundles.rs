@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use sigil_manifests::{BundleVerifier, DevicePolicy, TrustRoot, MAX_ENVELOPE_LEN};
+use sigil_manifests::{BundleVerifier, DevicePolicy, RootFloor, TrustRoot, VERIFY_BUFFER_LEN};
 use tokio::sync::mpsc::Receiver;
 
 /// One message of an upload stream.
@@ -36,6 +36,19 @@ pub enum IngestError {
     TooLarge {
         /// The limit.
         limit: u64,
+    },
+    /// The bundle verifies, but not under the newest root the server holds (root rotation).
+    #[error(
+        "bundle is signed under trust root {bundle}, not under the server's newest root \
+         {server}{hint}"
+    )]
+    WrongRoot {
+        /// The root version the bundle's chain leads to.
+        bundle: u32,
+        /// The newest root version of the server's chain.
+        server: u32,
+        /// What to do about it.
+        hint: &'static str,
     },
     /// The client stopped sending before the body was complete.
     #[error("the upload ended before the request body was complete")]
@@ -170,10 +183,16 @@ impl BundleStore {
 
     /// Receives an upload, verifies it against `root` and stores it. Blocking: run it on the
     /// blocking pool while the request body is forwarded through `chunks`.
+    ///
+    /// `root` is the provisioned root: the bundle's root chain is walked from it in full, as a
+    /// device that never rotated walks it, so no fleet device refuses what the server accepted.
+    /// The root it leads to must then be `newest` (version and digest; `None`: the provisioned
+    /// root), the newest root of the server's chain.
     pub fn ingest(
         &self,
         mut chunks: Receiver<UploadChunk>,
         root: &TrustRoot,
+        newest: (u32, Option<RootFloor>),
         limit: u64,
     ) -> Result<Ingested, IngestError> {
         let mut name = [0u8; 16];
@@ -183,7 +202,8 @@ impl BundleStore {
         let mut guard = TempFile(Some(tmp_path.clone()));
         let mut out = BufWriter::with_capacity(256 << 10, file);
 
-        let mut envelope = [0u8; MAX_ENVELOPE_LEN];
+        // Heap, not stack: room for a root chain and the envelope.
+        let mut envelope = vec![0u8; VERIFY_BUFFER_LEN];
         // With the server's clock as trusted time, an expired manifest is refused (step 7h)
         // before anything is stored.
         let policy = DevicePolicy::any_device()
@@ -212,6 +232,21 @@ impl BundleStore {
             }
         }
         let verified = verifier.finish().map_err(invalid)?;
+        if verified.root_floor() != newest.1 {
+            let bundle = verified.root_version();
+            let hint = if bundle > newest.0 {
+                "; give the server the root chain first (PUT /api/v1/root-chain)"
+            } else if bundle < newest.0 {
+                "; sign the release under the newest root (sigil sign --root-chain)"
+            } else {
+                ": its chain holds another root of that version than the server's chain"
+            };
+            return Err(IngestError::WrongRoot {
+                bundle,
+                server: newest.0,
+                hint,
+            });
+        }
         let file = out
             .into_inner()
             .map_err(|e| io_at(&tmp_path)(e.into_error()))?;

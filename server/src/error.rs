@@ -148,7 +148,9 @@ impl From<StoreError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::Invalid(_) => ApiError::Unprocessable(e.to_string()),
+            IngestError::Invalid(_) | IngestError::WrongRoot { .. } => {
+                ApiError::Unprocessable(e.to_string())
+            }
             IngestError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             IngestError::Aborted => ApiError::BadRequest(e.to_string()),
             IngestError::Io { .. } => ApiError::Internal(e.into()),

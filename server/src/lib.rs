@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod range;
 pub mod ratelimit;
 pub mod rollout;
+pub mod roots;
 pub mod serve;
 pub mod store;
 #[cfg(feature = "test-support")]

@@ -255,7 +255,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     let limits = config.limits.clone();
     let h2c = config.http2_cleartext;
-    let state = AppState::new(config, store, bundles, trust_root);
+    // A stored root chain that no longer verifies from the configured root: refuse to start
+    // (the trust root changed under the database) rather than verify uploads under the wrong root.
+    if let Some(root) = &trust_root {
+        let stored = tokio::task::block_in_place(|| store.root_chain())?;
+        crate::roots::Roots::new(root.clone(), stored).context(
+            "the stored root chain (PUT /api/v1/root-chain) is not valid for trust_root",
+        )?;
+    }
+    // The state reads the stored chain: a blocking call, like the store's others.
+    let state = tokio::task::block_in_place(|| AppState::new(config, store, bundles, trust_root));
+    if let Some(roots) = state.roots.clone() {
+        tokio::spawn(crate::roots::refresh_loop(roots, state.db.clone()));
+    }
     tokio::spawn(crate::audit_key::checkpoint_loop(
         state.db.clone(),
         state.config.clone(),

@@ -125,6 +125,23 @@ impl LocalServer {
     }
 }
 
+impl LocalServer {
+    /// Gives the server a root chain with `token` (`PUT /api/v1/root-chain`).
+    pub async fn put_root_chain(
+        &self,
+        token: &str,
+        chain: Vec<u8>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let req = self
+            .http
+            .put(format!("{}/api/v1/root-chain", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(chain);
+        answer(req).await
+    }
+}
+
 /// Sends `req`: the status and the JSON body (a JSON string if the body is not JSON).
 async fn answer(req: reqwest::RequestBuilder) -> anyhow::Result<(u16, serde_json::Value)> {
     let res = req.send().await?;

@@ -9,7 +9,7 @@ use common::postgres::TestPostgres;
 use common::*;
 use serde_json::json;
 use sigil_server::store::prelude::*;
-use sigil_server::store::{Page, PgStore, SqliteStore, StoreError};
+use sigil_server::store::{Page, PgStore, Role, SqliteStore, StoreError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sigil-server");
 
@@ -36,6 +36,13 @@ async fn a_populated_sqlite_installation_moves_to_postgres_and_verifies() {
     let token = h.session("pump-1", 41).await.unwrap();
     h.check_in(&token, "idle", None).await;
     h.check_in(&token, "confirmed", Some(dep)).await;
+    // The root chain an administrator gave (root 1 -> 2) moves too.
+    let put = axum::http::Request::put("/api/v1/root-chain")
+        .header("authorization", format!("Bearer {}", h.token(Role::Admin)))
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(chain(1, 2)))
+        .unwrap();
+    assert_eq!(h.send(put).await.status(), StatusCode::OK);
     let source = SqliteStore::open(&h.data().join("sigil.db")).unwrap();
     let source_entries = source.audit_entries(0, u32::MAX).unwrap();
     let source_detail = source.deployment(dep, Page::ALL).unwrap().unwrap();
@@ -78,6 +85,7 @@ async fn a_populated_sqlite_installation_moves_to_postgres_and_verifies() {
         let mut bytes = Vec::new();
         assert!(store.get_bundle(&release, &mut bytes).unwrap());
         assert_eq!(bytes, release_bundle("1.2.0", 5));
+        assert_eq!(store.root_chain().unwrap(), Some(chain(1, 2)));
         // New rows continue after the copied ids.
         let next = store
             .create_deployment(

@@ -10,7 +10,7 @@
 //! | bounds run out, deadline, URL refused, 4xx | not refused | `download_failed` | `Downloading`, checkpoint kept (0 after a discard) |
 
 use sha2::{Digest, Sha256};
-use sigil_manifests::MAX_ENVELOPE_LEN;
+use sigil_manifests::VERIFY_BUFFER_LEN;
 
 use super::{chain, Agent, AgentError, CycleOutcome, Record, Running};
 use crate::client::UpdateOffer;
@@ -131,18 +131,29 @@ impl Agent {
         );
 
         // Verify again, from the flash: what the bootloader will read.
-        let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
-        let (staged_version, digest) =
-            match self.slots.verify_staged(&inputs.root, policy, &mut buf) {
-                Ok(v) => (v.manifest().version.to_string(), v.manifest_digest()),
-                Err(e) => {
-                    let reason = format!(
-                        "the staged bundle does not verify from flash: {}",
-                        chain(&e)
+        let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
+        let (staged_version, digest) = match self.slots.verify_staged(
+            &inputs.root,
+            policy,
+            &mut buf,
+        ) {
+            Ok(v) if v.root_version() < self.root_version() => {
+                let reason = format!(
+                        "the bundle is signed under trust root {}, older than root {} of the staged root chain",
+                        v.root_version(),
+                        self.root_version()
                     );
-                    return self.fail(running, dep, reason).await;
-                }
-            };
+                return self.fail(running, dep, reason).await;
+            }
+            Ok(v) => (v.manifest().version.to_string(), v.manifest_digest()),
+            Err(e) => {
+                let reason = format!(
+                    "the staged bundle does not verify from flash: {}",
+                    chain(&e)
+                );
+                return self.fail(running, dep, reason).await;
+            }
+        };
         self.slots.request_install(&digest)?;
         let rec = UpdateRecord {
             deployment: dep,
@@ -244,7 +255,7 @@ impl Agent {
         };
         let inputs = self.policy_inputs(running);
         let policy = inputs.policy()?;
-        let mut buf = vec![0u8; MAX_ENVELOPE_LEN];
+        let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
         let staged = match self.slots.verify_staged(&inputs.root, policy, &mut buf) {
             Ok(v) if v.manifest_digest() == requested => {
                 Ok((v.manifest().version.to_string(), v.total_len()))

@@ -377,6 +377,9 @@ pub struct RealServer {
     pub release: String,
 }
 
+/// The administrator's API token of [`RealServer`].
+pub const ADMIN_TOKEN: &str = "sgl_test_admin";
+
 impl RealServer {
     pub async fn start() -> RealServer {
         Self::start_with(&[]).await
@@ -392,11 +395,16 @@ impl RealServer {
         std::fs::write(&root_path, root().encode().unwrap()).unwrap();
         let operator = "sgl_test_operator".to_owned();
         let release = "sgl_test_release".to_owned();
+        let admin = ADMIN_TOKEN.to_owned();
         let server = LocalServer::start(
             &root_path,
             &dir.path().join("data"),
             vars,
-            &[(&operator, Role::Operator), (&release, Role::Release)],
+            &[
+                (&operator, Role::Operator),
+                (&release, Role::Release),
+                (&admin, Role::Admin),
+            ],
         )
         .await
         .unwrap();
@@ -417,6 +425,14 @@ impl RealServer {
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         self.server.call(method, path, token, body).await.unwrap()
+    }
+
+    /// Gives the server the root chain `chain` as the administrator (root rotation).
+    pub async fn put_root_chain(&self, chain: Vec<u8>) -> (u16, serde_json::Value) {
+        self.server
+            .put_root_chain(ADMIN_TOKEN, chain)
+            .await
+            .unwrap()
     }
 
     /// Enrols the test device, uploads `bundle` and deploys it to the device; the deployment id.

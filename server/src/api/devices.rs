@@ -391,6 +391,10 @@ pub struct CheckInRequest {
     deployment: Option<i64>,
     #[serde(default)]
     detail: Option<String>,
+    /// The trust root version the device holds (root rotation): an older one is answered with
+    /// the root chain.
+    #[serde(default)]
+    root_version: Option<u32>,
 }
 
 /// The update assigned to a device.
@@ -409,10 +413,14 @@ pub struct UpdateOffer {
     status: DeviceStatus,
 }
 
-/// Check-in answer: `update` is `null` when there is nothing to do.
+/// Check-in answer: `update` is `null` when there is nothing to do; `root_chain` (hex of the
+/// `SGL-RCHN` document) is present when the device reported an older root version than the
+/// newest the server holds.
 #[derive(Debug, Serialize)]
 pub struct CheckInResponse {
     update: Option<UpdateOffer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_chain: Option<String>,
 }
 
 /// `POST /api/v1/device/checkin`.
@@ -471,5 +479,15 @@ pub async fn checkin(
             release: r.id,
         }
     });
-    Ok(Json(CheckInResponse { update }))
+    let root_chain = match (req.root_version, state.roots.as_deref()) {
+        (Some(held), Some(roots)) => {
+            let chain = roots.current();
+            chain
+                .bytes
+                .filter(|_| held < chain.newest.root_version)
+                .map(|b| hex::encode(b.as_slice()))
+        }
+        _ => None,
+    };
+    Ok(Json(CheckInResponse { update, root_chain }))
 }

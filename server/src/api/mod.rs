@@ -11,6 +11,8 @@
 //! | `POST /api/v1/deployments`, `…/{id}/pause|resume|cancel` | operator     |
 //! | `GET /api/v1/deployments[/{id}]`           | operator, auditor          |
 //! | `GET /api/v1/audit/export`, `…/head`, `…/checkpoint` | auditor          |
+//! | `PUT /api/v1/root-chain`                   | admin                      |
+//! | `GET /api/v1/root-chain`                   | admin, release, operator, auditor |
 //! | `POST /api/v1/device/challenge`, `…/session` | public (device signature)|
 //! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
 //! | `GET /mirror/{id}`                         | public when `public_mirror`|
@@ -21,6 +23,7 @@ mod devices;
 mod downloads;
 mod ops;
 mod releases;
+mod roots;
 
 pub use checkin_queue::CheckInQueue;
 pub use devices::auth_message;
@@ -86,8 +89,9 @@ pub struct Inner {
     pub db: Db,
     /// The bundle store.
     pub bundles: BundleStore,
-    /// Trust root uploads are verified against; `None` refuses uploads.
-    pub trust_root: Option<Arc<TrustRoot>>,
+    /// The provisioned trust root and the root chain since: uploads are verified under the
+    /// newest root; `None` (no trust root configured) refuses uploads.
+    pub roots: Option<Arc<crate::roots::Roots>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// The rate limiter's buckets.
@@ -120,6 +124,19 @@ impl AppState {
         trust_root: Option<TrustRoot>,
     ) -> Self {
         let limits = RateLimits::new(&config.limits);
+        // `serve` refuses to start on a stored chain that does not verify; here (tests, an
+        // embedding) such a chain is logged and the provisioned root used.
+        let roots = trust_root.map(|root| {
+            let stored = store.root_chain().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the stored root chain");
+                None
+            });
+            let roots = crate::roots::Roots::new(root.clone(), stored).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the stored root chain is not used");
+                crate::roots::Roots::without_chain(root)
+            });
+            Arc::new(roots)
+        });
         let db = Db::new(store);
         let check_ins = CheckInQueue::new(db.clone(), config.limits.reports_kept);
         AppState(Arc::new(Inner {
@@ -127,7 +144,7 @@ impl AppState {
             db,
             check_ins,
             bundles,
-            trust_root: trust_root.map(Arc::new),
+            roots,
             metrics: Metrics::default(),
             limits,
             download_buffers: downloads::BufferPool::new(DOWNLOAD_BUFFERS_KEPT),
@@ -403,6 +420,14 @@ pub fn router(state: AppState) -> Router {
     let upload = Router::new()
         .route(UPLOAD_PATH, post(releases::upload).get(releases::list))
         .layer(DefaultBodyLimit::disable());
+    let root_chain = Router::new()
+        .route(
+            roots::ROOT_CHAIN_PATH,
+            axum::routing::put(roots::put).get(roots::get),
+        )
+        .layer(DefaultBodyLimit::max(
+            sigil_manifests::rotation::MAX_CHAIN_LEN,
+        ));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -437,6 +462,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/checkpoint", get(ops::audit_checkpoint))
         .layer(DefaultBodyLimit::max(json_limit))
         .merge(upload)
+        .merge(root_chain)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))

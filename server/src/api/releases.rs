@@ -48,7 +48,9 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let uploader = caller.require(&[Role::Release])?.name.clone();
-    let root = state.trust_root.clone().ok_or_else(|| {
+    // The bundle's chain is walked from the provisioned root and must lead to the newest root
+    // of the chain the server holds (`BundleStore::ingest`).
+    let roots = state.roots.clone().ok_or_else(|| {
         ApiError::Unavailable(
             "no trust root is configured (trust_root / SIGIL_TRUST_ROOT); uploads cannot be verified"
                 .to_owned(),
@@ -74,9 +76,14 @@ pub async fn upload(
         )));
     }
 
+    // Verified under the newest root any replica was given, not only this one.
+    let refreshed = roots.clone();
+    state.db.run(move |s| Ok(refreshed.refresh(s)?)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let store = state.bundles.clone();
-    let ingest = tokio::task::spawn_blocking(move || store.ingest(rx, &root, limit));
+    let ingest = tokio::task::spawn_blocking(move || {
+        store.ingest(rx, roots.provisioned(), roots.newest_floor(), limit)
+    });
     let mut stream = body.into_data_stream();
     let mut complete = true;
     while let Some(chunk) = stream.next().await {

@@ -156,6 +156,15 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("signature", Text),
         ],
     ),
+    (
+        "root_chain",
+        &[
+            ("id", Int),
+            ("chain", Blob),
+            ("newest_version", Int),
+            ("updated_at", Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a generated identity: its sequence continues after the copied ids.

@@ -30,6 +30,7 @@ pub mod prelude {
         AuditStore, BundleBytes, CheckInStore, DeploymentStore, DeviceStore, ReleaseStore, Store,
         TokenStore,
     };
+    pub use crate::roots::RootChainStore;
 }
 
 /// API tokens and device sessions.
@@ -182,6 +183,7 @@ pub trait Store:
     + CheckInStore
     + AuditStore
     + BundleBytes
+    + crate::roots::RootChainStore
     + Send
     + Sync
     + 'static
@@ -196,6 +198,7 @@ impl<T> Store for T where
         + CheckInStore
         + AuditStore
         + BundleBytes
+        + crate::roots::RootChainStore
         + Send
         + Sync
         + 'static

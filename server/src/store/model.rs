@@ -412,11 +412,13 @@ pub enum AuditAction {
     DeploymentComplete,
     /// The audit checkpoint key was rotated.
     AuditKeyRotate,
+    /// An administrator gave the server a (longer) trust root chain.
+    RootChainUpdate,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -433,6 +435,7 @@ impl AuditAction {
         AuditAction::DeploymentHalt,
         AuditAction::DeploymentComplete,
         AuditAction::AuditKeyRotate,
+        AuditAction::RootChainUpdate,
     ];
 
     /// The name in the trail.
@@ -454,6 +457,7 @@ impl AuditAction {
             AuditAction::DeploymentHalt => "deployment.halt",
             AuditAction::DeploymentComplete => "deployment.complete",
             AuditAction::AuditKeyRotate => "audit.key_rotate",
+            AuditAction::RootChainUpdate => "root_chain.update",
         }
     }
 

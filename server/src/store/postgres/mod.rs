@@ -23,6 +23,7 @@ mod checkins;
 mod deployments;
 mod devices;
 mod releases;
+mod roots;
 mod rows;
 mod tokens;
 
@@ -43,6 +44,7 @@ pub use bundles::BUNDLE_CHUNK;
 const MIGRATIONS: &[&str] = &[
     include_str!("schema/0001_initial.sql"),
     include_str!("schema/0002_bundles.sql"),
+    include_str!("schema/0003_root_chain.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

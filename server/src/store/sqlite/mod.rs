@@ -9,6 +9,7 @@ mod checkins;
 mod deployments;
 mod devices;
 mod releases;
+mod roots;
 mod rows;
 mod tokens;
 
@@ -24,6 +25,7 @@ use super::{StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("schema/0001_initial.sql"),
     include_str!("schema/0002_audit_checkpoints.sql"),
+    include_str!("schema/0003_root_chain.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.
