@@ -10,17 +10,9 @@ target_dir=$root/target/qemu-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-need_apt() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  ((${#missing[@]})) || return 0
-  echo "bench/boards.sh: installing Debian packages: ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } >&2 ||
-    { echo "bench/boards.sh: could not install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1; }
-}
-need_apt qemu-system-arm binutils-arm-none-eabi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+need_apt bench/boards.sh qemu-system-arm binutils-arm-none-eabi
 for t in thumbv7m-none-eabi thumbv6m-none-eabi thumbv7em-none-eabihf; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done

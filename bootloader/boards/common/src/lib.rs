@@ -17,6 +17,11 @@
 pub mod bench;
 #[cfg(feature = "semihosting")]
 pub mod host_file;
+#[cfg(feature = "semihosting")]
+pub mod semihosting_log;
+#[doc(hidden)]
+#[cfg(feature = "semihosting")]
+pub use semihosting as __semihosting;
 
 use core::ops::Range;
 
@@ -179,7 +184,7 @@ pub fn check_vector_table(
     app_ram: Range<u32>,
     vtor_align: u32,
 ) -> Result<(u32, u32), JumpError> {
-    if vtor_align == 0 || table % vtor_align != 0 {
+    if vtor_align == 0 || !table.is_multiple_of(vtor_align) {
         return Err(JumpError::Misaligned);
     }
     let [s0, s1, s2, s3, r0, r1, r2, r3] = words;

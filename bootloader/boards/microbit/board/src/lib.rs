@@ -62,27 +62,8 @@ pub mod exit {
     }
 }
 
-/// Logs one line (`format!` syntax) over semihosting. Nothing is emitted without the `log`
-/// feature, but the arguments are still type-checked.
-#[cfg(feature = "log")]
-#[macro_export]
-macro_rules! log {
-    ($($arg:tt)*) => {
-        $crate::__semihosting::eprintln!($($arg)*)
-    };
-}
-
-/// Logs one line (`format!` syntax). Nothing is emitted without the `log` feature, but the
-/// arguments are still type-checked.
-#[cfg(not(feature = "log"))]
-#[macro_export]
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        if false {
-            $crate::__semihosting::eprintln!($($arg)*);
-        }
-    }};
-}
+/// Logs one line over semihosting (`format!` syntax); nothing without the `log` feature.
+pub use sigil_board_common::semihosting_log as log;
 
 /// `println!` for the application: semihosting output (the application runs privileged).
 #[macro_export]
@@ -92,28 +73,11 @@ macro_rules! println {
     };
 }
 
-#[cfg(feature = "log")]
-struct Semihosting;
-
-#[cfg(feature = "log")]
-impl log::Log for Semihosting {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        semihosting::eprintln!("sigil-boot: {}: {}", record.level(), record.args());
-    }
-
-    fn flush(&self) {}
-}
-
 /// Routes the bootloader core's log records to semihosting (no-op without the `log` feature).
 pub fn log_init() {
     #[cfg(feature = "log")]
     {
-        static LOGGER: Semihosting = Semihosting;
-        glue::set_logger(&LOGGER);
+        glue::set_logger(&sigil_board_common::semihosting_log::LOGGER);
     }
 }
 

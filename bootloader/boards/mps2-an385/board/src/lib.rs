@@ -55,6 +55,8 @@ pub use glue::{peak_stack, stack_size};
 pub use lock::BoardLock;
 #[doc(hidden)]
 pub use semihosting as __semihosting;
+/// Logs one line over semihosting (`format!` syntax); nothing without the `log` feature.
+pub use sigil_board_common::semihosting_log as log;
 
 #[cfg(feature = "bootloader")]
 use sigil_bootloader::VerifiedImage;
