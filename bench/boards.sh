@@ -23,14 +23,7 @@ done
 cargo build -q --release -p sigil-signer -p sigil-flash >&2
 sigil=$root/target/release/sigil
 flash=$root/target/release/sigil-flash
-(
-  cd "$work"
-  "$sigil" keygen --out root1.pem >/dev/null
-  "$sigil" keygen --out release1.pem >/dev/null
-  "$sigil" root init --threshold 1 --out root.sgl root1.pub.pem >/dev/null
-  "$sigil" keyset create --threshold 1 --key-set-version 1 --out keyset.sgl release1.pub.pem >/dev/null
-  "$sigil" keyset sign keyset.sgl --key root1.pem --root root.sgl >/dev/null
-)
+make_keys "$work"
 
 build() { # build BOARD TARGET NAME CARGO-ARGS... -> $work/NAME.elf
   local board=$1 target=$2 name=$3

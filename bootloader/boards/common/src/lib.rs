@@ -134,6 +134,34 @@ pub fn trust_root(bytes: &[u8]) -> Result<TrustRoot, u8> {
     })
 }
 
+/// The board's checked `sigil_bootloader::Layout` from its generated `config` constants, as a
+/// constant: a layout that does not fit the driver's geometry fails the build. Invoked in the
+/// board crate as `pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);`.
+#[macro_export]
+macro_rules! board_layout {
+    ($flash:ty) => {
+        match sigil_bootloader::Layout::new(
+            sigil_bootloader::Geometry::of::<$flash>(config::ERASED),
+            config::PROTECTED,
+            config::REQUESTS,
+            config::ACTIVE,
+            config::STAGING,
+            config::SLOT_SECTORS,
+        ) {
+            Ok(layout) => layout,
+            Err(e) => panic!("{}", e.message()),
+        }
+    };
+}
+
+/// Whether the flash offsets `from..to` of a device at address `base` touch the address range
+/// `locked` (the protected state a board's driver refuses once its lock is set).
+pub fn touches_locked(locked: &Range<u32>, base: u32, from: u32, to: u32) -> bool {
+    let start = base.saturating_add(from);
+    let end = base.saturating_add(to);
+    start < locked.end && locked.start < end
+}
+
 /// Why a verified image was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

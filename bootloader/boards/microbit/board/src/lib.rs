@@ -36,20 +36,10 @@ pub use lock::BoardLock;
 pub use semihosting as __semihosting;
 pub use sigil_board_common::JumpError;
 
-use sigil_bootloader::{Geometry, Layout};
+use sigil_bootloader::Layout;
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
-pub const LAYOUT: Layout = match Layout::new(
-    Geometry::of::<Flash>(config::ERASED),
-    config::PROTECTED,
-    config::REQUESTS,
-    config::ACTIVE,
-    config::STAGING,
-    config::SLOT_SECTORS,
-) {
-    Ok(layout) => layout,
-    Err(e) => panic!("{}", e.message()),
-};
+pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);
 
 /// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests.
 pub mod exit {
