@@ -19,6 +19,7 @@ pub mod bench;
 pub mod host_file;
 #[cfg(feature = "semihosting")]
 pub mod semihosting_log;
+pub mod test_app;
 #[doc(hidden)]
 #[cfg(feature = "semihosting")]
 pub use semihosting as __semihosting;
