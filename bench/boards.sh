@@ -10,17 +10,9 @@ target_dir=$root/target/qemu-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-need_apt() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  ((${#missing[@]})) || return 0
-  echo "bench/boards.sh: installing Debian packages: ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } >&2 ||
-    { echo "bench/boards.sh: could not install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1; }
-}
-need_apt qemu-system-arm binutils-arm-none-eabi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+need_apt bench/boards.sh qemu-system-arm binutils-arm-none-eabi
 for t in thumbv7m-none-eabi thumbv6m-none-eabi thumbv7em-none-eabihf; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
 done
@@ -31,14 +23,7 @@ done
 cargo build -q --release -p sigil-signer -p sigil-flash >&2
 sigil=$root/target/release/sigil
 flash=$root/target/release/sigil-flash
-(
-  cd "$work"
-  "$sigil" keygen --out root1.pem >/dev/null
-  "$sigil" keygen --out release1.pem >/dev/null
-  "$sigil" root init --threshold 1 --out root.sgl root1.pub.pem >/dev/null
-  "$sigil" keyset create --threshold 1 --key-set-version 1 --out keyset.sgl release1.pub.pem >/dev/null
-  "$sigil" keyset sign keyset.sgl --key root1.pem --root root.sgl >/dev/null
-)
+make_keys "$work"
 
 build() { # build BOARD TARGET NAME CARGO-ARGS... -> $work/NAME.elf
   local board=$1 target=$2 name=$3

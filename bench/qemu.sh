@@ -19,17 +19,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Installs the Debian packages given that are missing (progress on stderr: stdout is the report).
-need_apt() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  ((${#missing[@]})) || return 0
-  echo "bench/qemu.sh: installing Debian packages: ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } >&2 ||
-    { echo "bench/qemu.sh: could not install ${missing[*]} (apt-get install -y ${missing[*]})" >&2; exit 1; }
-}
-need_apt qemu-system-arm binutils-arm-none-eabi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+need_apt bench/qemu.sh qemu-system-arm binutils-arm-none-eabi
 rustup target list --installed | grep -qx thumbv7m-none-eabi || rustup target add thumbv7m-none-eabi >&2
 for tool in qemu-system-arm arm-none-eabi-size arm-none-eabi-nm; do
   command -v "$tool" >/dev/null || { echo "bench/qemu.sh: $tool is missing after installing its package" >&2; exit 1; }
@@ -40,14 +32,7 @@ sigil=$root/target/release/sigil
 flash=$root/target/release/sigil-flash
 
 # Keys and a trust root made by `sigil`, as a release engineer would.
-(
-  cd "$work"
-  "$sigil" keygen --out root1.pem >/dev/null
-  "$sigil" keygen --out release1.pem >/dev/null
-  "$sigil" root init --threshold 1 --out root.sgl root1.pub.pem >/dev/null
-  "$sigil" keyset create --threshold 1 --key-set-version 1 --out keyset.sgl release1.pub.pem >/dev/null
-  "$sigil" keyset sign keyset.sgl --key root1.pem --root root.sgl >/dev/null
-)
+make_keys "$work"
 
 build() { # build NAME CARGO-FEATURE-ARGS... -> $work/NAME.elf
   local name=$1

@@ -6,7 +6,8 @@
 use sigil_bootloader::{Outcome, Phase};
 
 use crate::qemu::{
-    Device, Firmware, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_NO_BOOTABLE_IMAGE,
+    Device, Firmware, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_BAD_VECTOR_TABLE,
+    EXIT_NO_BOOTABLE_IMAGE,
 };
 
 /// The story `valid image boots` on the board of `fw`.
@@ -144,4 +145,186 @@ pub fn update_that_never_confirms_is_reverted(fw: &'static Firmware) {
 
     let boot = device.boot();
     assert!(boot.ran(APP_V1), "{boot:#?}");
+}
+
+/// A tampered staged update is refused by its digest; the active slot is not touched.
+pub fn tampered_staged_update_is_rejected_without_touching_the_active_image(fw: &'static Firmware) {
+    let tampered = fw.tampered(&fw.bundle(APP_V2, SignSpec::counter(2)));
+    let device = Device::assemble_on(
+        fw,
+        &fw.bundle(APP_V1, SignSpec::counter(1)),
+        Some(&tampered),
+        true,
+    );
+    let active_before = device.active_slot();
+
+    let boot = device.boot();
+    assert!(boot.ran(APP_V1), "{boot:#?}");
+    assert!(boot.output.contains("staged bundle refused"), "{boot:#?}");
+    assert!(boot.output.contains("digest"), "{boot:#?}");
+    assert_eq!(device.state().outcome, Outcome::StagedInvalid);
+    assert_eq!(
+        device.active_slot(),
+        active_before,
+        "the active slot was modified"
+    );
+}
+
+/// A validly signed image whose reset vector leaves the verified bytes is not started.
+pub fn signed_image_whose_vector_table_leaves_the_image_is_not_started(fw: &'static Firmware) {
+    // Validly signed, but not an application for this board: its reset vector points outside
+    // the verified bytes, so jumping would run unverified flash.
+    let board = fw.board();
+    let mut payload = vec![0u8; 1024];
+    let sp = board.memory.ram + 0x1000;
+    let staging = board.flash.base + board.layout.staging;
+    payload[..4].copy_from_slice(&sp.to_le_bytes());
+    payload[4..8].copy_from_slice(&(staging | 1).to_le_bytes()); // the staging slot
+    let bundle = fw.bundle_of("reset-vector-outside-image", &payload, SignSpec::counter(1));
+    let device = Device::assemble_on(fw, &bundle, None, false);
+    let boot = device.boot();
+    assert_eq!(boot.code, Some(EXIT_BAD_VECTOR_TABLE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains("reset vector outside the verified image"),
+        "{boot:#?}"
+    );
+}
+
+/// Power cuts (QEMU killed under the debugger, just before a chosen flash write) across the
+/// whole swap, and again in the boot that resumes it: every next boot resumes from the recorded
+/// progress and the device ends on a verified image — 2.0.0 confirmed, or, if the cuts used up
+/// its trial boots, 1.0.0 cleanly reverted — never on a half-swapped or unverified one.
+pub fn power_cuts_during_the_swap_resume_to_a_verified_image(fw: &'static Firmware) {
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.bundle(APP_V2, SignSpec::counter(2));
+    let (boot, writes) = Device::assemble_on(fw, &v1, Some(&v2), true).boot_counting_writes();
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    let mut cut_mid_swap = 0;
+    for cut in cut_points(writes) {
+        let device = Device::assemble_on(fw, &v1, Some(&v2), true);
+        // Cut once in the swap, then cut the boot that resumes it as well, at the same write.
+        for _ in 0..2 {
+            let boot = device.boot_and_cut(cut);
+            if boot.code.is_some() {
+                assert!(boot.ran(APP_V2), "finished before the cut: {boot:#?}");
+                break;
+            }
+            assert!(
+                !boot.output.contains("application 1.0.0 running"),
+                "cut at write {cut} of {writes}: {boot:#?}"
+            );
+            let state = device.state();
+            match state.phase {
+                Phase::Swapping => cut_mid_swap += 1,
+                Phase::Trial | Phase::Idle => {}
+                other => panic!("cut at write {cut} of {writes} left phase {other}: {state:?}"),
+            }
+        }
+        let mut boot = device.boot();
+        if boot.ran(APP_V2) && device.confirm_requested() {
+            // The app confirmed on this boot: the next one makes it final.
+            boot = device.boot();
+        }
+        let state = device.state();
+        if boot.ran(APP_V2) {
+            assert_eq!(
+                (state.phase, state.outcome, state.min_security_counter),
+                (Phase::Idle, Outcome::Confirmed, 2),
+                "after cuts at write {cut} of {writes}"
+            );
+            let again = device.boot();
+            assert!(
+                again.output.contains("security counter 2, confirmed"),
+                "{again:#?}"
+            );
+        } else {
+            // The cuts fell into both trial boots: the bootloader reverted, as it must.
+            assert!(
+                boot.ran(APP_V1),
+                "after cuts at write {cut} of {writes}: {boot:#?}"
+            );
+            assert_eq!(
+                (state.phase, state.outcome, state.min_security_counter),
+                (Phase::Idle, Outcome::Reverted, 1),
+                "after cuts at write {cut} of {writes}"
+            );
+        }
+    }
+    // The cut points are fixed writes, so this does not depend on the host's load.
+    assert!(
+        cut_mid_swap >= 4,
+        "only {cut_mid_swap} power cuts landed in the middle of a swap of {writes} writes"
+    );
+}
+
+/// Power cuts (as above) across the revert of an update that never confirmed, and again in the
+/// boot that resumes it: every next boot resumes the revert, and the device ends on the old,
+/// verified 1.0.0 with its counter unchanged; the rejected image never runs again.
+pub fn power_cuts_during_the_revert_end_on_the_old_image(fw: &'static Firmware) {
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v3 = fw.bundle(APP_V2_NO_CONFIRM, SignSpec::counter(2));
+    let trial_boots = |device: &Device| {
+        for _ in 0..fw.board().device.trial_attempts {
+            assert!(device.boot().ran(APP_V2_NO_CONFIRM));
+        }
+    };
+    let probe = Device::assemble_on(fw, &v1, Some(&v3), true);
+    trial_boots(&probe);
+    let (boot, writes) = probe.boot_counting_writes();
+    assert!(boot.ran(APP_V1), "{boot:#?}");
+    assert!(boot.output.contains("reverting"), "{boot:#?}");
+    let mut cut_mid_revert = 0;
+    for cut in cut_points(writes) {
+        let device = Device::assemble_on(fw, &v1, Some(&v3), true);
+        trial_boots(&device);
+        for _ in 0..2 {
+            let boot = device.boot_and_cut(cut);
+            if boot.code.is_some() {
+                assert!(boot.ran(APP_V1), "finished before the cut: {boot:#?}");
+                break;
+            }
+            assert!(
+                !boot.output.contains("application 2.0.1 running"),
+                "the rejected image ran again: {boot:#?}"
+            );
+            let state = device.state();
+            match state.phase {
+                Phase::Reverting => cut_mid_revert += 1,
+                Phase::Trial | Phase::Idle => {}
+                other => panic!("cut at write {cut} of {writes} left phase {other}: {state:?}"),
+            }
+        }
+        let boot = device.boot();
+        assert!(
+            boot.ran(APP_V1),
+            "after cuts at write {cut} of {writes}: {boot:#?}"
+        );
+        let state = device.state();
+        assert_eq!(
+            (state.phase, state.outcome, state.min_security_counter),
+            (Phase::Idle, Outcome::Reverted, 1),
+            "after cuts at write {cut} of {writes}"
+        );
+    }
+    assert!(
+        cut_mid_revert >= 4,
+        "only {cut_mid_revert} power cuts landed in the middle of a revert of {writes} writes"
+    );
+}
+
+/// Where the power-cut tests cut a boot that makes `writes` flash writes: its first and last
+/// write and points spread between them, or, with `SIGIL_POWERCUT_EVERY_WRITE=1`, before every
+/// one of its writes (about 600 QEMU boots per test; the bootloader's own power-fail suite,
+/// `bootloader/tests/powerfail.rs`, also tears writes and erases).
+fn cut_points(writes: usize) -> Vec<usize> {
+    if std::env::var_os("SIGIL_POWERCUT_EVERY_WRITE").is_some_and(|v| v == "1") {
+        return (1..=writes).collect();
+    }
+    let mut points: Vec<usize> = [0, 1, 2, 4, 6, 7, 8]
+        .iter()
+        .map(|eighths| (writes * eighths / 8).max(1))
+        .collect();
+    points.dedup();
+    points
 }

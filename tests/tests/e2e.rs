@@ -11,6 +11,7 @@ use sigil_agent::CycleOutcome;
 use sigil_bootloader::{Outcome, Phase};
 use sigil_tests::e2e::{E2eDevice, Hooks, Stack};
 use sigil_tests::qemu::{firmware, Device, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM};
+use sigil_tests::scenarios;
 use sigil_tests::sigil::sigil;
 
 fn states(reports: &[(String, String)]) -> Vec<&str> {
@@ -497,89 +498,13 @@ fn revoked_release_key_is_refused_after_rotation() {
     );
 }
 
-/// Where the power-cut tests cut a boot that makes `writes` flash writes: its first and last
-/// write and points spread between them, or, with `SIGIL_POWERCUT_EVERY_WRITE=1`, before every
-/// one of its writes (about 600 QEMU boots per test; the bootloader's own power-fail suite,
-/// `bootloader/tests/powerfail.rs`, also tears writes and erases).
-fn cut_points(writes: usize) -> Vec<usize> {
-    if std::env::var_os("SIGIL_POWERCUT_EVERY_WRITE").is_some_and(|v| v == "1") {
-        return (1..=writes).collect();
-    }
-    let mut points: Vec<usize> = [0, 1, 2, 4, 6, 7, 8]
-        .iter()
-        .map(|eighths| (writes * eighths / 8).max(1))
-        .collect();
-    points.dedup();
-    points
-}
-
 /// Power cuts (QEMU killed under the debugger, just before a chosen flash write) across the
 /// whole swap, and again in the boot that resumes it: every next boot resumes from the recorded
 /// progress and the device ends on a verified image — 2.0.0 confirmed, or, if the cuts used up
 /// its trial boots, 1.0.0 cleanly reverted — never on a half-swapped or unverified one.
 #[test]
 fn power_cuts_during_the_swap_resume_to_a_verified_image() {
-    let fw = firmware();
-    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
-    let v2 = fw.bundle(APP_V2, SignSpec::counter(2));
-    let (boot, writes) = Device::assemble(&v1, Some(&v2), true).boot_counting_writes();
-    assert!(boot.ran(APP_V2), "{boot:#?}");
-    let mut cut_mid_swap = 0;
-    for cut in cut_points(writes) {
-        let device = Device::assemble(&v1, Some(&v2), true);
-        // Cut once in the swap, then cut the boot that resumes it as well, at the same write.
-        for _ in 0..2 {
-            let boot = device.boot_and_cut(cut);
-            if boot.code.is_some() {
-                assert!(boot.ran(APP_V2), "finished before the cut: {boot:#?}");
-                break;
-            }
-            assert!(
-                !boot.output.contains("application 1.0.0 running"),
-                "cut at write {cut} of {writes}: {boot:#?}"
-            );
-            let state = device.state();
-            match state.phase {
-                Phase::Swapping => cut_mid_swap += 1,
-                Phase::Trial | Phase::Idle => {}
-                other => panic!("cut at write {cut} of {writes} left phase {other}: {state:?}"),
-            }
-        }
-        let mut boot = device.boot();
-        if boot.ran(APP_V2) && device.confirm_requested() {
-            // The app confirmed on this boot: the next one makes it final.
-            boot = device.boot();
-        }
-        let state = device.state();
-        if boot.ran(APP_V2) {
-            assert_eq!(
-                (state.phase, state.outcome, state.min_security_counter),
-                (Phase::Idle, Outcome::Confirmed, 2),
-                "after cuts at write {cut} of {writes}"
-            );
-            let again = device.boot();
-            assert!(
-                again.output.contains("security counter 2, confirmed"),
-                "{again:#?}"
-            );
-        } else {
-            // The cuts fell into both trial boots: the bootloader reverted, as it must.
-            assert!(
-                boot.ran(APP_V1),
-                "after cuts at write {cut} of {writes}: {boot:#?}"
-            );
-            assert_eq!(
-                (state.phase, state.outcome, state.min_security_counter),
-                (Phase::Idle, Outcome::Reverted, 1),
-                "after cuts at write {cut} of {writes}"
-            );
-        }
-    }
-    // The cut points are fixed writes, so this does not depend on the host's load.
-    assert!(
-        cut_mid_swap >= 4,
-        "only {cut_mid_swap} power cuts landed in the middle of a swap of {writes} writes"
-    );
+    scenarios::power_cuts_during_the_swap_resume_to_a_verified_image(firmware());
 }
 
 /// Power cuts (as above) across the revert of an update that never confirmed, and again in the
@@ -587,54 +512,5 @@ fn power_cuts_during_the_swap_resume_to_a_verified_image() {
 /// verified 1.0.0 with its counter unchanged; the rejected image never runs again.
 #[test]
 fn power_cuts_during_the_revert_end_on_the_old_image() {
-    let fw = firmware();
-    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
-    let v3 = fw.bundle(APP_V2_NO_CONFIRM, SignSpec::counter(2));
-    let trial_boots = |device: &Device| {
-        for _ in 0..fw.board().device.trial_attempts {
-            assert!(device.boot().ran(APP_V2_NO_CONFIRM));
-        }
-    };
-    let probe = Device::assemble(&v1, Some(&v3), true);
-    trial_boots(&probe);
-    let (boot, writes) = probe.boot_counting_writes();
-    assert!(boot.ran(APP_V1), "{boot:#?}");
-    assert!(boot.output.contains("reverting"), "{boot:#?}");
-    let mut cut_mid_revert = 0;
-    for cut in cut_points(writes) {
-        let device = Device::assemble(&v1, Some(&v3), true);
-        trial_boots(&device);
-        for _ in 0..2 {
-            let boot = device.boot_and_cut(cut);
-            if boot.code.is_some() {
-                assert!(boot.ran(APP_V1), "finished before the cut: {boot:#?}");
-                break;
-            }
-            assert!(
-                !boot.output.contains("application 2.0.1 running"),
-                "the rejected image ran again: {boot:#?}"
-            );
-            let state = device.state();
-            match state.phase {
-                Phase::Reverting => cut_mid_revert += 1,
-                Phase::Trial | Phase::Idle => {}
-                other => panic!("cut at write {cut} of {writes} left phase {other}: {state:?}"),
-            }
-        }
-        let boot = device.boot();
-        assert!(
-            boot.ran(APP_V1),
-            "after cuts at write {cut} of {writes}: {boot:#?}"
-        );
-        let state = device.state();
-        assert_eq!(
-            (state.phase, state.outcome, state.min_security_counter),
-            (Phase::Idle, Outcome::Reverted, 1),
-            "after cuts at write {cut} of {writes}"
-        );
-    }
-    assert!(
-        cut_mid_revert >= 4,
-        "only {cut_mid_revert} power cuts landed in the middle of a revert of {writes} writes"
-    );
+    scenarios::power_cuts_during_the_revert_end_on_the_old_image(firmware());
 }

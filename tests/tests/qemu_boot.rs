@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use sigil_bootloader::{Outcome, Phase};
 use sigil_tests::qemu::{
     firmware, manifest_digest, Attack, Boot, Device, SignSpec, APP_HOSTILE, APP_V1, APP_V2,
-    EXIT_APP_FAULT, EXIT_BAD_VECTOR_TABLE, EXIT_LOCK_BREACHED, EXIT_NO_BOOTABLE_IMAGE,
+    EXIT_APP_FAULT, EXIT_LOCK_BREACHED, EXIT_NO_BOOTABLE_IMAGE,
 };
 use sigil_tests::scenarios;
 
@@ -52,44 +52,12 @@ fn update_that_never_confirms_is_reverted() {
 
 #[test]
 fn tampered_staged_update_is_rejected_without_touching_the_active_image() {
-    let fw = firmware();
-    let tampered = fw.tampered(&fw.bundle(APP_V2, SignSpec::counter(2)));
-    let device = Device::assemble(
-        &fw.bundle(APP_V1, SignSpec::counter(1)),
-        Some(&tampered),
-        true,
-    );
-    let active_before = device.active_slot();
-
-    let boot = device.boot();
-    assert!(boot.ran(APP_V1), "{boot:#?}");
-    assert!(boot.output.contains("staged bundle refused"), "{boot:#?}");
-    assert!(boot.output.contains("digest"), "{boot:#?}");
-    assert_eq!(device.state().outcome, Outcome::StagedInvalid);
-    assert_eq!(
-        device.active_slot(),
-        active_before,
-        "the active slot was modified"
-    );
+    scenarios::tampered_staged_update_is_rejected_without_touching_the_active_image(firmware());
 }
 
 #[test]
 fn signed_image_whose_vector_table_leaves_the_image_is_not_started() {
-    // Validly signed, but not an application for this board: its reset vector points outside
-    // the verified bytes, so jumping would run unverified flash.
-    let fw = firmware();
-    let mut payload = vec![0u8; 1024];
-    payload[..4].copy_from_slice(&0x2000_8000u32.to_le_bytes());
-    payload[4..8].copy_from_slice(&0x0016_3001u32.to_le_bytes()); // the staging slot
-    let bundle = fw.bundle_of("reset-vector-outside-image", &payload, SignSpec::counter(1));
-    let device = Device::assemble(&bundle, None, false);
-    let boot = device.boot();
-    assert_eq!(boot.code, Some(EXIT_BAD_VECTOR_TABLE), "{boot:#?}");
-    assert!(
-        boot.output
-            .contains("reset vector outside the verified image"),
-        "{boot:#?}"
-    );
+    scenarios::signed_image_whose_vector_table_leaves_the_image_is_not_started(firmware());
 }
 
 /// A device running the hostile application (6.6.6, security counter 2, so the floor is 2),

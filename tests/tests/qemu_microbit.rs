@@ -43,3 +43,23 @@ fn staged_update_swaps_trial_boots_confirms_and_stays() {
 fn update_that_never_confirms_is_reverted() {
     scenarios::update_that_never_confirms_is_reverted(fw());
 }
+
+#[test]
+fn tampered_staged_update_is_rejected_without_touching_the_active_image() {
+    scenarios::tampered_staged_update_is_rejected_without_touching_the_active_image(fw());
+}
+
+#[test]
+fn signed_image_whose_vector_table_leaves_the_image_is_not_started() {
+    scenarios::signed_image_whose_vector_table_leaves_the_image_is_not_started(fw());
+}
+
+#[test]
+fn power_cuts_during_the_swap_resume_to_a_verified_image() {
+    scenarios::power_cuts_during_the_swap_resume_to_a_verified_image(fw());
+}
+
+#[test]
+fn power_cuts_during_the_revert_end_on_the_old_image() {
+    scenarios::power_cuts_during_the_revert_end_on_the_old_image(fw());
+}

@@ -5,13 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 repo=$(cd ../../.. && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-sigil() { cargo run -q --locked --manifest-path "$repo/Cargo.toml" -p sigil-signer --bin sigil -- "$@"; }
-sigil keygen --out "$work/root1.pem" >/dev/null
-sigil root init --threshold 1 --out "$work/root.sgl" "$work/root1.pub.pem" >/dev/null
-export SIGIL_TRUST_ROOT=$work/root.sgl
+# shellcheck source=bootloader/boards/lint-env.sh
+source ../lint-env.sh
 # The QEMU tests build this workspace into target/qemu: sharing it builds the host-side build
 # scripts and proc macros once (about 300 MB less on disk).
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/qemu}

@@ -6,17 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 repo=$(cd ../../.. && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bootloader/boards/lint-env.sh
+source ../lint-env.sh
 
 # The size gate: MCUboot publishes about 40 KB for its ed25519 build on this part; the release
 # bootloader with everything in (verification, the ACL lock, the jump) must stay under it.
 limit=$((40 * 1000))
-
-sigil() { cargo run -q --locked --manifest-path "$repo/Cargo.toml" -p sigil-signer --bin sigil -- "$@"; }
-sigil keygen --out "$work/root1.pem" >/dev/null
-sigil root init --threshold 1 --out "$work/root.sgl" "$work/root1.pub.pem" >/dev/null
-export SIGIL_TRUST_ROOT=$work/root.sgl
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/nrf}
 target=thumbv7em-none-eabihf
 

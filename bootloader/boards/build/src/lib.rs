@@ -402,3 +402,87 @@ pub fn report(error: &dyn std::error::Error) -> String {
     }
     msg
 }
+
+/// Compiles the trust root into a bootloader (its build script calls this):
+/// `SIGIL_TRUST_ROOT` names a file made by `sigil root init`; it is decoded and validated here,
+/// so a missing or malformed root fails the build, not the device, and copied to
+/// `$OUT_DIR/trust_root.bin` for `include_bytes!`. `target` names the Rust target in the
+/// message that says how to set it.
+pub fn compile_trust_root(target: &str) -> Result<(), String> {
+    println!("cargo:rerun-if-env-changed=SIGIL_TRUST_ROOT");
+    let Some(path) = std::env::var_os("SIGIL_TRUST_ROOT") else {
+        return Err(format!(
+            "\n\nSIGIL_TRUST_ROOT is not set.\nThe bootloader compiles its trust root in: set \
+             SIGIL_TRUST_ROOT to the file written by `sigil root init` (for example \
+             SIGIL_TRUST_ROOT=keys/root.sigil-root cargo build --release --target {target}).\n"
+        ));
+    };
+    let path = PathBuf::from(path);
+    println!("cargo:rerun-if-changed={}", path.display());
+    let bytes = std::fs::read(&path)
+        .map_err(|e| format!("\n\nSIGIL_TRUST_ROOT={}: {e}\n", path.display()))?;
+    if let Err(e) = sigil_manifests::TrustRoot::decode(&bytes) {
+        return Err(format!(
+            "\n\nSIGIL_TRUST_ROOT={} is not a valid trust root: {e}\n",
+            path.display()
+        ));
+    }
+    let out = out_dir()?;
+    std::fs::write(out.join("trust_root.bin"), &bytes).map_err(|e| e.to_string())
+}
+
+/// Build-time variants of a test application: `SIGIL_APP_VERSION` (printed; sign the bundle
+/// with the same version) and `SIGIL_APP_EXIT_CODE` (its distinctive exit code, 0..=255), as
+/// `$OUT_DIR/variant.rs` (`VERSION`, `EXIT_CODE`).
+pub fn app_variant() -> Result<(), String> {
+    println!("cargo:rerun-if-env-changed=SIGIL_APP_VERSION");
+    println!("cargo:rerun-if-env-changed=SIGIL_APP_EXIT_CODE");
+    let version = std::env::var("SIGIL_APP_VERSION").unwrap_or_else(|_| "0.0.0-dev".into());
+    let code: u8 = std::env::var("SIGIL_APP_EXIT_CODE")
+        .unwrap_or_else(|_| "16".into())
+        .parse()
+        .map_err(|_| "SIGIL_APP_EXIT_CODE must be a number in 0..=255".to_string())?;
+    std::fs::write(
+        out_dir()?.join("variant.rs"),
+        format!("const VERSION: &str = {version:?};\nconst EXIT_CODE: u8 = {code};\n"),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Links a firmware binary with cortex-m-rt's `link.x` and the `memory.x` its board crate
+/// generated into `memory_dir/part` (`part` is `boot` or `app`; `memory_dir` is the board
+/// crate's `cargo:memory_dir`, read from `DEP_<LINKS>_MEMORY_DIR`).
+pub fn link_with(memory_dir_var: &str, part: &str) -> Result<(), String> {
+    let memory =
+        std::env::var(memory_dir_var).map_err(|_| format!("{memory_dir_var} is not set"))?;
+    println!("cargo:rustc-link-search={memory}/{part}");
+    println!("cargo:rustc-link-arg=-Tlink.x");
+    Ok(())
+}
+
+/// Writes the board crate's generated files: `config.rs` (`constants`) and the linker scripts
+/// `boot/memory.x` and `app/memory.x` (each a flash and a RAM region: `(origin, length)`), and
+/// tells the firmware build scripts where they are (`cargo:memory_dir`).
+pub fn write_board_files(
+    generator: &str,
+    constants: &str,
+    boot: ((u32, u32), (u32, u32)),
+    app: ((u32, u32), (u32, u32)),
+) -> Result<PathBuf, String> {
+    let out = out_dir()?;
+    std::fs::write(out.join("config.rs"), constants).map_err(|e| e.to_string())?;
+    for (dir, (flash, ram)) in [("boot", boot), ("app", app)] {
+        let d = out.join(dir);
+        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        std::fs::write(d.join("memory.x"), memory_x(generator, flash, ram))
+            .map_err(|e| e.to_string())?;
+    }
+    println!("cargo:memory_dir={}", out.display());
+    Ok(out)
+}
+
+fn out_dir() -> Result<PathBuf, String> {
+    std::env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| "OUT_DIR is not set (call from a build script)".to_string())
+}

@@ -17,6 +17,12 @@
 pub mod bench;
 #[cfg(feature = "semihosting")]
 pub mod host_file;
+#[cfg(feature = "semihosting")]
+pub mod semihosting_log;
+pub mod test_app;
+#[doc(hidden)]
+#[cfg(feature = "semihosting")]
+pub use semihosting as __semihosting;
 
 use core::ops::Range;
 
@@ -129,6 +135,34 @@ pub fn trust_root(bytes: &[u8]) -> Result<TrustRoot, u8> {
     })
 }
 
+/// The board's checked `sigil_bootloader::Layout` from its generated `config` constants, as a
+/// constant: a layout that does not fit the driver's geometry fails the build. Invoked in the
+/// board crate as `pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);`.
+#[macro_export]
+macro_rules! board_layout {
+    ($flash:ty) => {
+        match sigil_bootloader::Layout::new(
+            sigil_bootloader::Geometry::of::<$flash>(config::ERASED),
+            config::PROTECTED,
+            config::REQUESTS,
+            config::ACTIVE,
+            config::STAGING,
+            config::SLOT_SECTORS,
+        ) {
+            Ok(layout) => layout,
+            Err(e) => panic!("{}", e.message()),
+        }
+    };
+}
+
+/// Whether the flash offsets `from..to` of a device at address `base` touch the address range
+/// `locked` (the protected state a board's driver refuses once its lock is set).
+pub fn touches_locked(locked: &Range<u32>, base: u32, from: u32, to: u32) -> bool {
+    let start = base.saturating_add(from);
+    let end = base.saturating_add(to);
+    start < locked.end && locked.start < end
+}
+
 /// Why a verified image was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,4 +262,86 @@ pub fn manifest_digest_read<F: embedded_storage::nor_flash::ReadNorFlash>(
     let bundle = UnverifiedBundle::parse(prefix).ok()?;
     use sha2::Digest as _;
     Some(sha2::Sha256::digest(bundle.envelope().manifest).into())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TABLE: u32 = 0x1_4000;
+    const RAM: Range<u32> = 0x2000_0000..0x2004_0000;
+
+    fn words(sp: u32, reset: u32) -> [u8; 8] {
+        let mut w = [0u8; 8];
+        w[..4].copy_from_slice(&sp.to_le_bytes());
+        w[4..].copy_from_slice(&reset.to_le_bytes());
+        w
+    }
+
+    #[test]
+    fn a_table_inside_the_payload_and_ram_is_accepted() {
+        let got = check_vector_table(TABLE, words(RAM.end, TABLE + 0x101), 0x1000, RAM, 256);
+        assert_eq!(got, Ok((RAM.end, TABLE + 0x101)));
+    }
+
+    #[test]
+    fn every_bad_entry_is_refused_with_its_reason() {
+        let ok_reset = TABLE + 0x101;
+        for (table, sp, reset, align, want) in [
+            (TABLE + 4, RAM.end, ok_reset, 256, JumpError::Misaligned),
+            (TABLE, RAM.end, ok_reset, 0, JumpError::Misaligned),
+            (TABLE, RAM.start, ok_reset, 256, JumpError::BadStackPointer),
+            (
+                TABLE,
+                RAM.end + 8,
+                ok_reset,
+                256,
+                JumpError::BadStackPointer,
+            ),
+            (
+                TABLE,
+                RAM.end - 4,
+                ok_reset,
+                256,
+                JumpError::BadStackPointer,
+            ),
+            (
+                TABLE,
+                RAM.end,
+                TABLE + 0x100,
+                256,
+                JumpError::BadResetVector,
+            ),
+            (TABLE, RAM.end, TABLE + 5, 256, JumpError::BadResetVector),
+            (
+                TABLE,
+                RAM.end,
+                TABLE + 0x1001,
+                256,
+                JumpError::BadResetVector,
+            ),
+            (TABLE, RAM.end, 0x0000_0101, 256, JumpError::BadResetVector),
+        ] {
+            assert_eq!(
+                check_vector_table(table, words(sp, reset), 0x1000, RAM, align),
+                Err(want),
+                "table {table:#x} sp {sp:#x} reset {reset:#x} align {align}"
+            );
+        }
+        // A payload size that overflows the address space.
+        assert_eq!(
+            check_vector_table(TABLE, words(RAM.end, ok_reset), u64::MAX, RAM, 256),
+            Err(JumpError::BadResetVector)
+        );
+    }
+
+    #[test]
+    fn jump_errors_map_to_their_exit_codes() {
+        assert_eq!(JumpError::NotLocked.exit_code(), exit::LOCK_FAILED);
+        assert_eq!(
+            JumpError::BadStackPointer.exit_code(),
+            exit::BAD_VECTOR_TABLE
+        );
+    }
 }

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use sigil_board_build::{memory_x, BoardConfig};
+use sigil_board_build::BoardConfig;
 
 /// The nRF51's flash protection block (MPU `PROTENSET0/1`: 64 blocks over 256 KiB).
 const PROTECTION_BLOCK: u32 = 4096;
@@ -63,26 +63,18 @@ fn main() {
         "/// Flash address range the lock protects (whole 4 KiB protection blocks).\npub const LOCKED: core::ops::Range<u32> = {start:#x}..{block_end:#x};"
     )
     .unwrap();
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    std::fs::write(out.join("config.rs"), cfg).unwrap();
-
-    let generator = "sigil-board-microbit's build.rs";
-    for (dir, flash, ram) in [
+    // The bootloader keeps no RAM after the jump: the application is linked with all of it.
+    sigil_board_build::write_board_files(
+        "sigil-board-microbit's build.rs",
+        &cfg,
         (
-            "boot",
             (b.memory.bootloader, b.memory.bootloader_size),
             (b.bootloader_ram_origin(), b.memory.bootloader_ram),
         ),
-        // The bootloader keeps no RAM after the jump: the application has all of it.
         (
-            "app",
             (b.app_origin(), b.app_len()),
             (b.memory.ram, b.memory.ram_size),
         ),
-    ] {
-        let d = out.join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("memory.x"), memory_x(generator, flash, ram)).unwrap();
-    }
-    println!("cargo:memory_dir={}", out.display());
+    )
+    .unwrap_or_else(|e| fail(&e));
 }

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use sigil_board_build::{memory_x, BoardConfig};
+use sigil_board_build::BoardConfig;
 
 /// nRF52840 flash page: the ACL's address and size granularity.
 const PAGE: u32 = 4096;
@@ -52,26 +52,18 @@ fn main() {
         "/// Flash address range the ACL locks before the jump (whole pages).\npub const LOCKED: core::ops::Range<u32> = {start:#x}..{end:#x};"
     )
     .unwrap();
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    std::fs::write(out.join("config.rs"), cfg).unwrap();
-
-    let generator = "sigil-board-nrf52840-dk's build.rs";
-    for (dir, flash, ram) in [
+    // The bootloader keeps no RAM after the jump: the application is linked with all of it.
+    sigil_board_build::write_board_files(
+        "sigil-board-nrf52840-dk's build.rs",
+        &cfg,
         (
-            "boot",
             (b.memory.bootloader, b.memory.bootloader_size),
             (b.bootloader_ram_origin(), b.memory.bootloader_ram),
         ),
-        // The bootloader keeps no RAM after the jump: the application has all of it.
         (
-            "app",
             (b.app_origin(), b.app_len()),
             (b.memory.ram, b.memory.ram_size),
         ),
-    ] {
-        let d = out.join(dir);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("memory.x"), memory_x(generator, flash, ram)).unwrap();
-    }
-    println!("cargo:memory_dir={}", out.display());
+    )
+    .unwrap_or_else(|e| fail(&e));
 }

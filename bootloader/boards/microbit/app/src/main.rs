@@ -11,9 +11,8 @@
 #![forbid(unsafe_code)]
 
 use cortex_m_rt::entry;
-use sigil_board_common::manifest_digest;
+use sigil_board_common::test_app;
 use sigil_board_microbit::{exit, println, Flash, LAYOUT};
-use sigil_bootloader::{BootControl, Phase};
 
 include!(concat!(env!("OUT_DIR"), "/variant.rs"));
 
@@ -21,30 +20,16 @@ const CONFIRMS: bool = !cfg!(feature = "no-confirm");
 
 #[entry]
 fn main() -> ! {
-    println!("app: sigil test application {} running", VERSION);
-    let control = Flash::new()
-        .map_err(|_| ())
-        .and_then(|flash| BootControl::new(flash, LAYOUT).map_err(|_| ()));
-    let Ok(mut control) = control else {
-        println!("app: boot-control state unreadable");
-        exit::exit(exit::FLASH_ERROR)
-    };
-    let state = control.state();
-    println!(
-        "app: phase {}, trial boots left {}, minimum security counter {}",
-        state.phase, state.attempts_left, state.min_security_counter
-    );
-    if state.phase == Phase::Trial {
-        if CONFIRMS {
-            let running = manifest_digest(control.flash(), LAYOUT.active_offset());
-            match running.map(|d| control.confirm(&d)) {
-                Some(Ok(())) => println!("app: confirmed; the floors rise at the next boot"),
-                Some(Err(e)) => println!("app: confirm failed: {}", e),
-                None => println!("app: confirm failed: the active bundle does not parse"),
-            }
-        } else {
-            println!("app: not confirming (this build never confirms)");
+    let mut print = |args: core::fmt::Arguments<'_>| println!("{}", args);
+    let ok = match Flash::new() {
+        Ok(flash) => test_app::run(flash, LAYOUT, VERSION, CONFIRMS, &mut print),
+        Err(_) => {
+            println!("app: boot-control state unreadable");
+            false
         }
+    };
+    if !ok {
+        exit::exit(exit::FLASH_ERROR)
     }
     println!("app: exiting with code {}", EXIT_CODE);
     exit::exit(EXIT_CODE)

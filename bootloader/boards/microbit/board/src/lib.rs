@@ -36,20 +36,10 @@ pub use lock::BoardLock;
 pub use semihosting as __semihosting;
 pub use sigil_board_common::JumpError;
 
-use sigil_bootloader::{Geometry, Layout};
+use sigil_bootloader::Layout;
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
-pub const LAYOUT: Layout = match Layout::new(
-    Geometry::of::<Flash>(config::ERASED),
-    config::PROTECTED,
-    config::REQUESTS,
-    config::ACTIVE,
-    config::STAGING,
-    config::SLOT_SECTORS,
-) {
-    Ok(layout) => layout,
-    Err(e) => panic!("{}", e.message()),
-};
+pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);
 
 /// Exit codes of the QEMU firmware (semihosting extended exit), read by the boot tests.
 pub mod exit {
@@ -62,27 +52,8 @@ pub mod exit {
     }
 }
 
-/// Logs one line (`format!` syntax) over semihosting. Nothing is emitted without the `log`
-/// feature, but the arguments are still type-checked.
-#[cfg(feature = "log")]
-#[macro_export]
-macro_rules! log {
-    ($($arg:tt)*) => {
-        $crate::__semihosting::eprintln!($($arg)*)
-    };
-}
-
-/// Logs one line (`format!` syntax). Nothing is emitted without the `log` feature, but the
-/// arguments are still type-checked.
-#[cfg(not(feature = "log"))]
-#[macro_export]
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        if false {
-            $crate::__semihosting::eprintln!($($arg)*);
-        }
-    }};
-}
+/// Logs one line over semihosting (`format!` syntax); nothing without the `log` feature.
+pub use sigil_board_common::semihosting_log as log;
 
 /// `println!` for the application: semihosting output (the application runs privileged).
 #[macro_export]
@@ -92,28 +63,11 @@ macro_rules! println {
     };
 }
 
-#[cfg(feature = "log")]
-struct Semihosting;
-
-#[cfg(feature = "log")]
-impl log::Log for Semihosting {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        semihosting::eprintln!("sigil-boot: {}: {}", record.level(), record.args());
-    }
-
-    fn flush(&self) {}
-}
-
 /// Routes the bootloader core's log records to semihosting (no-op without the `log` feature).
 pub fn log_init() {
     #[cfg(feature = "log")]
     {
-        static LOGGER: Semihosting = Semihosting;
-        glue::set_logger(&LOGGER);
+        glue::set_logger(&sigil_board_common::semihosting_log::LOGGER);
     }
 }
 

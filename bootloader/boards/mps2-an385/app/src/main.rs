@@ -11,11 +11,9 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-mod digest;
-
 use cortex_m_rt::entry;
+use sigil_board_common::test_app;
 use sigil_board_mps2_an385::{app, app_println as println, exit, AppFlash, LAYOUT};
-use sigil_bootloader::{BootControl, Phase};
 
 include!(concat!(env!("OUT_DIR"), "/variant.rs"));
 
@@ -23,31 +21,16 @@ const CONFIRMS: bool = !cfg!(feature = "no-confirm");
 
 #[entry]
 fn main() -> ! {
-    println!("app: sigil test application {} running", VERSION);
-    let control = AppFlash::new()
-        .map_err(|_| ())
-        .and_then(|flash| BootControl::new(flash, LAYOUT).map_err(|_| ()));
-    let Ok(mut control) = control else {
-        println!("app: boot-control state unreadable");
-        app::exit(exit::FLASH_ERROR)
-    };
-    let state = control.state();
-    println!(
-        "app: phase {}, trial boots left {}, minimum security counter {}",
-        state.phase, state.attempts_left, state.min_security_counter
-    );
-    if state.phase == Phase::Trial {
-        if CONFIRMS {
-            // The image this is: the active bundle, which the bootloader verified this boot.
-            let running = digest::manifest_digest(control.flash(), LAYOUT.active_offset());
-            match running.map(|d| control.confirm(&d)) {
-                Some(Ok(())) => println!("app: confirmed; the floors rise at the next boot"),
-                Some(Err(e)) => println!("app: confirm failed: {}", e),
-                None => println!("app: confirm failed: the active bundle does not parse"),
-            }
-        } else {
-            println!("app: not confirming (this build never confirms)");
+    let mut print = |args: core::fmt::Arguments<'_>| println!("{}", args);
+    let ok = match AppFlash::new() {
+        Ok(flash) => test_app::run(flash, LAYOUT, VERSION, CONFIRMS, &mut print),
+        Err(_) => {
+            println!("app: boot-control state unreadable");
+            false
         }
+    };
+    if !ok {
+        app::exit(exit::FLASH_ERROR)
     }
     println!("app: exiting with code {}", EXIT_CODE);
     app::exit(EXIT_CODE)

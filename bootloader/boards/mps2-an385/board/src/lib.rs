@@ -55,23 +55,15 @@ pub use glue::{peak_stack, stack_size};
 pub use lock::BoardLock;
 #[doc(hidden)]
 pub use semihosting as __semihosting;
+/// Logs one line over semihosting (`format!` syntax); nothing without the `log` feature.
+pub use sigil_board_common::semihosting_log as log;
 
+use sigil_bootloader::Layout;
 #[cfg(feature = "bootloader")]
 use sigil_bootloader::VerifiedImage;
-use sigil_bootloader::{Geometry, Layout};
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
-pub const LAYOUT: Layout = match Layout::new(
-    Geometry::of::<Flash>(config::ERASED),
-    config::PROTECTED,
-    config::REQUESTS,
-    config::ACTIVE,
-    config::STAGING,
-    config::SLOT_SECTORS,
-) {
-    Ok(layout) => layout,
-    Err(e) => panic!("{}", e.message()),
-};
+pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);
 
 // The application is linked where the payload of an installed bundle lands.
 const _: () =

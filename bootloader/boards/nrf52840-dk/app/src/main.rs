@@ -9,9 +9,8 @@
 #![forbid(unsafe_code)]
 
 use cortex_m_rt::entry;
-use sigil_board_common::manifest_digest_read;
+use sigil_board_common::test_app;
 use sigil_board_nrf52840_dk::{log, park, Flash, LAYOUT};
-use sigil_bootloader::{BootControl, Phase};
 
 include!(concat!(env!("OUT_DIR"), "/variant.rs"));
 
@@ -20,36 +19,17 @@ const CONFIRMS: bool = !cfg!(feature = "no-confirm");
 #[entry]
 fn main() -> ! {
     sigil_board_nrf52840_dk::log_init();
-    log!("app: sigil test application {} running", VERSION);
-    let Some(p) = nrf52840_pac::Peripherals::take() else {
-        park(EXIT_CODE)
-    };
-    let control = Flash::new(p.NVMC)
-        .map_err(|_| ())
-        .and_then(|flash| BootControl::new(flash, LAYOUT).map_err(|_| ()));
-    let Ok(mut control) = control else {
-        log!("app: boot-control state unreadable");
-        park(sigil_board_nrf52840_dk::exit::FLASH_ERROR)
-    };
-    let state = control.state();
-    log!(
-        "app: phase {}, trial boots left {}, minimum security counter {}",
-        state.phase,
-        state.attempts_left,
-        state.min_security_counter
-    );
-    if state.phase == Phase::Trial {
-        if CONFIRMS {
-            let mut buf = [0u8; sigil_manifests::MAX_ENVELOPE_LEN];
-            let running = manifest_digest_read(control.flash(), LAYOUT.active_offset(), &mut buf);
-            match running.map(|d| control.confirm(&d)) {
-                Some(Ok(())) => log!("app: confirmed; the floors rise at the next boot"),
-                Some(Err(e)) => log!("app: confirm failed: {}", e),
-                None => log!("app: confirm failed: the active bundle does not parse"),
-            }
-        } else {
-            log!("app: not confirming (this build never confirms)");
+    let mut print = |args: core::fmt::Arguments<'_>| log!("{}", args);
+    let flash = nrf52840_pac::Peripherals::take().map(|p| Flash::new(p.NVMC));
+    let ok = match flash {
+        Some(Ok(flash)) => test_app::run(flash, LAYOUT, VERSION, CONFIRMS, &mut print),
+        _ => {
+            log!("app: boot-control state unreadable");
+            false
         }
+    };
+    if !ok {
+        park(sigil_board_nrf52840_dk::exit::FLASH_ERROR)
     }
     log!(
         "app: done (exit code {}); reset the board for the next boot",

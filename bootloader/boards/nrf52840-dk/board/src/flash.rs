@@ -75,15 +75,14 @@ impl Flash {
     }
 
     fn check_unlocked(from: u32, to: u32) -> Result<(), FlashError> {
-        let Some(locked) = crate::lock::latched() else {
-            return Ok(());
-        };
-        let start = config::FLASH_BASE.saturating_add(from);
-        let end = config::FLASH_BASE.saturating_add(to);
-        if start < locked.end && locked.start < end {
-            return Err(FlashError::Locked);
+        match crate::lock::latched() {
+            Some(locked)
+                if sigil_board_common::touches_locked(&locked, config::FLASH_BASE, from, to) =>
+            {
+                Err(FlashError::Locked)
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -31,20 +31,10 @@ pub use sigil_board_common::{exit, JumpError};
 #[cfg(feature = "log")]
 pub use rtt_target as __rtt;
 
-use sigil_bootloader::{Geometry, Layout};
+use sigil_bootloader::Layout;
 
 /// The checked flash layout. A layout that does not fit the geometry fails the build.
-pub const LAYOUT: Layout = match Layout::new(
-    Geometry::of::<Flash>(config::ERASED),
-    config::PROTECTED,
-    config::REQUESTS,
-    config::ACTIVE,
-    config::STAGING,
-    config::SLOT_SECTORS,
-) {
-    Ok(layout) => layout,
-    Err(e) => panic!("{}", e.message()),
-};
+pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);
 
 /// The envelope buffer the bootloader core verifies bundles through: the NVMC driver reads
 /// flash by copy, not in place (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle).
