@@ -50,9 +50,9 @@ ticks() { # user + system clock ticks of the given pids and their children
   for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat"))); done
   echo "$t"
 }
-pg_ticks() { # every postgres process of the cluster
+pg_ticks() { # the postmaster (setpriv execs it) and its backends, counted while they run
   local p t=0
-  for p in $(pgrep -f "postgres.*$work/pg" || true) $(pgrep -P "$pg_pid" || true); do
+  for p in "$pg_pid" $(pgrep -P "$pg_pid" || true); do
     [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
   done
   echo "$t"
@@ -67,7 +67,9 @@ mkdir -p "$work/pg"
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
 as_pg "$pg_bin/initdb" --auth=trust --username=postgres -D "$work/pg/data" > /dev/null
 pg_port=$(free_port)
-as_pg "$pg_bin/postgres" -D "$work/pg/data" -c listen_addresses=127.0.0.1 -c "port=$pg_port" \
+pg_cmd=("$pg_bin/postgres")
+[ "$(id -u)" = 0 ] && pg_cmd=(setpriv --reuid=postgres --regid=postgres --clear-groups "$pg_bin/postgres")
+"${pg_cmd[@]}" -D "$work/pg/data" -c listen_addresses=127.0.0.1 -c "port=$pg_port" \
   -c "unix_socket_directories=$work/pg" -c max_connections=200 2> "$work/pg/log" &
 pg_pid=$!
 pids+=("$pg_pid")
