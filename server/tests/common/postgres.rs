@@ -110,7 +110,7 @@ impl TestPostgres {
                 .args(args)
                 .current_dir(&dir)
                 .output()
-                .expect("openssl is missing (scripts/test installs it)");
+                .unwrap_or_else(|e| panic!("openssl is missing (scripts/test installs it): {e}"));
             assert!(
                 out.status.success(),
                 "openssl {args:?}: {}",
