@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A feature is not configured on this server.
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached right now (answered 503 with `Retry-After`).
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
     /// Anything else: logged, answered generically.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -93,7 +96,9 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,7 +124,7 @@ impl IntoResponse for ApiError {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
             }
-            ApiError::TooManyRequests => {
+            ApiError::TooManyRequests | ApiError::DatabaseUnavailable => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -138,7 +143,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable("the database is unavailable; retry shortly".to_owned())
+                ApiError::DatabaseUnavailable
             }
             StoreError::Backend(_) => ApiError::Internal(e.into()),
         }

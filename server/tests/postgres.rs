@@ -270,3 +270,25 @@ fn sslmode_require_without_a_ca_file_is_refused_with_a_clear_error() {
     let e = PgStore::open("postgres://sigil@127.0.0.1:1/sigil?sslmode=require", None).unwrap_err();
     assert!(e.to_string().contains("database_ca_file"), "{e}");
 }
+
+#[test]
+fn tls_to_the_database_is_verified_against_database_ca_file() {
+    let (pg, ca) = TestPostgres::start_with_tls();
+    let store = PgStore::open(&pg.url(), Some(&ca)).unwrap();
+    store.append_audit(&event(1), 1).unwrap();
+    // The store's connections are TLS (a CA file means TLS is required).
+    let mut c = pg.client();
+    let tls: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE s.ssl AND a.application_name = 'sigil-server'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(tls >= 1, "no TLS connection from sigil-server");
+    // Another CA's certificate is refused: the server's certificate is verified.
+    let (_other, other_ca) = TestPostgres::start_with_tls();
+    let e = PgStore::open(&pg.url(), Some(&other_ca)).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+}

@@ -177,6 +177,7 @@ fn cycle(addr: SocketAddr, d: &mut Device, answers: &Answers) {
         }
         Ok(r) if r.status == 503 => {
             assert_eq!(r.json()["error"], "unavailable", "a clear 503");
+            assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
             answers.unavailable.fetch_add(1, Ordering::Relaxed);
             return;
         }

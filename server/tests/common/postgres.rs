@@ -11,6 +11,8 @@ use super::process::{as_postgres_user, free_port, give_to_postgres_user, postgre
 /// A running PostgreSQL server, stopped on drop.
 pub struct TestPostgres {
     child: Option<Child>,
+    /// Extra `-c` settings (TLS).
+    settings: Vec<String>,
     /// The data directory (inside `dir`).
     pub data: PathBuf,
     /// The port on 127.0.0.1.
@@ -87,6 +89,7 @@ impl TestPostgres {
         give_to_postgres_user(dir.path());
         let mut pg = TestPostgres {
             child: None,
+            settings: Vec::new(),
             data,
             port: free_port(),
             bin,
@@ -96,6 +99,86 @@ impl TestPostgres {
         pg
     }
 
+    /// Starts a server that also accepts TLS, with a certificate for `127.0.0.1` signed by a
+    /// fresh CA; returns it and the CA certificate's path (PEM).
+    pub fn start_with_tls() -> (Self, PathBuf) {
+        let mut pg = Self::start();
+        pg.stop();
+        let dir = pg.dir.path().to_owned();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl is missing (scripts/test installs it): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ed25519",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=sigil test CA",
+            "-days",
+            "2",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ed25519",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        give_to_postgres_user(&dir);
+        let ok = Command::new("chmod")
+            .arg("600")
+            .arg(dir.join("server.key"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        pg.settings = vec![
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", dir.join("server.crt").display()),
+            format!("ssl_key_file={}", dir.join("server.key").display()),
+        ];
+        pg.launch();
+        (pg, dir.join("ca.pem"))
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -103,7 +186,11 @@ impl TestPostgres {
 
     fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("postgres.log")).unwrap();
-        let child = as_postgres_user(&self.bin.join("postgres"))
+        let mut cmd = as_postgres_user(&self.bin.join("postgres"));
+        for s in &self.settings {
+            cmd.arg("-c").arg(s);
+        }
+        let child = cmd
             .arg("-D")
             .arg(&self.data)
             .args(["-c", "listen_addresses=127.0.0.1"])

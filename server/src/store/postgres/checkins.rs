@@ -15,11 +15,29 @@ impl CheckInStore for PgStore {
         now: u64,
         keep: u32,
     ) -> StoreResult<Vec<StoreResult<Option<Assignment>>>> {
+        // Fast path, no savepoints: an unknown device is found before anything is written, so
+        // it fails alone. Any other failure rolls the batch back and it is run again with a
+        // savepoint per check-in (two round trips more each), where one that fails leaves no
+        // trace and does not undo the others.
+        let fast = self.with_tx(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            for c in batch {
+                match record_check_in(tx, c, now, keep) {
+                    Ok(a) => out.push(Ok(a)),
+                    Err(e @ StoreError::NotFound { .. }) => out.push(Err(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        });
+        match fast {
+            Ok(out) => return Ok(out),
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            Err(_) => {}
+        }
         self.with_tx(|tx| {
             let mut out = Vec::with_capacity(batch.len());
             for c in batch {
-                // A savepoint per check-in: one that fails leaves no trace and does not undo
-                // the others in the batch. A lost connection fails the whole batch.
                 let mut sp = tx.savepoint("check_in")?;
                 match record_check_in(&mut sp, c, now, keep) {
                     Ok(a) => {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use postgres::types::Type;
 use postgres::{GenericClient, Row};
 
 use crate::audit::{AuditEntry, Checkpoint};
@@ -146,7 +147,8 @@ pub(super) fn load_deployment(
 
 /// The audit head: sequence number and hash of the last entry.
 pub(super) fn audit_head(c: &mut impl GenericClient) -> StoreResult<Option<(u64, String)>> {
-    c.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
+    c.query_typed("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
+        .first()
         .map(|r| Ok::<_, StoreError>((from_sql(r.try_get(0)?), r.try_get(1)?)))
         .transpose()
 }
@@ -159,18 +161,19 @@ pub(super) fn append(
     now: u64,
 ) -> StoreResult<AuditEntry> {
     let e = rules::next_entry(audit_head(c)?, event, now);
-    c.execute(
+    let (seq, at) = (to_sql(e.seq), to_sql(e.at));
+    c.query_typed(
         "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
-            &to_sql(e.seq),
-            &to_sql(e.at),
-            &e.actor,
-            &e.action,
-            &e.subject,
-            &e.detail,
-            &e.prev_hash,
-            &e.hash,
+            (&seq, Type::INT8),
+            (&at, Type::INT8),
+            (&e.actor, Type::TEXT),
+            (&e.action, Type::TEXT),
+            (&e.subject, Type::TEXT),
+            (&e.detail, Type::TEXT),
+            (&e.prev_hash, Type::TEXT),
+            (&e.hash, Type::TEXT),
         ],
     )?;
     Ok(e)
@@ -244,11 +247,35 @@ pub(super) fn record_check_in(
     now: u64,
     keep: u32,
 ) -> StoreResult<Option<Assignment>> {
-    let previous = c.query_opt(
-        "SELECT version, state FROM devices WHERE id = $1",
-        &[&ci.device_id],
+    // One round trip, typed (no prepare): the device's previous version and state, the report
+    // (only for an enrolled device), the trim to the last `keep` reports (the new row is not
+    // visible to the trim, so it keeps `keep - 1` older ones) and the device's new state.
+    let counter = i64::from(ci.security_counter);
+    let older = i64::from(keep.saturating_sub(1));
+    let now_sql = to_sql(now);
+    let state = ci.state.as_str();
+    let previous = c.query_typed(
+        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1), \
+         ins AS (INSERT INTO reports \
+             (device_id, at, version, security_counter, state, deployment_id, detail) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM prev)), \
+         trim AS (DELETE FROM reports WHERE device_id = $1 AND id <= \
+             (SELECT id FROM reports WHERE device_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $8)), \
+         upd AS (UPDATE devices SET last_seen = $2, version = $3, security_counter = $4, \
+             state = $5 WHERE id = $1) \
+         SELECT version, state FROM prev",
+        &[
+            (&ci.device_id, Type::TEXT),
+            (&now_sql, Type::INT8),
+            (&ci.version, Type::TEXT),
+            (&counter, Type::INT8),
+            (&state, Type::TEXT),
+            (&ci.deployment_id, Type::INT8),
+            (&ci.detail, Type::TEXT),
+            (&older, Type::INT8),
+        ],
     )?;
-    let Some(previous) = previous else {
+    let Some(previous) = previous.first() else {
         return Err(StoreError::NotFound {
             what: "device",
             id: ci.device_id.clone(),
@@ -256,36 +283,6 @@ pub(super) fn record_check_in(
     };
     let prev_version: Option<String> = previous.try_get(0)?;
     let prev_state: Option<String> = previous.try_get(1)?;
-    let counter = i64::from(ci.security_counter);
-    c.execute(
-        "INSERT INTO reports (device_id, at, version, security_counter, state, deployment_id, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &ci.device_id,
-            &to_sql(now),
-            &ci.version,
-            &counter,
-            &ci.state.as_str(),
-            &ci.deployment_id,
-            &ci.detail,
-        ],
-    )?;
-    c.execute(
-        "DELETE FROM reports WHERE device_id = $1 AND id <= \
-         (SELECT id FROM reports WHERE device_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        &[&ci.device_id, &i64::from(keep)],
-    )?;
-    c.execute(
-        "UPDATE devices SET last_seen = $2, version = $3, security_counter = $4, state = $5 \
-         WHERE id = $1",
-        &[
-            &ci.device_id,
-            &to_sql(now),
-            &ci.version,
-            &counter,
-            &ci.state.as_str(),
-        ],
-    )?;
     let prev_state = prev_state.as_deref().map(parse_state).transpose()?;
     if let Some(event) = rules::report_event(ci, prev_version.as_deref(), prev_state) {
         append(c, &event, now)?;
@@ -339,27 +336,45 @@ pub(super) fn assignment(
     security_counter: u32,
     now: u64,
 ) -> StoreResult<Option<Assignment>> {
-    let rows = c.query(
-        "SELECT d.id, d.release_id FROM deployments d JOIN members m ON m.deployment_id = d.id \
-         JOIN releases r ON r.id = d.release_id \
-         WHERE m.device_id = $1 AND d.state = 'active' AND NOT r.retired \
-         AND (r.expires IS NULL OR r.expires > $3) AND r.security_counter >= $2 \
-         AND m.status NOT IN ('confirmed', 'reverted', 'failed') ORDER BY d.id DESC",
-        &[&device_id, &i64::from(security_counter), &to_sql(now)],
+    let counter = i64::from(security_counter);
+    let now = to_sql(now);
+    // One round trip: the candidates with the member's rank and status and the deployment.
+    let rows = c.query_typed(
+        &format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, m.rank, m.status FROM deployments d \
+             JOIN members m ON m.deployment_id = d.id JOIN releases r ON r.id = d.release_id \
+             WHERE m.device_id = $1 AND d.state = 'active' AND NOT r.retired \
+             AND (r.expires IS NULL OR r.expires > $3) AND r.security_counter >= $2 \
+             AND m.status NOT IN ('confirmed', 'reverted', 'failed') ORDER BY d.id DESC"
+        ),
+        &[
+            (&device_id, Type::TEXT),
+            (&counter, Type::INT8),
+            (&now, Type::INT8),
+        ],
     )?;
     for row in rows {
-        let (id, release_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(status) = admitted_member(c, id, device_id)? {
-            let r = c.query_one(
-                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
-                &[&release_id],
-            )?;
-            return Ok(Some(Assignment {
-                deployment_id: id,
-                release: release_row(&r)?,
-                status,
-            }));
+        let dep = deployment_row(&row)?;
+        let rank: i64 = row.try_get(11)?;
+        let status: String = row.try_get(12)?;
+        if !rules::is_admitted(&dep, rank) {
+            continue;
         }
+        let Some(status) = DeviceStatus::parse(&status) else {
+            continue;
+        };
+        let r = c.query_typed(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
+            &[(&dep.release_id, Type::TEXT)],
+        )?;
+        let release = r
+            .first()
+            .ok_or_else(|| StoreError::Backend(format!("release {} vanished", dep.release_id)))?;
+        return Ok(Some(Assignment {
+            deployment_id: dep.id,
+            release: release_row(release)?,
+            status,
+        }));
     }
     Ok(None)
 }

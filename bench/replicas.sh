@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Scale-out benchmark (issue 14): check-ins per second and the fleet-pace row (a million devices
+# polling every five minutes, ~3,333/s, p99 < 50 ms) on SQLite, on PostgreSQL with one replica,
+# and on PostgreSQL with two replicas sharing it, all in the same run on this machine; with the
+# CPU seconds the servers and PostgreSQL spent, to show where the limit is.
+#
+#   bench/replicas.sh                      prints a Markdown section on stdout
+#   DEVICES=200 DURATION=5 bench/replicas.sh   a quicker run
+#
+# Needs wrk and the PostgreSQL server binaries (apt-get install -y wrk postgresql); installs
+# them when missing and root. PostgreSQL runs with its default durability (fsync on,
+# synchronous_commit on) in a temporary cluster on a free port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICES=${DEVICES:-1000}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+PACE=${PACE:-3333}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if ! command -v wrk >/dev/null || [ -z "$pg_bin" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk postgresql) >&2
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  else
+    echo "bench/replicas.sh needs wrk and postgresql" >&2
+    exit 1
+  fi
+fi
+cargo build --release --locked -q -p sigil-server --bin sigil-server --example bench_fleet >&2
+server="$CARGO_TARGET_DIR/release/sigil-server"
+fleet="$CARGO_TARGET_DIR/release/examples/bench_fleet"
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for l in "$work"/*.log "$work"/pg/log; do [ -s "$l" ] && tail -n 5 "$l" | sed "s|^|$(basename "$l"): |" >&2; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --clear-groups "$@"; else "$@"; fi; }
+ticks() { # user + system clock ticks of the given pids and their children
+  local t=0 p
+  for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+pg_ticks() { # the postmaster (setpriv execs it) and its backends, counted while they run
+  local p t=0
+  for p in "$pg_pid" $(pgrep -P "$pg_pid" || true); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+"$fleet" root "$work/root.sgl"
+cat bench/wrk/fleet.lua bench/wrk/checkin.lua bench/wrk/report.lua > "$work/checkin.lua"
+
+# One PostgreSQL for the PostgreSQL runs.
+mkdir -p "$work/pg"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
+as_pg "$pg_bin/initdb" --auth=trust --username=postgres -D "$work/pg/data" > /dev/null
+pg_port=$(free_port)
+pg_cmd=("$pg_bin/postgres")
+[ "$(id -u)" = 0 ] && pg_cmd=(setpriv --reuid=postgres --regid=postgres --clear-groups "$pg_bin/postgres")
+"${pg_cmd[@]}" -D "$work/pg/data" -c listen_addresses=127.0.0.1 -c "port=$pg_port" \
+  -c "unix_socket_directories=$work/pg" -c max_connections=200 2> "$work/pg/log" &
+pg_pid=$!
+pids+=("$pg_pid")
+for _ in $(seq 100); do "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres && break; sleep 0.1; done
+
+start_server() { # args: name, database url (or empty for SQLite); prints "pid port"
+  local name=$1 url=$2 port
+  port=$(free_port)
+  env RUST_LOG=warn SIGIL_TRUST_ROOT="$work/root.sgl" SIGIL_RATE_PER_SECOND=10000000 SIGIL_RATE_BURST=10000000 \
+    SIGIL_TOKEN_RATE_PER_SECOND=10000000 SIGIL_TOKEN_RATE_BURST=10000000 \
+    ${url:+SIGIL_DATABASE_URL=$url} ${url:+SIGIL_AUDIT_KEY_FILE=$work/pg-keys/audit.key} \
+    "$server" --listen "127.0.0.1:$port" --data-dir "$work/$name" > "$work/$name.out" 2> "$work/$name.log" &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 200); do grep -q "admin token" "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  echo "$pid $port"
+}
+
+saturate() { # args: ports...; wrk on each (1 thread, CONNECTIONS/n connections); prints "rps p99max errors"
+  local n=$# c port i=0
+  c=$((CONNECTIONS / n))
+  for port in "$@"; do
+    SESSIONS="$work/sessions.txt" wrk -t 1 -c "$c" -d "${DURATION}s" -s "$work/checkin.lua" "http://127.0.0.1:$port/" \
+      | sed -n 's/^RESULT //p' > "$work/wrk.$i" &
+    i=$((i + 1))
+  done
+  wait_jobs
+  cat "$work"/wrk.* | awk '{ r += $1; if ($3 > p) p = $3; split($6, e, "/"); b += e[1] + e[2] + e[3] } END { printf "%.1f %.3f %d\n", r, p, b }'
+  rm -f "$work"/wrk.*
+}
+pace() { # args: ports...; the fleet's pace split over the ports; prints "rps p99max p999max errors"
+  local n=$# port i=0
+  for port in "$@"; do
+    "$fleet" pace "127.0.0.1:$port" "$work/sessions.txt" $((PACE / n)) $((128 / n)) "$DURATION" > "$work/pace.$i" &
+    i=$((i + 1))
+  done
+  wait_jobs
+  cat "$work"/pace.* | awk '{ r += $1; if ($3 > p) p = $3; if ($4 > q) q = $4; b += $6 } END { printf "%.1f %.3f %.3f %d\n", r, p, q, b }'
+  rm -f "$work"/pace.*
+}
+wait_jobs() { local j; for j in $(jobs -p); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j" ;; esac; done; }
+
+measure() { # args: label, server pids (space-separated), ports...; prints a table row pair
+  local label=$1 spids=$2
+  shift 2
+  local s0 p0 s1 p1 rps p99 bad prps pp99 pp999 pbad cpu_s cpu_p
+  s0=$(ticks $spids) p0=$(pg_ticks)
+  read -r rps p99 bad < <(saturate "$@")
+  s1=$(ticks $spids) p1=$(pg_ticks)
+  cpu_s=$(awk -v t=$((s1 - s0)) -v hz="$hz" -v d="$DURATION" 'BEGIN { printf "%.2f", t / hz / d }')
+  cpu_p=$(awk -v t=$((p1 - p0)) -v hz="$hz" -v d="$DURATION" 'BEGIN { printf "%.2f", t / hz / d }')
+  read -r prps pp99 pp999 pbad < <(pace "$@")
+  local verdict
+  verdict=$(awk -v r="$prps" -v p="$pp99" -v e="$pbad" -v t="$PACE" 'BEGIN { print ((r >= t * 0.99 && p < 50 && e == 0) ? "meets target" : "MISSES target") }')
+  echo "| $label | $rps (p99 $p99 ms; errors $bad) | $cpu_s / $cpu_p | $prps (p99 $pp99 ms, p99.9 $pp999 ms; errors $pbad) | $verdict |"
+}
+
+echo "SQLite" >&2
+read -r sq_pid sq_port < <(start_server sqlite "")
+admin=$(sed -n 's/^first admin token.*: //p' "$work/sqlite.out")
+mkdir -p "$work/setup-sqlite"
+"$fleet" setup "127.0.0.1:$sq_port" "$admin" "$DEVICES" 4096 "$work/setup-sqlite" > /dev/null
+cp "$work/setup-sqlite/sessions.txt" "$work/sessions.txt"
+row_sqlite=$(measure "SQLite, 1 server" "$sq_pid" "$sq_port")
+kill "$sq_pid"; wait "$sq_pid" 2>/dev/null || true
+
+url="postgres://postgres@127.0.0.1:$pg_port/postgres"
+echo "PostgreSQL, 1 replica" >&2
+read -r r1_pid r1_port < <(start_server r1 "$url")
+admin=$(sed -n 's/^first admin token.*: //p' "$work/r1.out")
+mkdir -p "$work/setup-pg"
+"$fleet" setup "127.0.0.1:$r1_port" "$admin" "$DEVICES" 4096 "$work/setup-pg" > /dev/null
+cp "$work/setup-pg/sessions.txt" "$work/sessions.txt"
+row_pg1=$(measure "PostgreSQL, 1 replica" "$r1_pid" "$r1_port")
+echo "PostgreSQL, 2 replicas" >&2
+read -r r2_pid r2_port < <(start_server r2 "$url")
+row_pg2=$(measure "PostgreSQL, 2 replicas" "$r1_pid $r2_pid" "$r1_port" "$r2_port")
+pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
+
+cat <<EOF
+## replicas
+
+\`bench/replicas.sh\`: check-ins on SQLite (one server) and on PostgreSQL $pg_version (default durability: fsync
+and synchronous commit on) with one and with two \`sigil-server\` replicas sharing it, in the same run on this
+$(nproc)-core machine over loopback, the servers, PostgreSQL and the load generators all on the same cores. $DEVICES
+devices with session tokens; ${DURATION} s per measurement. Saturated: wrk, $CONNECTIONS connections in total split
+over the replicas. Fleet pace: \`bench_fleet pace\` at $PACE/s in total (open loop), split over the replicas.
+CPU: cores' worth of CPU time the \`sigil-server\` processes / PostgreSQL spent during the saturated run.
+
+| setup | check-ins/s, saturated | CPU cores: servers / PostgreSQL | check-ins/s at the fleet's pace | target (≥ 3,300/s, p99 < 50 ms) |
+|---|---:|---:|---:|---|
+$row_sqlite
+$row_pg1
+$row_pg2
+
+EOF
