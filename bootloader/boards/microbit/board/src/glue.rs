@@ -27,8 +27,9 @@ pub(crate) struct Window(());
 
 impl Window {
     pub(crate) fn take() -> Option<Window> {
-        // The Cortex-M0 has no atomic read-modify-write; the firmware is single-threaded and
-        // takes no interrupts, so a load and a store are enough.
+        // The Cortex-M0 has no atomic read-modify-write; the bootloader is single-threaded and
+        // takes no interrupts, so a load and a store are enough (an application whose
+        // interrupt handlers take the flash must not also take it in thread mode).
         if TAKEN.load(Ordering::Acquire) {
             return None;
         }
@@ -185,7 +186,7 @@ extern "C" fn sigil_own_exception() -> ! {
 // exception number (IPSR) from the image's vector table and branches to it with `bx`: LR
 // still holds EXC_RETURN and the hardware-stacked frame is untouched (only r0-r2 are used, and
 // the hardware saved them), so the image's handler runs and returns exactly as if the core
-// had vectored to it. Cost: 9 instructions (about 16 cycles on the Cortex-M0) per exception.
+// had vectored to it. Cost: 9 instructions (about 17 cycles on the Cortex-M0) per exception.
 // Otherwise (the record cleared: the bootloader is running) it goes to `sigil_own_exception`.
 #[cfg(feature = "bootloader")]
 core::arch::global_asm!(
@@ -288,7 +289,7 @@ pub fn timer_now() -> u32 {
 #[cfg(feature = "log")]
 pub(crate) fn set_logger(logger: &'static dyn log::Log) {
     // SAFETY: called once at the start of `main`, before anything logs; the firmware is
-    // single-threaded and takes no interrupts, so nothing races.
+    // single-threaded and enables no interrupts, so nothing races.
     unsafe {
         if log::set_logger_racy(logger).is_ok() {
             log::set_max_level_racy(log::LevelFilter::Info);
