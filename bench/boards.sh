@@ -113,7 +113,7 @@ lock, the jump):
 
 | port | flash (text + rodata + data) | RAM: static | RAM: peak stack (idle / update boot) | RAM kept after the jump |
 |---|---|---|---|---|
-| microbit (nRF51822, \`thumbv6m-none-eabi\`) | $(kib "$mb_flash") ($text text incl. the vector table, $rodata rodata, $data data) | $mb_static B | $peak B ($stack_idle / $stack_update) of $reserved B reserved | 0 B: the application is linked with all 16 KiB |
+| microbit (nRF51822, \`thumbv6m-none-eabi\`) | $(kib "$mb_flash") ($text text incl. the vector table, $rodata rodata, $data data) | $mb_static B | $peak B ($stack_idle / $stack_update) of $reserved B reserved | 8 B: the exception forwarding record; the application is linked with the rest of the 16 KiB |
 | nRF52840-DK (\`thumbv7em-none-eabihf\`) | $(kib $((ntext + nrodata + ndata))) = $((ntext + nrodata + ndata)) B ($ntext text incl. the vector table, $nrodata rodata, $ndata data) | $((ndata + nbss)) B | not measured: no emulator runs this part (the README's bring-up checklist measures it on a board); expect the microbit's plus the 4 KiB envelope buffer | 0 B: the application is linked with all 256 KiB |
 | MCUboot, ed25519, nRF52840 (published) | about 40 KB | | | |
 
@@ -123,9 +123,9 @@ lock, the jump):
   (\`bootloader/boards/nrf52840-dk/check.sh\`).
 - Peak stack: cortex-m-rt \`paint-stack\` fills the stack at reset, the bench build scans it at
   the end of the boot decision (before the baselines run). The stack is the top
-  \`bootloader_ram\` = 15 KiB of RAM while the bootloader runs; the Cortex-M0 port keeps nothing
-  after the jump (the lock is the flash controller's; there is no privileged service), so the
-  application then has all 16 KiB. The deepest path is the ed25519 check: curve25519-dalek's
+  \`bootloader_ram\` = 15 KiB of RAM while the bootloader runs; the Cortex-M0 port keeps only
+  its 8-byte exception forwarding record after the jump (the lock is the flash controller's;
+  there is no privileged service), so the application then has the rest of the 16 KiB. The deepest path is the ed25519 check: curve25519-dalek's
   \`vartime_double_scalar_mul_basepoint\` (3.7 KiB frame: two 8-point lookup tables of 1.25 KiB
   each and two 256-entry NAFs) over \`NafLookupTable5::from\` (1.9 KiB), under
   \`verify_threshold\` (2.7 KiB with \`verify_strict\` inlined) and the boot's own frames.

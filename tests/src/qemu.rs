@@ -37,6 +37,9 @@ pub const EXIT_FLASH_ERROR: i32 = 0x51;
 pub const EXIT_BAD_VECTOR_TABLE: i32 = 0x52;
 /// Exit code: the bootloader's fault handler stopped the application (it broke the lock).
 pub const EXIT_APP_FAULT: i32 = 0x54;
+/// Exit code of the bootloader when it took an exception of its own (on microbit: one its
+/// vector table did not forward to a started image).
+pub const EXIT_BOOTLOADER_EXCEPTION: i32 = 0x56;
 /// Exit code of the hostile application when a store or a semihosting call the lock must stop
 /// went through.
 pub const EXIT_LOCK_BREACHED: i32 = 0x49;

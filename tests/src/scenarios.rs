@@ -7,7 +7,7 @@ use sigil_bootloader::{Outcome, Phase};
 
 use crate::qemu::{
     Device, Firmware, SignSpec, APP_V1, APP_V2, APP_V2_NO_CONFIRM, EXIT_BAD_VECTOR_TABLE,
-    EXIT_NO_BOOTABLE_IMAGE,
+    EXIT_BOOTLOADER_EXCEPTION, EXIT_NO_BOOTABLE_IMAGE,
 };
 
 /// The story `valid image boots` on the board of `fw`.
@@ -22,6 +22,27 @@ pub fn valid_image_boots(fw: &'static Firmware) {
     assert!(boot.output.contains("app: phase idle"), "{boot:#?}");
     // The first boot of a confirmed image records its counter as the device minimum.
     assert_eq!(device.state().min_security_counter, 1);
+}
+
+/// The story `the application's interrupts reach its own handlers` on the board of `fw`: the
+/// test application enables SysTick and waits for 8 interrupts in its own handler (on the
+/// Cortex-M0, which has no VTOR, through the bootloader's forwarding vector table). If they do
+/// not arrive it says so and exits with the panic code; if the bootloader's table does not
+/// forward them the bootloader's own handler ends the run with its exception code.
+pub fn application_interrupts_reach_its_own_handlers(fw: &'static Firmware) {
+    let device = Device::assemble_on(fw, &fw.bundle(APP_V1, SignSpec::counter(1)), None, false);
+    let boot = device.boot();
+    assert_ne!(
+        boot.code,
+        Some(EXIT_BOOTLOADER_EXCEPTION),
+        "an exception of the application reached the bootloader's own handler: {boot:#?}"
+    );
+    assert!(
+        boot.output
+            .contains("app: 8 SysTick interrupts taken by the application's handler"),
+        "{boot:#?}"
+    );
+    assert!(boot.ran(APP_V1), "{boot:#?}");
 }
 
 /// The story `tampered image is refused and not started` on the board of `fw`.

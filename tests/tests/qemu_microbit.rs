@@ -19,6 +19,13 @@ fn valid_image_boots() {
     scenarios::valid_image_boots(fw());
 }
 
+/// The Cortex-M0 has no VTOR: the bootloader's vector table forwards every exception to the
+/// started image's table. Fails if forwarding is broken.
+#[test]
+fn application_interrupts_reach_its_own_handlers() {
+    scenarios::application_interrupts_reach_its_own_handlers(fw());
+}
+
 #[test]
 fn tampered_image_is_refused_and_not_started() {
     scenarios::tampered_image_is_refused_and_not_started(fw());

@@ -49,6 +49,8 @@ pub mod exit {
     pub const APP_FAULT: u8 = 0x54;
     /// The lock could not be set: the bootloader did not jump.
     pub const LOCK_FAILED: u8 = 0x55;
+    /// The bootloader took an exception of its own, before starting an image (never expected).
+    pub const EXCEPTION: u8 = 0x56;
     /// A panic (never expected).
     pub const PANIC: u8 = 0x5F;
     /// Benchmark run finished.

@@ -16,6 +16,9 @@ use sigil_board_build::BoardConfig;
 /// The nRF51's flash protection block (MPU `PROTENSET0/1`: 64 blocks over 256 KiB).
 const PROTECTION_BLOCK: u32 = 4096;
 
+/// Bytes of RAM the exception forwarding record takes (board/src/glue.rs).
+const VECTOR_RECORD_SIZE: u32 = 8;
+
 fn fail(msg: &str) -> ! {
     panic!("board.toml: {msg}");
 }
@@ -63,7 +66,19 @@ fn main() {
         "/// Flash address range the lock protects (whole 4 KiB protection blocks).\npub const LOCKED: core::ops::Range<u32> = {start:#x}..{block_end:#x};"
     )
     .unwrap();
-    // The bootloader keeps no RAM after the jump: the application is linked with all of it.
+    // The exception forwarding record (board/src/glue.rs): the first 8 bytes of RAM, below
+    // the bootloader's RAM and outside the application's.
+    if b.bootloader_ram_origin() < b.memory.ram + VECTOR_RECORD_SIZE {
+        fail("the bootloader's RAM must leave the first 8 bytes of RAM to the forwarding record");
+    }
+    writeln!(
+        cfg,
+        "/// RAM address of the exception forwarding record (two words: the started image's vector\n/// table and its complement), outside both firmware images' RAM.\npub const VECTOR_RECORD: u32 = {:#x};",
+        b.memory.ram
+    )
+    .unwrap();
+    // The bootloader keeps no RAM after the jump: the application is linked with all of it
+    // but the forwarding record.
     sigil_board_build::write_board_files(
         "sigil-board-microbit's build.rs",
         &cfg,
@@ -73,7 +88,10 @@ fn main() {
         ),
         (
             (b.app_origin(), b.app_len()),
-            (b.memory.ram, b.memory.ram_size),
+            (
+                b.memory.ram + VECTOR_RECORD_SIZE,
+                b.memory.ram_size - VECTOR_RECORD_SIZE,
+            ),
         ),
     )
     .unwrap_or_else(|e| fail(&e));

@@ -27,8 +27,9 @@ pub(crate) struct Window(());
 
 impl Window {
     pub(crate) fn take() -> Option<Window> {
-        // The Cortex-M0 has no atomic read-modify-write; the firmware is single-threaded and
-        // takes no interrupts, so a load and a store are enough.
+        // The Cortex-M0 has no atomic read-modify-write; the bootloader is single-threaded and
+        // takes no interrupts, so a load and a store are enough (an application whose
+        // interrupt handlers take the flash must not also take it in thread mode).
         if TAKEN.load(Ordering::Acquire) {
             return None;
         }
@@ -125,18 +126,96 @@ pub(crate) fn protect(range: &core::ops::Range<u32>) -> [u32; 2] {
     }
 }
 
-/// Starts the image: main stack pointer `sp`, branch to `reset`. The Cortex-M0 has no VTOR:
-/// the vector table at 0 stays the bootloader's.
+/// Starts the image whose vector table is at `table`: records `table` for the exception
+/// forwarder, then main stack pointer `sp`, branch to `reset`. The Cortex-M0 has no VTOR: the
+/// vector table at 0 stays the bootloader's, and its forwarder sends every exception from now
+/// until reset to the image's handler of the same number.
 ///
 /// # Safety
 ///
 /// `sp` must be an 8-byte aligned address in RAM and `reset` a Thumb address inside an image
-/// verified in this boot, with the lock set. Nothing of the caller's stack is used afterwards.
+/// verified in this boot whose vector table is at `table`, with the lock set. Nothing of the
+/// caller's stack is used afterwards.
 #[cfg(feature = "bootloader")]
-pub(crate) unsafe fn jump(sp: u32, reset: u32) -> ! {
+pub(crate) unsafe fn jump(table: u32, sp: u32, reset: u32) -> ! {
+    // From here on, every exception goes to the image's handler of its number.
+    set_vector_record(table, !table);
     // SAFETY: guaranteed by the caller (checked by `sigil_board_common::check_vector_table`).
     unsafe { cortex_m::asm::bootstrap(sp as *const u32, reset as *const u32) }
 }
+
+/// The bootloader's exception forwarding record: two words in the first 8 bytes of RAM, which
+/// neither firmware's linker script gives to anything else (board/build.rs). Word 0 is the
+/// vector table of the image the bootloader started, word 1 its complement; the forwarder
+/// below uses word 0 only when word 1 matches, and the bootloader clears both at its start, so
+/// before the jump (or with RAM left at random by a power-on) every exception is the
+/// bootloader's own.
+#[cfg(feature = "bootloader")]
+fn set_vector_record(table: u32, check: u32) {
+    let record = crate::config::VECTOR_RECORD as *mut u32;
+    // SAFETY: VECTOR_RECORD..+8 is word-aligned RAM reserved for this record in both firmware
+    // images' linker scripts (board/build.rs): no Rust object lives there.
+    unsafe {
+        core::ptr::write_volatile(record, table);
+        core::ptr::write_volatile(record.add(1), check);
+    }
+}
+
+/// Makes every exception the bootloader's own (clears the forwarding record). The first thing
+/// the bootloader does.
+#[cfg(feature = "bootloader")]
+pub(crate) fn own_exceptions() {
+    set_vector_record(0, 0);
+}
+
+/// An exception the bootloader took for itself (no image started yet): never expected. It
+/// ends the run with [`sigil_board_common::exit::EXCEPTION`] and the exception number in the log.
+#[cfg(feature = "bootloader")]
+#[no_mangle]
+extern "C" fn sigil_own_exception() -> ! {
+    crate::log!(
+        "sigil-boot: exception {:?} in the bootloader",
+        cortex_m::peripheral::SCB::vect_active()
+    );
+    crate::exit::exit(sigil_board_common::exit::EXCEPTION)
+}
+
+// The forwarder: cortex-m-rt puts `DefaultHandler` in every vector table entry from NMI on
+// (SVCall, PendSV, SysTick, the 32 IRQs) and `HardFault` in entry 3; both are this code. It
+// reads the forwarding record; if it is valid, it loads the image's handler for the active
+// exception number (IPSR) from the image's vector table and branches to it with `bx`: LR
+// still holds EXC_RETURN and the hardware-stacked frame is untouched (only r0-r2 are used, and
+// the hardware saved them), so the image's handler runs and returns exactly as if the core
+// had vectored to it. Cost: 9 instructions (about 17 cycles on the Cortex-M0) per exception.
+// Otherwise (the record cleared: the bootloader is running) it goes to `sigil_own_exception`.
+#[cfg(feature = "bootloader")]
+core::arch::global_asm!(
+    ".section .text.sigil_forward_exception,\"ax\",%progbits",
+    ".global DefaultHandler",
+    ".global HardFault",
+    ".type DefaultHandler,%function",
+    ".type HardFault,%function",
+    ".thumb_func",
+    "DefaultHandler:",
+    ".thumb_func",
+    "HardFault:",
+    "    ldr r0, ={record}",
+    "    ldm r0!, {{r1, r2}}",  // r1 = the image's vector table, r2 = its complement
+    "    mvns r2, r2",
+    "    cmp r1, r2",
+    "    bne 1f",
+    "    mrs r0, IPSR",         // the active exception number (0..47 on ARMv6-M)
+    "    lsls r0, r0, #2",
+    "    ldr r0, [r1, r0]",     // the image's handler for it (a Thumb address)
+    "    bx r0",
+    "1:",
+    "    ldr r0, =sigil_own_exception",
+    "    bx r0",
+    ".ltorg",
+    ".size DefaultHandler, . - DefaultHandler",
+    ".size HardFault, . - HardFault",
+    record = const crate::config::VECTOR_RECORD,
+);
 
 #[cfg(feature = "bench")]
 extern "C" {
@@ -210,7 +289,7 @@ pub fn timer_now() -> u32 {
 #[cfg(feature = "log")]
 pub(crate) fn set_logger(logger: &'static dyn log::Log) {
     // SAFETY: called once at the start of `main`, before anything logs; the firmware is
-    // single-threaded and takes no interrupts, so nothing races.
+    // single-threaded and enables no interrupts, so nothing races.
     unsafe {
         if log::set_logger_racy(logger).is_ok() {
             log::set_max_level_racy(log::LevelFilter::Info);

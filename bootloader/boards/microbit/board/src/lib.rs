@@ -12,7 +12,8 @@
 //!
 //! The Cortex-M0 has no privilege separation and no VTOR: the application runs privileged and
 //! uses [`Flash`] itself (requests, staged bundles), and the vector table at 0 stays the
-//! bootloader's (the test application takes no interrupts; see README.md).
+//! bootloader's, whose every exception entry forwards to the started image's handler of the
+//! same number (see README.md, "Interrupts").
 //!
 //! Only `glue.rs` holds `unsafe` code.
 #![no_std]
@@ -63,6 +64,14 @@ macro_rules! println {
     };
 }
 
+/// Makes every exception the bootloader's own until it starts an image (clears the exception
+/// forwarding record that RAM may hold at random after power-on; see README.md, "Interrupts").
+/// The first call of the bootloader's `main`.
+#[cfg(feature = "bootloader")]
+pub fn own_exceptions() {
+    glue::own_exceptions();
+}
+
 /// Routes the bootloader core's log records to semihosting (no-op without the `log` feature).
 pub fn log_init() {
     #[cfg(feature = "log")]
@@ -98,8 +107,9 @@ pub fn start_image(image: &sigil_bootloader::VerifiedImage, flash: Flash) -> Jum
     #[allow(unsafe_code)] // the one call into the jump
     // SAFETY: `image` comes from `Bootloader::boot`, which verified the whole payload in this
     // boot and locked the protected state (checked above); the stack pointer is 8-byte aligned
-    // in RAM and the reset vector a Thumb address inside the payload (checked above).
+    // in RAM and the reset vector a Thumb address inside the payload (checked above), and
+    // `table` is where that vector table is.
     unsafe {
-        glue::jump(sp, reset)
+        glue::jump(table, sp, reset)
     }
 }

@@ -28,6 +28,7 @@ static POLICY: Policy = Policy {
 
 #[entry]
 fn main() -> ! {
+    sigil_board_microbit::own_exceptions();
     #[cfg(feature = "bench")]
     sigil_board_microbit::timer_start();
     sigil_board_microbit::log_init();
