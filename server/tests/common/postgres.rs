@@ -1,5 +1,5 @@
 //! A throwaway PostgreSQL for one test: the cluster is copied from a template made once with
-//! `initdb` (cached under the target directory), started on a free port on 127.0.0.1 with its
+//! `initdb` (cached under the system's temporary directory), started on a free port on 127.0.0.1 with its
 //! socket in its own temporary directory, and stopped (immediate shutdown) on drop.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,10 @@ fn template(bin: &Path) -> PathBuf {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    // Under the system's temporary directory, not the target directory: when root, the
+    // cluster belongs to the `postgres` user, who cannot enter a checkout under a private
+    // directory (a `mktemp -d` clone is 0700).
+    let root = std::env::temp_dir().join("sigil-test-postgres");
     let done = root.join(format!("pg-template-{version}"));
     if done.join("PG_VERSION").exists() {
         return done;

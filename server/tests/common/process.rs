@@ -59,6 +59,8 @@ pub fn as_postgres_user(program: &Path) -> Command {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=postgres", "--regid=postgres", "--clear-groups"]);
         c.arg(program);
+        // The caller's directory may be closed to that user (a checkout under a 0700 parent).
+        c.current_dir(std::env::temp_dir());
         c
     } else {
         Command::new(program)
