@@ -214,6 +214,28 @@ pub fn write_atomic(
     out.commit()
 }
 
+/// Saves a document a holder just signed: to `out` if given (refusing to replace a file there
+/// unless `force`), otherwise in place over `in_place`; in place only when a signature was
+/// added (`changed`), since the bytes would be the same. Returns where it belongs and whether
+/// it was written.
+pub fn save_signed<'a>(
+    out: Option<&'a Path>,
+    force: bool,
+    in_place: &'a Path,
+    bytes: &[u8],
+    changed: bool,
+) -> Result<(&'a Path, bool), FileError> {
+    let (dest, overwrite) = match out {
+        Some(path) => (path, Overwrite::from_force(force)),
+        None => (in_place, Overwrite::Replace),
+    };
+    let write = changed || out.is_some();
+    if write {
+        write_atomic(dest, bytes, overwrite, PUBLIC_MODE)?;
+    }
+    Ok((dest, write))
+}
+
 /// Permission of public outputs (trust roots, key sets, bundles, public keys).
 pub const PUBLIC_MODE: u32 = 0o644;
 

@@ -317,15 +317,13 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
             _ => None,
         };
     let bytes = signed.encode().map_err(KeysetError::Invalid)?;
-    let (dest, overwrite) = match &args.out {
-        Some(path) => (path.as_path(), Overwrite::from_force(args.force)),
-        None => (file.path.as_path(), Overwrite::Replace),
-    };
-    // Nothing changed in place: leave the file alone (its bytes would be the same).
-    let write = additions.changed() || args.out.is_some();
-    if write {
-        files::write_atomic(dest, &bytes, overwrite, files::PUBLIC_MODE)?;
-    }
+    let (dest, write) = files::save_signed(
+        args.out.as_deref(),
+        args.force,
+        &file.path,
+        &bytes,
+        additions.changed(),
+    )?;
 
     let mut report = || -> std::io::Result<()> {
         let what = format!("key set {}", dest.display());

@@ -375,14 +375,13 @@ fn sign(args: &RootSignArgs, out: &mut dyn Write) -> Result<(), RootError> {
     );
     let by_new = status(&next, &update.by_new, Signed::RootUpdateByNew);
     let encoded = update.encode().map_err(RootError::Invalid)?;
-    let (dest, overwrite) = match &args.out {
-        Some(path) => (path.as_path(), Overwrite::from_force(args.force)),
-        None => (args.update.as_path(), Overwrite::Replace),
-    };
-    let write = additions.changed() || args.out.is_some();
-    if write {
-        files::write_atomic(dest, &encoded, overwrite, files::PUBLIC_MODE)?;
-    }
+    let (dest, write) = files::save_signed(
+        args.out.as_deref(),
+        args.force,
+        &args.update,
+        &encoded,
+        additions.changed(),
+    )?;
     let mut report = || -> std::io::Result<()> {
         let what = format!("root update {}", dest.display());
         writeln!(
