@@ -6,7 +6,7 @@ use crate::store::*;
 
 impl CheckInStore for PgStore {
     fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
-        self.with_tx(|tx| record_check_in(tx, c, now, keep))
+        self.with_tx_cached(|tx, st| record_check_in(tx, st, c, now, keep))
     }
 
     fn check_in_batch(
@@ -19,10 +19,10 @@ impl CheckInStore for PgStore {
         // it fails alone. Any other failure rolls the batch back and it is run again with a
         // savepoint per check-in (two round trips more each), where one that fails leaves no
         // trace and does not undo the others.
-        let fast = self.with_tx(|tx| {
+        let fast = self.with_tx_cached(|tx, st| {
             let mut out = Vec::with_capacity(batch.len());
             for c in batch {
-                match record_check_in(tx, c, now, keep) {
+                match record_check_in(tx, st, c, now, keep) {
                     Ok(a) => out.push(Ok(a)),
                     Err(e @ StoreError::NotFound { .. }) => out.push(Err(e)),
                     Err(e) => return Err(e),
@@ -35,11 +35,11 @@ impl CheckInStore for PgStore {
             Err(e @ StoreError::Unavailable(_)) => return Err(e),
             Err(_) => {}
         }
-        self.with_tx(|tx| {
+        self.with_tx_cached(|tx, st| {
             let mut out = Vec::with_capacity(batch.len());
             for c in batch {
                 let mut sp = tx.savepoint("check_in")?;
-                match record_check_in(&mut sp, c, now, keep) {
+                match record_check_in(&mut sp, st, c, now, keep) {
                     Ok(a) => {
                         sp.commit()?;
                         out.push(Ok(a));
@@ -91,7 +91,7 @@ impl CheckInStore for PgStore {
         )?;
         for r in rows {
             let id: i64 = r.try_get(0)?;
-            if admitted_member(&mut *c, id, device_id)?.is_some() {
+            if admitted_member(&mut **c, id, device_id)?.is_some() {
                 return Ok(true);
             }
         }

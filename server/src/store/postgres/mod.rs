@@ -25,6 +25,7 @@ mod devices;
 mod releases;
 mod roots;
 mod rows;
+mod stmts;
 mod tokens;
 
 use std::path::Path;
@@ -39,6 +40,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{StoreError, StoreResult};
 
 pub use bundles::BUNDLE_CHUNK;
+use stmts::Stmts;
 
 /// Schema migrations, applied in order; `sigil_schema` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -56,9 +58,9 @@ const POOL_SIZE: u32 = 16;
 /// How long a call waits for a connection before it is answered 503.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Pool = r2d2::Pool<stmts::Manager<MakeRustlsConnect>>;
 /// A pooled connection.
-pub(super) type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
+pub(super) type Conn = r2d2::PooledConnection<stmts::Manager<MakeRustlsConnect>>;
 
 /// The PostgreSQL store (see the module documentation).
 pub struct PgStore {
@@ -168,7 +170,7 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("sigil-server");
-        let manager = PostgresConnectionManager::new(config, tls(ca_file)?);
+        let manager = stmts::Manager(PostgresConnectionManager::new(config, tls(ca_file)?));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -232,10 +234,24 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
+        self.with_tx_cached(|tx, _| f(tx))
+    }
+
+    /// [`Self::with_tx`] with the connection's prepared statements at hand.
+    pub(super) fn with_tx_cached<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-        let out = f(&mut tx)?;
+        let stmts::PgConn { client, statements } = &mut *conn;
+        let mut st = Stmts::cached(statements);
+        let mut tx = client.transaction()?;
+        st.query(
+            &mut tx,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&WRITE_LOCK, postgres::types::Type::INT8)],
+        )?;
+        let out = f(&mut tx, &mut st)?;
         tx.commit()?;
         Ok(out)
     }
