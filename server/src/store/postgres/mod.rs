@@ -242,18 +242,34 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut conn = self.conn()?;
+        self.tx_cached(true, f).map_err(|(e, _)| e)
+    }
+
+    /// A transaction with the connection's prepared statements, under the write lock when
+    /// `lock`. A failed one says whether it failed for want of the write lock
+    /// ([`Stmts::need_lock`]).
+    pub(super) fn tx_cached<T>(
+        &self,
+        lock: bool,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts<'_>) -> StoreResult<T>,
+    ) -> Result<T, (StoreError, bool)> {
+        let mut conn = self.conn().map_err(|e| (e, false))?;
         let stmts::PgConn { client, statements } = &mut *conn;
-        let mut st = Stmts::cached(statements);
-        let mut tx = client.transaction()?;
-        st.query(
-            &mut tx,
-            "SELECT pg_advisory_xact_lock($1)",
-            &[(&WRITE_LOCK, postgres::types::Type::INT8)],
-        )?;
-        let out = f(&mut tx, &mut st)?;
-        tx.commit()?;
-        Ok(out)
+        let mut st = Stmts::cached(statements, lock);
+        let out = (|| {
+            let mut tx = client.transaction()?;
+            if lock {
+                st.query(
+                    &mut tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[(&WRITE_LOCK, postgres::types::Type::INT8)],
+                )?;
+            }
+            let out = f(&mut tx, &mut st)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        out.map_err(|e| (e, st.wants_lock))
     }
 
     /// Everything, for tests that start from an empty database: drops every table the

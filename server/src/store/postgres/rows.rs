@@ -295,7 +295,8 @@ pub(super) fn record_check_in(
     now: u64,
     keep: u32,
 ) -> StoreResult<Option<Assignment>> {
-    // One round trip, typed (no prepare): the device's previous version and state, the report
+    // One round trip (prepared once per connection): the device's previous version and state
+    // (its row locked, so that check-ins of one device are ordered), the report
     // (only for an enrolled device), the trim to the last `keep` reports (the new row is not
     // visible to the trim, so it keeps `keep - 1` older ones) and the device's new state.
     let counter = i64::from(ci.security_counter);
@@ -304,7 +305,7 @@ pub(super) fn record_check_in(
     let state = ci.state.as_str();
     let previous = st.query(
         c,
-        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1), \
+        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1 FOR NO KEY UPDATE), \
          ins AS (INSERT INTO reports \
              (device_id, at, version, security_counter, state, deployment_id, detail) \
              SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM prev)), \
@@ -334,9 +335,11 @@ pub(super) fn record_check_in(
     let prev_state: Option<String> = previous.try_get(1)?;
     let prev_state = prev_state.as_deref().map(parse_state).transpose()?;
     if let Some(event) = rules::report_event(ci, prev_version.as_deref(), prev_state) {
+        st.need_lock()?;
         append_st(c, st, &event, now)?;
     }
     if let (Some(dep), Some(status)) = (ci.deployment_id, rules::reported_status(ci.state)) {
+        st.need_lock()?;
         // Only a device its phase admitted reports for a deployment that is still open. The
         // deployment's row lock orders status changes of one rollout across replicas.
         let current = st.query(

@@ -64,20 +64,48 @@ where
 
 /// How a statement reaches the server: prepared once per connection (`cache` given), or as
 /// typed text (`query_typed`, one round trip, parsed every time) where no cache is at hand.
-#[derive(Default)]
+/// Also carries whether the transaction holds the store's write lock.
 pub struct Stmts<'a> {
     cache: Option<&'a mut HashMap<String, Statement>>,
+    /// The transaction holds the write lock (every transaction outside the check-in fast
+    /// path does).
+    pub(super) locked: bool,
+    /// A step found it needs the write lock the transaction does not hold: the caller rolls
+    /// back and runs again under the lock.
+    pub(super) wants_lock: bool,
 }
 
 impl<'a> Stmts<'a> {
-    /// Statements prepared once and kept in `cache`.
-    pub(super) fn cached(cache: &'a mut HashMap<String, Statement>) -> Self {
-        Stmts { cache: Some(cache) }
+    /// Statements prepared once and kept in `cache`; `locked` says whether the transaction
+    /// holds the write lock.
+    pub(super) fn cached(cache: &'a mut HashMap<String, Statement>, locked: bool) -> Self {
+        Stmts {
+            cache: Some(cache),
+            locked,
+            wants_lock: false,
+        }
     }
 
-    /// No cache: every statement is sent as typed text.
+    /// No cache: every statement is sent as typed text (in a transaction under the write
+    /// lock).
     pub(super) fn uncached() -> Self {
-        Stmts::default()
+        Stmts {
+            cache: None,
+            locked: true,
+            wants_lock: false,
+        }
+    }
+
+    /// Ok when the transaction holds the write lock; otherwise records that it is wanted and
+    /// fails, so that the caller rolls back and runs again under the lock.
+    pub(super) fn need_lock(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.locked {
+            return Ok(());
+        }
+        self.wants_lock = true;
+        Err(crate::store::StoreError::Conflict(
+            "this write needs the store's write lock".to_owned(),
+        ))
     }
 
     /// Runs `sql` with `params` (each with its type) and returns its rows.
