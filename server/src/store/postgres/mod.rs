@@ -4,13 +4,16 @@
 //!   blocking pool. TLS to the database through rustls, verified against `database_ca_file`.
 //! - Migrations (`schema/*.sql`) run at start-up under a session advisory lock: the first
 //!   replica applies them, the others wait for the lock and then find nothing to do.
-//! - Every write transaction first takes one transaction-scoped advisory lock, the store's
-//!   write lock: writes from all replicas are serialised as SQLite's single writer serialises
-//!   them, so the audit chain stays one chain (the head read and the append cannot interleave),
-//!   a rollout's re-evaluation after each status change sees every earlier change and moves
-//!   the deployment exactly once, and two uploads of the same bundle insert one release. Reads
-//!   take no lock. Check-ins are committed in groups (one transaction per batch), so the lock is
-//!   taken once per batch, not once per check-in.
+//! - Every write transaction that decides something first takes one transaction-scoped
+//!   advisory lock, the store's write lock: those writes from all replicas are serialised as
+//!   SQLite's single writer serialises them, so the audit chain stays one chain (the head read
+//!   and the append cannot interleave), a rollout's re-evaluation after each status change sees
+//!   every earlier change and moves the deployment exactly once, and two uploads of the same
+//!   bundle insert one release. Reads take no lock. Check-ins are committed in groups (one
+//!   transaction per batch); a group of unchanged check-ins (no status change, no audit entry)
+//!   runs without the write lock under its devices' row locks, and one that turns out to need
+//!   the lock rolls back and runs again under it ([`Stmts::need_lock`]).
+//! - The check-in path's statements are prepared once per pooled connection (`stmts`).
 //! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
 //!   row; each replica keeps a verified copy on its local disk as a cache
 //!   ([`crate::bundles::BundleStore::cache_from`]).
