@@ -129,6 +129,7 @@ measure() { # args: label, server pids (space-separated), ports...; prints a tab
 
 echo "SQLite" >&2
 read -r sq_pid sq_port < <(start_server sqlite "")
+pids+=("$sq_pid") # start_server runs in a subshell: its pids+= does not reach cleanup
 admin=$(sed -n 's/^first admin token.*: //p' "$work/sqlite.out")
 mkdir -p "$work/setup-sqlite"
 "$fleet" setup "127.0.0.1:$sq_port" "$admin" "$DEVICES" 4096 "$work/setup-sqlite" > /dev/null
@@ -139,6 +140,7 @@ kill "$sq_pid"; wait "$sq_pid" 2>/dev/null || true
 url="postgres://postgres@127.0.0.1:$pg_port/postgres"
 echo "PostgreSQL, 1 replica" >&2
 read -r r1_pid r1_port < <(start_server r1 "$url")
+pids+=("$r1_pid")
 admin=$(sed -n 's/^first admin token.*: //p' "$work/r1.out")
 mkdir -p "$work/setup-pg"
 "$fleet" setup "127.0.0.1:$r1_port" "$admin" "$DEVICES" 4096 "$work/setup-pg" > /dev/null
@@ -146,6 +148,7 @@ cp "$work/setup-pg/sessions.txt" "$work/sessions.txt"
 row_pg1=$(measure "PostgreSQL, 1 replica" "$r1_pid" "$r1_port")
 echo "PostgreSQL, 2 replicas" >&2
 read -r r2_pid r2_port < <(start_server r2 "$url")
+pids+=("$r2_pid")
 row_pg2=$(measure "PostgreSQL, 2 replicas" "$r1_pid $r2_pid" "$r1_port" "$r2_port")
 pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
 

@@ -35,7 +35,7 @@ impl AuditStore for PgStore {
 
     fn audit_head(&self) -> StoreResult<(u64, String)> {
         let mut c = self.conn()?;
-        Ok(audit_head(&mut *c)?.unwrap_or((0, GENESIS_HASH.to_owned())))
+        Ok(audit_head(&mut **c)?.unwrap_or((0, GENESIS_HASH.to_owned())))
     }
 
     fn checkpoint(

@@ -1,12 +1,13 @@
 //! [`crate::store::CheckInStore`] on PostgreSQL.
 
 use super::rows::*;
-use super::PgStore;
+use super::{PgStore, Stmts};
+use crate::store::rules;
 use crate::store::*;
 
 impl CheckInStore for PgStore {
     fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
-        self.with_tx(|tx| record_check_in(tx, c, now, keep))
+        self.with_tx_cached(|tx, st| record_check_in(tx, st, c, now, keep))
     }
 
     fn check_in_batch(
@@ -15,43 +16,64 @@ impl CheckInStore for PgStore {
         now: u64,
         keep: u32,
     ) -> StoreResult<Vec<StoreResult<Option<Assignment>>>> {
-        // Fast path, no savepoints: an unknown device is found before anything is written, so
-        // it fails alone. Any other failure rolls the batch back and it is run again with a
-        // savepoint per check-in (two round trips more each), where one that fails leaves no
-        // trace and does not undo the others.
-        let fast = self.with_tx(|tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for c in batch {
-                match record_check_in(tx, c, now, keep) {
-                    Ok(a) => out.push(Ok(a)),
-                    Err(e @ StoreError::NotFound { .. }) => out.push(Err(e)),
+        // Device rows are locked in one order (by id) in every batch, so that two batches
+        // sharing devices cannot deadlock; results go back in the batch's order.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| batch[a].device_id.cmp(&batch[b].device_id));
+        let run = |tx: &mut ::postgres::Transaction<'_>, st: &mut Stmts<'_>| {
+            let mut out: Vec<Option<StoreResult<Option<Assignment>>>> =
+                (0..batch.len()).map(|_| None).collect();
+            for &i in &order {
+                match record_check_in(tx, st, &batch[i], now, keep) {
+                    Ok(a) => out[i] = Some(Ok(a)),
+                    Err(e @ StoreError::NotFound { .. }) => out[i] = Some(Err(e)),
                     Err(e) => return Err(e),
                 }
             }
-            Ok(out)
-        });
-        match fast {
+            Ok(out.into_iter().flatten().collect::<Vec<_>>())
+        };
+        // A batch of unchanged check-ins (same version and state as before, no report for a
+        // rollout) makes no rollout decision and appends no audit entry: it runs without the
+        // write lock, only each device's row locked, and commits alongside other replicas'
+        // batches. When one of its check-ins turns out to need the lock it rolls back and runs
+        // again under it.
+        let decides = batch
+            .iter()
+            .any(|c| c.deployment_id.is_some() && rules::reported_status(c.state).is_some());
+        if !decides {
+            match self.tx_cached(false, run) {
+                Ok(out) => return Ok(out),
+                Err((e @ StoreError::Unavailable(_), _)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        // Under the lock, no savepoints: an unknown device is found before anything is
+        // written, so it fails alone. Any other failure rolls the batch back and it is run
+        // again with a savepoint per check-in (two round trips more each), where one that
+        // fails leaves no trace and does not undo the others.
+        match self.with_tx_cached(run) {
             Ok(out) => return Ok(out),
             Err(e @ StoreError::Unavailable(_)) => return Err(e),
             Err(_) => {}
         }
-        self.with_tx(|tx| {
-            let mut out = Vec::with_capacity(batch.len());
-            for c in batch {
+        self.with_tx_cached(|tx, st| {
+            let mut out: Vec<Option<StoreResult<Option<Assignment>>>> =
+                (0..batch.len()).map(|_| None).collect();
+            for &i in &order {
                 let mut sp = tx.savepoint("check_in")?;
-                match record_check_in(&mut sp, c, now, keep) {
+                match record_check_in(&mut sp, st, &batch[i], now, keep) {
                     Ok(a) => {
                         sp.commit()?;
-                        out.push(Ok(a));
+                        out[i] = Some(Ok(a));
                     }
                     Err(e @ StoreError::Unavailable(_)) => return Err(e),
                     Err(e) => {
                         sp.rollback()?;
-                        out.push(Err(e));
+                        out[i] = Some(Err(e));
                     }
                 }
             }
-            Ok(out)
+            Ok(out.into_iter().flatten().collect())
         })
     }
 
@@ -91,7 +113,7 @@ impl CheckInStore for PgStore {
         )?;
         for r in rows {
             let id: i64 = r.try_get(0)?;
-            if admitted_member(&mut *c, id, device_id)?.is_some() {
+            if admitted_member(&mut **c, id, device_id)?.is_some() {
                 return Ok(true);
             }
         }

@@ -4,13 +4,16 @@
 //!   blocking pool. TLS to the database through rustls, verified against `database_ca_file`.
 //! - Migrations (`schema/*.sql`) run at start-up under a session advisory lock: the first
 //!   replica applies them, the others wait for the lock and then find nothing to do.
-//! - Every write transaction first takes one transaction-scoped advisory lock, the store's
-//!   write lock: writes from all replicas are serialised as SQLite's single writer serialises
-//!   them, so the audit chain stays one chain (the head read and the append cannot interleave),
-//!   a rollout's re-evaluation after each status change sees every earlier change and moves
-//!   the deployment exactly once, and two uploads of the same bundle insert one release. Reads
-//!   take no lock. Check-ins are committed in groups (one transaction per batch), so the lock is
-//!   taken once per batch, not once per check-in.
+//! - Every write transaction that decides something first takes one transaction-scoped
+//!   advisory lock, the store's write lock: those writes from all replicas are serialised as
+//!   SQLite's single writer serialises them, so the audit chain stays one chain (the head read
+//!   and the append cannot interleave), a rollout's re-evaluation after each status change sees
+//!   every earlier change and moves the deployment exactly once, and two uploads of the same
+//!   bundle insert one release. Reads take no lock. Check-ins are committed in groups (one
+//!   transaction per batch); a group of unchanged check-ins (no status change, no audit entry)
+//!   runs without the write lock under its devices' row locks, and one that turns out to need
+//!   the lock rolls back and runs again under it ([`Stmts::need_lock`]).
+//! - The check-in path's statements are prepared once per pooled connection (`stmts`).
 //! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
 //!   row; each replica keeps a verified copy on its local disk as a cache
 //!   ([`crate::bundles::BundleStore::cache_from`]).
@@ -25,6 +28,7 @@ mod devices;
 mod releases;
 mod roots;
 mod rows;
+mod stmts;
 mod tokens;
 
 use std::path::Path;
@@ -39,6 +43,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{StoreError, StoreResult};
 
 pub use bundles::BUNDLE_CHUNK;
+use stmts::Stmts;
 
 /// Schema migrations, applied in order; `sigil_schema` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -56,9 +61,9 @@ const POOL_SIZE: u32 = 16;
 /// How long a call waits for a connection before it is answered 503.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Pool = r2d2::Pool<stmts::Manager<MakeRustlsConnect>>;
 /// A pooled connection.
-pub(super) type Conn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
+pub(super) type Conn = r2d2::PooledConnection<stmts::Manager<MakeRustlsConnect>>;
 
 /// The PostgreSQL store (see the module documentation).
 pub struct PgStore {
@@ -168,7 +173,7 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("sigil-server");
-        let manager = PostgresConnectionManager::new(config, tls(ca_file)?);
+        let manager = stmts::Manager(PostgresConnectionManager::new(config, tls(ca_file)?));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -232,12 +237,42 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.with_tx_cached(|tx, _| f(tx))
+    }
+
+    /// [`Self::with_tx`] with the connection's prepared statements at hand.
+    pub(super) fn with_tx_cached<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.tx_cached(true, f).map_err(|(e, _)| e)
+    }
+
+    /// A transaction with the connection's prepared statements, under the write lock when
+    /// `lock`. A failed one says whether it failed for want of the write lock
+    /// ([`Stmts::need_lock`]).
+    pub(super) fn tx_cached<T>(
+        &self,
+        lock: bool,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts<'_>) -> StoreResult<T>,
+    ) -> Result<T, (StoreError, bool)> {
+        let mut conn = self.conn().map_err(|e| (e, false))?;
+        let stmts::PgConn { client, statements } = &mut *conn;
+        let mut st = Stmts::cached(statements, lock);
+        let out = (|| {
+            let mut tx = client.transaction()?;
+            if lock {
+                st.query(
+                    &mut tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[(&WRITE_LOCK, postgres::types::Type::INT8)],
+                )?;
+            }
+            let out = f(&mut tx, &mut st)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        out.map_err(|e| (e, st.wants_lock))
     }
 
     /// Everything, for tests that start from an empty database: drops every table the

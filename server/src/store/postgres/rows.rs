@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 
 use postgres::types::Type;
+
+use super::Stmts;
 use postgres::{GenericClient, Row};
 
 use crate::audit::{AuditEntry, Checkpoint};
@@ -136,21 +138,42 @@ pub(super) fn load_deployment(
     id: i64,
     lock: bool,
 ) -> StoreResult<Option<Deployment>> {
+    load_deployment_st(c, &mut Stmts::uncached(), id, lock)
+}
+
+fn load_deployment_st(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    id: i64,
+    lock: bool,
+) -> StoreResult<Option<Deployment>> {
     let sql = format!(
         "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE d.id = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    c.query_opt(&sql, &[&id])?
-        .map(|r| deployment_row(&r))
+    st.query(c, &sql, &[(&id, Type::INT8)])?
+        .first()
+        .map(deployment_row)
         .transpose()
 }
 
 /// The audit head: sequence number and hash of the last entry.
 pub(super) fn audit_head(c: &mut impl GenericClient) -> StoreResult<Option<(u64, String)>> {
-    c.query_typed("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
-        .first()
-        .map(|r| Ok::<_, StoreError>((from_sql(r.try_get(0)?), r.try_get(1)?)))
-        .transpose()
+    audit_head_st(c, &mut Stmts::uncached())
+}
+
+fn audit_head_st(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+) -> StoreResult<Option<(u64, String)>> {
+    st.query(
+        c,
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?
+    .first()
+    .map(|r| Ok::<_, StoreError>((from_sql(r.try_get(0)?), r.try_get(1)?)))
+    .transpose()
 }
 
 /// Appends an audit entry inside a write transaction (which holds the write lock, so the head
@@ -160,9 +183,19 @@ pub(super) fn append(
     event: &AuditEvent,
     now: u64,
 ) -> StoreResult<AuditEntry> {
-    let e = rules::next_entry(audit_head(c)?, event, now);
+    append_st(c, &mut Stmts::uncached(), event, now)
+}
+
+fn append_st(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    event: &AuditEvent,
+    now: u64,
+) -> StoreResult<AuditEntry> {
+    let e = rules::next_entry(audit_head_st(c, st)?, event, now);
     let (seq, at) = (to_sql(e.seq), to_sql(e.at));
-    c.query_typed(
+    st.query(
+        c,
         "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
@@ -182,15 +215,20 @@ pub(super) fn append(
 /// Status counts over the devices admitted up to `phase`.
 pub(super) fn phase_counts(
     c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
     id: i64,
     phase: usize,
 ) -> StoreResult<Counts> {
     let phase = i64::try_from(phase).unwrap_or(i64::MAX);
-    let r = c.query_one(
+    let rows = st.query(
+        c,
         "SELECT COALESCE(SUM(confirmed), 0)::BIGINT, COALESCE(SUM(failures), 0)::BIGINT, \
          COALESCE(SUM(open), 0)::BIGINT FROM rollout_counts WHERE deployment_id = $1 AND bucket <= $2",
-        &[&id, &phase],
+        &[(&id, Type::INT8), (&phase, Type::INT8)],
     )?;
+    let r = rows
+        .first()
+        .ok_or_else(|| StoreError::Backend("rollout counts: no row".to_owned()))?;
     let n = |v: i64| usize::try_from(v).unwrap_or(0);
     Ok(Counts {
         confirmed: n(r.try_get(0)?),
@@ -201,10 +239,19 @@ pub(super) fn phase_counts(
 
 /// Re-evaluates an active rollout after a status change and records what changed.
 pub(super) fn reevaluate(c: &mut impl GenericClient, id: i64, now: u64) -> StoreResult<()> {
-    let Some(dep) = load_deployment(c, id, true)? else {
+    reevaluate_st(c, &mut Stmts::uncached(), id, now)
+}
+
+fn reevaluate_st(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    id: i64,
+    now: u64,
+) -> StoreResult<()> {
+    let Some(dep) = load_deployment_st(c, st, id, true)? else {
         return Ok(());
     };
-    let Some(t) = rules::reevaluate(&dep, |p| phase_counts(c, id, p))? else {
+    let Some(t) = rules::reevaluate(&dep, |p| phase_counts(c, st, id, p))? else {
         return Ok(());
     };
     let phase = i64::try_from(t.phase).unwrap_or(i64::MAX);
@@ -212,8 +259,8 @@ pub(super) fn reevaluate(c: &mut impl GenericClient, id: i64, now: u64) -> Store
         "UPDATE deployments SET phase = $2, state = $3 WHERE id = $1",
         &[&id, &phase, &t.state.as_str()],
     )?;
-    let counts = phase_counts(c, id, t.phase)?;
-    append(c, &rules::transition_event(id, &t, counts), now)?;
+    let counts = phase_counts(c, st, id, t.phase)?;
+    append_st(c, st, &rules::transition_event(id, &t, counts), now)?;
     Ok(())
 }
 
@@ -243,19 +290,22 @@ pub(super) fn admitted_member(
 /// [`crate::store::CheckInStore::check_in`]).
 pub(super) fn record_check_in(
     c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
     ci: &CheckIn,
     now: u64,
     keep: u32,
 ) -> StoreResult<Option<Assignment>> {
-    // One round trip, typed (no prepare): the device's previous version and state, the report
+    // One round trip (prepared once per connection): the device's previous version and state
+    // (its row locked, so that check-ins of one device are ordered), the report
     // (only for an enrolled device), the trim to the last `keep` reports (the new row is not
     // visible to the trim, so it keeps `keep - 1` older ones) and the device's new state.
     let counter = i64::from(ci.security_counter);
     let older = i64::from(keep.saturating_sub(1));
     let now_sql = to_sql(now);
     let state = ci.state.as_str();
-    let previous = c.query_typed(
-        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1), \
+    let previous = st.query(
+        c,
+        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1 FOR NO KEY UPDATE), \
          ins AS (INSERT INTO reports \
              (device_id, at, version, security_counter, state, deployment_id, detail) \
              SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM prev)), \
@@ -285,18 +335,21 @@ pub(super) fn record_check_in(
     let prev_state: Option<String> = previous.try_get(1)?;
     let prev_state = prev_state.as_deref().map(parse_state).transpose()?;
     if let Some(event) = rules::report_event(ci, prev_version.as_deref(), prev_state) {
-        append(c, &event, now)?;
+        st.need_lock()?;
+        append_st(c, st, &event, now)?;
     }
     if let (Some(dep), Some(status)) = (ci.deployment_id, rules::reported_status(ci.state)) {
+        st.need_lock()?;
         // Only a device its phase admitted reports for a deployment that is still open. The
         // deployment's row lock orders status changes of one rollout across replicas.
-        let current = c.query_opt(
+        let current = st.query(
+            c,
             "SELECT m.status, m.bucket FROM members m JOIN deployments d ON d.id = m.deployment_id \
              WHERE m.deployment_id = $1 AND m.device_id = $2 AND m.bucket <= d.phase \
              AND d.state IN ('active', 'paused', 'halted') FOR UPDATE OF d, m",
-            &[&dep, &ci.device_id],
+            &[(&dep, Type::INT8), (&ci.device_id, Type::TEXT)],
         )?;
-        if let Some(row) = current {
+        if let Some(row) = current.first() {
             let (current, bucket): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
             if current != status.as_str() {
                 c.execute(
@@ -316,22 +369,24 @@ pub(super) fn record_check_in(
                         &[&dep, &bucket],
                     )?;
                 }
-                append(
+                append_st(
                     c,
+                    st,
                     &rules::status_event(&ci.device_id, dep, from, status),
                     now,
                 )?;
-                reevaluate(c, dep, now)?;
+                reevaluate_st(c, st, dep, now)?;
             }
         }
     }
-    assignment(c, &ci.device_id, ci.security_counter, now)
+    assignment(c, st, &ci.device_id, ci.security_counter, now)
 }
 
 /// The newest active deployment that admits the device and that it has not finished (the same
 /// rule as SQLite's).
 pub(super) fn assignment(
     c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
     device_id: &str,
     security_counter: u32,
     now: u64,
@@ -339,7 +394,8 @@ pub(super) fn assignment(
     let counter = i64::from(security_counter);
     let now = to_sql(now);
     // One round trip: the candidates with the member's rank and status and the deployment.
-    let rows = c.query_typed(
+    let rows = st.query(
+        c,
         &format!(
             "SELECT {DEPLOYMENT_COLUMNS}, m.rank, m.status FROM deployments d \
              JOIN members m ON m.deployment_id = d.id JOIN releases r ON r.id = d.release_id \
@@ -363,7 +419,8 @@ pub(super) fn assignment(
         let Some(status) = DeviceStatus::parse(&status) else {
             continue;
         };
-        let r = c.query_typed(
+        let r = st.query(
+            c,
             &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
             &[(&dep.release_id, Type::TEXT)],
         )?;

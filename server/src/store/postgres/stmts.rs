@@ -1,0 +1,133 @@
+//! Prepared statements cached per connection, for the check-in path.
+//!
+//! The `postgres` client parses and plans every query given as text afresh on the server; a
+//! check-in runs the same few statements every time, so each connection prepares them once
+//! (`prepare_typed`) and then only binds and executes. Named prepared statements belong to the
+//! session, not to a transaction: one prepared inside a transaction that rolls back stays
+//! valid. The cache goes with its connection when the pool drops a broken one.
+
+use std::collections::HashMap;
+
+use postgres::tls::{MakeTlsConnect, TlsConnect};
+use postgres::types::{ToSql, Type};
+use postgres::{Client, GenericClient, Row, Socket, Statement};
+use r2d2_postgres::PostgresConnectionManager;
+
+/// A pooled client and the statements prepared on it.
+pub struct PgConn {
+    pub(super) client: Client,
+    pub(super) statements: HashMap<String, Statement>,
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// [`PostgresConnectionManager`] handing out [`PgConn`]s.
+#[derive(Debug)]
+pub struct Manager<T>(pub(super) PostgresConnectionManager<T>);
+
+impl<T> r2d2::ManageConnection for Manager<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + 'static + Sync + Send,
+    T::TlsConnect: Send,
+    T::Stream: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.0.connect()?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// How a statement reaches the server: prepared once per connection (`cache` given), or as
+/// typed text (`query_typed`, one round trip, parsed every time) where no cache is at hand.
+/// Also carries whether the transaction holds the store's write lock.
+pub struct Stmts<'a> {
+    cache: Option<&'a mut HashMap<String, Statement>>,
+    /// The transaction holds the write lock (every transaction outside the check-in fast
+    /// path does).
+    pub(super) locked: bool,
+    /// A step found it needs the write lock the transaction does not hold: the caller rolls
+    /// back and runs again under the lock.
+    pub(super) wants_lock: bool,
+}
+
+impl<'a> Stmts<'a> {
+    /// Statements prepared once and kept in `cache`; `locked` says whether the transaction
+    /// holds the write lock.
+    pub(super) fn cached(cache: &'a mut HashMap<String, Statement>, locked: bool) -> Self {
+        Stmts {
+            cache: Some(cache),
+            locked,
+            wants_lock: false,
+        }
+    }
+
+    /// No cache: every statement is sent as typed text (in a transaction under the write
+    /// lock).
+    pub(super) fn uncached() -> Self {
+        Stmts {
+            cache: None,
+            locked: true,
+            wants_lock: false,
+        }
+    }
+
+    /// Ok when the transaction holds the write lock; otherwise records that it is wanted and
+    /// fails, so that the caller rolls back and runs again under the lock.
+    pub(super) fn need_lock(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.locked {
+            return Ok(());
+        }
+        self.wants_lock = true;
+        Err(crate::store::StoreError::Conflict(
+            "this write needs the store's write lock".to_owned(),
+        ))
+    }
+
+    /// Runs `sql` with `params` (each with its type) and returns its rows.
+    pub(super) fn query(
+        &mut self,
+        c: &mut impl GenericClient,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return c.query_typed(sql, params);
+        };
+        let statement = match cache.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let s = c.prepare_typed(sql, &types)?;
+                cache.insert(sql.to_owned(), s.clone());
+                s
+            }
+        };
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        c.query(&statement, &values)
+    }
+}
