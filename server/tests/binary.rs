@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,23 +47,11 @@ fn start_with(data: &Path, trust_root: Option<&Path>, env: &[(&str, &str)]) -> S
         cmd.env("SIGIL_TRUST_ROOT", root);
     }
     let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("sigil-server listening on http://")
-        .or_else(|| first.strip_prefix("sigil-server listening on https://"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let second = lines.next().unwrap().unwrap();
-    let bootstrap = second
-        .rsplit_once(": ")
-        .filter(|_| second.starts_with("first admin token"))
-        .map(|(_, t)| t.to_owned());
+    let banner = process::read_banner(&mut child);
     Server {
         child,
-        addr,
-        bootstrap,
+        addr: banner.addr,
+        bootstrap: banner.admin,
     }
 }
 
@@ -609,15 +597,10 @@ fn json_logs_on_request_and_no_secrets_in_them() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = first
-        .strip_prefix("sigil-server listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token_line = lines.next().unwrap().unwrap();
-    let token = token_line.rsplit_once(": ").unwrap().1.to_owned();
+    let banner = process::read_banner(&mut child);
+    assert!(!banner.https);
+    let addr = banner.addr;
+    let token = banner.admin.unwrap();
     let auth = bearer(&token);
     assert_eq!(
         http(

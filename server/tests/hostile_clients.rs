@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -71,20 +71,11 @@ fn start(env: &[(&str, &str)], open_files: Option<u64>) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("sigil-server listening on http://")
-        .or_else(|| first.strip_prefix("sigil-server listening on https://"))
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .unwrap();
-    let second = lines.next().unwrap().unwrap();
-    let admin = second.rsplit_once(": ").unwrap().1.to_owned();
+    let banner = process::read_banner(&mut child);
     Server {
         child,
-        addr,
-        admin,
+        addr: banner.addr,
+        admin: banner.admin.unwrap(),
         _dir: dir,
     }
 }

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -68,18 +67,9 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first
-            .strip_prefix("sigil-server listening on http://")
-            .unwrap_or_else(|| panic!("{first}"))
-            .parse()
-            .unwrap();
-        let second = lines.next().unwrap().unwrap();
-        let admin = second
-            .rsplit_once(": ")
-            .filter(|_| second.starts_with("first admin token"))
-            .map(|(_, t)| t.to_owned());
+        let banner = process::read_banner(&mut child);
+        assert!(!banner.https);
+        let (addr, admin) = (banner.addr, banner.admin);
         Replica {
             child,
             addr,

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,19 +50,13 @@ fn start(data: &Path, env: &[(&str, &str)]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .strip_prefix("sigil-server listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let second = lines.next().unwrap().unwrap();
-    let admin = second
-        .rsplit_once(": ")
-        .filter(|_| second.starts_with("first admin token"))
-        .map(|(_, t)| t.to_owned());
-    Server { child, addr, admin }
+    let banner = process::read_banner(&mut child);
+    assert!(!banner.https);
+    Server {
+        child,
+        addr: banner.addr,
+        admin: banner.admin,
+    }
 }
 
 /// Starts the server expecting it to refuse; returns its stderr.

@@ -2,9 +2,10 @@
 //! running a command as the `postgres` user when the tests run as root (PostgreSQL refuses
 //! to run as root).
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
@@ -78,4 +79,37 @@ pub fn give_to_postgres_user(path: &Path) {
             .success();
         assert!(ok, "chown -R postgres {}", path.display());
     }
+}
+
+/// What `sigil-server` prints first when it starts.
+pub struct Banner {
+    /// Whether it listens with TLS (`https://`).
+    pub https: bool,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The first admin token, printed only when the data directory had none.
+    pub admin: Option<String>,
+}
+
+/// Reads the two lines `sigil-server` prints on stdout when it starts (`child` spawned with a
+/// piped stdout): the address it listens on, and the first admin token or that tokens exist.
+pub fn read_banner(child: &mut Child) -> Banner {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let (https, addr) = match first.strip_prefix("sigil-server listening on http://") {
+        Some(addr) => (false, addr),
+        None => (
+            true,
+            first
+                .strip_prefix("sigil-server listening on https://")
+                .unwrap_or_else(|| panic!("unexpected first line {first:?}")),
+        ),
+    };
+    let addr = addr.parse().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let admin = second
+        .rsplit_once(": ")
+        .filter(|_| second.starts_with("first admin token"))
+        .map(|(_, t)| t.to_owned());
+    Banner { https, addr, admin }
 }
