@@ -4,78 +4,34 @@
 // Harness helpers outside #[test] functions: a failed setup step should panic with its cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
-use tempfile::TempDir;
+
+use common::{sign_args, Workspace};
 
 const MALFORMED: i32 = 3;
 const SIGNATURE: i32 = 4;
 const POLICY: i32 = 5;
 const DIGEST: i32 = 6;
 
-/// A release workspace: a temporary directory and the `sigil` binary run inside it.
-struct Env {
-    dir: TempDir,
+/// A release workspace (the shared harness) with this suite's set-ups.
+struct Env(Workspace);
+
+impl std::ops::Deref for Env {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn sigil(&self, args: &[&str]) -> Output {
-        Command::cargo_bin("sigil")
-            .unwrap()
-            .current_dir(self.dir.path())
-            .env_remove("SOURCE_DATE_EPOCH")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `sigil` and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.sigil(args);
-        assert!(
-            out.status.success(),
-            "sigil {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs `sigil`, requires exit code `code`; returns stderr.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let out = self.sigil(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "sigil {args:?}: expected exit {code}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) {
-        fs::write(self.path(name), bytes).unwrap();
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        fs::read(self.path(name)).unwrap()
+        Env(Workspace::new())
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -125,29 +81,14 @@ impl Env {
         env
     }
 
-    /// Signs app.bin into `out` with the given release keys.
+    /// Signs app.bin (version 1.2.3, counter 7) into `out` with the given release keys.
     fn sign(&self, out: &str, keys: &[&str], extra: &[&str]) {
-        let mut args = vec![
-            "sign",
-            "app.bin",
-            "--key-set",
-            "ks.sgl",
-            "--product",
-            "acme/pump",
-            "--component",
-            "app",
-            "--version",
-            "1.2.3",
-            "--security-counter",
-            "7",
-            "--out",
-            out,
-        ];
+        let mut rest = vec!["--out", out];
         for k in keys {
-            args.extend(["--key", k]);
+            rest.extend(["--key", k]);
         }
-        args.extend(extra);
-        self.ok(&args);
+        rest.extend(extra);
+        self.ok(&sign_args("ks.sgl", "1.2.3", "7", &rest));
     }
 
     fn verify_code(&self, bundle: &str, extra: &[&str]) -> Option<i32> {
@@ -470,24 +411,12 @@ fn existing_outputs_are_not_overwritten_without_force() {
         ),
         (
             "app.sgl",
-            vec![
-                "sign",
-                "app.bin",
-                "--key-set",
+            sign_args(
                 "ks.sgl",
-                "--key",
-                "k1.pem",
-                "--product",
-                "acme/pump",
-                "--component",
-                "app",
-                "--version",
                 "2.0.0",
-                "--security-counter",
                 "8",
-                "--out",
-                "app.sgl",
-            ],
+                &["--key", "k1.pem", "--out", "app.sgl"],
+            ),
         ),
     ] {
         let before = env.read(file);
@@ -581,26 +510,19 @@ fn root_threshold_is_met_only_after_the_second_keyset_sign() {
     // Signing with --root refuses such a key set up front.
     let err = env.fails(
         1,
-        &[
-            "sign",
-            "app.bin",
-            "--key-set",
+        &sign_args(
             "ks.sgl",
-            "--key",
-            "k1.pem",
-            "--root",
-            "root.sgl",
-            "--product",
-            "acme/pump",
-            "--component",
-            "app",
-            "--version",
             "1.0.0",
-            "--security-counter",
             "1",
-            "--out",
-            "other.sgl",
-        ],
+            &[
+                "--key",
+                "k1.pem",
+                "--root",
+                "root.sgl",
+                "--out",
+                "other.sgl",
+            ],
+        ),
     );
     assert!(err.contains("not valid under trust root"), "{err}");
 
@@ -709,33 +631,10 @@ fn signed_bundle_verifies_and_carries_the_image_unchanged() {
 #[test]
 fn signing_is_reproducible_with_source_date_epoch() {
     let env = Env::release_setup(1);
-    let args = [
-        "sign",
-        "app.bin",
-        "--key-set",
-        "ks.sgl",
-        "--key",
-        "k1.pem",
-        "--product",
-        "acme/pump",
-        "--component",
-        "app",
-        "--version",
-        "1.0.0",
-        "--security-counter",
-        "1",
-    ];
     for out in ["a.sgl", "b.sgl"] {
-        let mut a = args.to_vec();
-        a.extend(["--out", out]);
-        let status = Command::cargo_bin("sigil")
-            .unwrap()
-            .current_dir(env.dir.path())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(&a)
-            .output()
-            .unwrap();
-        assert!(status.status.success());
+        let a = sign_args("ks.sgl", "1.0.0", "1", &["--key", "k1.pem", "--out", out]);
+        let out = env.sigil_env(&[("SOURCE_DATE_EPOCH", "1700000000")], &a);
+        assert!(out.status.success(), "{out:?}");
     }
     assert_eq!(env.read("a.sgl"), env.read("b.sgl"));
     assert_eq!(
@@ -819,26 +718,12 @@ fn sign_refuses_keys_outside_the_key_set_and_products_outside_its_scope() {
 #[test]
 fn release_threshold_is_met_after_sign_add_on_another_machine() {
     let env = Env::release_setup(2);
-    let out = env.ok(&[
-        "sign",
-        "app.bin",
-        "--key-set",
+    let out = env.ok(&sign_args(
         "ks.sgl",
-        "--key",
-        "k1.pem",
-        "--root",
-        "root.sgl",
-        "--product",
-        "acme/pump",
-        "--component",
-        "app",
-        "--version",
         "1.2.3",
-        "--security-counter",
         "7",
-        "--out",
-        "app.sgl",
-    ]);
+        &["--key", "k1.pem", "--root", "root.sgl", "--out", "app.sgl"],
+    ));
     assert!(out.contains("not met yet: 1 of 2"), "{out}");
     let err = env.fails(SIGNATURE, &["verify", "app.sgl", "--root", "root.sgl"]);
     assert!(
@@ -1152,9 +1037,7 @@ fn verify_streams_a_bundle_from_standard_input() {
     env.sign("app.sgl", &["k1.pem"], &[]);
     let bundle = env.read("app.sgl");
     let run = |bytes: Vec<u8>| {
-        Command::cargo_bin("sigil")
-            .unwrap()
-            .current_dir(env.dir.path())
+        env.command()
             .args([
                 "verify",
                 "-",
@@ -1403,28 +1286,21 @@ fn a_release_under_root_3_verifies_on_root_1_through_the_chain() {
         "--root",
         "root3.sgl",
     ]);
-    let signed = env.ok(&[
-        "sign",
-        "app.bin",
-        "--key-set",
+    let signed = env.ok(&sign_args(
         "ks3.sgl",
-        "--key",
-        "k1.pem",
-        "--product",
-        "acme/pump",
-        "--component",
-        "app",
-        "--version",
         "2.0.0",
-        "--security-counter",
         "2",
-        "--root",
-        "root.sgl",
-        "--root-chain",
-        "chain.sgl",
-        "--out",
-        "app3.sgl",
-    ]);
+        &[
+            "--key",
+            "k1.pem",
+            "--root",
+            "root.sgl",
+            "--root-chain",
+            "chain.sgl",
+            "--out",
+            "app3.sgl",
+        ],
+    ));
     assert!(
         signed.contains("signatures verify under the trust root"),
         "{signed}"

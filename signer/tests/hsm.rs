@@ -6,12 +6,12 @@
 // Harness helpers outside #[test] functions: a failed setup step should panic with its cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use assert_cmd::Command;
-use tempfile::TempDir;
+use common::Workspace;
 
 const FAILURE: i32 = 1;
 const USAGE: i32 = 2;
@@ -35,26 +35,39 @@ fn module() -> &'static str {
     )
 }
 
-/// A temporary directory with its own SoftHSM2 configuration and one initialised token.
-struct Hsm {
-    dir: TempDir,
+/// A release workspace with its own SoftHSM2 configuration and one initialised token; `sigil`
+/// runs with this token's configuration, the module and PIN in the environment, and nothing
+/// inherited from the caller's PKCS#11 settings.
+struct Hsm(Workspace);
+
+impl std::ops::Deref for Hsm {
+    type Target = Workspace;
+    fn deref(&self) -> &Workspace {
+        &self.0
+    }
 }
 
 impl Hsm {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
+        let mut ws = Workspace::new();
+        let tokens = ws.path("tokens");
         fs::create_dir(&tokens).unwrap();
-        fs::write(
-            dir.path().join("softhsm2.conf"),
+        ws.write(
+            "softhsm2.conf",
             format!(
                 "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
                 tokens.display()
-            ),
-        )
-        .unwrap();
-        fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
-        let hsm = Hsm { dir };
+            )
+            .as_bytes(),
+        );
+        ws.write("pin", format!("{PIN}\n").as_bytes());
+        let conf = ws.path("softhsm2.conf");
+        ws.set_env("SOFTHSM2_CONF", conf.to_str());
+        ws.set_env("SIGIL_PKCS11_TOKEN", None);
+        ws.set_env("SIGIL_PKCS11_PIN_FILE", None);
+        ws.set_env("SIGIL_PKCS11_MODULE", Some(module()));
+        ws.set_env("SIGIL_PKCS11_PIN", Some(PIN));
+        let hsm = Hsm(ws);
         hsm.tool(
             "softhsm2-util",
             &[
@@ -69,10 +82,6 @@ impl Hsm {
             ],
         );
         hsm
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn conf(&self) -> PathBuf {
@@ -112,49 +121,10 @@ impl Hsm {
         self.tool("pkcs11-tool", &all)
     }
 
-    /// `sigil` with this token's configuration, the module and PIN in the environment, and
-    /// nothing inherited from the caller's PKCS#11 settings.
-    fn sigil_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        let mut cmd = Command::cargo_bin("sigil").unwrap();
-        cmd.current_dir(self.dir.path())
-            .env("SOFTHSM2_CONF", self.conf())
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("SIGIL_PKCS11_TOKEN")
-            .env_remove("SIGIL_PKCS11_PIN_FILE")
-            .env("SIGIL_PKCS11_MODULE", module())
-            .env("SIGIL_PKCS11_PIN", PIN);
-        for (k, v) in env {
-            if v.is_empty() {
-                cmd.env_remove(k);
-            } else {
-                cmd.env(k, v);
-            }
-        }
-        cmd.args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.sigil_env(&[], args);
-        assert!(
-            out.status.success(),
-            "sigil {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs `sigil`, requires exit code `code`; returns stderr.
+    /// Runs `sigil` with `env`, requires exit code `code` and an error that does not echo the
+    /// PIN; returns stderr.
     fn fails_env(&self, code: i32, env: &[(&str, &str)], args: &[&str]) -> String {
-        let out = self.sigil_env(env, args);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "sigil {args:?}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout),
-        );
+        let stderr = self.0.fails_env(code, env, args);
         assert!(
             !stderr.contains(PIN),
             "the PIN appears in the error: {stderr}"
@@ -176,10 +146,6 @@ impl Hsm {
             "--public-out",
             &format!("{label}.pub.pem"),
         ]);
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        fs::read(self.path(name)).unwrap()
     }
 
     /// The public key object of `id` as pkcs11-tool reads it (SPKI PEM for Edwards keys).
@@ -234,7 +200,7 @@ fn root_and_key_set(hsm: &Hsm, threshold: &str, release_keys: &[&str]) {
         "root.sgl",
     ]);
     assert!(out.contains("root threshold met"), "{out}");
-    fs::write(hsm.path("app.bin"), vec![0x5a; 70_000]).unwrap();
+    hsm.write("app.bin", &[0x5a; 70_000]);
 }
 
 /// `root_and_key_set` with one release key, `release-1`, in the token.
@@ -243,28 +209,13 @@ fn release_setup(hsm: &Hsm) {
     root_and_key_set(hsm, "1", &["release-1.pub.pem"]);
 }
 
-const SIGN: [&str; 12] = [
-    "sign",
-    "app.bin",
-    "--key-set",
-    "ks.sgl",
-    "--product",
-    "acme/pump",
-    "--component",
-    "app",
-    "--version",
-    "1.0.0",
-    "--security-counter",
-    "1",
-];
-
+/// `sigil sign` of app.bin into `out` with `keys` (version 1.0.0, counter 1).
 fn sign_args<'a>(out: &'a str, keys: &[&'a str]) -> Vec<&'a str> {
-    let mut args = SIGN.to_vec();
-    args.extend(["--out", out]);
+    let mut rest = vec!["--out", out];
     for k in keys {
-        args.extend(["--key", k]);
+        rest.extend(["--key", k]);
     }
-    args
+    common::sign_args("ks.sgl", "1.0.0", "1", &rest)
 }
 
 #[test]
