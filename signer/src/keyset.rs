@@ -327,12 +327,11 @@ fn sign(args: &KeysetSignArgs, out: &mut dyn Write) -> Result<(), KeysetError> {
 
     let mut report = || -> std::io::Result<()> {
         let what = format!("key set {}", dest.display());
-        writeln!(
+        write!(
             out,
             "{}",
-            additions.headline(&what, "root", "this key set", write)
+            additions.summary(&what, "root", "this key set", write)
         )?;
-        write!(out, "{}", additions.lines("this key set"))?;
         writeln!(out, "root signatures: {}", signed.signatures.len())?;
         for entry in &signed.signatures {
             writeln!(out, "  signed by {}", hex::encode(entry.key_id))?;

@@ -165,9 +165,17 @@ impl Additions {
         self.keys.iter().filter(|(_, o)| *o == outcome).count()
     }
 
-    /// The headline: what happened to `what` (e.g. "bundle app.sgl"), whose signatures are
-    /// `kind` ("release", "root") over `over` ("this release", "this key set").
-    pub fn headline(&self, what: &str, kind: &str, over: &str, written: bool) -> String {
+    /// The report of a signing command: the headline, what happened to `what` (e.g. "bundle
+    /// app.sgl"), whose signatures are `kind` ("release", "root") over `over` ("this release",
+    /// "this key set"), then one line per key given. Ends with a newline.
+    pub fn summary(&self, what: &str, kind: &str, over: &str, written: bool) -> String {
+        let mut s = self.headline(what, kind, over, written);
+        s.push('\n');
+        s.push_str(&self.lines(over));
+        s
+    }
+
+    fn headline(&self, what: &str, kind: &str, over: &str, written: bool) -> String {
         let (new, replaced) = (
             self.count(SignatureAdded::New),
             self.count(SignatureAdded::Replaced),
@@ -191,8 +199,7 @@ impl Additions {
         line
     }
 
-    /// One line per key given.
-    pub fn lines(&self, over: &str) -> String {
+    fn lines(&self, over: &str) -> String {
         let mut s = String::new();
         for (id, outcome) in &self.keys {
             let _ = match outcome {

@@ -384,12 +384,11 @@ fn sign(args: &RootSignArgs, out: &mut dyn Write) -> Result<(), RootError> {
     )?;
     let mut report = || -> std::io::Result<()> {
         let what = format!("root update {}", dest.display());
-        writeln!(
+        write!(
             out,
             "{}",
-            additions.headline(&what, "root", "this root update", write)
+            additions.summary(&what, "root", "this root update", write)
         )?;
-        write!(out, "{}", additions.lines("this root update"))?;
         writeln!(
             out,
             "root {} threshold: {by_previous}; root {} threshold: {by_new}",

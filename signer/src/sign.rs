@@ -693,12 +693,11 @@ fn add(args: &SignAddArgs, out: &mut dyn Write) -> Result<(), SignError> {
     let write = additions.changed() || args.out.is_some();
     let report = |out: &mut dyn Write| -> io::Result<()> {
         let what = format!("bundle {}", dest.display());
-        writeln!(
+        write!(
             out,
             "{}",
-            additions.headline(&what, "release", "this release", write)
+            additions.summary(&what, "release", "this release", write)
         )?;
-        write!(out, "{}", additions.lines("this release"))?;
         write!(out, "{}", report::manifest_text(&manifest))?;
         write_signature_status(
             out,
