@@ -91,20 +91,27 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 }
 
 /// Whether a point lies in the prime-order subgroup: `[l]P` is the identity, tested as
-/// `[l - 1]P == -P` (`l - 1` is the scalar `-1`, computed as `0 - 1`: scalar subtraction is
-/// the unpack / subtract / pack that `verify_strict` links anyway, where `-Scalar::ONE` would
-/// inline a Montgomery multiplication, about 1.6 KiB of flash).
+/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is loaded with the wide reduction
+/// the signature check links anyway: `-Scalar::ONE` would inline a Montgomery multiplication
+/// (about 1.6 KiB of flash), `Scalar::ZERO - Scalar::ONE` links scalar subtraction (about
+/// 0.4 KiB).
 ///
 /// This uses the variable-time double-base multiplication that `verify_strict` already links
 /// (public keys are public, so variable time leaks nothing), rather than curve25519-dalek's
 /// constant-time `is_torsion_free`: about 15% fewer instructions (`bench/keys.sh`), and the
 /// bootloader links no second scalar multiplication routine for it.
-// Negation here is of a scalar mod l and of a curve point: group operations, which cannot
-// overflow (the lint is for integers).
+// Negation here is of a curve point: a group operation, which cannot overflow (the lint is for
+// integers).
 #[allow(clippy::arithmetic_side_effects)]
 fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
+    let mut l_minus_one = [0u8; 64];
+    for (dst, src) in l_minus_one.iter_mut().zip(GROUP_ORDER) {
+        *dst = src;
+    }
+    // l is odd (its low byte is 0xed): l - 1 only changes the low byte.
+    l_minus_one[0] = 0xec;
     EdwardsPoint::vartime_double_scalar_mul_basepoint(
-        &(Scalar::ZERO - Scalar::ONE),
+        &Scalar::from_bytes_mod_order_wide(&l_minus_one),
         point,
         &Scalar::ZERO,
     ) == -point
@@ -564,6 +571,18 @@ mod tests {
             carry = sum >> 8;
         }
         out
+    }
+
+    #[test]
+    fn the_subgroup_scalar_is_minus_one() {
+        let mut wide = [0u8; 64];
+        wide[..32].copy_from_slice(&GROUP_ORDER);
+        wide[0] -= 1;
+        assert_eq!(Scalar::from_bytes_mod_order_wide(&wide), -Scalar::ONE);
+        assert_eq!(
+            Scalar::from_bytes_mod_order_wide(&wide) + Scalar::ONE,
+            Scalar::ZERO
+        );
     }
 
     #[test]
