@@ -187,7 +187,8 @@ fn is_canonical_scalar(s: &[u8; 32]) -> bool {
     false // s = l
 }
 
-/// Strict ed25519 verification of `signature` over `message` under `key`, with exactly the
+/// Strict ed25519 verification of `signature` over `message` under `key` (`None` if the key's
+/// bytes are not a curve point), with exactly the
 /// checks of ed25519-dalek's `VerifyingKey::verify_strict` (2.2), and the same arithmetic:
 ///
 /// 1. `s` is canonical (`s < l`);
@@ -200,42 +201,49 @@ fn is_canonical_scalar(s: &[u8; 32]) -> bool {
 /// out-of-line wide reduction the challenge needs anyway (`s < l`, so it is unchanged). The
 /// test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same answers.
 // Negating a curve point is a group operation; it cannot overflow (the lint is for integers).
+// Out of line, and the challenge in its own function: the SHA-512 state and the decoded `R`
+// are then off the stack while the double-base multiplication runs (the deepest point of a
+// boot; the bootloader's RAM budget is 12 KiB).
 #[allow(clippy::arithmetic_side_effects)]
-fn verify_strict(
-    key: &PublicKey,
-    point: &EdwardsPoint,
-    message: &[u8],
-    signature: &[u8; 64],
-) -> bool {
+#[inline(never)]
+fn verify_strict(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> Option<bool> {
+    // The key first: bytes that are not a point are the key list's fault, not the signature's.
+    let point = CompressedEdwardsY(*key).decompress()?;
     let (r, s) = signature.split_at(32);
     let (Ok(r), Ok(s)) = (<[u8; 32]>::try_from(r), <[u8; 32]>::try_from(s)) else {
-        return false;
+        return Some(false);
     };
-    if !is_canonical_scalar(&s) {
-        return false;
-    }
-    let Some(r_point) = CompressedEdwardsY(r).decompress() else {
-        return false;
-    };
-    if r_point.is_small_order() || point.is_small_order() {
-        return false;
+    if !is_canonical_scalar(&s) || !is_valid_r(&r) || point.is_small_order() {
+        return Some(false);
     }
     let mut wide = [0u8; 64];
     if let Some(low) = wide.get_mut(..32) {
         low.copy_from_slice(&s);
     }
     let s = Scalar::from_bytes_mod_order_wide(&wide);
+    let k = challenge(&r, key, message);
+    let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
+    Some(expected.compress().to_bytes() == r)
+}
+
+/// Whether a signature's `R` decodes to a curve point that is not of small order.
+#[inline(never)]
+fn is_valid_r(r: &[u8; 32]) -> bool {
+    CompressedEdwardsY(*r)
+        .decompress()
+        .is_some_and(|point| !point.is_small_order())
+}
+
+/// The challenge `k = SHA-512(R || A || M) mod l`.
+#[inline(never)]
+fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
     let k: [u8; 64] = Sha512::new()
         .chain_update(r)
         .chain_update(key)
         .chain_update(message)
         .finalize()
         .into();
-    let k = Scalar::from_bytes_mod_order_wide(&k);
-    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s)
-        .compress()
-        .to_bytes()
-        == r
+    Scalar::from_bytes_mod_order_wide(&k)
 }
 
 /// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
@@ -281,11 +289,10 @@ pub fn verify_threshold(
             .position(|key| key_id(key) == entry.key_id)
             .ok_or(Error::UnknownSigner(what))?;
         let key = allowed.get(index).ok_or(Error::UnknownSigner(what))?;
-        let point = CompressedEdwardsY(*key)
-            .decompress()
-            .ok_or(Error::InvalidPublicKey(doc))?;
-        if !verify_strict(key, &point, message, &entry.signature) {
-            return Err(Error::BadSignature(what));
+        match verify_strict(key, message, &entry.signature) {
+            None => return Err(Error::InvalidPublicKey(doc)),
+            Some(false) => return Err(Error::BadSignature(what)),
+            Some(true) => {}
         }
         let seen = counted.get_mut(index).ok_or(Error::UnknownSigner(what))?;
         if !*seen {
@@ -557,7 +564,7 @@ mod tests {
         let theirs = vk
             .verify_strict(message, &Signature::from_bytes(signature))
             .is_ok();
-        let ours = verify_strict(key, &vk.to_edwards(), message, signature);
+        let ours = verify_strict(key, message, signature).unwrap();
         Some((ours, theirs))
     }
 

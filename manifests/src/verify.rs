@@ -500,13 +500,17 @@ impl<'a, const IN_PLACE: bool> BundleVerifier<'a, IN_PLACE> {
                         EnvelopeBytes::InPlace(env) => env,
                     };
                 let reached = *reached;
-                let checked = self.checked.insert(check_envelope(
+                // Written in place: a `Checked` returned by value would sit in this frame
+                // during the signature checks, the deepest point of a boot.
+                check_envelope(
                     self.root,
                     &self.policy,
                     header,
                     envelope,
                     reached,
-                )?);
+                    &mut self.checked,
+                )?;
+                let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
                 let padding = header.padding_len()?;
                 self.stage = if padding > 0 {
                     Stage::Padding { remaining: padding }
@@ -564,7 +568,8 @@ fn check_envelope<'a>(
     header: BundleHeader,
     region: &'a [u8],
     reached: Option<ReachedRoot<'a>>,
-) -> Result<Checked<'a>, Error> {
+    out: &mut Option<Checked<'a>>,
+) -> Result<(), Error> {
     let (reached, envelope) = match reached {
         Some(reached) => (reached, region),
         None => {
@@ -606,7 +611,7 @@ fn check_envelope<'a>(
         Signed::Manifest,
     )?;
 
-    check_manifest(policy, header, key_set, envelope.manifest, root_info)
+    check_manifest(policy, header, key_set, envelope.manifest, root_info, out)
 }
 
 /// Step 7 over a manifest whose signatures passed. Kept out of line: its temporaries then never
@@ -619,7 +624,8 @@ fn check_manifest<'a>(
     key_set: KeySet<'a>,
     manifest_bytes: &'a [u8],
     root: RootReached,
-) -> Result<Checked<'a>, Error> {
+    out: &mut Option<Checked<'a>>,
+) -> Result<(), Error> {
     // Step 7a: strict decode of the signed manifest and its field ranges.
     let manifest = Manifest::decode(manifest_bytes)?;
     if manifest.payload_size == 0 {
@@ -639,13 +645,14 @@ fn check_manifest<'a>(
         }
     }
     check_policy(policy, &manifest)?;
-    Ok(Checked {
+    *out = Some(Checked {
         header,
         manifest,
         manifest_bytes,
         key_set,
         root,
-    })
+    });
+    Ok(())
 }
 
 /// Steps 7d–7j: the device policy.
