@@ -480,13 +480,17 @@ impl<'a, const IN_PLACE: bool> BundleVerifier<'a, IN_PLACE> {
                 reached,
             } => {
                 let got = match bytes {
-                    EnvelopeBytes::Copy(buf) => {
+                    EnvelopeBytes::Copy(buf) if !IN_PLACE => {
                         fill(buf.get_mut(*filled..).unwrap_or(&mut []), data)
                     }
                     // The fed bytes are the borrowed ones (`verify_in_place`): only skip them.
-                    EnvelopeBytes::InPlace(env) => {
+                    EnvelopeBytes::InPlace(env) if IN_PLACE => {
                         let want = env.len().saturating_sub(*filled) as u64;
                         take(data, want).len()
+                    }
+                    // Only `new` copies and only `verify_in_place` borrows.
+                    EnvelopeBytes::Copy(_) | EnvelopeBytes::InPlace(_) => {
+                        return Err(Error::Truncated)
                     }
                 };
                 *filled = filled.saturating_add(got);
