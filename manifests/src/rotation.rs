@@ -294,33 +294,27 @@ impl Walk {
         }
         self.started = true;
         self.newest = version;
-        if version < self.device_version {
+        // At or below the device's root: already checked (the one at its version is matched
+        // below only while the device's root is still to be found).
+        if version < self.device_version || (current.is_some() && version == self.device_version) {
             return Ok(None);
         }
-        let Some(previous) = current else {
+        let (root, digest) = match current {
             // R2: the update at the device's version is the root it adopted.
-            if version != self.device_version {
-                return Err(Error::RootChainGap);
+            None => {
+                if version != self.device_version {
+                    return Err(Error::RootChainGap);
+                }
+                let digest = root_digest(update.root);
+                if self.floor.map(|f| f.digest) != Some(digest) {
+                    return Err(Error::RootMismatch);
+                }
+                (TrustRootRef::read_adopted(update.root)?, digest)
             }
-            let digest = root_digest(update.root);
-            if self.floor.map(|f| f.digest) != Some(digest) {
-                return Err(Error::RootMismatch);
-            }
-            let root = TrustRootRef::read_adopted(update.root)?;
-            return Ok(Some((
-                ReachedRoot {
-                    root,
-                    digest: Some(digest),
-                },
-                root_at,
-            )));
+            // R3: one version at a time.
+            Some(previous) => (update.verify(previous)?, root_digest(update.root)),
         };
-        if version == self.device_version {
-            return Ok(None);
-        }
-        // R3: one version at a time.
-        let root = update.verify(previous)?;
-        let digest = Some(root_digest(update.root));
+        let digest = Some(digest);
         Ok(Some((ReachedRoot { root, digest }, root_at)))
     }
 
