@@ -114,12 +114,13 @@ lock, the jump):
 | port | flash (text + rodata + data) | RAM: static | RAM: peak stack (idle / update boot) | RAM kept after the jump |
 |---|---|---|---|---|
 | microbit (nRF51822, \`thumbv6m-none-eabi\`) | $(kib "$mb_flash") ($text text incl. the vector table, $rodata rodata, $data data) | $mb_static B | $peak B ($stack_idle / $stack_update) of $reserved B reserved | 8 B: the exception forwarding record; the application is linked with the rest of the 16 KiB |
-| nRF52840-DK (\`thumbv7em-none-eabihf\`) | $(kib $((ntext + nrodata + ndata))) = $((ntext + nrodata + ndata)) B ($ntext text incl. the vector table, $nrodata rodata, $ndata data) | $((ndata + nbss)) B | not measured: no emulator runs this part (the README's bring-up checklist measures it on a board); expect the microbit's plus the 4 KiB envelope buffer | 0 B: the application is linked with all 256 KiB |
+| nRF52840-DK (\`thumbv7em-none-eabihf\`) | $(kib $((ntext + nrodata + ndata))) = $((ntext + nrodata + ndata)) B ($ntext text incl. the vector table, $nrodata rodata, $ndata data) | $((ndata + nbss)) B | not measured: no emulator runs this part (the README's bring-up checklist measures it on a board); expect the microbit's plus the 4369-byte envelope buffer | 0 B: the application is linked with all 256 KiB |
 | MCUboot, ed25519, nRF52840 (published) | about 40 KB | | | |
 
 - The nRF52840 build reads flash through nrf-hal's \`Nvmc\` (by copy), so the core verifies
-  through a 4 KiB envelope buffer and the buffered verification path is compiled in; the
-  QEMU ports verify in place. scripts/test gates the nRF52840 figure under 40,000 bytes
+  through a 4369-byte envelope buffer (\`MIN_VERIFY_BUFFER_LEN\`, which holds every bundle:
+  a root chain is walked one root update at a time in it) and the buffered verification path
+  is compiled in; the QEMU ports verify in place and link none of it. scripts/test gates the nRF52840 figure under 40,000 bytes
   (\`bootloader/boards/nrf52840-dk/check.sh\`).
 - Peak stack: cortex-m-rt \`paint-stack\` fills the stack at reset, the bench build scans it at
   the end of the boot decision (before the baselines run). The stack is the top
@@ -127,14 +128,15 @@ lock, the jump):
   its 8-byte exception forwarding record after the jump (the lock is the flash controller's;
   there is no privileged service), so the application then has the rest of the 16 KiB. The deepest path is the ed25519 check: curve25519-dalek's
   \`vartime_double_scalar_mul_basepoint\` (3.7 KiB frame: two 8-point lookup tables of 1.25 KiB
-  each and two 256-entry NAFs) over \`NafLookupTable5::from\` (1.9 KiB), under
-  \`verify_threshold\` (2.7 KiB with \`verify_strict\` inlined) and the boot's own frames.
+  each and two 256-entry NAFs) over \`NafLookupTable5::from\` (1.9 KiB), under the strict
+  check's own frame (\`sigil_manifests::keys\`, 0.7 KiB: the key decode, the \`R\` check and the
+  SHA-512 challenge run in frames of their own) and the boot's.
 - Guest instructions under \`-icount shift=0\` (TIMER0 at 16 MHz: one tick per 62.5
   instructions). A verified idle boot of a 128 KiB random payload (the microbit bench board,
   \`bootloader/boards/microbit/bench.board.toml\`: 200-page slots in QEMU's 512 KiB
   \`nrf51-soc.flash-size\`), against the bare crypto measured by the same binary with the same
   crates: SHA-256 of the payload read in place, plus the signature checks (decoding the root and
-  the key set, with their key checks, and both \`verify_strict\` calls through
+  the key set, with their key checks, and both strict signature checks through
   \`sigil_manifests::keys::verify_threshold\`).
 
 | build | idle boot, 128 KiB | bare SHA-256 + signatures | boot ÷ bare | update boot (verify staged, swap, verify) |

@@ -122,7 +122,8 @@ codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
 - Instructions under \`-icount shift=0\`: SysTick runs on the 25 MHz core clock, so one tick is
   40 guest instructions (±40). "Boot" runs from the start of \`main\` to the jump, for a 1 MiB
   payload. The baseline is measured by the same binary with the same crates (sha2 0.10,
-  ed25519-dalek 2.2 \`verify_strict\`): SHA-256 of the same 1 MiB read in place from the
+  curve25519-dalek 4.1, the strict ed25519 check of \`sigil_manifests::keys\`): SHA-256 of the
+  same 1 MiB read in place from the
   memory-mapped flash, as the boot reads it, plus every signature of the bundle (1 root + 1
   release) checked directly. The update boot verifies the staged 1 MiB bundle, swaps 257
   sectors each way and verifies the installed bundle again.
@@ -131,17 +132,24 @@ codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
   fault handler; the instruction counts include the core's \`StateLock::lock\` call.
 - The board's flash is memory-mapped, so the bootloader verifies bundles in place
   (\`sigil_bootloader::BootFlash\`) and needs no envelope buffer; a port whose flash is not
-  mapped passes a 4 KiB envelope buffer and reads in 256-byte chunks (4 KiB more RAM).
+  mapped passes a 4369-byte envelope buffer (\`MIN_VERIFY_BUFFER_LEN\`: root chains are walked
+  one root update at a time in it) and reads in 256-byte chunks (4.3 KiB more RAM).
 - The default build links the board's size-optimised memory routines (feature \`compact-mem\`:
   memcpy and memset word-wise when aligned, memcmp, and a byte-wise memmove, which only shifts
   the protected state's rejected list) instead of compiler-builtins' speed-optimised ones, and
   folds identical functions at link time (\`--icf=all\`): together about 3.3 KiB less flash
   (memmove alone 1.5 KiB), for about 1% more instructions per boot (the baseline uses the same
   routines, so the ratio is unaffected).
-- Where the flash goes: ed25519 verification (curve25519- and ed25519-dalek, SHA-512) is about
-  12.5 KiB of it at opt-level "z" (\`verify_strict\` inlined into \`verify_threshold\` is 3.5 KiB
-  of that); see the symbols below. \`sigil_manifests::Error\` is kept to 4 bytes so every
+- Where the flash goes: ed25519 verification (curve25519-dalek, SHA-512) is about 10.5 KiB of
+  it at opt-level "z"; see the symbols below. The strict check is ed25519-dalek's
+  \`verify_strict\` written out over curve25519-dalek with \`s < l\` as a byte comparison (its
+  \`Scalar::from_canonical_bytes\` inlined a second Montgomery multiplication, 1.3 KiB), held to
+  ed25519-dalek's answers by a test. \`sigil_manifests::Error\` is kept to 4 bytes so every
   verifier stage returns it in registers (about 1.2 KiB less than with 12 bytes).
+- Peak stack: the signature check runs out of line (the key decode, the \`R\` check and the
+  SHA-512 challenge in their own frames) and the checked envelope is written in place, so
+  only the double-base multiplication's 3.7 KiB frame and its lookup table (1.9 KiB) sit under
+  the boot's own frames at the deepest point.
 - The unrolled row is the faster, larger alternative (about 25% fewer instructions per boot);
   the targets apply to the default build.
 

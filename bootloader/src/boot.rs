@@ -197,9 +197,10 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
 
     /// Decides what to boot: `Ok` only with a verified image, after the request sector has
     /// been consumed and `lock` has locked the protected state; `Err` means stay in the safe
-    /// failure state. `envelope_buf` holds a bundle's envelope while it is verified
-    /// (`sigil_manifests::VERIFY_BUFFER_LEN` bytes accept every bundle, `MAX_ENVELOPE_LEN` every
-    /// bundle without a root chain; empty for mapped flash).
+    /// failure state. `envelope_buf` holds a bundle's envelope while it is verified, and a
+    /// root chain one update at a time (`sigil_manifests::MIN_VERIFY_BUFFER_LEN` bytes accept
+    /// every bundle, `MAX_ENVELOPE_LEN` every bundle without a root chain; empty for mapped
+    /// flash).
     pub fn boot<L: StateLock>(
         &mut self,
         envelope_buf: &mut [u8],

@@ -15,6 +15,7 @@ mod common;
 use common::*;
 use sigil_bootloader::sim::{Cut, Fault, OpKind};
 use sigil_bootloader::{Outcome, Phase};
+use sigil_manifests::{UnverifiedBundle, MAX_ROOT_LEN, MIN_VERIFY_BUFFER_LEN, VERIFY_BUFFER_LEN};
 use sigil_test_support::{floor_of, payload, spec_under_root};
 
 type Dev = Rig<4, 256>;
@@ -101,12 +102,58 @@ fn cuts(kind: OpKind) -> Vec<Cut> {
     }
 }
 
+/// How the device reads its flash for verification.
+#[derive(Clone, Copy, Debug)]
+enum Reads {
+    /// Memory-mapped: bundles verified in place (mps2-an385, microbit).
+    Mapped,
+    /// By copy, through an envelope buffer of this many bytes (nRF52840-DK:
+    /// `MIN_VERIFY_BUFFER_LEN`, where the chain is walked one root update at a time).
+    Buffered(usize),
+}
+
+fn device(reads: Reads) -> Dev {
+    let mut dev = Dev::new(16, 0xFF);
+    match reads {
+        Reads::Mapped => dev.mapped = true,
+        Reads::Buffered(len) => dev.buffer = len,
+    }
+    dev
+}
+
 #[test]
 fn three_root_generations_with_a_power_cut_at_every_write_of_each_rotation() {
+    three_root_generations_with_power_cuts(Reads::Buffered(VERIFY_BUFFER_LEN));
+}
+
+#[test]
+fn three_root_generations_with_power_cuts_in_an_envelope_buffer_smaller_than_the_chain() {
+    // Room for one root document and one root update or the envelope, not for the chain
+    // 1 -> 2 -> 3 and the envelope together: the chain can only be walked one update at a time,
+    // as in a port's `MIN_VERIFY_BUFFER_LEN` buffer (the nRF52840-DK's) with a longer chain.
+    let g3 = generation(3);
+    let header = *UnverifiedBundle::parse(&g3).unwrap().header();
+    let update = sigil_test_support::root_update(3).len();
+    let len = MAX_ROOT_LEN + (header.envelope_len as usize).max(update + 5);
+    assert!(
+        len < (header.chain_len + header.envelope_len) as usize && len < MIN_VERIFY_BUFFER_LEN,
+        "buffer {len}, chain {} + envelope {}",
+        header.chain_len,
+        header.envelope_len
+    );
+    three_root_generations_with_power_cuts(Reads::Buffered(len));
+}
+
+#[test]
+fn three_root_generations_with_power_cuts_on_mapped_flash() {
+    three_root_generations_with_power_cuts(Reads::Mapped);
+}
+
+fn three_root_generations_with_power_cuts(reads: Reads) {
     let bundles: Vec<Vec<u8>> = (0..=3)
         .map(|g| if g == 0 { vec![] } else { generation(g) })
         .collect();
-    let mut dev = Dev::new(16, 0xFF);
+    let mut dev = device(reads);
     dev.provision(&bundles[1]);
     assert!(!dev.boot().unwrap().is_trial());
     assert_eq!(

@@ -1,8 +1,9 @@
 //! Public keys, key ids, signature entries and threshold counting (FORMAT.md §3, rules 2 and 3).
 
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::{EdwardsPoint, Scalar};
-use ed25519_dalek::{Signature, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::error::{Document, Error, Signed};
 use crate::MAX_KEYS;
@@ -90,20 +91,27 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 }
 
 /// Whether a point lies in the prime-order subgroup: `[l]P` is the identity, tested as
-/// `[l - 1]P == -P` (`l - 1` is the scalar `-1`, computed as `0 - 1`: scalar subtraction is
-/// the unpack / subtract / pack that `verify_strict` links anyway, where `-Scalar::ONE` would
-/// inline a Montgomery multiplication, about 1.6 KiB of flash).
+/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is loaded with the wide reduction
+/// the signature check links anyway: `-Scalar::ONE` would inline a Montgomery multiplication
+/// (about 1.6 KiB of flash), `Scalar::ZERO - Scalar::ONE` links scalar subtraction (about
+/// 0.4 KiB).
 ///
 /// This uses the variable-time double-base multiplication that `verify_strict` already links
 /// (public keys are public, so variable time leaks nothing), rather than curve25519-dalek's
 /// constant-time `is_torsion_free`: about 15% fewer instructions (`bench/keys.sh`), and the
 /// bootloader links no second scalar multiplication routine for it.
-// Negation here is of a scalar mod l and of a curve point: group operations, which cannot
-// overflow (the lint is for integers).
+// Negation here is of a curve point: a group operation, which cannot overflow (the lint is for
+// integers).
 #[allow(clippy::arithmetic_side_effects)]
 fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
+    let mut l_minus_one = [0u8; 64];
+    for (dst, src) in l_minus_one.iter_mut().zip(GROUP_ORDER) {
+        *dst = src;
+    }
+    // l is odd (its low byte is 0xed): l - 1 only changes the low byte.
+    l_minus_one[0] = 0xec;
     EdwardsPoint::vartime_double_scalar_mul_basepoint(
-        &(Scalar::ZERO - Scalar::ONE),
+        &Scalar::from_bytes_mod_order_wide(&l_minus_one),
         point,
         &Scalar::ZERO,
     ) == -point
@@ -157,6 +165,87 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
     Ok(())
 }
 
+/// The order `l = 2^252 + 27742317777372353535851937790883648493` of the prime-order
+/// subgroup, little-endian: a signature's `s` must be below it (FORMAT.md §3, rule 3).
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether the little-endian integer `s` is below `l`: the canonical encoding of a scalar.
+///
+/// `s` is public (it is in the signature), so a variable-time comparison leaks nothing. This
+/// is the check `Scalar::from_canonical_bytes` makes by reducing `s` and comparing: in the
+/// bootloader that reduction inlined a second copy of the Montgomery multiplication (about
+/// 1.3 KiB of flash), where comparing bytes costs a few dozen.
+fn is_canonical_scalar(s: &[u8; 32]) -> bool {
+    for (byte, bound) in s.iter().rev().zip(GROUP_ORDER.iter().rev()) {
+        if byte != bound {
+            return byte < bound;
+        }
+    }
+    false // s = l
+}
+
+/// Strict ed25519 verification of `signature` over `message` under `key` (`None` if the key's
+/// bytes are not a curve point), with exactly the
+/// checks of ed25519-dalek's `VerifyingKey::verify_strict` (2.2), and the same arithmetic:
+///
+/// 1. `s` is canonical (`s < l`);
+/// 2. `R` decodes to a curve point, and neither `R` nor the key `A` is of small order;
+/// 3. the challenge `k = SHA-512(R || A || M) mod l`, and the encoding of `[s]B - [k]A` is
+///    byte for byte the signature's `R` (so a non-canonical `R` never verifies).
+///
+/// Written out over curve25519-dalek (the crate ed25519-dalek computes with) only so that the
+/// canonical check of `s` is a byte comparison; `s` itself is then loaded with the
+/// out-of-line wide reduction the challenge needs anyway (`s < l`, so it is unchanged). The
+/// test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same answers.
+// Negating a curve point is a group operation; it cannot overflow (the lint is for integers).
+// Out of line, and the challenge in its own function: the SHA-512 state and the decoded `R`
+// are then off the stack while the double-base multiplication runs (the deepest point of a
+// boot; the bootloader's RAM budget is 12 KiB).
+#[allow(clippy::arithmetic_side_effects)]
+#[inline(never)]
+fn verify_strict(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> Option<bool> {
+    // The key first: bytes that are not a point are the key list's fault, not the signature's.
+    let point = CompressedEdwardsY(*key).decompress()?;
+    let (r, s) = signature.split_at(32);
+    let (Ok(r), Ok(s)) = (<[u8; 32]>::try_from(r), <[u8; 32]>::try_from(s)) else {
+        return Some(false);
+    };
+    if !is_canonical_scalar(&s) || !is_valid_r(&r) || point.is_small_order() {
+        return Some(false);
+    }
+    let mut wide = [0u8; 64];
+    if let Some(low) = wide.get_mut(..32) {
+        low.copy_from_slice(&s);
+    }
+    let s = Scalar::from_bytes_mod_order_wide(&wide);
+    let k = challenge(&r, key, message);
+    let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
+    Some(expected.compress().to_bytes() == r)
+}
+
+/// Whether a signature's `R` decodes to a curve point that is not of small order.
+#[inline(never)]
+fn is_valid_r(r: &[u8; 32]) -> bool {
+    CompressedEdwardsY(*r)
+        .decompress()
+        .is_some_and(|point| !point.is_small_order())
+}
+
+/// The challenge `k = SHA-512(R || A || M) mod l`.
+#[inline(never)]
+fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
+    let k: [u8; 64] = Sha512::new()
+        .chain_update(r)
+        .chain_update(key)
+        .chain_update(message)
+        .finalize()
+        .into();
+    Scalar::from_bytes_mod_order_wide(&k)
+}
+
 /// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
 ///
 /// Every signature present must name an allowed key and verify under strict ed25519 (rule 3);
@@ -200,9 +289,11 @@ pub fn verify_threshold(
             .position(|key| key_id(key) == entry.key_id)
             .ok_or(Error::UnknownSigner(what))?;
         let key = allowed.get(index).ok_or(Error::UnknownSigner(what))?;
-        let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey(doc))?;
-        vk.verify_strict(message, &Signature::from_bytes(&entry.signature))
-            .map_err(|_| Error::BadSignature(what))?;
+        match verify_strict(key, message, &entry.signature) {
+            None => return Err(Error::InvalidPublicKey(doc)),
+            Some(false) => return Err(Error::BadSignature(what)),
+            Some(true) => {}
+        }
         let seen = counted.get_mut(index).ok_or(Error::UnknownSigner(what))?;
         if !*seen {
             *seen = true;
@@ -224,7 +315,9 @@ pub fn verify_threshold(
 mod tests {
     use super::*;
     use curve25519_dalek::constants::EIGHT_TORSION;
-    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::{Signature, SigningKey};
+    extern crate alloc;
+    use alloc::vec::Vec;
 
     fn pk(seed: u8) -> PublicKey {
         SigningKey::from_bytes(&[seed; 32])
@@ -309,7 +402,7 @@ mod tests {
     fn sign_as(seed: u8, twin: &PublicKey, message: &[u8]) -> SignatureEntry {
         let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from(&[seed; 32]);
         let vk = VerifyingKey::from_bytes(twin).unwrap();
-        let sig = ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(&esk, message, &vk);
+        let sig = ed25519_dalek::hazmat::raw_sign::<Sha512>(&esk, message, &vk);
         SignatureEntry {
             key_id: key_id(twin),
             signature: sig.to_bytes(),
@@ -462,5 +555,140 @@ mod tests {
                 required: 1
             })
         );
+    }
+
+    /// Ours and ed25519-dalek's `verify_strict`, over the same bytes; `None` where the key
+    /// bytes are not a point (both refuse those before verifying).
+    fn both(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> Option<(bool, bool)> {
+        let vk = VerifyingKey::from_bytes(key).ok()?;
+        let theirs = vk
+            .verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok();
+        let ours = verify_strict(key, message, signature).unwrap();
+        Some((ours, theirs))
+    }
+
+    /// `s + l` (little-endian), which fits in 32 bytes for the `s` of real signatures.
+    fn plus_l(s: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(s[i]) + u16::from(GROUP_ORDER[i]) + carry;
+            out[i] = sum as u8;
+            carry = sum >> 8;
+        }
+        out
+    }
+
+    #[test]
+    fn the_subgroup_scalar_is_minus_one() {
+        let mut wide = [0u8; 64];
+        wide[..32].copy_from_slice(&GROUP_ORDER);
+        wide[0] -= 1;
+        assert_eq!(Scalar::from_bytes_mod_order_wide(&wide), -Scalar::ONE);
+        assert_eq!(
+            Scalar::from_bytes_mod_order_wide(&wide) + Scalar::ONE,
+            Scalar::ZERO
+        );
+    }
+
+    #[test]
+    fn canonical_scalars_are_exactly_those_below_l() {
+        assert!(is_canonical_scalar(&[0; 32]));
+        let mut below = GROUP_ORDER;
+        below[0] -= 1;
+        assert!(is_canonical_scalar(&below));
+        assert!(!is_canonical_scalar(&GROUP_ORDER));
+        let mut above = GROUP_ORDER;
+        above[0] += 1;
+        assert!(!is_canonical_scalar(&above));
+        assert!(!is_canonical_scalar(&[0xff; 32]));
+        // Agrees with curve25519-dalek's reduction for values around l and its high limbs.
+        for (i, b) in [
+            (0usize, 0xecu8),
+            (15, 0x15),
+            (16, 1),
+            (31, 0x0f),
+            (31, 0x10),
+            (31, 0x11),
+            (31, 0x80),
+        ] {
+            let mut x = GROUP_ORDER;
+            x[i] = b;
+            let dalek: Option<Scalar> = Scalar::from_canonical_bytes(x).into();
+            assert_eq!(is_canonical_scalar(&x), dalek.is_some(), "{x:02x?}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_ed25519_dalek_verify_strict() {
+        let mut checked = 0;
+        let mut accepted = 0;
+        let mut check = |key: &PublicKey, message: &[u8], signature: &[u8; 64]| {
+            if let Some((ours, theirs)) = both(key, message, signature) {
+                assert_eq!(ours, theirs, "key {key:02x?} sig {signature:02x?}");
+                checked += 1;
+                accepted += usize::from(ours);
+            }
+        };
+        let small: Vec<[u8; 32]> = EIGHT_TORSION
+            .iter()
+            .map(|t| t.compress().to_bytes())
+            .collect();
+        for seed in 1..=24u8 {
+            let signer = SigningKey::from_bytes(&[seed; 32]);
+            let key = signer.verifying_key().to_bytes();
+            let message = [seed; 40];
+            let good = SignatureEntry::sign(&signer, &message).signature;
+            check(&key, &message, &good);
+            // Every single-bit flip of the signature, and of the message's first byte.
+            for bit in 0..512 {
+                let mut bad = good;
+                bad[bit / 8] ^= 1 << (bit % 8);
+                check(&key, &message, &bad);
+            }
+            let mut other = message;
+            other[0] ^= 1;
+            check(&key, &other, &good);
+            // Malleated s: s + l (same point equation, non-canonical), l, and 2^255 - 1.
+            let mut malleated = good;
+            malleated[32..].copy_from_slice(&plus_l(&good[32..]));
+            check(&key, &message, &malleated);
+            for s in [GROUP_ORDER, [0xff; 32]] {
+                let mut bad = good;
+                bad[32..].copy_from_slice(&s);
+                check(&key, &message, &bad);
+            }
+            // Small-order and non-canonical R.
+            for r in small
+                .iter()
+                .chain(non_canonical_encodings().collect::<Vec<_>>().iter())
+            {
+                let mut bad = good;
+                bad[..32].copy_from_slice(r);
+                check(&key, &message, &bad);
+            }
+            // Keys with a torsion component, signed for by the secret of A (one message in
+            // eight verifies under both libraries).
+            for twin in torsion_twins(seed) {
+                for i in 0..16u8 {
+                    let msg = [i; 8];
+                    check(&twin, &msg, &sign_as(seed, &twin, &msg).signature);
+                }
+            }
+        }
+        // Small-order keys: the identity key and signature (R = identity, s = 0) "verify" under
+        // the plain equation; both refuse them.
+        for key in &small {
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&small[0]);
+            check(key, b"any message", &sig);
+            for r in &small {
+                sig[..32].copy_from_slice(r);
+                check(key, b"any message", &sig);
+            }
+        }
+        assert!(checked > 24 * 600, "{checked}");
+        assert!(accepted > 24, "{accepted}");
     }
 }

@@ -34,7 +34,9 @@ pub use keys::{key_id, KeyId, PublicKey, SignatureAdded, SignatureEntry};
 pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
 pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
 pub use root::{TrustRoot, TrustRootRef};
-pub use rotation::{root_digest, RootChainView, RootFloor, RootUpdateView, MAX_ROOT_CHAIN};
+pub use rotation::{
+    root_digest, RootChainView, RootFloor, RootUpdateView, MAX_ROOT_CHAIN, MAX_ROOT_LEN,
+};
 #[cfg(feature = "alloc")]
 pub use rotation::{verify_root_chain, RootUpdate};
 pub use verify::{verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, VerifiedBundle};
@@ -53,7 +55,14 @@ pub const MAX_ID_LEN: usize = 64;
 /// without a root chain.
 pub const MAX_ENVELOPE_LEN: usize = 4096;
 
-/// A verifier buffer of this size accepts every bundle: the largest root chain and envelope.
+/// A verifier buffer of this size accepts every bundle: [`BundleVerifier`] walks a root chain
+/// one update at a time (each at most about 1.8 KiB) and then keeps only the reached root's
+/// document ([`MAX_ROOT_LEN`]) in front of the envelope. For devices that read flash by copy.
+pub const MIN_VERIFY_BUFFER_LEN: usize = MAX_ENVELOPE_LEN + MAX_ROOT_LEN;
+
+/// The largest root chain and envelope together: the bundle bytes before the padding, which a
+/// tool that reads a bundle's head at once (the agent) holds. As a verifier buffer it accepts
+/// every bundle, as [`MIN_VERIFY_BUFFER_LEN`] does.
 pub const VERIFY_BUFFER_LEN: usize = MAX_ENVELOPE_LEN + rotation::MAX_CHAIN_LEN;
 
 /// Largest payload alignment (1 MiB).

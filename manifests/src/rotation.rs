@@ -13,7 +13,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::Reader;
+use core::ops::Range;
+
+use crate::codec::{Reader, PREFIX_LEN};
 use crate::error::{Document, Error, Signed};
 use crate::root::{TrustRoot, TrustRootRef};
 use crate::view::{signatures, SignatureBytes};
@@ -34,6 +36,9 @@ pub const MAX_ROOT_CHAIN: usize = 8;
 
 /// Largest root chain in bytes: eight updates of eight-key roots with sixteen signatures.
 pub const MAX_CHAIN_LEN: usize = 16 * 1024;
+
+/// Largest trust root document: the prefix, a `u32` version, the threshold, and eight keys.
+pub const MAX_ROOT_LEN: usize = PREFIX_LEN + 5 + 1 + 1 + 8 * 32;
 
 /// The root a device has adopted: its version and the SHA-256 of its exact document bytes
 /// ([`root_digest`]). Kept in the bootloader's protected state, never lowered.
@@ -64,14 +69,24 @@ pub struct RootUpdateView<'a> {
 impl<'a> RootUpdateView<'a> {
     /// Step R1: strict decode of one root update.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_at(bytes).map(|(view, _)| view)
+    }
+
+    /// [`RootUpdateView::parse`], and where the new root's document starts in `bytes`.
+    fn parse_at(bytes: &'a [u8]) -> Result<(Self, usize), Error> {
         let mut r = Reader::tagged(bytes, ROOT_UPDATE_TAG, Document::RootUpdate)?;
+        let root = r.byte_string()?;
+        let root_at = bytes
+            .len()
+            .saturating_sub(r.rest().len())
+            .saturating_sub(root.len());
         let view = RootUpdateView {
-            root: r.byte_string()?,
+            root,
             by_previous: signatures(&mut r)?,
             by_new: signatures(&mut r)?,
         };
         r.finish()?;
-        Ok(view)
+        Ok((view, root_at))
     }
 
     /// The new root's version, read without decoding the rest of the root.
@@ -181,6 +196,8 @@ impl ReachedRoot<'_> {
 ///   below that version are not checked again. The newest root must not be older than the
 ///   device's (`RootRolledBack`).
 /// - R3: each later update is verified under the root before it ([`RootUpdateView::verify`]).
+///
+/// [`ChainStream`] runs the same steps ([`Walk`]) over a chain fed in pieces.
 // One pass over the chain (decode, order and checks together), out of line: the bootloader
 // links it once, beside the envelope checks.
 #[inline(never)]
@@ -189,19 +206,67 @@ pub fn walk<'a>(
     floor: Option<RootFloor>,
     chain: Option<&'a [u8]>,
 ) -> Result<ReachedRoot<'a>, Error> {
-    let floor = floor.filter(|f| f.version > provisioned.root_version);
-    let device_version = floor.map_or(provisioned.root_version, |f| f.version);
-    let mut current = floor.is_none().then_some(ReachedRoot {
+    let mut walk = Walk::new(provisioned.root_version, floor);
+    let mut current = walk.starts_provisioned().then_some(ReachedRoot {
         root: provisioned,
         digest: None,
     });
-    let mut newest = provisioned.root_version;
     if let Some(chain) = chain {
         // R1: the chain's structure, read as it is walked.
-        if chain.len() > MAX_CHAIN_LEN {
+        Walk::check_len(chain.len())?;
+        let mut r = Reader::tagged(chain, ROOT_CHAIN_TAG, Document::RootChain)?;
+        for _ in 0..Walk::count(&mut r)? {
+            let step = walk.update(current.map(|c| c.root), r.byte_string()?)?;
+            if let Some((reached, _)) = step {
+                current = Some(reached);
+            }
+        }
+        r.finish()?;
+    }
+    walk.end(current)
+}
+
+/// Where a walk along a root chain stands between two updates (steps R1–R3): the one place
+/// of the walk's rules, for [`walk`] (a chain in memory) and [`ChainStream`] (a chain fed in
+/// pieces).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk {
+    /// The adopted root, when it is newer than the provisioned one.
+    floor: Option<RootFloor>,
+    /// The version of the root the device is on.
+    device_version: u32,
+    /// The version of the last update read (the provisioned root's before any).
+    newest: u32,
+    /// Whether an update has been read.
+    started: bool,
+}
+
+impl Walk {
+    fn new(provisioned_version: u32, floor: Option<RootFloor>) -> Self {
+        let floor = floor.filter(|f| f.version > provisioned_version);
+        Walk {
+            floor,
+            device_version: floor.map_or(provisioned_version, |f| f.version),
+            newest: provisioned_version,
+            started: false,
+        }
+    }
+
+    /// Whether the device is on its provisioned root (the walk starts there).
+    fn starts_provisioned(&self) -> bool {
+        self.floor.is_none()
+    }
+
+    /// R1: a chain of at most [`MAX_CHAIN_LEN`] bytes.
+    fn check_len(len: usize) -> Result<(), Error> {
+        if len > MAX_CHAIN_LEN {
             return Err(Error::RootChainTooLong);
         }
-        let mut r = Reader::tagged(chain, ROOT_CHAIN_TAG, Document::RootChain)?;
+        Ok(())
+    }
+
+    /// R1: the chain's update count, 1 to [`MAX_ROOT_CHAIN`].
+    fn count(r: &mut Reader<'_>) -> Result<usize, Error> {
         let n = r.len(usize::MAX)?;
         if n > MAX_ROOT_CHAIN {
             return Err(Error::RootChainTooLong);
@@ -209,47 +274,263 @@ pub fn walk<'a>(
         if n == 0 {
             return Err(Error::Malformed(Document::RootChain));
         }
-        for i in 0..n {
-            let update = RootUpdateView::parse(r.byte_string()?)?;
-            let version = update.version()?;
-            if i > 0 && newest.checked_add(1) != Some(version) {
-                return Err(Error::RootVersionSkipped);
-            }
-            newest = version;
-            if version < device_version {
-                continue;
-            }
-            let Some(previous) = current else {
-                // R2: the update at the device's version is the root it adopted.
-                if version != device_version {
+        Ok(n)
+    }
+
+    /// One update of the chain, `current` being the root reached so far (`None` before the
+    /// device's root is found): R1 (its decode and its version one above the last), then R2
+    /// or R3. `Some` with the root the walk moves to and where its document lies in `bytes`;
+    /// `None` when the update is at or below the device's root.
+    fn update<'u>(
+        &mut self,
+        current: Option<TrustRootRef<'_>>,
+        bytes: &'u [u8],
+    ) -> Result<Option<(ReachedRoot<'u>, Range<usize>)>, Error> {
+        let (update, root_at) = RootUpdateView::parse_at(bytes)?;
+        let root_at = root_at..root_at.saturating_add(update.root.len());
+        let version = update.version()?;
+        if self.started && self.newest.checked_add(1) != Some(version) {
+            return Err(Error::RootVersionSkipped);
+        }
+        self.started = true;
+        self.newest = version;
+        // At or below the device's root: already checked (the one at its version is matched
+        // below only while the device's root is still to be found).
+        if version < self.device_version || (current.is_some() && version == self.device_version) {
+            return Ok(None);
+        }
+        let (root, digest) = match current {
+            // R2: the update at the device's version is the root it adopted.
+            None => {
+                if version != self.device_version {
                     return Err(Error::RootChainGap);
                 }
                 let digest = root_digest(update.root);
-                if floor.map(|f| f.digest) != Some(digest) {
+                if self.floor.map(|f| f.digest) != Some(digest) {
                     return Err(Error::RootMismatch);
                 }
-                current = Some(ReachedRoot {
-                    root: TrustRootRef::read_adopted(update.root)?,
-                    digest: Some(digest),
-                });
-                continue;
-            };
-            if version == device_version {
-                continue;
+                (TrustRootRef::read_adopted(update.root)?, digest)
             }
             // R3: one version at a time.
-            let root = update.verify(previous.root)?;
-            current = Some(ReachedRoot {
-                root,
-                digest: Some(root_digest(update.root)),
-            });
-        }
-        r.finish()?;
+            Some(previous) => (update.verify(previous)?, root_digest(update.root)),
+        };
+        let digest = Some(digest);
+        Ok(Some((ReachedRoot { root, digest }, root_at)))
     }
-    match current {
-        Some(reached) => Ok(reached),
-        None if newest < device_version => Err(Error::RootRolledBack),
-        None => Err(Error::RootChainGap),
+
+    /// After the last update: the root reached, or why the chain does not lead to one.
+    fn end<'a>(&self, current: Option<ReachedRoot<'a>>) -> Result<ReachedRoot<'a>, Error> {
+        match current {
+            Some(reached) => Ok(reached),
+            None if self.newest < self.device_version => Err(Error::RootRolledBack),
+            None => Err(Error::RootChainGap),
+        }
+    }
+}
+
+/// `buf[held_len..][..filled]`.
+fn work_area(buf: &[u8], held_len: usize, filled: usize) -> &[u8] {
+    buf.get(held_len..)
+        .and_then(|w| w.get(..filled))
+        .unwrap_or(&[])
+}
+
+/// The root a [`ChainStream`] is on.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// Not found yet: the device's adopted root is further along the chain.
+    Nothing,
+    /// The provisioned root.
+    Provisioned,
+    /// A root of the chain: its document is at the start of the buffer; its SHA-256.
+    Chain([u8; 32]),
+}
+
+/// Steps R1–R3 over a root chain fed in pieces ([`walk`]'s rules, through [`Walk`]), for a
+/// verifier that copies the bundle into a buffer: the buffer holds the document of the root
+/// the walk is on (at most [`MAX_ROOT_LEN`] bytes) and, behind it, the chain bytes received
+/// and not yet read, so one root update at a time (about 1.8 KiB at most) instead of the
+/// whole chain (up to [`MAX_CHAIN_LEN`]). The results are those of [`walk`] over the same
+/// bytes, with `BufferTooSmall` where one update does not fit.
+#[derive(Debug)]
+pub(crate) struct ChainStream<'a> {
+    buf: &'a mut [u8],
+    /// `buf[..held_len]`: the document of the root the walk is on, if it came from the chain.
+    held_len: usize,
+    held: Held,
+    /// `buf[held_len..][..filled]`: chain bytes received and not read yet.
+    filled: usize,
+    /// Chain bytes not received yet.
+    remaining: usize,
+    /// Updates not read yet; `None` until the chain's count is read.
+    left: Option<usize>,
+    walk: Walk,
+}
+
+impl<'a> ChainStream<'a> {
+    /// A walk over a chain of `len` bytes, from the provisioned root's version and the
+    /// device's floor, in `buf`.
+    pub(crate) fn new(
+        buf: &'a mut [u8],
+        len: usize,
+        provisioned_version: u32,
+        floor: Option<RootFloor>,
+    ) -> Result<Self, Error> {
+        Walk::check_len(len)?;
+        let walk = Walk::new(provisioned_version, floor);
+        Ok(ChainStream {
+            buf,
+            held_len: 0,
+            held: if walk.starts_provisioned() {
+                Held::Provisioned
+            } else {
+                Held::Nothing
+            },
+            filled: 0,
+            remaining: len,
+            left: None,
+            walk,
+        })
+    }
+
+    /// Takes chain bytes from the front of `data` (no more than the chain holds) and walks as
+    /// far as they allow: `true` once the whole chain has been read and walked.
+    pub(crate) fn feed(
+        &mut self,
+        provisioned: TrustRootRef<'_>,
+        data: &mut &[u8],
+    ) -> Result<bool, Error> {
+        let space = self.capacity().saturating_sub(self.filled);
+        let n = space.min(self.remaining).min(data.len());
+        let (head, tail) = data.split_at(n);
+        let at = self.held_len.saturating_add(self.filled);
+        self.buf
+            .get_mut(at..)
+            .and_then(|b| b.get_mut(..n))
+            .ok_or(Error::BufferTooSmall)?
+            .copy_from_slice(head);
+        *data = tail;
+        self.filled = self.filled.saturating_add(n);
+        self.remaining = self.remaining.saturating_sub(n);
+        loop {
+            let work = work_area(self.buf, self.held_len, self.filled);
+            match self.left {
+                None => {
+                    let count = Reader::tagged(work, ROOT_CHAIN_TAG, Document::RootChain)
+                        .and_then(|mut r| Ok((Walk::count(&mut r)?, r.rest().len())));
+                    match count {
+                        Ok((count, rest)) => {
+                            let used = work.len().saturating_sub(rest);
+                            self.left = Some(count);
+                            self.consume(used, None);
+                        }
+                        // The prefix and a count take at most 15 bytes.
+                        Err(e) => return self.stalled(e, PREFIX_LEN.saturating_add(5)),
+                    }
+                }
+                Some(0) => {
+                    if self.filled > 0 || self.remaining > 0 {
+                        return Err(Error::TrailingBytes(Document::RootChain));
+                    }
+                    return Ok(true);
+                }
+                Some(left) => {
+                    let mut r = Reader::new(work, Document::RootChain);
+                    let update = match r.byte_string() {
+                        Ok(update) => update,
+                        Err(e) => {
+                            // The update's length prefix and bytes, if the prefix has arrived.
+                            let mut len = Reader::new(work, Document::RootChain);
+                            let need = len.u32().map_or(0, |l| {
+                                let prefix = work.len().saturating_sub(len.rest().len());
+                                (l as usize).saturating_add(prefix)
+                            });
+                            return self.stalled(e, need);
+                        }
+                    };
+                    let used = work.len().saturating_sub(r.rest().len());
+                    let update_at = used.saturating_sub(update.len());
+                    let current = match self.held {
+                        Held::Nothing => None,
+                        Held::Provisioned => Some(provisioned),
+                        Held::Chain(_) => {
+                            let doc = self.buf.get(..self.held_len).unwrap_or(&[]);
+                            Some(TrustRootRef::read_adopted(doc)?)
+                        }
+                    };
+                    let moved = self.walk.update(current, update)?.map(|(reached, doc)| {
+                        let at = update_at.saturating_add(doc.start);
+                        (
+                            reached.digest.unwrap_or_default(),
+                            at..at.saturating_add(doc.len()),
+                        )
+                    });
+                    self.left = Some(left.saturating_sub(1));
+                    self.consume(used, moved);
+                }
+            }
+        }
+    }
+
+    /// The root the walk reached and the rest of the buffer (after the root's document), once
+    /// [`ChainStream::feed`] returned `true`.
+    pub(crate) fn finish(
+        &mut self,
+        provisioned: TrustRootRef<'a>,
+    ) -> Result<(ReachedRoot<'a>, &'a mut [u8]), Error> {
+        let buf = core::mem::take(&mut self.buf);
+        let (doc, rest) = buf.split_at_mut(self.held_len.min(buf.len()));
+        let doc: &'a [u8] = doc;
+        let current = match self.held {
+            Held::Nothing => None,
+            Held::Provisioned => Some(ReachedRoot {
+                root: provisioned,
+                digest: None,
+            }),
+            Held::Chain(digest) => Some(ReachedRoot {
+                root: TrustRootRef::read_adopted(doc)?,
+                digest: Some(digest),
+            }),
+        };
+        Ok((self.walk.end(current)?, rest))
+    }
+
+    fn capacity(&self) -> usize {
+        self.buf.len().saturating_sub(self.held_len)
+    }
+
+    /// A parse of the next item failed with `e` over the bytes at hand: wait for more if the
+    /// chain has more and there is room, else the error (all the chain's bytes are here, so
+    /// it is [`walk`]'s), or `BufferTooSmall` if the item (`need` bytes) does not fit.
+    fn stalled(&self, e: Error, need: usize) -> Result<bool, Error> {
+        if self.remaining == 0 {
+            return Err(e);
+        }
+        if self.filled < self.capacity() {
+            return Ok(false);
+        }
+        if need > self.filled {
+            return Err(Error::BufferTooSmall);
+        }
+        Err(e)
+    }
+
+    /// Drops the first `used` bytes of the work area; `moved` is the root the walk moved to:
+    /// its digest and its document's place in the work area, which goes to the front.
+    fn consume(&mut self, used: usize, moved: Option<([u8; 32], Range<usize>)>) {
+        let work_at = self.held_len;
+        let end = work_at.saturating_add(self.filled).min(self.buf.len());
+        let rest_at = work_at.saturating_add(used).min(end);
+        if let Some((digest, doc)) = moved {
+            let from = work_at.saturating_add(doc.start).min(end);
+            let to = work_at.saturating_add(doc.end).min(end);
+            self.buf.copy_within(from..to, 0);
+            self.held_len = to.saturating_sub(from);
+            self.held = Held::Chain(digest);
+        }
+        // The document went below `rest_at`: the update it came from is before the rest.
+        self.buf.copy_within(rest_at..end, self.held_len);
+        self.filled = end.saturating_sub(rest_at);
     }
 }
 

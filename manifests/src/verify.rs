@@ -16,7 +16,7 @@ use crate::keys::verify_threshold;
 use crate::keyset::{verify_key_set, KeySet};
 use crate::manifest::{InstalledComponent, Manifest, ProductId, Version};
 use crate::root::TrustRoot;
-use crate::rotation::{walk, RootFloor};
+use crate::rotation::{walk, ChainStream, ReachedRoot, RootFloor};
 use crate::view::EnvelopeView;
 
 /// What the device (or tool) requires beyond valid signatures: the policy half of step 5 and 7.
@@ -248,10 +248,17 @@ enum Stage<'a> {
         /// The caller's envelope buffer, or (in place) the whole bundle.
         scratch: EnvelopeBytes<'a>,
     },
+    /// A copied bundle's root chain, walked one update at a time (steps R1–R3).
+    Chain {
+        header: BundleHeader,
+        stream: ChainStream<'a>,
+    },
     Envelope {
         header: BundleHeader,
         bytes: EnvelopeBytes<'a>,
         filled: usize,
+        /// The root the streamed chain reached; `None`: the chain (if any) is in `bytes`.
+        reached: Option<ReachedRoot<'a>>,
     },
     Padding {
         remaining: u32,
@@ -275,8 +282,12 @@ enum Stage<'a> {
 /// Signatures and policy are checked as soon as the envelope has arrived, before any payload
 /// byte is hashed, so a forged or unwanted bundle is refused early. After an error the verifier
 /// keeps returning that error.
+///
+/// `IN_PLACE` is `true` only inside [`verify_in_place`] (the envelope is borrowed where it
+/// lies, never copied): each program then links only the path it uses, which keeps the
+/// streamed root chain's code out of a bootloader that verifies memory-mapped flash.
 #[derive(Debug)]
-pub struct BundleVerifier<'a> {
+pub struct BundleVerifier<'a, const IN_PLACE: bool = false> {
     root: &'a TrustRoot,
     policy: DevicePolicy<'a>,
     stage: Stage<'a>,
@@ -307,7 +318,9 @@ fn take<'d>(data: &mut &'d [u8], max: u64) -> &'d [u8] {
 
 impl<'a> BundleVerifier<'a> {
     /// Starts verification against the device's trust root and policy. `envelope_buf` holds the
-    /// envelope while it is checked; [`crate::MAX_ENVELOPE_LEN`] bytes accept every valid bundle.
+    /// envelope while it is checked (and a root chain, one update at a time):
+    /// [`crate::MIN_VERIFY_BUFFER_LEN`] bytes accept every valid bundle,
+    /// [`crate::MAX_ENVELOPE_LEN`] every valid bundle without a root chain.
     pub fn new(root: &'a TrustRoot, policy: DevicePolicy<'a>, envelope_buf: &'a mut [u8]) -> Self {
         BundleVerifier {
             root,
@@ -322,7 +335,9 @@ impl<'a> BundleVerifier<'a> {
             total: None,
         }
     }
+}
 
+impl<'a, const IN_PLACE: bool> BundleVerifier<'a, IN_PLACE> {
     /// The bundle's total length, known once the header has passed step 1.
     pub fn total_len(&self) -> Option<u64> {
         self.total
@@ -397,38 +412,85 @@ impl<'a> BundleVerifier<'a> {
                     return Err(Error::BundleTooLarge);
                 }
                 self.total = Some(total);
-                // The root chain and the envelope, held together (steps R1 and 2 read them).
-                let len = (header.envelope_end()? as usize).saturating_sub(HEADER_LEN);
                 let bytes = match core::mem::replace(scratch, EnvelopeBytes::InPlace(&[])) {
-                    EnvelopeBytes::Copy(buf) => {
-                        EnvelopeBytes::Copy(buf.get_mut(..len).ok_or(Error::BufferTooSmall)?)
+                    // A copied chain is walked as it arrives, one update in the buffer at a
+                    // time; then the envelope follows the reached root's document there.
+                    EnvelopeBytes::Copy(buf) if !IN_PLACE && header.chain_len > 0 => {
+                        let stream = ChainStream::new(
+                            buf,
+                            header.chain_len as usize,
+                            self.root.root_version,
+                            self.policy.root_floor,
+                        )?;
+                        self.stage = Stage::Chain { header, stream };
+                        return Ok(());
                     }
-                    EnvelopeBytes::InPlace(bundle) => EnvelopeBytes::InPlace(
-                        bundle
-                            .get(HEADER_LEN..)
-                            .and_then(|rest| rest.get(..len))
-                            .ok_or(Error::Truncated)?,
+                    EnvelopeBytes::Copy(buf) if !IN_PLACE => EnvelopeBytes::Copy(
+                        buf.get_mut(..header.envelope_len as usize)
+                            .ok_or(Error::BufferTooSmall)?,
                     ),
+                    // In place, the root chain and the envelope are read together (steps R1
+                    // and 2).
+                    EnvelopeBytes::InPlace(bundle) if IN_PLACE => {
+                        let len = (header.envelope_end()? as usize).saturating_sub(HEADER_LEN);
+                        EnvelopeBytes::InPlace(
+                            bundle
+                                .get(HEADER_LEN..)
+                                .and_then(|rest| rest.get(..len))
+                                .ok_or(Error::Truncated)?,
+                        )
+                    }
+                    // Only `new` copies and only `verify_in_place` borrows.
+                    EnvelopeBytes::Copy(_) | EnvelopeBytes::InPlace(_) => {
+                        return Err(Error::Truncated)
+                    }
                 };
                 self.stage = Stage::Envelope {
                     header,
                     bytes,
                     filled: 0,
+                    reached: None,
+                };
+            }
+            Stage::Chain { header, stream } => {
+                // Only a copying verifier streams a chain (see the header stage).
+                if IN_PLACE {
+                    return Err(Error::Truncated);
+                }
+                // Steps R1–R3, over the chain bytes at the front of `data`.
+                if !stream.feed(self.root.as_ref(), data)? {
+                    return Ok(());
+                }
+                let header = *header;
+                let (reached, rest) = stream.finish(self.root.as_ref())?;
+                let bytes = rest
+                    .get_mut(..header.envelope_len as usize)
+                    .ok_or(Error::BufferTooSmall)?;
+                self.stage = Stage::Envelope {
+                    header,
+                    bytes: EnvelopeBytes::Copy(bytes),
+                    filled: 0,
+                    reached: Some(reached),
                 };
             }
             Stage::Envelope {
                 header,
                 bytes,
                 filled,
+                reached,
             } => {
                 let got = match bytes {
-                    EnvelopeBytes::Copy(buf) => {
+                    EnvelopeBytes::Copy(buf) if !IN_PLACE => {
                         fill(buf.get_mut(*filled..).unwrap_or(&mut []), data)
                     }
                     // The fed bytes are the borrowed ones (`verify_in_place`): only skip them.
-                    EnvelopeBytes::InPlace(env) => {
+                    EnvelopeBytes::InPlace(env) if IN_PLACE => {
                         let want = env.len().saturating_sub(*filled) as u64;
                         take(data, want).len()
+                    }
+                    // Only `new` copies and only `verify_in_place` borrows.
+                    EnvelopeBytes::Copy(_) | EnvelopeBytes::InPlace(_) => {
+                        return Err(Error::Truncated)
                     }
                 };
                 *filled = filled.saturating_add(got);
@@ -441,9 +503,18 @@ impl<'a> BundleVerifier<'a> {
                         EnvelopeBytes::Copy(buf) => buf,
                         EnvelopeBytes::InPlace(env) => env,
                     };
-                let checked =
-                    self.checked
-                        .insert(check_envelope(self.root, &self.policy, header, envelope)?);
+                let reached = *reached;
+                // Written in place: a `Checked` returned by value would sit in this frame
+                // during the signature checks, the deepest point of a boot.
+                check_envelope(
+                    self.root,
+                    &self.policy,
+                    header,
+                    envelope,
+                    reached,
+                    &mut self.checked,
+                )?;
+                let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
                 let padding = header.padding_len()?;
                 self.stage = if padding > 0 {
                     Stage::Padding { remaining: padding }
@@ -493,19 +564,27 @@ impl<'a> BundleVerifier<'a> {
 
 /// Steps R1–R3 and 2–7: walk the root chain to the root the key set is signed under, decode the
 /// envelope, verify the key set under that root, verify the manifest under the key set, decode
-/// the manifest and apply the cross-checks and the device policy.
+/// the manifest and apply the cross-checks and the device policy. `region` is the root chain
+/// and the envelope, or the envelope alone when the chain was streamed (to `reached`).
 fn check_envelope<'a>(
     root: &'a TrustRoot,
     policy: &DevicePolicy<'_>,
     header: BundleHeader,
     region: &'a [u8],
-) -> Result<Checked<'a>, Error> {
-    let (chain, envelope) = region
-        .split_at_checked(header.chain_len as usize)
-        .ok_or(Error::Truncated)?;
-    // Steps R1–R3: from the device's root along the chain, one version at a time.
-    let chain = (header.chain_len > 0).then_some(chain);
-    let reached = walk(root.as_ref(), policy.root_floor, chain)?;
+    reached: Option<ReachedRoot<'a>>,
+    out: &mut Option<Checked<'a>>,
+) -> Result<(), Error> {
+    let (reached, envelope) = match reached {
+        Some(reached) => (reached, region),
+        None => {
+            let (chain, envelope) = region
+                .split_at_checked(header.chain_len as usize)
+                .ok_or(Error::Truncated)?;
+            // Steps R1–R3: from the device's root along the chain, one version at a time.
+            let chain = (header.chain_len > 0).then_some(chain);
+            (walk(root.as_ref(), policy.root_floor, chain)?, envelope)
+        }
+    };
     let root_info = RootReached {
         version: reached.root.root_version,
         floor: reached.floor(),
@@ -536,7 +615,7 @@ fn check_envelope<'a>(
         Signed::Manifest,
     )?;
 
-    check_manifest(policy, header, key_set, envelope.manifest, root_info)
+    check_manifest(policy, header, key_set, envelope.manifest, root_info, out)
 }
 
 /// Step 7 over a manifest whose signatures passed. Kept out of line: its temporaries then never
@@ -549,7 +628,8 @@ fn check_manifest<'a>(
     key_set: KeySet<'a>,
     manifest_bytes: &'a [u8],
     root: RootReached,
-) -> Result<Checked<'a>, Error> {
+    out: &mut Option<Checked<'a>>,
+) -> Result<(), Error> {
     // Step 7a: strict decode of the signed manifest and its field ranges.
     let manifest = Manifest::decode(manifest_bytes)?;
     if manifest.payload_size == 0 {
@@ -569,13 +649,14 @@ fn check_manifest<'a>(
         }
     }
     check_policy(policy, &manifest)?;
-    Ok(Checked {
+    *out = Some(Checked {
         header,
         manifest,
         manifest_bytes,
         key_set,
         root,
-    })
+    });
+    Ok(())
 }
 
 /// Steps 7d–7j: the device policy.
@@ -638,7 +719,7 @@ pub fn verify_in_place<'a>(
     policy: DevicePolicy<'a>,
     region: &'a [u8],
 ) -> Result<VerifiedBundle<'a>, Error> {
-    let mut verifier = BundleVerifier {
+    let mut verifier = BundleVerifier::<'a, true> {
         root,
         policy,
         stage: Stage::Header {

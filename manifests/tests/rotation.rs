@@ -353,3 +353,154 @@ fn walk_applies_only_updates_above_the_device_root() {
     assert_eq!(reached.floor(), Some(floor_of(3)));
     assert!(encode_chain(&[]).is_err(), "an empty chain is malformed");
 }
+
+/// The bundle verified in place (the whole chain in memory, `walk`) and through a copying
+/// verifier with the smallest buffer that accepts every bundle (the chain streamed one update
+/// at a time), fed in chunks of `chunk` bytes: the root reached and the manifest, or the error.
+type Outcome = Result<(u32, Option<RootFloor>, [u8; 32]), Error>;
+
+fn in_place(bytes: &[u8], policy: DevicePolicy<'_>) -> Outcome {
+    let root = root();
+    let v = verify_in_place(&root, policy, bytes)?;
+    Ok((v.root_version(), v.root_floor(), v.manifest_digest()))
+}
+
+fn streamed(bytes: &[u8], policy: DevicePolicy<'_>, chunk: usize, buf_len: usize) -> Outcome {
+    let root = root();
+    let mut buf = vec![0u8; buf_len];
+    let mut v = BundleVerifier::new(&root, policy, &mut buf);
+    for piece in bytes.chunks(chunk) {
+        v.feed(piece)?;
+    }
+    let v = v.finish()?;
+    Ok((v.root_version(), v.root_floor(), v.manifest_digest()))
+}
+
+/// The chain region of `bundle` (after the 64-byte header), as the header gives it.
+fn chain_range(bundle: &[u8]) -> std::ops::Range<usize> {
+    let header = *UnverifiedBundle::parse(bundle).unwrap().header();
+    HEADER_LEN..HEADER_LEN + header.chain_len as usize
+}
+
+#[test]
+fn a_streamed_chain_gives_the_in_place_answers() {
+    let policies: [fn() -> DevicePolicy<'static>; 3] = [policy, || at_root(2), || at_root(3)];
+    let eight: Vec<_> = (2..=9).map(root_update).collect();
+    let mut cases: Vec<Vec<u8>> = attacks().iter().map(|a| (a.build)()).collect();
+    cases.extend((1..=4).map(|n| bundle(&spec_under_root(n))));
+    cases.push(under_root_with_chain(9, &eight));
+    let mut accepted = 0;
+    for bytes in &cases {
+        for p in policies {
+            let want = in_place(bytes, p());
+            accepted += usize::from(want.is_ok());
+            for chunk in [1, 7, 256, bytes.len()] {
+                assert_eq!(
+                    streamed(bytes, p(), chunk, MIN_VERIFY_BUFFER_LEN),
+                    want,
+                    "chunk {chunk}"
+                );
+            }
+            assert_eq!(streamed(bytes, p(), 256, VERIFY_BUFFER_LEN), want);
+        }
+    }
+    assert!(accepted >= 8, "{accepted}");
+}
+
+#[test]
+fn a_damaged_streamed_chain_fails_as_in_place() {
+    // Root 3's bundle with the chain 1 -> 2 -> 3: every chain byte flipped in turn (a stride,
+    // to keep the signature checks few), and the chain cut short at every 97th byte.
+    let good = bundle(&spec_under_root(3));
+    let range = chain_range(&good);
+    let chain = good[range.clone()].to_vec();
+    let mut checked = 0;
+    // On root 1 every byte of the chain is checked: each flip fails.
+    for at in (0..chain.len()).step_by(13) {
+        let mut bad = chain.clone();
+        bad[at] ^= 0x41;
+        assert!(
+            in_place(&with_chain(&good, &bad), policy()).is_err(),
+            "byte {at}"
+        );
+    }
+    for at in (0..chain.len()).step_by(13) {
+        let mut bad = chain.clone();
+        bad[at] ^= 0x41;
+        let bytes = with_chain(&good, &bad);
+        for p in [policy(), at_root(2)] {
+            let want = in_place(&bytes, p);
+            assert_eq!(
+                streamed(&bytes, p, 64, MIN_VERIFY_BUFFER_LEN),
+                want,
+                "byte {at}"
+            );
+            checked += 1;
+        }
+    }
+    for cut in (1..chain.len()).step_by(97) {
+        let bytes = with_chain(&good, &chain[..cut]);
+        let want = in_place(&bytes, policy());
+        assert!(want.is_err(), "cut {cut}");
+        assert_eq!(
+            streamed(&bytes, policy(), 100, MIN_VERIFY_BUFFER_LEN),
+            want,
+            "cut {cut}"
+        );
+        checked += 1;
+    }
+    // A whole bundle cut inside its chain: a truncated stream either way.
+    for cut in [HEADER_LEN + 1, range.start + chain.len() / 2, range.end - 1] {
+        let want = in_place(&good[..cut], policy());
+        assert_eq!(want, Err(Error::Truncated), "cut {cut}");
+        assert_eq!(
+            streamed(&good[..cut], policy(), 256, MIN_VERIFY_BUFFER_LEN),
+            want
+        );
+    }
+    assert!(checked > 50, "{checked}");
+}
+
+#[test]
+fn a_buffer_smaller_than_one_update_is_too_small() {
+    let good = bundle(&spec_under_root(3));
+    let update = root_update(2).len();
+    // Room for a root and the chain's first bytes, not for its first update.
+    assert_eq!(
+        streamed(&good, policy(), 256, update),
+        Err(Error::BufferTooSmall)
+    );
+    // One update at a time fits where the whole chain does not.
+    let chain = chain_range(&good).len();
+    let envelope = UnverifiedBundle::parse(&good)
+        .unwrap()
+        .header()
+        .envelope_len as usize;
+    let small = MAX_ROOT_LEN + envelope.max(update + 8);
+    assert!(small < chain + envelope, "{small} {chain}");
+    assert!(streamed(&good, policy(), 256, small).is_ok());
+}
+
+#[test]
+fn the_largest_root_and_update_fit_the_minimum_buffer() {
+    // A root of eight keys at the largest version, and its update with sixteen signatures.
+    let seeds: Vec<u8> = (70..78).collect();
+    let root = TrustRoot::new(
+        u32::MAX,
+        8,
+        &seeds.iter().map(|&s| public(s)).collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .encode()
+    .unwrap();
+    assert_eq!(root.len(), MAX_ROOT_LEN);
+    let old: Vec<u8> = (80..88).collect();
+    let update = root_update_of(&root, &old, &seeds);
+    // The update and its length prefix, behind the held root, with room to spare.
+    assert!(
+        MAX_ROOT_LEN + update.len() + 5 <= MIN_VERIFY_BUFFER_LEN,
+        "{}",
+        update.len()
+    );
+    assert!(update.len() + 5 <= MAX_ENVELOPE_LEN);
+}

@@ -87,6 +87,9 @@ pub struct Rig<const W: usize, const E: usize, const R: usize = 1> {
     pub attempts: u8,
     /// Boot as a port with memory-mapped flash: verify in place, no envelope buffer.
     pub mapped: bool,
+    /// Otherwise, the envelope buffer's length (`VERIFY_BUFFER_LEN`, or the
+    /// `MIN_VERIFY_BUFFER_LEN` of a port such as the nRF52840-DK).
+    pub buffer: usize,
     /// The lock of the last boot.
     pub lock: RecordingLock,
 }
@@ -105,6 +108,7 @@ impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
             layout,
             attempts: 2,
             mapped: false,
+            buffer: VERIFY_BUFFER_LEN,
             lock: RecordingLock::default(),
         }
     }
@@ -133,7 +137,7 @@ impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
             Bootloader::new(flash, self.layout, config)?.boot(&mut [], &mut lock)
         } else {
             let mut bl = Bootloader::new(&mut self.flash, self.layout, config)?;
-            let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
+            let mut buf = vec![0u8; self.buffer];
             bl.boot(&mut buf, &mut lock)
         };
         if result.is_ok() {

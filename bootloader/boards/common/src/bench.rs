@@ -25,9 +25,9 @@ type Check<'a> = (&'a [u8], [u8; 64], [u8; 32]);
 
 /// Verifies the root signatures over the key set and the release signatures over the manifest
 /// of the bundle at flash offset `base`, each alone (threshold 1 of its one key) through
-/// `sigil_manifests::keys::verify_threshold`, the ed25519 `verify_strict` call the boot makes:
-/// calling ed25519-dalek directly would make the compiler keep a second, out-of-line copy of
-/// the verification and change the boot's own stack. Returns how many verified. The checks are
+/// `sigil_manifests::keys::verify_threshold`, the strict ed25519 check the boot makes: calling
+/// another verifier would make the compiler keep a second copy of the verification and change
+/// the boot's own stack. Returns how many verified. The checks are
 /// collected first ([`collect_checks`]), so the decoded documents are off the stack while the
 /// signatures are verified (a 16 KiB part has no room for both).
 #[inline(never)]

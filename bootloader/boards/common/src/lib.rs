@@ -248,22 +248,25 @@ pub fn manifest_digest<F: BootFlash>(
     Some(sha2::Sha256::digest(bundle.envelope().manifest).into())
 }
 
-/// [`manifest_digest`] for flash that is read by copy: the bundle's header and envelope are
-/// read into `buf` (`sigil_manifests::MAX_ENVELOPE_LEN` bytes hold any envelope).
+/// [`manifest_digest`] for flash that is read by copy: the bundle's header, then its envelope
+/// alone (not the root chain before it), are read into `buf`
+/// (`sigil_manifests::MAX_ENVELOPE_LEN` bytes hold any envelope).
 pub fn manifest_digest_read<F: embedded_storage::nor_flash::ReadNorFlash>(
     flash: &mut F,
     base: u32,
     buf: &mut [u8],
 ) -> Option<sigil_bootloader::ImageDigest> {
-    use sigil_manifests::{BundleHeader, UnverifiedBundle, HEADER_LEN};
+    use sigil_manifests::{BundleHeader, EnvelopeView, HEADER_LEN};
     let mut head = [0u8; HEADER_LEN];
     flash.read(base, &mut head).ok()?;
-    let end = BundleHeader::parse(&head).ok()?.envelope_end().ok()?;
-    let prefix = buf.get_mut(..usize::try_from(end).ok()?)?;
-    flash.read(base, prefix).ok()?;
-    let bundle = UnverifiedBundle::parse(prefix).ok()?;
+    let header = BundleHeader::parse(&head).ok()?;
+    let envelope = buf.get_mut(..usize::try_from(header.envelope_len).ok()?)?;
+    flash
+        .read(base.checked_add(header.envelope_start().ok()?)?, envelope)
+        .ok()?;
+    let view = EnvelopeView::parse(envelope).ok()?;
     use sha2::Digest as _;
-    Some(sha2::Sha256::digest(bundle.envelope().manifest).into())
+    Some(sha2::Sha256::digest(view.manifest).into())
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &Flash) -> u8 {
     let peak = peak_stack();
     // The bare SHA-256 of the payload, read in place from the flash window as the boot does.
     let sha = instructions(|| bench::payload_sha256(flash, image));
-    // The signature checks alone: every signature of the active bundle, verify_strict.
+    // The signature checks alone: every signature of the active bundle, strictly checked.
     let sigs = instructions(|| {
         let _ = bench::signature_checks(
             flash,

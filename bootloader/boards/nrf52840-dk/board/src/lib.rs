@@ -37,8 +37,10 @@ use sigil_bootloader::Layout;
 pub const LAYOUT: Layout = sigil_board_common::board_layout!(Flash);
 
 /// The envelope buffer the bootloader core verifies bundles through: the NVMC driver reads
-/// flash by copy, not in place (`sigil_manifests::MAX_ENVELOPE_LEN` bytes accept every bundle).
-pub const ENVELOPE_BUF: usize = sigil_manifests::MAX_ENVELOPE_LEN;
+/// flash by copy, not in place. `sigil_manifests::MIN_VERIFY_BUFFER_LEN` (4 KiB and one root
+/// document, 4369 bytes) accepts every bundle, root chains included: the verifier walks a chain
+/// one root update at a time in it.
+pub const ENVELOPE_BUF: usize = sigil_manifests::MIN_VERIFY_BUFFER_LEN;
 
 /// Logs one line (`format!` syntax) over RTT. Nothing is emitted without the `log` feature,
 /// but the arguments are still type-checked.
