@@ -6,6 +6,8 @@
 #
 #   bench/replicas.sh                      prints a Markdown section on stdout
 #   DEVICES=200 DURATION=5 bench/replicas.sh   a quicker run
+#   PG_STATEMENTS=1 bench/replicas.sh      also prints PostgreSQL's statements by total time and
+#                                          the waits it saw (pg_stat_statements) on stderr
 #
 # Needs wrk and the PostgreSQL server binaries (apt-get install -y wrk postgresql); installs
 # them when missing and root. PostgreSQL runs with its default durability (fsync on,
@@ -70,7 +72,9 @@ pg_port=$(free_port)
 pg_cmd=("$pg_bin/postgres")
 [ "$(id -u)" = 0 ] && pg_cmd=(setpriv --reuid=postgres --regid=postgres --clear-groups "$pg_bin/postgres")
 "${pg_cmd[@]}" -D "$work/pg/data" -c listen_addresses=127.0.0.1 -c "port=$pg_port" \
-  -c "unix_socket_directories=$work/pg" -c max_connections=200 2> "$work/pg/log" &
+  -c "unix_socket_directories=$work/pg" -c max_connections=200 \
+  ${PG_STATEMENTS:+-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all} \
+  2> "$work/pg/log" &
 pg_pid=$!
 pids+=("$pg_pid")
 for _ in $(seq 100); do "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres && break; sleep 0.1; done
@@ -151,6 +155,16 @@ read -r r2_pid r2_port < <(start_server r2 "$url")
 pids+=("$r2_pid")
 row_pg2=$(measure "PostgreSQL, 2 replicas" "$r1_pid $r2_pid" "$r1_port" "$r2_port")
 pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
+if [ -n "${PG_STATEMENTS:-}" ]; then
+  "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres >&2 <<'SQL'
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+\echo PostgreSQL statements by total execution time (both PostgreSQL runs)
+SELECT calls, round(total_exec_time::numeric, 0) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms,
+  rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15;
+SELECT sum(xact_commit) AS commits, sum(xact_rollback) AS rollbacks, sum(deadlocks) AS deadlocks FROM pg_stat_database;
+SQL
+fi
 
 cat <<EOF
 ## replicas

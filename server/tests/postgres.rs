@@ -292,3 +292,47 @@ fn tls_to_the_database_is_verified_against_database_ca_file() {
     let e = PgStore::open(&pg.url(), Some(&other_ca)).unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
 }
+
+#[test]
+fn schema_differences_name_missing_altered_and_added_objects_of_sigils_tables() {
+    let pg = TestPostgres::start();
+    let store = PgStore::open(&pg.url(), None).unwrap();
+    assert_eq!(store.schema_differences().unwrap(), Vec::<String>::new());
+    // Objects beside Sigil's own are not Sigil's business.
+    pg.client()
+        .batch_execute("CREATE TABLE other_app (x INT); CREATE VIEW other_view AS SELECT 1 AS one")
+        .unwrap();
+    assert_eq!(store.schema_differences().unwrap(), Vec::<String>::new());
+
+    pg.client()
+        .batch_execute(
+            "DROP TRIGGER audit_no_update ON audit; \
+             ALTER TABLE audit DISABLE TRIGGER audit_append_only; \
+             ALTER TABLE reports ALTER COLUMN detail TYPE VARCHAR(10); \
+             ALTER TABLE devices ADD COLUMN note TEXT; \
+             DROP INDEX reports_by_device; \
+             ALTER TABLE root_chain RENAME TO root_chain_old",
+        )
+        .unwrap();
+    let d = store.schema_differences().unwrap().join("\n");
+    for expected in [
+        "trigger audit.audit_no_update is missing",
+        "trigger audit.audit_append_only was altered",
+        "column reports.detail was altered",
+        "unexpected column devices.note",
+        "index reports_by_device is missing",
+        "table root_chain is missing",
+    ] {
+        assert!(d.contains(expected), "{expected:?} not in:\n{d}");
+    }
+    // The check left nothing behind (its scratch schema is rolled back).
+    let schemas: i64 = pg
+        .client()
+        .query_one(
+            "SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'sigil%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+}
