@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::postgres::TestDatabase;
 use common::*;
 use ed25519_dalek::Signer;
 use serde_json::{json, Value};
@@ -39,7 +40,7 @@ struct Server {
     _dir: tempfile::TempDir,
     /// SQLite in `_dir`, or PostgreSQL with `TEST_DATABASE=postgres` (stopped after the
     /// server).
-    _db: common::postgres::TestDatabase,
+    _db: TestDatabase,
 }
 
 impl Drop for Server {
@@ -63,7 +64,7 @@ fn command(open_files: Option<u64>) -> Command {
 
 fn start(env: &[(&str, &str)], open_files: Option<u64>) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let db = common::postgres::TestDatabase::selected();
+    let db = TestDatabase::selected();
     let mut cmd = command(open_files);
     db.apply(&mut cmd)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -229,7 +230,7 @@ fn held_sockets_from_one_address_cannot_exhaust_a_low_open_file_limit() {
 #[test]
 fn start_up_refuses_a_connection_cap_the_open_file_limit_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let db = common::postgres::TestDatabase::selected();
+    let db = TestDatabase::selected();
     let out = db
         .apply(&mut command(Some(256)))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])

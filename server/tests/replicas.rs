@@ -70,7 +70,7 @@ impl Cluster {
             .arg(&data)
             .env("RUST_LOG", "error")
             .env("SIGIL_DATABASE_URL", &url)
-            .env("SIGIL_AUDIT_KEY_FILE", &key)
+            .env("SIGIL_AUDIT_KEY_FILE", key)
             .env("SIGIL_TRUST_ROOT", &self.root)
             .env("SIGIL_PUBLIC_MIRROR", "true")
             .env("SIGIL_REPORTS_KEPT", "1000")
