@@ -473,7 +473,8 @@ pub(super) type BatchResults = Vec<StoreResult<Option<Assignment>>>;
 /// 3. per check-in that changes something (a version or state change is audited; a report
 ///    for a rollout moves a member), the audit append and the rollout's step — these need the
 ///    write lock ([`Stmts::need_lock`]), checked before anything is written;
-/// 4. the assignments, one statement.
+/// 4. the assignments, one statement (before step 1 when the transaction does not hold the
+///    write lock, since then nothing in the round changes them).
 ///
 /// `order` lists the batch's indices sorted by device id. A device that checks in twice in
 /// one batch has its later check-ins recorded in a later round of the same steps, after the
@@ -522,6 +523,18 @@ fn record_round(
     out: &mut [Option<StoreResult<Option<Assignment>>>],
 ) -> StoreResult<()> {
     let ids: Vec<&str> = round.iter().map(|&i| batch[i].device_id.as_str()).collect();
+    // Without the write lock the round changes no member and no deployment (one that would
+    // stops below), so its assignments do not depend on its writes: read them before the
+    // devices' rows are locked, which keeps the locks one statement shorter.
+    let early = if st.locked {
+        None
+    } else {
+        let counters: Vec<i64> = round
+            .iter()
+            .map(|&i| i64::from(batch[i].security_counter))
+            .collect();
+        Some(assignments(c, st, &ids, &counters, now)?)
+    };
     let rows = st.query(
         c,
         "SELECT id, version, state FROM devices WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
@@ -609,7 +622,10 @@ fn record_round(
         }
         record_status(c, st, &batch[i], now)?;
     }
-    let mut found = assignments(c, st, &devices, &counters, now)?;
+    let mut found = match early {
+        Some(found) => found,
+        None => assignments(c, st, &devices, &counters, now)?,
+    };
     for i in known {
         out[i] = Some(Ok(found.remove(batch[i].device_id.as_str())));
     }
