@@ -92,11 +92,19 @@ start_server() { # args: name, database url (or empty for SQLite); prints "pid p
   echo "$pid $port"
 }
 
+share() { # args: n; splits the fleet's sessions into n disjoint shares, $work/share.<i>: each
+  # device checks in through one generator at a time, as a fleet's devices do (two generators
+  # walking the same list in step would have every device check in on two replicas at once,
+  # and its two groups queue on its row lock, which no fleet does)
+  rm -f "$work"/share.*
+  split -n "r/$1" -d -a 2 "$work/sessions.txt" "$work/share."
+}
 saturate() { # args: ports...; wrk on each (1 thread, CONNECTIONS/n connections); prints "rps p99max errors"
   local n=$# c port i=0
   c=$((CONNECTIONS / n))
+  share "$n"
   for port in "$@"; do
-    SESSIONS="$work/sessions.txt" wrk -t 1 -c "$c" -d "${DURATION}s" -s "$work/checkin.lua" "http://127.0.0.1:$port/" \
+    SESSIONS="$work/share.$(printf %02d "$i")" wrk -t 1 -c "$c" -d "${DURATION}s" -s "$work/checkin.lua" "http://127.0.0.1:$port/" \
       | sed -n 's/^RESULT //p' > "$work/wrk.$i" &
     i=$((i + 1))
   done
@@ -106,8 +114,9 @@ saturate() { # args: ports...; wrk on each (1 thread, CONNECTIONS/n connections)
 }
 pace() { # args: ports...; the fleet's pace split over the ports; prints "rps p99max p999max errors"
   local n=$# port i=0
+  share "$n"
   for port in "$@"; do
-    "$fleet" pace "127.0.0.1:$port" "$work/sessions.txt" $((PACE / n)) $((128 / n)) "$DURATION" > "$work/pace.$i" &
+    "$fleet" pace "127.0.0.1:$port" "$work/share.$(printf %02d "$i")" $((PACE / n)) $((128 / n)) "$DURATION" > "$work/pace.$i" &
     i=$((i + 1))
   done
   wait_jobs
