@@ -10,10 +10,15 @@
 //!   and the append cannot interleave), a rollout's re-evaluation after each status change sees
 //!   every earlier change and moves the deployment exactly once, and two uploads of the same
 //!   bundle insert one release. Reads take no lock. Check-ins are committed in groups (one
-//!   transaction per batch); a group of unchanged check-ins (no status change, no audit entry)
-//!   runs without the write lock under its devices' row locks, and one that turns out to need
-//!   the lock rolls back and runs again under it ([`Stmts::need_lock`]).
-//! - The check-in path's statements are prepared once per pooled connection (`stmts`).
+//!   transaction per batch, several batches per replica at once), each written with a few
+//!   multi-row statements whatever its size (`rows::record_batch`); a group of unchanged
+//!   check-ins (no status change, no audit entry) runs without the write lock under its
+//!   devices' row locks, and one that turns out to need the lock rolls back and runs again
+//!   under it (`Stmts::need_lock`).
+//! - The check-in path's statements and the token lookup are prepared once per pooled
+//!   connection (`stmts`).
+//! - At start-up [`PgStore::schema_differences`] compares the schema with the one the
+//!   migrations make.
 //! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
 //!   row; each replica keeps a verified copy on its local disk as a cache
 //!   ([`crate::bundles::BundleStore::cache_from`]).
