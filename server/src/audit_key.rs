@@ -6,7 +6,8 @@
 //! the database, so someone who can edit the database cannot sign a checkpoint. Beside it,
 //! `audit.checkpoint.json` holds the latest checkpoint the server signed.
 //!
-//! **Rotation** (`sigil-server audit rotate-key`) writes the new key to `audit.key.next`, then
+//! **Rotation** (`sigil-server audit rotate-key`) writes the new key to `audit.key.next` (or
+//! takes the one staged there by `sigil-server audit stage-key` and copied to every replica), then
 //! commits, in one transaction, an `audit.key_rotate` entry and a checkpoint signed by the old
 //! key that names the new one, then renames `audit.key.next` over `audit.key`. A crash between
 //! the commit and the rename is completed at the next signing: the signer always uses the key
@@ -296,8 +297,16 @@ pub fn rotate(store: &dyn Store, keys: &KeyFile, actor: &str) -> Result<String, 
         path: keys.path.clone(),
         key: "(none yet: start the server once first)".to_owned(),
     })?;
-    let new = new_key();
-    KeyFile::write(&keys.next_path(), &new)?;
+    // A key staged on every replica beforehand (`stage_next`) is the one handed over to, so
+    // that each replica finds it at its next signing; otherwise a fresh one.
+    let new = match KeyFile::read(&keys.next_path())? {
+        Some(staged) if public_hex(&staged) != public_hex(&old) => staged,
+        _ => {
+            let new = new_key();
+            KeyFile::write(&keys.next_path(), &new)?;
+            new
+        }
+    };
     let event = AuditEvent::new(
         actor,
         crate::store::AuditAction::AuditKeyRotate,
@@ -312,6 +321,21 @@ pub fn rotate(store: &dyn Store, keys: &KeyFile, actor: &str) -> Result<String, 
             .map_err(io_at(dir))?;
     }
     Ok(public_hex(&new))
+}
+
+/// Stages the next audit key for a rotation across replicas: writes a fresh key to
+/// `<audit_key_file>.next` (or keeps the one staged there) and returns its path and public
+/// key. Copied to every replica's `<audit_key_file>.next`, it is what the next
+/// [`rotate`] on any replica hands over to, and each replica switches to it by itself at its
+/// next signing ([`KeyFile::key_for`] completes the hand-over).
+pub fn stage_next(keys: &KeyFile) -> Result<(PathBuf, String), AuditKeyError> {
+    let path = keys.next_path();
+    if let Some(staged) = KeyFile::read(&path)? {
+        return Ok((path, public_hex(&staged)));
+    }
+    let new = new_key();
+    KeyFile::write(&path, &new)?;
+    Ok((path, public_hex(&new)))
 }
 
 /// Audit entries read per step of the start-up verification.

@@ -79,8 +79,13 @@ enum AuditCommand {
     },
     /// Print the server's audit public key (hex), for auditors to keep.
     PublicKey,
-    /// Replace the audit key: the old key signs a checkpoint naming the new one.
+    /// Replace the audit key: the old key signs a checkpoint naming the new one (the key
+    /// staged by `stage-key`, if there is one).
     RotateKey,
+    /// Write the next audit key to `<audit_key_file>.next` (or keep the one there) and print
+    /// its path and public key: copy it to every replica, then `rotate-key` on any one; each
+    /// replica switches to it at its next checkpoint.
+    StageKey,
 }
 
 fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
@@ -208,6 +213,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let keys = sigil_server::audit_key::KeyFile::of(&config);
             let new = sigil_server::audit_key::rotate(&*store, &keys, "cli")?;
             println!("{new}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Audit {
+            command: AuditCommand::StageKey,
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let keys = sigil_server::audit_key::KeyFile::of(&config);
+            let (path, public) = sigil_server::audit_key::stage_next(&keys)?;
+            println!("{} {public}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::AdminToken { name }) => {

@@ -50,7 +50,8 @@ pub fn open_storage(config: &ServerConfig) -> anyhow::Result<(Arc<dyn Store>, Bu
         Database::Postgres(url) => {
             let store = PgStore::open(url, config.database_ca_file.as_deref())
                 .with_context(|| format!("cannot open database {}", database.redacted()))?;
-            (Arc::new(store), Vec::new())
+            let differences = store.schema_differences()?;
+            (Arc::new(store), differences)
         }
     };
     // Refuses a tampered database; creates the audit key at first start.

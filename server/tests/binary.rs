@@ -1,4 +1,5 @@
-//! Tests against the real `sigil-server` binary on a loopback port.
+//! Tests against the real `sigil-server` binary on a loopback port, on SQLite files or (with
+//! `TEST_DATABASE=postgres`) on a throwaway PostgreSQL of each test's own.
 // Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::postgres::TestDatabase;
 use common::*;
 use ed25519_dalek::Signer;
 use serde_json::{json, Value};
@@ -29,12 +31,24 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &Path, trust_root: Option<&Path>) -> Server {
-    start_with(data, trust_root, &[])
+/// The binary, pointed at the test's database.
+fn bin(db: &TestDatabase) -> Command {
+    let mut cmd = Command::new(BIN);
+    db.apply(&mut cmd);
+    cmd
 }
 
-fn start_with(data: &Path, trust_root: Option<&Path>, env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(BIN);
+fn start(db: &TestDatabase, data: &Path, trust_root: Option<&Path>) -> Server {
+    start_with(db, data, trust_root, &[])
+}
+
+fn start_with(
+    db: &TestDatabase,
+    data: &Path,
+    trust_root: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Server {
+    let mut cmd = bin(db);
     cmd.envs(env.iter().copied());
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
@@ -137,8 +151,9 @@ fn big_bundle(salt: u8) -> Vec<u8> {
 #[test]
 fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let data = dir.path().join("data");
-    let mut s = start(&data, None);
+    let mut s = start(&db, &data, None);
     let admin = s
         .bootstrap
         .clone()
@@ -148,7 +163,9 @@ fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
         call(&s, "GET", "/api/v1/tokens", Some(&admin), None).status,
         200
     );
-    assert!(data.join("sigil.db").exists() && data.join("bundles").is_dir());
+    // SQLite's file is in the data directory; on PostgreSQL there is none.
+    assert_eq!(data.join("sigil.db").exists(), db.pg.is_none());
+    assert!(data.join("bundles").is_dir());
     let release = token_for(&s, &admin, "release");
     let r = upload(&s, &release, &release_bundle("1.0.0", 1));
     assert_eq!(r.status, 503, "no trust root configured");
@@ -170,7 +187,7 @@ fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
     assert!(status.success(), "{status}");
 
     // The second start keeps the tokens and prints none.
-    let s = start(&data, None);
+    let s = start(&db, &data, None);
     assert!(s.bootstrap.is_none());
     assert_eq!(
         call(&s, "GET", "/api/v1/tokens", Some(&admin), None).status,
@@ -179,14 +196,14 @@ fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
     drop(s);
 
     // `sigil-server admin-token` issues another one.
-    let out = Command::new(BIN)
+    let out = bin(&db)
         .args(["admin-token", "--name", "second", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
     assert!(out.status.success());
     let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let s = start(&data, None);
+    let s = start(&db, &data, None);
     assert_eq!(
         call(&s, "GET", "/api/v1/tokens", Some(&second), None).status,
         200
@@ -196,9 +213,10 @@ fn zero_setup_start_prints_a_working_admin_token_and_stops_gracefully() {
 #[test]
 fn client_disconnect_mid_upload_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let data = dir.path().join("data");
     let root = write_trust_root(dir.path());
-    let s = start(&data, Some(&root));
+    let s = start(&db, &data, Some(&root));
     let admin = s.bootstrap.clone().unwrap();
     let release = token_for(&s, &admin, "release");
     let b = big_bundle(1);
@@ -217,9 +235,10 @@ fn client_disconnect_mid_upload_leaves_nothing_behind() {
 #[test]
 fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let data = dir.path().join("data");
     let root = write_trust_root(dir.path());
-    let mut s = start(&data, Some(&root));
+    let mut s = start(&db, &data, Some(&root));
     let admin = s.bootstrap.clone().unwrap();
     let release = token_for(&s, &admin, "release");
     let operator = token_for(&s, &admin, "operator");
@@ -275,7 +294,7 @@ fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
     let enrolled = writer.join().unwrap();
     assert!(enrolled > 0, "writes were happening");
 
-    let s = start(&data, Some(&root));
+    let s = start(&db, &data, Some(&root));
     assert_eq!(
         store_counts(&data),
         (0, 0),
@@ -309,9 +328,10 @@ fn sigkill_during_upload_and_writes_leaves_store_and_database_consistent() {
 #[test]
 fn device_session_check_in_and_range_download_over_the_socket() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let data = dir.path().join("data");
     let root = write_trust_root(dir.path());
-    let s = start(&data, Some(&root));
+    let s = start(&db, &data, Some(&root));
     let admin = s.bootstrap.clone().unwrap();
     let release = token_for(&s, &admin, "release");
     let operator = token_for(&s, &admin, "operator");
@@ -411,8 +431,9 @@ fn run_verify(file: &Path, head: Option<&str>) -> (i32, String) {
 #[test]
 fn audit_verify_command_detects_tampering_in_an_export() {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let data = dir.path().join("data");
-    let s = start(&data, None);
+    let s = start(&db, &data, None);
     let admin = s.bootstrap.clone().unwrap();
     let auditor = token_for(&s, &admin, "auditor");
     let operator = token_for(&s, &admin, "operator");
@@ -489,7 +510,9 @@ fn serves_https_with_the_configured_certificate() {
     let cert = fixtures.join("test-server.pem");
     let key = fixtures.join("test-server.key");
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let s = start_with(
+        &db,
         &dir.path().join("data"),
         None,
         &[
@@ -535,16 +558,19 @@ fn serves_https_with_the_configured_certificate() {
 #[test]
 fn a_failed_start_does_not_use_up_the_first_admin_token() {
     let dir = tempfile::tempdir().unwrap();
-    let busy = start(&dir.path().join("a"), None);
+    let db = TestDatabase::selected();
+    let busy = start(&db, &dir.path().join("a"), None);
     let data = dir.path().join("b");
-    let out = Command::new(BIN)
+    // `b`'s database of its own (on PostgreSQL, `a` made the first admin token of its own).
+    let db_b = TestDatabase::selected();
+    let out = bin(&db_b)
         .args(["--listen", &busy.addr.to_string(), "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
-    let out = Command::new(BIN)
+    let out = bin(&db_b)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("SIGIL_TLS_CERT", dir.path().join("missing.pem"))
@@ -554,7 +580,7 @@ fn a_failed_start_does_not_use_up_the_first_admin_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLS certificate"));
     assert!(
-        start(&data, None).bootstrap.is_some(),
+        start(&db_b, &data, None).bootstrap.is_some(),
         "the token is printed by the first real start"
     );
 }
@@ -562,7 +588,8 @@ fn a_failed_start_does_not_use_up_the_first_admin_token() {
 #[test]
 fn invalid_configuration_is_refused_at_start_up_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let db = TestDatabase::selected();
+    let out = bin(&db)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("SIGIL_UPLOAD_MAX_BYTES", "lots")
@@ -571,7 +598,7 @@ fn invalid_configuration_is_refused_at_start_up_with_its_name() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SIGIL_UPLOAD_MAX_BYTES"));
     let missing = dir.path().join("missing.sgl");
-    let out = Command::new(BIN)
+    let out = bin(&db)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("SIGIL_TRUST_ROOT", &missing)
@@ -588,7 +615,8 @@ fn invalid_configuration_is_refused_at_start_up_with_its_name() {
 #[test]
 fn json_logs_on_request_and_no_secrets_in_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let db = TestDatabase::selected();
+    let mut child = bin(&db)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("SIGIL_LOG_FORMAT", "json")
@@ -631,4 +659,34 @@ fn json_logs_on_request_and_no_secrets_in_them() {
         "{stderr}"
     );
     assert!(!stderr.contains(&token), "the token never reaches the log");
+}
+
+#[test]
+fn a_dropped_audit_guard_trigger_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
+    let data = dir.path().join("data");
+    drop(start(&db, &data, None));
+    match &db.pg {
+        Some(pg) => pg
+            .client()
+            .batch_execute("DROP TRIGGER audit_no_update ON audit")
+            .unwrap(),
+        None => rusqlite::Connection::open(data.join("sigil.db"))
+            .unwrap()
+            .execute_batch("DROP TRIGGER audit_no_update")
+            .unwrap(),
+    }
+    let out = bin(&db)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("schema") && err.contains("audit_no_update"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing served: {:?}", out.stdout);
 }

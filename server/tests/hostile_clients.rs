@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::postgres::TestDatabase;
 use common::*;
 use ed25519_dalek::Signer;
 use serde_json::{json, Value};
@@ -37,6 +38,9 @@ struct Server {
     addr: SocketAddr,
     admin: String,
     _dir: tempfile::TempDir,
+    /// SQLite in `_dir`, or PostgreSQL with `TEST_DATABASE=postgres` (stopped after the
+    /// server).
+    _db: TestDatabase,
 }
 
 impl Drop for Server {
@@ -60,8 +64,10 @@ fn command(open_files: Option<u64>) -> Command {
 
 fn start(env: &[(&str, &str)], open_files: Option<u64>) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::selected();
     let mut cmd = command(open_files);
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+    db.apply(&mut cmd)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .env("SIGIL_RATE_BURST", "100000")
@@ -77,6 +83,7 @@ fn start(env: &[(&str, &str)], open_files: Option<u64>) -> Server {
         addr: banner.addr,
         admin: banner.admin.unwrap(),
         _dir: dir,
+        _db: db,
     }
 }
 
@@ -223,7 +230,9 @@ fn held_sockets_from_one_address_cannot_exhaust_a_low_open_file_limit() {
 #[test]
 fn start_up_refuses_a_connection_cap_the_open_file_limit_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let out = command(Some(256))
+    let db = TestDatabase::selected();
+    let out = db
+        .apply(&mut command(Some(256)))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("SIGIL_MAX_CONNECTIONS", "1000")

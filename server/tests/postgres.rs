@@ -292,3 +292,151 @@ fn tls_to_the_database_is_verified_against_database_ca_file() {
     let e = PgStore::open(&pg.url(), Some(&other_ca)).unwrap_err();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
 }
+
+#[test]
+fn schema_differences_name_missing_altered_and_added_objects_of_sigils_tables() {
+    let pg = TestPostgres::start();
+    let store = PgStore::open(&pg.url(), None).unwrap();
+    assert_eq!(store.schema_differences().unwrap(), Vec::<String>::new());
+    // Objects beside Sigil's own are not Sigil's business.
+    pg.client()
+        .batch_execute("CREATE TABLE other_app (x INT); CREATE VIEW other_view AS SELECT 1 AS one")
+        .unwrap();
+    assert_eq!(store.schema_differences().unwrap(), Vec::<String>::new());
+
+    pg.client()
+        .batch_execute(
+            "DROP TRIGGER audit_no_update ON audit; \
+             ALTER TABLE audit DISABLE TRIGGER audit_append_only; \
+             ALTER TABLE reports ALTER COLUMN detail TYPE VARCHAR(10); \
+             ALTER TABLE devices ADD COLUMN note TEXT; \
+             DROP INDEX reports_by_device; \
+             ALTER TABLE root_chain RENAME TO root_chain_old",
+        )
+        .unwrap();
+    let d = store.schema_differences().unwrap().join("\n");
+    for expected in [
+        "trigger audit.audit_no_update is missing",
+        "trigger audit.audit_append_only was altered",
+        "column reports.detail was altered",
+        "unexpected column devices.note",
+        "index reports_by_device is missing",
+        "table root_chain is missing",
+    ] {
+        assert!(d.contains(expected), "{expected:?} not in:\n{d}");
+    }
+    // The check left nothing behind (its scratch schema is rolled back).
+    let schemas: i64 = pg
+        .client()
+        .query_one(
+            "SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'sigil%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(schemas, 0);
+}
+
+#[test]
+fn a_batch_with_repeated_and_unknown_devices_is_recorded_in_order_and_trimmed() {
+    let pg = TestPostgres::start();
+    let store = PgStore::open(&pg.url(), None).unwrap();
+    store.insert_release(&release("rel"), &event(0)).unwrap();
+    for id in ["pump-a", "pump-b"] {
+        store.enrol_device(&device(id), &event(1)).unwrap();
+    }
+    let dep = store
+        .create_deployment(
+            &NewDeployment {
+                release_id: "rel".into(),
+                target: Target::Channel("stable".into()),
+                policy: RolloutPolicy {
+                    phases: vec![100],
+                    min_success_percent: 100,
+                    max_failure_percent: 50,
+                },
+            },
+            5,
+            "operator",
+        )
+        .unwrap();
+    let ci = |id: &str, version: &str, state: CheckInState, deployment_id: Option<i64>| CheckIn {
+        device_id: id.to_owned(),
+        version: version.to_owned(),
+        security_counter: 1,
+        state,
+        deployment_id,
+        detail: None,
+    };
+    let count = |action: AuditAction| actions(&store, action);
+    // A device three times in one group (the last a report for the rollout), an unknown one.
+    let batch = [
+        ci("pump-b", "1.0.0", CheckInState::Idle, None),
+        ci("pump-a", "1.0.0", CheckInState::Idle, None),
+        ci("ghost", "1.0.0", CheckInState::Idle, None),
+        ci("pump-a", "1.0.0", CheckInState::Idle, None),
+        ci("pump-a", "1.2.0", CheckInState::Confirmed, Some(dep.id)),
+    ];
+    let out = store.check_in_batch(&batch, 20, 2).unwrap();
+    assert_eq!(out.len(), 5);
+    for i in [0, 1, 3] {
+        let a = out[i]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .expect("offered the release");
+        assert_eq!((a.deployment_id, a.release.id.as_str()), (dep.id, "rel"));
+    }
+    assert!(
+        matches!(out[2], Err(StoreError::NotFound { .. })),
+        "{:?}",
+        out[2]
+    );
+    assert!(
+        out[4].as_ref().unwrap().is_none(),
+        "confirmed: nothing more to offer"
+    );
+    // Recorded in the group's order, trimmed to the last two.
+    let reports = store.reports("pump-a", 10).unwrap();
+    let seen: Vec<(&str, &str)> = reports
+        .iter()
+        .map(|r| (r.check_in.version.as_str(), r.check_in.state.as_str()))
+        .collect();
+    assert_eq!(seen, [("1.2.0", "confirmed"), ("1.0.0", "idle")]);
+    let a = store.device("pump-a").unwrap().unwrap();
+    assert_eq!(
+        (a.version.as_deref(), a.last_seen),
+        (Some("1.2.0"), Some(20))
+    );
+    // A report per change (pump-b's first, pump-a's first and its confirm), not per check-in.
+    assert_eq!(count(AuditAction::DeviceReport), 3);
+    assert_eq!(count(AuditAction::DeviceStatus), 1);
+
+    // Unchanged check-ins: no lock, no audit entry, still recorded.
+    let entries = store.audit_entries(0, u32::MAX).unwrap().len();
+    let out = store
+        .check_in_batch(&[ci("pump-b", "1.0.0", CheckInState::Idle, None)], 21, 2)
+        .unwrap();
+    assert!(out[0].as_ref().unwrap().is_some());
+    assert_eq!(store.audit_entries(0, u32::MAX).unwrap().len(), entries);
+    assert_eq!(store.reports("pump-b", 10).unwrap().len(), 2);
+    // A group that turns out to change something (a new version, no rollout report) runs
+    // again under the write lock and is audited once.
+    let out = store
+        .check_in_batch(
+            &[
+                ci("pump-b", "1.0.0", CheckInState::Idle, None),
+                ci("pump-a", "1.3.0", CheckInState::Idle, None),
+            ],
+            22,
+            2,
+        )
+        .unwrap();
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    assert_eq!(count(AuditAction::DeviceReport), 4);
+    assert_eq!(
+        store.device("pump-a").unwrap().unwrap().version.as_deref(),
+        Some("1.3.0")
+    );
+    verify_entries(&store.audit_entries(0, u32::MAX).unwrap()).unwrap();
+}

@@ -45,17 +45,32 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// A replica with its own (initially empty) data directory `name`.
+    /// A replica with its own (initially empty) data directory `name`, all replicas with the
+    /// same audit key file.
     fn replica(&self, name: &str) -> Replica {
+        self.replica_keyed(name, &self.dir.path().join("keys").join("audit.key"))
+    }
+
+    /// The environment every replica and subcommand of this cluster runs with.
+    fn command(&self, key: &std::path::Path) -> Command {
+        let url = self.pg.lock().unwrap().url();
+        let mut cmd = Command::new(BIN);
+        cmd.env("SIGIL_DATABASE_URL", &url)
+            .env("SIGIL_AUDIT_KEY_FILE", key)
+            .env("SIGIL_TRUST_ROOT", &self.root);
+        cmd
+    }
+
+    /// A replica with its own data directory and its own copy of the audit key at `key`.
+    fn replica_keyed(&self, name: &str, key: &std::path::Path) -> Replica {
         let url = self.pg.lock().unwrap().url();
         let data = self.dir.path().join(name);
-        let key = self.dir.path().join("keys").join("audit.key");
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .env("RUST_LOG", "error")
             .env("SIGIL_DATABASE_URL", &url)
-            .env("SIGIL_AUDIT_KEY_FILE", &key)
+            .env("SIGIL_AUDIT_KEY_FILE", key)
             .env("SIGIL_TRUST_ROOT", &self.root)
             .env("SIGIL_PUBLIC_MIRROR", "true")
             .env("SIGIL_REPORTS_KEPT", "1000")
@@ -463,4 +478,126 @@ fn three_replicas_survive_a_killed_replica_and_a_database_restart_without_losing
         answers.unavailable.load(Ordering::Relaxed) > 0,
         "check-ins during the database restart were answered 503"
     );
+}
+
+/// Copies a key file as the operator's secret distribution would: a 0700 directory, the file
+/// 0600.
+fn distribute(from: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to.parent().unwrap())
+        .unwrap();
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_staged_audit_key_rotation_reaches_every_replica_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = write_trust_root(dir.path());
+    let cluster = Cluster {
+        pg: Mutex::new(TestPostgres::start()),
+        dir,
+        root,
+    };
+    let key_a = cluster.dir.path().join("a-keys/audit.key");
+    let key_b = cluster.dir.path().join("b-keys/audit.key");
+    let a = cluster.replica_keyed("a", &key_a);
+    // The key the first replica generated reaches the second through the secret store.
+    distribute(&key_a, &key_b);
+    let b = cluster.replica_keyed("b", &key_b);
+    let admin = a.admin.clone().unwrap();
+    let auditor = ok(
+        a.addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(json!({ "name": "auditor-1", "role": "auditor" })),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_key = ok(
+        b.addr,
+        "GET",
+        "/api/v1/audit/checkpoint",
+        Some(&auditor),
+        None,
+    )["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Stage the next key on one replica, hand it to the other, rotate on the first.
+    let out = cluster
+        .command(&key_a)
+        .args(["audit", "stage-key", "--data-dir"])
+        .arg(&a.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let staged = String::from_utf8(out.stdout).unwrap();
+    let (path, staged_key) = staged.trim().split_once(' ').unwrap();
+    assert_eq!(PathBuf::from(path), key_a.with_file_name("audit.key.next"));
+    distribute(
+        &key_a.with_file_name("audit.key.next"),
+        &key_b.with_file_name("audit.key.next"),
+    );
+    let out = cluster
+        .command(&key_a)
+        .args(["audit", "rotate-key", "--data-dir"])
+        .arg(&a.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), staged_key);
+    assert_ne!(staged_key, old_key);
+
+    // The running second replica signs its next checkpoint with the staged key: it finds it
+    // beside its own key file and completes the hand-over itself.
+    ok(
+        b.addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(json!({ "name": "auditor-2", "role": "auditor" })),
+    );
+    let cp = ok(
+        b.addr,
+        "GET",
+        "/api/v1/audit/checkpoint",
+        Some(&auditor),
+        None,
+    );
+    assert_eq!(cp["public_key"], staged_key);
+    assert_eq!(
+        std::fs::read(&key_b).unwrap(),
+        std::fs::read(&key_a).unwrap(),
+        "the second replica's key file now holds the new key"
+    );
+    assert!(!key_b.with_file_name("audit.key.next").exists());
+    // And the whole trail, rotation included, verifies from the old key.
+    let export = call(b.addr, "GET", "/api/v1/audit/export", Some(&auditor), None).unwrap();
+    assert_eq!(export.status, 200);
+    let trust = Trust {
+        keys: vec![hex_key(&old_key)],
+        ..Trust::default()
+    };
+    verify_lines(&export.body[..], trust).unwrap();
+}
+
+fn hex_key(text: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text, &mut key).unwrap();
+    key
 }

@@ -13,6 +13,11 @@
 //! commit now delays one batch, and everything that queued meanwhile is committed by the next
 //! one. Each check-in is answered only after the commit that holds it, so what a device was told
 //! is exactly what is stored.
+//!
+//! A store whose batches can commit side by side (PostgreSQL, where each batch is a
+//! transaction on its own connection) gets several drain tasks
+//! ([`crate::store::CheckInStore::batch_writers`]): with one, a replica's check-in rate was
+//! bounded by one batch's round trips and commit at a time while the database had cores idle.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -25,28 +30,37 @@ use crate::store::{now_secs, Assignment, CheckIn, StoreError, StoreResult};
 /// Most check-ins committed in one transaction: bounds how long one batch holds the writer.
 pub const MAX_BATCH: usize = 256;
 
+/// Check-ins waiting per running drain task before another one starts (where the store has
+/// several writers).
+const BACKLOG: usize = 32;
+
 type Reply = oneshot::Sender<StoreResult<Option<Assignment>>>;
 
 #[derive(Default)]
 struct Queue {
     jobs: Vec<(CheckIn, Reply)>,
-    /// A drain task is running (it will see any job queued before it stops).
-    draining: bool,
+    /// Drain tasks running (each sees any job queued before it stops); at most the store's
+    /// [`crate::store::CheckInStore::batch_writers`].
+    draining: usize,
 }
 
 /// The check-in queue (one per server).
 pub struct CheckInQueue {
     db: Db,
     keep: u32,
+    /// Drain tasks allowed at once.
+    writers: usize,
     queue: Mutex<Queue>,
 }
 
 impl CheckInQueue {
     /// A queue recording into `db`, keeping the last `keep` reports per device.
     pub fn new(db: Db, keep: u32) -> Arc<Self> {
+        let writers = db.store().batch_writers().max(1);
         Arc::new(CheckInQueue {
             db,
             keep,
+            writers,
             queue: Mutex::default(),
         })
     }
@@ -65,7 +79,16 @@ impl CheckInQueue {
         let start = {
             let mut q = self.lock();
             q.jobs.push((check_in, reply));
-            !std::mem::replace(&mut q.draining, true)
+            // One drain task; another (up to what the store commits side by side; SQLite: one)
+            // only once a backlog builds up behind the running ones, since at a pace one task
+            // keeps up with, more would only split the same check-ins into smaller batches.
+            let start = q.draining == 0
+                || (q.draining < self.writers
+                    && q.jobs.len() >= BACKLOG.saturating_mul(q.draining));
+            if start {
+                q.draining += 1;
+            }
+            start
         };
         if start {
             let queue = Arc::clone(self);
@@ -86,7 +109,7 @@ impl CheckInQueue {
             let jobs = {
                 let mut q = self.lock();
                 if q.jobs.is_empty() {
-                    q.draining = false;
+                    q.draining = q.draining.saturating_sub(1);
                     return;
                 }
                 let n = q.jobs.len().min(MAX_BATCH);
@@ -134,7 +157,7 @@ impl Drop for DrainGuard<'_> {
         if std::thread::panicking() {
             let mut q = self.0.lock();
             q.jobs.clear();
-            q.draining = false;
+            q.draining = q.draining.saturating_sub(1);
         }
     }
 }
@@ -207,7 +230,7 @@ mod tests {
         // loaded machine may need to get there (it must stop, not keep spinning).
         let mut stopped = false;
         for _ in 0..500 {
-            if !queue.lock().draining {
+            if queue.lock().draining == 0 {
                 stopped = true;
                 break;
             }

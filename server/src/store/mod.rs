@@ -118,6 +118,11 @@ pub trait CheckInStore {
     ) -> StoreResult<Vec<StoreResult<Option<Assignment>>>> {
         Ok(batch.iter().map(|c| self.check_in(c, now, keep)).collect())
     }
+    /// How many [`CheckInStore::check_in_batch`] calls the server runs at once: one for a
+    /// single-writer database (the default), more where batches commit side by side.
+    fn batch_writers(&self) -> usize {
+        1
+    }
     /// The last `limit` reports of a device, newest first.
     fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>>;
     /// Whether an active deployment admits this device for this release, and the release is

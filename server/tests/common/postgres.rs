@@ -269,3 +269,28 @@ impl Drop for TestPostgres {
         self.stop();
     }
 }
+
+/// The database a test's `sigil-server` processes use: the default SQLite file in their data
+/// directory, or (with `TEST_DATABASE=postgres`) a throwaway PostgreSQL of the test's own,
+/// shared by every process the test starts and kept across their restarts.
+pub struct TestDatabase {
+    pub pg: Option<TestPostgres>,
+}
+
+impl TestDatabase {
+    /// The backend `TEST_DATABASE` selects.
+    pub fn selected() -> Self {
+        TestDatabase {
+            pg: postgres_selected().then(TestPostgres::start),
+        }
+    }
+
+    /// Points a `sigil-server` command at this database (nothing for SQLite, whose file is
+    /// the data directory's default).
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        if let Some(pg) = &self.pg {
+            cmd.env("SIGIL_DATABASE_URL", pg.url());
+        }
+        cmd
+    }
+}

@@ -5,6 +5,9 @@ use super::{PgStore, Stmts};
 use crate::store::rules;
 use crate::store::*;
 
+/// Check-in batches one replica commits at once.
+const BATCH_WRITERS: usize = 4;
+
 impl CheckInStore for PgStore {
     fn check_in(&self, c: &CheckIn, now: u64, keep: u32) -> StoreResult<Option<Assignment>> {
         self.with_tx_cached(|tx, st| record_check_in(tx, st, c, now, keep))
@@ -21,16 +24,7 @@ impl CheckInStore for PgStore {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by(|&a, &b| batch[a].device_id.cmp(&batch[b].device_id));
         let run = |tx: &mut ::postgres::Transaction<'_>, st: &mut Stmts<'_>| {
-            let mut out: Vec<Option<StoreResult<Option<Assignment>>>> =
-                (0..batch.len()).map(|_| None).collect();
-            for &i in &order {
-                match record_check_in(tx, st, &batch[i], now, keep) {
-                    Ok(a) => out[i] = Some(Ok(a)),
-                    Err(e @ StoreError::NotFound { .. }) => out[i] = Some(Err(e)),
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(out.into_iter().flatten().collect::<Vec<_>>())
+            record_batch(tx, st, batch, &order, now, keep)
         };
         // A batch of unchanged check-ins (same version and state as before, no report for a
         // rollout) makes no rollout decision and appends no audit entry: it runs without the
@@ -49,8 +43,8 @@ impl CheckInStore for PgStore {
         }
         // Under the lock, no savepoints: an unknown device is found before anything is
         // written, so it fails alone. Any other failure rolls the batch back and it is run
-        // again with a savepoint per check-in (two round trips more each), where one that
-        // fails leaves no trace and does not undo the others.
+        // again one check-in at a time with a savepoint each (a few round trips each), where
+        // one that fails leaves no trace and does not undo the others.
         match self.with_tx_cached(run) {
             Ok(out) => return Ok(out),
             Err(e @ StoreError::Unavailable(_)) => return Err(e),
@@ -75,6 +69,12 @@ impl CheckInStore for PgStore {
             }
             Ok(out.into_iter().flatten().collect())
         })
+    }
+
+    /// Batches from one replica commit side by side (as other replicas' do): while one waits
+    /// for its commit, the next is executing. More than a few only adds lock waits.
+    fn batch_writers(&self) -> usize {
+        BATCH_WRITERS
     }
 
     fn reports(&self, device_id: &str, limit: u32) -> StoreResult<Vec<Report>> {

@@ -10,10 +10,15 @@
 //!   and the append cannot interleave), a rollout's re-evaluation after each status change sees
 //!   every earlier change and moves the deployment exactly once, and two uploads of the same
 //!   bundle insert one release. Reads take no lock. Check-ins are committed in groups (one
-//!   transaction per batch); a group of unchanged check-ins (no status change, no audit entry)
-//!   runs without the write lock under its devices' row locks, and one that turns out to need
-//!   the lock rolls back and runs again under it ([`Stmts::need_lock`]).
-//! - The check-in path's statements are prepared once per pooled connection (`stmts`).
+//!   transaction per batch, several batches per replica at once), each written with a few
+//!   multi-row statements whatever its size (`rows::record_batch`); a group of unchanged
+//!   check-ins (no status change, no audit entry) runs without the write lock under its
+//!   devices' row locks, and one that turns out to need the lock rolls back and runs again
+//!   under it (`Stmts::need_lock`).
+//! - The check-in path's statements and the token lookup are prepared once per pooled
+//!   connection (`stmts`).
+//! - At start-up [`PgStore::schema_differences`] compares the schema with the one the
+//!   migrations make.
 //! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
 //!   row; each replica keeps a verified copy on its local disk as a cache
 //!   ([`crate::bundles::BundleStore::cache_from`]).
@@ -55,6 +60,86 @@ const MIGRATIONS: &[&str] = &[
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.
 const MIGRATION_LOCK: i64 = 0x5347_4c4d;
 const WRITE_LOCK: i64 = 0x5347_4c57;
+
+/// The scratch schema [`PgStore::schema_differences`] builds the expected schema in (rolled
+/// back, never committed).
+const SCRATCH_SCHEMA: &str = "sigil_expected_schema";
+
+/// One object of a schema, described so that two schemas can be compared.
+#[derive(Debug, PartialEq, Eq)]
+struct SchemaObject {
+    /// `table`, `column`, `index`, `constraint`, `trigger` or `function`.
+    kind: String,
+    /// Its name (`table.column` for columns, `table.name` for constraints and triggers).
+    name: String,
+    /// The table it belongs to (itself for a table, empty for a function).
+    table: String,
+    /// Its definition, with the schema's name taken out.
+    definition: String,
+}
+
+/// The objects of `schema` (the bookkeeping table `sigil_schema` excepted, which `migrate`
+/// makes, not a migration).
+fn schema_objects(
+    c: &mut impl postgres::GenericClient,
+    schema: &str,
+) -> StoreResult<Vec<SchemaObject>> {
+    let rows = c.query(
+        "SELECT 'table', c.relname::TEXT, c.relname::TEXT, c.relkind::TEXT \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm') \
+         UNION ALL SELECT 'column', c.relname || '.' || a.attname, c.relname::TEXT, \
+             format_type(a.atttypid, a.atttypmod) \
+             || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END \
+             || COALESCE(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') \
+             || CASE a.attidentity WHEN 'a' THEN ' IDENTITY ALWAYS' \
+                WHEN 'd' THEN ' IDENTITY BY DEFAULT' ELSE '' END \
+             || ' STORAGE ' || a.attstorage::TEXT || ' POSITION ' || a.attnum \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 \
+             AND NOT a.attisdropped \
+         UNION ALL SELECT 'index', ci.relname::TEXT, ct.relname::TEXT, \
+             pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid \
+             JOIN pg_class ct ON ct.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = ct.relnamespace WHERE n.nspname = $1 \
+         UNION ALL SELECT 'constraint', c.relname || '.' || k.conname, c.relname::TEXT, \
+             pg_get_constraintdef(k.oid) \
+             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 \
+         UNION ALL SELECT 'trigger', c.relname || '.' || t.tgname, c.relname::TEXT, \
+             pg_get_triggerdef(t.oid) || ' ENABLED ' || t.tgenabled::TEXT \
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND NOT t.tgisinternal \
+         UNION ALL SELECT 'function', p.proname::TEXT, '', pg_get_functiondef(p.oid) \
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.prokind = 'f'",
+        &[&schema],
+    )?;
+    let qualified = [format!("{schema}."), format!("\"{schema}\".")];
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (kind, name, table): (String, String, String) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        if table == "sigil_schema" {
+            continue;
+        }
+        let mut definition: String = r.try_get(3)?;
+        for q in &qualified {
+            definition = definition.replace(q.as_str(), "");
+        }
+        out.push(SchemaObject {
+            kind,
+            name,
+            table,
+            definition,
+        });
+    }
+    Ok(out)
+}
 
 /// Connections per replica.
 const POOL_SIZE: u32 = 16;
@@ -196,6 +281,18 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
 
+    /// Runs one statement outside a transaction, prepared once per pooled connection (for
+    /// the reads every request makes, such as the token lookup).
+    pub(super) fn query_cached(
+        &self,
+        sql: &str,
+        params: &[(&(dyn postgres::types::ToSql + Sync), postgres::types::Type)],
+    ) -> StoreResult<Vec<postgres::Row>> {
+        let mut conn = self.conn()?;
+        let stmts::PgConn { client, statements } = &mut *conn;
+        Ok(Stmts::cached(statements, false).query(client, sql, params)?)
+    }
+
     fn migrate(&self) -> StoreResult<()> {
         let mut conn = self.conn()?;
         // A session lock: replicas starting together queue here, one migrates.
@@ -230,6 +327,61 @@ impl PgStore {
         out?;
         unlock?;
         Ok(())
+    }
+
+    /// How the schema differs from the one this server's migrations create: a table, column,
+    /// index, constraint, trigger or function of Sigil's missing or altered, a trigger
+    /// disabled, anything added to Sigil's tables. Empty when intact. Objects the operator
+    /// adds beside Sigil's tables (an extension's views, other applications' tables) are not
+    /// Sigil's and are not compared.
+    ///
+    /// The expected schema is made by running the migrations into a scratch schema inside a
+    /// transaction that is rolled back, so it is always this server's own; that needs the
+    /// `CREATE` privilege on the database (which the migrations' owner has).
+    pub fn schema_differences(&self) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn()?;
+        let schema: String = conn.query_one("SELECT current_schema()::TEXT", &[])?.get(0);
+        let mut tx = conn.transaction()?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA {SCRATCH_SCHEMA}; SET LOCAL search_path TO {SCRATCH_SCHEMA}"
+        ))?;
+        for sql in MIGRATIONS {
+            tx.batch_execute(sql)?;
+        }
+        let expected = schema_objects(&mut tx, SCRATCH_SCHEMA)?;
+        let actual = schema_objects(&mut tx, &schema)?;
+        tx.rollback()?;
+        let tables: std::collections::HashSet<&str> = expected
+            .iter()
+            .filter(|o| o.kind == "table")
+            .map(|o| o.table.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for e in &expected {
+            match actual.iter().find(|a| a.kind == e.kind && a.name == e.name) {
+                None => out.push(format!("{} {} is missing", e.kind, e.name)),
+                Some(a) if a.definition != e.definition => out.push(format!(
+                    "{} {} was altered (now `{}`, expected `{}`)",
+                    e.kind, e.name, a.definition, e.definition
+                )),
+                Some(_) => {}
+            }
+        }
+        for a in &actual {
+            let ours = tables.contains(a.table.as_str())
+                || a.kind == "function" && a.name.starts_with("sigil_");
+            if ours
+                && !expected
+                    .iter()
+                    .any(|e| e.kind == a.kind && e.name == a.name)
+            {
+                out.push(format!(
+                    "unexpected {} {} (on table {})",
+                    a.kind, a.name, a.table
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// A write transaction under the store's write lock (see the module documentation).

@@ -36,23 +36,34 @@ pub(super) const RELEASE_COLUMNS: &str =
     "id, vendor, device, component, version, security_counter, payload_size, \
      payload_digest, key_set_version, created, expires, size, uploaded_at, uploaded_by, retired";
 
+/// [`RELEASE_COLUMNS`] of the table aliased `r`, for joins.
+const RELEASE_COLUMNS_R: &str =
+    "r.id, r.vendor, r.device, r.component, r.version, r.security_counter, r.payload_size, \
+     r.payload_digest, r.key_set_version, r.created, r.expires, r.size, r.uploaded_at, \
+     r.uploaded_by, r.retired";
+
 pub(super) fn release_row(r: &Row) -> StoreResult<Release> {
+    release_row_at(r, 0)
+}
+
+/// A release from [`RELEASE_COLUMNS`] starting at column `at`.
+fn release_row_at(r: &Row, at: usize) -> StoreResult<Release> {
     Ok(Release {
-        id: r.try_get(0)?,
-        vendor: r.try_get(1)?,
-        device: r.try_get(2)?,
-        component: r.try_get(3)?,
-        version: r.try_get(4)?,
-        security_counter: u32_sql(r.try_get(5)?),
-        payload_size: from_sql(r.try_get(6)?),
-        payload_digest: r.try_get(7)?,
-        key_set_version: u32_sql(r.try_get(8)?),
-        created: from_sql(r.try_get(9)?),
-        expires: r.try_get::<_, Option<i64>>(10)?.map(from_sql),
-        size: from_sql(r.try_get(11)?),
-        uploaded_at: from_sql(r.try_get(12)?),
-        uploaded_by: r.try_get(13)?,
-        retired: r.try_get(14)?,
+        id: r.try_get(at)?,
+        vendor: r.try_get(at + 1)?,
+        device: r.try_get(at + 2)?,
+        component: r.try_get(at + 3)?,
+        version: r.try_get(at + 4)?,
+        security_counter: u32_sql(r.try_get(at + 5)?),
+        payload_size: from_sql(r.try_get(at + 6)?),
+        payload_digest: r.try_get(at + 7)?,
+        key_set_version: u32_sql(r.try_get(at + 8)?),
+        created: from_sql(r.try_get(at + 9)?),
+        expires: r.try_get::<_, Option<i64>>(at + 10)?.map(from_sql),
+        size: from_sql(r.try_get(at + 11)?),
+        uploaded_at: from_sql(r.try_get(at + 12)?),
+        uploaded_by: r.try_get(at + 13)?,
+        retired: r.try_get(at + 14)?,
     })
 }
 
@@ -338,6 +349,18 @@ pub(super) fn record_check_in(
         st.need_lock()?;
         append_st(c, st, &event, now)?;
     }
+    record_status(c, st, ci, now)?;
+    assignment(c, st, &ci.device_id, ci.security_counter, now)
+}
+
+/// A check-in's report for a rollout: the member's new status, its phase counts, the audit
+/// entry and the rollout's re-evaluation (under the write lock).
+fn record_status(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    ci: &CheckIn,
+    now: u64,
+) -> StoreResult<()> {
     if let (Some(dep), Some(status)) = (ci.deployment_id, rules::reported_status(ci.state)) {
         st.need_lock()?;
         // Only a device its phase admitted reports for a deployment that is still open. The
@@ -379,7 +402,7 @@ pub(super) fn record_check_in(
             }
         }
     }
-    assignment(c, st, &ci.device_id, ci.security_counter, now)
+    Ok(())
 }
 
 /// The newest active deployment that admits the device and that it has not finished (the same
@@ -434,4 +457,232 @@ pub(super) fn assignment(
         }));
     }
     Ok(None)
+}
+
+/// The outcome of each check-in of a batch, in the batch's order.
+pub(super) type BatchResults = Vec<StoreResult<Option<Assignment>>>;
+
+/// Records a batch of check-ins inside the caller's transaction with a few statements for
+/// the whole group instead of a few per check-in (the same rows and decisions as
+/// [`record_check_in`] for each, in `order`):
+///
+/// 1. the devices' previous versions and states, their rows locked in id order (so that two
+///    batches sharing devices cannot deadlock, and check-ins of one device are ordered);
+/// 2. the reports, the trims to the last `keep` per device and the devices' new state, one
+///    multi-row statement over arrays (`unnest`);
+/// 3. per check-in that changes something (a version or state change is audited; a report
+///    for a rollout moves a member), the audit append and the rollout's step — these need the
+///    write lock ([`Stmts::need_lock`]), checked before anything is written;
+/// 4. the assignments, one statement (before step 1 when the transaction does not hold the
+///    write lock, since then nothing in the round changes them).
+///
+/// `order` lists the batch's indices sorted by device id. A device that checks in twice in
+/// one batch has its later check-ins recorded in a later round of the same steps, after the
+/// earlier ones. An unknown device's check-in fails alone (found before anything is written).
+pub(super) fn record_batch(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    batch: &[CheckIn],
+    order: &[usize],
+    now: u64,
+    keep: u32,
+) -> StoreResult<BatchResults> {
+    let mut out: Vec<Option<StoreResult<Option<Assignment>>>> =
+        (0..batch.len()).map(|_| None).collect();
+    // Round k holds each device's k-th check-in of the batch (still in device id order).
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut k = 0;
+    for (n, &i) in order.iter().enumerate() {
+        let same = n > 0 && batch[order[n - 1]].device_id == batch[i].device_id;
+        k = if same { k + 1 } else { 0 };
+        if rounds.len() <= k {
+            rounds.push(Vec::new());
+        }
+        rounds[k].push(i);
+    }
+    for round in &rounds {
+        record_round(c, st, batch, round, now, keep, &mut out)?;
+    }
+    out.into_iter()
+        .map(|r| {
+            r.ok_or_else(|| {
+                StoreError::Backend("a check-in of the batch went unanswered".to_owned())
+            })
+        })
+        .collect()
+}
+
+/// One round of [`record_batch`]: each device at most once, in id order.
+fn record_round(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    batch: &[CheckIn],
+    round: &[usize],
+    now: u64,
+    keep: u32,
+    out: &mut [Option<StoreResult<Option<Assignment>>>],
+) -> StoreResult<()> {
+    let ids: Vec<&str> = round.iter().map(|&i| batch[i].device_id.as_str()).collect();
+    // Without the write lock the round changes no member and no deployment (one that would
+    // stops below), so its assignments do not depend on its writes: read them before the
+    // devices' rows are locked, which keeps the locks one statement shorter.
+    let early = if st.locked {
+        None
+    } else {
+        let counters: Vec<i64> = round
+            .iter()
+            .map(|&i| i64::from(batch[i].security_counter))
+            .collect();
+        Some(assignments(c, st, &ids, &counters, now)?)
+    };
+    let rows = st.query(
+        c,
+        "SELECT id, version, state FROM devices WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        &[(&ids, Type::TEXT_ARRAY)],
+    )?;
+    let mut previous: std::collections::HashMap<String, (Option<String>, Option<CheckInState>)> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let state: Option<String> = r.try_get(2)?;
+        previous.insert(
+            r.try_get(0)?,
+            (
+                r.try_get(1)?,
+                state.as_deref().map(parse_state).transpose()?,
+            ),
+        );
+    }
+    // What each known device's check-in changes, decided before anything is written: without
+    // the write lock, a batch that needs it stops here and runs again under it.
+    let mut known = Vec::with_capacity(round.len());
+    let mut events = Vec::new();
+    for &i in round {
+        let ci = &batch[i];
+        let Some((prev_version, prev_state)) = previous.get(&ci.device_id) else {
+            out[i] = Some(Err(StoreError::NotFound {
+                what: "device",
+                id: ci.device_id.clone(),
+            }));
+            continue;
+        };
+        let event = rules::report_event(ci, prev_version.as_deref(), *prev_state);
+        let reports_status =
+            ci.deployment_id.is_some() && rules::reported_status(ci.state).is_some();
+        if event.is_some() || reports_status {
+            st.need_lock()?;
+            events.push((i, event));
+        }
+        known.push(i);
+    }
+    if known.is_empty() {
+        return Ok(());
+    }
+    let devices: Vec<&str> = known.iter().map(|&i| batch[i].device_id.as_str()).collect();
+    let versions: Vec<&str> = known.iter().map(|&i| batch[i].version.as_str()).collect();
+    let counters: Vec<i64> = known
+        .iter()
+        .map(|&i| i64::from(batch[i].security_counter))
+        .collect();
+    let states: Vec<&str> = known.iter().map(|&i| batch[i].state.as_str()).collect();
+    let deployments: Vec<Option<i64>> = known.iter().map(|&i| batch[i].deployment_id).collect();
+    let details: Vec<Option<&str>> = known.iter().map(|&i| batch[i].detail.as_deref()).collect();
+    let now_sql = to_sql(now);
+    let older = i64::from(keep.saturating_sub(1));
+    // The new reports are not visible to the trim (one statement, one snapshot), so it keeps
+    // `keep - 1` older ones per device.
+    st.query(
+        c,
+        "WITH i AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], \
+             $5::BIGINT[], $6::TEXT[]) \
+             AS i (device_id, version, security_counter, state, deployment_id, detail)), \
+         ins AS (INSERT INTO reports \
+             (device_id, at, version, security_counter, state, deployment_id, detail) \
+             SELECT device_id, $7, version, security_counter, state, deployment_id, detail FROM i), \
+         trim AS (DELETE FROM reports r USING (SELECT i.device_id, cut.id FROM i \
+             CROSS JOIN LATERAL (SELECT x.id FROM reports x WHERE x.device_id = i.device_id \
+             ORDER BY x.id DESC LIMIT 1 OFFSET $8) cut) t \
+             WHERE r.device_id = t.device_id AND r.id <= t.id) \
+         UPDATE devices d SET last_seen = $7, version = i.version, \
+             security_counter = i.security_counter, state = i.state \
+         FROM i WHERE d.id = i.device_id",
+        &[
+            (&devices, Type::TEXT_ARRAY),
+            (&versions, Type::TEXT_ARRAY),
+            (&counters, Type::INT8_ARRAY),
+            (&states, Type::TEXT_ARRAY),
+            (&deployments, Type::INT8_ARRAY),
+            (&details, Type::TEXT_ARRAY),
+            (&now_sql, Type::INT8),
+            (&older, Type::INT8),
+        ],
+    )?;
+    for (i, event) in events {
+        if let Some(event) = event {
+            append_st(c, st, &event, now)?;
+        }
+        record_status(c, st, &batch[i], now)?;
+    }
+    let mut found = match early {
+        Some(found) => found,
+        None => assignments(c, st, &devices, &counters, now)?,
+    };
+    for i in known {
+        out[i] = Some(Ok(found.remove(batch[i].device_id.as_str())));
+    }
+    Ok(())
+}
+
+/// [`assignment`] for several devices (each at most once) in one statement.
+fn assignments(
+    c: &mut impl GenericClient,
+    st: &mut Stmts<'_>,
+    devices: &[&str],
+    counters: &[i64],
+    now: u64,
+) -> StoreResult<std::collections::HashMap<String, Assignment>> {
+    let now = to_sql(now);
+    let rows = st.query(
+        c,
+        &format!(
+            "SELECT {DEPLOYMENT_COLUMNS}, m.device_id, m.rank, m.status, {RELEASE_COLUMNS_R} \
+             FROM unnest($1::TEXT[], $2::BIGINT[]) AS i (device_id, security_counter) \
+             JOIN members m ON m.device_id = i.device_id \
+             JOIN deployments d ON d.id = m.deployment_id JOIN releases r ON r.id = d.release_id \
+             WHERE d.state = 'active' AND NOT r.retired \
+             AND (r.expires IS NULL OR r.expires > $3) AND r.security_counter >= i.security_counter \
+             AND m.status NOT IN ('confirmed', 'reverted', 'failed') \
+             ORDER BY m.device_id, d.id DESC"
+        ),
+        &[
+            (&devices, Type::TEXT_ARRAY),
+            (&counters, Type::INT8_ARRAY),
+            (&now, Type::INT8),
+        ],
+    )?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let device: String = row.try_get(11)?;
+        if out.contains_key(&device) {
+            continue;
+        }
+        let dep = deployment_row(&row)?;
+        let rank: i64 = row.try_get(12)?;
+        if !rules::is_admitted(&dep, rank) {
+            continue;
+        }
+        let status: String = row.try_get(13)?;
+        let Some(status) = DeviceStatus::parse(&status) else {
+            continue;
+        };
+        let release = release_row_at(&row, 14)?;
+        out.insert(
+            device,
+            Assignment {
+                deployment_id: dep.id,
+                release,
+                status,
+            },
+        );
+    }
+    Ok(out)
 }

@@ -56,15 +56,18 @@ impl TokenStore for PgStore {
     }
 
     fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>> {
-        let mut c = self.conn()?;
-        let row = c.query_opt(
+        // Every authenticated request runs this: prepared once per connection.
+        let rows = self.query_cached(
             "SELECT t.role, t.name, t.device_id FROM tokens t \
              LEFT JOIN devices d ON d.id = t.device_id \
              WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
              AND (t.device_id IS NULL OR NOT d.revoked)",
-            &[&&hash[..], &to_sql(now)],
+            &[
+                (&&hash[..], ::postgres::types::Type::BYTEA),
+                (&to_sql(now), ::postgres::types::Type::INT8),
+            ],
         )?;
-        let Some(row) = row else {
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
         let role: String = row.try_get(0)?;
