@@ -150,6 +150,11 @@ pub struct RolloutPolicy {
     pub min_success_percent: u8,
     /// Share of admitted devices that may fail or revert before the rollout halts.
     pub max_failure_percent: u8,
+    /// The rollout does not move past this phase (the canary, 0) until a second operator
+    /// approves it (four-eyes policy, `approvals.deployment_second_operator`); the approval
+    /// clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_after_phase: Option<usize>,
 }
 
 impl RolloutPolicy {
@@ -245,6 +250,7 @@ pub fn evaluate<E>(
         } else if phase == last && c.open == 0 {
             DeploymentState::Completed
         } else if phase < last
+            && policy.hold_after_phase.is_none_or(|hold| phase < hold)
             && c.confirmed.saturating_mul(100)
                 >= n.saturating_mul(usize::from(policy.min_success_percent))
         {
@@ -291,6 +297,7 @@ mod tests {
             phases: vec![1, 10, 100],
             min_success_percent: 100,
             max_failure_percent: 20,
+            hold_after_phase: None,
         }
     }
 

@@ -76,12 +76,17 @@ pub async fn create(
             }
         }
     }
-    let policy = RolloutPolicy {
+    let mut policy = RolloutPolicy {
         phases: req.phases,
         min_success_percent: req.min_success_percent,
         max_failure_percent: req.max_failure_percent,
+        hold_after_phase: None,
     };
     policy.validate().map_err(ApiError::BadRequest)?;
+    // Four-eyes policy: production channels need an approved release; the canary phase
+    // holds until a second operator approves.
+    super::approvals::check_release_gate(&state, &req.release, &req.target).await?;
+    super::approvals::hold(&state.config, &mut policy);
     let new = NewDeployment {
         release_id: req.release,
         target: req.target,

@@ -206,6 +206,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
     let actor = caller.require(&[Role::Operator])?.name.clone();
+    caller.require_fresh(&state.config)?;
     let event = AuditEvent::new(
         &actor,
         crate::store::AuditAction::DeviceRevoke,
@@ -370,6 +371,7 @@ pub async fn session(
                 role: Role::Device,
                 device_id: Some(&device.id),
                 expires_at: Some(now.saturating_add(ttl)),
+                owner: None,
             };
             s.create_token(&grant, now, None)
         })

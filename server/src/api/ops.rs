@@ -45,8 +45,15 @@ pub async fn openapi() -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The token's label.
     name: String,
+    /// The one role it may use (one its owner holds).
     role: Role,
+    /// The owning account (a person or a service account); default: a service account named
+    /// after the label, created if missing.
+    owner: Option<String>,
+    /// Lifetime in seconds; default: until revoked.
+    expires_in_secs: Option<u64>,
 }
 
 /// A new token: shown once.
@@ -55,6 +62,8 @@ pub struct NewToken {
     id: i64,
     name: String,
     role: Role,
+    owner: String,
+    expires_at: Option<u64>,
     token: String,
 }
 
@@ -73,14 +82,27 @@ pub async fn create_token(
             "device tokens are issued by the challenge-response session endpoint".to_owned(),
         ));
     }
+    let owner = req.owner.clone().unwrap_or_else(|| req.name.clone());
+    check_identifier(&owner).map_err(|_| {
+        ApiError::BadRequest("owner must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
+    })?;
+    let expires_at = match req.expires_in_secs {
+        None => None,
+        Some(secs @ 60..=31_622_400) => Some(now_secs().saturating_add(secs)),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "expires_in_secs must be between 60 and 31622400 (366 days)".to_owned(),
+            ))
+        }
+    };
     let (token, hash) = new_token();
     let event = AuditEvent::new(
         &actor,
         crate::store::AuditAction::TokenCreate,
         &req.name,
-        serde_json::json!({ "role": req.role }),
+        serde_json::json!({ "role": req.role, "owner": owner, "expires_at": expires_at }),
     );
-    let (name, role) = (req.name.clone(), req.role);
+    let (name, role, owner_name) = (req.name.clone(), req.role, owner.clone());
     let id = state
         .db
         .run(move |s| {
@@ -89,7 +111,8 @@ pub async fn create_token(
                 name: &name,
                 role,
                 device_id: None,
-                expires_at: None,
+                expires_at,
+                owner: Some(&owner_name),
             };
             s.create_token(&grant, now_secs(), Some(&event))
         })
@@ -100,6 +123,8 @@ pub async fn create_token(
             id,
             name: req.name,
             role: req.role,
+            owner,
+            expires_at,
             token,
         }),
     ))

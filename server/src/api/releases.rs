@@ -28,7 +28,7 @@ use crate::bundles::{is_bundle_id, UploadChunk};
 use crate::error::ApiError;
 use crate::store::{now_secs, AuditEvent, Page, Product, Release, ReleaseFilter, Role};
 
-const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor];
+const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor, Role::Approver];
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     if is_bundle_id(id) {

@@ -10,6 +10,7 @@
 //! trail records takes its [`AuditEvent`] and appends it in the same transaction as the change:
 //! no change without its entry, and no entry without its change.
 
+pub mod accounts;
 mod error;
 pub mod migrate;
 pub mod model;
@@ -17,6 +18,7 @@ pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 
+pub use accounts::{AccountStore, ApprovalStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use postgres::PgStore;
@@ -27,8 +29,8 @@ use crate::audit::{AuditEntry, Checkpoint};
 /// Every store trait, for calling their methods (`use crate::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AuditStore, BundleBytes, CheckInStore, DeploymentStore, DeviceStore, ReleaseStore, Store,
-        TokenStore,
+        AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
+        DeviceStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -184,6 +186,8 @@ pub trait Store:
     + AuditStore
     + BundleBytes
     + crate::roots::RootChainStore
+    + AccountStore
+    + ApprovalStore
     + Send
     + Sync
     + 'static
@@ -199,6 +203,8 @@ impl<T> Store for T where
         + AuditStore
         + BundleBytes
         + crate::roots::RootChainStore
+        + AccountStore
+        + ApprovalStore
         + Send
         + Sync
         + 'static

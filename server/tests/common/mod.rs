@@ -85,7 +85,13 @@ impl Harness {
         let config = test_config(dir.path(), &env);
         let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
         let mut tokens = HashMap::new();
-        for role in [Role::Admin, Role::Release, Role::Operator, Role::Auditor] {
+        for role in [
+            Role::Admin,
+            Role::Release,
+            Role::Operator,
+            Role::Auditor,
+            Role::Approver,
+        ] {
             let token = format!("sgl_test_{}", role.as_str());
             let hash = token_hash(&token);
             let grant = TokenGrant {
@@ -94,6 +100,7 @@ impl Harness {
                 role,
                 device_id: None,
                 expires_at: None,
+                owner: None,
             };
             store.create_token(&grant, 1, None).unwrap();
             tokens.insert(role, token);
