@@ -16,6 +16,18 @@
 //! | `POST /api/v1/device/challenge`, `…/session` | public (device signature)|
 //! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
 //! | `GET /mirror/{id}`                         | public when `public_mirror`|
+//! | `POST/GET /api/v1/users`, `POST …/{name}/enrolment|disable|enable` | admin  |
+//! | `POST /api/v1/enrolment`, `…/confirm`      | public (enrolment code)    |
+//! | `POST /api/v1/session`                     | public (passphrase + TOTP) |
+//! | `GET/DELETE /api/v1/session`, `POST …/reauth` | console session         |
+//! | `POST /api/v1/releases/{id}/approve|refuse` | approver, fresh session, not the uploader |
+//! | `GET /api/v1/releases/{id}/approvals`      | release, operator, auditor, approver |
+//! | `POST /api/v1/deployments/{id}/approve|refuse` | operator, fresh session, not the creator |
+//! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
+//!
+//! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
+//! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
+//! from a session need a re-authentication within `accounts.reauth_secs`.
 
 pub mod accounts;
 mod approvals;

@@ -1,5 +1,9 @@
 //! Persistent state behind one trait per aggregate (tokens, releases, devices, deployments,
-//! check-ins, audit), gathered in [`Store`], with the SQLite backend [`SqliteStore`].
+//! check-ins, audit, accounts and sessions, approvals), gathered in [`Store`], with the SQLite
+//! backend [`SqliteStore`] and the PostgreSQL backend [`PgStore`].
+//!
+//! - [`accounts`]: people, service accounts, console sessions and four-eyes approvals (their
+//!   types, traits and rules).
 //!
 //! - [`model`]: the domain types, independent of any backend.
 //! - [`rules`]: every decision a write makes (targets, ranking, admission, rollout moves, audit

@@ -21,6 +21,7 @@ use sigil_server::store::prelude::*;
 use sigil_server::store::{Role, TokenGrant};
 use tower::ServiceExt;
 
+pub mod people;
 pub mod postgres;
 pub mod process;
 
