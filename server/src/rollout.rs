@@ -329,6 +329,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_keeps_the_rollout_in_its_phase_but_still_halts_it() {
+        let held = RolloutPolicy {
+            hold_after_phase: Some(0),
+            ..policy()
+        };
+        let mut s = vec![Confirmed; 50];
+        assert_eq!(
+            eval(&held, 0, &s),
+            Evaluation {
+                phase: 0,
+                state: DeploymentState::Active
+            },
+            "every device confirmed, yet held at the canary"
+        );
+        s[0] = Failed;
+        assert_eq!(eval(&held, 0, &s).state, DeploymentState::Halted);
+    }
+
+    #[test]
     fn failures_past_the_threshold_halt() {
         let mut s = vec![Pending; 50];
         s[..5].fill(Confirmed);

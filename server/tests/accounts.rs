@@ -683,3 +683,90 @@ fn user_add_on_the_command_line_prints_a_single_use_enrolment_code_and_link() {
     let none = run(&["user", "add", "x"]);
     assert_eq!(none.status.code(), Some(2), "a role is required");
 }
+
+/// A database at schema version 3 (before accounts) with `tokens`, then opened by this server:
+/// each old API token is owned by a service account named after its label, holding its roles.
+#[test]
+fn tokens_from_before_accounts_become_owned_by_service_accounts_of_their_label() {
+    use sigil_server::api::token_hash;
+    use sigil_server::store::prelude::*;
+    let hex_of = |t: &str| hex::encode(token_hash(t));
+    let rows = [
+        ("sgl_old_ci_release", "ci", "release", None),
+        ("sgl_old_ci_audit", "ci", "auditor", None),
+        ("sgl_old_ops", "ops", "operator", None),
+        ("sgl_old_device", "device:pump-1", "device", Some("pump-1")),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let pg = common::postgres::postgres_selected().then(common::postgres::TestPostgres::start);
+    let store: Box<dyn Store> = match &pg {
+        Some(pg) => {
+            let mut c = pg.client();
+            c.batch_execute(concat!(
+                include_str!("../src/store/postgres/schema/0001_initial.sql"),
+                include_str!("../src/store/postgres/schema/0002_bundles.sql"),
+                include_str!("../src/store/postgres/schema/0003_root_chain.sql"),
+                "CREATE TABLE sigil_schema (version BIGINT NOT NULL); \
+                 INSERT INTO sigil_schema VALUES (3);"
+            ))
+            .unwrap();
+            for (token, name, role, device) in rows {
+                let device = device.map_or("NULL".to_owned(), |d| format!("'{d}'"));
+                c.batch_execute(&format!(
+                    "INSERT INTO tokens (hash, name, role, device_id, created_at) \
+                     VALUES ('\\x{}', '{name}', '{role}', {device}, 5)",
+                    hex_of(token)
+                ))
+                .unwrap();
+            }
+            Box::new(sigil_server::store::PgStore::open(&pg.url(), None).unwrap())
+        }
+        None => {
+            let path = dir.path().join("sigil.db");
+            {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                c.execute_batch(concat!(
+                    include_str!("../src/store/sqlite/schema/0001_initial.sql"),
+                    include_str!("../src/store/sqlite/schema/0002_audit_checkpoints.sql"),
+                    include_str!("../src/store/sqlite/schema/0003_root_chain.sql"),
+                    "PRAGMA user_version = 3;"
+                ))
+                .unwrap();
+                for (token, name, role, device) in rows {
+                    let device = device.map_or("NULL".to_owned(), |d| format!("'{d}'"));
+                    c.execute_batch(&format!(
+                        "INSERT INTO tokens (hash, name, role, device_id, created_at) \
+                         VALUES (x'{}', '{name}', '{role}', {device}, 5)",
+                        hex_of(token)
+                    ))
+                    .unwrap();
+                }
+            }
+            Box::new(sigil_server::store::SqliteStore::open(&path).unwrap())
+        }
+    };
+    let users: Vec<(String, Value, Value)> = store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.name, json!(u.kind), json!(u.roles)))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (
+                "ci".to_owned(),
+                json!("service"),
+                json!(["auditor", "release"])
+            ),
+            ("ops".to_owned(), json!("service"), json!(["operator"])),
+        ]
+    );
+    for (token, name, role, _) in &rows[..3] {
+        let p = store.principal(&token_hash(token), 10).unwrap().unwrap();
+        assert_eq!((p.name.as_str(), p.role.as_str()), (*name, *role));
+    }
+    let listed = store.tokens().unwrap();
+    assert!(listed.iter().all(|t| t.owner == t.name), "{listed:?}");
+    drop(store);
+}

@@ -122,7 +122,9 @@ pub(super) async fn session_caller(
         state.db.run(move |s| s.touch_session(&hash, now)).await?;
     }
     let roles = account.user.roles.clone();
+    let scope = account.user.scope.clone();
     Ok(Caller {
+        scope,
         principal: Principal {
             role: roles.first().copied().unwrap_or(Role::Auditor),
             name: account.user.name,
@@ -184,6 +186,7 @@ pub fn create_account(
             AccountKind::Service => AccountState::Active,
         },
         created_at: now,
+        scope: None,
     };
     let event = AuditEvent::new(
         actor,
@@ -258,6 +261,7 @@ pub async fn create_user(
     ApiJson(req): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("account administration")?;
     let st = state.clone();
     let code = tokio::task::spawn_blocking(move || {
         create_account(
@@ -282,6 +286,7 @@ pub async fn list_users(
     caller: Caller,
 ) -> Result<Json<Vec<User>>, ApiError> {
     caller.require(&[Role::Admin])?;
+    caller.refuse_scoped("account administration")?;
     Ok(Json(state.db.run(|s| s.users()).await?))
 }
 
@@ -292,6 +297,7 @@ pub async fn act_on_user(
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("account administration")?;
     check_name(&name)?;
     match action.as_str() {
         "enrolment" => {
@@ -324,6 +330,50 @@ pub async fn act_on_user(
             "account actions are enrolment, disable and enable".to_owned(),
         )),
     }
+}
+
+/// `PUT /api/v1/users/{name}/scope` (admin): the products, groups and channels the account
+/// sees and acts on (`null` or all lists empty: the whole fleet).
+pub async fn set_scope(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(scope): ApiJson<Option<crate::store::accounts::Scope>>,
+) -> Result<StatusCode, ApiError> {
+    let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("account administration")?;
+    check_name(&name)?;
+    let scope = scope.filter(|s| !s.is_unrestricted());
+    if let Some(s) = &scope {
+        let names = s
+            .groups
+            .iter()
+            .chain(&s.channels)
+            .chain(s.products.iter().flat_map(|p| [&p.vendor, &p.device]));
+        for n in names {
+            check_identifier(n).map_err(|_| {
+                ApiError::BadRequest(
+                    "scope names must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned(),
+                )
+            })?;
+        }
+        if s.groups.len() + s.channels.len() + s.products.len() > 1000 {
+            return Err(ApiError::BadRequest(
+                "a scope names at most 1000 products, groups and channels".to_owned(),
+            ));
+        }
+    }
+    let event = AuditEvent::new(
+        &actor,
+        AuditAction::UserScope,
+        &name,
+        serde_json::json!({ "scope": scope }),
+    );
+    state
+        .db
+        .run(move |s| s.set_user_scope(&name, scope.as_ref(), &event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/v1/enrolment` body.

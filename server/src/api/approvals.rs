@@ -95,6 +95,11 @@ pub async fn decide_release(
         .db
         .run(move |s| s.release(&key))
         .await?
+        .filter(|r| {
+            caller
+                .scope()
+                .is_none_or(|s| s.admits_product(&super::releases::release_product(r)))
+        })
         .ok_or_else(|| ApiError::NotFound(format!("release {id:.70} not found")))?;
     if release.uploaded_by == by {
         return Err(ApiError::Forbidden(format!(
@@ -145,8 +150,13 @@ pub async fn release_approvals(
             Ok((r, d))
         })
         .await?;
-    let release =
-        release.ok_or_else(|| ApiError::NotFound(format!("release {id:.70} not found")))?;
+    let release = release
+        .filter(|r| {
+            caller
+                .scope()
+                .is_none_or(|s| s.admits_product(&super::releases::release_product(r)))
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("release {id:.70} not found")))?;
     Ok(Json(ApprovalState {
         approved_by: approved_by_other(&decisions, &release.uploaded_by),
         author: release.uploaded_by,
@@ -203,6 +213,7 @@ async fn decide_deployment(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {n} not found")))?
         .deployment;
+    super::scopes::check_deployment(&state, &caller, &current).await?;
     if current.created_by == by {
         return Err(ApiError::Forbidden(format!(
             "{by} created deployment {n}; a second operator must decide"
@@ -265,6 +276,7 @@ pub async fn deployment_approvals(
     let dep = dep
         .ok_or_else(|| ApiError::NotFound(format!("deployment {n} not found")))?
         .deployment;
+    super::scopes::check_deployment(&state, &caller, &dep).await?;
     Ok(Json(DeploymentApprovals {
         waiting: dep.policy.hold_after_phase.is_some(),
         author: dep.created_by,

@@ -24,10 +24,12 @@
 //! | `GET /api/v1/releases/{id}/approvals`      | release, operator, auditor, approver |
 //! | `POST /api/v1/deployments/{id}/approve|refuse` | operator, fresh session, not the creator |
 //! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
+//! | `PUT /api/v1/users/{name}/scope`           | admin                      |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
-//! from a session need a re-authentication within `accounts.reauth_secs`.
+//! from a session need a re-authentication within `accounts.reauth_secs`. An account with a
+//! scope sees and acts on part of the fleet only, in every answer (see [`scopes`]).
 
 pub mod accounts;
 mod approvals;
@@ -38,6 +40,7 @@ mod downloads;
 mod ops;
 mod releases;
 mod roots;
+mod scopes;
 
 pub use checkin_queue::CheckInQueue;
 pub use devices::auth_message;
@@ -191,6 +194,8 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// For a console session: its id hash and last re-authentication.
     pub session: Option<accounts::SessionAuth>,
+    /// The account's scope (see [`scopes`]); `None`: the whole fleet.
+    pub scope: Option<crate::store::accounts::Scope>,
 }
 
 impl Caller {
@@ -274,10 +279,23 @@ impl FromRequestParts<AppState> for Caller {
             state.metrics.rate_limited();
             return Err(ApiError::TooManyRequests);
         }
+        // An API token acts within its owner's scope.
+        let scope = match &principal.device_id {
+            Some(_) => None,
+            None => {
+                let owner = principal.name.clone();
+                state
+                    .db
+                    .run(move |s| s.account(&owner))
+                    .await?
+                    .and_then(|a| a.user.scope)
+            }
+        };
         Ok(Caller {
             roles: vec![principal.role],
             principal,
             session: None,
+            scope,
         })
     }
 }
@@ -525,6 +543,10 @@ pub fn router(state: AppState) -> Router {
             post(accounts::create_user).get(accounts::list_users),
         )
         .route("/api/v1/users/{name}/{action}", post(accounts::act_on_user))
+        .route(
+            "/api/v1/users/{name}/scope",
+            axum::routing::put(accounts::set_scope),
+        )
         .route("/api/v1/enrolment", post(accounts::enrol))
         .route("/api/v1/enrolment/confirm", post(accounts::confirm))
         .route(

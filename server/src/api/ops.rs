@@ -74,6 +74,7 @@ pub async fn create_token(
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("token administration")?;
     check_identifier(&req.name).map_err(|_| {
         ApiError::BadRequest("name must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
     })?;
@@ -136,6 +137,7 @@ pub async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(&[Role::Admin])?;
+    caller.refuse_scoped("token administration")?;
     Ok(Json(state.db.run(|s| s.tokens()).await?))
 }
 
@@ -146,6 +148,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("token administration")?;
     let n: i64 = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("token {id:.70} not found")))?;
@@ -216,6 +219,7 @@ pub async fn audit_export(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     let last = sign_checkpoint(&state).await?.seq;
     let db = state.db.clone();
     // Read before answering, so a failing database gives a 500, not a 200 with an empty body.
@@ -273,6 +277,7 @@ pub async fn audit_checkpoint(
     caller: Caller,
 ) -> Result<Json<Checkpoint>, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     Ok(Json(sign_checkpoint(&state).await?))
 }
 
@@ -282,6 +287,7 @@ pub async fn audit_head(
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     let (seq, hash) = state.db.run(|s| s.audit_head()).await?;
     Ok(Json(serde_json::json!({ "seq": seq, "hash": hash })))
 }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{AuditAction, AuditEvent, Deployment, Role};
+use super::model::{AuditAction, AuditEvent, Deployment, Device, Product, Role, Target};
 use super::{StoreError, StoreResult};
 
 /// What kind of holder an account is.
@@ -85,6 +85,62 @@ pub struct User {
     pub state: AccountState,
     /// Creation time.
     pub created_at: u64,
+    /// The part of the fleet it sees and acts on; `None`: all of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// The part of the fleet an account sees and acts on (a hospital's devices): each list that is
+/// not empty restricts, and a device is in scope when it passes every one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scope {
+    /// Only devices of these products.
+    pub products: Vec<Product>,
+    /// Only devices in at least one of these groups (sites).
+    pub groups: Vec<String>,
+    /// Only devices on these channels.
+    pub channels: Vec<String>,
+}
+
+impl Scope {
+    /// Whether the scope restricts nothing.
+    pub fn is_unrestricted(&self) -> bool {
+        self.products.is_empty() && self.groups.is_empty() && self.channels.is_empty()
+    }
+
+    /// Whether a product is in scope.
+    pub fn admits_product(&self, product: &Product) -> bool {
+        self.products.is_empty() || self.products.contains(product)
+    }
+
+    /// Whether a device is in scope.
+    pub fn admits_device(&self, d: &Device) -> bool {
+        self.admits_product(&d.product)
+            && (self.groups.is_empty() || d.groups.iter().any(|g| self.groups.contains(g)))
+            && (self.channels.is_empty() || self.channels.contains(&d.channel))
+    }
+
+    /// Whether every device a deployment of `product` to `target` can reach is in scope,
+    /// whatever devices join the fleet later: a channel target needs no group restriction
+    /// and its channel in scope, a group target no channel restriction and its group in
+    /// scope; a device list is judged device by device (`devices`, the listed devices found).
+    pub fn admits_target(&self, product: &Product, target: &Target, devices: &[Device]) -> bool {
+        if !self.admits_product(product) {
+            return false;
+        }
+        match target {
+            Target::Channel(c) => {
+                self.groups.is_empty() && (self.channels.is_empty() || self.channels.contains(c))
+            }
+            Target::Group(g) => {
+                self.channels.is_empty() && (self.groups.is_empty() || self.groups.contains(g))
+            }
+            Target::Devices(ids) => ids
+                .iter()
+                .all(|id| devices.iter().any(|d| &d.id == id && self.admits_device(d))),
+        }
+    }
 }
 
 /// What a login checks, and the failure counters.
@@ -298,6 +354,7 @@ pub fn token_owner(
             roles: vec![role],
             state: AccountState::Active,
             created_at: now,
+            scope: None,
         })),
         Some(u) if u.state != AccountState::Active => Err(StoreError::Conflict(format!(
             "account {owner} is {}; it cannot be given tokens",
@@ -444,6 +501,13 @@ pub trait AccountStore {
         &self,
         name: &str,
         state: AccountState,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
+    /// Sets or clears an account's scope.
+    fn set_user_scope(
+        &self,
+        name: &str,
+        scope: Option<&Scope>,
         audit: &AuditEvent,
     ) -> StoreResult<()>;
 }

@@ -44,6 +44,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("totp_last_step", Int),
             ("failed_logins", Int),
             ("locked_until", Int),
+            ("scope", Text),
         ],
     ),
     (

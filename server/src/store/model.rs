@@ -434,6 +434,8 @@ pub enum AuditAction {
     UserEnrol,
     /// An account was disabled or re-activated.
     UserState,
+    /// An account's scope was set or cleared.
+    UserScope,
     /// A person logged in.
     UserLogin,
     /// A login failed (wrong passphrase or code, or an attempt during backoff).
@@ -452,7 +454,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 28] = [
+    pub const ALL: [AuditAction; 29] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -474,6 +476,7 @@ impl AuditAction {
         AuditAction::UserEnrolmentIssue,
         AuditAction::UserEnrol,
         AuditAction::UserState,
+        AuditAction::UserScope,
         AuditAction::UserLogin,
         AuditAction::UserLoginFailure,
         AuditAction::UserLockout,
@@ -507,6 +510,7 @@ impl AuditAction {
             AuditAction::UserEnrolmentIssue => "user.enrolment_issue",
             AuditAction::UserEnrol => "user.enrol",
             AuditAction::UserState => "user.state",
+            AuditAction::UserScope => "user.scope",
             AuditAction::UserLogin => "user.login",
             AuditAction::UserLoginFailure => "user.login_failure",
             AuditAction::UserLockout => "user.lockout",

@@ -10,7 +10,7 @@ use crate::store::accounts::*;
 use crate::store::{AuditEvent, StoreError, StoreResult};
 
 const USER_COLUMNS: &str = "name, kind, roles, state, created_at, passphrase_hash, totp_secret, \
-                            totp_last_step, failed_logins, locked_until";
+                            totp_last_step, failed_logins, locked_until, scope";
 
 fn account_row(r: &Row) -> StoreResult<Account> {
     let bad = |what: &str, v: &str| StoreError::Backend(format!("stored {what} {v:?}"));
@@ -24,6 +24,11 @@ fn account_row(r: &Row) -> StoreResult<Account> {
             roles: roles_from_text(&roles)?,
             state: AccountState::parse(&state).ok_or_else(|| bad("state", &state))?,
             created_at: from_sql(r.try_get(4)?),
+            scope: r
+                .try_get::<_, Option<String>>(10)?
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
         },
         credentials: Credentials {
             passphrase_hash: r.try_get(5)?,
@@ -106,6 +111,29 @@ fn session_user(c: &mut impl GenericClient, hash: &[u8; 32]) -> StoreResult<Stri
 }
 
 impl AccountStore for PgStore {
+    fn set_user_scope(
+        &self,
+        name: &str,
+        scope: Option<&Scope>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let text = scope.map(serde_json::to_string).transpose()?;
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE users SET scope = $2 WHERE name = $1",
+                &[&name, &text],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "account",
+                    id: name.to_owned(),
+                });
+            }
+            append(tx, audit, crate::store::now_secs())?;
+            Ok(())
+        })
+    }
+
     fn create_user(
         &self,
         user: &User,

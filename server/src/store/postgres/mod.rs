@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0002_bundles.sql"),
     include_str!("schema/0003_root_chain.sql"),
     include_str!("schema/0004_accounts.sql"),
+    include_str!("schema/0005_account_scopes.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

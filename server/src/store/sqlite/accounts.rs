@@ -8,7 +8,7 @@ use crate::store::accounts::*;
 use crate::store::{AuditEvent, StoreError, StoreResult};
 
 const USER_COLUMNS: &str = "name, kind, roles, state, created_at, passphrase_hash, totp_secret, \
-                            totp_last_step, failed_logins, locked_until";
+                            totp_last_step, failed_logins, locked_until, scope";
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -22,6 +22,7 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         totp_last_step: r.get(7)?,
         failed_logins: r.get(8)?,
         locked_until: r.get(9)?,
+        scope: r.get(10)?,
     })
 }
 
@@ -37,6 +38,7 @@ struct AccountRow {
     totp_last_step: Option<i64>,
     failed_logins: i64,
     locked_until: Option<i64>,
+    scope: Option<String>,
 }
 
 impl AccountRow {
@@ -49,6 +51,11 @@ impl AccountRow {
                 state: AccountState::parse(&self.state).ok_or_else(|| bad("state", &self.state))?,
                 created_at: from_sql(self.created_at),
                 name: self.name,
+                scope: self
+                    .scope
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()?,
             },
             credentials: Credentials {
                 passphrase_hash: self.passphrase_hash,
@@ -120,6 +127,29 @@ fn session_user(tx: &Connection, hash: &[u8; 32]) -> StoreResult<String> {
 }
 
 impl AccountStore for SqliteStore {
+    fn set_user_scope(
+        &self,
+        name: &str,
+        scope: Option<&Scope>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let text = scope.map(serde_json::to_string).transpose()?;
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE users SET scope = ?2 WHERE name = ?1",
+                params![name, text],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "account",
+                    id: name.to_owned(),
+                });
+            }
+            append(tx, audit, crate::store::now_secs())?;
+            Ok(())
+        })
+    }
+
     fn create_user(
         &self,
         user: &User,

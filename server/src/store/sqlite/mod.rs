@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0002_audit_checkpoints.sql"),
     include_str!("schema/0003_root_chain.sql"),
     include_str!("schema/0004_accounts.sql"),
+    include_str!("schema/0005_account_scopes.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.

@@ -47,6 +47,9 @@ CREATE TRIGGER approvals_no_delete BEFORE DELETE ON approvals
 -- become owned by a service account named after their label, holding their roles.
 ALTER TABLE tokens ADD COLUMN owner TEXT REFERENCES users (name);
 INSERT INTO users (name, kind, roles, state, created_at)
-    SELECT name, 'service', json_group_array(DISTINCT role), 'active', MIN(created_at)
-    FROM tokens WHERE device_id IS NULL GROUP BY name;
+    SELECT t.name, 'service',
+           (SELECT json_group_array(role) FROM (SELECT DISTINCT role FROM tokens r
+                WHERE r.name = t.name AND r.device_id IS NULL ORDER BY role)),
+           'active', MIN(t.created_at)
+    FROM tokens t WHERE t.device_id IS NULL GROUP BY t.name;
 UPDATE tokens SET owner = name WHERE device_id IS NULL;
