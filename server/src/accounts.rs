@@ -124,9 +124,12 @@ pub fn verify_passphrase(passphrase: &str, stored: &str) -> bool {
 }
 
 /// A PHC string to verify against when the account is unknown or has no passphrase, so that
-/// a failed login costs the same either way (no timing oracle for account names).
-pub fn dummy_hash(cost: HashCost) -> String {
-    hash_passphrase("no account has this passphrase", cost).unwrap_or_default()
+/// a failed login costs the same either way (no timing oracle for account names): made once
+/// per process, at the first `cost` asked for (the configuration's).
+pub fn dummy_hash(cost: HashCost) -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| hash_passphrase("no account has this passphrase", cost).unwrap_or_default())
 }
 
 /// A new random TOTP secret.

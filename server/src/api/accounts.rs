@@ -27,6 +27,19 @@ use crate::error::ApiError;
 use crate::store::accounts::{AccountKind, AccountState, Session, User};
 use crate::store::{now_secs, AuditAction, AuditEvent, Principal, Role, Store};
 
+/// Argon2id computations at once (each holds `accounts.argon2_memory_kib`, 64 MiB by
+/// default): a flood of logins queues here instead of exhausting memory.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs an Argon2id computation on the blocking pool, at most [`HASHING`] at once.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "sigil_session";
 /// The header unsafe cookie-authenticated requests carry the CSRF token in.
@@ -422,7 +435,7 @@ pub async fn enrol(
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let cost = state.config.password_cost();
-    let phc = tokio::task::spawn_blocking(move || creds::hash_passphrase(&req.passphrase, cost))
+    let phc = hashing(move || creds::hash_passphrase(&req.passphrase, cost))
         .await?
         .map_err(|e| ApiError::Internal(e.into()))?;
     let secret = creds::new_totp_secret();
@@ -545,10 +558,10 @@ async fn check_credentials(
     let stored = usable.and_then(|a| a.credentials.passphrase_hash.clone());
     let cost = state.config.password_cost();
     // The same Argon2 work whether or not the account exists (no timing oracle for names).
-    let passphrase_ok = tokio::task::spawn_blocking(move || match stored {
+    let passphrase_ok = hashing(move || match stored {
         Some(phc) => creds::verify_passphrase(&passphrase, &phc),
         None => {
-            creds::verify_passphrase(&passphrase, &creds::dummy_hash(cost));
+            creds::verify_passphrase(&passphrase, creds::dummy_hash(cost));
             false
         }
     })

@@ -373,7 +373,8 @@ impl AccountStore for SqliteStore {
     }
 
     fn touch_session(&self, hash: &[u8; 32], now: u64) -> StoreResult<()> {
-        self.with_tx(|tx| {
+        // A lost last-request time costs nothing after a power loss: no fsync of its own.
+        self.with_relaxed_tx(|tx| {
             tx.execute(
                 "UPDATE sessions SET last_seen = ?2 WHERE hash = ?1 AND last_seen < ?2",
                 params![&hash[..], to_sql(now)],
