@@ -110,6 +110,24 @@ async fn a_release_reaches_a_production_channel_only_once_another_person_approve
         );
         assert!(m.contains("approve"), "{m}");
     }
+    let queued = |v: &Value| {
+        v["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (s, q) = h
+        .call(
+            "GET",
+            "/api/v1/approvals",
+            Some(h.token(Role::Approver)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    assert_eq!(queued(&q), [release.clone()], "{q}");
     // Outside production channels no approval is needed.
     let (s, v) = h
         .deploy(
@@ -144,6 +162,15 @@ async fn a_release_reaches_a_production_channel_only_once_another_person_approve
     assert_eq!(people::reauth(&h, &mut paul).await, StatusCode::NO_CONTENT);
     let (s, v) = decide(&h, &paul, &path, "QA passed").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, q) = h
+        .call(
+            "GET",
+            "/api/v1/approvals",
+            Some(h.token(Role::Approver)),
+            None,
+        )
+        .await;
+    assert!(queued(&q).is_empty(), "{q}");
     let (s, v) = h
         .deploy(
             &release,
@@ -259,6 +286,13 @@ async fn a_deployment_does_not_pass_its_canary_without_a_second_operators_approv
         )
         .await;
     assert_eq!(v["waiting"], true);
+    let (_, q) = as_person(&h, &oscar, "GET", "/api/v1/approvals", None).await;
+    assert_eq!(q["deployments"][0]["id"], dep, "{q}");
+    assert_eq!(
+        q["releases"],
+        json!([]),
+        "no production channels configured"
+    );
 
     // Not by its creator, not with a token.
     let (s, v) = decide(&h, &olga, &format!("{show}/approve"), "canary fine").await;
@@ -292,6 +326,8 @@ async fn a_deployment_does_not_pass_its_canary_without_a_second_operators_approv
     assert_eq!(v["phase"], 1);
     assert!(v["policy"].get("hold_after_phase").is_none(), "{v}");
     assert_eq!(offered(&h, &tokens).await.len(), 8);
+    let (_, q) = as_person(&h, &oscar, "GET", "/api/v1/approvals", None).await;
+    assert_eq!(q["deployments"], json!([]), "{q}");
     let (s, _) = decide(&h, &oscar, &format!("{show}/approve"), "again").await;
     assert_eq!(s, StatusCode::CONFLICT, "nothing left to approve");
 

@@ -284,6 +284,77 @@ pub async fn deployment_approvals(
     }))
 }
 
+/// What waits for a decision.
+#[derive(Debug, Serialize)]
+pub struct Queue {
+    /// Live releases not approved for production channels (empty without
+    /// `approvals.production_channels`).
+    releases: Vec<crate::store::Release>,
+    /// Deployments held at their canary phase, not finished.
+    deployments: Vec<Deployment>,
+}
+
+/// `GET /api/v1/approvals`: the approvals queue (approver, operator, auditor; a scoped caller
+/// sees its scope's part).
+pub async fn queue(State(state): State<AppState>, caller: Caller) -> Result<Json<Queue>, ApiError> {
+    caller.require(&[Role::Approver, Role::Operator, Role::Auditor])?;
+    let gated = !state.config.approvals.production_channels.is_empty();
+    let scope = caller.scope().cloned();
+    let queue = state
+        .db
+        .run(move |s| {
+            let mut releases = Vec::new();
+            if gated {
+                let live = crate::store::ReleaseFilter {
+                    retired: Some(false),
+                    ..Default::default()
+                };
+                for r in s.releases(&live, Page::ALL)? {
+                    let product = super::releases::release_product(&r);
+                    if scope
+                        .as_ref()
+                        .is_some_and(|sc| !sc.admits_product(&product))
+                    {
+                        continue;
+                    }
+                    let decisions = s.approvals(&ApprovalSubject::Release(r.id.clone()))?;
+                    if approved_by_other(&decisions, &r.uploaded_by).is_none() {
+                        releases.push(r);
+                    }
+                }
+            }
+            let mut deployments = Vec::new();
+            for state in [
+                crate::rollout::DeploymentState::Active,
+                crate::rollout::DeploymentState::Paused,
+                crate::rollout::DeploymentState::Halted,
+            ] {
+                let filter = crate::store::DeploymentFilter {
+                    state: Some(state),
+                    ..Default::default()
+                };
+                for d in s.deployments(&filter, Page::ALL)? {
+                    if d.policy.hold_after_phase.is_none() {
+                        continue;
+                    }
+                    if let Some(sc) = &scope {
+                        if !super::scopes::deployment_in_scope(s, sc, &d)? {
+                            continue;
+                        }
+                    }
+                    deployments.push(d);
+                }
+            }
+            deployments.sort_by_key(|d| std::cmp::Reverse(d.id));
+            Ok(Queue {
+                releases,
+                deployments,
+            })
+        })
+        .await?;
+    Ok(Json(queue))
+}
+
 /// The canary hold a new deployment gets under the policy.
 pub(super) fn hold(config: &ServerConfig, policy: &mut RolloutPolicy) {
     if config.approvals.deployment_second_operator && policy.phases.len() > 1 {

@@ -25,6 +25,7 @@
 //! | `POST /api/v1/deployments/{id}/approve|refuse` | operator, fresh session, not the creator |
 //! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
 //! | `PUT /api/v1/users/{name}/scope`           | admin                      |
+//! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
@@ -556,6 +557,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(accounts::logout),
         )
         .route("/api/v1/session/reauth", post(accounts::reauth))
+        .route("/api/v1/approvals", get(approvals::queue))
         .route("/api/v1/devices", post(devices::enrol).get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
