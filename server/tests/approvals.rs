@@ -127,7 +127,7 @@ async fn a_release_reaches_a_production_channel_only_once_another_person_approve
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{q}");
-    assert_eq!(queued(&q), [release.clone()], "{q}");
+    assert_eq!(queued(&q), std::slice::from_ref(&release), "{q}");
     // Outside production channels no approval is needed.
     let (s, v) = h
         .deploy(
