@@ -30,7 +30,7 @@
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
 //! from a session need a re-authentication within `accounts.reauth_secs`. An account with a
-//! scope sees and acts on part of the fleet only, in every answer (see [`scopes`]).
+//! scope sees and acts on part of the fleet only, in every answer (see the `scopes` module).
 
 pub mod accounts;
 mod approvals;
@@ -195,7 +195,7 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// For a console session: its id hash and last re-authentication.
     pub session: Option<accounts::SessionAuth>,
-    /// The account's scope (see [`scopes`]); `None`: the whole fleet.
+    /// The account's scope (see the `scopes` module); `None`: the whole fleet.
     pub scope: Option<crate::store::accounts::Scope>,
 }
 
