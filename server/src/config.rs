@@ -751,6 +751,42 @@ mod tests {
         assert_eq!(c.listen.port(), 8443);
         assert!(c.tls.is_some());
         assert_eq!(c.limits.rate_burst, 200);
+        assert_eq!(c.approvals.production_channels, ["stable"]);
+        assert!(c.approvals.deployment_second_operator);
+        assert_eq!(c.accounts.lockout_after, 5);
+    }
+
+    #[test]
+    fn account_and_approval_settings_are_validated() {
+        let c = ServerConfig::load(
+            None,
+            env(&[
+                ("SIGIL_PRODUCTION_CHANNELS", "stable, clinic,"),
+                ("SIGIL_DEPLOYMENT_SECOND_OPERATOR", "true"),
+                ("SIGIL_LOCKOUT_AFTER", "3"),
+            ]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.approvals.production_channels, ["stable", "clinic"]);
+        assert!(c.approvals.deployment_second_operator);
+        assert_eq!(c.lockout().lockout_after, 3);
+        for (var, value, named) in [
+            ("SIGIL_PASSPHRASE_MIN_SCORE", "5", "passphrase_min_score"),
+            ("SIGIL_PASSPHRASE_MIN_LENGTH", "4", "passphrase_min_length"),
+            ("SIGIL_ARGON2_MEMORY_KIB", "1", "argon2"),
+            ("SIGIL_SESSION_IDLE_SECS", "1", "session_idle_secs"),
+            ("SIGIL_LOCKOUT_AFTER", "0", "lockout_after"),
+            (
+                "SIGIL_PRODUCTION_CHANNELS",
+                "no spaces",
+                "production_channels",
+            ),
+        ] {
+            let e =
+                ServerConfig::load(None, env(&[(var, value)]), Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(named), "{var}={value}: {e}");
+        }
     }
 
     #[test]
