@@ -31,6 +31,20 @@
 //! | `limits.header_read_timeout_secs` | `SIGIL_HEADER_READ_TIMEOUT_SECS` | `10`               |
 //! | `limits.idle_timeout_secs` | `SIGIL_IDLE_TIMEOUT_SECS` | `60`                         |
 //! | `limits.body_timeout_secs` | `SIGIL_BODY_TIMEOUT_SECS` | `30`                         |
+//! | `accounts.session_idle_secs` | `SIGIL_SESSION_IDLE_SECS` | `900`: a console session unused this long ends |
+//! | `accounts.session_absolute_secs` | `SIGIL_SESSION_ABSOLUTE_SECS` | `43200`: any console session ends 12 h after login |
+//! | `accounts.reauth_secs`    | `SIGIL_REAUTH_SECS`       | `300`: approvals, device revocation, root updates need a passphrase and code this recent |
+//! | `accounts.enrolment_ttl_secs` | `SIGIL_ENROLMENT_TTL_SECS` | `86400`                  |
+//! | `accounts.passphrase_min_length` | `SIGIL_PASSPHRASE_MIN_LENGTH` | `12`               |
+//! | `accounts.passphrase_min_score` | `SIGIL_PASSPHRASE_MIN_SCORE` | `3` (zxcvbn, 0–4)     |
+//! | `accounts.login_backoff_secs` | `SIGIL_LOGIN_BACKOFF_SECS` | `1`, doubled per failure |
+//! | `accounts.lockout_after`  | `SIGIL_LOCKOUT_AFTER`     | `5` failed logins in a row    |
+//! | `accounts.lockout_secs`   | `SIGIL_LOCKOUT_SECS`      | `900`                         |
+//! | `accounts.argon2_memory_kib` | `SIGIL_ARGON2_MEMORY_KIB` | `65536` (64 MiB)          |
+//! | `accounts.argon2_iterations` | `SIGIL_ARGON2_ITERATIONS` | `3`                       |
+//! | `accounts.allowed_origins` | —                        | none: cookie requests must come from the server's own origin |
+//! | `approvals.production_channels` | `SIGIL_PRODUCTION_CHANNELS` (comma-separated) | none: no release approval needed |
+//! | `approvals.deployment_second_operator` | `SIGIL_DEPLOYMENT_SECOND_OPERATOR` | `false` |
 //!
 //! What the connection limits do (the `connection` module enforces them):
 //! - `max_connections`, `max_connections_per_address`: a connection beyond either cap is closed
@@ -212,6 +226,73 @@ pub struct ServerConfig {
     pub audit_checkpoint_secs: u64,
     /// Warn about a release whose manifest expires within this many seconds.
     pub expiry_warning_secs: u64,
+    /// People's accounts and console sessions.
+    pub accounts: AccountsConfig,
+    /// The four-eyes policy.
+    pub approvals: ApprovalsConfig,
+}
+
+/// People's accounts: passphrases, second factors, console sessions, lockout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// A console session with no request for this long ends.
+    pub session_idle_secs: u64,
+    /// A console session ends this long after its login, however busy.
+    pub session_absolute_secs: u64,
+    /// Approvals, device revocation and root-chain updates from a console session need a
+    /// passphrase-and-code check (login or `POST /api/v1/session/reauth`) this recent.
+    pub reauth_secs: u64,
+    /// An enrolment code expires this long after it is issued.
+    pub enrolment_ttl_secs: u64,
+    /// Shortest passphrase accepted, in characters.
+    pub passphrase_min_length: usize,
+    /// Lowest zxcvbn score accepted (0–4).
+    pub passphrase_min_score: u8,
+    /// The wait after a failed login, doubled after each further failure.
+    pub login_backoff_secs: u64,
+    /// Failed logins in a row that lock an account.
+    pub lockout_after: u32,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// Argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+    /// Origins (`https://console.example`) besides the server's own from which cookie-
+    /// authenticated requests are accepted.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            session_idle_secs: 900,
+            session_absolute_secs: 12 * 3600,
+            reauth_secs: 300,
+            enrolment_ttl_secs: 86_400,
+            passphrase_min_length: 12,
+            passphrase_min_score: 3,
+            login_backoff_secs: 1,
+            lockout_after: 5,
+            lockout_secs: 900,
+            argon2_memory_kib: 65_536,
+            argon2_iterations: 3,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The four-eyes policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Channels whose devices receive a release only after a person with the approver role,
+    /// other than its uploader, approved it.
+    pub production_channels: Vec<String>,
+    /// A deployment with more than one phase stays in its first (canary) phase until an
+    /// operator other than its creator approves it.
+    pub deployment_second_operator: bool,
 }
 
 impl Default for ServerConfig {
@@ -233,6 +314,8 @@ impl Default for ServerConfig {
             audit_key_file: None,
             audit_checkpoint_secs: 3600,
             expiry_warning_secs: 30 * 86_400,
+            accounts: AccountsConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -257,6 +340,23 @@ where
 }
 
 impl ServerConfig {
+    /// The Argon2id cost of new passphrase hashes.
+    pub fn password_cost(&self) -> crate::accounts::HashCost {
+        crate::accounts::HashCost {
+            memory_kib: self.accounts.argon2_memory_kib,
+            iterations: self.accounts.argon2_iterations,
+        }
+    }
+
+    /// Backoff and lockout after failed logins.
+    pub fn lockout(&self) -> crate::store::accounts::LockoutPolicy {
+        crate::store::accounts::LockoutPolicy {
+            backoff_base_secs: self.accounts.login_backoff_secs,
+            lockout_after: self.accounts.lockout_after,
+            lockout_secs: self.accounts.lockout_secs,
+        }
+    }
+
     /// Loads defaults, then `file` (if any), then the `SIGIL_*` variables and `RUST_LOG` among
     /// `env`, then `overrides`; then validates.
     pub fn load(
@@ -339,6 +439,44 @@ impl ServerConfig {
                 "SIGIL_BODY_TIMEOUT_SECS" => {
                     config.limits.body_timeout_secs = parse_env(n, &value)?
                 }
+                "SIGIL_SESSION_IDLE_SECS" => {
+                    config.accounts.session_idle_secs = parse_env(n, &value)?
+                }
+                "SIGIL_SESSION_ABSOLUTE_SECS" => {
+                    config.accounts.session_absolute_secs = parse_env(n, &value)?
+                }
+                "SIGIL_REAUTH_SECS" => config.accounts.reauth_secs = parse_env(n, &value)?,
+                "SIGIL_ENROLMENT_TTL_SECS" => {
+                    config.accounts.enrolment_ttl_secs = parse_env(n, &value)?
+                }
+                "SIGIL_PASSPHRASE_MIN_LENGTH" => {
+                    config.accounts.passphrase_min_length = parse_env(n, &value)?
+                }
+                "SIGIL_PASSPHRASE_MIN_SCORE" => {
+                    config.accounts.passphrase_min_score = parse_env(n, &value)?
+                }
+                "SIGIL_LOGIN_BACKOFF_SECS" => {
+                    config.accounts.login_backoff_secs = parse_env(n, &value)?
+                }
+                "SIGIL_LOCKOUT_AFTER" => config.accounts.lockout_after = parse_env(n, &value)?,
+                "SIGIL_LOCKOUT_SECS" => config.accounts.lockout_secs = parse_env(n, &value)?,
+                "SIGIL_ARGON2_MEMORY_KIB" => {
+                    config.accounts.argon2_memory_kib = parse_env(n, &value)?
+                }
+                "SIGIL_ARGON2_ITERATIONS" => {
+                    config.accounts.argon2_iterations = parse_env(n, &value)?
+                }
+                "SIGIL_PRODUCTION_CHANNELS" => {
+                    config.approvals.production_channels = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "SIGIL_DEPLOYMENT_SECOND_OPERATOR" => {
+                    config.approvals.deployment_second_operator = parse_env(n, &value)?
+                }
                 "SIGIL_CONFIG" => {}
                 _ if n.starts_with("SIGIL_") => {
                     return Err(ConfigError::Env {
@@ -385,6 +523,50 @@ impl ServerConfig {
         }
         if !(1..=10_000).contains(&self.limits.reports_kept) {
             return invalid("limits.reports_kept must be between 1 and 10000");
+        }
+        let a = &self.accounts;
+        if !(10..=86_400).contains(&a.session_idle_secs)
+            || !(a.session_idle_secs..=30 * 86_400).contains(&a.session_absolute_secs)
+        {
+            return invalid(
+                "accounts.session_idle_secs must be 10..=86400 and accounts.session_absolute_secs \
+                 between it and 30 days",
+            );
+        }
+        if !(10..=a.session_absolute_secs).contains(&a.reauth_secs) {
+            return invalid("accounts.reauth_secs must be between 10 and the absolute timeout");
+        }
+        if !(60..=30 * 86_400).contains(&a.enrolment_ttl_secs) {
+            return invalid("accounts.enrolment_ttl_secs must be between 60 s and 30 days");
+        }
+        if !(8..=128).contains(&a.passphrase_min_length) || a.passphrase_min_score > 4 {
+            return invalid(
+                "accounts.passphrase_min_length must be 8..=128 and passphrase_min_score 0..=4",
+            );
+        }
+        if a.lockout_after == 0 || a.lockout_secs == 0 || a.login_backoff_secs > a.lockout_secs {
+            return invalid(
+                "accounts.lockout_after and lockout_secs must be positive, login_backoff_secs \
+                 at most lockout_secs",
+            );
+        }
+        crate::accounts::check_cost(self.password_cost())
+            .map_err(|e| ConfigError::Invalid(format!("accounts.argon2_*: {e}")))?;
+        for origin in &a.allowed_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.trim_end_matches('/') != origin
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "accounts.allowed_origins: {origin:.100} is not an origin (scheme://host[:port])"
+                )));
+            }
+        }
+        for channel in &self.approvals.production_channels {
+            if sigil_manifests::manifest::check_identifier(channel).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "approvals.production_channels: {channel:.100} is not a channel name"
+                )));
+            }
         }
         let l = &self.limits;
         if [
@@ -569,6 +751,42 @@ mod tests {
         assert_eq!(c.listen.port(), 8443);
         assert!(c.tls.is_some());
         assert_eq!(c.limits.rate_burst, 200);
+        assert_eq!(c.approvals.production_channels, ["stable"]);
+        assert!(c.approvals.deployment_second_operator);
+        assert_eq!(c.accounts.lockout_after, 5);
+    }
+
+    #[test]
+    fn account_and_approval_settings_are_validated() {
+        let c = ServerConfig::load(
+            None,
+            env(&[
+                ("SIGIL_PRODUCTION_CHANNELS", "stable, clinic,"),
+                ("SIGIL_DEPLOYMENT_SECOND_OPERATOR", "true"),
+                ("SIGIL_LOCKOUT_AFTER", "3"),
+            ]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.approvals.production_channels, ["stable", "clinic"]);
+        assert!(c.approvals.deployment_second_operator);
+        assert_eq!(c.lockout().lockout_after, 3);
+        for (var, value, named) in [
+            ("SIGIL_PASSPHRASE_MIN_SCORE", "5", "passphrase_min_score"),
+            ("SIGIL_PASSPHRASE_MIN_LENGTH", "4", "passphrase_min_length"),
+            ("SIGIL_ARGON2_MEMORY_KIB", "1", "argon2"),
+            ("SIGIL_SESSION_IDLE_SECS", "1", "session_idle_secs"),
+            ("SIGIL_LOCKOUT_AFTER", "0", "lockout_after"),
+            (
+                "SIGIL_PRODUCTION_CHANNELS",
+                "no spaces",
+                "production_channels",
+            ),
+        ] {
+            let e =
+                ServerConfig::load(None, env(&[(var, value)]), Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(named), "{var}={value}: {e}");
+        }
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub enum ApiError {
     /// The client exceeded its rate limit.
     #[error("rate limit exceeded; retry later")]
     TooManyRequests,
+    /// Refused for a while (login backoff or lockout); the message says how long.
+    #[error("{message}")]
+    Throttled {
+        /// What to tell the client.
+        message: String,
+        /// Seconds until a retry may succeed (`Retry-After`).
+        retry_after: u64,
+    },
     /// A feature is not configured on this server.
     #[error("{0}")]
     Unavailable(String),
@@ -95,7 +103,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests | ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::DatabaseUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -122,6 +130,11 @@ impl IntoResponse for ApiError {
             ApiError::RangeNotSatisfiable(len) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            ApiError::Throttled { retry_after, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
             }
             ApiError::TooManyRequests | ApiError::DatabaseUnavailable => {

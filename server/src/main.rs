@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, default_value = "admin")]
         name: String,
     },
+    /// People and service accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -55,6 +60,59 @@ enum Command {
         #[arg(long)]
         database_ca_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account. A person gets a one-time enrolment code (and link) to set a
+    /// passphrase and a second factor; there is no default account. The first admin is made
+    /// this way.
+    Add {
+        /// The account name (the audit actor): 1 to 64 characters of [A-Za-z0-9._+-].
+        name: String,
+        /// A role it holds (admin, release, operator, auditor, approver); repeat for more.
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<sigil_server::store::Role>,
+        /// A service account (automation: API tokens only, never logs in).
+        #[arg(long)]
+        service: bool,
+    },
+    /// Give a person a new enrolment code (lost authenticator, forgotten passphrase): the old
+    /// credentials and sessions end.
+    Enrolment {
+        /// The person's account name.
+        name: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<sigil_server::store::Role, String> {
+    match sigil_server::store::Role::parse(text) {
+        Some(sigil_server::store::Role::Device) | None => Err(format!(
+            "{text} is not a role (admin, release, operator, auditor, approver)"
+        )),
+        Some(role) => Ok(role),
+    }
+}
+
+/// Prints an enrolment code and where to use it.
+fn print_enrolment(config: &ServerConfig, code: &sigil_server::api::accounts::EnrolmentCode) {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "enrolment code for {} (single use, expires at {} s since the Unix epoch): {}",
+        code.name, code.expires_at, code.enrolment_code
+    );
+    println!(
+        "enrolment link: {scheme}://{}/enrol#{}",
+        config.listen, code.enrolment_code
+    );
+    println!(
+        "(or POST /api/v1/enrolment {{\"enrolment_code\", \"passphrase\"}}, then \
+         POST /api/v1/enrolment/confirm {{\"enrolment_code\", \"totp\"}})"
+    );
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +281,46 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let keys = sigil_server::audit_key::KeyFile::of(&config);
             let (path, public) = sigil_server::audit_key::stage_next(&keys)?;
             println!("{} {public}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    roles,
+                    service,
+                },
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (store, _) = sigil_server::serve::open_storage(&config)?;
+            let kind = if *service {
+                sigil_server::store::accounts::AccountKind::Service
+            } else {
+                sigil_server::store::accounts::AccountKind::Person
+            };
+            let code = sigil_server::api::accounts::create_account(
+                &*store, &config, name, kind, roles, "cli",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot create account {name}: {e}"))?;
+            match code {
+                Some(code) => print_enrolment(&config, &code),
+                None => println!(
+                    "service account {name} created; give it tokens with POST /api/v1/tokens"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::User {
+            command: UserCommand::Enrolment { name },
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (store, _) = sigil_server::serve::open_storage(&config)?;
+            let code =
+                sigil_server::api::accounts::reissue_enrolment(&*store, &config, name, "cli")
+                    .map_err(|e| anyhow::anyhow!("cannot issue an enrolment for {name}: {e}"))?;
+            print_enrolment(&config, &code);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::AdminToken { name }) => {

@@ -150,6 +150,11 @@ pub struct RolloutPolicy {
     pub min_success_percent: u8,
     /// Share of admitted devices that may fail or revert before the rollout halts.
     pub max_failure_percent: u8,
+    /// The rollout does not move past this phase (the canary, 0) until a second operator
+    /// approves it (four-eyes policy, `approvals.deployment_second_operator`); the approval
+    /// clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_after_phase: Option<usize>,
 }
 
 impl RolloutPolicy {
@@ -245,6 +250,7 @@ pub fn evaluate<E>(
         } else if phase == last && c.open == 0 {
             DeploymentState::Completed
         } else if phase < last
+            && policy.hold_after_phase.is_none_or(|hold| phase < hold)
             && c.confirmed.saturating_mul(100)
                 >= n.saturating_mul(usize::from(policy.min_success_percent))
         {
@@ -291,6 +297,7 @@ mod tests {
             phases: vec![1, 10, 100],
             min_success_percent: 100,
             max_failure_percent: 20,
+            hold_after_phase: None,
         }
     }
 
@@ -319,6 +326,25 @@ mod tests {
         assert_eq!(eval(&policy(), 1, &s).phase, 2);
         s.fill(Confirmed);
         assert_eq!(eval(&policy(), 2, &s).state, DeploymentState::Completed);
+    }
+
+    #[test]
+    fn a_hold_keeps_the_rollout_in_its_phase_but_still_halts_it() {
+        let held = RolloutPolicy {
+            hold_after_phase: Some(0),
+            ..policy()
+        };
+        let mut s = vec![Confirmed; 50];
+        assert_eq!(
+            eval(&held, 0, &s),
+            Evaluation {
+                phase: 0,
+                state: DeploymentState::Active
+            },
+            "every device confirmed, yet held at the canary"
+        );
+        s[0] = Failed;
+        assert_eq!(eval(&held, 0, &s).state, DeploymentState::Halted);
     }
 
     #[test]

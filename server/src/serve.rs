@@ -108,6 +108,7 @@ pub fn create_admin_token(store: &dyn Store, name: &str, actor: &str) -> anyhow:
         role: Role::Admin,
         device_id: None,
         expires_at: None,
+        owner: None,
     };
     store.create_token(&grant, now_secs(), Some(&event))?;
     Ok(token)

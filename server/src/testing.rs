@@ -66,6 +66,7 @@ impl LocalServer {
                 role: *role,
                 device_id: None,
                 expires_at: None,
+                owner: None,
             };
             store
                 .create_token(&grant, 1, None)

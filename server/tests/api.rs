@@ -102,13 +102,13 @@ async fn role_matrix_only_the_right_role_succeeds() {
             "GET",
             "/api/v1/releases".into(),
             None,
-            &[Role::Release, Role::Operator, Role::Auditor],
+            &[Role::Release, Role::Operator, Role::Auditor, Role::Approver],
         ),
         (
             "GET",
             format!("/api/v1/releases/{release}"),
             None,
-            &[Role::Release, Role::Operator, Role::Auditor],
+            &[Role::Release, Role::Operator, Role::Auditor, Role::Approver],
         ),
         (
             "POST",

@@ -96,6 +96,7 @@ async fn a_populated_sqlite_installation_moves_to_postgres_and_verifies() {
                         phases: vec![100],
                         min_success_percent: 100,
                         max_failure_percent: 10,
+                        hold_after_phase: None,
                     },
                 },
                 sigil_server::store::now_secs(),

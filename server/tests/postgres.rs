@@ -155,6 +155,7 @@ fn a_rollout_moves_exactly_once_whatever_replica_takes_the_reports() {
                     phases: vec![10, 100],
                     min_success_percent: 100,
                     max_failure_percent: 50,
+                    hold_after_phase: None,
                 },
             },
             5,

@@ -76,12 +76,37 @@ pub async fn create(
             }
         }
     }
-    let policy = RolloutPolicy {
+    let mut policy = RolloutPolicy {
         phases: req.phases,
         min_success_percent: req.min_success_percent,
         max_failure_percent: req.max_failure_percent,
+        hold_after_phase: None,
     };
     policy.validate().map_err(ApiError::BadRequest)?;
+    // Four-eyes policy: production channels need an approved release; the canary phase
+    // holds until a second operator approves.
+    super::approvals::check_release_gate(&state, &req.release, &req.target).await?;
+    if let Some(scope) = caller.scope().cloned() {
+        let (release, target) = (req.release.clone(), req.target.clone());
+        let within = state
+            .db
+            .run(move |s| match s.release(&release)? {
+                Some(r) => super::scopes::target_in_scope(
+                    s,
+                    &scope,
+                    &super::releases::release_product(&r),
+                    &target,
+                ),
+                None => Ok(true),
+            })
+            .await?;
+        if !within {
+            return Err(ApiError::Forbidden(
+                "the deployment would reach devices outside this account's scope".to_owned(),
+            ));
+        }
+    }
+    super::approvals::hold(&state.config, &mut policy);
     let new = NewDeployment {
         release_id: req.release,
         target: req.target,
@@ -118,6 +143,21 @@ pub async fn list(
         state: q.state,
     };
     let page = PageQuery::new(q.offset, q.limit).page()?;
+    if let Some(scope) = caller.scope().cloned() {
+        let mine = state
+            .db
+            .run(move |s| {
+                let mut mine = Vec::new();
+                for d in s.deployments(&filter, crate::store::Page::ALL)? {
+                    if super::scopes::deployment_in_scope(s, &scope, &d)? {
+                        mine.push(d);
+                    }
+                }
+                Ok(mine)
+            })
+            .await?;
+        return Ok(Json(super::scopes::window(mine, page)));
+    }
     Ok(Json(
         state.db.run(move |s| s.deployments(&filter, page)).await?,
     ))
@@ -152,6 +192,7 @@ pub async fn show(
         .run(move |s| s.deployment(n, page))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
+    super::scopes::check_deployment(&state, &caller, &detail.deployment).await?;
     let mut counts: BTreeMap<&'static str, u64> =
         DeviceStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for (status, n) in detail.counts {
@@ -182,6 +223,22 @@ pub async fn act(
         }
     };
     let n = parse_id(&id)?;
+    if caller.scope().is_some() {
+        let current = state
+            .db
+            .run(move |s| {
+                s.deployment(
+                    n,
+                    crate::store::Page {
+                        offset: 0,
+                        limit: 1,
+                    },
+                )
+            })
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment {n} not found")))?;
+        super::scopes::check_deployment(&state, &caller, &current.deployment).await?;
+    }
     let event = AuditEvent::new(&actor, name, &id, serde_json::json!({}));
     Ok(Json(
         state

@@ -141,6 +141,11 @@ pub async fn enrol(
             "groups": device.groups,
         }),
     );
+    if caller.scope().is_some_and(|s| !s.admits_device(&device)) {
+        return Err(ApiError::Forbidden(
+            "the device's product, groups or channel are outside this account's scope".to_owned(),
+        ));
+    }
     let d = device.clone();
     state.db.run(move |s| s.enrol_device(&d, &event)).await?;
     Ok((StatusCode::CREATED, Json(device)))
@@ -177,6 +182,14 @@ pub async fn list(
         revoked: q.revoked,
     };
     let page = PageQuery::new(q.offset, q.limit).page()?;
+    if let Some(scope) = caller.scope().cloned() {
+        let all = state
+            .db
+            .run(move |s| s.devices(&filter, crate::store::Page::ALL))
+            .await?;
+        let mine = all.into_iter().filter(|d| scope.admits_device(d)).collect();
+        return Ok(Json(super::scopes::window(mine, page)));
+    }
     Ok(Json(state.db.run(move |s| s.devices(&filter, page)).await?))
 }
 
@@ -196,7 +209,10 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    Ok(Json(find(&state, id).await?))
+    Ok(Json(super::scopes::device_in_scope(
+        &caller,
+        find(&state, id).await?,
+    )?))
 }
 
 /// `POST /api/v1/devices/{id}/revoke`.
@@ -206,6 +222,8 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Device>, ApiError> {
     let actor = caller.require(&[Role::Operator])?.name.clone();
+    caller.require_fresh(&state.config)?;
+    super::scopes::device_in_scope(&caller, find(&state, id.clone()).await?)?;
     let event = AuditEvent::new(
         &actor,
         crate::store::AuditAction::DeviceRevoke,
@@ -240,7 +258,7 @@ pub async fn reports(
             "limit must be between 1 and {kept}"
         )));
     }
-    let device = find(&state, id).await?;
+    let device = super::scopes::device_in_scope(&caller, find(&state, id).await?)?;
     Ok(Json(
         state.db.run(move |s| s.reports(&device.id, limit)).await?,
     ))
@@ -370,6 +388,7 @@ pub async fn session(
                 role: Role::Device,
                 device_id: Some(&device.id),
                 expires_at: Some(now.saturating_add(ttl)),
+                owner: None,
             };
             s.create_token(&grant, now, None)
         })

@@ -16,7 +16,24 @@
 //! | `POST /api/v1/device/challenge`, `…/session` | public (device signature)|
 //! | `POST /api/v1/device/checkin`, `GET /api/v1/bundles/{id}` | device (session) |
 //! | `GET /mirror/{id}`                         | public when `public_mirror`|
+//! | `POST/GET /api/v1/users`, `POST …/{name}/enrolment|disable|enable` | admin  |
+//! | `POST /api/v1/enrolment`, `…/confirm`      | public (enrolment code)    |
+//! | `POST /api/v1/session`                     | public (passphrase + TOTP) |
+//! | `GET/DELETE /api/v1/session`, `POST …/reauth` | console session         |
+//! | `POST /api/v1/releases/{id}/approve|refuse` | approver, fresh session, not the uploader |
+//! | `GET /api/v1/releases/{id}/approvals`      | release, operator, auditor, approver |
+//! | `POST /api/v1/deployments/{id}/approve|refuse` | operator, fresh session, not the creator |
+//! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
+//! | `PUT /api/v1/users/{name}/scope`           | admin                      |
+//! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
+//!
+//! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
+//! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
+//! from a session need a re-authentication within `accounts.reauth_secs`. An account with a
+//! scope sees and acts on part of the fleet only, in every answer (see the `scopes` module).
 
+pub mod accounts;
+mod approvals;
 mod checkin_queue;
 mod deployments;
 mod devices;
@@ -24,6 +41,7 @@ mod downloads;
 mod ops;
 mod releases;
 mod roots;
+mod scopes;
 
 pub use checkin_queue::CheckInQueue;
 pub use devices::auth_message;
@@ -167,15 +185,25 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// The authenticated caller.
+/// The authenticated caller: an API token (one role), a device session, or a person's
+/// console session (each of the person's roles).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller {
+    /// Who: the audit actor is `principal.name` (a token's owner, or the person).
+    pub principal: Principal,
+    /// The roles the request may use.
+    pub roles: Vec<Role>,
+    /// For a console session: its id hash and last re-authentication.
+    pub session: Option<accounts::SessionAuth>,
+    /// The account's scope (see the `scopes` module); `None`: the whole fleet.
+    pub scope: Option<crate::store::accounts::Scope>,
+}
 
 impl Caller {
     /// Succeeds if the caller has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
-        if roles.contains(&self.0.role) {
-            Ok(&self.0)
+        if self.roles.iter().any(|r| roles.contains(r)) {
+            Ok(&self.principal)
         } else {
             let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             Err(ApiError::Forbidden(format!(
@@ -185,10 +213,25 @@ impl Caller {
         }
     }
 
+    /// For a console session: succeeds only if the person re-authenticated within
+    /// `accounts.reauth_secs` (API tokens are for automation and need none).
+    pub fn require_fresh(&self, config: &ServerConfig) -> Result<(), ApiError> {
+        match &self.session {
+            Some(s) if now_secs() >= s.reauth_at.saturating_add(config.accounts.reauth_secs) => {
+                Err(ApiError::Forbidden(format!(
+                    "this action needs a fresh re-authentication (POST /api/v1/session/reauth \
+                     within {} s)",
+                    config.accounts.reauth_secs
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The device of a device session (device endpoints only).
     pub fn device(&self) -> Result<&str, ApiError> {
         self.require(&[Role::Device])?;
-        self.0
+        self.principal
             .device_id
             .as_deref()
             .ok_or_else(|| ApiError::Forbidden("this endpoint is for device sessions".to_owned()))
@@ -199,12 +242,14 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing `Authorization: Bearer TOKEN` header",
-            ))?;
+        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+            return match accounts::session_cookie(&parts.headers) {
+                Some(id) => session_caller(parts, state, id).await,
+                None => Err(ApiError::Unauthorized(
+                    "missing `Authorization: Bearer TOKEN` header (or a console session cookie)",
+                )),
+            };
+        };
         let token = value
             .to_str()
             .ok()
@@ -235,8 +280,52 @@ impl FromRequestParts<AppState> for Caller {
             state.metrics.rate_limited();
             return Err(ApiError::TooManyRequests);
         }
-        Ok(Caller(principal))
+        // An API token acts within its owner's scope.
+        let scope = match &principal.device_id {
+            Some(_) => None,
+            None => {
+                let owner = principal.name.clone();
+                state
+                    .db
+                    .run(move |s| s.account(&owner))
+                    .await?
+                    .and_then(|a| a.user.scope)
+            }
+        };
+        Ok(Caller {
+            roles: vec![principal.role],
+            principal,
+            session: None,
+            scope,
+        })
     }
+}
+
+/// A session-cookie caller, charged to its session's rate-limit bucket.
+async fn session_caller(parts: &Parts, state: &AppState, id: String) -> Result<Caller, ApiError> {
+    let client = client_address(&parts.extensions);
+    let hash = crate::accounts::secret_hash(&id);
+    if !state.limits.may_authenticate(client, &hash, Instant::now()) {
+        state.metrics.rate_limited();
+        return Err(ApiError::TooManyRequests);
+    }
+    let caller = match accounts::session_caller(parts, state, id).await {
+        Err(ApiError::Unauthorized(m)) => {
+            state.limits.auth_failures.allow(&client, Instant::now());
+            return Err(ApiError::Unauthorized(m));
+        }
+        other => other?,
+    };
+    state.limits.remember_good(hash);
+    if !state
+        .limits
+        .principal
+        .allow(&PrincipalKey::Token(hash), Instant::now())
+    {
+        state.metrics.rate_limited();
+        return Err(ApiError::TooManyRequests);
+    }
+    Ok(caller)
 }
 
 /// `?offset=&limit=` of list endpoints.
@@ -442,6 +531,33 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/releases/{id}", get(releases::show))
         .route("/api/v1/releases/{id}/retire", post(releases::retire))
+        .route(
+            "/api/v1/releases/{id}/approvals",
+            get(approvals::release_approvals),
+        )
+        .route(
+            "/api/v1/releases/{id}/{decision}",
+            post(approvals::decide_release),
+        )
+        .route(
+            "/api/v1/users",
+            post(accounts::create_user).get(accounts::list_users),
+        )
+        .route("/api/v1/users/{name}/{action}", post(accounts::act_on_user))
+        .route(
+            "/api/v1/users/{name}/scope",
+            axum::routing::put(accounts::set_scope),
+        )
+        .route("/api/v1/enrolment", post(accounts::enrol))
+        .route("/api/v1/enrolment/confirm", post(accounts::confirm))
+        .route(
+            "/api/v1/session",
+            post(accounts::login)
+                .get(accounts::show)
+                .delete(accounts::logout),
+        )
+        .route("/api/v1/session/reauth", post(accounts::reauth))
+        .route("/api/v1/approvals", get(approvals::queue))
         .route("/api/v1/devices", post(devices::enrol).get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
@@ -457,6 +573,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/deployments/{id}", get(deployments::show))
         .route("/api/v1/deployments/{id}/{action}", post(deployments::act))
+        .route(
+            "/api/v1/deployments/{id}/approvals",
+            get(approvals::deployment_approvals),
+        )
+        .route(
+            "/api/v1/deployments/{id}/approve",
+            post(approvals::decide_deployment_approve),
+        )
+        .route(
+            "/api/v1/deployments/{id}/refuse",
+            post(approvals::decide_deployment_refuse),
+        )
         .route("/api/v1/audit/export", get(ops::audit_export))
         .route("/api/v1/audit/head", get(ops::audit_head))
         .route("/api/v1/audit/checkpoint", get(ops::audit_checkpoint))

@@ -45,8 +45,15 @@ pub async fn openapi() -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The token's label.
     name: String,
+    /// The one role it may use (one its owner holds).
     role: Role,
+    /// The owning account (a person or a service account); default: a service account named
+    /// after the label, created if missing.
+    owner: Option<String>,
+    /// Lifetime in seconds; default: until revoked.
+    expires_in_secs: Option<u64>,
 }
 
 /// A new token: shown once.
@@ -55,6 +62,8 @@ pub struct NewToken {
     id: i64,
     name: String,
     role: Role,
+    owner: String,
+    expires_at: Option<u64>,
     token: String,
 }
 
@@ -65,6 +74,7 @@ pub async fn create_token(
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("token administration")?;
     check_identifier(&req.name).map_err(|_| {
         ApiError::BadRequest("name must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
     })?;
@@ -73,14 +83,27 @@ pub async fn create_token(
             "device tokens are issued by the challenge-response session endpoint".to_owned(),
         ));
     }
+    let owner = req.owner.clone().unwrap_or_else(|| req.name.clone());
+    check_identifier(&owner).map_err(|_| {
+        ApiError::BadRequest("owner must be 1 to 64 characters of [A-Za-z0-9._+-]".to_owned())
+    })?;
+    let expires_at = match req.expires_in_secs {
+        None => None,
+        Some(secs @ 60..=31_622_400) => Some(now_secs().saturating_add(secs)),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "expires_in_secs must be between 60 and 31622400 (366 days)".to_owned(),
+            ))
+        }
+    };
     let (token, hash) = new_token();
     let event = AuditEvent::new(
         &actor,
         crate::store::AuditAction::TokenCreate,
         &req.name,
-        serde_json::json!({ "role": req.role }),
+        serde_json::json!({ "role": req.role, "owner": owner, "expires_at": expires_at }),
     );
-    let (name, role) = (req.name.clone(), req.role);
+    let (name, role, owner_name) = (req.name.clone(), req.role, owner.clone());
     let id = state
         .db
         .run(move |s| {
@@ -89,7 +112,8 @@ pub async fn create_token(
                 name: &name,
                 role,
                 device_id: None,
-                expires_at: None,
+                expires_at,
+                owner: Some(&owner_name),
             };
             s.create_token(&grant, now_secs(), Some(&event))
         })
@@ -100,6 +124,8 @@ pub async fn create_token(
             id,
             name: req.name,
             role: req.role,
+            owner,
+            expires_at,
             token,
         }),
     ))
@@ -111,6 +137,7 @@ pub async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(&[Role::Admin])?;
+    caller.refuse_scoped("token administration")?;
     Ok(Json(state.db.run(|s| s.tokens()).await?))
 }
 
@@ -121,6 +148,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.refuse_scoped("token administration")?;
     let n: i64 = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("token {id:.70} not found")))?;
@@ -191,6 +219,7 @@ pub async fn audit_export(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     let last = sign_checkpoint(&state).await?.seq;
     let db = state.db.clone();
     // Read before answering, so a failing database gives a 500, not a 200 with an empty body.
@@ -248,6 +277,7 @@ pub async fn audit_checkpoint(
     caller: Caller,
 ) -> Result<Json<Checkpoint>, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     Ok(Json(sign_checkpoint(&state).await?))
 }
 
@@ -257,6 +287,7 @@ pub async fn audit_head(
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(&[Role::Auditor])?;
+    caller.refuse_scoped("the audit trail")?;
     let (seq, hash) = state.db.run(|s| s.audit_head()).await?;
     Ok(Json(serde_json::json!({ "seq": seq, "hash": hash })))
 }

@@ -28,7 +28,15 @@ use crate::bundles::{is_bundle_id, UploadChunk};
 use crate::error::ApiError;
 use crate::store::{now_secs, AuditEvent, Page, Product, Release, ReleaseFilter, Role};
 
-const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor];
+const READERS: &[Role] = &[Role::Release, Role::Operator, Role::Auditor, Role::Approver];
+
+/// A release's product.
+pub(super) fn release_product(r: &Release) -> Product {
+    Product {
+        vendor: r.vendor.clone(),
+        device: r.device.clone(),
+    }
+}
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     if is_bundle_id(id) {
@@ -264,6 +272,17 @@ pub async fn list(
         retired: q.retired,
     };
     let page = PageQuery::new(q.offset, q.limit).page()?;
+    if let Some(scope) = caller.scope().filter(|s| !s.products.is_empty()).cloned() {
+        let all = state
+            .db
+            .run(move |s| s.releases(&filter, Page::ALL))
+            .await?;
+        let mine = all
+            .into_iter()
+            .filter(|r| scope.admits_product(&release_product(r)))
+            .collect();
+        return Ok(Json(super::scopes::window(mine, page)));
+    }
     Ok(Json(
         state.db.run(move |s| s.releases(&filter, page)).await?,
     ))
@@ -283,6 +302,11 @@ pub async fn show(
         .db
         .run(move |s| s.release(&key))
         .await?
+        .filter(|r| {
+            caller
+                .scope()
+                .is_none_or(|s| s.admits_product(&release_product(r)))
+        })
         .ok_or_else(|| ApiError::NotFound(format!("release {id} not found")))?;
     let warnings = expiry_warnings(&release, state.config.expiry_warning_secs, now_secs());
     Ok(Json(Uploaded { release, warnings }).into_response())

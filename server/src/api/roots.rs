@@ -61,6 +61,8 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Json<RootChainSummary>, ApiError> {
     let actor = caller.require(&[Role::Admin])?.name.clone();
+    caller.require_fresh(&state.config)?;
+    caller.refuse_scoped("the root chain")?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

@@ -32,6 +32,31 @@ use Kind::*;
 /// The tables in copy order (references first), with their columns.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
+        "users",
+        &[
+            ("name", Text),
+            ("kind", Text),
+            ("roles", Text),
+            ("state", Text),
+            ("created_at", Int),
+            ("passphrase_hash", Text),
+            ("totp_secret", Blob),
+            ("totp_last_step", Int),
+            ("failed_logins", Int),
+            ("locked_until", Int),
+            ("scope", Text),
+        ],
+    ),
+    (
+        "enrolments",
+        &[
+            ("hash", Blob),
+            ("user_name", Text),
+            ("expires_at", Int),
+            ("started", Bool),
+        ],
+    ),
+    (
         "tokens",
         &[
             ("id", Int),
@@ -41,6 +66,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("device_id", Text),
             ("created_at", Int),
             ("expires_at", Int),
+            ("owner", Text),
         ],
     ),
     (
@@ -165,10 +191,29 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("updated_at", Int),
         ],
     ),
+    // Console sessions are not carried over: people log in again.
+    (
+        "approvals",
+        &[
+            ("id", Int),
+            ("kind", Text),
+            ("subject", Text),
+            ("decision", Text),
+            ("by_name", Text),
+            ("reason", Text),
+            ("at", Int),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is a generated identity: its sequence continues after the copied ids.
-const IDENTITIES: &[&str] = &["tokens", "reports", "deployments", "audit_checkpoints"];
+const IDENTITIES: &[&str] = &[
+    "tokens",
+    "reports",
+    "deployments",
+    "audit_checkpoints",
+    "approvals",
+];
 
 /// What a migration moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -220,7 +265,7 @@ pub fn sqlite_to_postgres(data_dir: &Path, pg: &PgStore) -> StoreResult<Migrated
     let source_head = sqlite.audit_head()?;
 
     let mut conn = pg.conn()?;
-    for table in ["tokens", "releases", "devices", "audit"] {
+    for table in ["users", "tokens", "releases", "devices", "audit"] {
         let n: i64 = conn
             .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])?
             .try_get(0)?;

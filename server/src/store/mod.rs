@@ -1,5 +1,9 @@
 //! Persistent state behind one trait per aggregate (tokens, releases, devices, deployments,
-//! check-ins, audit), gathered in [`Store`], with the SQLite backend [`SqliteStore`].
+//! check-ins, audit, accounts and sessions, approvals), gathered in [`Store`], with the SQLite
+//! backend [`SqliteStore`] and the PostgreSQL backend [`PgStore`].
+//!
+//! - [`accounts`]: people, service accounts, console sessions and four-eyes approvals (their
+//!   types, traits and rules).
 //!
 //! - [`model`]: the domain types, independent of any backend.
 //! - [`rules`]: every decision a write makes (targets, ranking, admission, rollout moves, audit
@@ -10,6 +14,7 @@
 //! trail records takes its [`AuditEvent`] and appends it in the same transaction as the change:
 //! no change without its entry, and no entry without its change.
 
+pub mod accounts;
 mod error;
 pub mod migrate;
 pub mod model;
@@ -17,6 +22,7 @@ pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 
+pub use accounts::{AccountStore, ApprovalStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use postgres::PgStore;
@@ -27,8 +33,8 @@ use crate::audit::{AuditEntry, Checkpoint};
 /// Every store trait, for calling their methods (`use crate::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AuditStore, BundleBytes, CheckInStore, DeploymentStore, DeviceStore, ReleaseStore, Store,
-        TokenStore,
+        AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
+        DeviceStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -189,6 +195,8 @@ pub trait Store:
     + AuditStore
     + BundleBytes
     + crate::roots::RootChainStore
+    + AccountStore
+    + ApprovalStore
     + Send
     + Sync
     + 'static
@@ -204,6 +212,8 @@ impl<T> Store for T where
         + AuditStore
         + BundleBytes
         + crate::roots::RootChainStore
+        + AccountStore
+        + ApprovalStore
         + Send
         + Sync
         + 'static

@@ -22,16 +22,19 @@ pub enum Role {
     Auditor,
     /// A device, through a session token.
     Device,
+    /// Approves releases for production channels (four-eyes).
+    Approver,
 }
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Release,
         Role::Operator,
         Role::Auditor,
         Role::Device,
+        Role::Approver,
     ];
 
     /// The name used in the API and the database.
@@ -42,6 +45,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Auditor => "auditor",
             Role::Device => "device",
+            Role::Approver => "approver",
         }
     }
 
@@ -73,8 +77,12 @@ pub struct TokenGrant<'a> {
     pub role: Role,
     /// For device sessions, the device.
     pub device_id: Option<&'a str>,
-    /// Expiry (device sessions).
+    /// Expiry (device sessions; optional for API tokens).
     pub expires_at: Option<u64>,
+    /// The account that owns an API token (the audit actor of its requests); `None` for
+    /// device sessions, and for an API token: a service account named `name`, created if
+    /// missing.
+    pub owner: Option<&'a str>,
 }
 
 /// An API token as listed (never the secret).
@@ -88,6 +96,10 @@ pub struct TokenInfo {
     pub role: Role,
     /// Creation time.
     pub created_at: u64,
+    /// The owning account (the audit actor).
+    pub owner: String,
+    /// Expiry, if any.
+    pub expires_at: Option<u64>,
 }
 
 /// A stored release: a verified bundle's manifest summary.
@@ -414,11 +426,35 @@ pub enum AuditAction {
     AuditKeyRotate,
     /// An administrator gave the server a (longer) trust root chain.
     RootChainUpdate,
+    /// An account was created.
+    UserCreate,
+    /// A person was given a new enrolment code.
+    UserEnrolmentIssue,
+    /// A person finished enrolment (passphrase and second factor).
+    UserEnrol,
+    /// An account was disabled or re-activated.
+    UserState,
+    /// An account's scope was set or cleared.
+    UserScope,
+    /// A person logged in.
+    UserLogin,
+    /// A login failed (wrong passphrase or code, or an attempt during backoff).
+    UserLoginFailure,
+    /// Repeated failures locked an account.
+    UserLockout,
+    /// A person logged out.
+    UserLogout,
+    /// A person re-authenticated in a session.
+    UserReauth,
+    /// A release was approved or refused for production channels.
+    ReleaseDecision,
+    /// A deployment was approved or refused past its canary phase.
+    DeploymentDecision,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 17] = [
+    pub const ALL: [AuditAction; 29] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -436,6 +472,18 @@ impl AuditAction {
         AuditAction::DeploymentComplete,
         AuditAction::AuditKeyRotate,
         AuditAction::RootChainUpdate,
+        AuditAction::UserCreate,
+        AuditAction::UserEnrolmentIssue,
+        AuditAction::UserEnrol,
+        AuditAction::UserState,
+        AuditAction::UserScope,
+        AuditAction::UserLogin,
+        AuditAction::UserLoginFailure,
+        AuditAction::UserLockout,
+        AuditAction::UserLogout,
+        AuditAction::UserReauth,
+        AuditAction::ReleaseDecision,
+        AuditAction::DeploymentDecision,
     ];
 
     /// The name in the trail.
@@ -458,6 +506,18 @@ impl AuditAction {
             AuditAction::DeploymentComplete => "deployment.complete",
             AuditAction::AuditKeyRotate => "audit.key_rotate",
             AuditAction::RootChainUpdate => "root_chain.update",
+            AuditAction::UserCreate => "user.create",
+            AuditAction::UserEnrolmentIssue => "user.enrolment_issue",
+            AuditAction::UserEnrol => "user.enrol",
+            AuditAction::UserState => "user.state",
+            AuditAction::UserScope => "user.scope",
+            AuditAction::UserLogin => "user.login",
+            AuditAction::UserLoginFailure => "user.login_failure",
+            AuditAction::UserLockout => "user.lockout",
+            AuditAction::UserLogout => "user.logout",
+            AuditAction::UserReauth => "user.reauth",
+            AuditAction::ReleaseDecision => "release.decision",
+            AuditAction::DeploymentDecision => "deployment.decision",
         }
     }
 

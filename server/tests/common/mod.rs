@@ -21,6 +21,7 @@ use sigil_server::store::prelude::*;
 use sigil_server::store::{Role, TokenGrant};
 use tower::ServiceExt;
 
+pub mod people;
 pub mod postgres;
 pub mod process;
 
@@ -85,7 +86,13 @@ impl Harness {
         let config = test_config(dir.path(), &env);
         let (store, bundles) = sigil_server::serve::open_storage(&config).unwrap();
         let mut tokens = HashMap::new();
-        for role in [Role::Admin, Role::Release, Role::Operator, Role::Auditor] {
+        for role in [
+            Role::Admin,
+            Role::Release,
+            Role::Operator,
+            Role::Auditor,
+            Role::Approver,
+        ] {
             let token = format!("sgl_test_{}", role.as_str());
             let hash = token_hash(&token);
             let grant = TokenGrant {
@@ -94,6 +101,7 @@ impl Harness {
                 role,
                 device_id: None,
                 expires_at: None,
+                owner: None,
             };
             store.create_token(&grant, 1, None).unwrap();
             tokens.insert(role, token);

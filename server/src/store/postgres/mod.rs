@@ -25,6 +25,8 @@
 //! - A connection refused, lost or shut down is [`StoreError::Unavailable`] (the API answers
 //!   503); broken connections are dropped from the pool and replaced on the next call.
 
+mod accounts;
+mod approvals;
 mod audit;
 mod bundles;
 mod checkins;
@@ -55,6 +57,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0001_initial.sql"),
     include_str!("schema/0002_bundles.sql"),
     include_str!("schema/0003_root_chain.sql"),
+    include_str!("schema/0004_accounts.sql"),
+    include_str!("schema/0005_account_scopes.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

@@ -2,6 +2,7 @@
 
 use super::rows::*;
 use super::PgStore;
+use crate::store::accounts;
 use crate::store::*;
 
 impl TokenStore for PgStore {
@@ -26,8 +27,21 @@ impl TokenStore for PgStore {
             role,
             device_id,
             expires_at,
+            owner,
         } = *grant;
         self.with_tx(|tx| {
+            // An API token's owner: the named account, else a service account of its name.
+            let owner = match device_id {
+                Some(_) => None,
+                None => {
+                    let owner = owner.unwrap_or(name);
+                    let existing = super::accounts::load_user(tx, owner, true)?;
+                    if let Some(u) = accounts::token_owner(existing.as_ref(), owner, role, now)? {
+                        super::accounts::upsert_user(tx, &u)?;
+                    }
+                    Some(owner)
+                }
+            };
             if let Some(expires_at) = expires_at {
                 // Session tokens expire; sweep the expired ones as new ones are issued.
                 tx.execute(
@@ -36,8 +50,8 @@ impl TokenStore for PgStore {
                 )?;
             }
             let row = tx.query_one(
-                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                 &[
                     &&hash[..],
                     &name,
@@ -45,6 +59,7 @@ impl TokenStore for PgStore {
                     &device_id,
                     &to_sql(now),
                     &expires_at.map(to_sql),
+                    &owner,
                 ],
             )?;
             let id: i64 = row.try_get(0)?;
@@ -58,10 +73,12 @@ impl TokenStore for PgStore {
     fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>> {
         // Every authenticated request runs this: prepared once per connection.
         let rows = self.query_cached(
-            "SELECT t.role, t.name, t.device_id FROM tokens t \
+            "SELECT t.role, COALESCE(t.owner, t.name), t.device_id, u.roles FROM tokens t \
              LEFT JOIN devices d ON d.id = t.device_id \
+             LEFT JOIN users u ON u.name = t.owner \
              WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
-             AND (t.device_id IS NULL OR NOT d.revoked)",
+             AND (t.device_id IS NULL OR NOT d.revoked) \
+             AND (t.owner IS NULL OR u.state = 'active')",
             &[
                 (&&hash[..], ::postgres::types::Type::BYTEA),
                 (&to_sql(now), ::postgres::types::Type::INT8),
@@ -71,17 +88,25 @@ impl TokenStore for PgStore {
             return Ok(None);
         };
         let role: String = row.try_get(0)?;
-        Ok(Role::parse(&role).map(|role| Principal {
+        let roles: Option<String> = row.try_get(3)?;
+        let Some(role) = Role::parse(&role) else {
+            return Ok(None);
+        };
+        if !accounts::owner_holds(roles.as_deref(), role) {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
             role,
-            name: row.get(1),
-            device_id: row.get(2),
+            name: row.try_get(1)?,
+            device_id: row.try_get(2)?,
         }))
     }
 
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
         let mut c = self.conn()?;
         let rows = c.query(
-            "SELECT id, name, role, created_at FROM tokens WHERE device_id IS NULL ORDER BY id",
+            "SELECT id, name, role, created_at, COALESCE(owner, name), expires_at FROM tokens \
+             WHERE device_id IS NULL ORDER BY id",
             &[],
         )?;
         let mut out = Vec::new();
@@ -93,6 +118,8 @@ impl TokenStore for PgStore {
                     name: r.try_get(1)?,
                     role,
                     created_at: from_sql(r.try_get(3)?),
+                    owner: r.try_get(4)?,
+                    expires_at: r.try_get::<_, Option<i64>>(5)?.map(from_sql),
                 });
             }
         }

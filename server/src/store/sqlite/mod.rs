@@ -4,6 +4,8 @@
 //! `PRAGMA user_version` records how many ran. Each aggregate's trait is implemented in its own
 //! module; the rows and the SQL they share are in `rows`.
 
+mod accounts;
+mod approvals;
 mod audit;
 mod checkins;
 mod deployments;
@@ -26,6 +28,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0001_initial.sql"),
     include_str!("schema/0002_audit_checkpoints.sql"),
     include_str!("schema/0003_root_chain.sql"),
+    include_str!("schema/0004_accounts.sql"),
+    include_str!("schema/0005_account_scopes.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.
@@ -322,6 +326,7 @@ mod tests {
             role: Role::Device,
             device_id: Some("pump-1"),
             expires_at: Some(100),
+            owner: None,
         };
         let api = TokenGrant {
             hash: &[2; 32],
@@ -329,6 +334,7 @@ mod tests {
             role: Role::Operator,
             device_id: None,
             expires_at: None,
+            owner: None,
         };
         s.create_token(&session, 10, None).unwrap();
         s.create_token(&api, 10, None).unwrap();

@@ -4,6 +4,7 @@ use super::rows::*;
 use super::SqliteStore;
 use rusqlite::{params, OptionalExtension};
 
+use crate::store::accounts;
 use crate::store::*;
 
 impl TokenStore for SqliteStore {
@@ -29,8 +30,21 @@ impl TokenStore for SqliteStore {
             role,
             device_id,
             expires_at,
+            owner,
         } = *grant;
         self.with_tx(|tx| {
+            // An API token's owner: the named account, else a service account of its name.
+            let owner = match device_id {
+                Some(_) => None,
+                None => {
+                    let owner = owner.unwrap_or(name);
+                    let existing = super::accounts::load_user(tx, owner)?;
+                    if let Some(u) = accounts::token_owner(existing.as_ref(), owner, role, now)? {
+                        super::accounts::upsert_user(tx, &u)?;
+                    }
+                    Some(owner)
+                }
+            };
             if let Some(expires_at) = expires_at {
                 // Session tokens expire; sweep the expired ones as new ones are issued.
                 tx.prepare_cached(
@@ -39,8 +53,8 @@ impl TokenStore for SqliteStore {
                 .execute([to_sql(now.min(expires_at))])?;
             }
             tx.prepare_cached(
-                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tokens (hash, name, role, device_id, created_at, expires_at, owner) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 &hash[..],
@@ -48,7 +62,8 @@ impl TokenStore for SqliteStore {
                 role.as_str(),
                 device_id,
                 to_sql(now),
-                expires_at.map(to_sql)
+                expires_at.map(to_sql),
+                owner
             ])?;
             let id = tx.last_insert_rowid();
             if let Some(event) = audit {
@@ -62,21 +77,25 @@ impl TokenStore for SqliteStore {
         let conn = self.reader()?;
         let row = conn
             .prepare_cached(
-                "SELECT t.role, t.name, t.device_id FROM tokens t \
+                "SELECT t.role, COALESCE(t.owner, t.name), t.device_id, u.roles FROM tokens t \
                  LEFT JOIN devices d ON d.id = t.device_id \
+                 LEFT JOIN users u ON u.name = t.owner \
                  WHERE t.hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) \
-                 AND (t.device_id IS NULL OR d.revoked = 0)",
+                 AND (t.device_id IS NULL OR d.revoked = 0) \
+                 AND (t.owner IS NULL OR u.state = 'active')",
             )?
             .query_row(params![&hash[..], to_sql(now)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             })
             .optional()?;
-        Ok(row.and_then(|(role, name, device_id)| {
-            Role::parse(&role).map(|role| Principal {
+        Ok(row.and_then(|(role, name, device_id, roles)| {
+            let role = Role::parse(&role)?;
+            accounts::owner_holds(roles.as_deref(), role).then_some(Principal {
                 role,
                 name,
                 device_id,
@@ -87,7 +106,8 @@ impl TokenStore for SqliteStore {
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT id, name, role, created_at FROM tokens WHERE device_id IS NULL ORDER BY id",
+            "SELECT id, name, role, created_at, COALESCE(owner, name), expires_at FROM tokens \
+             WHERE device_id IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -95,17 +115,21 @@ impl TokenStore for SqliteStore {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i64>>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, name, role, created_at) = row?;
+            let (id, name, role, created_at, owner, expires_at) = row?;
             if let Some(role) = Role::parse(&role) {
                 out.push(TokenInfo {
                     id,
                     name,
                     role,
                     created_at: from_sql(created_at),
+                    owner,
+                    expires_at: expires_at.map(from_sql),
                 });
             }
         }

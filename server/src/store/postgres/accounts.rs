@@ -1,0 +1,427 @@
+//! [`crate::store::AccountStore`] on PostgreSQL. Writes that append to the audit trail run
+//! under the store's write lock ([`PgStore::with_tx`]); a session's last-request time is
+//! written without it.
+
+use postgres::{GenericClient, Row};
+
+use super::rows::{append, from_sql, to_sql};
+use super::PgStore;
+use crate::store::accounts::*;
+use crate::store::{AuditEvent, StoreError, StoreResult};
+
+const USER_COLUMNS: &str = "name, kind, roles, state, created_at, passphrase_hash, totp_secret, \
+                            totp_last_step, failed_logins, locked_until, scope";
+
+fn account_row(r: &Row) -> StoreResult<Account> {
+    let bad = |what: &str, v: &str| StoreError::Backend(format!("stored {what} {v:?}"));
+    let kind: String = r.try_get(1)?;
+    let roles: String = r.try_get(2)?;
+    let state: String = r.try_get(3)?;
+    Ok(Account {
+        user: User {
+            name: r.try_get(0)?,
+            kind: AccountKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+            roles: roles_from_text(&roles)?,
+            state: AccountState::parse(&state).ok_or_else(|| bad("state", &state))?,
+            created_at: from_sql(r.try_get(4)?),
+            scope: r
+                .try_get::<_, Option<String>>(10)?
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
+        },
+        credentials: Credentials {
+            passphrase_hash: r.try_get(5)?,
+            totp_secret: r.try_get(6)?,
+            totp_last_step: r.try_get::<_, Option<i64>>(7)?.map(from_sql),
+            failed_logins: u32::try_from(r.try_get::<_, i64>(8)?).unwrap_or(u32::MAX),
+            locked_until: r.try_get::<_, Option<i64>>(9)?.map(from_sql),
+        },
+    })
+}
+
+/// One account; `lock` takes its row lock (inside a transaction).
+pub(super) fn load_account(
+    c: &mut impl GenericClient,
+    name: &str,
+    lock: bool,
+) -> StoreResult<Option<Account>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE name = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    c.query_opt(&sql, &[&name])?
+        .as_ref()
+        .map(account_row)
+        .transpose()
+}
+
+/// One account without its credentials.
+pub(super) fn load_user(
+    c: &mut impl GenericClient,
+    name: &str,
+    lock: bool,
+) -> StoreResult<Option<User>> {
+    Ok(load_account(c, name, lock)?.map(|a| a.user))
+}
+
+/// Writes an account's listed fields (kind, roles, state), creating it if missing.
+pub(super) fn upsert_user(c: &mut impl GenericClient, u: &User) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO users (name, kind, roles, state, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (name) DO UPDATE SET kind = $2, roles = $3, state = $4",
+        &[
+            &u.name,
+            &u.kind.as_str(),
+            &roles_to_text(&u.roles),
+            &u.state.as_str(),
+            &to_sql(u.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks TOTP `step` used by `name`: Conflict if it, or a later one, was used already.
+fn spend_step(c: &mut impl GenericClient, name: &str, step: u64) -> StoreResult<()> {
+    let n = c.execute(
+        "UPDATE users SET totp_last_step = $2 \
+         WHERE name = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        &[&name, &to_sql(step)],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(
+            "this code was used already; wait for the next one".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn session_user(c: &mut impl GenericClient, hash: &[u8; 32]) -> StoreResult<String> {
+    let row = c.query_opt(
+        "SELECT user_name FROM sessions WHERE hash = $1",
+        &[&&hash[..]],
+    )?;
+    match row {
+        Some(r) => Ok(r.try_get(0)?),
+        None => Err(StoreError::NotFound {
+            what: "session",
+            id: "(cookie)".to_owned(),
+        }),
+    }
+}
+
+impl AccountStore for PgStore {
+    fn set_user_scope(
+        &self,
+        name: &str,
+        scope: Option<&Scope>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        let text = scope.map(serde_json::to_string).transpose()?;
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE users SET scope = $2 WHERE name = $1",
+                &[&name, &text],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: "account",
+                    id: name.to_owned(),
+                });
+            }
+            append(tx, audit, crate::store::now_secs())?;
+            Ok(())
+        })
+    }
+
+    fn create_user(
+        &self,
+        user: &User,
+        enrolment: Option<(&[u8; 32], u64)>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            if load_user(tx, &user.name, true)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "an account named {} exists",
+                    user.name
+                )));
+            }
+            upsert_user(tx, user)?;
+            if let Some((hash, expires_at)) = enrolment {
+                tx.execute(
+                    "INSERT INTO enrolments (hash, user_name, expires_at) VALUES ($1, $2, $3)",
+                    &[&&hash[..], &user.name, &to_sql(expires_at)],
+                )?;
+            }
+            append(tx, audit, user.created_at)?;
+            Ok(())
+        })
+    }
+
+    fn users(&self) -> StoreResult<Vec<User>> {
+        let mut c = self.conn()?;
+        let rows = c.query(
+            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"),
+            &[],
+        )?;
+        rows.iter().map(|r| Ok(account_row(r)?.user)).collect()
+    }
+
+    fn account(&self, name: &str) -> StoreResult<Option<Account>> {
+        let mut c = self.conn()?;
+        load_account(&mut c.client, name, false)
+    }
+
+    fn reissue_enrolment(
+        &self,
+        name: &str,
+        hash: &[u8; 32],
+        expires_at: u64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let user = load_user(tx, name, true)?.ok_or_else(|| StoreError::NotFound {
+                what: "account",
+                id: name.to_owned(),
+            })?;
+            if user.kind != AccountKind::Person {
+                return Err(StoreError::Conflict(format!(
+                    "{name} is a service account: it uses API tokens and never enrols"
+                )));
+            }
+            tx.execute("DELETE FROM enrolments WHERE user_name = $1", &[&name])?;
+            tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&name])?;
+            tx.execute(
+                "UPDATE users SET state = 'enrolling', passphrase_hash = NULL, totp_secret = NULL, \
+                 failed_logins = 0, locked_until = NULL WHERE name = $1",
+                &[&name],
+            )?;
+            tx.execute(
+                "INSERT INTO enrolments (hash, user_name, expires_at) VALUES ($1, $2, $3)",
+                &[&&hash[..], &name, &to_sql(expires_at)],
+            )?;
+            append(tx, audit, crate::store::now_secs())?;
+            Ok(())
+        })
+    }
+
+    fn enrolment(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Enrolment>> {
+        let mut c = self.conn()?;
+        let row = c.query_opt(
+            "SELECT user_name, started, expires_at FROM enrolments \
+             WHERE hash = $1 AND expires_at > $2",
+            &[&&hash[..], &to_sql(now)],
+        )?;
+        row.map(|r| {
+            Ok(Enrolment {
+                user_name: r.try_get(0)?,
+                started: r.try_get(1)?,
+                expires_at: from_sql(r.try_get(2)?),
+            })
+        })
+        .transpose()
+    }
+
+    fn start_enrolment(
+        &self,
+        hash: &[u8; 32],
+        passphrase_hash: &str,
+        totp_secret: &[u8],
+        now: u64,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let row = tx.query_opt(
+                "UPDATE enrolments SET started = TRUE \
+                 WHERE hash = $1 AND expires_at > $2 AND NOT started RETURNING user_name",
+                &[&&hash[..], &to_sql(now)],
+            )?;
+            let Some(row) = row else {
+                return Err(StoreError::Conflict(
+                    "this enrolment code is unknown, expired or already used".to_owned(),
+                ));
+            };
+            let user: String = row.try_get(0)?;
+            tx.execute(
+                "UPDATE users SET passphrase_hash = $2, totp_secret = $3 WHERE name = $1",
+                &[&user, &passphrase_hash, &totp_secret],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn finish_enrolment(
+        &self,
+        hash: &[u8; 32],
+        step: u64,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let row = tx.query_opt(
+                "DELETE FROM enrolments WHERE hash = $1 AND expires_at > $2 AND started \
+                 RETURNING user_name",
+                &[&&hash[..], &to_sql(now)],
+            )?;
+            let Some(row) = row else {
+                return Err(StoreError::Conflict(
+                    "this enrolment code is unknown, expired, used, or its passphrase is not set"
+                        .to_owned(),
+                ));
+            };
+            let user: String = row.try_get(0)?;
+            spend_step(tx, &user, step)?;
+            tx.execute(
+                "UPDATE users SET state = 'active' WHERE name = $1",
+                &[&user],
+            )?;
+            append(tx, audit, now)?;
+            Ok(())
+        })
+    }
+
+    fn record_login_failure(
+        &self,
+        name: &str,
+        reason: &str,
+        now: u64,
+        policy: &LockoutPolicy,
+    ) -> StoreResult<FailureOutcome> {
+        self.with_tx(|tx| {
+            let failures: i64 = tx
+                .query_one(
+                    "UPDATE users SET failed_logins = failed_logins + 1 WHERE name = $1 \
+                     RETURNING failed_logins",
+                    &[&name],
+                )?
+                .try_get(0)?;
+            let outcome = after_failure(u32::try_from(failures).unwrap_or(u32::MAX), now, policy);
+            tx.execute(
+                "UPDATE users SET locked_until = $2 WHERE name = $1",
+                &[&name, &to_sql(outcome.locked_until)],
+            )?;
+            for event in failure_events(name, reason, &outcome) {
+                append(tx, &event, now)?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn open_session(
+        &self,
+        hash: &[u8; 32],
+        session: &Session,
+        step: u64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            spend_step(tx, &session.user_name, step)?;
+            tx.execute(
+                "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = $1",
+                &[&session.user_name],
+            )?;
+            tx.execute(
+                "INSERT INTO sessions (hash, user_name, csrf_token, created_at, last_seen, reauth_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &&hash[..],
+                    &session.user_name,
+                    &session.csrf_token,
+                    &to_sql(session.created_at),
+                    &to_sql(session.last_seen),
+                    &to_sql(session.reauth_at),
+                ],
+            )?;
+            append(tx, audit, session.created_at)?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, hash: &[u8; 32]) -> StoreResult<Option<Session>> {
+        let mut c = self.conn()?;
+        let row = c.query_opt(
+            "SELECT user_name, csrf_token, created_at, last_seen, reauth_at FROM sessions \
+             WHERE hash = $1",
+            &[&&hash[..]],
+        )?;
+        row.map(|r| {
+            Ok(Session {
+                user_name: r.try_get(0)?,
+                csrf_token: r.try_get(1)?,
+                created_at: from_sql(r.try_get(2)?),
+                last_seen: from_sql(r.try_get(3)?),
+                reauth_at: from_sql(r.try_get(4)?),
+            })
+        })
+        .transpose()
+    }
+
+    fn touch_session(&self, hash: &[u8; 32], now: u64) -> StoreResult<()> {
+        // No audit entry, so no write lock: one statement on its own.
+        self.conn()?.execute(
+            "UPDATE sessions SET last_seen = $2 WHERE hash = $1 AND last_seen < $2",
+            &[&&hash[..], &to_sql(now)],
+        )?;
+        Ok(())
+    }
+
+    fn reauthenticate(
+        &self,
+        hash: &[u8; 32],
+        step: u64,
+        now: u64,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let user = session_user(tx, hash)?;
+            spend_step(tx, &user, step)?;
+            tx.execute(
+                "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = $1",
+                &[&user],
+            )?;
+            tx.execute(
+                "UPDATE sessions SET reauth_at = $2, last_seen = $2 WHERE hash = $1",
+                &[&&hash[..], &to_sql(now)],
+            )?;
+            append(tx, audit, now)?;
+            Ok(())
+        })
+    }
+
+    fn close_session(&self, hash: &[u8; 32], audit: &AuditEvent) -> StoreResult<bool> {
+        self.with_tx(|tx| {
+            let n = tx.execute("DELETE FROM sessions WHERE hash = $1", &[&&hash[..]])?;
+            if n > 0 {
+                append(tx, audit, crate::store::now_secs())?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    fn set_user_state(
+        &self,
+        name: &str,
+        state: AccountState,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.with_tx(|tx| {
+            let mut user = load_user(tx, name, true)?.ok_or_else(|| StoreError::NotFound {
+                what: "account",
+                id: name.to_owned(),
+            })?;
+            if user.state == AccountState::Enrolling && state == AccountState::Active {
+                return Err(StoreError::Conflict(format!(
+                    "{name} has not finished enrolment"
+                )));
+            }
+            user.state = state;
+            upsert_user(tx, &user)?;
+            if state == AccountState::Disabled {
+                tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&name])?;
+                tx.execute("DELETE FROM enrolments WHERE user_name = $1", &[&name])?;
+            }
+            append(tx, audit, crate::store::now_secs())?;
+            Ok(())
+        })
+    }
+}
