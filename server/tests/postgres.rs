@@ -355,6 +355,7 @@ fn a_batch_with_repeated_and_unknown_devices_is_recorded_in_order_and_trimmed() 
                     phases: vec![100],
                     min_success_percent: 100,
                     max_failure_percent: 50,
+                    hold_after_phase: None,
                 },
             },
             5,
