@@ -69,17 +69,16 @@ impl KeyRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let body = check_prefix(bytes, KEY_RECORD_TAG, Document::KeyRecord)?;
         let (fields, rest) = body.as_chunks::<32>();
-        if !rest.is_empty() {
-            return Err(Error::Malformed(Document::KeyRecord));
-        }
         match fields {
-            [recipient, ephemeral, release, wrapped_key] => Ok(KeyRecord {
+            [recipient, ephemeral, release, wrapped_key] if rest.is_empty() => Ok(KeyRecord {
                 recipient: *recipient,
                 ephemeral: *ephemeral,
                 release: *release,
                 wrapped_key: *wrapped_key,
             }),
+            // More than the four fields: bytes after the value.
             [_, _, _, _, ..] => Err(Error::TrailingBytes(Document::KeyRecord)),
+            // The value ends early.
             _ => Err(Error::Malformed(Document::KeyRecord)),
         }
     }
@@ -407,12 +406,15 @@ mod tests {
             KeyRecord::decode(&bytes[..KEY_RECORD_LEN - 1]),
             Err(Error::Malformed(Document::KeyRecord))
         );
-        let mut long = bytes.to_vec();
-        long.extend_from_slice(&[0; 32]);
-        assert_eq!(
-            KeyRecord::decode(&long),
-            Err(Error::TrailingBytes(Document::KeyRecord))
-        );
+        for extra in [1, 31, 32, 33] {
+            let mut long = bytes.to_vec();
+            long.extend_from_slice(&[0; 33][..extra]);
+            assert_eq!(
+                KeyRecord::decode(&long),
+                Err(Error::TrailingBytes(Document::KeyRecord)),
+                "{extra}"
+            );
+        }
         let mut v2 = bytes;
         v2[8] = 2;
         assert_eq!(

@@ -459,6 +459,9 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             return Err(EncryptError::NoContentKeyFile.into());
         }
         Some(args.encryption.load()?)
+    } else if args.content_key.is_some() || args.encryption.key_records.is_some() {
+        // Encryption options without a recipient would be silently ignored: refuse them.
+        return Err(EncryptError::NoRecipients.into());
     } else {
         None
     };

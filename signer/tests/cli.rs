@@ -1641,6 +1641,25 @@ fn a_content_key_file_encrypts_one_image_only() {
         ),
     );
     assert!(err.contains("--content-key"), "{err}");
+    // And a content-key file without recipients (nothing would be encrypted).
+    let err = env.fails(
+        1,
+        &sign_args(
+            "ks.sgl",
+            "1.2.3",
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                "e.sgl",
+                "--content-key",
+                "e.cek",
+            ],
+        ),
+    );
+    assert!(err.contains("no recipients"), "{err}");
+    assert!(!env.path("e.sgl").exists() && !env.path("e.cek").exists());
 }
 
 #[test]
