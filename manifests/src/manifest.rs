@@ -237,6 +237,11 @@ pub enum PayloadFormat {
     /// The payload is the image encrypted for the devices that hold a key record of this
     /// release (FORMAT.md §9). `payload_size` and `payload_digest` are those of the ciphertext
     /// in the bundle (a stream cipher: the image has the same size).
+    ///
+    /// Only in builds with feature `alloc` (tools, server, agent) or `encryption` (devices
+    /// that decrypt): a plain no_std build, the bootloader that cannot decrypt, is a version 1
+    /// verifier of manifests and refuses format version 2 at step 7a, at no cost in flash.
+    #[cfg(any(feature = "alloc", feature = "encryption"))]
     Encrypted(Encryption),
 }
 
@@ -245,6 +250,7 @@ impl PayloadFormat {
     pub fn encryption(&self) -> Option<&Encryption> {
         match self {
             PayloadFormat::Raw => None,
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
             PayloadFormat::Encrypted(e) => Some(e),
         }
     }
@@ -285,6 +291,7 @@ impl fmt::Display for PayloadFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PayloadFormat::Raw => f.write_str("raw"),
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
             PayloadFormat::Encrypted(e) => write!(f, "encrypted ({})", e.cipher),
         }
     }
@@ -347,12 +354,19 @@ impl<'a> Manifest<'a> {
     /// Decodes and validates the signed bytes of a manifest (step 7a). This does not check
     /// signatures: only the bundle verifier does.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        #[cfg(any(feature = "alloc", feature = "encryption"))]
         let (mut r, version) = Reader::tagged_versions(
             bytes,
             MANIFEST_TAG,
             Document::Manifest,
             MANIFEST_VERSION_ENCRYPTED,
         )?;
+        // A verifier that cannot decrypt reads version 1 only (see PayloadFormat::Encrypted).
+        #[cfg(not(any(feature = "alloc", feature = "encryption")))]
+        let (mut r, version) = (
+            Reader::tagged(bytes, MANIFEST_TAG, Document::Manifest)?,
+            MANIFEST_VERSION_RAW,
+        );
         let m = Manifest {
             product: ProductId::read(&mut r)?,
             component: r.str()?,
@@ -399,6 +413,7 @@ impl<'a> Manifest<'a> {
     pub fn format_version(&self) -> u16 {
         match self.payload_format {
             PayloadFormat::Raw => MANIFEST_VERSION_RAW,
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
             PayloadFormat::Encrypted(_) => MANIFEST_VERSION_ENCRYPTED,
         }
     }
@@ -423,6 +438,7 @@ fn read_payload_format(r: &mut Reader<'_>, version: u16) -> Result<PayloadFormat
     match (r.u32()?, version) {
         (0, MANIFEST_VERSION_RAW) => Ok(PayloadFormat::Raw),
         (0, _) => Err(Error::NonCanonical(Document::Manifest)),
+        #[cfg(any(feature = "alloc", feature = "encryption"))]
         (1, MANIFEST_VERSION_ENCRYPTED) => Ok(PayloadFormat::Encrypted(Encryption {
             cipher: match r.u32()? {
                 0 => Cipher::ChaCha20,

@@ -14,7 +14,7 @@ use crate::bundle::{align_up, BundleHeader, HEADER_LEN};
 use crate::error::{Document, Error, Signed};
 use crate::keys::verify_threshold;
 use crate::keyset::{verify_key_set, KeySet};
-use crate::manifest::{InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
+use crate::manifest::{InstalledComponent, Manifest, ProductId, Version};
 use crate::root::TrustRoot;
 use crate::rotation::{walk, RootFloor};
 use crate::view::EnvelopeView;
@@ -663,7 +663,7 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
     }
     // 7k: an encrypted payload only where the consumer accepts one.
     if policy.encrypted == EncryptedPayload::Refused
-        && manifest.payload_format != PayloadFormat::Raw
+        && manifest.payload_format.encryption().is_some()
     {
         return Err(Error::EncryptedPayloadRefused);
     }
