@@ -96,9 +96,12 @@ impl KeyRecord {
         ];
         let mut rest = &mut out[..];
         for field in fields {
-            let (head, tail) = rest.split_at_mut(field.len());
-            head.copy_from_slice(field);
-            rest = tail;
+            // The fields add up to KEY_RECORD_LEN exactly: every split succeeds.
+            if let Some((head, tail)) = core::mem::take(&mut rest).split_at_mut_checked(field.len())
+            {
+                head.copy_from_slice(field);
+                rest = tail;
+            }
         }
         out
     }
