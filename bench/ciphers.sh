@@ -82,6 +82,7 @@ both ciphers run in software; the choice (FORMAT.md §9) is ChaCha20.
   ChaCha20 on top of ed25519 + SHA-512, which share the field arithmetic and the hash):
   **$set_over_ed bytes** of flash. In that combined build ChaCha20 took
   $(mi "$(field "${line[decrypt-set]}" chacha20_mib)") per MiB (code placement under LTO).
-- Per release a device runs one X25519 and two HKDF-SHA512 extracts (key wrap, payload key):
-  about $(mi $((x + 2 * h))) instructions, about the cost of one more signature check.
+- Per release a device runs one X25519 and three HKDF-SHA512 derivations (key-encryption
+  key, commitment check, payload key): about $(mi $((x + 3 * h))) instructions, about the cost
+  of one more signature check.
 MD

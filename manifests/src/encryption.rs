@@ -272,14 +272,19 @@ impl ContentKey {
         encryption: &Encryption,
         payload_size: u64,
     ) -> Result<PayloadCipher, Error> {
-        self.check(encryption)?;
+        // One derivation gives the commitment (step D4) and the keystream's key and nonce.
+        let mut d = self.derive(&encryption.plaintext_digest);
+        if d.commitment != encryption.key_commitment {
+            d.key.zeroize();
+            return Err(Error::WrongContentKey);
+        }
         match encryption.cipher {
             Cipher::ChaCha20 => {}
         }
         if payload_size > MAX_ENCRYPTED_PAYLOAD {
+            d.key.zeroize();
             return Err(Error::PayloadTooLongForCipher);
         }
-        let mut d = self.derive(&encryption.plaintext_digest);
         let cipher = ChaCha20::new(&d.key.into(), &d.nonce.into());
         d.key.zeroize();
         Ok(PayloadCipher {
