@@ -5,6 +5,9 @@
 #   bench/signer.sh            prints a Markdown section on stdout (bench/run collects it)
 #   SIZE_MIB=64 bench/signer.sh   a smaller image for a quick check
 #
+# An encrypted release (--encrypt-to one device) is timed against plain signing and against
+# `openssl enc -chacha20` over the same image (the same cipher, no signature).
+#
 # A second table times signing with a key in a SoftHSM2 token against the same with a PEM key
 # (1 MiB image: the fixed cost of loading the module, logging in and signing in the token), and
 # the 256 MiB image signed in the token against sha256sum. Installs softhsm2 when missing.
@@ -46,8 +49,15 @@ hash_cmd="sha256sum image.bin"
 # coreutils' sha256sum may not; it shows how close sign/verify are to bare hashing.
 ossl_cmd="openssl dgst -sha256 image.bin"
 command -v openssl >/dev/null || ossl_cmd=""
+# Encrypting for one device: the image is read twice (its digest salts the payload key), the
+# ciphertext hashed and written once. The content-key file is reused (same image) run to run.
+"$sigil" keygen --x25519 --out device.pem >/dev/null
+enc_cmd="$sigil sign image.bin --key-set keyset.sgl --key release.pem --product acme/pump --component app --version 1.0.0 --security-counter 1 --out encrypted.sgl --force --encrypt-to device.pub.pem --content-key image.cek"
+ossl_enc_cmd="openssl enc -chacha20 -K $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') -iv $(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n') -in image.bin -out openssl.enc"
+command -v openssl >/dev/null || ossl_enc_cmd=""
 $sign_cmd >/dev/null
 $verify_cmd >/dev/null
+$enc_cmd >/dev/null
 
 # time_all CMD... -> the median seconds of each command, in order, on one line ("n/a" for "").
 if command -v hyperfine >/dev/null; then
@@ -81,7 +91,7 @@ else
     echo "${out[*]}"
   }
 fi
-read -r t_hash t_sign t_verify t_ossl < <(time_all "$hash_cmd" "$sign_cmd" "$verify_cmd" "$ossl_cmd")
+read -r t_hash t_sign t_verify t_ossl t_enc t_ossl_enc < <(time_all "$hash_cmd" "$sign_cmd" "$verify_cmd" "$ossl_cmd" "$enc_cmd" "$ossl_enc_cmd")
 
 # Peak memory (constant-memory check): GNU time's maximum resident set size, in MiB.
 rss() {
@@ -94,6 +104,7 @@ rss() {
 m_hash=$(rss "$hash_cmd")
 m_sign=$(rss "$sign_cmd")
 m_verify=$(rss "$verify_cmd")
+m_enc=$(rss "$enc_cmd")
 
 # The same release key set, with its release key in a SoftHSM2 token (its own configuration).
 mkdir -p tokens
@@ -136,6 +147,20 @@ Target: sign and verify within 10% of sha256sum (ratio <= 1.10).
 | \`sigil sign image.bin ... --out bundle.sgl\` (read, hash, write + fsync the bundle) | $t_sign | $r_sign | $(verdict "$r_sign") | $m_sign |
 | \`sigil verify bundle.sgl --root root.sgl --product acme/pump\` | $t_verify | $r_verify | $(verdict "$r_verify") | $m_verify |
 | \`openssl dgst -sha256 image.bin\` (informative: SHA-NI hashing) | $t_ossl | $(ratio "$t_ossl" "$t_hash") | | |
+
+### Encrypted release
+
+The same image signed as an encrypted release for one device (FORMAT.md §9: ChaCha20, key
+record per device), against plain signing and against \`openssl enc -chacha20\` (the same
+cipher over the same file, no hashing or signing), in the same run.
+
+| command | seconds | ratio to \`sigil sign\` | ratio to \`openssl enc -chacha20\` | peak RSS |
+|---|---:|---:|---:|---:|
+| \`sigil sign image.bin ... --encrypt-to device.pub.pem --content-key image.cek\` | $t_enc | $(ratio "$t_enc" "$t_sign") | $(ratio "$t_enc" "$t_ossl_enc") | $m_enc |
+| \`openssl enc -chacha20 -in image.bin -out openssl.enc\` (peer) | $t_ossl_enc | $(ratio "$t_ossl_enc" "$t_sign") | 1.00 | |
+
+Encrypting reads the image twice (its SHA-256 salts the payload key, so it is known before the
+first byte is encrypted), hashes the plaintext and the ciphertext, and writes the bundle once.
 
 Peak RSS stays a few MiB for a ${SIZE_MIB} MiB image: signing and verifying stream the file.
 sha256sum here is coreutils $(sha256sum --version | head -1 | awk '{print $NF}'); sigil's SHA-256 (RustCrypto sha2 0.10) detects the

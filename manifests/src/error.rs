@@ -24,6 +24,8 @@ pub enum Document {
     RootUpdate,
     /// A root chain: the root updates a bundle or file carries (FORMAT.md §4).
     RootChain,
+    /// A per-device key record of an encrypted release (`SGL-WKEY`, FORMAT.md §9).
+    KeyRecord,
 }
 
 impl fmt::Display for Document {
@@ -38,6 +40,7 @@ impl fmt::Display for Document {
             Document::DeviceKey => "device key",
             Document::RootUpdate => "root update",
             Document::RootChain => "root chain",
+            Document::KeyRecord => "key record",
         })
     }
 }
@@ -54,6 +57,7 @@ impl Document {
             Document::Manifest => "step 7a",
             Document::DeviceKey => "step E1",
             Document::RootChain | Document::RootUpdate => "step R1",
+            Document::KeyRecord => "step D1",
         }
     }
 
@@ -94,7 +98,7 @@ impl fmt::Display for Signed {
 /// Everything that can be wrong with a trust root, key set, manifest or bundle.
 ///
 /// Every message starts with the step of `FORMAT.md` that failed (`step 0` to `step 9` of §6,
-/// `step E1` of §8), so a field report can be traced to the check that produced it; a test
+/// `step E1` of §8, `step D1` to `step D5` of §9), so a field report can be traced to the check that produced it; a test
 /// enumerates the variants and holds each to that.
 ///
 /// The type is at most 4 bytes (checked below): every stage of the verifier returns it, and at
@@ -218,6 +222,27 @@ pub enum Error {
     /// or signatures, more than 4 dependencies, an envelope over 4096 bytes. Builders return
     /// it; so does the verifier for a trust root or key set built by hand past the limits.
     TooLarge(Document),
+    /// The payload is encrypted and the consumer does not accept encrypted payloads
+    /// (step 7k): a device that cannot decrypt refuses the release instead of installing
+    /// ciphertext.
+    EncryptedPayloadRefused,
+    /// A key record was opened for a release whose payload is not encrypted (step D2).
+    NotEncrypted,
+    /// The key record is addressed to another device's key (step D2).
+    KeyRecordForOtherDevice,
+    /// The key record belongs to another release (step D2).
+    KeyRecordForOtherRelease,
+    /// The key record's ephemeral key gives an all-zero X25519 shared secret (a small-order
+    /// point, step D3).
+    WeakKeyRecord,
+    /// The content key unwrapped from the key record (or read from a content-key file) does
+    /// not match the manifest's key commitment (step D4): a wrong device key or a forged or
+    /// foreign record. Nothing has been written.
+    WrongContentKey,
+    /// The payload is longer than the cipher's keystream (step D5: 256 GiB for ChaCha20).
+    PayloadTooLongForCipher,
+    /// A keystream transform reaches outside the payload (step D5).
+    OutsidePayload,
 }
 
 const _: () = assert!(size_of::<Error>() <= 4);
@@ -355,6 +380,29 @@ impl fmt::Display for Error {
                  4096-byte envelope)",
                 d.field_step()
             ),
+            Error::EncryptedPayloadRefused => {
+                f.write_str("step 7k: payload is encrypted and this verifier does not decrypt")
+            }
+            Error::NotEncrypted => f.write_str("step D2: the release's payload is not encrypted"),
+            Error::KeyRecordForOtherDevice => {
+                f.write_str("step D2: key record is addressed to another device key")
+            }
+            Error::KeyRecordForOtherRelease => {
+                f.write_str("step D2: key record belongs to another release")
+            }
+            Error::WeakKeyRecord => f.write_str(
+                "step D3: the X25519 shared secret is all zero (a small-order key)",
+            ),
+            Error::WrongContentKey => f.write_str(
+                "step D4: content key does not match the manifest's key commitment (wrong \
+                 device key, or a forged or foreign key record)",
+            ),
+            Error::PayloadTooLongForCipher => {
+                f.write_str("step D5: payload is longer than the cipher's keystream")
+            }
+            Error::OutsidePayload => {
+                f.write_str("step D5: keystream transform reaches outside the payload")
+            }
         }
     }
 }
@@ -380,7 +428,7 @@ mod tests {
 
     use super::*;
 
-    const DOCUMENTS: [Document; 9] = [
+    const DOCUMENTS: [Document; 10] = [
         Document::Header,
         Document::Envelope,
         Document::TrustRoot,
@@ -390,6 +438,7 @@ mod tests {
         Document::DeviceKey,
         Document::RootUpdate,
         Document::RootChain,
+        Document::KeyRecord,
     ];
 
     /// Every variant with every field value that changes its message.
@@ -458,6 +507,14 @@ mod tests {
             Error::Truncated,
             Error::TrailingData,
             Error::DigestMismatch,
+            Error::EncryptedPayloadRefused,
+            Error::NotEncrypted,
+            Error::KeyRecordForOtherDevice,
+            Error::KeyRecordForOtherRelease,
+            Error::WeakKeyRecord,
+            Error::WrongContentKey,
+            Error::PayloadTooLongForCipher,
+            Error::OutsidePayload,
         ]);
         for e in &all {
             listed(*e);
@@ -512,7 +569,15 @@ mod tests {
             | Error::Truncated
             | Error::TrailingData
             | Error::DigestMismatch
-            | Error::TooLarge(_) => {}
+            | Error::TooLarge(_)
+            | Error::EncryptedPayloadRefused
+            | Error::NotEncrypted
+            | Error::KeyRecordForOtherDevice
+            | Error::KeyRecordForOtherRelease
+            | Error::WeakKeyRecord
+            | Error::WrongContentKey
+            | Error::PayloadTooLongForCipher
+            | Error::OutsidePayload => {}
         }
     }
 
@@ -543,8 +608,11 @@ mod tests {
             if line.starts_with("## 7.") {
                 current = None;
             }
-            if line.contains("**Step E1.**") {
-                steps.push("E1".to_string());
+            // §8 and §9 define their steps as `**Step E1.**`, `**Step D1.**`, ….
+            for part in line.split("**Step ").skip(1) {
+                if let Some((step, _)) = part.split_once(".**") {
+                    steps.push(step.to_string());
+                }
             }
         }
         steps
@@ -555,7 +623,7 @@ mod tests {
         let steps = defined_steps();
         for s in [
             "0", "1", "2", "R1", "R2", "R3", "4", "5a", "5b", "5c", "5d", "6", "7a", "7j", "8",
-            "9", "E1",
+            "9", "E1", "7k", "D1", "D2", "D3", "D4", "D5",
         ] {
             assert!(steps.iter().any(|d| d == s), "{s} not in {steps:?}");
         }
@@ -608,6 +676,9 @@ mod tests {
                 "step R3:",
             ),
             (Error::KeySetRootMismatch, "step 5d:"),
+            (Error::Malformed(Document::KeyRecord), "step D1:"),
+            (Error::EncryptedPayloadRefused, "step 7k:"),
+            (Error::WrongContentKey, "step D4:"),
         ];
         for (e, step) in cases {
             assert!(e.to_string().starts_with(step), "{e}");

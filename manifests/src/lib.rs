@@ -17,6 +17,8 @@ extern crate alloc;
 pub mod bundle;
 pub mod codec;
 pub mod device_auth;
+#[cfg(feature = "encryption")]
+pub mod encryption;
 mod error;
 pub mod keys;
 pub mod keyset;
@@ -32,14 +34,18 @@ pub use bundle::{BundleHeader, Envelope, UnverifiedBundle, HEADER_LEN};
 pub use error::{Document, Error, Signed};
 pub use keys::{key_id, KeyId, PublicKey, SignatureAdded, SignatureEntry};
 pub use keyset::{KeySet, SignedKeySet, VerifiedKeySet};
-pub use manifest::{Dependency, InstalledComponent, Manifest, PayloadFormat, ProductId, Version};
+pub use manifest::{
+    Cipher, Dependency, Encryption, InstalledComponent, Manifest, PayloadFormat, ProductId, Version,
+};
 pub use root::{TrustRoot, TrustRootRef};
 pub use rotation::{
     root_digest, RootChainView, RootFloor, RootUpdateView, MAX_ROOT_CHAIN, MAX_ROOT_LEN,
 };
 #[cfg(feature = "alloc")]
 pub use rotation::{verify_root_chain, RootUpdate};
-pub use verify::{verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, VerifiedBundle};
+pub use verify::{
+    verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, EncryptedPayload, VerifiedBundle,
+};
 pub use view::{EnvelopeView, SignatureBytes};
 
 /// Most keys in a trust root or key set, and most signatures in one signature list.

@@ -218,21 +218,82 @@ impl fmt::Display for Version<'_> {
     }
 }
 
-/// How the payload bytes are to be read. Only `Raw` exists; encrypted and delta payloads will be
-/// new variants (an older verifier rejects them as malformed).
+/// Manifest format version of a manifest whose payload is raw (FORMAT.md §4).
+pub const MANIFEST_VERSION_RAW: u16 = 1;
+
+/// Manifest format version of a manifest whose payload is encrypted (FORMAT.md §4, §7): a
+/// verifier that knows only version 1 refuses it as unsupported instead of installing
+/// ciphertext.
+pub const MANIFEST_VERSION_ENCRYPTED: u16 = 2;
+
+/// How the payload bytes are to be read. A delta payload will be a new variant under a new
+/// manifest format version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "alloc", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum PayloadFormat {
     /// The payload is the exact image to install.
     Raw,
+    /// The payload is the image encrypted for the devices that hold a key record of this
+    /// release (FORMAT.md §9). `payload_size` and `payload_digest` are those of the ciphertext
+    /// in the bundle (a stream cipher: the image has the same size).
+    ///
+    /// Only in builds with feature `alloc` (tools, server, agent) or `encryption` (devices
+    /// that decrypt): a plain no_std build, the bootloader that cannot decrypt, is a version 1
+    /// verifier of manifests and refuses format version 2 at step 7a, at no cost in flash.
+    #[cfg(any(feature = "alloc", feature = "encryption"))]
+    Encrypted(Encryption),
+}
+
+impl PayloadFormat {
+    /// The encryption parameters, if the payload is encrypted.
+    pub fn encryption(&self) -> Option<&Encryption> {
+        match self {
+            PayloadFormat::Raw => None,
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
+            PayloadFormat::Encrypted(e) => Some(e),
+        }
+    }
+}
+
+/// What the signed manifest says about an encrypted payload (FORMAT.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
+pub struct Encryption {
+    /// The payload cipher.
+    pub cipher: Cipher,
+    /// SHA-256 of the decrypted image: what the device installs, and what every boot
+    /// verifies in the active slot (step 9 over the installed image).
+    pub plaintext_digest: [u8; 32],
+    /// HKDF-SHA512 output of the release's content key under its own label: a device whose
+    /// key record yields another key refuses the release before it writes anything (step D4).
+    pub key_commitment: [u8; 32],
+}
+
+/// The payload ciphers of encrypted bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "alloc", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum Cipher {
+    /// ChaCha20 (RFC 8439: 256-bit key, 96-bit nonce, 32-bit block counter from 0).
+    ChaCha20,
+}
+
+impl fmt::Display for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cipher::ChaCha20 => "chacha20",
+        })
+    }
 }
 
 impl fmt::Display for PayloadFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PayloadFormat::Raw => "raw",
-        })
+        match self {
+            PayloadFormat::Raw => f.write_str("raw"),
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
+            PayloadFormat::Encrypted(e) => write!(f, "encrypted ({})", e.cipher),
+        }
     }
 }
 
@@ -293,7 +354,19 @@ impl<'a> Manifest<'a> {
     /// Decodes and validates the signed bytes of a manifest (step 7a). This does not check
     /// signatures: only the bundle verifier does.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let mut r = Reader::tagged(bytes, MANIFEST_TAG, Document::Manifest)?;
+        #[cfg(any(feature = "alloc", feature = "encryption"))]
+        let (mut r, version) = Reader::tagged_versions(
+            bytes,
+            MANIFEST_TAG,
+            Document::Manifest,
+            MANIFEST_VERSION_ENCRYPTED,
+        )?;
+        // A verifier that cannot decrypt reads version 1 only (see PayloadFormat::Encrypted).
+        #[cfg(not(any(feature = "alloc", feature = "encryption")))]
+        let (mut r, version) = (
+            Reader::tagged(bytes, MANIFEST_TAG, Document::Manifest)?,
+            MANIFEST_VERSION_RAW,
+        );
         let m = Manifest {
             product: ProductId::read(&mut r)?,
             component: r.str()?,
@@ -301,10 +374,7 @@ impl<'a> Manifest<'a> {
             security_counter: r.u32()?,
             payload_size: r.u64()?,
             payload_digest: r.array()?,
-            payload_format: match r.u32()? {
-                0 => PayloadFormat::Raw,
-                _ => return Err(Error::Malformed(Document::Manifest)),
-            },
+            payload_format: read_payload_format(&mut r, version)?,
             payload_alignment: r.u32()?,
             min_bootloader_version: r.option(Reader::u32)?,
             dependencies: r.list(|r| {
@@ -338,11 +408,46 @@ impl<'a> Manifest<'a> {
         Ok(())
     }
 
+    /// The format version this manifest is written in: the lowest that expresses it
+    /// (FORMAT.md §7), so each manifest has one encoding.
+    pub fn format_version(&self) -> u16 {
+        match self.payload_format {
+            PayloadFormat::Raw => MANIFEST_VERSION_RAW,
+            #[cfg(any(feature = "alloc", feature = "encryption"))]
+            PayloadFormat::Encrypted(_) => MANIFEST_VERSION_ENCRYPTED,
+        }
+    }
+
     /// Encodes the bytes that release keys sign.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
         self.validate()?;
-        crate::codec::encode_tagged(self, MANIFEST_TAG, Document::Manifest)
+        crate::codec::encode_tagged_version(
+            self,
+            MANIFEST_TAG,
+            self.format_version(),
+            Document::Manifest,
+        )
+    }
+}
+
+/// The `payload_format` field (step 7a): version 1 knows only `Raw`; version 2 is the version
+/// of encrypted payloads and holds nothing else (a raw payload in a version 2 manifest would
+/// be a second encoding of a version 1 manifest).
+fn read_payload_format(r: &mut Reader<'_>, version: u16) -> Result<PayloadFormat, Error> {
+    match (r.u32()?, version) {
+        (0, MANIFEST_VERSION_RAW) => Ok(PayloadFormat::Raw),
+        (0, _) => Err(Error::NonCanonical(Document::Manifest)),
+        #[cfg(any(feature = "alloc", feature = "encryption"))]
+        (1, MANIFEST_VERSION_ENCRYPTED) => Ok(PayloadFormat::Encrypted(Encryption {
+            cipher: match r.u32()? {
+                0 => Cipher::ChaCha20,
+                _ => return Err(Error::Malformed(Document::Manifest)),
+            },
+            plaintext_digest: r.array()?,
+            key_commitment: r.array()?,
+        })),
+        _ => Err(Error::Malformed(Document::Manifest)),
     }
 }
 

@@ -35,6 +35,23 @@ pub struct DevicePolicy<'a> {
     bootloader_version: Option<u32>,
     installed: Option<(&'a [InstalledComponent<'a>], VersionOrder)>,
     root_floor: Option<RootFloor>,
+    encrypted: EncryptedPayload,
+}
+
+/// What a consumer does with a bundle whose payload is encrypted (FORMAT.md §9): the policy's
+/// answer to step 7k, and which signed digest step 9 compares the payload against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptedPayload {
+    /// Refuse it (step 7k): the default of [`DevicePolicy::device`], so a device that cannot
+    /// decrypt never installs ciphertext.
+    Refused,
+    /// The fed payload is the ciphertext as bundled: step 9 checks `payload_digest`. The
+    /// default of [`DevicePolicy::any_device`] (signer, server, mirrors: no key needed), and
+    /// what a decrypting device uses for its staged bundle.
+    Ciphertext,
+    /// The fed payload is the decrypted image (the active slot after a decrypting install):
+    /// step 9 checks the manifest's `plaintext_digest` instead. Everything else is unchanged.
+    Decrypted,
 }
 
 /// SemVer precedence, kept beside the versions it compares: a policy that never compares
@@ -48,6 +65,7 @@ impl<'a> DevicePolicy<'a> {
         DevicePolicy {
             product: Some(product),
             max_bundle_len,
+            encrypted: EncryptedPayload::Refused,
             ..Self::any_device()
         }
     }
@@ -66,6 +84,7 @@ impl<'a> DevicePolicy<'a> {
             bootloader_version: None,
             installed: None,
             root_floor: None,
+            encrypted: EncryptedPayload::Ciphertext,
         }
     }
 
@@ -128,6 +147,21 @@ impl<'a> DevicePolicy<'a> {
     pub fn with_root_floor(mut self, floor: RootFloor) -> Self {
         self.root_floor = Some(floor);
         self
+    }
+
+    /// Accepts encrypted payloads, fed as `view` says (step 7k, step 9).
+    pub fn with_encrypted_payload(mut self, view: EncryptedPayload) -> Self {
+        self.encrypted = view;
+        self
+    }
+
+    /// The digest step 9 compares the payload against: the ciphertext's as bundled, or the
+    /// image's where the caller feeds the decrypted image.
+    fn expected_digest<'m>(&self, manifest: &'m Manifest<'_>) -> &'m [u8; 32] {
+        match (self.encrypted, manifest.payload_format.encryption()) {
+            (EncryptedPayload::Decrypted, Some(e)) => &e.plaintext_digest,
+            _ => &manifest.payload_digest,
+        }
     }
 
     /// The largest bundle this policy accepts.
@@ -550,7 +584,8 @@ impl<'a, const IN_PLACE: bool> BundleVerifier<'a, IN_PLACE> {
                 }
                 let digest: [u8; 32] = hasher.finalize_reset().into();
                 let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
-                if digest != checked.manifest.payload_digest {
+                // Over the installed image of an encrypted release, the plaintext digest.
+                if digest != *self.policy.expected_digest(&checked.manifest) {
                     return Err(Error::DigestMismatch);
                 }
                 self.stage = Stage::Complete;
@@ -706,6 +741,12 @@ fn check_policy(policy: &DevicePolicy<'_>, manifest: &Manifest<'_>) -> Result<()
                 return Err(Error::DependencyUnmet);
             }
         }
+    }
+    // 7k: an encrypted payload only where the consumer accepts one.
+    if policy.encrypted == EncryptedPayload::Refused
+        && manifest.payload_format.encryption().is_some()
+    {
+        return Err(Error::EncryptedPayloadRefused);
     }
     Ok(())
 }

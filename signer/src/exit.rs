@@ -10,13 +10,14 @@
 //! | 4 | signatures: unknown signer, bad signature, threshold not met, key set out of scope |
 //! | 5 | device policy: wrong product or component, security counter or key set version below the minimum, too large, expired, dependencies |
 //! | 6 | the payload does not match its signed SHA-256 digest |
+//! | 7 | decryption: a key record for another device or release, malformed, or yielding a content key the manifest's key commitment refuses |
 
 //!
 //! Each command's error type knows its own code (`exit_code()`), and [`crate::run`] builds the
 //! [`Failure`] at dispatch, so this module depends on no command: it is a leaf every command
 //! may use.
 
-use sigil_manifests::Error;
+use sigil_manifests::{Document, Error};
 
 /// A failed command: the error to print and the exit code it maps to, built at dispatch.
 #[derive(Debug)]
@@ -65,6 +66,8 @@ pub enum ExitCode {
     Policy = 5,
     /// The payload digest does not match.
     Digest = 6,
+    /// An encrypted release cannot be opened with the key record and device key given.
+    Decryption = 7,
 }
 
 impl ExitCode {
@@ -78,6 +81,7 @@ impl ExitCode {
             ExitCode::Signature => "signature",
             ExitCode::Policy => "policy",
             ExitCode::Digest => "digest",
+            ExitCode::Decryption => "decryption",
         }
     }
 
@@ -101,7 +105,19 @@ impl ExitCode {
             | Error::Expired
             | Error::BootloaderTooOld
             | Error::DependencyUnmet
-            | Error::BundleTooLarge => ExitCode::Policy,
+            | Error::BundleTooLarge
+            | Error::EncryptedPayloadRefused => ExitCode::Policy,
+            Error::NotEncrypted
+            | Error::KeyRecordForOtherDevice
+            | Error::KeyRecordForOtherRelease
+            | Error::WeakKeyRecord
+            | Error::WrongContentKey
+            | Error::PayloadTooLongForCipher
+            | Error::OutsidePayload
+            | Error::WrongTag(Document::KeyRecord)
+            | Error::UnsupportedVersion(Document::KeyRecord, _)
+            | Error::Malformed(Document::KeyRecord)
+            | Error::TrailingBytes(Document::KeyRecord) => ExitCode::Decryption,
             Error::DigestMismatch => ExitCode::Digest,
             // Everything else is about the structure of the bytes. The enum is non-exhaustive:
             // a future variant is reported as malformed until it is classified here.
@@ -119,7 +135,7 @@ impl From<ExitCode> for std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sigil_manifests::{Document, Signed};
+    use sigil_manifests::Signed;
 
     #[test]
     fn each_failure_class_has_its_code() {
@@ -145,6 +161,10 @@ mod tests {
             (Error::BundleTooLarge, ExitCode::Policy),
             (Error::Expired, ExitCode::Policy),
             (Error::DigestMismatch, ExitCode::Digest),
+            (Error::EncryptedPayloadRefused, ExitCode::Policy),
+            (Error::WrongContentKey, ExitCode::Decryption),
+            (Error::KeyRecordForOtherDevice, ExitCode::Decryption),
+            (Error::Malformed(Document::KeyRecord), ExitCode::Decryption),
         ];
         for (error, code) in cases {
             assert_eq!(ExitCode::of_error(&error), code, "{error}");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::{json, Value};
 use sigil_manifests::bundle::BUNDLE_MAGIC;
+use sigil_manifests::encryption::{recipient_id, KeyRecord, KEY_RECORD_TAG};
 use sigil_manifests::keyset::SIGNED_KEY_SET_TAG;
 use sigil_manifests::root::TRUST_ROOT_TAG;
 use sigil_manifests::rotation::ROOT_CHAIN_TAG;
@@ -19,6 +20,7 @@ use sigil_manifests::{
 
 use crate::bundle_file::InvalidBundle;
 use crate::bundle_file::{read_full, read_prefix, PrefixError};
+use crate::encrypt::{self, ContentKeyFile, EncryptError, CONTENT_KEY_TAG};
 use crate::exit::ExitCode;
 use crate::files::FileError;
 use crate::keyfile::{self, KeyError};
@@ -65,8 +67,22 @@ pub enum InspectError {
     /// Verification failed.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// An encryption file (key record, content-key file, X25519 key) is invalid.
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
+    /// A key record does not decode.
+    #[error("{path} is not a valid key record")]
+    KeyRecord {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: FormatError,
+    },
     /// The file is of no known type.
-    #[error("{0} is not a Sigil bundle, key set, trust root or PEM key")]
+    #[error(
+        "{0} is not a Sigil bundle, key set, trust root, key record, content-key file or PEM key"
+    )]
     Unrecognised(PathBuf),
     /// The key set does not verify under the root.
     #[error("key set {path} does not verify under the trust root")]
@@ -88,6 +104,7 @@ impl InspectError {
         match self {
             InspectError::Bundle(b) => b.exit_code(),
             InspectError::Verify(v) => v.exit_code(),
+            InspectError::KeyRecord { source, .. } => ExitCode::of_error(source),
             _ => ExitCode::Failure,
         }
     }
@@ -124,6 +141,10 @@ pub fn run(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> 
         trust_root(args, out)
     } else if magic.starts_with(ROOT_CHAIN_TAG) {
         root_chain(args, root.as_ref(), out)
+    } else if magic.starts_with(KEY_RECORD_TAG) {
+        key_record(args, out)
+    } else if magic.starts_with(CONTENT_KEY_TAG) {
+        content_key(args, out)
     } else if magic.starts_with(b"-----BEGIN ") {
         pem_key(args, out)
     } else {
@@ -369,7 +390,10 @@ fn pem_key(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> 
     } else {
         "public_key"
     };
-    let public = keyfile::load_public_key(path)?;
+    let public = match keyfile::load_public_key(path) {
+        Ok(public) => public,
+        Err(e) => return x25519_key(args, kind, out).map_err(|_| e.into()),
+    };
     let value = json!({
         "type": kind,
         "path": path.display().to_string(),
@@ -384,5 +408,80 @@ fn pem_key(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> 
         keyfile::key_id_hex(&public),
         hex::encode(public)
     );
+    emit(out, args, &value, &text)
+}
+
+/// A key record (`SGL-WKEY`): who and which release it is for; nothing is decrypted.
+fn key_record(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> {
+    let path: &Path = &args.file;
+    let bytes = crate::files::read_document(path)?;
+    let record = KeyRecord::decode(&bytes).map_err(|source| InspectError::KeyRecord {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = json!({
+        "type": "key_record",
+        "path": path.display().to_string(),
+        "recipient_id": hex::encode(record.recipient),
+        "release_manifest_sha256": hex::encode(record.release),
+        "ephemeral_key": hex::encode(record.ephemeral),
+    });
+    let text = format!(
+        "key record {} (encrypted release, not signed: a forged record fails the key commitment)\n  recipient id:       {}\n  release (manifest): {}\n  ephemeral key:      {}\n",
+        path.display(),
+        hex::encode(record.recipient),
+        hex::encode(record.release),
+        hex::encode(record.ephemeral),
+    );
+    emit(out, args, &value, &text)
+}
+
+/// A content-key file: which image it encrypts; the key itself is never shown.
+fn content_key(args: &InspectArgs, out: &mut dyn Write) -> Result<(), InspectError> {
+    let path: &Path = &args.file;
+    let file = ContentKeyFile::load(path)?;
+    let value = json!({
+        "type": "content_key",
+        "path": path.display().to_string(),
+        "secret": true,
+        "plaintext_sha256": hex::encode(file.plaintext_digest),
+    });
+    let text = format!(
+        "content-key file {} (SECRET: keep it offline)\n  encrypts the image: {}\n",
+        path.display(),
+        hex::encode(file.plaintext_digest),
+    );
+    emit(out, args, &value, &text)
+}
+
+/// An X25519 device key (PEM): its recipient id.
+fn x25519_key(args: &InspectArgs, kind: &str, out: &mut dyn Write) -> Result<(), InspectError> {
+    let path: &Path = &args.file;
+    let publics = match encrypt::load_device_key(path) {
+        Ok(key) => vec![key.public_key()],
+        Err(_) => encrypt::load_public_keys(path)?,
+    };
+    let keys: Vec<_> = publics
+        .iter()
+        .map(|p| json!({ "recipient_id": hex::encode(recipient_id(p)), "public_key": hex::encode(p) }))
+        .collect();
+    let value = json!({
+        "type": kind,
+        "path": path.display().to_string(),
+        "algorithm": "x25519",
+        "keys": keys,
+    });
+    let mut text = format!(
+        "{} {}: x25519 (device encryption key)\n",
+        kind.replace('_', " "),
+        path.display()
+    );
+    for p in &publics {
+        text.push_str(&format!(
+            "  recipient id:       {}\n  public key:         {}\n",
+            hex::encode(recipient_id(p)),
+            hex::encode(p)
+        ));
+    }
     emit(out, args, &value, &text)
 }

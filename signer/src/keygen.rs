@@ -40,6 +40,12 @@ pub struct KeygenArgs {
     #[arg(long, value_name = "URI", requires = "public_out")]
     pub pkcs11: Option<Pkcs11Uri>,
 
+    /// Generate an X25519 device encryption key pair instead (RFC 8410 PEM, OID 1.3.101.110,
+    /// as `openssl genpkey -algorithm x25519` writes): the private key goes into the device's
+    /// protected storage, the public key to the release engineer (`sigil sign --encrypt-to`).
+    #[arg(long, conflicts_with = "pkcs11")]
+    pub x25519: bool,
+
     /// How the token is reached (module, PIN) when the URI does not say.
     #[command(flatten)]
     pub pkcs11_options: Pkcs11Args,
@@ -121,9 +127,24 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
             return Err(KeygenError::Exists(path.clone()));
         }
     }
-    let key = SigningKey::generate(&mut OsRng);
-    let private_pem = keyfile::private_key_pem(&key)?;
-    let public_pem = keyfile::public_key_pem(&key.verifying_key())?;
+    let (private_pem, public_pem, id, what) = if args.x25519 {
+        let secret = crate::encrypt::generate_secret();
+        let public = sigil_manifests::encryption::DeviceKey::from_secret(*secret).public_key();
+        (
+            crate::encrypt::private_key_pem(&secret),
+            crate::encrypt::public_key_pem(&public),
+            hex::encode(sigil_manifests::encryption::recipient_id(&public)),
+            "recipient id",
+        )
+    } else {
+        let key = SigningKey::generate(&mut OsRng);
+        (
+            keyfile::private_key_pem(&key)?,
+            keyfile::public_key_pem(&key.verifying_key())?,
+            keyfile::key_id_hex(&key.verifying_key().to_bytes()),
+            "key id:     ",
+        )
+    };
 
     files::write_atomic(
         private_path,
@@ -141,15 +162,15 @@ pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<(), KeygenError> {
         let _ = std::fs::remove_file(private_path);
         return Err(e.into());
     }
-    let id = keyfile::key_id_hex(&key.verifying_key().to_bytes());
-    writeln!(
-        out,
-        "private key: {} (keep it offline; mode 0600)",
-        private_path.display()
-    )
-    .and_then(|()| writeln!(out, "public key:  {}", public_path.display()))
-    .and_then(|()| writeln!(out, "key id:      {id}"))
-    .map_err(KeygenError::Output)
+    let keep = if args.x25519 {
+        "provision it into the device's protected storage, then delete it; mode 0600"
+    } else {
+        "keep it offline; mode 0600"
+    };
+    writeln!(out, "private key: {} ({keep})", private_path.display())
+        .and_then(|()| writeln!(out, "public key:  {}", public_path.display()))
+        .and_then(|()| writeln!(out, "{what} {id}"))
+        .map_err(KeygenError::Output)
 }
 
 /// Generates the key pair in the token the URI names and writes its public key.

@@ -5,7 +5,7 @@
 //! The binary is a thin layer over this library: `main` parses [`cli::Cli`], calls [`run`],
 //! prints the error chain and exits with the code of the [`exit::Failure`] `run` builds from
 //! the command's error (each command error knows its code). One module per
-//! subcommand ([`keygen`], [`key`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`docs`]),
+//! subcommand ([`keygen`], [`key`], [`root`], [`keyset`], [`sign`], [`verify`], [`inspect`], [`encrypt`], [`docs`]),
 //! each with its own error type.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -14,6 +14,7 @@ pub mod args;
 pub mod bundle_file;
 pub mod cli;
 pub mod docs;
+pub mod encrypt;
 pub mod exit;
 pub mod files;
 pub mod hsm;
@@ -51,6 +52,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Sign(args) => fail!(sign::run(args, out)),
         Command::Verify(args) => fail!(verify::run(args, out)),
         Command::Inspect(args) => fail!(inspect::run(args, out)),
+        Command::Encrypt(command) => fail!(encrypt::run(command, out)),
+        Command::Decrypt(args) => fail!(encrypt::decrypt(args, out)),
         Command::Completions(args) => fail!(docs::completions(args, out)),
         Command::Man(args) => fail!(docs::man(args, out)),
     }

@@ -29,6 +29,11 @@ pub fn manifest_json(m: &Manifest<'_>) -> Value {
         "payload_size": m.payload_size,
         "payload_sha256": hex::encode(m.payload_digest),
         "payload_format": m.payload_format.to_string(),
+        "encryption": m.payload_format.encryption().map(|e| json!({
+            "cipher": e.cipher.to_string(),
+            "plaintext_sha256": hex::encode(e.plaintext_digest),
+            "key_commitment": hex::encode(e.key_commitment),
+        })),
         "payload_alignment": m.payload_alignment,
         "min_bootloader_version": m.min_bootloader_version,
         "dependencies": m.dependencies.iter().map(|d| json!({
@@ -56,6 +61,14 @@ pub fn manifest_text(m: &Manifest<'_>) -> String {
         m.payload_size, m.payload_format, m.payload_alignment
     );
     let _ = writeln!(s, "  payload sha256:     {}", hex::encode(m.payload_digest));
+    if let Some(e) = m.payload_format.encryption() {
+        let _ = writeln!(
+            s,
+            "  plaintext sha256:   {} (the image once decrypted)",
+            hex::encode(e.plaintext_digest)
+        );
+        let _ = writeln!(s, "  key commitment:     {}", hex::encode(e.key_commitment));
+    }
     if let Some(v) = m.min_bootloader_version {
         let _ = writeln!(s, "  min bootloader:     {v}");
     }

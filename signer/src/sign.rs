@@ -21,6 +21,7 @@ use sigil_manifests::{
 use crate::args::{DependencyArg, DurationArg, IdentArg, ProductArg, TimeArg, VersionArg};
 use crate::bundle_file::InvalidBundle;
 use crate::bundle_file::{read_full, read_prefix, BundlePrefix, PrefixError};
+use crate::encrypt::{self, ContentKeyFile, EncryptError, RecipientArgs};
 use crate::exit::ExitCode;
 use crate::files::{self, AtomicFile, FileError, Overwrite};
 use crate::hsm::Hsm;
@@ -117,6 +118,17 @@ pub struct SignArgs {
     /// reproducible builds].
     #[arg(long, value_name = "TIME", env = "SOURCE_DATE_EPOCH")]
     pub created: Option<TimeArg>,
+
+    /// Encrypt the image for these devices (FORMAT.md §9): the bundle holds the ciphertext,
+    /// and one key record per device is written beside it.
+    #[command(flatten, next_help_heading = "Encryption")]
+    pub encryption: RecipientArgs,
+
+    /// The release's content-key file (secret, mode 0600): created with a new random key if
+    /// missing; an existing one is used only for the image it was made for. Keep it to add
+    /// recipients later with `sigil encrypt add-recipient`.
+    #[arg(long, value_name = "FILE", help_heading = "Encryption")]
+    pub content_key: Option<PathBuf>,
 
     /// Where to write the bundle (required when building one).
     #[arg(short, long, value_name = "FILE", required = true)]
@@ -258,6 +270,9 @@ pub enum SignError {
     /// The system clock is before 1970.
     #[error("the system clock is before 1970; pass --created")]
     Clock,
+    /// Encryption failed: recipients, the content-key file, key records.
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
     /// Writing the report failed.
     #[error("cannot write output")]
     Output(#[source] io::Error),
@@ -269,6 +284,7 @@ impl SignError {
         match self {
             SignError::Bundle(b) => b.exit_code(),
             SignError::Prefix(p) => p.exit_code(),
+            SignError::Encrypt(e) => e.exit_code(),
             _ => ExitCode::Failure,
         }
     }
@@ -438,6 +454,17 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         }
     }
     let keys = load_release_keys(&args.keys, &mut Hsm::new(), &key_set)?;
+    let recipients = if args.encryption.any() {
+        if args.content_key.is_none() {
+            return Err(EncryptError::NoContentKeyFile.into());
+        }
+        Some(args.encryption.load()?)
+    } else if args.content_key.is_some() || args.encryption.key_records.is_some() {
+        // Encryption options without a recipient would be silently ignored: refuse them.
+        return Err(EncryptError::NoRecipients.into());
+    } else {
+        None
+    };
 
     let mut dependencies =
         heapless::Vec::<Dependency<'_>, { sigil_manifests::MAX_DEPENDENCIES }>::new();
@@ -475,6 +502,28 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     if payload_size == 0 {
         return Err(SignError::EmptyImage(image_path.clone()));
     }
+    // Encrypting: the payload key depends on the image's digest, so the image is hashed in a
+    // first pass (and again as it is encrypted, to catch a change in between).
+    let content_key = match (&recipients, &args.content_key) {
+        (Some(_), Some(path)) => {
+            let mut hasher = Sha256::new();
+            io::copy(&mut (&mut image).take(payload_size), &mut hasher).map_err(image_err)?;
+            image.seek(SeekFrom::Start(0)).map_err(image_err)?;
+            Some(ContentKeyFile::for_image(path, hasher.finalize().into())?)
+        }
+        _ => None,
+    };
+    let encryption = content_key
+        .as_ref()
+        .map(|(file, _)| file.key.encryption(file.plaintext_digest));
+    let mut cipher = match (&content_key, &encryption) {
+        (Some((file, _)), Some(e)) => Some(
+            file.key
+                .payload_cipher(e, payload_size)
+                .map_err(SignError::Build)?,
+        ),
+        _ => None,
+    };
 
     let mut manifest = Manifest {
         product: product.id(),
@@ -483,7 +532,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         security_counter: counter,
         payload_size,
         payload_digest: [0; 32],
-        payload_format: PayloadFormat::Raw,
+        payload_format: encryption.map_or(PayloadFormat::Raw, PayloadFormat::Encrypted),
         payload_alignment: args.alignment,
         min_bootloader_version: args.min_bootloader_version,
         dependencies,
@@ -527,6 +576,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         .seek(SeekFrom::Start(payload_offset))
         .map_err(|e| bundle.error(e))?;
     let mut hasher = Sha256::new();
+    let mut plain_hasher = Sha256::new();
     let mut buf = vec![0u8; READ_BUFFER];
     let mut read: u64 = 0;
     loop {
@@ -534,8 +584,20 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        hasher.update(chunk);
+        let chunk = &mut buf[..n];
+        if let Some(cipher) = &mut cipher {
+            plain_hasher.update(&*chunk);
+            // Within the payload: `read + n` is at most the size checked below, or the loop
+            // has already ended with an ImageChanged error.
+            if cipher.apply(read, chunk).is_err() {
+                return Err(SignError::ImageChanged {
+                    path: image_path.clone(),
+                    expected: payload_size,
+                    read: read.saturating_add(n as u64),
+                });
+            }
+        }
+        hasher.update(&*chunk);
         bundle
             .file()
             .write_all(chunk)
@@ -551,6 +613,12 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             expected: payload_size,
             read,
         });
+    }
+    if let Some((file, _)) = &content_key {
+        let plain: [u8; 32] = plain_hasher.finalize().into();
+        if plain != file.plaintext_digest {
+            return Err(EncryptError::ImageChanged(image_path.clone()).into());
+        }
     }
     manifest.payload_digest = hasher.finalize().into();
 
@@ -592,6 +660,16 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
         .write_all(&prefix)
         .map_err(|e| bundle.error(e))?;
     bundle.commit()?;
+    // One key record per device, for the release as signed (its manifest digest).
+    let records = match (&content_key, &recipients) {
+        (Some((file, _)), Some(recipients)) => {
+            let dir = args.encryption.records_dir(dest);
+            let release: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+            let paths = encrypt::write_records(&file.key, recipients, release, &dir)?;
+            Some((dir, paths))
+        }
+        _ => None,
+    };
 
     let mut report = || -> io::Result<()> {
         writeln!(
@@ -599,6 +677,26 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
             "bundle {}: {total_len} bytes, payload at offset {payload_offset}",
             dest.display()
         )?;
+        if let (Some((dir, paths)), Some((_, created)), Some(path)) =
+            (&records, &content_key, &args.content_key)
+        {
+            writeln!(
+                out,
+                "encrypted (chacha20) for {} device(s): key records in {}",
+                paths.len(),
+                dir.display()
+            )?;
+            let how = if *created {
+                "new"
+            } else {
+                "reused, same image"
+            };
+            writeln!(
+                out,
+                "content key: {} ({how}; secret, mode 0600: keep it to add recipients)",
+                path.display()
+            )?;
+        }
         write!(out, "{}", report::manifest_text(&manifest))?;
         write_signature_status(
             out,

@@ -1132,7 +1132,9 @@ fn inspect_with_root_reports_an_invalid_bundle_and_fails() {
     env.write("random.bin", b"hello");
     let err = env.fails(1, &["inspect", "random.bin"]);
     assert!(
-        err.contains("not a Sigil bundle, key set, trust root or PEM key"),
+        err.contains(
+            "not a Sigil bundle, key set, trust root, key record, content-key file or PEM key"
+        ),
         "{err}"
     );
     env.write("short.sgl", b"SGL-BNDL\x01\x00");
@@ -1403,4 +1405,424 @@ fn root_ceremony_errors_are_clear() {
     );
     assert!(err.contains("step R3"), "{err}");
     assert!(!env.path("c.sgl").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// encrypted releases (FORMAT.md §9)
+
+const DECRYPTION: i32 = 7;
+
+impl Env {
+    /// `release_setup(1)` plus X25519 device keys d1, d2, d3.
+    fn encryption_setup() -> Self {
+        let env = Env::release_setup(1);
+        for d in ["d1", "d2", "d3"] {
+            env.ok(&["keygen", "--x25519", "--out", &format!("{d}.pem")]);
+        }
+        env
+    }
+
+    /// The recipient id `sigil inspect` reports for a device key file.
+    fn recipient_id(&self, key: &str) -> String {
+        let v = self.json(&["inspect", key, "--json"]);
+        assert_eq!(v["algorithm"], "x25519", "{v}");
+        v["keys"][0]["recipient_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The key record of `device` beside `bundle`.
+    fn record(&self, bundle: &str, device: &str) -> String {
+        format!("{bundle}.wkeys/{}.wkey", self.recipient_id(device))
+    }
+
+    /// `sigil decrypt` of `bundle` with `key` and `record` into `out`: the exit code.
+    fn decrypt(&self, bundle: &str, key: &str, record: &str, out: &str) -> Output {
+        self.sigil(&[
+            "decrypt",
+            bundle,
+            "--root",
+            "root.sgl",
+            "--device-key",
+            key,
+            "--key-record",
+            record,
+            "--out",
+            out,
+        ])
+    }
+}
+
+use std::process::Output;
+
+#[test]
+fn encrypted_release_round_trip_for_each_recipient() {
+    let env = Env::encryption_setup();
+    let out = env.ok(&sign_args(
+        "ks.sgl",
+        "1.2.3",
+        "7",
+        &[
+            "--key",
+            "k1.pem",
+            "--out",
+            "app.sgl",
+            "--encrypt-to",
+            "d1.pub.pem",
+            "--encrypt-to",
+            "d2.pub.pem",
+            "--content-key",
+            "app.cek",
+        ],
+    ));
+    assert!(
+        out.contains("encrypted (chacha20) for 2 device(s)"),
+        "{out}"
+    );
+    assert_eq!(mode(&env.path("app.cek")), 0o600);
+    // The bundle verifies with no key at all (server, mirrors): signatures and ciphertext.
+    assert_eq!(env.verify_code("app.sgl", &[]), Some(0));
+    // It holds no plaintext: no 64-byte run of the image appears in it.
+    let bundle = env.read("app.sgl");
+    let plain = image(100_000);
+    assert!(!bundle.windows(64).any(|w| w == &plain[5000..5064]));
+    // Inspect shows the encryption without decrypting; the records name their devices.
+    let v = inspect_bundle(&env, "app.sgl");
+    let m = &v["manifest"];
+    assert_eq!(m["payload_format"], "encrypted (chacha20)");
+    assert_eq!(m["encryption"]["cipher"], "chacha20");
+    assert_eq!(
+        m["encryption"]["key_commitment"].as_str().unwrap().len(),
+        64
+    );
+    let record = env.record("app.sgl", "d1.pem");
+    let r = env.json(&["inspect", &record, "--json"]);
+    assert_eq!(r["type"], "key_record");
+    assert_eq!(
+        r["recipient_id"].as_str().unwrap(),
+        env.recipient_id("d1.pem")
+    );
+    let ck = env.json(&["inspect", "app.cek", "--json"]);
+    assert_eq!(ck["type"], "content_key");
+    assert_eq!(ck["plaintext_sha256"], m["encryption"]["plaintext_sha256"]);
+    assert!(
+        !ck.to_string().contains("\"key\""),
+        "the key is never shown: {ck}"
+    );
+    // Each recipient decrypts to the exact image.
+    for d in ["d1", "d2"] {
+        let key = format!("{d}.pem");
+        let dest = format!("{d}.bin");
+        let out = env.decrypt("app.sgl", &key, &env.record("app.sgl", &key), &dest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(env.read(&dest), plain);
+        assert_eq!(mode(&env.path(&dest)), 0o600);
+    }
+}
+
+#[test]
+fn wrong_device_key_or_foreign_record_is_refused_before_writing() {
+    let env = Env::encryption_setup();
+    let sign = |out: &str, cek: &str, version: &str| {
+        env.ok(&sign_args(
+            "ks.sgl",
+            version,
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                out,
+                "--encrypt-to",
+                "d1.pub.pem",
+                "--encrypt-to",
+                "d2.pub.pem",
+                "--content-key",
+                cek,
+            ],
+        ));
+    };
+    sign("app.sgl", "app.cek", "1.2.3");
+    let d1 = env.record("app.sgl", "d1.pem");
+    let d2 = env.record("app.sgl", "d2.pem");
+    let refused = |key: &str, record: &str, step: &str| {
+        let out = env.decrypt("app.sgl", key, record, "out.bin");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(DECRYPTION), "{err}");
+        assert!(err.contains(step), "{err}");
+        assert!(!env.path("out.bin").exists(), "nothing is written");
+    };
+    // Device 3 is no recipient: its key does not open device 1's record.
+    refused("d3.pem", &d1, "step D2");
+    // Device 1 with device 2's record.
+    refused("d1.pem", &d2, "step D2");
+    // A record relabelled for device 1 yields a key the commitment refuses.
+    let mut relabelled = env.read(&d2);
+    let id = hex::decode(env.recipient_id("d1.pem")).unwrap();
+    relabelled[10..42].copy_from_slice(&id);
+    env.write("relabelled.wkey", &relabelled);
+    refused("d1.pem", "relabelled.wkey", "step D4");
+    // A tampered wrapped key, likewise.
+    let mut tampered = env.read(&d1);
+    tampered[137] ^= 1;
+    env.write("tampered.wkey", &tampered);
+    refused("d1.pem", "tampered.wkey", "step D4");
+    // The record of another release for the same device.
+    env.write("app.bin", &image(50_000));
+    sign("next.sgl", "next.cek", "1.2.4");
+    refused(
+        "d1.pem",
+        &env.record("next.sgl", "d1.pem"),
+        "another release",
+    );
+    // A truncated record.
+    env.write("short.wkey", &env.read(&d1)[..100]);
+    refused("d1.pem", "short.wkey", "step D1");
+}
+
+#[test]
+fn a_content_key_file_encrypts_one_image_only() {
+    let env = Env::encryption_setup();
+    let args = |out: &'static str| {
+        sign_args(
+            "ks.sgl",
+            "1.2.3",
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                out,
+                "--encrypt-to",
+                "d1.pub.pem",
+                "--content-key",
+                "app.cek",
+            ],
+        )
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let run = |out: &'static str| {
+        let a = args(out);
+        env.sigil(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert!(run("a.sgl").status.success());
+    // The same image again with the same file: the same ciphertext (nothing new revealed).
+    let out = run("b.sgl");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reused, same image"));
+    let digest = |b: &str| inspect_bundle(&env, b)["manifest"]["payload_sha256"].clone();
+    assert_eq!(digest("a.sgl"), digest("b.sgl"));
+    // Another image with the same file: refused, nothing written.
+    env.write("app.bin", &image(100_001));
+    let out = run("c.sgl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("keystream reuse"), "{err}");
+    assert!(!env.path("c.sgl").exists());
+    // Encrypting without a content-key file is refused up front.
+    let err = env.fails(
+        1,
+        &sign_args(
+            "ks.sgl",
+            "1.2.3",
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                "d.sgl",
+                "--encrypt-to",
+                "d1.pub.pem",
+            ],
+        ),
+    );
+    assert!(err.contains("--content-key"), "{err}");
+    // And a content-key file without recipients (nothing would be encrypted).
+    let err = env.fails(
+        1,
+        &sign_args(
+            "ks.sgl",
+            "1.2.3",
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                "e.sgl",
+                "--content-key",
+                "e.cek",
+            ],
+        ),
+    );
+    assert!(err.contains("no recipients"), "{err}");
+    assert!(!env.path("e.sgl").exists() && !env.path("e.cek").exists());
+}
+
+#[test]
+fn add_recipient_wraps_the_key_for_a_newly_enrolled_device() {
+    let env = Env::encryption_setup();
+    // The recipients file: public keys concatenated.
+    let mut fleet = env.read("d1.pub.pem");
+    fleet.extend(env.read("d2.pub.pem"));
+    env.write("fleet.pub.pem", &fleet);
+    env.ok(&sign_args(
+        "ks.sgl",
+        "1.2.3",
+        "7",
+        &[
+            "--key",
+            "k1.pem",
+            "--out",
+            "app.sgl",
+            "--recipients",
+            "fleet.pub.pem",
+            "--content-key",
+            "app.cek",
+        ],
+    ));
+    assert_eq!(fs::read_dir(env.path("app.sgl.wkeys")).unwrap().count(), 2);
+    let before = env.read("app.sgl");
+    let out = env.ok(&[
+        "encrypt",
+        "add-recipient",
+        "app.sgl",
+        "--content-key",
+        "app.cek",
+        "--encrypt-to",
+        "d3.pub.pem",
+    ]);
+    assert!(out.contains("1 key record(s)"), "{out}");
+    assert_eq!(env.read("app.sgl"), before, "the bundle is not touched");
+    let d3 = env.record("app.sgl", "d3.pem");
+    let out = env.decrypt("app.sgl", "d3.pem", &d3, "d3.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.read("d3.bin"), image(100_000));
+    // Another release's content-key file does not fit this bundle.
+    env.write("app.bin", &image(10_000));
+    env.ok(&sign_args(
+        "ks.sgl",
+        "1.2.4",
+        "7",
+        &[
+            "--key",
+            "k1.pem",
+            "--out",
+            "other.sgl",
+            "--encrypt-to",
+            "d1.pub.pem",
+            "--content-key",
+            "other.cek",
+        ],
+    ));
+    let err = env.fails(
+        DECRYPTION,
+        &[
+            "encrypt",
+            "add-recipient",
+            "app.sgl",
+            "--content-key",
+            "other.cek",
+            "--encrypt-to",
+            "d3.pub.pem",
+        ],
+    );
+    assert!(err.contains("does not belong to bundle"), "{err}");
+    // A raw bundle has no content key.
+    env.sign("raw.sgl", &["k1.pem"], &[]);
+    let err = env.fails(
+        1,
+        &[
+            "encrypt",
+            "add-recipient",
+            "raw.sgl",
+            "--content-key",
+            "app.cek",
+            "--encrypt-to",
+            "d3.pub.pem",
+        ],
+    );
+    assert!(err.contains("not encrypted"), "{err}");
+}
+
+#[test]
+fn x25519_keys_interoperate_with_openssl_both_ways() {
+    let env = Env::new();
+    // sigil → openssl: the same public key and private key encoding, byte for byte.
+    env.ok(&["keygen", "--x25519", "--out", "dev.pem"]);
+    assert_eq!(mode(&env.path("dev.pem")), 0o600);
+    assert_eq!(
+        openssl(&env, &["pkey", "-in", "dev.pem", "-pubout"]),
+        env.read("dev.pub.pem")
+    );
+    assert_eq!(
+        openssl(&env, &["pkey", "-in", "dev.pem"]),
+        env.read("dev.pem")
+    );
+    let text = String::from_utf8(openssl(
+        &env,
+        &["pkey", "-in", "dev.pem", "-noout", "-text"],
+    ))
+    .unwrap();
+    assert!(text.contains("X25519"), "{text}");
+    // openssl → sigil: an OpenSSL X25519 key pair is a recipient, and its private key opens
+    // the record (the scalar means the same to both).
+    openssl(&env, &["genpkey", "-algorithm", "x25519", "-out", "o.pem"]);
+    openssl(
+        &env,
+        &["pkey", "-in", "o.pem", "-pubout", "-out", "o.pub.pem"],
+    );
+    let setup = Env::encryption_setup();
+    setup.write("o.pem", &env.read("o.pem"));
+    setup.write("o.pub.pem", &env.read("o.pub.pem"));
+    setup.ok(&sign_args(
+        "ks.sgl",
+        "1.2.3",
+        "7",
+        &[
+            "--key",
+            "k1.pem",
+            "--out",
+            "app.sgl",
+            "--encrypt-to",
+            "o.pub.pem",
+            "--content-key",
+            "app.cek",
+        ],
+    ));
+    let record = setup.record("app.sgl", "o.pem");
+    let out = setup.decrypt("app.sgl", "o.pem", &record, "o.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(setup.read("o.bin"), image(100_000));
+    // An ed25519 key is not a device encryption key.
+    let err = setup.fails(
+        1,
+        &sign_args(
+            "ks.sgl",
+            "1.2.3",
+            "7",
+            &[
+                "--key",
+                "k1.pem",
+                "--out",
+                "x.sgl",
+                "--encrypt-to",
+                "k2.pub.pem",
+                "--content-key",
+                "x.cek",
+            ],
+        ),
+    );
+    assert!(err.contains("is not an X25519 public key"), "{err}");
 }

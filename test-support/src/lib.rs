@@ -458,3 +458,80 @@ mod tests {
         assert_ne!(vk.to_edwards().compress().to_bytes(), non_canonical_point());
     }
 }
+
+/// Encrypted releases (FORMAT.md §9): deterministic content keys, device keys, bundles and key
+/// records, so that fixtures regenerate byte for byte.
+pub mod encrypted {
+    use sha2::{Digest, Sha256};
+    use sigil_manifests::encryption::{ContentKey, DeviceKey};
+    use sigil_manifests::{Encryption, PayloadFormat, UnverifiedBundle};
+
+    use crate::{bundle_from, manifest_for, Spec};
+
+    /// The content key of release `n` of the fixtures.
+    pub fn content_key(n: u8) -> ContentKey {
+        ContentKey::from_bytes([0x40 ^ n; 32])
+    }
+
+    /// Test device `seed`'s X25519 key: the private key is 32 bytes of `seed`.
+    pub fn device(seed: u8) -> DeviceKey {
+        DeviceKey::from_secret([seed; 32])
+    }
+
+    /// `spec` with its payload encrypted under `key`: the spec of the bundle (its payload is the
+    /// ciphertext) and the manifest's encryption parameters.
+    pub fn encrypted_spec(spec: &Spec, key: &ContentKey) -> (Spec, Encryption) {
+        let encryption = key.encryption(Sha256::digest(&spec.payload).into());
+        let mut ciphertext = spec.payload.clone();
+        key.payload_cipher(&encryption, ciphertext.len() as u64)
+            .unwrap()
+            .apply(0, &mut ciphertext)
+            .unwrap();
+        (
+            Spec {
+                payload: ciphertext,
+                ..spec.clone()
+            },
+            encryption,
+        )
+    }
+
+    /// The encrypted bundle of `spec` under `key` (manifest format version 2).
+    pub fn bundle(spec: &Spec, key: &ContentKey) -> Vec<u8> {
+        let (cipher_spec, encryption) = encrypted_spec(spec, key);
+        let mut manifest = manifest_for(&cipher_spec);
+        manifest.payload_format = PayloadFormat::Encrypted(encryption);
+        bundle_from(&cipher_spec, &manifest.encode().unwrap())
+    }
+
+    /// SHA-256 of a bundle's exact manifest bytes: the release a key record names.
+    pub fn release_of(bundle: &[u8]) -> [u8; 32] {
+        let parsed = UnverifiedBundle::parse(bundle).unwrap();
+        Sha256::digest(parsed.envelope().manifest).into()
+    }
+
+    /// The key record of `bundle`'s content `key` for device `seed`, with ephemeral secret
+    /// `[ephemeral; 32]`.
+    pub fn record(bundle: &[u8], key: &ContentKey, seed: u8, ephemeral: u8) -> Vec<u8> {
+        key.wrap(
+            &device(seed).public_key(),
+            [ephemeral; 32],
+            release_of(bundle),
+        )
+        .unwrap()
+        .encode()
+        .to_vec()
+    }
+
+    /// `bundle` as the active slot holds it after a decrypting install: the payload replaced
+    /// by `image`.
+    pub fn installed(bundle: &[u8], image: &[u8]) -> Vec<u8> {
+        let offset = UnverifiedBundle::parse(bundle)
+            .unwrap()
+            .header()
+            .payload_offset as usize;
+        let mut out = bundle[..offset].to_vec();
+        out.extend_from_slice(image);
+        out
+    }
+}
