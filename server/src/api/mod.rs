@@ -39,6 +39,7 @@ mod deployments;
 mod devices;
 mod downloads;
 mod ops;
+mod records;
 mod releases;
 mod roots;
 mod scopes;
@@ -562,6 +563,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/api/v1/devices/{id}/reports", get(devices::reports))
+        .route("/api/v1/devices/{id}/export", get(records::export))
+        .route("/api/v1/records", get(records::statement))
         .route("/api/v1/device/challenge", post(devices::challenge))
         .route("/api/v1/device/session", post(devices::session))
         .route(CHECK_IN_PATH, post(devices::checkin))
