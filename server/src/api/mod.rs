@@ -26,6 +26,8 @@
 //! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
 //! | `PUT /api/v1/users/{name}/scope`           | admin                      |
 //! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
+//! | `GET /api/v1/devices/{id}/export`          | operator, auditor (audited) |
+//! | `GET /api/v1/records`                      | every role but device      |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
