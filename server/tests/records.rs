@@ -379,3 +379,100 @@ async fn the_records_statement_reflects_the_configuration() {
         assert!(err.to_string().contains("records."), "{key}={value}: {err}");
     }
 }
+
+#[test]
+fn the_records_commands_prune_and_export_for_the_operator() {
+    use sigil_server::store::prelude::*;
+    use sigil_server::store::{
+        AuditAction, AuditEvent, CheckIn, CheckInState, Device, PgStore, Product, SqliteStore,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pg = common::postgres::postgres_selected().then(common::postgres::TestPostgres::start);
+    let store: Box<dyn Store> = match &pg {
+        Some(pg) => Box::new(PgStore::open(&pg.url(), None).unwrap()),
+        None => Box::new(SqliteStore::open(&dir.path().join("sigil.db")).unwrap()),
+    };
+    let now = now_secs();
+    let device = Device {
+        id: "pump-cli".to_owned(),
+        product: Product {
+            vendor: "acme".to_owned(),
+            device: "pump-x2".to_owned(),
+        },
+        public_key: hex::encode(public(7)),
+        channel: "stable".to_owned(),
+        groups: vec!["ward-1".to_owned()],
+        labels: Default::default(),
+        revoked: false,
+        enrolled_at: now - 400 * DAY,
+        last_seen: None,
+        version: None,
+        security_counter: None,
+        state: None,
+    };
+    let enrol = AuditEvent::new("ops", AuditAction::DeviceEnrol, "pump-cli", json!({}));
+    store.enrol_device(&device, &enrol).unwrap();
+    for (at, counter) in [(now - 400 * DAY, 1), (now - 390 * DAY, 2), (now, 3)] {
+        let c = CheckIn {
+            device_id: "pump-cli".to_owned(),
+            version: format!("1.0.{counter}"),
+            security_counter: counter,
+            state: CheckInState::Idle,
+            deployment_id: None,
+            detail: None,
+        };
+        store.check_in(&c, at, 100).unwrap();
+    }
+    drop(store);
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        if let Some(pg) = &pg {
+            cmd.env("SIGIL_DATABASE_URL", pg.url());
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(&["records", "prune"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("pruned 2 reports older than "), "{text}");
+    assert!(text.contains("(365 days) in 1 batches"), "{text}");
+
+    let out = run(&["records", "export", "--device", "pump-cli"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["device"]["id"], "pump-cli");
+    assert_eq!(v["reports"].as_array().unwrap().len(), 1);
+    assert_eq!(v["reports"][0]["version"], "1.0.3");
+    let last = v["audit"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["action"], &last["actor"]),
+        (&json!("records.export"), &json!("cli"))
+    );
+
+    let out = run(&["records", "export", "--device", "pump-none"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no device pump-none"));
+
+    // The chain, prune and export entries included, verifies.
+    let store: Box<dyn Store> = match &pg {
+        Some(pg) => Box::new(PgStore::open(&pg.url(), None).unwrap()),
+        None => Box::new(SqliteStore::open(&dir.path().join("sigil.db")).unwrap()),
+    };
+    let entries = store.audit_entries(0, u32::MAX).unwrap();
+    sigil_server::audit::verify_entries(&entries).unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"records.prune"), "{actions:?}");
+}
