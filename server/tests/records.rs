@@ -387,7 +387,7 @@ fn the_records_commands_prune_and_export_for_the_operator() {
         AuditAction, AuditEvent, CheckIn, CheckInState, Device, PgStore, Product, SqliteStore,
     };
     let dir = tempfile::tempdir().unwrap();
-    let pg = common::postgres::postgres_selected().then(common::postgres::TestPostgres::start);
+    let pg = postgres::postgres_selected().then(postgres::TestPostgres::start);
     let store: Box<dyn Store> = match &pg {
         Some(pg) => Box::new(PgStore::open(&pg.url(), None).unwrap()),
         None => Box::new(SqliteStore::open(&dir.path().join("sigil.db")).unwrap()),
