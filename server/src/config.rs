@@ -792,6 +792,8 @@ mod tests {
         assert_eq!(c.approvals.production_channels, ["stable"]);
         assert!(c.approvals.deployment_second_operator);
         assert_eq!(c.accounts.lockout_after, 5);
+        assert_eq!(c.records.report_retention_days, 365);
+        assert_eq!(c.records.prune_interval_secs, 3600);
     }
 
     #[test]
