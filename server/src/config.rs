@@ -45,6 +45,8 @@
 //! | `accounts.allowed_origins` | —                        | none: cookie requests must come from the server's own origin |
 //! | `approvals.production_channels` | `SIGIL_PRODUCTION_CHANNELS` (comma-separated) | none: no release approval needed |
 //! | `approvals.deployment_second_operator` | `SIGIL_DEPLOYMENT_SECOND_OPERATOR` | `false` |
+//! | `records.report_retention_days` | `SIGIL_REPORT_RETENTION_DAYS` | `365`: device reports older than this are deleted (1–3650) |
+//! | `records.prune_interval_secs` | `SIGIL_PRUNE_INTERVAL_SECS` | `3600`: how often the server prunes (60–86400) |
 //!
 //! What the connection limits do (the `connection` module enforces them):
 //! - `max_connections`, `max_connections_per_address`: a connection beyond either cap is closed
@@ -230,6 +232,29 @@ pub struct ServerConfig {
     pub accounts: AccountsConfig,
     /// The four-eyes policy.
     pub approvals: ApprovalsConfig,
+    /// How long records are kept (see [`crate::records`]).
+    pub records: RecordsConfig,
+}
+
+/// How long device reports are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// Device reports older than this many days are deleted by the retention task.
+    pub report_retention_days: u32,
+    /// How often the server runs the retention task.
+    pub prune_interval_secs: u64,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        // A year: long enough to investigate a field complaint about an update, short enough
+        // that a device's history does not accumulate for its lifetime.
+        RecordsConfig {
+            report_retention_days: 365,
+            prune_interval_secs: 3600,
+        }
+    }
 }
 
 /// People's accounts: passphrases, second factors, console sessions, lockout.
@@ -316,6 +341,7 @@ impl Default for ServerConfig {
             expiry_warning_secs: 30 * 86_400,
             accounts: AccountsConfig::default(),
             approvals: ApprovalsConfig::default(),
+            records: RecordsConfig::default(),
         }
     }
 }
@@ -477,6 +503,12 @@ impl ServerConfig {
                 "SIGIL_DEPLOYMENT_SECOND_OPERATOR" => {
                     config.approvals.deployment_second_operator = parse_env(n, &value)?
                 }
+                "SIGIL_REPORT_RETENTION_DAYS" => {
+                    config.records.report_retention_days = parse_env(n, &value)?
+                }
+                "SIGIL_PRUNE_INTERVAL_SECS" => {
+                    config.records.prune_interval_secs = parse_env(n, &value)?
+                }
                 "SIGIL_CONFIG" => {}
                 _ if n.starts_with("SIGIL_") => {
                     return Err(ConfigError::Env {
@@ -608,6 +640,12 @@ impl ServerConfig {
             while url.ends_with('/') {
                 url.pop();
             }
+        }
+        if !(1..=3650).contains(&self.records.report_retention_days) {
+            return invalid("records.report_retention_days must be between 1 and 3650");
+        }
+        if !(60..=86_400).contains(&self.records.prune_interval_secs) {
+            return invalid("records.prune_interval_secs must be between 60 and 86400");
         }
         if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
             return invalid("audit_checkpoint_secs must be between 1 and 86400");
@@ -754,6 +792,8 @@ mod tests {
         assert_eq!(c.approvals.production_channels, ["stable"]);
         assert!(c.approvals.deployment_second_operator);
         assert_eq!(c.accounts.lockout_after, 5);
+        assert_eq!(c.records.report_retention_days, 365);
+        assert_eq!(c.records.prune_interval_secs, 3600);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod range;
 pub mod ratelimit;
+pub mod records;
 pub mod rollout;
 pub mod roots;
 pub mod serve;

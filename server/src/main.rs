@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Records kept about devices: retention and export.
+    Records {
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
     /// Move an SQLite installation (database and bundles) into an empty PostgreSQL database,
     /// audit chain included, and verify the copy. Stop the server first.
     Migrate {
@@ -59,6 +64,19 @@ enum Command {
         /// CA certificate(s) (PEM) of the PostgreSQL server, for TLS.
         #[arg(long)]
         database_ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordsCommand {
+    /// Delete the device reports older than `records.report_retention_days` now (the server
+    /// also does this every `records.prune_interval_secs`); audited as `records.prune`.
+    Prune,
+    /// Print everything held about one device as JSON; audited as `records.export`.
+    Export {
+        /// The device id.
+        #[arg(long)]
+        device: String,
     },
 }
 
@@ -321,6 +339,34 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 sigil_server::api::accounts::reissue_enrolment(&*store, &config, name, "cli")
                     .map_err(|e| anyhow::anyhow!("cannot issue an enrolment for {name}: {e}"))?;
             print_enrolment(&config, &code);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Records {
+            command: RecordsCommand::Prune,
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (store, _) = sigil_server::serve::open_storage(&config)?;
+            let now = sigil_server::store::now_secs();
+            let o = sigil_server::records::prune(&*store, &config, now, "cli")
+                .context("cannot prune device reports")?;
+            println!(
+                "pruned {} reports older than {} ({} days) in {} batches",
+                o.reports, o.before, config.records.report_retention_days, o.batches
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Records {
+            command: RecordsCommand::Export { device },
+        }) => {
+            let config = load_config(&args)?;
+            init_logging(&config);
+            let (store, _) = sigil_server::serve::open_storage(&config)?;
+            let now = sigil_server::store::now_secs();
+            let export = sigil_server::records::export_device(&*store, device, "cli", now)
+                .with_context(|| format!("cannot export device {device}"))?
+                .ok_or_else(|| anyhow::anyhow!("no device {device}"))?;
+            println!("{}", serde_json::to_string_pretty(&export)?);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::AdminToken { name }) => {

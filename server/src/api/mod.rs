@@ -26,6 +26,8 @@
 //! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
 //! | `PUT /api/v1/users/{name}/scope`           | admin                      |
 //! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
+//! | `GET /api/v1/devices/{id}/export`          | operator, auditor (audited) |
+//! | `GET /api/v1/records`                      | every role but device      |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
@@ -39,6 +41,7 @@ mod deployments;
 mod devices;
 mod downloads;
 mod ops;
+mod records;
 mod releases;
 mod roots;
 mod scopes;
@@ -562,6 +565,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/api/v1/devices/{id}/reports", get(devices::reports))
+        .route("/api/v1/devices/{id}/export", get(records::export))
+        .route("/api/v1/records", get(records::statement))
         .route("/api/v1/device/challenge", post(devices::challenge))
         .route("/api/v1/device/session", post(devices::session))
         .route(CHECK_IN_PATH, post(devices::checkin))

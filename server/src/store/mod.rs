@@ -5,6 +5,8 @@
 //! - [`accounts`]: people, service accounts, console sessions and four-eyes approvals (their
 //!   types, traits and rules).
 //!
+//! - [`records`]: report retention and one device's export.
+//!
 //! - [`model`]: the domain types, independent of any backend.
 //! - [`rules`]: every decision a write makes (targets, ranking, admission, rollout moves, audit
 //!   chaining) as pure functions that each backend calls inside its transaction.
@@ -19,6 +21,7 @@ mod error;
 pub mod migrate;
 pub mod model;
 pub mod postgres;
+pub mod records;
 pub mod rules;
 pub mod sqlite;
 
@@ -26,6 +29,7 @@ pub use accounts::{AccountStore, ApprovalStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use postgres::PgStore;
+pub use records::RecordStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::{AuditEntry, Checkpoint};
@@ -34,7 +38,7 @@ use crate::audit::{AuditEntry, Checkpoint};
 pub mod prelude {
     pub use super::{
         AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
-        DeviceStore, ReleaseStore, Store, TokenStore,
+        DeviceStore, RecordStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -197,6 +201,7 @@ pub trait Store:
     + crate::roots::RootChainStore
     + AccountStore
     + ApprovalStore
+    + RecordStore
     + Send
     + Sync
     + 'static
@@ -214,6 +219,7 @@ impl<T> Store for T where
         + crate::roots::RootChainStore
         + AccountStore
         + ApprovalStore
+        + RecordStore
         + Send
         + Sync
         + 'static

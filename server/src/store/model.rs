@@ -450,11 +450,15 @@ pub enum AuditAction {
     ReleaseDecision,
     /// A deployment was approved or refused past its canary phase.
     DeploymentDecision,
+    /// Reports older than the retention period were deleted (one entry per batch).
+    RecordsPrune,
+    /// Everything held about one device was exported.
+    RecordsExport,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 29] = [
+    pub const ALL: [AuditAction; 31] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -484,6 +488,8 @@ impl AuditAction {
         AuditAction::UserReauth,
         AuditAction::ReleaseDecision,
         AuditAction::DeploymentDecision,
+        AuditAction::RecordsPrune,
+        AuditAction::RecordsExport,
     ];
 
     /// The name in the trail.
@@ -518,6 +524,8 @@ impl AuditAction {
             AuditAction::UserReauth => "user.reauth",
             AuditAction::ReleaseDecision => "release.decision",
             AuditAction::DeploymentDecision => "deployment.decision",
+            AuditAction::RecordsPrune => "records.prune",
+            AuditAction::RecordsExport => "records.export",
         }
     }
 
