@@ -26,6 +26,7 @@
 //! | `GET /api/v1/deployments/{id}/approvals`   | operator, auditor          |
 //! | `PUT /api/v1/users/{name}/scope`           | admin                      |
 //! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
+//! | `GET/POST /console/…` (the web console)    | console session; each page as its API call |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
@@ -35,6 +36,7 @@
 pub mod accounts;
 mod approvals;
 mod checkin_queue;
+mod console;
 mod deployments;
 mod devices;
 mod downloads;
@@ -591,6 +593,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .merge(upload)
         .merge(root_chain)
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
