@@ -473,7 +473,9 @@ pub async fn device(
 ) -> Page {
     let (caller, nav) = person(caller)?;
     let d = value(devices::show(State(state.clone()), caller.clone(), Path(id.clone())).await)?;
-    let q = Query(body(json!({ "limit": 200 }))?);
+    // Every report kept (`limits.reports_kept`), newest first.
+    let kept = state.config.limits.reports_kept;
+    let q = Query(body(json!({ "limit": kept }))?);
     let reports = value(devices::reports(State(state), caller, Path(id), Ok(q)).await)?;
     let labels = d
         .get("labels")
