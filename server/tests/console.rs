@@ -257,3 +257,223 @@ async fn the_audit_page_shows_the_chain_verified_and_an_edited_one_flagged() {
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.contains("Chain NOT verified"), "{body}");
 }
+
+// ------------------------------------------------------------------ in a real browser
+
+/// The browser scenarios' directory.
+fn browser_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Node, Debian's chromium and playwright-core, or a clear failure (never a skip).
+fn require_browser_tools() {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "the console's browser tests need node (apt-get install nodejs npm; scripts/test installs it)"
+    );
+    let chromium = std::env::var("SIGIL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "the console's browser tests need Debian's chromium at {chromium} (apt-get install chromium, \
+         or set SIGIL_CHROMIUM)"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").is_dir(),
+        "the console's browser tests need playwright-core: run `npm ci` in server/tests/browser \
+         (scripts/test does)"
+    );
+}
+
+/// Runs `node server/tests/browser/<scenario>.mjs args…`; panics with its output on failure.
+fn scenario(name: &str, args: &[&str]) {
+    let out = std::process::Command::new("node")
+        .arg(browser_dir().join(format!("{name}.mjs")))
+        .args(args)
+        .current_dir(browser_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser scenario {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real binary on 127.0.0.1 with a free port and a temporary data directory.
+struct Real {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    admin: String,
+    base: String,
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_real(data: &std::path::Path) -> Real {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"));
+    cmd.envs(ENV.iter().copied())
+        .env("SIGIL_LOCKOUT_AFTER", "3")
+        .env("SIGIL_RATE_BURST", "100000")
+        .env("SIGIL_RATE_PER_SECOND", "100000")
+        .env("RUST_LOG", "warn")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let banner = common::process::read_banner(&mut child);
+    let addr = banner.addr;
+    Real {
+        child,
+        addr,
+        admin: banner.admin.unwrap(),
+        base: format!("http://{addr}"),
+    }
+}
+
+fn real_call(s: &Real, method: &str, path: &str, body: serde_json::Value) -> common::HttpResponse {
+    let auth = format!("Bearer {}", s.admin);
+    common::http(
+        s.addr,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A person created with the admin token and enrolled through the API.
+fn real_person(s: &Real, name: &str, roles: &[&str]) -> Person {
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/users",
+        json!({ "name": name, "roles": roles }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let code = r.json()["enrolment_code"].as_str().unwrap().to_owned();
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/enrolment",
+        json!({ "enrolment_code": code, "passphrase": PASSPHRASE }),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+    let secret = totp_rs::Secret::Encoded(r.json()["secret"].as_str().unwrap().to_owned())
+        .to_bytes()
+        .unwrap();
+    let mut p = Person {
+        name: name.to_owned(),
+        secret,
+        last_step: None,
+        cookie: String::new(),
+        csrf: String::new(),
+    };
+    let totp = p.code();
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/enrolment/confirm",
+        json!({ "enrolment_code": code, "totp": totp }),
+    );
+    assert_eq!(r.status, 204, "{}", r.json());
+    p
+}
+
+fn enrol_device(s: &Real, operator: &str, id: &str, seed: u8, groups: &[&str]) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let auth = format!("Bearer {operator}");
+    let body = json!({
+        "id": id, "product": { "vendor": "acme", "device": "pump" },
+        "public_key": hex::encode(key.verifying_key().as_bytes()),
+        "channel": "stable", "groups": groups,
+    });
+    let r = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/devices",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+}
+
+#[test]
+fn browser_scenarios_in_headless_chromium() {
+    require_browser_tools();
+    let data = tempfile::tempdir().unwrap();
+    let s = start_real(data.path());
+    let shots =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let shots = shots.to_str().unwrap();
+    let r = real_call(
+        &s,
+        "POST",
+        "/api/v1/tokens",
+        json!({ "name": "enroller", "role": "operator" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let operator = r.json()["token"].as_str().unwrap().to_owned();
+    enrol_device(&s, &operator, "a1", 1, &["hospital-a"]);
+    enrol_device(&s, &operator, "b1", 2, &["hospital-b"]);
+
+    // Log in with passphrase and second factor; every page.
+    let mut root = real_person(&s, "root", &["admin", "operator", "auditor", "approver"]);
+    let code = root.code();
+    scenario("login", &[&s.base, "root", PASSPHRASE, &code, shots, "a1"]);
+
+    // A wrong code, then the lockout (SIGIL_LOCKOUT_AFTER=3).
+    let eve = real_person(&s, "eve", &["operator"]);
+    let wrong = eve.wrong_code();
+    scenario("lockout", &[&s.base, "eve", PASSPHRASE, &wrong, "3", shots]);
+
+    // A site's operator.
+    let mut hana = real_person(&s, "hana", &["operator"]);
+    let r = real_call(
+        &s,
+        "PUT",
+        "/api/v1/users/hana/scope",
+        json!({ "groups": ["hospital-a"] }),
+    );
+    assert_eq!(r.status, 204, "{}", r.json());
+    let code = hana.code();
+    scenario(
+        "scoped",
+        &[&s.base, "hana", PASSPHRASE, &code, "a1", "b1", shots],
+    );
+
+    // A cross-site form.
+    let code = hana.code();
+    scenario("cross_site", &[&s.base, "hana", PASSPHRASE, &code]);
+
+    // The audit chain, verified, then edited in the SQLite file.
+    let code = root.code();
+    scenario(
+        "audit",
+        &[&s.base, "root", PASSPHRASE, &code, "verified", shots],
+    );
+    let db = rusqlite::Connection::open(data.path().join("sigil.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 2;",
+    )
+    .unwrap();
+    drop(db);
+    let code = root.code();
+    scenario(
+        "audit",
+        &[&s.base, "root", PASSPHRASE, &code, "tampered", shots],
+    );
+}

@@ -73,6 +73,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/people", get(pages::people))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
+        .route("/console/assets/icon.svg", get(icon))
         .merge(actions)
         .layer(middleware::map_response(security_headers))
 }
@@ -136,6 +137,11 @@ async fn script() -> Response {
         "text/javascript; charset=utf-8",
         include_str!("../../../assets/console.js"),
     )
+}
+
+/// The page icon, embedded.
+async fn icon() -> Response {
+    asset("image/svg+xml", include_str!("../../../assets/icon.svg"))
 }
 
 fn asset(kind: &'static str, text: &'static str) -> Response {
