@@ -317,8 +317,11 @@ impl Drop for Real {
 }
 
 fn start_real(data: &std::path::Path) -> Real {
+    let root = common::write_trust_root(data);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"));
     cmd.envs(ENV.iter().copied())
+        .env("SIGIL_TRUST_ROOT", root)
+        .env("SIGIL_DEPLOYMENT_SECOND_OPERATOR", "true")
         .env("SIGIL_LOCKOUT_AFTER", "3")
         .env("SIGIL_RATE_BURST", "100000")
         .env("SIGIL_RATE_PER_SECOND", "100000")
@@ -339,7 +342,17 @@ fn start_real(data: &std::path::Path) -> Real {
 }
 
 fn real_call(s: &Real, method: &str, path: &str, body: serde_json::Value) -> common::HttpResponse {
-    let auth = format!("Bearer {}", s.admin);
+    call_with(s, &s.admin, method, path, body)
+}
+
+fn call_with(
+    s: &Real,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> common::HttpResponse {
+    let auth = format!("Bearer {token}");
     common::http(
         s.addr,
         method,
@@ -350,6 +363,55 @@ fn real_call(s: &Real, method: &str, path: &str, body: serde_json::Value) -> com
         ],
         body.to_string().as_bytes(),
     )
+}
+
+fn token(s: &Real, name: &str, role: &str, owner: Option<&str>) -> String {
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/tokens",
+        json!({ "name": name, "role": role, "owner": owner }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// A device's session (its challenge signed with its key), then one check-in.
+fn check_in(s: &Real, id: &str, seed: u8, state: &str, deployment: i64) {
+    use ed25519_dalek::Signer;
+    let c = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/device/challenge",
+        &[("Content-Type", "application/json")],
+        json!({ "device_id": id }).to_string().as_bytes(),
+    );
+    assert_eq!(c.status, 200, "{}", c.json());
+    let nonce: [u8; 32] = hex::decode(c.json()["nonce"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig = common::key(seed).sign(&sigil_server::api::auth_message(id, &nonce));
+    let body = json!({
+        "device_id": id, "nonce": hex::encode(nonce), "signature": hex::encode(sig.to_bytes())
+    });
+    let t = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/device/session",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(t.status, 200, "{}", t.json());
+    let session = t.json()["token"].as_str().unwrap().to_owned();
+    let r = call_with(
+        s,
+        &session,
+        "POST",
+        "/api/v1/device/checkin",
+        json!({ "version": "2.0.0", "security_counter": 7, "state": state, "deployment": deployment }),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
 }
 
 /// A person created with the admin token and enrolled through the API.
@@ -391,11 +453,10 @@ fn real_person(s: &Real, name: &str, roles: &[&str]) -> Person {
 }
 
 fn enrol_device(s: &Real, operator: &str, id: &str, seed: u8, groups: &[&str]) {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
     let auth = format!("Bearer {operator}");
     let body = json!({
-        "id": id, "product": { "vendor": "acme", "device": "pump" },
-        "public_key": hex::encode(key.verifying_key().as_bytes()),
+        "id": id, "product": { "vendor": "acme", "device": "pump-x2" },
+        "public_key": hex::encode(common::public(seed)),
         "channel": "stable", "groups": groups,
     });
     let r = common::http(
@@ -419,14 +480,7 @@ fn browser_scenarios_in_headless_chromium() {
     let shots =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     let shots = shots.to_str().unwrap();
-    let r = real_call(
-        &s,
-        "POST",
-        "/api/v1/tokens",
-        json!({ "name": "enroller", "role": "operator" }),
-    );
-    assert_eq!(r.status, 201, "{}", r.json());
-    let operator = r.json()["token"].as_str().unwrap().to_owned();
+    let operator = token(&s, "enroller", "operator", None);
     enrol_device(&s, &operator, "a1", 1, &["hospital-a"]);
     enrol_device(&s, &operator, "b1", 2, &["hospital-b"]);
 

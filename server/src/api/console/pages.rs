@@ -352,7 +352,11 @@ fn deployment_row(d: &Value) -> DeploymentRow {
 fn count_by(rows: &[DeviceRow], key: impl Fn(&DeviceRow) -> &str) -> Vec<(String, u64)> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for r in rows {
-        *counts.entry(key(r).to_owned()).or_default() += 1;
+        let k = match key(r) {
+            "—" => "never reported",
+            k => k,
+        };
+        *counts.entry(k.to_owned()).or_default() += 1;
     }
     counts.into_iter().collect()
 }
