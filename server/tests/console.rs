@@ -514,6 +514,63 @@ fn browser_scenarios_in_headless_chromium() {
     scenario("cross_site", &[&s.base, "hana", PASSPHRASE, &code]);
 
     // The audit chain, verified, then edited in the SQLite file.
+    // Four eyes, and a rollout page following the reports.
+    let mut carl = real_person(&s, "carl", &["operator"]);
+    let mut olga = real_person(&s, "olga", &["operator"]);
+    let uploader = token(&s, "ci", "release", None);
+    let bundle = common::release_bundle("2.0.0", 7);
+    let auth = format!("Bearer {uploader}");
+    let r = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/releases",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &bundle,
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let release = r.json()["id"].as_str().unwrap().to_owned();
+    let carls = token(&s, "carl-cli", "operator", Some("carl"));
+    let r = call_with(
+        &s,
+        &carls,
+        "POST",
+        "/api/v1/deployments",
+        json!({ "release": release, "target": { "kind": "channel", "value": "stable" },
+                "phases": [50, 100], "min_success_percent": 100 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let deployment = r.json()["id"].as_i64().unwrap();
+    let id = deployment.to_string();
+    let codes = [carl.code(), carl.code(), olga.code(), olga.code()];
+    let mut node = std::process::Command::new("node")
+        .arg(browser_dir().join("deployment.mjs"))
+        .args([
+            &s.base, &id, "carl", &codes[0], &codes[1], "olga", &codes[2], &codes[3],
+        ])
+        .args([PASSPHRASE, shots])
+        .current_dir(browser_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(node.stdout.take().unwrap()));
+    let ready = lines.next().and_then(Result::ok);
+    if ready.as_deref() == Some("READY") {
+        // The devices report while the page is open.
+        for (device, seed) in [("a1", 1), ("b1", 2)] {
+            check_in(&s, device, seed, "confirmed", deployment);
+        }
+    }
+    let out = node.wait_with_output().unwrap();
+    assert!(
+        ready.as_deref() == Some("READY") && out.status.success(),
+        "browser scenario deployment failed ({ready:?}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let code = root.code();
     scenario(
         "audit",
