@@ -210,7 +210,8 @@ const REWRITTEN_BODY_MAX: usize = 4096;
 
 /// An error response that is not JSON already (axum's path, query and body rejections,
 /// anything else a layer answers) becomes `{"error", "message"}` with its status, its text as
-/// the message; every other response is returned as it is. Called by the router's one
+/// the message; every other response, and the console's HTML error pages, are returned as
+/// they are. Called by the router's one
 /// middleware on every response.
 pub async fn json_error(response: Response) -> Response {
     let status = response.status();
