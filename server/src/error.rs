@@ -210,7 +210,8 @@ const REWRITTEN_BODY_MAX: usize = 4096;
 
 /// An error response that is not JSON already (axum's path, query and body rejections,
 /// anything else a layer answers) becomes `{"error", "message"}` with its status, its text as
-/// the message; every other response is returned as it is. Called by the router's one
+/// the message; every other response, and the console's HTML error pages, are returned as
+/// they are. Called by the router's one
 /// middleware on every response.
 pub async fn json_error(response: Response) -> Response {
     let status = response.status();
@@ -221,7 +222,7 @@ pub async fn json_error(response: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
         return response;
     }

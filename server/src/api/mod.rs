@@ -28,6 +28,7 @@
 //! | `GET /api/v1/approvals` (the queue)        | approver, operator, auditor |
 //! | `GET /api/v1/devices/{id}/export`          | operator, auditor (audited) |
 //! | `GET /api/v1/records`                      | every role but device      |
+//! | `GET/POST /console/…` (the web console)    | console session; each page as its API call |
 //!
 //! `GET /api/v1/releases[/{id}]` is also open to approvers. A console session (cookie, see
 //! [`accounts`]) has every role of its person; device revocation and `PUT /api/v1/root-chain`
@@ -37,6 +38,7 @@
 pub mod accounts;
 mod approvals;
 mod checkin_queue;
+mod console;
 mod deployments;
 mod devices;
 mod downloads;
@@ -596,6 +598,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .merge(upload)
         .merge(root_chain)
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))

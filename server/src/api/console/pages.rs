@@ -1,0 +1,1190 @@
+//! The console's pages and form actions: each reads or acts through the JSON API's handler.
+
+// A page's `Err` is the error page or redirect answered at once: not worth a box.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Form, Json};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::super::{accounts, approvals, deployments, devices, ops, releases};
+use super::super::{ApiJson, AppState, Caller};
+use super::charts::{self, Series};
+use super::see_other;
+use crate::error::ApiError;
+use crate::store::{now_secs, Role};
+
+/// A page's answer: the page, or an error page / redirect.
+type Page = Result<Response, Response>;
+
+/// What every page's header shows.
+pub struct Nav {
+    user: String,
+    csrf: String,
+    admin: bool,
+    auditor: bool,
+}
+
+fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "console template");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<p>internal error</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    nav: Option<Nav>,
+    status: String,
+    message: String,
+}
+
+/// An API error as a page with the same status.
+pub fn error_page(e: ApiError) -> Response {
+    let message = e.to_string();
+    let status = e.into_response().status();
+    if status == StatusCode::UNAUTHORIZED {
+        return see_other("/console/login");
+    }
+    render(
+        status,
+        &ErrorPage {
+            nav: None,
+            status: status.to_string(),
+            message,
+        },
+    )
+}
+
+/// The person behind a page request, or the way to the login page.
+fn person(caller: Result<Caller, ApiError>) -> Result<(Caller, Nav), Response> {
+    let caller = caller.map_err(error_page)?;
+    let Some(session) = &caller.session else {
+        return Err(see_other("/console/login"));
+    };
+    let nav = Nav {
+        user: caller.principal.name.clone(),
+        csrf: session.csrf_token.clone(),
+        admin: caller.roles.contains(&Role::Admin),
+        auditor: caller.roles.contains(&Role::Auditor),
+    };
+    Ok((caller, nav))
+}
+
+/// An API answer as JSON values.
+fn value<T: serde::Serialize>(r: Result<Json<T>, ApiError>) -> Result<Value, Response> {
+    let Json(v) = r.map_err(error_page)?;
+    serde_json::to_value(v).map_err(|e| error_page(ApiError::Internal(e.into())))
+}
+
+fn body<T: DeserializeOwned>(v: Value) -> Result<T, Response> {
+    serde_json::from_value(v).map_err(|e| error_page(ApiError::BadRequest(e.to_string())))
+}
+
+/// A list query rebuilt from the page's query string: `keys` only, empty fields dropped; a
+/// value the API would refuse is a 400 page.
+fn query<T: DeserializeOwned>(
+    uri: &Uri,
+    keys: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<Query<T>, Response> {
+    let fields: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let mut kept: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(k, v)| keys.contains(&k.as_str()) && !v.is_empty())
+        .collect();
+    kept.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let text = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    serde_urlencoded::from_str(&text)
+        .map(Query)
+        .map_err(|e| error_page(ApiError::BadRequest(format!("filter: {e}"))))
+}
+
+fn filters(uri: &Uri, keys: &[&str]) -> BTreeMap<String, String> {
+    let fields: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    fields
+        .into_iter()
+        .filter(|(k, _)| keys.contains(&k.as_str()))
+        .collect()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "—".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn time(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map_or_else(|| "—".to_owned(), format_time)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of seconds since the Unix epoch.
+pub fn format_time(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    name: String,
+}
+
+/// `GET /console/login`.
+pub async fn login_page() -> Response {
+    render(
+        StatusCode::OK,
+        &LoginPage {
+            error: None,
+            name: String::new(),
+        },
+    )
+}
+
+/// The login form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    name: String,
+    passphrase: String,
+    totp: String,
+}
+
+/// `POST /console/login`: `POST /api/v1/session`'s handler; its cookie, then the overview.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    // A login form posted from another site (login CSRF) is refused like the API's forms.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return error_page(ApiError::Forbidden("cross-site request refused".to_owned()));
+        }
+    }
+    let name = form.name.trim().to_owned();
+    let req = match body(json!({
+        "name": name, "passphrase": form.passphrase, "totp": form.totp.trim()
+    })) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match accounts::login(State(state), ApiJson(req)).await {
+        Ok(answer) if answer.status().is_success() => {
+            let mut r = see_other("/console/");
+            if let Some(cookie) = answer.headers().get(SET_COOKIE) {
+                r.headers_mut().insert(SET_COOKIE, cookie.clone());
+            }
+            r
+        }
+        Ok(answer) => answer,
+        Err(e) => {
+            let message = e.to_string();
+            let status = e.into_response().status();
+            render(
+                status,
+                &LoginPage {
+                    error: Some(message),
+                    name,
+                },
+            )
+        }
+    }
+}
+
+/// `POST /console/logout`.
+pub async fn logout(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, _) = person(caller)?;
+    let answer = accounts::logout(State(state), caller)
+        .await
+        .map_err(error_page)?;
+    let mut r = see_other("/console/login");
+    if let Some(cookie) = answer.headers().get(SET_COOKIE) {
+        r.headers_mut().insert(SET_COOKIE, cookie.clone());
+    }
+    Ok(r)
+}
+
+/// A fresh passphrase-and-code check (`POST /api/v1/session/reauth`'s handler) for an action
+/// that needs one; the caller is updated to carry it.
+async fn reauthenticate(
+    state: &AppState,
+    caller: &mut Caller,
+    passphrase: &str,
+    totp: &str,
+) -> Result<(), Response> {
+    let req = body(json!({ "passphrase": passphrase, "totp": totp.trim() }))?;
+    accounts::reauth(State(state.clone()), caller.clone(), ApiJson(req))
+        .await
+        .map_err(error_page)?;
+    if let Some(s) = caller.session.as_mut() {
+        s.reauth_at = now_secs();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    nav: Nav,
+    devices: usize,
+    by_state: String,
+    by_version: String,
+    rollouts: Vec<DeploymentRow>,
+    failures: Vec<DeviceRow>,
+}
+
+/// A device in a list.
+pub struct DeviceRow {
+    id: String,
+    product: String,
+    channel: String,
+    groups: String,
+    version: String,
+    state: String,
+    last_seen: String,
+    revoked: bool,
+}
+
+fn device_row(d: &Value) -> DeviceRow {
+    let product = d.get("product").cloned().unwrap_or(Value::Null);
+    DeviceRow {
+        id: text(d, "id"),
+        product: format!("{}/{}", text(&product, "vendor"), text(&product, "device")),
+        channel: text(d, "channel"),
+        groups: d
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default(),
+        version: text(d, "version"),
+        state: text(d, "state"),
+        last_seen: time(d, "last_seen"),
+        revoked: d.get("revoked").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
+/// A deployment in a list.
+pub struct DeploymentRow {
+    id: String,
+    release: String,
+    product: String,
+    target: String,
+    phase: String,
+    state: String,
+    devices: String,
+    created: String,
+    created_by: String,
+}
+
+fn deployment_row(d: &Value) -> DeploymentRow {
+    let product = d.get("product").cloned().unwrap_or(Value::Null);
+    let target = d.get("target").cloned().unwrap_or(Value::Null);
+    let phases = d
+        .pointer("/policy/phases")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let phase = d.get("phase").and_then(Value::as_u64).unwrap_or(0);
+    DeploymentRow {
+        id: text(d, "id"),
+        release: text(d, "release_id").chars().take(12).collect(),
+        product: format!("{}/{}", text(&product, "vendor"), text(&product, "device")),
+        target: format!("{} {}", text(&target, "kind"), text(&target, "value")),
+        phase: format!("{} of {}", phase.saturating_add(1), phases),
+        state: text(d, "state"),
+        devices: text(d, "devices"),
+        created: time(d, "created_at"),
+        created_by: text(d, "created_by"),
+    }
+}
+
+fn count_by(rows: &[DeviceRow], key: impl Fn(&DeviceRow) -> &str) -> Vec<(String, u64)> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows {
+        let k = match key(r) {
+            "—" => "never reported",
+            k => k,
+        };
+        *counts.entry(k.to_owned()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+async fn device_rows(
+    state: &AppState,
+    caller: &Caller,
+    uri: &Uri,
+) -> Result<Vec<DeviceRow>, Response> {
+    let q = query(
+        uri,
+        &["product", "channel", "group", "state", "revoked", "offset"],
+        &[("limit", "10000")],
+    )?;
+    let list = value(devices::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
+    Ok(list
+        .as_array()
+        .map(|a| a.iter().map(device_row).collect())
+        .unwrap_or_default())
+}
+
+/// `GET /console/`: the fleet overview.
+pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    let rows = device_rows(&state, &caller, &Uri::from_static("/")).await?;
+    let devices = rows.len();
+    let by_state = charts::bars("devices by state", &count_by(&rows, |r| &r.state));
+    let by_version = charts::bars("devices by version", &count_by(&rows, |r| &r.version));
+    let q = Query(body(json!({ "state": "active" }))?);
+    let active = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
+    let rollouts = active
+        .as_array()
+        .map(|a| a.iter().map(deployment_row).collect())
+        .unwrap_or_default();
+    let mut failures: Vec<DeviceRow> = rows
+        .into_iter()
+        .filter(|r| matches!(r.state.as_str(), "failed" | "reverted"))
+        .collect();
+    failures.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    failures.truncate(10);
+    Ok(render(
+        StatusCode::OK,
+        &OverviewPage {
+            nav,
+            devices,
+            by_state,
+            by_version,
+            rollouts,
+            failures,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- devices
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesPage {
+    nav: Nav,
+    filter: BTreeMap<String, String>,
+    states: Vec<&'static str>,
+    rows: Vec<DeviceRow>,
+}
+
+impl DevicesPage {
+    fn value(&self, key: &str) -> &str {
+        self.filter.get(key).map_or("", String::as_str)
+    }
+}
+
+/// `GET /console/devices?product=&channel=&group=&state=&version=`.
+pub async fn devices(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    uri: Uri,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let filter = filters(&uri, &["product", "channel", "group", "state", "version"]);
+    let mut rows = device_rows(&state, &caller, &uri).await?;
+    if let Some(v) = filter.get("version").filter(|v| !v.is_empty()) {
+        rows.retain(|r| &r.version == v);
+    }
+    Ok(render(
+        StatusCode::OK,
+        &DevicesPage {
+            nav,
+            filter,
+            states: sigil_protocol::CheckInState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect(),
+            rows,
+        },
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+struct DevicePage {
+    nav: Nav,
+    device: DeviceRow,
+    labels: Vec<(String, String)>,
+    reports: Vec<ReportRow>,
+}
+
+struct ReportRow {
+    at: String,
+    state: String,
+    version: String,
+    detail: String,
+}
+
+/// `GET /console/devices/{id}`: the device and its report timeline.
+pub async fn device(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let d = value(devices::show(State(state.clone()), caller.clone(), Path(id.clone())).await)?;
+    // Every report kept (`limits.reports_kept`), newest first.
+    let kept = state.config.limits.reports_kept;
+    let q = Query(body(json!({ "limit": kept }))?);
+    let reports = value(devices::reports(State(state), caller, Path(id), Ok(q)).await)?;
+    let labels = d
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let reports = reports
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| ReportRow {
+                    at: time(r, "at"),
+                    state: text(r, "state"),
+                    version: text(r, "version"),
+                    detail: r
+                        .get("detail")
+                        .filter(|v| !v.is_null())
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(render(
+        StatusCode::OK,
+        &DevicePage {
+            nav,
+            device: device_row(&d),
+            labels,
+            reports,
+        },
+    ))
+}
+
+/// A form that needs a fresh re-authentication.
+#[derive(Deserialize)]
+pub struct ReauthForm {
+    passphrase: String,
+    totp: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// `POST /console/devices/{id}/revoke` (re-authentication first).
+pub async fn revoke_device(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+    Form(form): Form<ReauthForm>,
+) -> Page {
+    let (mut caller, _) = person(caller)?;
+    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let _answer = devices::revoke(State(state), caller, Path(id.clone()))
+        .await
+        .map_err(error_page)?;
+    Ok(see_other(&format!("/console/devices/{}", urlencode(&id))))
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|t| t.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- releases
+
+#[derive(Template)]
+#[template(path = "releases.html")]
+struct ReleasesPage {
+    nav: Nav,
+    rows: Vec<BTreeMap<&'static str, String>>,
+}
+
+const RELEASE_FIELDS: [&str; 13] = [
+    "id",
+    "vendor",
+    "device",
+    "component",
+    "version",
+    "security_counter",
+    "payload_size",
+    "payload_digest",
+    "key_set_version",
+    "size",
+    "uploaded_by",
+    "retired",
+    "expires",
+];
+
+fn release_fields(r: &Value) -> BTreeMap<&'static str, String> {
+    let mut m: BTreeMap<&'static str, String> =
+        RELEASE_FIELDS.iter().map(|k| (*k, text(r, k))).collect();
+    m.insert("created", time(r, "created"));
+    m.insert("uploaded_at", time(r, "uploaded_at"));
+    m.insert("expires", time(r, "expires"));
+    m
+}
+
+/// `GET /console/releases`.
+pub async fn releases(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    uri: Uri,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let q = query(&uri, &["product", "retired"], &[])?;
+    let list = value(releases::list(State(state), caller, Ok(q)).await)?;
+    let rows = list
+        .as_array()
+        .map(|a| a.iter().map(release_fields).collect())
+        .unwrap_or_default();
+    Ok(render(StatusCode::OK, &ReleasesPage { nav, rows }))
+}
+
+#[derive(Template)]
+#[template(path = "release.html")]
+struct ReleasePage {
+    nav: Nav,
+    id: String,
+    decide_action: String,
+    fields: Vec<(&'static str, String)>,
+    extra: Vec<(String, String)>,
+    approved_by: String,
+    author: String,
+    decisions: Vec<DecisionRow>,
+    deployed: Vec<DeploymentRow>,
+}
+
+struct DecisionRow {
+    decision: String,
+    by: String,
+    reason: String,
+    at: String,
+}
+
+fn decision_rows(v: &Value) -> Vec<DecisionRow> {
+    v.get("decisions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|d| DecisionRow {
+                    decision: text(d, "decision"),
+                    by: text(d, "by"),
+                    reason: text(d, "reason"),
+                    at: time(d, "at"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /console/releases/{id}`: manifest fields, approvals, where it is deployed.
+pub async fn release(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let answer = releases::show(State(state.clone()), caller.clone(), Path(id.clone()))
+        .await
+        .map_err(error_page)?;
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .map_err(|e| error_page(ApiError::Internal(e.into())))?;
+    let r: Value =
+        serde_json::from_slice(&bytes).map_err(|e| error_page(ApiError::Internal(e.into())))?;
+    let known = release_fields(&r);
+    let fields: Vec<(&'static str, String)> = known.into_iter().collect();
+    // Whatever else the release answer carries (release notes, SBOM digests, …), as it is.
+    let extra = r
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    !RELEASE_FIELDS.contains(&k.as_str())
+                        && !matches!(k.as_str(), "created" | "uploaded_at")
+                })
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let approvals_state =
+        approvals::release_approvals(State(state.clone()), caller.clone(), Path(id.clone()))
+            .await
+            .ok()
+            .and_then(|Json(a)| serde_json::to_value(a).ok())
+            .unwrap_or(Value::Null);
+    let product = format!("{}/{}", text(&r, "vendor"), text(&r, "device"));
+    let q = Query(body(json!({ "product": product, "limit": 10000 }))?);
+    let deployed = deployments::list(State(state), caller, Ok(q))
+        .await
+        .ok()
+        .and_then(|Json(a)| serde_json::to_value(a).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d.get("release_id").and_then(Value::as_str) == Some(id.as_str()))
+        .map(deployment_row)
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &ReleasePage {
+            nav,
+            decide_action: format!("/console/releases/{}/decide", urlencode(&id)),
+            id,
+            fields,
+            extra,
+            approved_by: text(&approvals_state, "approved_by"),
+            author: text(&approvals_state, "author"),
+            decisions: decision_rows(&approvals_state),
+            deployed,
+        },
+    ))
+}
+
+/// `POST /console/releases/{id}/decide`: approve or refuse (re-authentication first).
+pub async fn decide_release(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+    Form(form): Form<ReauthForm>,
+) -> Page {
+    let (mut caller, _) = person(caller)?;
+    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let req = body(json!({ "reason": form.reason }))?;
+    let _answer = approvals::decide_release(
+        State(state),
+        caller,
+        Path((id.clone(), form.decision.clone())),
+        ApiJson(req),
+    )
+    .await
+    .map_err(error_page)?;
+    Ok(see_other(&format!("/console/releases/{}", urlencode(&id))))
+}
+
+// ---------------------------------------------------------------- deployments
+
+#[derive(Template)]
+#[template(path = "deployments.html")]
+struct DeploymentsPage {
+    nav: Nav,
+    rows: Vec<DeploymentRow>,
+}
+
+/// `GET /console/deployments?product=&state=`.
+pub async fn deployments(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    uri: Uri,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let q = query(&uri, &["product", "state", "offset"], &[])?;
+    let list = value(deployments::list(State(state), caller, Ok(q)).await)?;
+    let rows = list
+        .as_array()
+        .map(|a| a.iter().map(deployment_row).collect())
+        .unwrap_or_default();
+    Ok(render(StatusCode::OK, &DeploymentsPage { nav, rows }))
+}
+
+#[derive(Template)]
+#[template(path = "deployment.html")]
+struct DeploymentPage {
+    nav: Nav,
+    decide_action: String,
+    row: DeploymentRow,
+    counts: Vec<(String, u64)>,
+    chart: String,
+    phases: Vec<String>,
+    waiting: bool,
+    author: String,
+    decisions: Vec<DecisionRow>,
+    final_state: bool,
+    paused: bool,
+}
+
+/// `GET /console/deployments/{id}`: phases, counts, the chart, actions and approvals.
+pub async fn deployment(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let q = Query(body(json!({ "limit": 10000 }))?);
+    let d = value(
+        deployments::show(
+            State(state.clone()),
+            caller.clone(),
+            Path(id.clone()),
+            Ok(q),
+        )
+        .await,
+    )?;
+    let a = value(approvals::deployment_approvals(State(state), caller, Path(id)).await)?;
+    let counts = d
+        .get("counts")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Confirmed / failed / reverted over time: each member counted from its last change.
+    let mut series = [
+        ("confirmed", "ok", Vec::new()),
+        ("failed", "bad", Vec::new()),
+        ("reverted", "warn", Vec::new()),
+    ];
+    let mut members: Vec<(u64, String)> = d
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .map(|m| {
+                    (
+                        m.get("updated_at").and_then(Value::as_u64).unwrap_or(0),
+                        text(m, "status"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    for (at, status) in &members {
+        for (name, _, points) in series.iter_mut() {
+            if status == name {
+                let n = points.last().map_or(0, |p: &(u64, u64)| p.1) + 1;
+                points.push((*at, n));
+            }
+        }
+    }
+    let chart = charts::lines(
+        "confirmed, failed and reverted devices over time",
+        &series
+            .into_iter()
+            .map(|(name, class, points)| Series {
+                name,
+                class,
+                points,
+            })
+            .collect::<Vec<_>>(),
+    );
+    let phase = d.get("phase").and_then(Value::as_u64).unwrap_or(0);
+    let phases = d
+        .pointer("/policy/phases")
+        .and_then(Value::as_array)
+        .map(|p| {
+            p.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let mark = match (i as u64).cmp(&phase) {
+                        std::cmp::Ordering::Less => "done",
+                        std::cmp::Ordering::Equal => "current",
+                        std::cmp::Ordering::Greater => "later",
+                    };
+                    format!("phase {}: {} ({mark})", i + 1, compact(v))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let row = deployment_row(&d);
+    Ok(render(
+        StatusCode::OK,
+        &DeploymentPage {
+            nav,
+            decide_action: format!("/console/deployments/{}/decide", row.id),
+            final_state: matches!(row.state.as_str(), "cancelled" | "completed"),
+            paused: row.state == "paused",
+            row,
+            counts,
+            chart,
+            phases,
+            waiting: a.get("waiting").and_then(Value::as_bool).unwrap_or(false),
+            author: text(&a, "author"),
+            decisions: decision_rows(&a),
+        },
+    ))
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k} {}", compact(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The pause / resume / cancel form.
+#[derive(Deserialize)]
+pub struct ActionForm {
+    action: String,
+}
+
+/// `POST /console/deployments/{id}/action`.
+pub async fn act_on_deployment(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Page {
+    let (caller, _) = person(caller)?;
+    let _answer = deployments::act(State(state), caller, Path((id.clone(), form.action)))
+        .await
+        .map_err(error_page)?;
+    Ok(see_other(&format!(
+        "/console/deployments/{}",
+        urlencode(&id)
+    )))
+}
+
+/// `POST /console/deployments/{id}/decide`: approve or refuse (re-authentication first).
+pub async fn decide_deployment(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Path(id): Path<String>,
+    Form(form): Form<ReauthForm>,
+) -> Page {
+    let (mut caller, _) = person(caller)?;
+    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let req = body(json!({ "reason": form.reason }))?;
+    let st = State(state);
+    let done = match form.decision.as_str() {
+        "approve" => {
+            approvals::decide_deployment_approve(st, caller, Path(id.clone()), ApiJson(req)).await
+        }
+        "refuse" => {
+            approvals::decide_deployment_refuse(st, caller, Path(id.clone()), ApiJson(req)).await
+        }
+        _ => Err(ApiError::BadRequest(
+            "the decision is approve or refuse".to_owned(),
+        )),
+    };
+    let _answer = done.map_err(error_page)?;
+    Ok(see_other(&format!(
+        "/console/deployments/{}",
+        urlencode(&id)
+    )))
+}
+
+// ---------------------------------------------------------------- approvals
+
+#[derive(Template)]
+#[template(path = "approvals.html")]
+struct ApprovalsPage {
+    nav: Nav,
+    releases: Vec<BTreeMap<&'static str, String>>,
+    deployments: Vec<DeploymentRow>,
+}
+
+/// `GET /console/approvals`: the queue.
+pub async fn approvals(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    let q = value(approvals::queue(State(state), caller).await)?;
+    let list = |k: &str| {
+        q.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    Ok(render(
+        StatusCode::OK,
+        &ApprovalsPage {
+            nav,
+            releases: list("releases").iter().map(release_fields).collect(),
+            deployments: list("deployments").iter().map(deployment_row).collect(),
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    nav: Nav,
+    verified: Result<String, String>,
+    filter: BTreeMap<String, String>,
+    entries: Vec<AuditRow>,
+}
+
+impl AuditPage {
+    fn value(&self, key: &str) -> &str {
+        self.filter.get(key).map_or("", String::as_str)
+    }
+}
+
+struct AuditRow {
+    seq: u64,
+    at: String,
+    actor: String,
+    action: String,
+    subject: String,
+    detail: String,
+}
+
+/// Entries read per store call while verifying.
+const AUDIT_PAGE: u32 = 5000;
+/// Most entries listed.
+const AUDIT_SHOWN: usize = 500;
+
+/// `GET /console/audit?actor=&action=&subject=`: the chain's verification and its entries
+/// (auditor, unscoped: `GET /api/v1/audit/head`'s handler decides).
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    uri: Uri,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let _answer = ops::audit_head(State(state.clone()), caller)
+        .await
+        .map_err(error_page)?;
+    let filter = filters(&uri, &["actor", "action", "subject"]);
+    let f = filter.clone();
+    let (verified, entries) = state
+        .db
+        .run(move |s| {
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |e: &crate::audit::AuditEntry| e.seq);
+                let page = s.audit_entries(after, AUDIT_PAGE)?;
+                let done = page.len() < AUDIT_PAGE as usize;
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            let verified = crate::audit::verify_entries(&all)
+                .map(|sum| format!("{sum:?}"))
+                .map_err(|e| e.to_string());
+            let keep = |e: &crate::audit::AuditEntry| {
+                f.iter().all(|(k, v)| {
+                    let field = match k.as_str() {
+                        "actor" => &e.actor,
+                        "action" => &e.action,
+                        _ => &e.subject,
+                    };
+                    v.is_empty() || field.contains(v.as_str())
+                })
+            };
+            let entries: Vec<AuditRow> = all
+                .iter()
+                .rev()
+                .filter(|e| keep(e))
+                .take(AUDIT_SHOWN)
+                .map(|e| AuditRow {
+                    seq: e.seq,
+                    at: format_time(e.at),
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    subject: e.subject.clone(),
+                    detail: e.detail.clone(),
+                })
+                .collect();
+            Ok((verified, entries))
+        })
+        .await
+        .map_err(error_page)?;
+    Ok(render(
+        StatusCode::OK,
+        &AuditPage {
+            nav,
+            verified,
+            filter,
+            entries,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------- people
+
+#[derive(Template)]
+#[template(path = "people.html")]
+struct PeoplePage {
+    nav: Nav,
+    users: Vec<UserRow>,
+    tokens: Vec<TokenRow>,
+    enrolment: Option<(String, String)>,
+}
+
+struct UserRow {
+    name: String,
+    kind: String,
+    roles: String,
+    state: String,
+    scope: String,
+}
+
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    owner: String,
+    expires: String,
+}
+
+async fn people_page(
+    state: AppState,
+    caller: Caller,
+    nav: Nav,
+    enrolment: Option<(String, String)>,
+) -> Page {
+    let users = value(accounts::list_users(State(state.clone()), caller.clone()).await)?;
+    let tokens = value(ops::list_tokens(State(state), caller).await)?;
+    let users = users
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| UserRow {
+                    name: text(u, "name"),
+                    kind: text(u, "kind"),
+                    roles: u
+                        .get("roles")
+                        .and_then(Value::as_array)
+                        .map(|r| {
+                            r.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default(),
+                    state: text(u, "state"),
+                    scope: u
+                        .get("scope")
+                        .filter(|s| !s.is_null())
+                        .map_or_else(|| "whole fleet".to_owned(), compact),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tokens = tokens
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| TokenRow {
+                    id: text(t, "id"),
+                    name: text(t, "name"),
+                    role: text(t, "role"),
+                    owner: text(t, "owner"),
+                    expires: time(t, "expires_at"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(render(
+        StatusCode::OK,
+        &PeoplePage {
+            nav,
+            users,
+            tokens,
+            enrolment,
+        },
+    ))
+}
+
+/// `GET /console/people` (admin): accounts, roles, scopes and tokens.
+pub async fn people(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    people_page(state, caller, nav, None).await
+}
+
+/// The new-person form.
+#[derive(Deserialize)]
+pub struct PersonForm {
+    name: String,
+    #[serde(default)]
+    roles: String,
+}
+
+/// `POST /console/people` (admin): a new person and their one-time enrolment code.
+pub async fn add_person(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Form(form): Form<PersonForm>,
+) -> Page {
+    let (caller, nav) = person(caller)?;
+    let roles: Vec<&str> = form
+        .roles
+        .split([',', ' '])
+        .filter(|r| !r.is_empty())
+        .collect();
+    let req = body(json!({ "name": form.name.trim(), "roles": roles }))?;
+    let answer = accounts::create_user(State(state.clone()), caller.clone(), ApiJson(req))
+        .await
+        .map_err(error_page)?;
+    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 16)
+        .await
+        .map_err(|e| error_page(ApiError::Internal(e.into())))?;
+    let code: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let enrolment = Some((text(&code, "name"), text(&code, "enrolment_code")));
+    people_page(state, caller, nav, enrolment).await
+}

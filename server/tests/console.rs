@@ -1,0 +1,590 @@
+//! The web console over HTTP (in process): the login form, every page rendered in a person's
+//! session with the strict Content-Security-Policy, the scope of a site's operator, forms
+//! refused from another origin, and the audit page's verdict on an intact and an edited chain.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use common::people::{self, Person, ENV, PASSPHRASE};
+use common::Harness;
+use serde_json::json;
+use sigil_server::store::Role;
+
+/// A console request: status, headers and the body as text.
+async fn page(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "console.test");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match form {
+        Some(f) => req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(serde_urlencoded::to_string(f).unwrap())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = h.send(req).await;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+const SAME_ORIGIN: &[(&str, &str)] = &[
+    ("origin", "http://console.test"),
+    ("sec-fetch-site", "same-origin"),
+];
+
+/// Logs `p` in through the console's form; the cookie.
+async fn console_login(h: &Harness, p: &mut Person) -> String {
+    let code = p.code();
+    let (s, headers, body) = page(
+        h,
+        "POST",
+        "/console/login",
+        None,
+        SAME_ORIGIN,
+        Some(&[
+            ("name", &p.name),
+            ("passphrase", PASSPHRASE),
+            ("totp", &code),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], "/console/");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf_token\" value=\"").unwrap() + 25;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_login_form_takes_passphrase_and_code_and_refuses_a_wrong_code() {
+    let h = Harness::with_env(ENV);
+    let (s, headers, body) = page(&h, "GET", "/console/login", None, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(body.contains("<label for=\"totp\">"));
+    assert!(!body.contains("<script>") && !body.contains("style="));
+
+    // Without a session every page leads to the login.
+    let (s, headers, _) = page(&h, "GET", "/console/devices", None, &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/console/login");
+
+    let mut ana = people::person(&h, "ana", &[Role::Operator]).await;
+    let wrong = ana.wrong_code();
+    let (s, _, body) = page(
+        &h,
+        "POST",
+        "/console/login",
+        None,
+        SAME_ORIGIN,
+        Some(&[
+            ("name", "ana"),
+            ("passphrase", PASSPHRASE),
+            ("totp", &wrong),
+        ]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("wrong name, passphrase or code"), "{body}");
+    let cookie = console_login(&h, &mut ana).await;
+    let (s, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("Fleet overview") && body.contains("<svg"));
+    assert_eq!(people::audited(&h, "user.login").await.len(), 2);
+}
+
+#[tokio::test]
+async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devices() {
+    let h = Harness::with_env(ENV);
+    h.enrol("a1", 1, json!({ "groups": ["hospital-a"] })).await;
+    h.enrol("b1", 2, json!({ "groups": ["hospital-b"] })).await;
+    let roles = [Role::Admin, Role::Operator, Role::Auditor, Role::Approver];
+    let mut root = people::person(&h, "root", &roles).await;
+    let cookie = console_login(&h, &mut root).await;
+    for path in [
+        "/console/",
+        "/console/devices",
+        "/console/devices?group=hospital-b",
+        "/console/devices/a1",
+        "/console/releases",
+        "/console/deployments",
+        "/console/approvals",
+        "/console/audit",
+        "/console/people",
+    ] {
+        let (s, headers, body) = page(&h, "GET", path, Some(&cookie), &[], None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(headers.contains_key("content-security-policy"), "{path}");
+        assert!(body.contains("href=\"#main\""), "{path}: no skip link");
+    }
+    let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
+    assert!(body.contains(">a1<") && body.contains(">b1<"));
+
+    let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/api/v1/users/hana/scope",
+            Some(h.token(Role::Admin)),
+            Some(json!({ "groups": ["hospital-a"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let cookie = console_login(&h, &mut hana).await;
+    let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
+    assert!(body.contains(">a1<") && !body.contains(">b1<"), "{body}");
+    let (s, _, _) = page(&h, "GET", "/console/devices/b1", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The people page is the admin's.
+    let (s, _, _) = page(&h, "GET", "/console/people", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_form_posted_from_another_origin_is_refused() {
+    let h = Harness::with_env(ENV);
+    let mut ana = people::person(&h, "ana", &[Role::Operator]).await;
+    let cookie = console_login(&h, &mut ana).await;
+    let (_, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
+    let csrf = csrf_of(&body);
+    let form: &[(&str, &str)] = &[("csrf_token", &csrf)];
+    for headers in [
+        &[
+            ("origin", "http://evil.test"),
+            ("sec-fetch-site", "cross-site"),
+        ][..],
+        &[("origin", "http://evil.test")][..],
+    ] {
+        let (s, _, _) = page(
+            &h,
+            "POST",
+            "/console/logout",
+            Some(&cookie),
+            headers,
+            Some(form),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    // Without the token, from this origin: refused too.
+    let (s, _, _) = page(
+        &h,
+        "POST",
+        "/console/logout",
+        Some(&cookie),
+        SAME_ORIGIN,
+        Some(&[]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = page(
+        &h,
+        "POST",
+        "/console/logout",
+        Some(&cookie),
+        SAME_ORIGIN,
+        Some(form),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, _, _) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "the session ended");
+}
+
+#[tokio::test]
+async fn the_audit_page_shows_the_chain_verified_and_an_edited_one_flagged() {
+    let h = Harness::with_env(ENV);
+    let mut ada = people::person(&h, "ada", &[Role::Auditor]).await;
+    let cookie = console_login(&h, &mut ada).await;
+    let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("Chain verified"), "{body}");
+    assert!(body.contains("user.login"));
+    h.raw_execute(
+        "DROP TRIGGER audit_no_update",
+        "ALTER TABLE audit DISABLE TRIGGER USER",
+    );
+    h.raw_execute(
+        "UPDATE audit SET actor = 'mallory' WHERE seq = 1",
+        "UPDATE audit SET actor = 'mallory' WHERE seq = 1",
+    );
+    let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("Chain NOT verified"), "{body}");
+}
+
+// ------------------------------------------------------------------ in a real browser
+
+/// The browser scenarios' directory.
+fn browser_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Node, Debian's chromium and playwright-core, or a clear failure (never a skip).
+fn require_browser_tools() {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "the console's browser tests need node (apt-get install nodejs npm; scripts/test installs it)"
+    );
+    let chromium = std::env::var("SIGIL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "the console's browser tests need Debian's chromium at {chromium} (apt-get install chromium, \
+         or set SIGIL_CHROMIUM)"
+    );
+    assert!(
+        browser_dir().join("node_modules/playwright-core").is_dir(),
+        "the console's browser tests need playwright-core: run `npm ci` in server/tests/browser \
+         (scripts/test does)"
+    );
+}
+
+/// Runs `node server/tests/browser/<scenario>.mjs args…`; panics with its output on failure.
+fn scenario(name: &str, args: &[&str]) {
+    let out = std::process::Command::new("node")
+        .arg(browser_dir().join(format!("{name}.mjs")))
+        .args(args)
+        .current_dir(browser_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser scenario {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real binary on 127.0.0.1 with a free port and a temporary data directory.
+struct Real {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    admin: String,
+    base: String,
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_real(data: &std::path::Path) -> Real {
+    let root = common::write_trust_root(data);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"));
+    cmd.envs(ENV.iter().copied())
+        .env("SIGIL_TRUST_ROOT", root)
+        .env("SIGIL_DEPLOYMENT_SECOND_OPERATOR", "true")
+        .env("SIGIL_LOCKOUT_AFTER", "3")
+        .env("SIGIL_RATE_BURST", "100000")
+        .env("SIGIL_RATE_PER_SECOND", "100000")
+        .env("RUST_LOG", "warn")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let banner = common::process::read_banner(&mut child);
+    let addr = banner.addr;
+    Real {
+        child,
+        addr,
+        admin: banner.admin.unwrap(),
+        base: format!("http://{addr}"),
+    }
+}
+
+fn real_call(s: &Real, method: &str, path: &str, body: serde_json::Value) -> common::HttpResponse {
+    call_with(s, &s.admin, method, path, body)
+}
+
+fn call_with(
+    s: &Real,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> common::HttpResponse {
+    let auth = format!("Bearer {token}");
+    common::http(
+        s.addr,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn token(s: &Real, name: &str, role: &str, owner: Option<&str>) -> String {
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/tokens",
+        json!({ "name": name, "role": role, "owner": owner }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// A device's session (its challenge signed with its key), then one check-in.
+fn check_in(s: &Real, id: &str, seed: u8, state: &str, deployment: i64) {
+    use ed25519_dalek::Signer;
+    let c = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/device/challenge",
+        &[("Content-Type", "application/json")],
+        json!({ "device_id": id }).to_string().as_bytes(),
+    );
+    assert_eq!(c.status, 200, "{}", c.json());
+    let nonce: [u8; 32] = hex::decode(c.json()["nonce"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig = common::key(seed).sign(&sigil_server::api::auth_message(id, &nonce));
+    let body = json!({
+        "device_id": id, "nonce": hex::encode(nonce), "signature": hex::encode(sig.to_bytes())
+    });
+    let t = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/device/session",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(t.status, 200, "{}", t.json());
+    let session = t.json()["token"].as_str().unwrap().to_owned();
+    let r = call_with(
+        s,
+        &session,
+        "POST",
+        "/api/v1/device/checkin",
+        json!({ "version": "2.0.0", "security_counter": 7, "state": state, "deployment": deployment }),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+
+/// A person created with the admin token and enrolled through the API.
+fn real_person(s: &Real, name: &str, roles: &[&str]) -> Person {
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/users",
+        json!({ "name": name, "roles": roles }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let code = r.json()["enrolment_code"].as_str().unwrap().to_owned();
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/enrolment",
+        json!({ "enrolment_code": code, "passphrase": PASSPHRASE }),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+    let secret = totp_rs::Secret::Encoded(r.json()["secret"].as_str().unwrap().to_owned())
+        .to_bytes()
+        .unwrap();
+    let mut p = Person {
+        name: name.to_owned(),
+        secret,
+        last_step: None,
+        cookie: String::new(),
+        csrf: String::new(),
+    };
+    let totp = p.code();
+    let r = real_call(
+        s,
+        "POST",
+        "/api/v1/enrolment/confirm",
+        json!({ "enrolment_code": code, "totp": totp }),
+    );
+    assert_eq!(r.status, 204, "{}", r.json());
+    p
+}
+
+fn enrol_device(s: &Real, operator: &str, id: &str, seed: u8, groups: &[&str]) {
+    let auth = format!("Bearer {operator}");
+    let body = json!({
+        "id": id, "product": { "vendor": "acme", "device": "pump-x2" },
+        "public_key": hex::encode(common::public(seed)),
+        "channel": "stable", "groups": groups,
+    });
+    let r = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/devices",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+}
+
+#[test]
+fn browser_scenarios_in_headless_chromium() {
+    require_browser_tools();
+    let data = tempfile::tempdir().unwrap();
+    let s = start_real(data.path());
+    let shots =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let shots = shots.to_str().unwrap();
+    let operator = token(&s, "enroller", "operator", None);
+    enrol_device(&s, &operator, "a1", 1, &["hospital-a"]);
+    enrol_device(&s, &operator, "b1", 2, &["hospital-b"]);
+
+    // Log in with passphrase and second factor; every page.
+    let mut root = real_person(&s, "root", &["admin", "operator", "auditor", "approver"]);
+    let code = root.code();
+    scenario("login", &[&s.base, "root", PASSPHRASE, &code, shots, "a1"]);
+
+    // A wrong code, then the lockout (SIGIL_LOCKOUT_AFTER=3).
+    let eve = real_person(&s, "eve", &["operator"]);
+    let wrong = eve.wrong_code();
+    scenario("lockout", &[&s.base, "eve", PASSPHRASE, &wrong, "3", shots]);
+
+    // A site's operator.
+    let mut hana = real_person(&s, "hana", &["operator"]);
+    let r = real_call(
+        &s,
+        "PUT",
+        "/api/v1/users/hana/scope",
+        json!({ "groups": ["hospital-a"] }),
+    );
+    assert_eq!(r.status, 204, "{}", r.json());
+    let code = hana.code();
+    scenario(
+        "scoped",
+        &[&s.base, "hana", PASSPHRASE, &code, "a1", "b1", shots],
+    );
+
+    // A cross-site form.
+    let code = hana.code();
+    scenario("cross_site", &[&s.base, "hana", PASSPHRASE, &code]);
+
+    // The audit chain, verified, then edited in the SQLite file.
+    // Four eyes, and a rollout page following the reports.
+    let mut carl = real_person(&s, "carl", &["operator"]);
+    let mut olga = real_person(&s, "olga", &["operator"]);
+    let uploader = token(&s, "ci", "release", None);
+    let bundle = common::release_bundle("2.0.0", 7);
+    let auth = format!("Bearer {uploader}");
+    let r = common::http(
+        s.addr,
+        "POST",
+        "/api/v1/releases",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        &bundle,
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let release = r.json()["id"].as_str().unwrap().to_owned();
+    let carls = token(&s, "carl-cli", "operator", Some("carl"));
+    let r = call_with(
+        &s,
+        &carls,
+        "POST",
+        "/api/v1/deployments",
+        json!({ "release": release, "target": { "kind": "channel", "value": "stable" },
+                "phases": [50, 100], "min_success_percent": 100 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let deployment = r.json()["id"].as_i64().unwrap();
+    let id = deployment.to_string();
+    let codes = [carl.code(), carl.code(), olga.code(), olga.code()];
+    let mut node = std::process::Command::new("node")
+        .arg(browser_dir().join("deployment.mjs"))
+        .args([
+            &s.base, &id, "carl", &codes[0], &codes[1], "olga", &codes[2], &codes[3],
+        ])
+        .args([PASSPHRASE, shots])
+        .current_dir(browser_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(node.stdout.take().unwrap()));
+    let ready = lines.next().and_then(Result::ok);
+    if ready.as_deref() == Some("READY") {
+        // The devices report while the page is open.
+        for (device, seed) in [("a1", 1), ("b1", 2)] {
+            check_in(&s, device, seed, "confirmed", deployment);
+        }
+    }
+    let out = node.wait_with_output().unwrap();
+    assert!(
+        ready.as_deref() == Some("READY") && out.status.success(),
+        "browser scenario deployment failed ({ready:?}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let code = root.code();
+    scenario(
+        "audit",
+        &[&s.base, "root", PASSPHRASE, &code, "verified", shots],
+    );
+    let db = rusqlite::Connection::open(data.path().join("sigil.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 2;",
+    )
+    .unwrap();
+    drop(db);
+    let code = root.code();
+    scenario(
+        "audit",
+        &[&s.base, "root", PASSPHRASE, &code, "tampered", shots],
+    );
+}
