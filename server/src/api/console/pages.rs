@@ -1024,7 +1024,12 @@ pub async fn audit(
                 }
             }
             let verified = crate::audit::verify_entries(&all)
-                .map(|sum| format!("{sum:?}"))
+                .map(|sum| {
+                    format!(
+                        "{} entries, each linked to the one before, head {}",
+                        sum.entries, sum.head
+                    )
+                })
                 .map_err(|e| e.to_string());
             let keep = |e: &crate::audit::AuditEntry| {
                 f.iter().all(|(k, v)| {
