@@ -25,6 +25,12 @@
 //! half-step, whose source the next one has already erased. Each of `A[0..k)` and `S[0..k)`
 //! is erased **once** per update and each of `A[0..k)` and `S[1..=k]` once per revert;
 //! sectors beyond `k` are not touched. Chunks that read as erased are not written.
+//!
+//! With feature `encryption` and a device key, each copy passes its chunks through a keystream
+//! (`crypt.rs`): staging → active decrypts the new image's payload bytes on install; every
+//! active → staging copy encrypts the whole sector under the device-local key, and the revert's
+//! staging → active copy of the previous image undoes it. Each transform depends only on the
+//! intact source, the keys and the offset, so a repeated half-step still writes the same bytes.
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
