@@ -57,6 +57,12 @@ pub struct BootConfig<'a> {
     pub bootloader_version: Option<u32>,
     /// Boots a new image gets to be confirmed before it is reverted (at least 1).
     pub trial_attempts: u8,
+    /// The device's X25519 key pair from the bootloader's protected storage (feature
+    /// `encryption`): with it the device installs encrypted releases (FORMAT.md §9) and
+    /// encrypts every image that leaves the active slot; without it encrypted releases are
+    /// refused (step 7k).
+    #[cfg(feature = "encryption")]
+    pub device_key: Option<&'a crate::crypt::DeviceSecret>,
 }
 
 impl<'a> BootConfig<'a> {
@@ -69,7 +75,17 @@ impl<'a> BootConfig<'a> {
             component,
             bootloader_version: None,
             trial_attempts: 3,
+            #[cfg(feature = "encryption")]
+            device_key: None,
         }
+    }
+
+    /// Gives the device's X25519 key pair (feature `encryption`): the board reads it from the
+    /// bootloader's protected storage.
+    #[cfg(feature = "encryption")]
+    pub fn with_device_key(mut self, key: &'a crate::crypt::DeviceSecret) -> Self {
+        self.device_key = Some(key);
+        self
     }
 
     /// Declares this bootloader's version.
@@ -235,7 +251,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 }
                 (Phase::Idle, _) => return self.boot_idle(loaded, envelope_buf),
                 (Phase::Swapping, _) => {
-                    swap::run(&mut self.flash, &self.layout, loaded, Direction::Install)?;
+                    self.swap(loaded, Direction::Install, envelope_buf)?;
                     let next = loaded.state.enter_trial(self.config.trial_attempts.max(1));
                     self.commit(loaded, next)?;
                 }
@@ -252,13 +268,52 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                     }
                 }
                 (Phase::Reverting, _) => {
-                    swap::run(&mut self.flash, &self.layout, loaded, Direction::Revert)?;
+                    self.swap(loaded, Direction::Revert, envelope_buf)?;
                     let next = loaded.state.finish_revert();
                     self.commit(loaded, next)?;
                 }
             }
         }
         Err(Error::Corrupt)
+    }
+
+    /// Runs or resumes a swap, with the device's keystreams when it has a key.
+    fn swap(
+        &mut self,
+        loaded: &mut Loaded,
+        direction: Direction,
+        envelope_buf: &mut [u8],
+    ) -> Result<(), Error> {
+        #[cfg(feature = "encryption")]
+        if let Some(device) = self.config.device_key {
+            let progress = match direction {
+                Direction::Install => Some(loaded.state.swap_progress),
+                Direction::Revert => None,
+            };
+            let mut keys = crate::crypt::SwapKeys::new(
+                &mut self.flash,
+                &self.layout,
+                device,
+                &loaded.state.trial_image,
+                progress,
+                envelope_buf,
+            )?;
+            return swap::run(
+                &mut self.flash,
+                &self.layout,
+                loaded,
+                direction,
+                Some(&mut keys),
+            );
+        }
+        let _ = envelope_buf;
+        swap::run(
+            &mut self.flash,
+            &self.layout,
+            loaded,
+            direction,
+            Default::default(),
+        )
     }
 
     fn commit(&mut self, loaded: &mut Loaded, next: BootState) -> Result<(), Error> {
@@ -274,6 +329,16 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         envelope_buf: &mut [u8],
     ) -> Result<Result<ImageInfo, sigil_manifests::Error>, Error> {
         let policy = self.config.policy_at(&self.layout, floors);
+        // A device with a key verifies the staged bundle as ciphertext and the active slot as
+        // the decrypted image (the same cost as a raw image).
+        #[cfg(feature = "encryption")]
+        let policy = match self.config.device_key {
+            Some(_) if base == self.layout.staged_bundle_offset() => {
+                policy.with_encrypted_payload(sigil_manifests::EncryptedPayload::Ciphertext)
+            }
+            Some(_) => policy.with_encrypted_payload(sigil_manifests::EncryptedPayload::Decrypted),
+            None => policy,
+        };
         if F::MAPPED {
             let region = self
                 .flash
@@ -368,6 +433,30 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         if loaded.state.is_rejected(&staged.digest) {
             log_warn!("staged bundle was rejected before: not retried");
             return self.refuse(loaded, Outcome::AlreadyRejected);
+        }
+        // Steps D1-D4 before any slot is written: the key record beside the staged bundle must
+        // yield the content key the manifest commits to. The check is the one every resumed
+        // boot of the install repeats (from the same bytes), so an install that starts can
+        // always resume; an envelope buffer too small to re-read the manifest refuses here.
+        #[cfg(feature = "encryption")]
+        if let (Some(device), Some(_)) = (self.config.device_key, staged.encryption) {
+            let opened = crate::crypt::SwapKeys::new(
+                &mut self.flash,
+                &self.layout,
+                device,
+                &staged.digest,
+                Some(0),
+                envelope_buf,
+            );
+            match opened {
+                Ok(keys) if keys.decrypts() => {}
+                Err(Error::Flash(kind)) => return Err(Error::Flash(kind)),
+                Ok(_) => return self.refuse(loaded, Outcome::KeyRefused),
+                Err(e) => {
+                    log_warn!("key record refused: {}", e);
+                    return self.refuse(loaded, Outcome::KeyRefused);
+                }
+            }
         }
         let old = swap::active_extent(&mut self.flash, &self.layout)?;
         let sectors = self

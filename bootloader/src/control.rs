@@ -101,6 +101,29 @@ impl<F: NorFlash> BootControl<F> {
         start..start.saturating_add(self.layout.max_bundle_len())
     }
 
+    /// Writes the key record of an encrypted bundle of `bundle_len` bytes beside it in the
+    /// staging slot, at [`Layout::key_record_offset`] (the agent's last write before it
+    /// requests the install). The staging area must have been erased for
+    /// `offset + KEY_RECORD_UNIT` bytes ([`BootControl::erase_staging`]).
+    pub fn write_key_record(&mut self, bundle_len: u64, record: &[u8]) -> Result<(), Error> {
+        let offset = self
+            .layout
+            .key_record_offset(bundle_len)
+            .ok_or(Error::OutOfBounds)?;
+        let mut unit = [self.layout.geometry().erased; crate::layout::KEY_RECORD_UNIT as usize];
+        unit.get_mut(..record.len())
+            .ok_or(Error::OutOfBounds)?
+            .copy_from_slice(record);
+        // The unit is a multiple of every write size up to 256 bytes; a flash with larger
+        // writes cannot place a record (refused, not padded over the next bytes).
+        let w =
+            usize::try_from(self.layout.geometry().write_size).map_err(|_| Error::OutOfBounds)?;
+        if w > unit.len() {
+            return Err(Error::OutOfBounds);
+        }
+        self.write_staging(offset, &unit)
+    }
+
     /// The flash device.
     pub fn flash(&mut self) -> &mut F {
         &mut self.flash

@@ -49,6 +49,10 @@ use crate::request::REQUEST_LEN;
 /// Bytes moved per flash read or write when copying sectors and streaming verification.
 pub(crate) const CHUNK: u32 = 256;
 
+/// The unit the key record of an encrypted bundle is placed in beside the bundle: the 138-byte
+/// `SGL-WKEY` record at its start, the rest erased.
+pub const KEY_RECORD_UNIT: u32 = 256;
+
 /// Largest write granularity the layout accepts.
 pub const MAX_WRITE_SIZE: u32 = 64;
 
@@ -353,6 +357,15 @@ impl Layout {
     pub const fn staged_bundle_offset(&self) -> u32 {
         // Cannot overflow: `new` checked the staging slot end.
         self.staging.saturating_add(self.geometry.erase_size)
+    }
+
+    /// Offset, from the staged bundle's start, of the key record of an encrypted bundle of
+    /// `bundle_len` bytes (FORMAT.md §9, `crypt.rs`): the first [`KEY_RECORD_UNIT`] boundary
+    /// at or after the bundle's end. `None` if the record's unit does not fit the slot.
+    pub fn key_record_offset(&self, bundle_len: u64) -> Option<u32> {
+        let len = u32::try_from(bundle_len).ok()?;
+        let at = len.checked_next_multiple_of(KEY_RECORD_UNIT)?;
+        (at.checked_add(KEY_RECORD_UNIT)? <= self.max_bundle_len()).then_some(at)
     }
 
     /// The largest bundle either slot holds: `N × S` bytes.

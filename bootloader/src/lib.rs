@@ -20,6 +20,8 @@ mod log;
 pub mod boot;
 pub mod control;
 mod crc;
+#[cfg(feature = "encryption")]
+pub mod crypt;
 mod error;
 pub mod layout;
 pub mod lock;
@@ -33,8 +35,10 @@ mod verify;
 
 pub use boot::{BootConfig, Bootloader, VerifiedImage};
 pub use control::BootControl;
+#[cfg(feature = "encryption")]
+pub use crypt::DeviceSecret;
 pub use error::Error;
-pub use layout::{Geometry, Layout, LayoutError};
+pub use layout::{Geometry, Layout, LayoutError, KEY_RECORD_UNIT};
 pub use lock::{LockFailed, StateLock};
 pub use record::{BootState, Floors, ImageDigest, Outcome, Phase};
 pub use request::Request;

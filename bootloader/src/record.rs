@@ -123,6 +123,10 @@ pub enum Outcome {
     StagedMismatch,
     /// The staged bundle was rejected before; it was not retried.
     AlreadyRejected,
+    /// The staged bundle is encrypted and its key record beside it did not yield the key the
+    /// manifest commits to (a record for another device or release, a wrong device key, a
+    /// missing record: FORMAT.md §9 steps D1–D4); nothing was written to either slot.
+    KeyRefused,
 }
 
 impl Outcome {
@@ -135,6 +139,7 @@ impl Outcome {
             Outcome::StagedInvalid => 4,
             Outcome::AlreadyRejected => 5,
             Outcome::StagedMismatch => 6,
+            Outcome::KeyRefused => 7,
         }
     }
 
@@ -147,6 +152,7 @@ impl Outcome {
             4 => Outcome::StagedInvalid,
             5 => Outcome::AlreadyRejected,
             6 => Outcome::StagedMismatch,
+            7 => Outcome::KeyRefused,
             _ => return None,
         })
     }
@@ -162,6 +168,7 @@ impl fmt::Display for Outcome {
             Outcome::StagedInvalid => "staged bundle refused (verification failed)",
             Outcome::StagedMismatch => "staged bundle refused (not the requested image)",
             Outcome::AlreadyRejected => "staged bundle refused (rejected before)",
+            Outcome::KeyRefused => "staged bundle refused (key record does not open it)",
         })
     }
 }

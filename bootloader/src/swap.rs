@@ -25,6 +25,12 @@
 //! half-step, whose source the next one has already erased. Each of `A[0..k)` and `S[0..k)`
 //! is erased **once** per update and each of `A[0..k)` and `S[1..=k]` once per revert;
 //! sectors beyond `k` are not touched. Chunks that read as erased are not written.
+//!
+//! With feature `encryption` and a device key, each copy passes its chunks through a keystream
+//! (`crypt.rs`): staging → active decrypts the new image's payload bytes on install; every
+//! active → staging copy encrypts the whole sector under the device-local key, and the revert's
+//! staging → active copy of the previous image undoes it. Each transform depends only on the
+//! intact source, the keys and the offset, so a repeated half-step still writes the same bytes.
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
@@ -47,12 +53,13 @@ pub(crate) fn run<F: NorFlash>(
     layout: &Layout,
     loaded: &mut Loaded,
     direction: Direction,
+    mut keys: Keys<'_>,
 ) -> Result<(), Error> {
     let sectors = loaded.state.swap_sectors;
     let total = sectors.checked_mul(2).ok_or(Error::Corrupt)?;
     let mut progress = loaded.state.swap_progress;
     while progress < total {
-        half_step(flash, layout, direction, sectors, progress)?;
+        half_step(flash, layout, direction, sectors, progress, &mut keys)?;
         progress = progress.saturating_add(1);
         if progress < total {
             let next = loaded.state.swap_progressed(progress);
@@ -62,12 +69,20 @@ pub(crate) fn run<F: NorFlash>(
     Ok(())
 }
 
+/// The keystreams of an encrypting swap (feature `encryption`; see `crypt.rs`), or nothing.
+#[cfg(feature = "encryption")]
+pub(crate) type Keys<'k> = Option<&'k mut crate::crypt::SwapKeys>;
+/// Without the feature every half-step copies bytes as they are.
+#[cfg(not(feature = "encryption"))]
+pub(crate) type Keys<'k> = core::marker::PhantomData<&'k ()>;
+
 fn half_step<F: NorFlash>(
     flash: &mut F,
     l: &Layout,
     direction: Direction,
     sectors: u32,
     step: u32,
+    keys: &mut Keys<'_>,
 ) -> Result<(), Error> {
     let pair = step / 2;
     let first_half = step.is_multiple_of(2);
@@ -105,10 +120,39 @@ fn half_step<F: NorFlash>(
     flash
         .erase(erase, erase_end)
         .map_err(|e| Error::Flash(e.kind()))?;
-    copy_sector(flash, l, src, dst)
+    #[cfg(feature = "encryption")]
+    if let Some(keys) = keys.as_deref_mut() {
+        use crate::crypt::Transform;
+        // Slot offset of the sector the half-step moves (bundle offset for the new image).
+        let index = match direction {
+            Direction::Install => pair,
+            Direction::Revert => sectors.saturating_sub(1).saturating_sub(pair),
+        };
+        let base = u64::from(index).saturating_mul(u64::from(l.sector_size()));
+        let t = match (direction, first_half) {
+            (Direction::Install, true) => Transform::Local { role: 0, base },
+            (Direction::Install, false) => Transform::Payload { base },
+            (Direction::Revert, true) => Transform::Local { role: 1, base },
+            (Direction::Revert, false) => Transform::Local { role: 0, base },
+        };
+        let erased = l.geometry().erased;
+        return copy_sector(flash, l, src, dst, |off, buf| {
+            keys.apply(t, off, buf, erased)
+        });
+    }
+    let _ = keys;
+    copy_sector(flash, l, src, dst, |_, _| Ok(()))
 }
 
-fn copy_sector<F: NorFlash>(flash: &mut F, l: &Layout, src: u32, dst: u32) -> Result<(), Error> {
+/// Copies one sector chunk by chunk, passing each chunk (and its offset in the sector) through
+/// `transform` before it is written.
+fn copy_sector<F: NorFlash>(
+    flash: &mut F,
+    l: &Layout,
+    src: u32,
+    dst: u32,
+    mut transform: impl FnMut(u32, &mut [u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
     let chunk = l.chunk();
     let chunk_len = usize::try_from(chunk).map_err(|_| Error::Corrupt)?;
     let erased = l.geometry().erased;
@@ -119,6 +163,7 @@ fn copy_sector<F: NorFlash>(flash: &mut F, l: &Layout, src: u32, dst: u32) -> Re
         let from = src.checked_add(off).ok_or(Error::Corrupt)?;
         let to = dst.checked_add(off).ok_or(Error::Corrupt)?;
         flash.read(from, buf).map_err(|e| Error::Flash(e.kind()))?;
+        transform(off, buf)?;
         if buf.iter().any(|&b| b != erased) {
             flash.write(to, buf).map_err(|e| Error::Flash(e.kind()))?;
         }

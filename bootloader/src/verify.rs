@@ -48,6 +48,9 @@ pub(crate) struct ImageInfo {
     pub(crate) key_set_version: u32,
     pub(crate) digest: ImageDigest,
     pub(crate) root: Option<sigil_manifests::RootFloor>,
+    /// The manifest's encryption parameters (an encrypted release).
+    #[cfg(feature = "encryption")]
+    pub(crate) encryption: Option<sigil_manifests::Encryption>,
 }
 
 impl ImageInfo {
@@ -60,6 +63,8 @@ impl ImageInfo {
             key_set_version: v.key_set_version(),
             digest: v.manifest_digest(),
             root: v.root_floor(),
+            #[cfg(feature = "encryption")]
+            encryption: v.manifest().payload_format.encryption().copied(),
         }
     }
 

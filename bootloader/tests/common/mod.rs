@@ -92,6 +92,9 @@ pub struct Rig<const W: usize, const E: usize, const R: usize = 1> {
     pub buffer: usize,
     /// The lock of the last boot.
     pub lock: RecordingLock,
+    /// The device's X25519 key pair, as the board's protected storage gives it.
+    #[cfg(feature = "encryption")]
+    pub device: Option<&'static sigil_bootloader::DeviceSecret>,
 }
 
 impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
@@ -110,11 +113,18 @@ impl<const W: usize, const E: usize, const R: usize> Rig<W, E, R> {
             mapped: false,
             buffer: VERIFY_BUFFER_LEN,
             lock: RecordingLock::default(),
+            #[cfg(feature = "encryption")]
+            device: None,
         }
     }
 
     pub fn config(&self) -> BootConfig<'static> {
-        BootConfig::new(root(), product(), "app").with_trial_attempts(self.attempts)
+        let config = BootConfig::new(root(), product(), "app").with_trial_attempts(self.attempts);
+        #[cfg(feature = "encryption")]
+        if let Some(device) = self.device {
+            return config.with_device_key(device);
+        }
+        config
     }
 
     /// Factory programming: the bundle straight into the active slot.

@@ -1,0 +1,310 @@
+//! Decrypt while swapping (feature `encryption`, FORMAT.md §9).
+//!
+//! # Where the keys come from
+//!
+//! - **Device key:** the board gives the device's X25519 key pair ([`DeviceSecret`]) from the
+//!   bootloader's protected storage through [`crate::BootConfig::with_device_key`]. The
+//!   application never sees it.
+//! - **Key record:** the agent writes the 138-byte `SGL-WKEY` record into the staging slot
+//!   beside the staged bundle, at bundle offset `align_up(total_len, 256)` (the first 256-byte
+//!   boundary after the bundle's last byte; the rest of that 256-byte unit stays erased). The
+//!   bundle plus that unit must fit the slot. The swap does not erase the sector holding the
+//!   record before the last half-step that decrypts has finished (it lies in staging sector
+//!   `n` or beyond, for a bundle of `n` sectors), so every resumed boot of an install finds it.
+//!
+//! # What each half-step does to the bytes
+//!
+//! | half-step | bytes | transform |
+//! |---|---|---|
+//! | install, active → staging (previous image) | whole sector | device-local keystream, role 0 |
+//! | install, staging → active (new image) | payload bytes of the sector | the release's payload keystream (decrypts); header, chain, envelope and padding as they are |
+//! | revert, active → staging (trial image) | whole sector | device-local keystream, role 1 |
+//! | revert, staging → active (previous image) | whole sector | device-local keystream, role 0 (undoes the install's) |
+//!
+//! The device-local keystream is ChaCha20 under `key ‖ nonce = HKDF-SHA512(salt = trial image
+//! digest, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`, at the
+//! byte's offset within the slot. A chunk that reads as erased is copied as erased, not
+//! transformed, both ways, so an erased tail of a slot stays erased. Every transform is a pure
+//! function of the intact source, the keys and the offset: a repeated half-step writes the
+//! same bytes. The staging slot therefore never holds a plaintext sector of an image that was
+//! active (raw or encrypted) on a device with a key, and the revert puts back the previous
+//! image byte for byte.
+
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::ChaCha20;
+use embedded_storage::nor_flash::{NorFlash, NorFlashError};
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256, Sha512};
+use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
+use sigil_manifests::encryption::{DeviceKey, PayloadCipher, KEY_RECORD_LEN};
+use sigil_manifests::{EnvelopeView, Manifest};
+use zeroize::Zeroize;
+
+use crate::error::Error;
+use crate::layout::{Layout, CHUNK, KEY_RECORD_UNIT};
+use crate::record::ImageDigest;
+
+/// HKDF info prefix of the device-local swap keystreams.
+const SWAP_INFO: &[u8] = b"SIGIL-SWAP-V1";
+
+/// The device's X25519 key pair, from the bootloader's protected storage (the board port reads
+/// it from OTP, a key store or the locked protected-state sector; see FORMAT.md §9).
+pub struct DeviceSecret {
+    secret: [u8; 32],
+    public: [u8; 32],
+}
+
+impl DeviceSecret {
+    /// The provisioned halves of the key pair (the bootloader does no scalar multiplication to
+    /// find the public key; a mismatched pair refuses every key record).
+    pub fn new(secret: [u8; 32], public: [u8; 32]) -> Self {
+        DeviceSecret { secret, public }
+    }
+
+    fn key(&self) -> DeviceKey {
+        DeviceKey::new(self.secret, self.public)
+    }
+
+    /// The device-local keystream of `role` (0: the image active before the install, 1: the
+    /// image installed) for the swap of the image `trial`.
+    fn local(&self, trial: &ImageDigest, role: u8) -> ChaCha20 {
+        let hkdf = Hkdf::<Sha512>::new(Some(trial), &self.secret);
+        let mut okm = [0u8; 44];
+        // 44 bytes is far below HKDF-SHA512's limit: this never fails.
+        let _ = hkdf.expand_multi_info(&[SWAP_INFO, &[role]], &mut okm);
+        let mut key = [0u8; 32];
+        let mut nonce = [0u8; 12];
+        let (k, n) = okm.split_at(32);
+        key.copy_from_slice(k);
+        nonce.copy_from_slice(n);
+        let cipher = ChaCha20::new(&key.into(), &nonce.into());
+        key.zeroize();
+        okm.zeroize();
+        cipher
+    }
+}
+
+impl Drop for DeviceSecret {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+impl core::fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceSecret")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The payload keystream of the image being installed, at its place in the bundle.
+pub(crate) struct Payload {
+    cipher: PayloadCipher,
+    offset: u64,
+}
+
+/// The keystreams of one swap.
+pub(crate) struct SwapKeys {
+    old: ChaCha20,
+    new: ChaCha20,
+    payload: Option<Payload>,
+}
+
+/// What a half-step applies to the bytes it copies.
+#[derive(Clone, Copy)]
+pub(crate) enum Transform {
+    /// Device-local keystream of `role`, at slot offset `base` of the sector.
+    Local { role: u8, base: u64 },
+    /// The new image's payload keystream, at bundle offset `base` of the sector.
+    Payload { base: u64 },
+}
+
+impl SwapKeys {
+    /// The keystreams of the swap of image `trial`. For an install with decrypting half-steps
+    /// left (`progress` half-steps done) it re-reads the new bundle's header and manifest from
+    /// wherever they lie now (header and envelope bytes are copied unchanged), checks the
+    /// manifest against the digest the protected state recorded, and reopens the key record.
+    pub(crate) fn new<F: NorFlash>(
+        flash: &mut F,
+        layout: &Layout,
+        device: &DeviceSecret,
+        trial: &ImageDigest,
+        install_progress: Option<u32>,
+        envelope_buf: &mut [u8],
+    ) -> Result<Self, Error> {
+        let mut keys = SwapKeys {
+            old: device.local(trial, 0),
+            new: device.local(trial, 1),
+            payload: None,
+        };
+        if let Some(progress) = install_progress {
+            keys.payload = staged_payload(flash, layout, device, trial, progress, envelope_buf)?;
+        }
+        Ok(keys)
+    }
+
+    /// Whether the install decrypts (the new image is encrypted and its record opened).
+    pub(crate) fn decrypts(&self) -> bool {
+        self.payload.is_some()
+    }
+
+    /// Applies `t` to `data`, the chunk at `off` within its sector.
+    pub(crate) fn apply(
+        &mut self,
+        t: Transform,
+        off: u32,
+        data: &mut [u8],
+        erased: u8,
+    ) -> Result<(), Error> {
+        match t {
+            Transform::Local { role, base } => {
+                if data.iter().all(|&b| b == erased) {
+                    return Ok(());
+                }
+                let cipher = if role == 0 {
+                    &mut self.old
+                } else {
+                    &mut self.new
+                };
+                let at = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
+                cipher.try_seek(at).map_err(|_| Error::Corrupt)?;
+                cipher.try_apply_keystream(data).map_err(|_| Error::Corrupt)
+            }
+            Transform::Payload { base } => {
+                let Some(p) = self.payload.as_mut() else {
+                    return Ok(());
+                };
+                let start = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
+                let len = u64::try_from(data.len()).map_err(|_| Error::Corrupt)?;
+                let end = start.checked_add(len).ok_or(Error::Corrupt)?;
+                let from = start.max(p.offset);
+                let to = end.min(p.offset.saturating_add(p.cipher.len()));
+                if from >= to {
+                    return Ok(());
+                }
+                let lo = usize::try_from(from.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
+                let hi = usize::try_from(to.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
+                let part = data.get_mut(lo..hi).ok_or(Error::Corrupt)?;
+                p.cipher
+                    .apply(from.saturating_sub(p.offset), part)
+                    .map_err(Error::Verify)
+            }
+        }
+    }
+}
+
+/// Reads the new bundle at bundle offset `off` during an install with `progress` half-steps
+/// done: bundle sector `j` is in the active slot once half-step `2j+1` is done, else in
+/// staging sector `j+1`.
+fn read_new<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    progress: u32,
+    off: u32,
+    buf: &mut [u8],
+) -> Result<(), Error> {
+    let sector = layout.sector_size();
+    let j = off.checked_div(sector).ok_or(Error::Corrupt)?;
+    let within = off.checked_rem(sector).ok_or(Error::Corrupt)?;
+    let moved = j
+        .checked_mul(2)
+        .and_then(|s| s.checked_add(1))
+        .is_some_and(|step| step < progress);
+    let place = if moved {
+        layout.active_sector(j)
+    } else {
+        layout.staging_sector(j.saturating_add(1))
+    };
+    let at = place
+        .and_then(|p| p.checked_add(within))
+        .ok_or(Error::Corrupt)?;
+    flash.read(at, buf).map_err(|e| Error::Flash(e.kind()))
+}
+
+/// Reads `out.len()` bytes of the new bundle from bundle offset `from` (any alignment).
+fn read_new_bytes<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    progress: u32,
+    from: u32,
+    out: &mut [u8],
+) -> Result<(), Error> {
+    let chunk = layout.chunk();
+    let chunk_len = usize::try_from(chunk).map_err(|_| Error::Corrupt)?;
+    let mut storage = [0u8; CHUNK as usize];
+    let buf = storage.get_mut(..chunk_len).ok_or(Error::Corrupt)?;
+    let mut done = 0usize;
+    while done < out.len() {
+        let pos = u32::try_from(done)
+            .ok()
+            .and_then(|d| from.checked_add(d))
+            .ok_or(Error::Corrupt)?;
+        let skip = pos.checked_rem(chunk).ok_or(Error::Corrupt)?;
+        read_new(flash, layout, progress, pos.saturating_sub(skip), buf)?;
+        let skip = usize::try_from(skip).map_err(|_| Error::Corrupt)?;
+        let take = chunk_len
+            .saturating_sub(skip)
+            .min(out.len().saturating_sub(done));
+        let src = buf
+            .get(skip..skip.saturating_add(take))
+            .ok_or(Error::Corrupt)?;
+        out.get_mut(done..done.saturating_add(take))
+            .ok_or(Error::Corrupt)?
+            .copy_from_slice(src);
+        done = done.saturating_add(take);
+    }
+    Ok(())
+}
+
+/// The new image's payload keystream, or `None` for a raw image or when no half-step that
+/// decrypts is left.
+fn staged_payload<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    device: &DeviceSecret,
+    trial: &ImageDigest,
+    progress: u32,
+    envelope_buf: &mut [u8],
+) -> Result<Option<Payload>, Error> {
+    let mut head = [0u8; HEADER_LEN];
+    read_new_bytes(flash, layout, progress, 0, &mut head)?;
+    let header = BundleHeader::parse(&head).map_err(Error::Verify)?;
+    let total = header.total_len().map_err(Error::Verify)?;
+    // Half-steps 2j+1 for the bundle's n sectors decrypt; none left: nothing to open.
+    let last = layout.sectors_for(total).saturating_mul(2);
+    if progress >= last {
+        return Ok(None);
+    }
+    let start = header.envelope_start().map_err(Error::Verify)?;
+    let end = header.envelope_end().map_err(Error::Verify)?;
+    let len = usize::try_from(end.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
+    let env = envelope_buf
+        .get_mut(..len)
+        .ok_or(Error::Verify(sigil_manifests::Error::BufferTooSmall))?;
+    read_new_bytes(flash, layout, progress, start, env)?;
+    let envelope = EnvelopeView::parse(env).map_err(Error::Verify)?;
+    let digest: [u8; 32] = Sha256::digest(envelope.manifest).into();
+    if digest != *trial {
+        return Err(Error::WrongImage);
+    }
+    let manifest = Manifest::decode(envelope.manifest).map_err(Error::Verify)?;
+    let Some(encryption) = manifest.payload_format.encryption() else {
+        return Ok(None);
+    };
+    let at = layout
+        .key_record_offset(total)
+        .ok_or(Error::Verify(sigil_manifests::Error::Truncated))?;
+    let mut record = [0u8; KEY_RECORD_UNIT as usize];
+    read_new_bytes(flash, layout, progress, at, &mut record)?;
+    let bytes = record.get(..KEY_RECORD_LEN).ok_or(Error::Corrupt)?;
+    let cipher = device
+        .key()
+        .open_for(bytes, trial, encryption)
+        .and_then(|cek| cek.payload_cipher(encryption, header.payload_size))
+        .map_err(Error::Verify)?;
+    Ok(Some(Payload {
+        cipher,
+        offset: u64::from(header.payload_offset),
+    }))
+}
