@@ -38,6 +38,7 @@ mod checkin_queue;
 mod deployments;
 mod devices;
 mod downloads;
+mod encryption;
 mod ops;
 mod releases;
 mod roots;
@@ -562,6 +563,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/api/v1/devices/{id}/reports", get(devices::reports))
+        .route(
+            "/api/v1/devices/{id}/encryption-key",
+            axum::routing::put(encryption::set_key),
+        )
+        .route(
+            "/api/v1/releases/{id}/key-records",
+            post(encryption::upload_records),
+        )
+        .route(
+            "/api/v1/device/key-records/{release}",
+            get(encryption::own_record),
+        )
         .route("/api/v1/device/challenge", post(devices::challenge))
         .route("/api/v1/device/session", post(devices::session))
         .route(CHECK_IN_PATH, post(devices::checkin))

@@ -15,6 +15,7 @@
 //! no change without its entry, and no entry without its change.
 
 pub mod accounts;
+pub mod encryption;
 mod error;
 pub mod migrate;
 pub mod model;
@@ -23,6 +24,7 @@ pub mod rules;
 pub mod sqlite;
 
 pub use accounts::{AccountStore, ApprovalStore};
+pub use encryption::{EncryptionKey, EncryptionStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use postgres::PgStore;
@@ -34,7 +36,7 @@ use crate::audit::{AuditEntry, Checkpoint};
 pub mod prelude {
     pub use super::{
         AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
-        DeviceStore, ReleaseStore, Store, TokenStore,
+        DeviceStore, EncryptionStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -197,6 +199,7 @@ pub trait Store:
     + crate::roots::RootChainStore
     + AccountStore
     + ApprovalStore
+    + EncryptionStore
     + Send
     + Sync
     + 'static
@@ -214,6 +217,7 @@ impl<T> Store for T where
         + crate::roots::RootChainStore
         + AccountStore
         + ApprovalStore
+        + EncryptionStore
         + Send
         + Sync
         + 'static

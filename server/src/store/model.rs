@@ -450,11 +450,15 @@ pub enum AuditAction {
     ReleaseDecision,
     /// A deployment was approved or refused past its canary phase.
     DeploymentDecision,
+    /// A device's encryption key was set or cleared after enrolment.
+    DeviceEncryptionKey,
+    /// Key records (SGL-WKEY) of an encrypted release were uploaded.
+    ReleaseKeyRecords,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 29] = [
+    pub const ALL: [AuditAction; 31] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -484,6 +488,8 @@ impl AuditAction {
         AuditAction::UserReauth,
         AuditAction::ReleaseDecision,
         AuditAction::DeploymentDecision,
+        AuditAction::DeviceEncryptionKey,
+        AuditAction::ReleaseKeyRecords,
     ];
 
     /// The name in the trail.
@@ -518,6 +524,8 @@ impl AuditAction {
             AuditAction::UserReauth => "user.reauth",
             AuditAction::ReleaseDecision => "release.decision",
             AuditAction::DeploymentDecision => "deployment.decision",
+            AuditAction::DeviceEncryptionKey => "device.encryption_key",
+            AuditAction::ReleaseKeyRecords => "release.key_records",
         }
     }
 

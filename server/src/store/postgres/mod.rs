@@ -32,6 +32,7 @@ mod bundles;
 mod checkins;
 mod deployments;
 mod devices;
+mod encryption;
 mod releases;
 mod roots;
 mod rows;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0003_root_chain.sql"),
     include_str!("schema/0004_accounts.sql"),
     include_str!("schema/0005_account_scopes.sql"),
+    include_str!("schema/0006_device_encryption_keys.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

@@ -10,6 +10,7 @@ mod audit;
 mod checkins;
 mod deployments;
 mod devices;
+mod encryption;
 mod releases;
 mod roots;
 mod rows;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0003_root_chain.sql"),
     include_str!("schema/0004_accounts.sql"),
     include_str!("schema/0005_account_scopes.sql"),
+    include_str!("schema/0006_device_encryption_keys.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.
