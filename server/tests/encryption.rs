@@ -377,7 +377,7 @@ async fn records_that_do_not_belong_to_the_release_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, e) = upload_records(&h, &plain, &[good.clone()]).await;
+    let (s, e) = upload_records(&h, &plain, std::slice::from_ref(&good)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let (s, _) = raw(
         &h,

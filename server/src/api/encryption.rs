@@ -147,7 +147,7 @@ pub async fn upload_records(
                 .to_owned(),
         ));
     }
-    if body.is_empty() || body.len() % KEY_RECORD_LEN != 0 {
+    if body.is_empty() || !body.len().is_multiple_of(KEY_RECORD_LEN) {
         return Err(ApiError::Unprocessable(format!(
             "the body must be one or more {KEY_RECORD_LEN}-byte SGL-WKEY key records; it has {} bytes",
             body.len()
@@ -261,7 +261,6 @@ pub async fn record_for(
             })))
         })
         .await
-        .map_err(Into::into)
 }
 
 /// `GET /api/v1/device/key-records/{release}` (device session): this device's key record of
