@@ -393,16 +393,25 @@ async fn records_that_do_not_belong_to_the_release_are_refused() {
     assert_eq!(people::audited(&h, "release.key_records").await.len(), 1);
 }
 
-/// Every 64-byte-aligned block of `image` that occurs in `haystack`.
+/// Every 64-byte-aligned block of `image` that occurs in `haystack` (at any offset).
 fn leaked_blocks(image: &[u8], haystack: &[u8]) -> Vec<usize> {
-    use std::collections::HashSet;
-    let blocks: HashSet<&[u8]> = image.chunks_exact(64).collect();
+    use std::collections::{HashMap, HashSet};
+    // Indexed by their first 8 bytes (a cheap key), compared in full on a hit.
+    let mut blocks: HashMap<u64, HashSet<&[u8]>> = HashMap::new();
+    for b in image.chunks_exact(64) {
+        let k = u64::from_le_bytes(b[..8].try_into().unwrap());
+        blocks.entry(k).or_default().insert(b);
+    }
     let mut found = Vec::new();
     if haystack.len() < 64 {
         return found;
     }
     for start in 0..=haystack.len() - 64 {
-        if blocks.contains(&haystack[start..start + 64]) {
+        let k = u64::from_le_bytes(haystack[start..start + 8].try_into().unwrap());
+        if blocks
+            .get(&k)
+            .is_some_and(|set| set.contains(&haystack[start..start + 64]))
+        {
             found.push(start);
         }
     }
