@@ -183,6 +183,9 @@ struct PolicyInputs {
     boot: BootState,
     running: Running,
     trusted_time: Option<u64>,
+    /// The device has an encryption key: encrypted releases are accepted, verified as
+    /// ciphertext (the bootloader decrypts; FORMAT.md §9).
+    encrypted: bool,
 }
 
 impl PolicyInputs {
@@ -216,6 +219,11 @@ impl PolicyInputs {
             .with_min_security_counter(floor)
             .with_min_key_set_version(key_set_floor)
             .with_newer_than(running_version);
+        let policy = if self.encrypted {
+            policy.with_encrypted_payload(sigil_manifests::EncryptedPayload::Ciphertext)
+        } else {
+            policy
+        };
         Ok(match self.trusted_time {
             Some(now) => policy.with_trusted_time(now),
             None => policy,
@@ -336,6 +344,7 @@ impl Agent {
             boot: self.slots.state(),
             running: running.clone(),
             trusted_time: self.config.device.trusted_time.then(now_secs),
+            encrypted: self.config.device.encryption_key.is_some(),
         }
     }
 

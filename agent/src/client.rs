@@ -161,6 +161,10 @@ pub struct UpdateOffer {
     /// Claimed payload digest (hex).
     #[serde(default)]
     pub payload_digest: Option<String>,
+    /// For an encrypted release: this device's key record (SGL-WKEY, hex; FORMAT.md §9),
+    /// checked against the staged release before it is staged beside the bundle.
+    #[serde(default)]
+    pub key_record: Option<String>,
 }
 
 /// A product as the server names it in an offer.

@@ -15,6 +15,7 @@
 //! | `device.product` | yes | | `vendor/device` |
 //! | `device.component` | yes | | component the active slot holds ("app", "radio", …): manifests for another component are refused |
 //! | `device.bootloader_version` | no | | this device's bootloader version, for manifests that require a minimum |
+//! | `device.encryption_key` | no | | this device's X25519 encryption *public* key (64 hex digits, as enrolled on the server): the key records of encrypted releases must name it (FORMAT.md §9); the private key stays in the bootloader's protected storage |
 //! | `device.trusted_time` | no | `false` | the system clock is set from an authenticated source (see the README): manifests past their expiry are refused (FORMAT.md step 7h) |
 //! | `flash.path` | yes | | flash image file or block/MTD-block device |
 //! | `flash.erase_size`, `flash.write_size` | yes | | geometry: must match the bootloader's |
@@ -133,6 +134,8 @@ struct RawDevice {
     bootloader_version: Option<u32>,
     #[serde(default)]
     trusted_time: bool,
+    #[serde(default)]
+    encryption_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +244,9 @@ pub struct DeviceConfig {
     pub bootloader_version: Option<u32>,
     /// The system clock is trusted: the manifest expiry is enforced (FORMAT.md step 7h).
     pub trusted_time: bool,
+    /// This device's X25519 encryption public key (FORMAT.md §9): without one, encrypted
+    /// releases are refused.
+    pub encryption_key: Option<[u8; 32]>,
 }
 
 impl DeviceConfig {
@@ -480,6 +486,22 @@ impl AgentConfig {
                 "must be 1 to 64 characters of [A-Za-z0-9._+-]",
             )
         })?;
+        let encryption_key = raw
+            .device
+            .encryption_key
+            .as_deref()
+            .map(|h| {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(h, &mut key)
+                    .map(|()| key)
+                    .map_err(|_| {
+                        invalid(
+                            "device.encryption_key",
+                            "must be an X25519 public key: 32 bytes as 64 hex digits",
+                        )
+                    })
+            })
+            .transpose()?;
         let device = DeviceConfig {
             id: raw.device.id,
             key: rel(raw.device.key),
@@ -489,6 +511,7 @@ impl AgentConfig {
             component: raw.device.component,
             bootloader_version: raw.device.bootloader_version,
             trusted_time: raw.device.trusted_time,
+            encryption_key,
         };
 
         // Flash.

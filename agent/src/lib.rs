@@ -8,6 +8,7 @@ pub mod config;
 pub mod download;
 pub mod flash;
 pub mod hooks;
+pub mod keyrecord;
 pub mod roots;
 pub mod slots;
 pub mod state;

@@ -91,6 +91,9 @@ pub struct Ingested {
     pub created: u64,
     /// Manifest expiry.
     pub expires: Option<u64>,
+    /// For an encrypted payload (FORMAT.md §9): the SHA-256 of the signed manifest (hex), the
+    /// `release` its key records must name.
+    pub encrypted: Option<String>,
 }
 
 /// What start-up reconciliation found.
@@ -268,6 +271,10 @@ impl BundleStore {
             key_set_version: verified.key_set_version(),
             created: m.created,
             expires: m.expires,
+            encrypted: m
+                .payload_format
+                .encryption()
+                .map(|_| hex::encode(verified.manifest_digest())),
         };
         let dest = self.bundles.join(&id);
         // Same bytes, same name: renaming over an existing copy replaces it with identical bytes.

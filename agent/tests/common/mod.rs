@@ -427,6 +427,11 @@ impl RealServer {
         self.server.call(method, path, token, body).await.unwrap()
     }
 
+    /// Uploads `bundle` with the release token.
+    pub async fn upload(&self, bundle: Vec<u8>) -> (u16, serde_json::Value) {
+        self.server.upload(&self.release, bundle).await.unwrap()
+    }
+
     /// Gives the server the root chain `chain` as the administrator (root rotation).
     pub async fn put_root_chain(&self, chain: Vec<u8>) -> (u16, serde_json::Value) {
         self.server

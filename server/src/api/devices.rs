@@ -72,6 +72,9 @@ pub struct EnrolRequest {
     groups: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// X25519 encryption public key (hex), for encrypted releases (FORMAT.md §9).
+    #[serde(default)]
+    encryption_key: Option<String>,
 }
 
 fn default_channel() -> String {
@@ -83,7 +86,7 @@ pub async fn enrol(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<EnrolRequest>,
-) -> Result<(StatusCode, Json<Device>), ApiError> {
+) -> Result<(StatusCode, Json<super::encryption::DeviceView>), ApiError> {
     let actor = caller.require(&[Role::Operator])?.name.clone();
     identifier("device id", &req.id)?;
     ProductId::new(&req.product.vendor, &req.product.device).map_err(|_| {
@@ -96,6 +99,11 @@ pub async fn enrol(
     // subgroup (the one key check of sigil-manifests).
     check_public_key(&key, Document::DeviceKey)
         .map_err(|e| ApiError::BadRequest(format!("public_key: {e}")))?;
+    let encryption_key = req
+        .encryption_key
+        .as_deref()
+        .map(super::encryption::parse_encryption_key)
+        .transpose()?;
     identifier("channel", &req.channel)?;
     if req.groups.len() > MAX_GROUPS || req.labels.len() > MAX_LABELS {
         return Err(ApiError::BadRequest(format!(
@@ -139,6 +147,7 @@ pub async fn enrol(
             "public_key": device.public_key,
             "channel": device.channel,
             "groups": device.groups,
+            "encryption_key": encryption_key.as_ref().map(|k| k.public_key.clone()),
         }),
     );
     if caller.scope().is_some_and(|s| !s.admits_device(&device)) {
@@ -147,8 +156,29 @@ pub async fn enrol(
         ));
     }
     let d = device.clone();
-    state.db.run(move |s| s.enrol_device(&d, &event)).await?;
-    Ok((StatusCode::CREATED, Json(device)))
+    state
+        .db
+        .run(move |s| {
+            // Another device's encryption key is refused before the enrolment is written; the
+            // key itself is stored right after it (its audit entry is the enrolment's).
+            if let Some(k) = &encryption_key {
+                if let Some(other) = s.recipient_device(&k.recipient)? {
+                    return Err(crate::store::StoreError::Conflict(format!(
+                        "device {other} is already enrolled with that encryption key"
+                    )));
+                }
+            }
+            s.enrol_device(&d, &event)?;
+            if let Some(k) = &encryption_key {
+                s.set_encryption_key(&d.id, Some(k), d.enrolled_at, None)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(super::encryption::view(&state, device).await?),
+    ))
 }
 
 /// Query of `GET /api/v1/devices`: a page, and optional conditions that must all hold.
@@ -193,7 +223,7 @@ pub async fn list(
     Ok(Json(state.db.run(move |s| s.devices(&filter, page)).await?))
 }
 
-async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {
+pub(super) async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {
     let key = id.clone();
     state
         .db
@@ -207,12 +237,10 @@ pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Device>, ApiError> {
+) -> Result<Json<super::encryption::DeviceView>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
-    Ok(Json(super::scopes::device_in_scope(
-        &caller,
-        find(&state, id).await?,
-    )?))
+    let device = super::scopes::device_in_scope(&caller, find(&state, id).await?)?;
+    Ok(Json(super::encryption::view(&state, device).await?))
 }
 
 /// `POST /api/v1/devices/{id}/revoke`.
@@ -430,6 +458,10 @@ pub struct UpdateOffer {
     size: u64,
     download_url: String,
     status: DeviceStatus,
+    /// For an encrypted release: this device's key record (SGL-WKEY, hex), which the agent
+    /// stages beside the bundle for the bootloader (FORMAT.md §9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_record: Option<String>,
 }
 
 /// Check-in answer: `update` is `null` when there is nothing to do; `root_chain` (hex of the
@@ -440,6 +472,10 @@ pub struct CheckInResponse {
     update: Option<UpdateOffer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     root_chain: Option<String>,
+    /// Why an assigned release is not offered (an encrypted release without this device's key
+    /// record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    withheld: Option<String>,
 }
 
 /// `POST /api/v1/device/checkin`.
@@ -466,7 +502,7 @@ pub async fn checkin(
         )));
     }
     let report = CheckIn {
-        device_id,
+        device_id: device_id.clone(),
         version: req.version,
         security_counter: req.security_counter,
         state: report_state,
@@ -475,6 +511,23 @@ pub async fn checkin(
     };
     let assignment = state.check_ins.submit(report).await?;
     state.metrics.check_in(status);
+    let mut withheld = None;
+    let mut key_record = None;
+    let assignment = match assignment {
+        Some(a) => match super::encryption::record_for(&state, &a.release.id, &device_id).await? {
+            None => Some(a),
+            Some(Ok(record)) => {
+                key_record = Some(hex::encode(record));
+                Some(a)
+            }
+            Some(Err(reason)) => {
+                tracing::warn!(device = %device_id, release = %a.release.id, "{reason}");
+                withheld = Some(reason);
+                None
+            }
+        },
+        None => None,
+    };
     let update = assignment.map(|a| {
         let r = a.release;
         let download_url = match &state.config.mirror_base_url {
@@ -496,6 +549,7 @@ pub async fn checkin(
             download_url,
             status: a.status,
             release: r.id,
+            key_record,
         }
     });
     let root_chain = match (req.root_version, state.roots.as_deref()) {
@@ -508,5 +562,9 @@ pub async fn checkin(
         }
         _ => None,
     };
-    Ok(Json(CheckInResponse { update, root_chain }))
+    Ok(Json(CheckInResponse {
+        update,
+        root_chain,
+        withheld,
+    }))
 }

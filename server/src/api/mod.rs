@@ -42,6 +42,7 @@ mod console;
 mod deployments;
 mod devices;
 mod downloads;
+mod encryption;
 mod ops;
 mod records;
 mod releases;
@@ -569,6 +570,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/reports", get(devices::reports))
         .route("/api/v1/devices/{id}/export", get(records::export))
         .route("/api/v1/records", get(records::statement))
+        .route(
+            "/api/v1/devices/{id}/encryption-key",
+            axum::routing::put(encryption::set_key),
+        )
+        .route(
+            "/api/v1/releases/{id}/key-records",
+            post(encryption::upload_records),
+        )
+        .route(
+            "/api/v1/device/key-records/{release}",
+            get(encryption::own_record),
+        )
         .route("/api/v1/device/challenge", post(devices::challenge))
         .route("/api/v1/device/session", post(devices::session))
         .route(CHECK_IN_PATH, post(devices::checkin))

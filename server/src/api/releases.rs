@@ -122,6 +122,7 @@ pub async fn upload(
         }
     };
     state.metrics.upload(true);
+    let encrypted = ingested.encrypted.clone();
     let release = Release {
         id: ingested.id,
         vendor: ingested.vendor,
@@ -167,6 +168,11 @@ pub async fn upload(
                 s.put_bundle(&r.id, &mut file, now_secs())?;
             }
             let created = s.insert_release(&r, &event)?;
+            // Encrypted payloads: the manifest digest its key records must name (idempotent,
+            // so uploading the same bundle again repairs an interrupted first upload).
+            if let Some(digest) = &encrypted {
+                s.mark_encrypted(&r.id, digest)?;
+            }
             // The newest key set any live release of this product is signed under.
             let live = ReleaseFilter {
                 product: Some(Product {
@@ -286,6 +292,26 @@ pub async fn list(
     Ok(Json(
         state.db.run(move |s| s.releases(&filter, page)).await?,
     ))
+}
+
+/// Release `id` if it exists and is within the caller's scope (404 otherwise).
+pub(super) async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+) -> Result<Release, ApiError> {
+    check_id(&id)?;
+    let key = id.clone();
+    state
+        .db
+        .run(move |s| s.release(&key))
+        .await?
+        .filter(|r| {
+            caller
+                .scope()
+                .is_none_or(|s| s.admits_product(&release_product(r)))
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("release {id} not found")))
 }
 
 /// `GET /api/v1/releases/{id}`: the release, with `warnings` when it expires within

@@ -17,6 +17,7 @@
 //! no change without its entry, and no entry without its change.
 
 pub mod accounts;
+pub mod encryption;
 mod error;
 pub mod migrate;
 pub mod model;
@@ -26,6 +27,7 @@ pub mod rules;
 pub mod sqlite;
 
 pub use accounts::{AccountStore, ApprovalStore};
+pub use encryption::{EncryptionKey, EncryptionStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use postgres::PgStore;
@@ -38,7 +40,7 @@ use crate::audit::{AuditEntry, Checkpoint};
 pub mod prelude {
     pub use super::{
         AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
-        DeviceStore, RecordStore, ReleaseStore, Store, TokenStore,
+        DeviceStore, EncryptionStore, RecordStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -202,6 +204,7 @@ pub trait Store:
     + AccountStore
     + ApprovalStore
     + RecordStore
+    + EncryptionStore
     + Send
     + Sync
     + 'static
@@ -220,6 +223,7 @@ impl<T> Store for T where
         + AccountStore
         + ApprovalStore
         + RecordStore
+        + EncryptionStore
         + Send
         + Sync
         + 'static

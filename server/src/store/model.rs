@@ -454,6 +454,10 @@ pub enum AuditAction {
     RecordsPrune,
     /// Everything held about one device was exported.
     RecordsExport,
+    /// A device's encryption key was set or cleared after enrolment.
+    DeviceEncryptionKey,
+    /// Key records (SGL-WKEY) of an encrypted release were uploaded.
+    ReleaseKeyRecords,
 }
 
 impl AuditAction {
@@ -490,6 +494,8 @@ impl AuditAction {
         AuditAction::DeploymentDecision,
         AuditAction::RecordsPrune,
         AuditAction::RecordsExport,
+        AuditAction::DeviceEncryptionKey,
+        AuditAction::ReleaseKeyRecords,
     ];
 
     /// The name in the trail.
@@ -526,6 +532,8 @@ impl AuditAction {
             AuditAction::DeploymentDecision => "deployment.decision",
             AuditAction::RecordsPrune => "records.prune",
             AuditAction::RecordsExport => "records.export",
+            AuditAction::DeviceEncryptionKey => "device.encryption_key",
+            AuditAction::ReleaseKeyRecords => "release.key_records",
         }
     }
 

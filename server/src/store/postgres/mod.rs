@@ -33,6 +33,7 @@ mod checkins;
 mod deployments;
 mod devices;
 mod records;
+mod encryption;
 mod releases;
 mod roots;
 mod rows;
@@ -61,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0004_accounts.sql"),
     include_str!("schema/0005_account_scopes.sql"),
     include_str!("schema/0006_reports_by_age.sql"),
+    include_str!("schema/0007_device_encryption_keys.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

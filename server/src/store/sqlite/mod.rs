@@ -11,6 +11,7 @@ mod checkins;
 mod deployments;
 mod devices;
 mod records;
+mod encryption;
 mod releases;
 mod roots;
 mod rows;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0004_accounts.sql"),
     include_str!("schema/0005_account_scopes.sql"),
     include_str!("schema/0006_reports_by_age.sql"),
+    include_str!("schema/0007_device_encryption_keys.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.
