@@ -55,13 +55,7 @@ async fn enrolment_needs_a_strong_passphrase_and_a_correct_code_and_is_single_us
     let secret = totp_rs::Secret::Encoded(v["secret"].as_str().unwrap().to_owned())
         .to_bytes()
         .unwrap();
-    let mut ann = Person {
-        name: "ann".into(),
-        secret,
-        last_step: None,
-        cookie: String::new(),
-        csrf: String::new(),
-    };
+    let mut ann = Person::new("ann", secret);
 
     // The code sets a passphrase once; the secret is never shown again.
     let (s, _) = h
@@ -76,33 +70,12 @@ async fn enrolment_needs_a_strong_passphrase_and_a_correct_code_and_is_single_us
     // Not enrolled until a correct code: no login yet.
     let (s, _, _) = people::login(&h, &mut ann, PASSPHRASE).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, v) = h
-        .call(
-            "POST",
-            "/api/v1/enrolment/confirm",
-            None,
-            Some(json!({ "enrolment_code": code, "totp": ann.wrong_code() })),
-        )
-        .await;
+    let (s, v) = people::confirm(&h, &code, &ann.wrong_code()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let totp = ann.code();
-    let (s, v) = h
-        .call(
-            "POST",
-            "/api/v1/enrolment/confirm",
-            None,
-            Some(json!({ "enrolment_code": code, "totp": totp })),
-        )
-        .await;
+    let (s, v) = people::confirm(&h, &code, &totp).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-    let (s, _) = h
-        .call(
-            "POST",
-            "/api/v1/enrolment/confirm",
-            None,
-            Some(json!({ "enrolment_code": code, "totp": ann.code() })),
-        )
-        .await;
+    let (s, _) = people::confirm(&h, &code, &ann.code()).await;
     assert_eq!(s, StatusCode::CONFLICT, "a spent code");
 
     let (s, headers, v) = people::login(&h, &mut ann, PASSPHRASE).await;
@@ -170,13 +143,7 @@ async fn a_wrong_passphrase_or_code_fails_the_login_and_is_audited_with_the_name
     let (s, _, _) = people::login_with(&h, &mut ann, PASSPHRASE, &replayed).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "a replayed code");
     // An unknown account fails the same way.
-    let mut nobody = Person {
-        name: "nobody".into(),
-        secret: ann.secret.clone(),
-        last_step: None,
-        cookie: String::new(),
-        csrf: String::new(),
-    };
+    let mut nobody = Person::new("nobody", ann.secret.clone());
     let (s, _, v) = people::login(&h, &mut nobody, PASSPHRASE).await;
     assert_eq!(
         (s, v["message"].clone()),

@@ -27,11 +27,7 @@ async fn upload_as(h: &Harness, p: &Person, bytes: Vec<u8>) -> (StatusCode, Valu
         .header("content-type", "application/octet-stream")
         .body(Body::from(bytes))
         .unwrap();
-    let res = h.send(req).await;
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, _, bytes) = people::read(h.send(req).await).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 

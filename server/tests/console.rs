@@ -8,7 +8,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use common::people::{self, Person, ENV, PASSPHRASE};
+use common::people::{self, read, Person, ENV, PASSPHRASE};
 use common::Harness;
 use serde_json::json;
 use sigil_server::store::Role;
@@ -39,12 +39,7 @@ async fn page(
         None => req.body(Body::empty()),
     }
     .unwrap();
-    let res = h.send(req).await;
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, headers, bytes) = read(h.send(req).await).await;
     (
         status,
         headers,
@@ -434,13 +429,7 @@ fn real_person(s: &Real, name: &str, roles: &[&str]) -> Person {
     let secret = totp_rs::Secret::Encoded(r.json()["secret"].as_str().unwrap().to_owned())
         .to_bytes()
         .unwrap();
-    let mut p = Person {
-        name: name.to_owned(),
-        secret,
-        last_step: None,
-        cookie: String::new(),
-        csrf: String::new(),
-    };
+    let mut p = Person::new(name, secret);
     let totp = p.code();
     let r = real_call(
         s,

@@ -373,6 +373,30 @@ pub fn token_owner(
     }
 }
 
+/// No account named `name`.
+pub fn no_account(name: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "account",
+        id: name.to_owned(),
+    }
+}
+
+/// A second account named `name` is refused.
+pub fn account_exists(name: &str) -> StoreError {
+    StoreError::Conflict(format!("an account named {name} exists"))
+}
+
+/// A person enrols; a service account never does (it uses API tokens).
+pub fn check_enrols(user: &User) -> StoreResult<()> {
+    if user.kind != AccountKind::Person {
+        return Err(StoreError::Conflict(format!(
+            "{} is a service account: it uses API tokens and never enrols",
+            user.name
+        )));
+    }
+    Ok(())
+}
+
 /// Roles as stored (a JSON array of names).
 pub fn roles_to_text(roles: &[Role]) -> String {
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();

@@ -1,8 +1,8 @@
 //! People in tests: created by the admin token, enrolled with a passphrase and a TOTP
 //! secret, logged in with a session cookie; the codes an authenticator app would show.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use sigil_server::store::Role;
 
@@ -44,6 +44,17 @@ pub fn totp_at(secret: &[u8], step: u64) -> String {
 }
 
 impl Person {
+    /// A person with their authenticator's secret, not logged in.
+    pub fn new(name: &str, secret: Vec<u8>) -> Self {
+        Person {
+            name: name.to_owned(),
+            secret,
+            last_step: None,
+            cookie: String::new(),
+            csrf: String::new(),
+        }
+    }
+
     /// The next code the server accepts: the earliest step after the last used one among
     /// the previous, current and next; waits for the clock when all three are used.
     pub fn code(&mut self) -> String {
@@ -76,7 +87,7 @@ pub async fn request(
     person: Option<&Person>,
     headers: &[(&str, &str)],
     body: Option<Value>,
-) -> (StatusCode, axum::http::HeaderMap, Value) {
+) -> (StatusCode, HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -97,12 +108,7 @@ pub async fn request(
         None => req.body(Body::empty()),
     }
     .unwrap();
-    let res = h.send(req).await;
-    let status = res.status();
-    let headers = res.headers().clone();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, headers, bytes) = read(h.send(req).await).await;
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, headers, value)
@@ -118,6 +124,27 @@ pub async fn as_person(
 ) -> (StatusCode, Value) {
     let (s, _, v) = request(h, method, uri, None, Some(person), &[], body).await;
     (s, v)
+}
+
+/// A response's status, headers and whole body.
+pub async fn read(res: Response<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, headers, bytes)
+}
+
+/// Confirms an enrolment with the code an authenticator shows.
+pub async fn confirm(h: &Harness, code: &str, totp: &str) -> (StatusCode, Value) {
+    h.call(
+        "POST",
+        "/api/v1/enrolment/confirm",
+        None,
+        Some(json!({ "enrolment_code": code, "totp": totp })),
+    )
+    .await
 }
 
 /// Creates a person with the admin token; the enrolment code.
@@ -154,22 +181,9 @@ pub async fn start_enrolment(h: &Harness, code: &str) -> Vec<u8> {
 pub async fn person(h: &Harness, name: &str, roles: &[Role]) -> Person {
     let code = create(h, name, roles).await;
     let secret = start_enrolment(h, &code).await;
-    let mut p = Person {
-        name: name.to_owned(),
-        secret,
-        last_step: None,
-        cookie: String::new(),
-        csrf: String::new(),
-    };
+    let mut p = Person::new(name, secret);
     let totp = p.code();
-    let (s, v) = h
-        .call(
-            "POST",
-            "/api/v1/enrolment/confirm",
-            None,
-            Some(json!({ "enrolment_code": code, "totp": totp })),
-        )
-        .await;
+    let (s, v) = confirm(h, &code, &totp).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let (s, _, v) = login(h, &mut p, PASSPHRASE).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -181,7 +195,7 @@ pub async fn login(
     h: &Harness,
     p: &mut Person,
     passphrase: &str,
-) -> (StatusCode, axum::http::HeaderMap, Value) {
+) -> (StatusCode, HeaderMap, Value) {
     let before = p.last_step;
     let totp = p.code();
     let out = login_with(h, p, passphrase, &totp).await;
@@ -198,7 +212,7 @@ pub async fn login_with(
     p: &mut Person,
     passphrase: &str,
     totp: &str,
-) -> (StatusCode, axum::http::HeaderMap, Value) {
+) -> (StatusCode, HeaderMap, Value) {
     let (s, headers, v) = request(
         h,
         "POST",
@@ -231,8 +245,8 @@ pub async fn reauth(h: &Harness, p: &mut Person) -> StatusCode {
     .0
 }
 
-/// The exported audit entries (not checkpoints) as JSON.
-pub async fn audit(h: &Harness) -> Vec<Value> {
+/// The audit export (the auditor token), as it is sent.
+pub async fn audit_export(h: &Harness) -> Bytes {
     let req = Request::get("/api/v1/audit/export")
         .header(
             "authorization",
@@ -240,11 +254,14 @@ pub async fn audit(h: &Harness) -> Vec<Value> {
         )
         .body(Body::empty())
         .unwrap();
-    let res = h.send(req).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let (status, _, bytes) = read(h.send(req).await).await;
+    assert_eq!(status, StatusCode::OK);
+    bytes
+}
+
+/// The exported audit entries (not checkpoints) as JSON.
+pub async fn audit(h: &Harness) -> Vec<Value> {
+    let bytes = audit_export(h).await;
     String::from_utf8(bytes.to_vec())
         .unwrap()
         .lines()

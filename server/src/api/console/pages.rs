@@ -138,6 +138,57 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
+/// The strings in the array at `key`, joined with commas.
+fn joined(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// Each item of a list answer, as `row` makes it (none when the answer is not a list).
+fn each<T>(list: &Value, row: impl Fn(&Value) -> T) -> Vec<T> {
+    list.as_array()
+        .map(|a| a.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
+/// A page rendered with 200.
+fn ok<T: Template>(page: &T) -> Page {
+    Ok(render(StatusCode::OK, page))
+}
+
+/// Back to the page of `id` in `section` after a form action.
+fn back_to(section: &str, id: &str) -> Page {
+    Ok(see_other(&format!("/console/{section}/{}", urlencode(id))))
+}
+
+/// The body of a raw API answer (at most `limit` bytes).
+async fn answer_bytes(answer: Response, limit: usize) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(answer.into_body(), limit)
+        .await
+        .map_err(|e| error_page(ApiError::Internal(e.into())))
+}
+
+/// A redirect to `to` carrying the session cookie `answer` set (or cleared), if any.
+fn with_cookie(to: &str, answer: &Response) -> Response {
+    let mut r = see_other(to);
+    if let Some(cookie) = answer.headers().get(SET_COOKIE) {
+        r.headers_mut().insert(SET_COOKIE, cookie.clone());
+    }
+    r
+}
+
+/// A value as text: a string as it is, anything else as JSON.
+fn plain(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
 fn time(v: &Value, key: &str) -> String {
     v.get(key)
         .and_then(Value::as_u64)
@@ -214,13 +265,7 @@ pub async fn login(
         Err(r) => return r,
     };
     match accounts::login(State(state), ApiJson(req)).await {
-        Ok(answer) if answer.status().is_success() => {
-            let mut r = see_other("/console/");
-            if let Some(cookie) = answer.headers().get(SET_COOKIE) {
-                r.headers_mut().insert(SET_COOKIE, cookie.clone());
-            }
-            r
-        }
+        Ok(answer) if answer.status().is_success() => with_cookie("/console/", &answer),
         Ok(answer) => answer,
         Err(e) => {
             let message = e.to_string();
@@ -242,29 +287,25 @@ pub async fn logout(State(state): State<AppState>, caller: Result<Caller, ApiErr
     let answer = accounts::logout(State(state), caller)
         .await
         .map_err(error_page)?;
-    let mut r = see_other("/console/login");
-    if let Some(cookie) = answer.headers().get(SET_COOKIE) {
-        r.headers_mut().insert(SET_COOKIE, cookie.clone());
-    }
-    Ok(r)
+    Ok(with_cookie("/console/login", &answer))
 }
 
-/// A fresh passphrase-and-code check (`POST /api/v1/session/reauth`'s handler) for an action
-/// that needs one; the caller is updated to carry it.
-async fn reauthenticate(
+/// The person behind a form that needs a fresh passphrase-and-code check
+/// (`POST /api/v1/session/reauth`'s handler); the caller returned carries it.
+async fn reauthenticated(
     state: &AppState,
-    caller: &mut Caller,
-    passphrase: &str,
-    totp: &str,
-) -> Result<(), Response> {
-    let req = body(json!({ "passphrase": passphrase, "totp": totp.trim() }))?;
+    caller: Result<Caller, ApiError>,
+    form: &ReauthForm,
+) -> Result<Caller, Response> {
+    let (mut caller, _) = person(caller)?;
+    let req = body(json!({ "passphrase": form.passphrase, "totp": form.totp.trim() }))?;
     accounts::reauth(State(state.clone()), caller.clone(), ApiJson(req))
         .await
         .map_err(error_page)?;
     if let Some(s) = caller.session.as_mut() {
         s.reauth_at = now_secs();
     }
-    Ok(())
+    Ok(caller)
 }
 
 // ---------------------------------------------------------------- overview
@@ -298,16 +339,7 @@ fn device_row(d: &Value) -> DeviceRow {
         id: text(d, "id"),
         product: format!("{}/{}", text(&product, "vendor"), text(&product, "device")),
         channel: text(d, "channel"),
-        groups: d
-            .get("groups")
-            .and_then(Value::as_array)
-            .map(|g| {
-                g.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default(),
+        groups: joined(d, "groups"),
         version: text(d, "version"),
         state: text(d, "state"),
         last_seen: time(d, "last_seen"),
@@ -372,10 +404,7 @@ async fn device_rows(
         &[("limit", "10000")],
     )?;
     let list = value(devices::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
-    Ok(list
-        .as_array()
-        .map(|a| a.iter().map(device_row).collect())
-        .unwrap_or_default())
+    Ok(each(&list, device_row))
 }
 
 /// `GET /console/`: the fleet overview.
@@ -387,27 +416,21 @@ pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiE
     let by_version = charts::bars("devices by version", &count_by(&rows, |r| &r.version));
     let q = Query(body(json!({ "state": "active" }))?);
     let active = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
-    let rollouts = active
-        .as_array()
-        .map(|a| a.iter().map(deployment_row).collect())
-        .unwrap_or_default();
+    let rollouts = each(&active, deployment_row);
     let mut failures: Vec<DeviceRow> = rows
         .into_iter()
         .filter(|r| matches!(r.state.as_str(), "failed" | "reverted"))
         .collect();
     failures.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
     failures.truncate(10);
-    Ok(render(
-        StatusCode::OK,
-        &OverviewPage {
-            nav,
-            devices,
-            by_state,
-            by_version,
-            rollouts,
-            failures,
-        },
-    ))
+    ok(&OverviewPage {
+        nav,
+        devices,
+        by_state,
+        by_version,
+        rollouts,
+        failures,
+    })
 }
 
 // ---------------------------------------------------------------- devices
@@ -439,18 +462,15 @@ pub async fn devices(
     if let Some(v) = filter.get("version").filter(|v| !v.is_empty()) {
         rows.retain(|r| &r.version == v);
     }
-    Ok(render(
-        StatusCode::OK,
-        &DevicesPage {
-            nav,
-            filter,
-            states: sigil_protocol::CheckInState::ALL
-                .iter()
-                .map(|s| s.as_str())
-                .collect(),
-            rows,
-        },
-    ))
+    ok(&DevicesPage {
+        nav,
+        filter,
+        states: sigil_protocol::CheckInState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+        rows,
+    })
 }
 
 #[derive(Template)]
@@ -490,32 +510,22 @@ pub async fn device(
                 .collect()
         })
         .unwrap_or_default();
-    let reports = reports
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| ReportRow {
-                    at: time(r, "at"),
-                    state: text(r, "state"),
-                    version: text(r, "version"),
-                    detail: r
-                        .get("detail")
-                        .filter(|v| !v.is_null())
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                        .unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(render(
-        StatusCode::OK,
-        &DevicePage {
-            nav,
-            device: device_row(&d),
-            labels,
-            reports,
-        },
-    ))
+    let reports = each(&reports, |r| ReportRow {
+        at: time(r, "at"),
+        state: text(r, "state"),
+        version: text(r, "version"),
+        detail: r
+            .get("detail")
+            .filter(|v| !v.is_null())
+            .map(plain)
+            .unwrap_or_default(),
+    });
+    ok(&DevicePage {
+        nav,
+        device: device_row(&d),
+        labels,
+        reports,
+    })
 }
 
 /// A form that needs a fresh re-authentication.
@@ -536,12 +546,11 @@ pub async fn revoke_device(
     Path(id): Path<String>,
     Form(form): Form<ReauthForm>,
 ) -> Page {
-    let (mut caller, _) = person(caller)?;
-    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let caller = reauthenticated(&state, caller, &form).await?;
     let _answer = devices::revoke(State(state), caller, Path(id.clone()))
         .await
         .map_err(error_page)?;
-    Ok(see_other(&format!("/console/devices/{}", urlencode(&id))))
+    back_to("devices", &id)
 }
 
 fn urlencode(s: &str) -> String {
@@ -593,11 +602,8 @@ pub async fn releases(
     let (caller, nav) = person(caller)?;
     let q = query(&uri, &["product", "retired"], &[])?;
     let list = value(releases::list(State(state), caller, Ok(q)).await)?;
-    let rows = list
-        .as_array()
-        .map(|a| a.iter().map(release_fields).collect())
-        .unwrap_or_default();
-    Ok(render(StatusCode::OK, &ReleasesPage { nav, rows }))
+    let rows = each(&list, release_fields);
+    ok(&ReleasesPage { nav, rows })
 }
 
 #[derive(Template)]
@@ -647,9 +653,7 @@ pub async fn release(
     let answer = releases::show(State(state.clone()), caller.clone(), Path(id.clone()))
         .await
         .map_err(error_page)?;
-    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
-        .await
-        .map_err(|e| error_page(ApiError::Internal(e.into())))?;
+    let bytes = answer_bytes(answer, 1 << 20).await?;
     let r: Value =
         serde_json::from_slice(&bytes).map_err(|e| error_page(ApiError::Internal(e.into())))?;
     let known = release_fields(&r);
@@ -663,12 +667,7 @@ pub async fn release(
                     !RELEASE_FIELDS.contains(&k.as_str())
                         && !matches!(k.as_str(), "created" | "uploaded_at")
                 })
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), plain(v)))
                 .collect()
         })
         .unwrap_or_default();
@@ -690,20 +689,17 @@ pub async fn release(
         .filter(|d| d.get("release_id").and_then(Value::as_str) == Some(id.as_str()))
         .map(deployment_row)
         .collect();
-    Ok(render(
-        StatusCode::OK,
-        &ReleasePage {
-            nav,
-            decide_action: format!("/console/releases/{}/decide", urlencode(&id)),
-            id,
-            fields,
-            extra,
-            approved_by: text(&approvals_state, "approved_by"),
-            author: text(&approvals_state, "author"),
-            decisions: decision_rows(&approvals_state),
-            deployed,
-        },
-    ))
+    ok(&ReleasePage {
+        nav,
+        decide_action: format!("/console/releases/{}/decide", urlencode(&id)),
+        id,
+        fields,
+        extra,
+        approved_by: text(&approvals_state, "approved_by"),
+        author: text(&approvals_state, "author"),
+        decisions: decision_rows(&approvals_state),
+        deployed,
+    })
 }
 
 /// `POST /console/releases/{id}/decide`: approve or refuse (re-authentication first).
@@ -713,8 +709,7 @@ pub async fn decide_release(
     Path(id): Path<String>,
     Form(form): Form<ReauthForm>,
 ) -> Page {
-    let (mut caller, _) = person(caller)?;
-    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let caller = reauthenticated(&state, caller, &form).await?;
     let req = body(json!({ "reason": form.reason }))?;
     let _answer = approvals::decide_release(
         State(state),
@@ -724,7 +719,7 @@ pub async fn decide_release(
     )
     .await
     .map_err(error_page)?;
-    Ok(see_other(&format!("/console/releases/{}", urlencode(&id))))
+    back_to("releases", &id)
 }
 
 // ---------------------------------------------------------------- deployments
@@ -745,11 +740,8 @@ pub async fn deployments(
     let (caller, nav) = person(caller)?;
     let q = query(&uri, &["product", "state", "offset"], &[])?;
     let list = value(deployments::list(State(state), caller, Ok(q)).await)?;
-    let rows = list
-        .as_array()
-        .map(|a| a.iter().map(deployment_row).collect())
-        .unwrap_or_default();
-    Ok(render(StatusCode::OK, &DeploymentsPage { nav, rows }))
+    let rows = each(&list, deployment_row);
+    ok(&DeploymentsPage { nav, rows })
 }
 
 #[derive(Template)]
@@ -854,22 +846,19 @@ pub async fn deployment(
         })
         .unwrap_or_default();
     let row = deployment_row(&d);
-    Ok(render(
-        StatusCode::OK,
-        &DeploymentPage {
-            nav,
-            decide_action: format!("/console/deployments/{}/decide", row.id),
-            final_state: matches!(row.state.as_str(), "cancelled" | "completed"),
-            paused: row.state == "paused",
-            row,
-            counts,
-            chart,
-            phases,
-            waiting: a.get("waiting").and_then(Value::as_bool).unwrap_or(false),
-            author: text(&a, "author"),
-            decisions: decision_rows(&a),
-        },
-    ))
+    ok(&DeploymentPage {
+        nav,
+        decide_action: format!("/console/deployments/{}/decide", row.id),
+        final_state: matches!(row.state.as_str(), "cancelled" | "completed"),
+        paused: row.state == "paused",
+        row,
+        counts,
+        chart,
+        phases,
+        waiting: a.get("waiting").and_then(Value::as_bool).unwrap_or(false),
+        author: text(&a, "author"),
+        decisions: decision_rows(&a),
+    })
 }
 
 fn compact(v: &Value) -> String {
@@ -901,10 +890,7 @@ pub async fn act_on_deployment(
     let _answer = deployments::act(State(state), caller, Path((id.clone(), form.action)))
         .await
         .map_err(error_page)?;
-    Ok(see_other(&format!(
-        "/console/deployments/{}",
-        urlencode(&id)
-    )))
+    back_to("deployments", &id)
 }
 
 /// `POST /console/deployments/{id}/decide`: approve or refuse (re-authentication first).
@@ -914,8 +900,7 @@ pub async fn decide_deployment(
     Path(id): Path<String>,
     Form(form): Form<ReauthForm>,
 ) -> Page {
-    let (mut caller, _) = person(caller)?;
-    reauthenticate(&state, &mut caller, &form.passphrase, &form.totp).await?;
+    let caller = reauthenticated(&state, caller, &form).await?;
     let req = body(json!({ "reason": form.reason }))?;
     let st = State(state);
     let done = match form.decision.as_str() {
@@ -930,10 +915,7 @@ pub async fn decide_deployment(
         )),
     };
     let _answer = done.map_err(error_page)?;
-    Ok(see_other(&format!(
-        "/console/deployments/{}",
-        urlencode(&id)
-    )))
+    back_to("deployments", &id)
 }
 
 // ---------------------------------------------------------------- approvals
@@ -956,14 +938,11 @@ pub async fn approvals(State(state): State<AppState>, caller: Result<Caller, Api
             .cloned()
             .unwrap_or_default()
     };
-    Ok(render(
-        StatusCode::OK,
-        &ApprovalsPage {
-            nav,
-            releases: list("releases").iter().map(release_fields).collect(),
-            deployments: list("deployments").iter().map(deployment_row).collect(),
-        },
-    ))
+    ok(&ApprovalsPage {
+        nav,
+        releases: list("releases").iter().map(release_fields).collect(),
+        deployments: list("deployments").iter().map(deployment_row).collect(),
+    })
 }
 
 // ---------------------------------------------------------------- audit
@@ -1059,15 +1038,12 @@ pub async fn audit(
         })
         .await
         .map_err(error_page)?;
-    Ok(render(
-        StatusCode::OK,
-        &AuditPage {
-            nav,
-            verified,
-            filter,
-            entries,
-        },
-    ))
+    ok(&AuditPage {
+        nav,
+        verified,
+        filter,
+        entries,
+    })
 }
 
 // ---------------------------------------------------------------- people
@@ -1105,55 +1081,29 @@ async fn people_page(
 ) -> Page {
     let users = value(accounts::list_users(State(state.clone()), caller.clone()).await)?;
     let tokens = value(ops::list_tokens(State(state), caller).await)?;
-    let users = users
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|u| UserRow {
-                    name: text(u, "name"),
-                    kind: text(u, "kind"),
-                    roles: u
-                        .get("roles")
-                        .and_then(Value::as_array)
-                        .map(|r| {
-                            r.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .unwrap_or_default(),
-                    state: text(u, "state"),
-                    scope: u
-                        .get("scope")
-                        .filter(|s| !s.is_null())
-                        .map_or_else(|| "whole fleet".to_owned(), compact),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let tokens = tokens
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|t| TokenRow {
-                    id: text(t, "id"),
-                    name: text(t, "name"),
-                    role: text(t, "role"),
-                    owner: text(t, "owner"),
-                    expires: time(t, "expires_at"),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(render(
-        StatusCode::OK,
-        &PeoplePage {
-            nav,
-            users,
-            tokens,
-            enrolment,
-        },
-    ))
+    let users = each(&users, |u| UserRow {
+        name: text(u, "name"),
+        kind: text(u, "kind"),
+        roles: joined(u, "roles"),
+        state: text(u, "state"),
+        scope: u
+            .get("scope")
+            .filter(|s| !s.is_null())
+            .map_or_else(|| "whole fleet".to_owned(), compact),
+    });
+    let tokens = each(&tokens, |t| TokenRow {
+        id: text(t, "id"),
+        name: text(t, "name"),
+        role: text(t, "role"),
+        owner: text(t, "owner"),
+        expires: time(t, "expires_at"),
+    });
+    ok(&PeoplePage {
+        nav,
+        users,
+        tokens,
+        enrolment,
+    })
 }
 
 /// `GET /console/people` (admin): accounts, roles, scopes and tokens.
@@ -1186,9 +1136,7 @@ pub async fn add_person(
     let answer = accounts::create_user(State(state.clone()), caller.clone(), ApiJson(req))
         .await
         .map_err(error_page)?;
-    let bytes = axum::body::to_bytes(answer.into_body(), 1 << 16)
-        .await
-        .map_err(|e| error_page(ApiError::Internal(e.into())))?;
+    let bytes = answer_bytes(answer, 1 << 16).await?;
     let code: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let enrolment = Some((text(&code, "name"), text(&code, "enrolment_code")));
     people_page(state, caller, nav, enrolment).await

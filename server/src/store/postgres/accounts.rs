@@ -124,10 +124,7 @@ impl AccountStore for PgStore {
                 &[&name, &text],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "account",
-                    id: name.to_owned(),
-                });
+                return Err(no_account(name));
             }
             append(tx, audit, crate::store::now_secs())?;
             Ok(())
@@ -142,10 +139,7 @@ impl AccountStore for PgStore {
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
             if load_user(tx, &user.name, true)?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "an account named {} exists",
-                    user.name
-                )));
+                return Err(account_exists(&user.name));
             }
             upsert_user(tx, user)?;
             if let Some((hash, expires_at)) = enrolment {
@@ -181,15 +175,8 @@ impl AccountStore for PgStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
-            let user = load_user(tx, name, true)?.ok_or_else(|| StoreError::NotFound {
-                what: "account",
-                id: name.to_owned(),
-            })?;
-            if user.kind != AccountKind::Person {
-                return Err(StoreError::Conflict(format!(
-                    "{name} is a service account: it uses API tokens and never enrols"
-                )));
-            }
+            let user = load_user(tx, name, true)?.ok_or_else(|| no_account(name))?;
+            check_enrols(&user)?;
             tx.execute("DELETE FROM enrolments WHERE user_name = $1", &[&name])?;
             tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&name])?;
             tx.execute(
@@ -405,10 +392,7 @@ impl AccountStore for PgStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
-            let mut user = load_user(tx, name, true)?.ok_or_else(|| StoreError::NotFound {
-                what: "account",
-                id: name.to_owned(),
-            })?;
+            let mut user = load_user(tx, name, true)?.ok_or_else(|| no_account(name))?;
             if user.state == AccountState::Enrolling && state == AccountState::Active {
                 return Err(StoreError::Conflict(format!(
                     "{name} has not finished enrolment"
