@@ -43,6 +43,7 @@
 //! | `accounts.argon2_memory_kib` | `SIGIL_ARGON2_MEMORY_KIB` | `65536` (64 MiB)          |
 //! | `accounts.argon2_iterations` | `SIGIL_ARGON2_ITERATIONS` | `3`                       |
 //! | `accounts.allowed_origins` | —                        | none: cookie requests must come from the server's own origin |
+//! | `accounts.public_url`     | `SIGIL_PUBLIC_URL`        | none: passkeys are off. The console's address (`https://sigil.example[:port]`): the passkeys' relying-party id is its host, their origin its scheme, host and port |
 //! | `approvals.production_channels` | `SIGIL_PRODUCTION_CHANNELS` (comma-separated) | none: no release approval needed |
 //! | `approvals.deployment_second_operator` | `SIGIL_DEPLOYMENT_SECOND_OPERATOR` | `false` |
 //! | `records.report_retention_days` | `SIGIL_REPORT_RETENTION_DAYS` | `365`: device reports older than this are deleted (1–3650) |
@@ -287,6 +288,9 @@ pub struct AccountsConfig {
     /// Origins (`https://console.example`) besides the server's own from which cookie-
     /// authenticated requests are accepted.
     pub allowed_origins: Vec<String>,
+    /// The console's public address (`https://host[:port]`), which people's browsers show: it
+    /// turns passkeys on, with the host as relying-party id and the address as origin.
+    pub public_url: Option<String>,
 }
 
 impl Default for AccountsConfig {
@@ -304,6 +308,7 @@ impl Default for AccountsConfig {
             argon2_memory_kib: 65_536,
             argon2_iterations: 3,
             allowed_origins: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -472,6 +477,7 @@ impl ServerConfig {
                     config.accounts.session_absolute_secs = parse_env(n, &value)?
                 }
                 "SIGIL_REAUTH_SECS" => config.accounts.reauth_secs = parse_env(n, &value)?,
+                "SIGIL_PUBLIC_URL" => config.accounts.public_url = Some(value),
                 "SIGIL_ENROLMENT_TTL_SECS" => {
                     config.accounts.enrolment_ttl_secs = parse_env(n, &value)?
                 }
@@ -592,6 +598,10 @@ impl ServerConfig {
                     "accounts.allowed_origins: {origin:.100} is not an origin (scheme://host[:port])"
                 )));
             }
+        }
+        if let Some(url) = &a.public_url {
+            crate::passkeys::RelyingParty::new(url)
+                .map_err(|e| ConfigError::Invalid(format!("accounts.public_url: {e}")))?;
         }
         for channel in &self.approvals.production_channels {
             if sigil_manifests::manifest::check_identifier(channel).is_err() {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod metrics;
+pub mod passkeys;
 pub mod range;
 pub mod ratelimit;
 pub mod records;

@@ -25,14 +25,17 @@ use crate::accounts as creds;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::store::accounts::{AccountKind, AccountState, Session, User};
+use crate::store::passkeys::SecondFactorUse;
 use crate::store::{now_secs, AuditAction, AuditEvent, Principal, Role, Store};
 
 /// Argon2id computations at once (each holds `accounts.argon2_memory_kib`, 64 MiB by
 /// default): a flood of logins queues here instead of exhausting memory.
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+pub(super) static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Runs an Argon2id computation on the blocking pool, at most [`HASHING`] at once.
-async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn hashing<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     let _permit = HASHING
         .acquire()
         .await
@@ -528,30 +531,19 @@ pub struct SessionView {
     reauth_at: u64,
 }
 
-const WRONG: &str = "wrong name, passphrase or code";
+pub(super) const WRONG: &str = "wrong name, passphrase or code";
 
-/// Checks a person's passphrase and TOTP code: the accepted step, or the counted failure
-/// (backoff, lockout, audit) as the error.
-async fn check_credentials(
+/// Checks a person's lockout and passphrase: the account when the passphrase is right (it is
+/// then an active person's), the counted failure (backoff, lockout, audit) as the error.
+pub(super) async fn check_passphrase(
     state: &AppState,
     name: &str,
     passphrase: String,
-    code: &str,
-) -> Result<u64, ApiError> {
+) -> Result<crate::store::accounts::Account, ApiError> {
     let now = now_secs();
     let key = name.to_owned();
     let account = state.db.run(move |s| s.account(&key)).await?;
-    if let Some(until) = account
-        .as_ref()
-        .and_then(|a| a.credentials.locked_until)
-        .filter(|&u| u > now)
-    {
-        let wait = until.saturating_sub(now);
-        return Err(ApiError::Throttled {
-            message: format!("too many failed logins for this account; retry in {wait} s"),
-            retry_after: wait,
-        });
-    }
+    check_not_locked(account.as_ref(), now)?;
     let usable = account
         .as_ref()
         .filter(|a| a.user.kind == AccountKind::Person && a.user.state == AccountState::Active);
@@ -566,36 +558,64 @@ async fn check_credentials(
         }
     })
     .await?;
-    let step = match (
-        passphrase_ok,
-        usable.and_then(|a| a.credentials.totp_secret.as_ref()),
-    ) {
-        (true, Some(secret)) => {
-            creds::totp_step(secret, code, now).map_err(|e| ApiError::Internal(e.into()))?
-        }
-        _ => None,
-    };
-    match (account, step) {
-        (_, Some(step)) => Ok(step),
-        (Some(a), None) => {
-            let reason = if passphrase_ok { "totp" } else { "passphrase" };
-            fail(state, &a.user.name, reason).await
-        }
-        (None, None) => {
+    match (account, passphrase_ok) {
+        (Some(a), true) => Ok(a),
+        (Some(a), false) => fail(state, &a.user.name, "passphrase").await,
+        (None, _) => {
             tracing::warn!(name = %name.chars().take(64).collect::<String>(), "login for an unknown account");
             Err(ApiError::Unauthorized(WRONG))
         }
     }
 }
 
+/// Refuses an attempt during an account's backoff or lockout.
+pub(super) fn check_not_locked(
+    account: Option<&crate::store::accounts::Account>,
+    now: u64,
+) -> Result<(), ApiError> {
+    if let Some(until) = account
+        .and_then(|a| a.credentials.locked_until)
+        .filter(|&u| u > now)
+    {
+        let wait = until.saturating_sub(now);
+        return Err(ApiError::Throttled {
+            message: format!("too many failed logins for this account; retry in {wait} s"),
+            retry_after: wait,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a person's passphrase and TOTP code: the accepted step, or the counted failure
+/// (backoff, lockout, audit) as the error.
+async fn check_credentials(
+    state: &AppState,
+    name: &str,
+    passphrase: String,
+    code: &str,
+) -> Result<u64, ApiError> {
+    let account = check_passphrase(state, name, passphrase).await?;
+    let step = match &account.credentials.totp_secret {
+        Some(secret) => {
+            creds::totp_step(secret, code, now_secs()).map_err(|e| ApiError::Internal(e.into()))?
+        }
+        None => None,
+    };
+    match step {
+        Some(step) => Ok(step),
+        None => fail(state, &account.user.name, "totp").await,
+    }
+}
+
 /// Counts a failed login of an existing account; always an error.
-async fn fail<T>(state: &AppState, name: &str, reason: &'static str) -> Result<T, ApiError> {
+pub(super) async fn fail<T>(state: &AppState, name: &str, reason: &str) -> Result<T, ApiError> {
     let policy = state.config.lockout();
     let key = name.to_owned();
+    let reason = reason.to_owned();
     let now = now_secs();
     let outcome = state
         .db
-        .run(move |s| s.record_login_failure(&key, reason, now, &policy))
+        .run(move |s| s.record_login_failure(&key, &reason, now, &policy))
         .await?;
     if outcome.locked_out {
         tracing::warn!(name, failures = outcome.failed_logins, "account locked");
@@ -611,7 +631,7 @@ async fn fail<T>(state: &AppState, name: &str, reason: &'static str) -> Result<T
     Err(ApiError::Unauthorized(WRONG))
 }
 
-fn session_cookie_header(id: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+pub(super) fn session_cookie_header(id: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
     ))
@@ -647,7 +667,7 @@ pub async fn login(
     let stored = session.clone();
     let opened = state
         .db
-        .run(move |s| s.open_session(&hash, &stored, step, &event))
+        .run(move |s| s.open_session(&hash, &stored, &SecondFactorUse::Totp(step), &event))
         .await;
     match opened {
         Ok(()) => {}
@@ -676,7 +696,7 @@ pub async fn login(
 }
 
 /// The session of a caller, or why the endpoint needs one.
-fn session_of(caller: &Caller) -> Result<&SessionAuth, ApiError> {
+pub(super) fn session_of(caller: &Caller) -> Result<&SessionAuth, ApiError> {
     caller.session.as_ref().ok_or_else(|| {
         ApiError::Forbidden("this endpoint is for a person's console session".to_owned())
     })
@@ -707,7 +727,7 @@ pub async fn reauth(
     let event = AuditEvent::new(&name, AuditAction::UserReauth, &name, serde_json::json!({}));
     match state
         .db
-        .run(move |s| s.reauthenticate(&hash, step, now, &event))
+        .run(move |s| s.reauthenticate(&hash, &SecondFactorUse::Totp(step), now, &event))
         .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -497,24 +497,26 @@ pub trait AccountStore {
         now: u64,
         policy: &LockoutPolicy,
     ) -> StoreResult<FailureOutcome>;
-    /// Opens a session after a correct passphrase and TOTP `step` (Conflict if the step was
-    /// used already); resets the failure counters.
+    /// Opens a session after a correct passphrase and second factor, spending it (Conflict if
+    /// the TOTP step was used already or the passkey's counter did not advance); resets the
+    /// failure counters.
     fn open_session(
         &self,
         hash: &[u8; 32],
         session: &Session,
-        step: u64,
+        factor: &super::passkeys::SecondFactorUse,
         audit: &AuditEvent,
     ) -> StoreResult<()>;
     /// The session of an id hash.
     fn session(&self, hash: &[u8; 32]) -> StoreResult<Option<Session>>;
     /// Records a request on a session.
     fn touch_session(&self, hash: &[u8; 32], now: u64) -> StoreResult<()>;
-    /// Records a fresh passphrase-and-code check on a session (Conflict if the step was used).
+    /// Records a fresh passphrase-and-second-factor check on a session, spending the factor
+    /// as [`AccountStore::open_session`] does.
     fn reauthenticate(
         &self,
         hash: &[u8; 32],
-        step: u64,
+        factor: &super::passkeys::SecondFactorUse,
         now: u64,
         audit: &AuditEvent,
     ) -> StoreResult<()>;

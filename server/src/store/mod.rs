@@ -21,6 +21,7 @@ pub mod encryption;
 mod error;
 pub mod migrate;
 pub mod model;
+pub mod passkeys;
 pub mod postgres;
 pub mod records;
 pub mod rules;
@@ -30,6 +31,7 @@ pub use accounts::{AccountStore, ApprovalStore};
 pub use encryption::{EncryptionKey, EncryptionStore};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use passkeys::PasskeyStore;
 pub use postgres::PgStore;
 pub use records::RecordStore;
 pub use sqlite::SqliteStore;
@@ -40,7 +42,7 @@ use crate::audit::{AuditEntry, Checkpoint};
 pub mod prelude {
     pub use super::{
         AccountStore, ApprovalStore, AuditStore, BundleBytes, CheckInStore, DeploymentStore,
-        DeviceStore, EncryptionStore, RecordStore, ReleaseStore, Store, TokenStore,
+        DeviceStore, EncryptionStore, PasskeyStore, RecordStore, ReleaseStore, Store, TokenStore,
     };
     pub use crate::roots::RootChainStore;
 }
@@ -202,6 +204,7 @@ pub trait Store:
     + BundleBytes
     + crate::roots::RootChainStore
     + AccountStore
+    + PasskeyStore
     + ApprovalStore
     + RecordStore
     + EncryptionStore
@@ -221,6 +224,7 @@ impl<T> Store for T where
         + BundleBytes
         + crate::roots::RootChainStore
         + AccountStore
+        + PasskeyStore
         + ApprovalStore
         + RecordStore
         + EncryptionStore

@@ -446,6 +446,15 @@ pub enum AuditAction {
     UserLogout,
     /// A person re-authenticated in a session.
     UserReauth,
+    /// A person registered a passkey.
+    UserPasskeyAdd,
+    /// A person removed a passkey.
+    UserPasskeyRemove,
+    /// A passkey assertion's signature counter did not advance: a cloned authenticator, or a
+    /// replayed assertion (refused; counted as a failed login too).
+    UserPasskeyClone,
+    /// A person removed their authenticator app (TOTP), keeping passkeys.
+    UserTotpRemove,
     /// A release was approved or refused for production channels.
     ReleaseDecision,
     /// A deployment was approved or refused past its canary phase.
@@ -462,7 +471,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 33] = [
+    pub const ALL: [AuditAction; 37] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -490,6 +499,10 @@ impl AuditAction {
         AuditAction::UserLockout,
         AuditAction::UserLogout,
         AuditAction::UserReauth,
+        AuditAction::UserPasskeyAdd,
+        AuditAction::UserPasskeyRemove,
+        AuditAction::UserPasskeyClone,
+        AuditAction::UserTotpRemove,
         AuditAction::ReleaseDecision,
         AuditAction::DeploymentDecision,
         AuditAction::RecordsPrune,
@@ -528,6 +541,10 @@ impl AuditAction {
             AuditAction::UserLockout => "user.lockout",
             AuditAction::UserLogout => "user.logout",
             AuditAction::UserReauth => "user.reauth",
+            AuditAction::UserPasskeyAdd => "user.passkey_add",
+            AuditAction::UserPasskeyRemove => "user.passkey_remove",
+            AuditAction::UserPasskeyClone => "user.passkey_clone",
+            AuditAction::UserTotpRemove => "user.totp_remove",
             AuditAction::ReleaseDecision => "release.decision",
             AuditAction::DeploymentDecision => "deployment.decision",
             AuditAction::RecordsPrune => "records.prune",

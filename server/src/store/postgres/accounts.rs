@@ -7,6 +7,7 @@ use postgres::{GenericClient, Row};
 use super::rows::{append, from_sql, to_sql};
 use super::PgStore;
 use crate::store::accounts::*;
+use crate::store::passkeys::{counter_did_not_advance, SecondFactorUse};
 use crate::store::{AuditEvent, StoreError, StoreResult};
 
 const USER_COLUMNS: &str = "name, kind, roles, state, created_at, passphrase_hash, totp_secret, \
@@ -96,6 +97,33 @@ fn spend_step(c: &mut impl GenericClient, name: &str, step: u64) -> StoreResult<
     Ok(())
 }
 
+/// Spends the second factor of a login or re-authentication.
+fn spend_factor(
+    c: &mut impl GenericClient,
+    name: &str,
+    factor: &SecondFactorUse,
+    now: u64,
+) -> StoreResult<()> {
+    match factor {
+        SecondFactorUse::Totp(step) => spend_step(c, name, *step),
+        SecondFactorUse::Passkey {
+            id,
+            dynamic_state,
+            sign_count,
+        } => {
+            let n = c.execute(
+                "UPDATE passkeys SET dynamic_state = $3, sign_count = $4, last_used_at = $5 \
+                 WHERE id = $1 AND user_name = $2 AND (sign_count < $4 OR (sign_count = 0 AND $4 = 0))",
+                &[&&id[..], &name, &&dynamic_state[..], &i64::from(*sign_count), &to_sql(now)],
+            )?;
+            if n == 0 {
+                return Err(counter_did_not_advance());
+            }
+            Ok(())
+        }
+    }
+}
+
 fn session_user(c: &mut impl GenericClient, hash: &[u8; 32]) -> StoreResult<String> {
     let row = c.query_opt(
         "SELECT user_name FROM sessions WHERE hash = $1",
@@ -179,6 +207,11 @@ impl AccountStore for PgStore {
             check_enrols(&user)?;
             tx.execute("DELETE FROM enrolments WHERE user_name = $1", &[&name])?;
             tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&name])?;
+            tx.execute(
+                "DELETE FROM webauthn_ceremonies WHERE user_name = $1",
+                &[&name],
+            )?;
+            tx.execute("DELETE FROM passkeys WHERE user_name = $1", &[&name])?;
             tx.execute(
                 "UPDATE users SET state = 'enrolling', passphrase_hash = NULL, totp_secret = NULL, \
                  failed_logins = 0, locked_until = NULL WHERE name = $1",
@@ -298,11 +331,11 @@ impl AccountStore for PgStore {
         &self,
         hash: &[u8; 32],
         session: &Session,
-        step: u64,
+        factor: &SecondFactorUse,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
-            spend_step(tx, &session.user_name, step)?;
+            spend_factor(tx, &session.user_name, factor, session.created_at)?;
             tx.execute(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = $1",
                 &[&session.user_name],
@@ -355,13 +388,13 @@ impl AccountStore for PgStore {
     fn reauthenticate(
         &self,
         hash: &[u8; 32],
-        step: u64,
+        factor: &SecondFactorUse,
         now: u64,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
             let user = session_user(tx, hash)?;
-            spend_step(tx, &user, step)?;
+            spend_factor(tx, &user, factor, now)?;
             tx.execute(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = $1",
                 &[&user],
@@ -403,6 +436,10 @@ impl AccountStore for PgStore {
             if state == AccountState::Disabled {
                 tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&name])?;
                 tx.execute("DELETE FROM enrolments WHERE user_name = $1", &[&name])?;
+                tx.execute(
+                    "DELETE FROM webauthn_ceremonies WHERE user_name = $1",
+                    &[&name],
+                )?;
             }
             append(tx, audit, crate::store::now_secs())?;
             Ok(())

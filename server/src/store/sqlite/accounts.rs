@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::rows::{append, from_sql, to_sql};
 use super::SqliteStore;
 use crate::store::accounts::*;
+use crate::store::passkeys::{counter_did_not_advance, SecondFactorUse};
 use crate::store::{AuditEvent, StoreError, StoreResult};
 
 const USER_COLUMNS: &str = "name, kind, roles, state, created_at, passphrase_hash, totp_secret, \
@@ -113,6 +114,33 @@ fn spend_step(tx: &Connection, name: &str, step: u64) -> StoreResult<()> {
     Ok(())
 }
 
+/// Spends the second factor of a login or re-authentication.
+fn spend_factor(
+    tx: &Connection,
+    name: &str,
+    factor: &SecondFactorUse,
+    now: u64,
+) -> StoreResult<()> {
+    match factor {
+        SecondFactorUse::Totp(step) => spend_step(tx, name, *step),
+        SecondFactorUse::Passkey {
+            id,
+            dynamic_state,
+            sign_count,
+        } => {
+            let n = tx.execute(
+                "UPDATE passkeys SET dynamic_state = ?3, sign_count = ?4, last_used_at = ?5 \
+                 WHERE id = ?1 AND user_name = ?2 AND (sign_count < ?4 OR (sign_count = 0 AND ?4 = 0))",
+                params![&id[..], name, &dynamic_state[..], i64::from(*sign_count), to_sql(now)],
+            )?;
+            if n == 0 {
+                return Err(counter_did_not_advance());
+            }
+            Ok(())
+        }
+    }
+}
+
 fn session_user(tx: &Connection, hash: &[u8; 32]) -> StoreResult<String> {
     tx.query_row(
         "SELECT user_name FROM sessions WHERE hash = ?1",
@@ -193,6 +221,11 @@ impl AccountStore for SqliteStore {
             check_enrols(&user)?;
             tx.execute("DELETE FROM enrolments WHERE user_name = ?1", [name])?;
             tx.execute("DELETE FROM sessions WHERE user_name = ?1", [name])?;
+            tx.execute(
+                "DELETE FROM webauthn_ceremonies WHERE user_name = ?1",
+                [name],
+            )?;
+            tx.execute("DELETE FROM passkeys WHERE user_name = ?1", [name])?;
             tx.execute(
                 "UPDATE users SET state = 'enrolling', passphrase_hash = NULL, totp_secret = NULL, \
                  failed_logins = 0, locked_until = NULL WHERE name = ?1",
@@ -313,11 +346,11 @@ impl AccountStore for SqliteStore {
         &self,
         hash: &[u8; 32],
         session: &Session,
-        step: u64,
+        factor: &SecondFactorUse,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
-            spend_step(tx, &session.user_name, step)?;
+            spend_factor(tx, &session.user_name, factor, session.created_at)?;
             tx.execute(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?1",
                 [&session.user_name],
@@ -373,13 +406,13 @@ impl AccountStore for SqliteStore {
     fn reauthenticate(
         &self,
         hash: &[u8; 32],
-        step: u64,
+        factor: &SecondFactorUse,
         now: u64,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.with_tx(|tx| {
             let user = session_user(tx, hash)?;
-            spend_step(tx, &user, step)?;
+            spend_factor(tx, &user, factor, now)?;
             tx.execute(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?1",
                 [&user],
@@ -421,6 +454,10 @@ impl AccountStore for SqliteStore {
             if state == AccountState::Disabled {
                 tx.execute("DELETE FROM sessions WHERE user_name = ?1", [name])?;
                 tx.execute("DELETE FROM enrolments WHERE user_name = ?1", [name])?;
+                tx.execute(
+                    "DELETE FROM webauthn_ceremonies WHERE user_name = ?1",
+                    [name],
+                )?;
             }
             append(tx, audit, crate::store::now_secs())?;
             Ok(())
