@@ -371,8 +371,8 @@ fn encode_dynamic(d: DynamicState) -> Vec<u8> {
 
 /// Parses a `RegistrationResponseJSON` and the ceremony key of its challenge.
 pub fn parse_registration(json: &[u8]) -> Result<(Registration, Vec<u8>), PasskeyError> {
-    let r =
-        Registration::from_json_custom(json).map_err(|e| PasskeyError::Malformed(e.to_string()))?;
+    let r = Registration::from_json_relaxed(json)
+        .map_err(|e| PasskeyError::Malformed(e.to_string()))?;
     let challenge = r
         .challenge_relaxed()
         .map_err(|e| PasskeyError::Malformed(e.to_string()))?;
@@ -384,7 +384,7 @@ pub fn parse_registration(json: &[u8]) -> Result<(Registration, Vec<u8>), Passke
 pub fn parse_authentication(
     json: &[u8],
 ) -> Result<(NonDiscoverableAuthentication16, Vec<u8>, Vec<u8>), PasskeyError> {
-    let a = NonDiscoverableAuthentication16::from_json_custom(json)
+    let a = NonDiscoverableAuthentication16::from_json_relaxed(json)
         .map_err(|e| PasskeyError::Malformed(e.to_string()))?;
     let challenge = a
         .challenge_relaxed()

@@ -20,6 +20,9 @@
 //! | `POST /api/v1/enrolment`, `…/confirm`      | public (enrolment code)    |
 //! | `POST /api/v1/session`                     | public (passphrase + TOTP) |
 //! | `GET/DELETE /api/v1/session`, `POST …/reauth` | console session         |
+//! | `POST /api/v1/session/passkey/options`, `POST /api/v1/session/passkey` | public (passphrase, then passkey) |
+//! | `POST /api/v1/session/reauth/passkey[/options]`, `GET /api/v1/account/passkeys` | console session |
+//! | `POST /api/v1/account/passkeys[/options]`, `DELETE …/passkeys/{id}`, `DELETE /api/v1/account/totp` | console session, fresh |
 //! | `POST /api/v1/releases/{id}/approve|refuse` | approver, fresh session, not the uploader |
 //! | `GET /api/v1/releases/{id}/approvals`      | release, operator, auditor, approver |
 //! | `POST /api/v1/deployments/{id}/approve|refuse` | operator, fresh session, not the creator |
@@ -44,6 +47,7 @@ mod devices;
 mod downloads;
 mod encryption;
 mod ops;
+mod passkeys;
 mod records;
 mod releases;
 mod roots;
@@ -563,6 +567,32 @@ pub fn router(state: AppState) -> Router {
                 .delete(accounts::logout),
         )
         .route("/api/v1/session/reauth", post(accounts::reauth))
+        .route(
+            "/api/v1/session/passkey/options",
+            post(passkeys::login_options),
+        )
+        .route("/api/v1/session/passkey", post(passkeys::login))
+        .route(
+            "/api/v1/session/reauth/passkey/options",
+            post(passkeys::reauth_options),
+        )
+        .route("/api/v1/session/reauth/passkey", post(passkeys::reauth))
+        .route(
+            "/api/v1/account/passkeys",
+            post(passkeys::register).get(passkeys::list),
+        )
+        .route(
+            "/api/v1/account/passkeys/options",
+            post(passkeys::register_options),
+        )
+        .route(
+            "/api/v1/account/passkeys/{id}",
+            axum::routing::delete(passkeys::remove),
+        )
+        .route(
+            "/api/v1/account/totp",
+            axum::routing::delete(passkeys::remove_totp),
+        )
         .route("/api/v1/approvals", get(approvals::queue))
         .route("/api/v1/devices", post(devices::enrol).get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::show))

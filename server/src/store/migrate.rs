@@ -45,6 +45,21 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("failed_logins", Int),
             ("locked_until", Int),
             ("scope", Text),
+            ("webauthn_handle", Blob),
+        ],
+    ),
+    (
+        "passkeys",
+        &[
+            ("id", Blob),
+            ("user_name", Text),
+            ("name", Text),
+            ("transports", Int),
+            ("static_state", Blob),
+            ("dynamic_state", Blob),
+            ("sign_count", Int),
+            ("created_at", Int),
+            ("last_used_at", Int),
         ],
     ),
     (
@@ -191,7 +206,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("updated_at", Int),
         ],
     ),
-    // Console sessions are not carried over: people log in again.
+    // Console sessions and outstanding passkey challenges are not carried over: people log
+    // in again.
     (
         "approvals",
         &[

@@ -455,6 +455,9 @@ pub enum AuditAction {
     UserPasskeyClone,
     /// A person removed their authenticator app (TOTP), keeping passkeys.
     UserTotpRemove,
+    /// A passkey registration was refused (wrong origin, rpId, challenge, type, no user
+    /// presence, ...); refused uses are `UserLoginFailure`s with a `passkey` reason.
+    UserPasskeyFailure,
     /// A release was approved or refused for production channels.
     ReleaseDecision,
     /// A deployment was approved or refused past its canary phase.
@@ -471,7 +474,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 37] = [
+    pub const ALL: [AuditAction; 38] = [
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::ReleaseUpload,
@@ -503,6 +506,7 @@ impl AuditAction {
         AuditAction::UserPasskeyRemove,
         AuditAction::UserPasskeyClone,
         AuditAction::UserTotpRemove,
+        AuditAction::UserPasskeyFailure,
         AuditAction::ReleaseDecision,
         AuditAction::DeploymentDecision,
         AuditAction::RecordsPrune,
@@ -545,6 +549,7 @@ impl AuditAction {
             AuditAction::UserPasskeyRemove => "user.passkey_remove",
             AuditAction::UserPasskeyClone => "user.passkey_clone",
             AuditAction::UserTotpRemove => "user.totp_remove",
+            AuditAction::UserPasskeyFailure => "user.passkey_failure",
             AuditAction::ReleaseDecision => "release.decision",
             AuditAction::DeploymentDecision => "deployment.decision",
             AuditAction::RecordsPrune => "records.prune",
