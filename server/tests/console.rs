@@ -312,16 +312,22 @@ impl Drop for Real {
 }
 
 fn start_real(data: &std::path::Path) -> Real {
+    start_real_at(data, "127.0.0.1:0", &[])
+}
+
+/// [`start_real`] listening on `listen`, with more environment.
+fn start_real_at(data: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> Real {
     let root = common::write_trust_root(data);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"));
     cmd.envs(ENV.iter().copied())
+        .envs(env.iter().copied())
         .env("SIGIL_TRUST_ROOT", root)
         .env("SIGIL_DEPLOYMENT_SECOND_OPERATOR", "true")
         .env("SIGIL_LOCKOUT_AFTER", "3")
         .env("SIGIL_RATE_BURST", "100000")
         .env("SIGIL_RATE_PER_SECOND", "100000")
         .env("RUST_LOG", "warn")
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", listen, "--data-dir"])
         .arg(data)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
@@ -575,5 +581,35 @@ fn browser_scenarios_in_headless_chromium() {
     scenario(
         "audit",
         &[&s.base, "root", PASSPHRASE, &code, "tampered", shots],
+    );
+}
+
+#[test]
+fn passkeys_in_headless_chromium_with_its_virtual_authenticator() {
+    require_browser_tools();
+    let data = tempfile::tempdir().unwrap();
+    // WebAuthn needs a domain as relying-party id (not 127.0.0.1): the console is reached as
+    // localhost, which browsers treat as a secure context over http.
+    let port = common::process::free_port();
+    let base = format!("http://localhost:{port}");
+    let s = start_real_at(
+        data.path(),
+        &format!("127.0.0.1:{port}"),
+        &[("SIGIL_PUBLIC_URL", &base)],
+    );
+    let shots =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let mut pat = real_person(&s, "pat", &["operator"]);
+    let codes = [pat.code(), pat.code()];
+    scenario(
+        "passkey",
+        &[
+            &base,
+            "pat",
+            PASSPHRASE,
+            &codes[0],
+            &codes[1],
+            shots.to_str().unwrap(),
+        ],
     );
 }

@@ -32,7 +32,7 @@ export async function login(page, base, name, passphrase, code) {
   await page.getByLabel("Name").fill(name);
   await page.getByLabel("Passphrase").fill(passphrase);
   await page.getByLabel("Authenticator code").fill(code);
-  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("button", { name: "Log in", exact: true }).click();
   await page.waitForLoadState("load");
 }
 

@@ -15,6 +15,7 @@
 //! value; the stylesheet and the one script (`server/assets/`) are embedded too, so the
 //! console needs nothing from outside. Every answer carries a strict Content-Security-Policy.
 
+mod account;
 mod charts;
 mod pages;
 
@@ -57,6 +58,11 @@ pub fn router() -> Router<AppState> {
             post(pages::decide_deployment),
         )
         .route("/console/people", post(pages::add_person))
+        .route(
+            "/console/account/passkeys/{id}/remove",
+            post(account::remove_passkey),
+        )
+        .route("/console/account/totp/remove", post(account::remove_totp))
         .layer(middleware::from_fn(form_csrf));
     Router::new()
         .route("/console", get(|| async { see_other("/console/") }))
@@ -71,6 +77,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/approvals", get(pages::approvals))
         .route("/console/audit", get(pages::audit))
         .route("/console/people", get(pages::people))
+        .route("/console/account", get(account::account))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
         .route("/console/assets/icon.svg", get(icon))

@@ -23,14 +23,14 @@ use crate::error::ApiError;
 use crate::store::{now_secs, Role};
 
 /// A page's answer: the page, or an error page / redirect.
-type Page = Result<Response, Response>;
+pub(super) type Page = Result<Response, Response>;
 
 /// What every page's header shows.
 pub struct Nav {
-    user: String,
-    csrf: String,
-    admin: bool,
-    auditor: bool,
+    pub(super) user: String,
+    pub(super) csrf: String,
+    pub(super) admin: bool,
+    pub(super) auditor: bool,
 }
 
 fn render<T: Template>(status: StatusCode, page: &T) -> Response {
@@ -73,7 +73,7 @@ pub fn error_page(e: ApiError) -> Response {
 }
 
 /// The person behind a page request, or the way to the login page.
-fn person(caller: Result<Caller, ApiError>) -> Result<(Caller, Nav), Response> {
+pub(super) fn person(caller: Result<Caller, ApiError>) -> Result<(Caller, Nav), Response> {
     let caller = caller.map_err(error_page)?;
     let Some(session) = &caller.session else {
         return Err(see_other("/console/login"));
@@ -88,7 +88,7 @@ fn person(caller: Result<Caller, ApiError>) -> Result<(Caller, Nav), Response> {
 }
 
 /// An API answer as JSON values.
-fn value<T: serde::Serialize>(r: Result<Json<T>, ApiError>) -> Result<Value, Response> {
+pub(super) fn value<T: serde::Serialize>(r: Result<Json<T>, ApiError>) -> Result<Value, Response> {
     let Json(v) = r.map_err(error_page)?;
     serde_json::to_value(v).map_err(|e| error_page(ApiError::Internal(e.into())))
 }
@@ -130,7 +130,7 @@ fn filters(uri: &Uri, keys: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn text(v: &Value, key: &str) -> String {
+pub(super) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         None | Some(Value::Null) => "—".to_owned(),
         Some(Value::String(s)) => s.clone(),
@@ -152,14 +152,14 @@ fn joined(v: &Value, key: &str) -> String {
 }
 
 /// Each item of a list answer, as `row` makes it (none when the answer is not a list).
-fn each<T>(list: &Value, row: impl Fn(&Value) -> T) -> Vec<T> {
+pub(super) fn each<T>(list: &Value, row: impl Fn(&Value) -> T) -> Vec<T> {
     list.as_array()
         .map(|a| a.iter().map(row).collect())
         .unwrap_or_default()
 }
 
 /// A page rendered with 200.
-fn ok<T: Template>(page: &T) -> Page {
+pub(super) fn ok<T: Template>(page: &T) -> Page {
     Ok(render(StatusCode::OK, page))
 }
 
@@ -189,7 +189,7 @@ fn plain(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-fn time(v: &Value, key: &str) -> String {
+pub(super) fn time(v: &Value, key: &str) -> String {
     v.get(key)
         .and_then(Value::as_u64)
         .map_or_else(|| "—".to_owned(), format_time)
@@ -224,15 +224,18 @@ pub fn format_time(secs: u64) -> String {
 struct LoginPage {
     error: Option<String>,
     name: String,
+    /// Whether passkeys are on (`accounts.public_url`): the page offers them.
+    passkeys: bool,
 }
 
 /// `GET /console/login`.
-pub async fn login_page() -> Response {
+pub async fn login_page(State(state): State<AppState>) -> Response {
     render(
         StatusCode::OK,
         &LoginPage {
             error: None,
             name: String::new(),
+            passkeys: state.config.accounts.public_url.is_some(),
         },
     )
 }
@@ -258,6 +261,7 @@ pub async fn login(
         }
     }
     let name = form.name.trim().to_owned();
+    let passkeys_on = state.config.accounts.public_url.is_some();
     let req = match body(json!({
         "name": name, "passphrase": form.passphrase, "totp": form.totp.trim()
     })) {
@@ -275,6 +279,7 @@ pub async fn login(
                 &LoginPage {
                     error: Some(message),
                     name,
+                    passkeys: passkeys_on,
                 },
             )
         }
@@ -292,7 +297,7 @@ pub async fn logout(State(state): State<AppState>, caller: Result<Caller, ApiErr
 
 /// The person behind a form that needs a fresh passphrase-and-code check
 /// (`POST /api/v1/session/reauth`'s handler); the caller returned carries it.
-async fn reauthenticated(
+pub(super) async fn reauthenticated(
     state: &AppState,
     caller: Result<Caller, ApiError>,
     form: &ReauthForm,
