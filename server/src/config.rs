@@ -821,6 +821,17 @@ mod tests {
         assert_eq!(c.approvals.production_channels, ["stable", "clinic"]);
         assert!(c.approvals.deployment_second_operator);
         assert_eq!(c.lockout().lockout_after, 3);
+        assert_eq!(c.accounts.public_url, None);
+        let c = ServerConfig::load(
+            None,
+            env(&[("SIGIL_PUBLIC_URL", "https://sigil.example:8443")]),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.accounts.public_url.as_deref(),
+            Some("https://sigil.example:8443")
+        );
         for (var, value, named) in [
             ("SIGIL_PASSPHRASE_MIN_SCORE", "5", "passphrase_min_score"),
             ("SIGIL_PASSPHRASE_MIN_LENGTH", "4", "passphrase_min_length"),
@@ -832,6 +843,9 @@ mod tests {
                 "no spaces",
                 "production_channels",
             ),
+            // Passkeys cannot work there: refused at start-up, not at the first login.
+            ("SIGIL_PUBLIC_URL", "http://sigil.example", "public_url"),
+            ("SIGIL_PUBLIC_URL", "https://10.1.2.3:8443", "IP address"),
         ] {
             let e =
                 ServerConfig::load(None, env(&[(var, value)]), Overrides::default()).unwrap_err();

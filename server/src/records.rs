@@ -234,7 +234,8 @@ pub fn statement(config: &ServerConfig) -> RecordsStatement {
             RecordKind {
                 name: "accounts",
                 holds: "name, roles, scope, Argon2id passphrase hash, second-factor secret, \
-                        login failures and lockout",
+                        passkeys (name, public key, signature counter, last use; a random \
+                        user handle), login failures and lockout",
                 kept: "as long as the account exists; a disabled account is kept".to_owned(),
                 retention_secs: None,
                 why: "the audit trail names people, and a name must keep meaning one person",
@@ -250,6 +251,15 @@ pub fn statement(config: &ServerConfig) -> RecordsStatement {
                 ),
                 retention_secs: Some(a.session_absolute_secs),
                 why: "to keep a person logged in without re-sending their passphrase",
+            },
+            RecordKind {
+                name: "passkey_challenges",
+                holds: "an outstanding WebAuthn challenge, its person and purpose",
+                kept: "until answered (once) or five minutes; expired ones are deleted when \
+                       the next is made"
+                    .to_owned(),
+                retention_secs: Some(300),
+                why: "to check that a passkey answers this server's fresh challenge",
             },
             RecordKind {
                 name: "approvals",
