@@ -226,6 +226,18 @@ async fn login_options(h: &Harness, name: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// The re-authentication challenge after the passphrase, in the person's session.
+async fn reauth_options(h: &Harness, p: &Person) -> (StatusCode, Value) {
+    as_person(
+        h,
+        p,
+        "POST",
+        "/api/v1/session/reauth/passkey/options",
+        Some(json!({ "passphrase": PASSPHRASE })),
+    )
+    .await
+}
+
 /// Sends an assertion for a login; on success the person holds the new session.
 async fn finish_login(h: &Harness, p: &mut Person, assertion: Value) -> (StatusCode, Value) {
     let (s, headers, v) = request(
@@ -307,14 +319,7 @@ async fn a_registered_passkey_logs_in_and_reauthenticates_and_each_step_is_audit
     assert!(list[0]["last_used_at"].is_u64(), "{list}");
 
     // Re-authentication in the session: passphrase, then passkey.
-    let (s, options) = as_person(
-        &h,
-        &ann,
-        "POST",
-        "/api/v1/session/reauth/passkey/options",
-        Some(json!({ "passphrase": PASSPHRASE })),
-    )
-    .await;
+    let (s, options) = reauth_options(&h, &ann).await;
     assert_eq!(s, StatusCode::OK, "{options}");
     let assertion = key.assert(&options, Fault::None);
     // A login cannot use a re-authentication's challenge.
@@ -333,14 +338,7 @@ async fn a_registered_passkey_logs_in_and_reauthenticates_and_each_step_is_audit
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let (_, options) = as_person(
-        &h,
-        &ann,
-        "POST",
-        "/api/v1/session/reauth/passkey/options",
-        Some(json!({ "passphrase": PASSPHRASE })),
-    )
-    .await;
+    let (_, options) = reauth_options(&h, &ann).await;
     let (s, v) = as_person(
         &h,
         &ann,

@@ -631,7 +631,7 @@ pub(super) async fn fail<T>(state: &AppState, name: &str, reason: &str) -> Resul
     Err(ApiError::Unauthorized(WRONG))
 }
 
-pub(super) fn session_cookie_header(id: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
+fn session_cookie_header(id: &str, max_age: u64) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={id}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
     ))
@@ -648,33 +648,39 @@ pub async fn login(
         return Err(ApiError::Unauthorized(WRONG));
     }
     let step = check_credentials(&state, &req.name, req.passphrase, &req.totp).await?;
+    let factor = SecondFactorUse::Totp(step);
+    let detail = serde_json::json!({ "second_factor": "totp" });
+    match open_session(&state, &req.name, factor, detail).await {
+        Err(ApiError::Conflict(_)) => fail(&state, &req.name, "totp reused").await,
+        other => other,
+    }
+}
+
+/// Opens a console session for `name`, spending `factor` (a Conflict if it was spent
+/// already), audited as a login with `detail`: the answer with the cookie.
+pub(super) async fn open_session(
+    state: &AppState,
+    name: &str,
+    factor: SecondFactorUse,
+    detail: serde_json::Value,
+) -> Result<Response, ApiError> {
     let now = now_secs();
     let id = creds::new_secret("sgs_");
     let hash = creds::secret_hash(&id);
     let session = Session {
-        user_name: req.name.clone(),
+        user_name: name.to_owned(),
         csrf_token: creds::new_secret("sgc_"),
         created_at: now,
         last_seen: now,
         reauth_at: now,
     };
-    let event = AuditEvent::new(
-        &req.name,
-        AuditAction::UserLogin,
-        &req.name,
-        serde_json::json!({ "second_factor": "totp" }),
-    );
+    let event = AuditEvent::new(name, AuditAction::UserLogin, name, detail);
     let stored = session.clone();
-    let opened = state
+    state
         .db
-        .run(move |s| s.open_session(&hash, &stored, &SecondFactorUse::Totp(step), &event))
-        .await;
-    match opened {
-        Ok(()) => {}
-        Err(ApiError::Conflict(_)) => return fail(&state, &req.name, "totp reused").await,
-        Err(e) => return Err(e),
-    }
-    let key = req.name.clone();
+        .run(move |s| s.open_session(&hash, &stored, &factor, &event))
+        .await?;
+    let key = name.to_owned();
     let roles = state
         .db
         .run(move |s| s.account(&key))
@@ -682,7 +688,7 @@ pub async fn login(
         .map(|a| a.user.roles)
         .unwrap_or_default();
     let mut response = Json(SessionView {
-        name: req.name,
+        name: name.to_owned(),
         roles,
         csrf_token: session.csrf_token,
         reauth_at: now,

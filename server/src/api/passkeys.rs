@@ -21,20 +21,16 @@
 //! failure is in the audit trail with the person's name.
 
 use axum::extract::{Path, State};
-use axum::http::header::SET_COOKIE;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 
-use super::accounts::{
-    check_not_locked, check_passphrase, fail, session_cookie_header, session_of, WRONG,
-};
+use super::accounts::{check_not_locked, check_passphrase, fail, open_session, session_of, WRONG};
 use super::{ApiJson, AppState, Caller};
-use crate::accounts as creds;
 use crate::error::ApiError;
 use crate::passkeys::{self as pk, PasskeyError, RelyingParty};
-use crate::store::accounts::{AccountKind, AccountState, Session};
+use crate::store::accounts::{AccountKind, AccountState};
 use crate::store::passkeys::{Ceremony, CeremonyPurpose, Passkey, PasskeyView, SecondFactorUse};
 use crate::store::{now_secs, AuditAction, AuditEvent};
 
@@ -254,26 +250,22 @@ async fn verify_use(
     }
 }
 
-/// Spends a verified use; a counter that another use advanced meanwhile is a clone too.
-async fn spend(
-    state: &AppState,
-    used: &Used,
-    result: Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(ApiError::Conflict(_)) => {
-            let SecondFactorUse::Passkey { id, .. } = &used.factor else {
-                return fail(state, &used.name, "passkey").await;
-            };
-            let id = id.clone();
-            let passkey = state.db.run(move |s| s.passkey(&id)).await?;
-            match passkey {
-                Some(p) => cloned(state, &used.name, &p).await,
-                None => fail(state, &used.name, "passkey removed").await,
-            }
-        }
-        Err(e) => Err(e),
+/// Why spending a verified use failed: a counter that another use advanced meanwhile (the
+/// store's Conflict) is a clone too, audited and counted.
+async fn spend_failed(state: &AppState, used: &Used, e: ApiError) -> ApiError {
+    let (ApiError::Conflict(_), SecondFactorUse::Passkey { id, .. }) = (&e, &used.factor) else {
+        return e;
+    };
+    let id = id.clone();
+    let counted: Result<std::convert::Infallible, ApiError> =
+        match state.db.run(move |s| s.passkey(&id)).await {
+            Ok(Some(p)) => cloned(state, &used.name, &p).await,
+            Ok(None) => fail(state, &used.name, "passkey removed").await,
+            Err(e) => Err(e),
+        };
+    match counted {
+        Ok(never) => match never {},
+        Err(e) => e,
     }
 }
 
@@ -284,48 +276,11 @@ pub async fn login(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let used = verify_use(&state, &body, CeremonyPurpose::Login, None).await?;
-    let now = now_secs();
-    let id = creds::new_secret("sgs_");
-    let hash = creds::secret_hash(&id);
-    let session = Session {
-        user_name: used.name.clone(),
-        csrf_token: creds::new_secret("sgc_"),
-        created_at: now,
-        last_seen: now,
-        reauth_at: now,
-    };
-    let event = AuditEvent::new(
-        &used.name,
-        AuditAction::UserLogin,
-        &used.name,
-        serde_json::json!({ "second_factor": "passkey", "passkey": used.passkey_name }),
-    );
-    let stored = session.clone();
-    let factor = used.factor.clone();
-    let opened = state
-        .db
-        .run(move |s| s.open_session(&hash, &stored, &factor, &event))
-        .await;
-    spend(&state, &used, opened).await?;
-    let key = used.name.clone();
-    let roles = state
-        .db
-        .run(move |s| s.account(&key))
-        .await?
-        .map(|a| a.user.roles)
-        .unwrap_or_default();
-    let mut response = Json(serde_json::json!({
-        "name": used.name,
-        "roles": roles,
-        "csrf_token": session.csrf_token,
-        "reauth_at": now,
-    }))
-    .into_response();
-    response.headers_mut().insert(
-        SET_COOKIE,
-        session_cookie_header(&id, state.config.accounts.session_absolute_secs)?,
-    );
-    Ok(response)
+    let detail = serde_json::json!({ "second_factor": "passkey", "passkey": used.passkey_name });
+    match open_session(&state, &used.name, used.factor.clone(), detail).await {
+        Ok(response) => Ok(response),
+        Err(e) => Err(spend_failed(&state, &used, e).await),
+    }
 }
 
 /// `POST /api/v1/session/reauth/passkey` (console session): an assertion for this session's
@@ -345,12 +300,14 @@ pub async fn reauth(
         serde_json::json!({ "second_factor": "passkey", "passkey": used.passkey_name }),
     );
     let factor = used.factor.clone();
-    let done = state
+    match state
         .db
         .run(move |s| s.reauthenticate(&hash, &factor, now, &event))
-        .await;
-    spend(&state, &used, done).await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(spend_failed(&state, &used, e).await),
+    }
 }
 
 /// `GET /api/v1/account/passkeys` (console session): the person's passkeys.
