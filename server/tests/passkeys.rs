@@ -215,6 +215,16 @@ async fn register(h: &Harness, p: &Person, a: &Authenticator, name: &str) -> (St
     .await
 }
 
+/// A server with passkeys on, and ann (operator) logged in with a passkey `k` registered from
+/// the authenticator of `seed`.
+async fn with_passkey(seed: u8) -> (Harness, Person, Authenticator) {
+    let h = Harness::with_env(&env());
+    let ann = people::person(&h, "ann", &[Role::Operator]).await;
+    let key = Authenticator::new(seed);
+    assert_eq!(register(&h, &ann, &key, "k").await.0, StatusCode::CREATED);
+    (h, ann, key)
+}
+
 /// The login challenge after the passphrase.
 async fn login_options(h: &Harness, name: &str) -> (StatusCode, Value) {
     h.call(
@@ -354,10 +364,7 @@ async fn a_registered_passkey_logs_in_and_reauthenticates_and_each_step_is_audit
 
 #[tokio::test]
 async fn challenges_are_single_use_and_expire() {
-    let h = Harness::with_env(&env());
-    let mut ann = people::person(&h, "ann", &[Role::Operator]).await;
-    let mut key = Authenticator::new(3);
-    assert_eq!(register(&h, &ann, &key, "k").await.0, StatusCode::CREATED);
+    let (h, mut ann, mut key) = with_passkey(3).await;
 
     let (_, options) = login_options(&h, "ann").await;
     let assertion = key.assert(&options, Fault::None);
@@ -406,10 +413,7 @@ async fn challenges_are_single_use_and_expire() {
 
 #[tokio::test]
 async fn a_cloned_authenticator_with_a_lower_counter_is_refused_and_audited() {
-    let h = Harness::with_env(&env());
-    let mut ann = people::person(&h, "ann", &[Role::Operator]).await;
-    let mut key = Authenticator::new(5);
-    assert_eq!(register(&h, &ann, &key, "k").await.0, StatusCode::CREATED);
+    let (h, mut ann, mut key) = with_passkey(5).await;
     let (_, options) = login_options(&h, "ann").await;
     assert_eq!(
         finish_login(&h, &mut ann, key.assert_at(&options, 10, Fault::None))
@@ -444,10 +448,7 @@ async fn a_cloned_authenticator_with_a_lower_counter_is_refused_and_audited() {
 
 #[tokio::test]
 async fn wrong_origin_rp_id_type_presence_or_signature_fail_and_count_towards_lockout() {
-    let h = Harness::with_env(&env());
-    let mut ann = people::person(&h, "ann", &[Role::Operator]).await;
-    let mut key = Authenticator::new(9);
-    assert_eq!(register(&h, &ann, &key, "k").await.0, StatusCode::CREATED);
+    let (h, mut ann, mut key) = with_passkey(9).await;
     // lockout_after is 5: the fifth failure locks.
     let faults = [
         Fault::Origin,
