@@ -626,3 +626,47 @@ async fn passkeys_are_off_without_a_public_url() {
     let (s, _) = login_options(&h, "ann").await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn the_store_spends_a_passkey_use_only_if_its_counter_rises() {
+    // Two uses verified at once against the same stored counter: the store's transaction is
+    // the last word, so only one can pass.
+    use sigil_server::store::accounts::Session;
+    use sigil_server::store::passkeys::SecondFactorUse;
+    use sigil_server::store::{AuditAction, AuditEvent};
+    let (h, mut ann, mut key) = with_passkey(31).await;
+    let (_, options) = login_options(&h, "ann").await;
+    let (s, _) = finish_login(&h, &mut ann, key.assert_at(&options, 5, Fault::None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let id = key.id.clone();
+    let stored = h.blocking(move |s| s.passkey(&id).unwrap().unwrap());
+    assert_eq!(stored.sign_count, 5);
+    let open = |n: u8, count: u32| {
+        let stored = stored.clone();
+        h.blocking(move |s| {
+            let session = Session {
+                user_name: "ann".into(),
+                csrf_token: "sgc_t".into(),
+                created_at: 1,
+                last_seen: 1,
+                reauth_at: 1,
+            };
+            let event = AuditEvent::new("ann", AuditAction::UserLogin, "ann", json!({}));
+            let factor = SecondFactorUse::Passkey {
+                id: stored.id,
+                dynamic_state: stored.dynamic_state,
+                sign_count: count,
+            };
+            s.open_session(&[n; 32], &session, &factor, &event)
+        })
+    };
+    assert!(open(1, 5).is_err(), "an equal counter passed");
+    assert!(open(2, 4).is_err(), "a lower counter passed");
+    open(3, 6).unwrap();
+    let id = key.id.clone();
+    assert_eq!(
+        h.blocking(move |s| s.passkey(&id).unwrap().unwrap())
+            .sign_count,
+        6
+    );
+}
