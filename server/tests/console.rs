@@ -147,6 +147,7 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
         "/console/approvals",
         "/console/audit",
         "/console/people",
+        "/console/account",
     ] {
         let (s, headers, body) = page(&h, "GET", path, Some(&cookie), &[], None).await;
         assert_eq!(s, StatusCode::OK, "{path}: {body}");

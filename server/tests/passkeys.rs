@@ -670,3 +670,48 @@ async fn the_store_spends_a_passkey_use_only_if_its_counter_rises() {
         6
     );
 }
+
+#[tokio::test]
+async fn the_account_page_lists_passkeys_and_its_form_removes_one_after_reauthentication() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let (h, mut ann, key) = with_passkey(41).await;
+    let get = Request::get("/console/account")
+        .header("cookie", &ann.cookie)
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, body) = people::read(h.send(get).await).await;
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let id = hex::encode(&key.id);
+    assert!(body.contains(&format!("data-passkey=\"{id}\"")), "{body}");
+    assert!(body.contains("id=\"add-passkey\""), "{body}");
+
+    let (cookie, csrf) = (ann.cookie.clone(), ann.csrf.clone());
+    let remove = |totp: String| {
+        let form = serde_urlencoded::to_string([
+            ("csrf_token", csrf.as_str()),
+            ("passphrase", PASSPHRASE),
+            ("totp", totp.as_str()),
+        ])
+        .unwrap();
+        Request::post(format!("/console/account/passkeys/{id}/remove"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap()
+    };
+    // A wrong code: refused (the console answers a 401 with its login page), nothing removed.
+    let wrong = ann.wrong_code();
+    let (s, headers, _) = people::read(h.send(remove(wrong)).await).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/console/login");
+    assert_eq!(audited(&h, "user.passkey_remove").await.len(), 0);
+    let code = ann.code();
+    let (s, headers, _) = people::read(h.send(remove(code)).await).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/console/account");
+    let (_, list) = as_person(&h, &ann, "GET", "/api/v1/account/passkeys", None).await;
+    assert_eq!(list, json!([]));
+    assert_eq!(audited(&h, "user.passkey_remove").await.len(), 1);
+}
