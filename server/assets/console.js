@@ -76,6 +76,26 @@
     });
   }
 
+  // Account page without an authenticator app: confirm with a passkey before a removal.
+  var confirmForm = document.getElementById("passkey-reauth");
+  if (confirmForm) {
+    var confirmStatus = document.getElementById("passkey-reauth-status");
+    var confirmCsrf = confirmForm.querySelector("input[name=csrf_token]").value;
+    document.getElementById("passkey-reauth-button").disabled = false;
+    confirmForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      post("/api/v1/session/reauth/passkey/options", {
+        passphrase: document.getElementById("passkey-reauth-passphrase").value
+      }, confirmCsrf).then(assertion).then(function (response) {
+        return post("/api/v1/session/reauth/passkey", response, confirmCsrf);
+      }).then(function () {
+        confirmStatus.textContent = "Confirmed: you may remove a passkey for the next five minutes.";
+      }).catch(function (e) {
+        confirmStatus.textContent = "Not confirmed: " + e.message;
+      });
+    });
+  }
+
   // Account page: confirm it is you (code, or a passkey), then register a new passkey.
   var add = document.getElementById("add-passkey");
   if (add) {

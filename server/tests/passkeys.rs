@@ -715,3 +715,54 @@ async fn the_account_page_lists_passkeys_and_its_form_removes_one_after_reauthen
     assert_eq!(list, json!([]));
     assert_eq!(audited(&h, "user.passkey_remove").await.len(), 1);
 }
+
+#[tokio::test]
+async fn without_the_app_a_console_removal_needs_a_session_freshly_confirmed_with_a_passkey() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let (h, ann, mut key) = with_passkey(51).await;
+    let other = Authenticator::new(52);
+    assert_eq!(
+        register(&h, &ann, &other, "spare").await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        as_person(&h, &ann, "DELETE", "/api/v1/account/totp", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let id = hex::encode(&other.id);
+    let remove = || {
+        Request::post(format!("/console/account/passkeys/{id}/remove"))
+            .header("cookie", &ann.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf_token={}", ann.csrf)))
+            .unwrap()
+    };
+    h.raw_execute(
+        "UPDATE sessions SET reauth_at = reauth_at - 3600",
+        "UPDATE sessions SET reauth_at = reauth_at - 3600",
+    );
+    let (s, _, _) = people::read(h.send(remove()).await).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a stale session removed a passkey"
+    );
+    let (_, options) = reauth_options(&h, &ann).await;
+    let (s, v) = as_person(
+        &h,
+        &ann,
+        "POST",
+        "/api/v1/session/reauth/passkey",
+        Some(key.assert(&options, Fault::None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, headers, _) = people::read(h.send(remove()).await).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/console/account");
+    let (_, list) = as_person(&h, &ann, "GET", "/api/v1/account/passkeys", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}

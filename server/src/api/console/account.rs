@@ -55,6 +55,24 @@ pub async fn account(State(state): State<AppState>, caller: Result<Caller, ApiEr
     })
 }
 
+/// The caller after the form's re-authentication; a form without passphrase and code (the
+/// page of a person without an authenticator app, who confirmed with a passkey just before)
+/// needs a session re-authenticated within `accounts.reauth_secs`.
+async fn confirmed(
+    state: &AppState,
+    caller: Result<Caller, ApiError>,
+    form: &ReauthForm,
+) -> Result<Caller, axum::response::Response> {
+    if form.passphrase.is_empty() && form.totp.trim().is_empty() {
+        let (caller, _) = person(caller)?;
+        caller
+            .require_fresh(&state.config)
+            .map_err(super::pages::error_page)?;
+        return Ok(caller);
+    }
+    reauthenticated(state, caller, form).await
+}
+
 /// `POST /console/account/passkeys/{id}/remove` (re-authentication first).
 pub async fn remove_passkey(
     State(state): State<AppState>,
@@ -62,7 +80,7 @@ pub async fn remove_passkey(
     Path(id): Path<String>,
     Form(form): Form<ReauthForm>,
 ) -> Page {
-    let caller = reauthenticated(&state, caller, &form).await?;
+    let caller = confirmed(&state, caller, &form).await?;
     passkeys::remove(State(state), caller, Path(id))
         .await
         .map_err(super::pages::error_page)?;
@@ -75,7 +93,7 @@ pub async fn remove_totp(
     caller: Result<Caller, ApiError>,
     Form(form): Form<ReauthForm>,
 ) -> Page {
-    let caller = reauthenticated(&state, caller, &form).await?;
+    let caller = confirmed(&state, caller, &form).await?;
     passkeys::remove_totp(State(state), caller)
         .await
         .map_err(super::pages::error_page)?;

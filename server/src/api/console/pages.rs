@@ -536,8 +536,10 @@ pub async fn device(
 /// A form that needs a fresh re-authentication.
 #[derive(Deserialize)]
 pub struct ReauthForm {
-    passphrase: String,
-    totp: String,
+    #[serde(default)]
+    pub(super) passphrase: String,
+    #[serde(default)]
+    pub(super) totp: String,
     #[serde(default)]
     reason: String,
     #[serde(default)]
