@@ -14,7 +14,7 @@
 //! | `DELETE /api/v1/account/passkeys/{id}` | console session, fresh re-authentication; refused for the last second factor |
 //! | `DELETE /api/v1/account/totp` | console session, fresh re-authentication; refused unless a passkey remains |
 //!
-//! Challenges are stored (hashed by nothing: they are random and single-use) with the person
+//! Challenges are stored as sent (random, single-use, worthless once answered) with the person
 //! and, for registration and re-authentication, the session that asked; each is deleted when a
 //! response names it, whatever the outcome, and refused after five minutes. A failed passkey
 //! use counts as a failed login (backoff, lockout); every registration, removal, use and
