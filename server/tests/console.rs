@@ -130,6 +130,41 @@ async fn the_login_form_takes_passphrase_and_code_and_refuses_a_wrong_code() {
 }
 
 #[tokio::test]
+async fn a_throttled_console_login_says_when_to_retry() {
+    let mut env = ENV.to_vec();
+    env.retain(|(k, _)| *k != "SIGIL_LOGIN_BACKOFF_SECS");
+    env.push(("SIGIL_LOGIN_BACKOFF_SECS", "30"));
+    let h = Harness::with_env(&env);
+    let mut ana = people::person(&h, "ana", &[Role::Operator]).await;
+    let form = |code: &str| {
+        vec![
+            ("name".to_owned(), "ana".to_owned()),
+            ("passphrase".to_owned(), PASSPHRASE.to_owned()),
+            ("totp".to_owned(), code.to_owned()),
+        ]
+    };
+    let login = |fields: Vec<(String, String)>| {
+        let h = &h;
+        async move {
+            let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (&**k, &**v)).collect();
+            page(h, "POST", "/console/login", None, SAME_ORIGIN, Some(&f)).await
+        }
+    };
+    let (s, _, body) = login(form(&ana.wrong_code())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    // Within the backoff the right code is not checked: 429, with when to come back.
+    let (s, headers, body) = login(form(&ana.code())).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("retry in"), "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
+
+#[tokio::test]
 async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devices() {
     let h = Harness::with_env(ENV);
     h.enrol("a1", 1, json!({ "groups": ["hospital-a"] })).await;

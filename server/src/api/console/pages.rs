@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
@@ -269,14 +269,19 @@ pub async fn login(
         Ok(answer) => answer,
         Err(e) => {
             let message = e.to_string();
-            let status = e.into_response().status();
-            render(
-                status,
+            let refused = e.into_response();
+            let mut page = render(
+                refused.status(),
                 &LoginPage {
                     error: Some(message),
                     name,
                 },
-            )
+            );
+            // A backoff or lockout says when to try again, as the API's answer does.
+            if let Some(after) = refused.headers().get(RETRY_AFTER) {
+                page.headers_mut().insert(RETRY_AFTER, after.clone());
+            }
+            page
         }
     }
 }
