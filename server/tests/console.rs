@@ -182,6 +182,7 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
         "/console/approvals",
         "/console/audit",
         "/console/people",
+        "/console/records",
     ] {
         let (s, headers, body) = page(&h, "GET", path, Some(&cookie), &[], None).await;
         assert_eq!(s, StatusCode::OK, "{path}: {body}");
@@ -194,6 +195,11 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
     }
     let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
     assert!(body.contains(">a1<") && body.contains(">b1<"));
+    let (_, _, body) = page(&h, "GET", "/console/records", Some(&cookie), &[], None).await;
+    assert!(
+        body.contains("<code>device_reports</code>") && body.contains("<code>audit_trail</code>"),
+        "{body}"
+    );
 
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
     let (s, v) = h

@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::super::{accounts, approvals, deployments, devices, ops, releases};
+use super::super::{
+    accounts, approvals, deployments, devices, ops, records as records_api, releases,
+};
 use super::super::{ApiJson, AppState, Caller};
 use super::charts::{self, Series};
 use super::see_other;
@@ -1180,6 +1182,30 @@ fn audit_verdict(
         ));
     }
     Ok((chain, text))
+}
+
+// ---------------------------------------------------------------- records
+
+#[derive(Template)]
+#[template(path = "records.html")]
+struct RecordsPage {
+    nav: Nav,
+    records: Vec<crate::records::RecordKind>,
+    prune_interval_secs: u64,
+}
+
+/// `GET /console/records`: what the server keeps, for how long and why
+/// (`GET /api/v1/records`'s handler).
+pub async fn records(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    let Json(statement) = records_api::statement(State(state), caller)
+        .await
+        .map_err(error_page)?;
+    ok(&RecordsPage {
+        nav,
+        records: statement.records,
+        prune_interval_secs: statement.prune_interval_secs,
+    })
 }
 
 // ---------------------------------------------------------------- people
