@@ -151,7 +151,7 @@ for entry in "${pages[@]}"; do
   path=${entry#*|}
   echo "  $label" >&2
   read -r p50 p99 bytes < <(measure "$path")
-  rows+="| $label | \`$path\` | $p50 | $p99 | $(awk -v p="$p50" -v h="$h50" 'BEGIN { printf "%.0f", p / (h > 0 ? h : 0.001) }')x | $((bytes / 1024)) |"$'\n'
+  rows+="| $label | \`$path\` | $p50 | $p99 | $(awk -v p="$p50" -v h="$h50" 'BEGIN { printf "%.1f", p / (h > 0 ? h : 0.001) }')× | $((bytes / 1024)) |"$'\n'
 done
 load_end=$(cut -d' ' -f1 /proc/loadavg)
 

@@ -325,6 +325,7 @@ struct OverviewPage {
     by_state: String,
     by_version: String,
     rollouts: Vec<DeploymentRow>,
+    more_rollouts: bool,
     failures: Vec<DeviceRow>,
 }
 
@@ -409,6 +410,9 @@ async fn device_summary(state: &AppState, caller: &Caller, uri: &Uri) -> Result<
     value(devices::summary(State(state.clone()), caller.clone(), Ok(q)).await)
 }
 
+/// Rollouts listed on the overview.
+const OVERVIEW_ROLLOUTS: usize = 10;
+
 /// `GET /console/`: the fleet overview.
 pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
     let (caller, nav) = person(caller)?;
@@ -416,9 +420,14 @@ pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiE
     let devices = summary["total"].as_u64().unwrap_or(0);
     let by_state = charts::bars("devices by state", &counted(&summary, "by_state"));
     let by_version = charts::bars("devices by version", &counted(&summary, "by_version"));
-    let q = Query(body(json!({ "state": "active" }))?);
+    // The newest active deployments, one more than shown: whether to link to the rest.
+    let q = Query(body(
+        json!({ "state": "active", "limit": OVERVIEW_ROLLOUTS.saturating_add(1) }),
+    )?);
     let active = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
-    let rollouts = each(&active, deployment_row);
+    let mut rollouts = each(&active, deployment_row);
+    let more_rollouts = rollouts.len() > OVERVIEW_ROLLOUTS;
+    rollouts.truncate(OVERVIEW_ROLLOUTS);
     let failures = each(&summary["recent_failures"], device_row);
     ok(&OverviewPage {
         nav,
@@ -426,6 +435,7 @@ pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiE
         by_state,
         by_version,
         rollouts,
+        more_rollouts,
         failures,
     })
 }
