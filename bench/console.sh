@@ -170,8 +170,8 @@ start-up in $start_secs s; seeded in $seed_secs s). Logged in as one
 person with every role; each page fetched $REQUESTS times in a row over loopback (curl, a new
 connection each, \`time_total\`) after one unmeasured fetch, release build. The peer is
 \`GET /healthz\` fetched the same way: p50 $h50 ms, p99 $h99 ms; "× healthz" is the page's p50
-over that. p99 of $REQUESTS requests is their slowest but one at most, and on this shared
-2-core machine it moves with other work: read it as an upper bound.
+over that. Of $REQUESTS requests the p99 is the slowest one, and on this shared 2-core machine it
+moves with other work: read it as an upper bound.
 
 Load average (1 min) when the measurements began / ended: $load_start / $load_end on $(nproc) cores.
 
@@ -179,7 +179,10 @@ Load average (1 min) when the measurements began / ended: $load_start / $load_en
 |---|---|---:|---:|---:|---:|
 $rows
 Counts (overview, device list) are \`GROUP BY\` queries in the store, cut to the caller's scope
-in SQL; lists show 100 rows a page with previous / next links.
+in SQL; lists show 100 rows a page with previous / next links. The overview and device pages scan
+the devices table for their counts (no index on state or version yet); the audit page verifies
+every entry and every signed checkpoint on each visit, as the server does at start-up, so its
+time grows with the log ($n_audit entries here).
 
 ### Login cost: Argon2id
 
