@@ -243,6 +243,8 @@ pub struct ChainSummary {
     pub head: String,
     /// Checkpoints read.
     pub checkpoints: u64,
+    /// The entry the last checkpoint read covers (0: none, or the empty log's).
+    pub covered: u64,
     /// Whether the checkpoint signatures were checked against trusted keys.
     pub signed: bool,
     /// The audit key of the last checkpoint (hex), after any rotation it records.
@@ -473,6 +475,7 @@ impl Verifier {
             entries: self.count,
             head: self.prev,
             checkpoints: self.checkpoints,
+            covered: self.covered,
             signed,
             current_key: self.current_key.map(hex::encode),
         })

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore};
 
-use crate::audit::{Checkpoint, Trust, Verifier};
+use crate::audit::{ChainSummary, Checkpoint, Trust, Verifier};
 use crate::config::ServerConfig;
 use crate::store::prelude::*;
 use crate::store::{now_secs, AuditEvent, StoreError};
@@ -245,6 +245,17 @@ impl KeyFile {
         }
     }
 
+    /// Whether the key file, or a rotation's pending `.next` file, holds the key `public`
+    /// (hex): the key a verified rotation chain must end at.
+    pub fn holds(&self, public: &str) -> Result<bool, AuditKeyError> {
+        for path in [self.path.clone(), self.next_path()] {
+            if Self::read(&path)?.is_some_and(|k| public_hex(&k) == public) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The latest checkpoint written beside the key, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, AuditKeyError> {
         let path = self.latest_checkpoint_path();
@@ -341,30 +352,31 @@ pub fn stage_next(keys: &KeyFile) -> Result<(PathBuf, String), AuditKeyError> {
 /// Audit entries read per step of the start-up verification.
 const VERIFY_PAGE: u32 = 5000;
 
-/// Refuses a tampered database (see the module documentation), creates the audit key at first
-/// start, and signs a checkpoint of the head. Returns the audit public key (hex).
-///
-/// `differences` are the backend's schema differences (see `SqliteStore::schema_differences`).
-pub fn check_at_start(
-    store: &dyn Store,
-    differences: &[String],
-    config: &ServerConfig,
-) -> Result<String, AuditKeyError> {
-    let db_path = config
+/// The path (or redacted URL) of the database a [`AuditKeyError::Tampered`] names.
+pub fn database_name(config: &ServerConfig) -> PathBuf {
+    config
         .database()
         .map(|d| PathBuf::from(d.redacted()))
-        .unwrap_or_else(|_| config.data_dir.join("sigil.db"));
+        .unwrap_or_else(|_| config.data_dir.join("sigil.db"))
+}
+
+/// Verifies the stored trail as the start-up check does, signing nothing: the hash chain, each
+/// stored checkpoint against the entry it covers and along the rotation chain from the first
+/// checkpoint's key, no checkpoint beyond the head, and the latest checkpoint kept beside the
+/// key among the stored ones. `each` sees every stored entry in order, also after a failure
+/// (so a page can still list them). [`AuditKeyError::Tampered`] (naming `db_path`) says what
+/// does not verify. Whether the rotation chain ends at the key file's key is the caller's to
+/// check ([`KeyFile::holds`], or [`KeyFile::key_for`] at start-up).
+pub fn verify_stored(
+    store: &dyn Store,
+    keys: &KeyFile,
+    db_path: &Path,
+    each: &mut dyn FnMut(&crate::audit::AuditEntry),
+) -> Result<ChainSummary, AuditKeyError> {
     let tampered = |why: String| AuditKeyError::Tampered {
-        path: db_path.clone(),
+        path: db_path.to_owned(),
         why,
     };
-    if !differences.is_empty() {
-        return Err(tampered(format!(
-            "its schema differs from this server's: {}",
-            differences.join("; ")
-        )));
-    }
-    let keys = KeyFile::of(config);
     let kept = keys.latest_checkpoint()?;
     // All of them: one beyond the head means entries were cut from the end.
     let checkpoints = store.checkpoints(u64::MAX)?;
@@ -375,28 +387,36 @@ pub fn check_at_start(
     })
     .map_err(|e| tampered(e.to_string()))?;
     let mut pending = checkpoints.iter().peekable();
-    let mut line = 0u64;
-    let mut feed = |v: &mut Verifier, seq: u64, line: u64| -> Result<(), AuditKeyError> {
+    let mut failure: Option<String> = None;
+    let mut feed = |v: &mut Verifier, seq: u64, line: u64| -> Result<(), String> {
         while let Some(cp) = pending.next_if(|cp| cp.seq == seq) {
-            v.checkpoint(line, cp)
-                .map_err(|e| tampered(format!("stored {e}")))?;
+            v.checkpoint(line, cp).map_err(|e| format!("stored {e}"))?;
         }
         Ok(())
     };
-    feed(&mut v, 0, 0)?;
+    failure = failure.or(feed(&mut v, 0, 0).err());
+    let mut line = 0u64;
     let mut after = 0;
     loop {
         let page = store.audit_entries(after, VERIFY_PAGE)?;
         for e in &page {
+            each(e);
             line = line.saturating_add(1);
-            v.entry(line, e)
-                .map_err(|err| tampered(format!("audit {err}")))?;
-            feed(&mut v, e.seq, line)?;
+            if failure.is_none() {
+                failure = v
+                    .entry(line, e)
+                    .map_err(|err| format!("audit {err}"))
+                    .and_then(|()| feed(&mut v, e.seq, line))
+                    .err();
+            }
         }
         match page.last() {
             Some(last) if page.len() >= VERIFY_PAGE as usize => after = last.seq,
             _ => break,
         }
+    }
+    if let Some(why) = failure {
+        return Err(tampered(why));
     }
     if let Some(cp) = pending.next() {
         return Err(tampered(format!(
@@ -417,6 +437,30 @@ pub fn check_at_start(
             )));
         }
     }
+    Ok(summary)
+}
+
+/// Refuses a tampered database (see the module documentation), creates the audit key at first
+/// start, and signs a checkpoint of the head. Returns the audit public key (hex).
+///
+/// `differences` are the backend's schema differences (see `SqliteStore::schema_differences`).
+pub fn check_at_start(
+    store: &dyn Store,
+    differences: &[String],
+    config: &ServerConfig,
+) -> Result<String, AuditKeyError> {
+    let db_path = database_name(config);
+    if !differences.is_empty() {
+        return Err(AuditKeyError::Tampered {
+            path: db_path,
+            why: format!(
+                "its schema differs from this server's: {}",
+                differences.join("; ")
+            ),
+        });
+    }
+    let keys = KeyFile::of(config);
+    let summary = verify_stored(store, &keys, &db_path, &mut |_| {})?;
     // The key file must hold the key the rotation chain ends at (or create it, first start).
     keys.key_for(summary.current_key.as_deref())?;
     let cp = checkpoint(store, &keys, None, None)?;

@@ -245,9 +245,11 @@ pub fn statement(config: &ServerConfig) -> RecordsStatement {
                 holds: "a session's hashed cookie, its person, CSRF token, login, last use \
                         and re-authentication times",
                 kept: format!(
-                    "refused after {} s idle or {} s after login; deleted at logout or when \
-                     the account is disabled",
-                    a.session_idle_secs, a.session_absolute_secs
+                    "refused after {} s idle or {} s after login, and deleted within {} s of \
+                     that; deleted at logout or when the account is disabled",
+                    a.session_idle_secs,
+                    a.session_absolute_secs,
+                    crate::api::accounts::SESSION_SWEEP_SECS
                 ),
                 retention_secs: Some(a.session_absolute_secs),
                 why: "to keep a person logged in without re-sending their passphrase",

@@ -278,6 +278,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         state.db.clone(),
         state.config.clone(),
     ));
+    tokio::spawn(crate::api::accounts::session_sweep_loop(
+        state.db.clone(),
+        state.config.clone(),
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
     let handle = axum_server::Handle::new();

@@ -314,6 +314,45 @@ async fn idle_and_old_sessions_expire() {
 }
 
 #[tokio::test]
+async fn ended_sessions_are_swept_in_batches_and_live_ones_kept() {
+    let h = Harness::with_env(ENV);
+    let names = ["ann", "bea", "cy", "dee", "eve"];
+    let mut people_ = Vec::new();
+    for n in names {
+        people_.push(people::person(&h, n, &[Role::Auditor]).await);
+    }
+    // ann and bea idle past 900 s, cy logged in more than 12 h ago; dee idle just under.
+    h.raw_execute(
+        "UPDATE sessions SET last_seen = last_seen - 1000 WHERE user_name IN ('ann', 'bea'); \
+         UPDATE sessions SET created_at = created_at - 50000 WHERE user_name = 'cy'; \
+         UPDATE sessions SET last_seen = last_seen - 800 WHERE user_name = 'dee';",
+        "UPDATE sessions SET last_seen = last_seen - 1000 WHERE user_name IN ('ann', 'bea'); \
+         UPDATE sessions SET created_at = created_at - 50000 WHERE user_name = 'cy'; \
+         UPDATE sessions SET last_seen = last_seen - 800 WHERE user_name = 'dee';",
+    );
+    let config = h.state.config.clone();
+    let now = sigil_server::store::now_secs();
+    // Batches of 2: three ended sessions take two transactions, and all three go.
+    let swept = h.blocking(|s| sigil_server::api::accounts::sweep_sessions(s, &config, now, 2));
+    assert_eq!(swept.unwrap(), 3);
+    assert_eq!(h.raw_i64("SELECT COUNT(*) FROM sessions"), 2);
+    assert_eq!(
+        h.raw_i64("SELECT COUNT(*) FROM sessions WHERE user_name IN ('dee', 'eve')"),
+        2
+    );
+    for p in &people_[3..] {
+        assert_eq!(
+            as_person(&h, p, "GET", "/api/v1/session", None).await.0,
+            StatusCode::OK,
+            "{} is still logged in",
+            p.name
+        );
+    }
+    let again = h.blocking(|s| sigil_server::api::accounts::sweep_sessions(s, &config, now, 2));
+    assert_eq!(again.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn cross_site_and_tokenless_cookie_requests_are_refused() {
     let h = Harness::with_env(ENV);
     let ann = people::person(&h, "ann", &[Role::Operator]).await;

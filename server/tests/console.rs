@@ -130,6 +130,41 @@ async fn the_login_form_takes_passphrase_and_code_and_refuses_a_wrong_code() {
 }
 
 #[tokio::test]
+async fn a_throttled_console_login_says_when_to_retry() {
+    let mut env = ENV.to_vec();
+    env.retain(|(k, _)| *k != "SIGIL_LOGIN_BACKOFF_SECS");
+    env.push(("SIGIL_LOGIN_BACKOFF_SECS", "30"));
+    let h = Harness::with_env(&env);
+    let mut ana = people::person(&h, "ana", &[Role::Operator]).await;
+    let form = |code: &str| {
+        vec![
+            ("name".to_owned(), "ana".to_owned()),
+            ("passphrase".to_owned(), PASSPHRASE.to_owned()),
+            ("totp".to_owned(), code.to_owned()),
+        ]
+    };
+    let login = |fields: Vec<(String, String)>| {
+        let h = &h;
+        async move {
+            let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (&**k, &**v)).collect();
+            page(h, "POST", "/console/login", None, SAME_ORIGIN, Some(&f)).await
+        }
+    };
+    let (s, _, body) = login(form(&ana.wrong_code())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    // Within the backoff the right code is not checked: 429, with when to come back.
+    let (s, headers, body) = login(form(&ana.code())).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("retry in"), "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
+
+#[tokio::test]
 async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devices() {
     let h = Harness::with_env(ENV);
     h.enrol("a1", 1, json!({ "groups": ["hospital-a"] })).await;
@@ -148,6 +183,7 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
         "/console/audit",
         "/console/people",
         "/console/account",
+        "/console/records",
     ] {
         let (s, headers, body) = page(&h, "GET", path, Some(&cookie), &[], None).await;
         assert_eq!(s, StatusCode::OK, "{path}: {body}");
@@ -160,6 +196,11 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
     }
     let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
     assert!(body.contains(">a1<") && body.contains(">b1<"));
+    let (_, _, body) = page(&h, "GET", "/console/records", Some(&cookie), &[], None).await;
+    assert!(
+        body.contains("<code>device_reports</code>") && body.contains("<code>audit_trail</code>"),
+        "{body}"
+    );
 
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
     let (s, v) = h
@@ -240,7 +281,23 @@ async fn the_audit_page_shows_the_chain_verified_and_an_edited_one_flagged() {
     let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.contains("Chain verified"), "{body}");
+    // The start-up checkpoint covers the empty log; the entries since are newer.
+    assert!(body.contains("1 signed checkpoint verified"), "{body}");
+    assert!(body.contains("(entries 1 to "), "{body}");
     assert!(body.contains("user.login"));
+    // A checkpoint of the head signed by the server's audit key: its signature is checked.
+    let cp = signed_checkpoint(&h, &ada).await;
+    let (_, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
+    assert!(body.contains("Chain verified"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "2 signed checkpoints verified, each along the key rotations to this server&#39;s \
+             audit key {}; the last covers entry {}</p>",
+            cp["public_key"].as_str().unwrap(),
+            cp["seq"]
+        )),
+        "{body}"
+    );
     h.raw_execute(
         "DROP TRIGGER audit_no_update",
         "ALTER TABLE audit DISABLE TRIGGER USER",
@@ -252,6 +309,237 @@ async fn the_audit_page_shows_the_chain_verified_and_an_edited_one_flagged() {
     let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body.contains("Chain NOT verified"), "{body}");
+}
+
+/// A checkpoint of the head signed by the server's audit key (`GET /api/v1/audit/checkpoint`).
+async fn signed_checkpoint(h: &Harness, auditor: &Person) -> serde_json::Value {
+    let (s, cp) = people::as_person(h, auditor, "GET", "/api/v1/audit/checkpoint", None).await;
+    assert_eq!(s, StatusCode::OK, "{cp}");
+    cp
+}
+
+/// Stores, as someone with database access but not the audit key would, a checkpoint of the
+/// current head signed with another key.
+async fn forge_checkpoint(h: &Harness, auditor: &Person) {
+    let (_, head) = people::as_person(h, auditor, "GET", "/api/v1/audit/head", None).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x66; 32]);
+    let cp = sigil_server::audit::Checkpoint::sign(
+        &key,
+        head["seq"].as_u64().unwrap(),
+        head["hash"].as_str().unwrap(),
+        1,
+        None,
+    )
+    .unwrap();
+    let sql = format!(
+        "INSERT INTO audit_checkpoints (seq, head, at, public_key, next_public_key, signature) \
+         VALUES ({}, '{}', 1, '{}', NULL, '{}')",
+        cp.seq, cp.head, cp.public_key, cp.signature
+    );
+    h.raw_execute(&sql, &sql);
+}
+
+#[tokio::test]
+async fn the_audit_page_flags_a_checkpoint_not_signed_by_the_servers_key() {
+    // After a genuine checkpoint: a forged one is signed by a key the rotations never handed
+    // over to.
+    let h = Harness::with_env(ENV);
+    let mut ada = people::person(&h, "ada", &[Role::Auditor]).await;
+    let cookie = console_login(&h, &mut ada).await;
+    signed_checkpoint(&h, &ada).await;
+    forge_checkpoint(&h, &ada).await;
+    let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("Chain NOT verified"), "{body}");
+    assert!(
+        body.contains("not the server&#39;s current audit key"),
+        "{body}"
+    );
+    assert!(!body.contains("checkpoint-status"), "{body}");
+
+    // Every checkpoint re-signed by someone else's key verifies on its own, but not against
+    // the server's key file (here: the key file replaced, which is the same disagreement).
+    let h = Harness::with_env(ENV);
+    let mut ada = people::person(&h, "ada", &[Role::Auditor]).await;
+    let cookie = console_login(&h, &mut ada).await;
+    std::fs::write(h.data().join("keys/audit.key"), hex::encode([0x67u8; 32])).unwrap();
+    let (s, _, body) = page(&h, "GET", "/console/audit", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("Chain NOT verified"), "{body}");
+    assert!(
+        body.contains("which is not this server&#39;s audit key (checkpoints forged or re-signed)"),
+        "{body}"
+    );
+}
+
+/// Devices `d00001` … written straight into the tables (one statement: an API enrolment each
+/// would take minutes): even numbers in `hospital-a`, odd in `hospital-b`; every tenth last
+/// reported `failed` (version 1.0.0, seen at its number), the others `confirmed` (2.0.0).
+fn many_devices(h: &Harness, n: u32) {
+    let columns = "INSERT INTO devices (id, vendor, device, public_key, channel, groups, labels, \
+                   revoked, enrolled_at, last_seen, version, security_counter, state)";
+    let row = |i: &str, json: &str, no: &str| {
+        format!(
+            "SELECT printf('d%05d', {i}), 'acme', 'pump-x2', '00', 'stable', \
+             CASE WHEN {i} % 2 = 0 THEN '[\"hospital-a\"]' ELSE '[\"hospital-b\"]' END{json}, \
+             '{{}}'{json}, {no}, 1, {i}, \
+             CASE WHEN {i} % 10 = 0 THEN '1.0.0' ELSE '2.0.0' END, 1, \
+             CASE WHEN {i} % 10 = 0 THEN 'failed' ELSE 'confirmed' END"
+        )
+    };
+    let sqlite = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+         {columns} {} FROM n",
+        row("i", "", "0")
+    );
+    let postgres = format!(
+        "{columns} {} FROM generate_series(1, {n}) AS i",
+        row("i", "::JSONB", "FALSE").replace("printf('d%05d', i)", "'d' || lpad(i::TEXT, 5, '0')")
+    );
+    h.raw_execute(&sqlite, &postgres);
+}
+
+/// The number in `<span id="ID">` of a page.
+fn span(body: &str, id: &str) -> String {
+    let at = body
+        .find(&format!("<span id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("{id}: {body}"));
+    body[at..]
+        .split('>')
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn counts_and_pages_cover_more_devices_than_a_list_page_holds_and_keep_the_scope() {
+    let h = Harness::with_env(ENV);
+    many_devices(&h, 10_050);
+    let mut root = people::person(&h, "root", &[Role::Operator]).await;
+    let cookie = console_login(&h, &mut root).await;
+
+    // The overview counts every device (the old one read a list page of 10,000).
+    let (s, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(span(&body, "device-count"), "10050");
+    for bar in [
+        ">failed</text>",
+        ">1005</text>",
+        ">confirmed</text>",
+        ">9045</text>",
+    ] {
+        assert!(body.contains(bar), "{bar}: {body}");
+    }
+    // The most recently seen failures first.
+    let first = body
+        .find(">d10050<")
+        .expect("d10050 among the recent failures");
+    assert!(first < body.find(">d10040<").unwrap(), "{body}");
+
+    // The device list: 100 a page, every matching device counted, links both ways.
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        "/console/devices?state=failed",
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(span(&body, "device-count"), "1005");
+    assert_eq!(span(&body, "device-range"), "1–100");
+    assert!(
+        body.contains(">d00010<") && !body.contains(">d01010<"),
+        "{body}"
+    );
+    assert!(
+        body.contains("href=\"/console/devices?state=failed&#38;offset=100\" rel=\"next\""),
+        "{body}"
+    );
+    assert!(!body.contains("rel=\"prev\""), "{body}");
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        "/console/devices?state=failed&offset=1000",
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(span(&body, "device-range"), "1001–1005");
+    assert!(body.contains(">d10050<"), "{body}");
+    assert!(
+        body.contains("href=\"/console/devices?state=failed&#38;offset=900\" rel=\"prev\""),
+        "{body}"
+    );
+    assert!(!body.contains("rel=\"next\""), "{body}");
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        "/console/devices?version=1.0.0",
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(span(&body, "device-count"), "1005");
+
+    // A site's operator: every count is the site's.
+    let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/api/v1/users/hana/scope",
+            Some(h.token(Role::Admin)),
+            Some(json!({ "groups": ["hospital-a"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let cookie = console_login(&h, &mut hana).await;
+    let (_, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
+    assert_eq!(span(&body, "device-count"), "5025");
+    // Every tenth device is even: all 1,005 failures are hospital-a's.
+    assert!(
+        body.contains(">1005</text>") && body.contains(">4020</text>"),
+        "{body}"
+    );
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        "/console/devices?offset=5000",
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(span(&body, "device-range"), "5001–5025");
+    assert!(
+        !body.contains(">d10049<") && body.contains(">d10050<"),
+        "{body}"
+    );
+    let (s, v) = people::as_person(
+        &h,
+        &hana,
+        "GET",
+        "/api/v1/summary/devices?group=hospital-b",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["total"], 0, "{v}");
+    let (_, v) = people::as_person(
+        &h,
+        &hana,
+        "GET",
+        "/api/v1/summary/devices?state=confirmed",
+        None,
+    )
+    .await;
+    assert_eq!(v["total"], 4020, "{v}");
+    assert_eq!(v["by_version"], json!([["2.0.0", 4020]]), "{v}");
 }
 
 // ------------------------------------------------------------------ in a real browser

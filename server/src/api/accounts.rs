@@ -9,7 +9,8 @@
 //! `accounts.allowed_origins`; and `X-CSRF-Token` carries the session's token (returned by
 //! the login and by `GET /api/v1/session`). A session ends after `accounts.session_idle_secs`
 //! without a request, `accounts.session_absolute_secs` after login, at logout, or when its
-//! person is disabled or re-enrolled.
+//! person is disabled or re-enrolled. Ended sessions are deleted by [`session_sweep_loop`]
+//! every [`SESSION_SWEEP_SECS`], [`SESSION_SWEEP_BATCH`] rows per transaction.
 
 use axum::extract::{Path, State};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
@@ -706,6 +707,53 @@ pub(super) fn session_of(caller: &Caller) -> Result<&SessionAuth, ApiError> {
     caller.session.as_ref().ok_or_else(|| {
         ApiError::Forbidden("this endpoint is for a person's console session".to_owned())
     })
+}
+
+/// How often ended sessions are deleted.
+pub const SESSION_SWEEP_SECS: u64 = 300;
+/// Sessions deleted per transaction: a short write, so check-ins wait little behind it.
+pub const SESSION_SWEEP_BATCH: u32 = 1000;
+
+/// Deletes every session ended by a timeout at `now` (idle or absolute), a batch of
+/// `batch` per transaction; returns how many went.
+pub fn sweep_sessions(
+    store: &dyn Store,
+    config: &ServerConfig,
+    now: u64,
+    batch: u32,
+) -> crate::store::StoreResult<u64> {
+    let a = &config.accounts;
+    // `session_caller` refuses a session from `last_seen + idle` and `created_at + absolute`
+    // on: anything strictly before these has ended.
+    let idle_before = now.saturating_sub(a.session_idle_secs);
+    let absolute_before = now.saturating_sub(a.session_absolute_secs);
+    let mut total = 0u64;
+    loop {
+        let n = store.sweep_sessions(idle_before, absolute_before, batch)?;
+        total = total.saturating_add(n);
+        if n < u64::from(batch) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`sweep_sessions`] every [`SESSION_SWEEP_SECS`], the first time at start-up.
+pub async fn session_sweep_loop(db: super::Db, config: ServerConfig) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(SESSION_SWEEP_SECS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let c = config.clone();
+        let now = now_secs();
+        match db
+            .run(move |s| sweep_sessions(s, &c, now, SESSION_SWEEP_BATCH))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "deleted ended console sessions"),
+            Err(e) => tracing::error!(error = %e, "cannot delete ended console sessions"),
+        }
+    }
 }
 
 /// `GET /api/v1/session`: who is logged in, and the CSRF token.

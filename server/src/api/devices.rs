@@ -181,7 +181,8 @@ pub async fn enrol(
     ))
 }
 
-/// Query of `GET /api/v1/devices`: a page, and optional conditions that must all hold.
+/// Query of `GET /api/v1/devices`: a page, and optional conditions that must all hold
+/// (the same conditions, without the page, for `GET /api/v1/summary/devices`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevicesQuery {
@@ -193,10 +194,26 @@ pub struct DevicesQuery {
     group: Option<String>,
     state: Option<CheckInState>,
     revoked: Option<bool>,
+    version: Option<String>,
 }
 
-/// `GET /api/v1/devices?offset=&limit=&product=&channel=&group=&state=&revoked=` (by id;
-/// default 1000, at most 10000 per page; every condition given must hold).
+impl DevicesQuery {
+    /// The store's filter, cut to the caller's scope.
+    fn filter(self, caller: &Caller) -> Result<DeviceFilter, ApiError> {
+        Ok(DeviceFilter {
+            product: self.product.as_deref().map(parse_product).transpose()?,
+            channel: self.channel,
+            group: self.group,
+            state: self.state,
+            revoked: self.revoked,
+            version: self.version,
+            scope: caller.scope().cloned(),
+        })
+    }
+}
+
+/// `GET /api/v1/devices?offset=&limit=&product=&channel=&group=&state=&revoked=&version=` (by
+/// id; default 1000, at most 10000 per page; every condition given must hold).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,23 +221,59 @@ pub async fn list(
 ) -> Result<Json<Vec<Device>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
     let q = query?.0;
-    let filter = DeviceFilter {
-        product: q.product.as_deref().map(parse_product).transpose()?,
-        channel: q.channel,
-        group: q.group,
-        state: q.state,
-        revoked: q.revoked,
-    };
     let page = PageQuery::new(q.offset, q.limit).page()?;
-    if let Some(scope) = caller.scope().cloned() {
-        let all = state
-            .db
-            .run(move |s| s.devices(&filter, crate::store::Page::ALL))
-            .await?;
-        let mine = all.into_iter().filter(|d| scope.admits_device(d)).collect();
-        return Ok(Json(super::scopes::window(mine, page)));
-    }
+    let filter = q.filter(&caller)?;
     Ok(Json(state.db.run(move |s| s.devices(&filter, page)).await?))
+}
+
+/// Most recent failures in a summary.
+const SUMMARY_FAILURES: u32 = 10;
+
+/// The answer of `GET /api/v1/summary/devices`.
+#[derive(Debug, Serialize)]
+pub struct DevicesSummary {
+    /// Devices that pass the conditions (in the caller's scope).
+    pub total: u64,
+    /// Per last reported state; `null`: never reported.
+    pub by_state: Vec<(Option<CheckInState>, u64)>,
+    /// Per last reported version; `null`: never reported.
+    pub by_version: Vec<(Option<String>, u64)>,
+    /// The devices that last reported a failure or a revert, most recently seen first (ten).
+    pub recent_failures: Vec<Device>,
+}
+
+/// `GET /api/v1/summary/devices?product=&channel=&group=&state=&revoked=&version=`: how many
+/// devices pass the conditions, per state and per version, counted by the database over the
+/// whole fleet (cut to the caller's scope), and the latest failures.
+pub async fn summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<DevicesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DevicesSummary>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    let q = query?.0;
+    if q.offset.is_some() || q.limit.is_some() {
+        return Err(ApiError::BadRequest(
+            "a summary covers every device that passes the conditions: no offset or limit"
+                .to_owned(),
+        ));
+    }
+    let filter = q.filter(&caller)?;
+    let (counts, recent_failures) = state
+        .db
+        .run(move |s| {
+            Ok((
+                s.device_counts(&filter)?,
+                s.recent_failures(&filter, SUMMARY_FAILURES)?,
+            ))
+        })
+        .await?;
+    Ok(Json(DevicesSummary {
+        total: counts.total,
+        by_state: counts.by_state,
+        by_version: counts.by_version,
+        recent_failures,
+    }))
 }
 
 pub(super) async fn find(state: &AppState, id: String) -> Result<Device, ApiError> {

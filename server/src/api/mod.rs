@@ -8,6 +8,7 @@
 //! | `GET /api/v1/releases[/{id}]`              | release, operator, auditor |
 //! | `POST /api/v1/devices`, `…/{id}/revoke`    | operator                   |
 //! | `GET /api/v1/devices[/{id}[/reports]]`     | operator, auditor          |
+//! | `GET /api/v1/summary/devices`              | operator, auditor          |
 //! | `POST /api/v1/deployments`, `…/{id}/pause|resume|cancel` | operator     |
 //! | `GET /api/v1/deployments[/{id}]`           | operator, auditor          |
 //! | `GET /api/v1/audit/export`, `…/head`, `…/checkpoint` | auditor          |
@@ -595,6 +596,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/approvals", get(approvals::queue))
         .route("/api/v1/devices", post(devices::enrol).get(devices::list))
+        .route("/api/v1/summary/devices", get(devices::summary))
         .route("/api/v1/devices/{id}", get(devices::show))
         .route("/api/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/api/v1/devices/{id}/reports", get(devices::reports))

@@ -522,6 +522,14 @@ pub trait AccountStore {
     ) -> StoreResult<()>;
     /// Ends a session (logout); `false` if there was none.
     fn close_session(&self, hash: &[u8; 32], audit: &AuditEvent) -> StoreResult<bool>;
+    /// Deletes up to `limit` sessions that have ended by timeout: last used before
+    /// `idle_before`, or opened before `absolute_before`. Returns how many went.
+    fn sweep_sessions(
+        &self,
+        idle_before: u64,
+        absolute_before: u64,
+        limit: u32,
+    ) -> StoreResult<u64>;
     /// Disables or re-activates an account; disabling ends its sessions.
     fn set_user_state(
         &self,

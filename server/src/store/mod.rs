@@ -88,6 +88,12 @@ pub trait DeviceStore {
     fn device(&self, id: &str) -> StoreResult<Option<Device>>;
     /// Devices that pass `filter`, by id.
     fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>>;
+    /// How many devices pass `filter`, in all and per state and version (`GROUP BY` in the
+    /// database: exact at any fleet size).
+    fn device_counts(&self, filter: &DeviceFilter) -> StoreResult<DeviceCounts>;
+    /// Up to `limit` devices that pass `filter` and last reported a failure or a revert,
+    /// the most recently seen first.
+    fn recent_failures(&self, filter: &DeviceFilter, limit: u32) -> StoreResult<Vec<Device>>;
     /// Revokes a device and ends its sessions.
     fn revoke_device(&self, id: &str, audit: &AuditEvent) -> StoreResult<()>;
 }

@@ -315,6 +315,75 @@ pub struct DeviceFilter {
     pub state: Option<CheckInState>,
     /// Only revoked (`true`) or only active (`false`) devices.
     pub revoked: Option<bool>,
+    /// Only devices whose last reported version is this one.
+    pub version: Option<String>,
+    /// Only devices in this account's scope (see [`super::accounts::Scope::admits_device`]).
+    pub scope: Option<super::accounts::Scope>,
+}
+
+/// One condition of a device list, for a backend to write as SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCondition<'a> {
+    /// A text column equals the value.
+    Is(&'static str, &'a str),
+    /// `revoked` is the value.
+    Revoked(bool),
+    /// The text column is one of the values (never empty).
+    OneOf(&'static str, &'a [String]),
+    /// The device is of one of the products (never empty).
+    ProductOneOf(&'a [Product]),
+    /// The device is in at least one of the groups (never empty).
+    InAnyGroup(&'a [String]),
+}
+
+impl DeviceFilter {
+    /// The conditions a device must meet, in a fixed order; the scope's restrictions among
+    /// them, so that lists, counts and pages are cut to the scope by the database alike.
+    pub fn conditions(&self) -> Vec<DeviceCondition<'_>> {
+        let mut c = Vec::new();
+        if let Some(p) = &self.product {
+            c.push(DeviceCondition::Is("vendor", &p.vendor));
+            c.push(DeviceCondition::Is("device", &p.device));
+        }
+        if let Some(ch) = &self.channel {
+            c.push(DeviceCondition::Is("channel", ch));
+        }
+        if let Some(g) = &self.group {
+            c.push(DeviceCondition::InAnyGroup(std::slice::from_ref(g)));
+        }
+        if let Some(s) = self.state {
+            c.push(DeviceCondition::Is("state", s.as_str()));
+        }
+        if let Some(r) = self.revoked {
+            c.push(DeviceCondition::Revoked(r));
+        }
+        if let Some(v) = &self.version {
+            c.push(DeviceCondition::Is("version", v));
+        }
+        if let Some(scope) = &self.scope {
+            if !scope.products.is_empty() {
+                c.push(DeviceCondition::ProductOneOf(&scope.products));
+            }
+            if !scope.groups.is_empty() {
+                c.push(DeviceCondition::InAnyGroup(&scope.groups));
+            }
+            if !scope.channels.is_empty() {
+                c.push(DeviceCondition::OneOf("channel", &scope.channels));
+            }
+        }
+        c
+    }
+}
+
+/// How many devices pass a filter: in all, per last reported state and per version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    /// Every device that passes.
+    pub total: u64,
+    /// Per last reported state (`None`: never reported), by state.
+    pub by_state: Vec<(Option<CheckInState>, u64)>,
+    /// Per last reported version (`None`: never reported), by version text.
+    pub by_version: Vec<(Option<String>, u64)>,
 }
 
 /// A deployment, its status counts over all target devices, and one page of its members.

@@ -20,7 +20,7 @@ run(async ([base, name, passphrase, code, dir, device]) => {
   await shot(page, dir, "overview");
   const pages = [["devices", "/console/devices"], ["releases", "/console/releases"],
     ["deployments", "/console/deployments"], ["approvals", "/console/approvals"],
-    ["audit", "/console/audit"], ["people", "/console/people"]];
+    ["audit", "/console/audit"], ["people", "/console/people"], ["records", "/console/records"]];
   if (device) { pages.push(["device", `/console/devices/${device}`]); }
   for (const [label, path] of pages) {
     const r = await page.goto(`${base}${path}`);

@@ -78,6 +78,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/audit", get(pages::audit))
         .route("/console/people", get(pages::people))
         .route("/console/account", get(account::account))
+        .route("/console/records", get(pages::records))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
         .route("/console/assets/icon.svg", get(icon))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::super::{accounts, approvals, deployments, devices, ops, releases};
+use super::super::{
+    accounts, approvals, deployments, devices, ops, records as records_api, releases,
+};
 use super::super::{ApiJson, AppState, Caller};
 use super::charts::{self, Series};
 use super::see_other;
@@ -273,15 +275,20 @@ pub async fn login(
         Ok(answer) => answer,
         Err(e) => {
             let message = e.to_string();
-            let status = e.into_response().status();
-            render(
-                status,
+            let refused = e.into_response();
+            let mut page = render(
+                refused.status(),
                 &LoginPage {
                     error: Some(message),
                     name,
                     passkeys: passkeys_on,
                 },
-            )
+            );
+            // A backoff or lockout says when to try again, as the API's answer does.
+            if let Some(after) = refused.headers().get(RETRY_AFTER) {
+                page.headers_mut().insert(RETRY_AFTER, after.clone());
+            }
+            page
         }
     }
 }
@@ -319,10 +326,11 @@ pub(super) async fn reauthenticated(
 #[template(path = "overview.html")]
 struct OverviewPage {
     nav: Nav,
-    devices: usize,
+    devices: u64,
     by_state: String,
     by_version: String,
     rollouts: Vec<DeploymentRow>,
+    more_rollouts: bool,
     failures: Vec<DeviceRow>,
 }
 
@@ -386,16 +394,116 @@ fn deployment_row(d: &Value) -> DeploymentRow {
     }
 }
 
-fn count_by(rows: &[DeviceRow], key: impl Fn(&DeviceRow) -> &str) -> Vec<(String, u64)> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows {
-        let k = match key(r) {
-            "—" => "never reported",
-            k => k,
+/// The `[key or null, count]` pairs at `key` of a summary, `null` as "never reported".
+fn counted(summary: &Value, key: &str) -> Vec<(String, u64)> {
+    each(&summary[key], |pair| {
+        let name = match pair.get(0) {
+            Some(Value::String(s)) => s.clone(),
+            _ => "never reported".to_owned(),
         };
-        *counts.entry(k.to_owned()).or_default() += 1;
+        (name, pair.get(1).and_then(Value::as_u64).unwrap_or(0))
+    })
+}
+
+/// The device filters a page passes on to the API.
+const DEVICE_FILTERS: [&str; 6] = ["product", "channel", "group", "state", "revoked", "version"];
+
+/// `GET /api/v1/summary/devices`'s answer for the page's filters (counted by the database,
+/// cut to the caller's scope).
+async fn device_summary(state: &AppState, caller: &Caller, uri: &Uri) -> Result<Value, Response> {
+    let q = query(uri, &DEVICE_FILTERS, &[])?;
+    value(devices::summary(State(state.clone()), caller.clone(), Ok(q)).await)
+}
+
+/// Rollouts listed on the overview.
+const OVERVIEW_ROLLOUTS: usize = 10;
+
+/// `GET /console/`: the fleet overview.
+pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    let summary = device_summary(&state, &caller, &Uri::from_static("/")).await?;
+    let devices = summary["total"].as_u64().unwrap_or(0);
+    let by_state = charts::bars("devices by state", &counted(&summary, "by_state"));
+    let by_version = charts::bars("devices by version", &counted(&summary, "by_version"));
+    // The newest active deployments, one more than shown: whether to link to the rest.
+    let q = Query(body(
+        json!({ "state": "active", "limit": OVERVIEW_ROLLOUTS.saturating_add(1) }),
+    )?);
+    let active = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
+    let mut rollouts = each(&active, deployment_row);
+    let more_rollouts = rollouts.len() > OVERVIEW_ROLLOUTS;
+    rollouts.truncate(OVERVIEW_ROLLOUTS);
+    let failures = each(&summary["recent_failures"], device_row);
+    ok(&OverviewPage {
+        nav,
+        devices,
+        by_state,
+        by_version,
+        rollouts,
+        more_rollouts,
+        failures,
+    })
+}
+
+/// Rows per page of the device and deployment lists.
+const PAGE_ROWS: u64 = 100;
+
+/// Where a list page stands: rows `first` to `last` (1-based) of `total`, when known, and
+/// the links to the pages before and after.
+pub struct Pager {
+    first: u64,
+    last: u64,
+    total: Option<u64>,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+/// The `offset` of a list page's query (0 when absent or not a number).
+fn offset_of(uri: &Uri) -> u64 {
+    filters(uri, &["offset"])
+        .get("offset")
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Pager {
+    /// The pager of a page at `offset` of the list at `path` filtered by `kept` (the page's
+    /// own query fields), showing `shown` rows, with `more` when rows follow.
+    fn new(
+        path: &str,
+        uri: &Uri,
+        kept: &[&str],
+        shown: u64,
+        more: bool,
+        total: Option<u64>,
+    ) -> Pager {
+        let offset = offset_of(uri);
+        let fields: Vec<(String, String)> = filters(uri, kept)
+            .into_iter()
+            .filter(|(k, v)| k != "offset" && !v.is_empty())
+            .collect();
+        let link = |at: u64| {
+            let mut f = fields.clone();
+            if at > 0 {
+                f.push(("offset".to_owned(), at.to_string()));
+            }
+            match serde_urlencoded::to_string(&f).unwrap_or_default() {
+                q if q.is_empty() => path.to_owned(),
+                q => format!("{path}?{q}"),
+            }
+        };
+        Pager {
+            first: if shown == 0 {
+                0
+            } else {
+                offset.saturating_add(1)
+            },
+            last: offset.saturating_add(shown),
+            total,
+            prev: (offset > 0).then(|| link(offset.saturating_sub(PAGE_ROWS))),
+            next: more.then(|| link(offset.saturating_add(PAGE_ROWS))),
+        }
     }
-    counts.into_iter().collect()
 }
 
 async fn device_rows(
@@ -403,39 +511,12 @@ async fn device_rows(
     caller: &Caller,
     uri: &Uri,
 ) -> Result<Vec<DeviceRow>, Response> {
-    let q = query(
-        uri,
-        &["product", "channel", "group", "state", "revoked", "offset"],
-        &[("limit", "10000")],
-    )?;
+    let mut keys = DEVICE_FILTERS.to_vec();
+    keys.push("offset");
+    let limit = PAGE_ROWS.to_string();
+    let q = query(uri, &keys, &[("limit", &limit)])?;
     let list = value(devices::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
     Ok(each(&list, device_row))
-}
-
-/// `GET /console/`: the fleet overview.
-pub async fn overview(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
-    let (caller, nav) = person(caller)?;
-    let rows = device_rows(&state, &caller, &Uri::from_static("/")).await?;
-    let devices = rows.len();
-    let by_state = charts::bars("devices by state", &count_by(&rows, |r| &r.state));
-    let by_version = charts::bars("devices by version", &count_by(&rows, |r| &r.version));
-    let q = Query(body(json!({ "state": "active" }))?);
-    let active = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
-    let rollouts = each(&active, deployment_row);
-    let mut failures: Vec<DeviceRow> = rows
-        .into_iter()
-        .filter(|r| matches!(r.state.as_str(), "failed" | "reverted"))
-        .collect();
-    failures.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
-    failures.truncate(10);
-    ok(&OverviewPage {
-        nav,
-        devices,
-        by_state,
-        by_version,
-        rollouts,
-        failures,
-    })
 }
 
 // ---------------------------------------------------------------- devices
@@ -447,6 +528,7 @@ struct DevicesPage {
     filter: BTreeMap<String, String>,
     states: Vec<&'static str>,
     rows: Vec<DeviceRow>,
+    pager: Pager,
 }
 
 impl DevicesPage {
@@ -455,18 +537,29 @@ impl DevicesPage {
     }
 }
 
-/// `GET /console/devices?product=&channel=&group=&state=&version=`.
+/// `GET /console/devices?product=&channel=&group=&state=&version=&offset=`: a page of
+/// [`PAGE_ROWS`] devices, and how many pass the filters in all.
 pub async fn devices(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
     uri: Uri,
 ) -> Page {
     let (caller, nav) = person(caller)?;
-    let filter = filters(&uri, &["product", "channel", "group", "state", "version"]);
-    let mut rows = device_rows(&state, &caller, &uri).await?;
-    if let Some(v) = filter.get("version").filter(|v| !v.is_empty()) {
-        rows.retain(|r| &r.version == v);
-    }
+    let filter = filters(&uri, &DEVICE_FILTERS);
+    let total = device_summary(&state, &caller, &uri).await?["total"]
+        .as_u64()
+        .unwrap_or(0);
+    let rows = device_rows(&state, &caller, &uri).await?;
+    let shown = rows.len() as u64;
+    let more = offset_of(&uri).saturating_add(shown) < total;
+    let pager = Pager::new(
+        "/console/devices",
+        &uri,
+        &DEVICE_FILTERS,
+        shown,
+        more,
+        Some(total),
+    );
     ok(&DevicesPage {
         nav,
         filter,
@@ -475,6 +568,7 @@ pub async fn devices(
             .map(|s| s.as_str())
             .collect(),
         rows,
+        pager,
     })
 }
 
@@ -736,19 +830,32 @@ pub async fn decide_release(
 struct DeploymentsPage {
     nav: Nav,
     rows: Vec<DeploymentRow>,
+    pager: Pager,
 }
 
-/// `GET /console/deployments?product=&state=`.
+/// `GET /console/deployments?product=&state=&offset=`: a page of [`PAGE_ROWS`], newest first.
 pub async fn deployments(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
     uri: Uri,
 ) -> Page {
     let (caller, nav) = person(caller)?;
-    let q = query(&uri, &["product", "state", "offset"], &[])?;
+    // One row more than shown: whether a next page exists.
+    let limit = PAGE_ROWS.saturating_add(1).to_string();
+    let q = query(&uri, &["product", "state", "offset"], &[("limit", &limit)])?;
     let list = value(deployments::list(State(state), caller, Ok(q)).await)?;
-    let rows = each(&list, deployment_row);
-    ok(&DeploymentsPage { nav, rows })
+    let mut rows = each(&list, deployment_row);
+    let more = rows.len() as u64 > PAGE_ROWS;
+    rows.truncate(PAGE_ROWS as usize);
+    let pager = Pager::new(
+        "/console/deployments",
+        &uri,
+        &["product", "state"],
+        rows.len() as u64,
+        more,
+        None,
+    );
+    ok(&DeploymentsPage { nav, rows, pager })
 }
 
 #[derive(Template)]
@@ -958,7 +1065,8 @@ pub async fn approvals(State(state): State<AppState>, caller: Result<Caller, Api
 #[template(path = "audit.html")]
 struct AuditPage {
     nav: Nav,
-    verified: Result<String, String>,
+    /// The chain's and the checkpoints' verification, or what does not verify.
+    verified: Result<(String, String), String>,
     filter: BTreeMap<String, String>,
     entries: Vec<AuditRow>,
 }
@@ -978,12 +1086,11 @@ struct AuditRow {
     detail: String,
 }
 
-/// Entries read per store call while verifying.
-const AUDIT_PAGE: u32 = 5000;
 /// Most entries listed.
 const AUDIT_SHOWN: usize = 500;
 
-/// `GET /console/audit?actor=&action=&subject=`: the chain's verification and its entries
+/// `GET /console/audit?actor=&action=&subject=`: the verification of the chain and of its
+/// signed checkpoints, as the server does it at start-up, and the newest matching entries
 /// (auditor, unscoped: `GET /api/v1/audit/head`'s handler decides).
 pub async fn audit(
     State(state): State<AppState>,
@@ -996,27 +1103,12 @@ pub async fn audit(
         .map_err(error_page)?;
     let filter = filters(&uri, &["actor", "action", "subject"]);
     let f = filter.clone();
+    let keys = crate::audit_key::KeyFile::of(&state.config);
+    let db_name = crate::audit_key::database_name(&state.config);
+    let every = state.config.audit_checkpoint_secs;
     let (verified, entries) = state
         .db
         .run(move |s| {
-            let mut all = Vec::new();
-            loop {
-                let after = all.last().map_or(0, |e: &crate::audit::AuditEntry| e.seq);
-                let page = s.audit_entries(after, AUDIT_PAGE)?;
-                let done = page.len() < AUDIT_PAGE as usize;
-                all.extend(page);
-                if done {
-                    break;
-                }
-            }
-            let verified = crate::audit::verify_entries(&all)
-                .map(|sum| {
-                    format!(
-                        "{} entries, each linked to the one before, head {}",
-                        sum.entries, sum.head
-                    )
-                })
-                .map_err(|e| e.to_string());
             let keep = |e: &crate::audit::AuditEntry| {
                 f.iter().all(|(k, v)| {
                     let field = match k.as_str() {
@@ -1027,21 +1119,30 @@ pub async fn audit(
                     v.is_empty() || field.contains(v.as_str())
                 })
             };
-            let entries: Vec<AuditRow> = all
-                .iter()
-                .rev()
-                .filter(|e| keep(e))
-                .take(AUDIT_SHOWN)
-                .map(|e| AuditRow {
-                    seq: e.seq,
-                    at: format_time(e.at),
-                    actor: e.actor.clone(),
-                    action: e.action.clone(),
-                    subject: e.subject.clone(),
-                    detail: e.detail.clone(),
-                })
-                .collect();
-            Ok((verified, entries))
+            // The newest matches only: the page's memory does not grow with the trail.
+            let mut shown = std::collections::VecDeque::with_capacity(AUDIT_SHOWN);
+            let trail = crate::audit_key::verify_stored(s, &keys, &db_name, &mut |e| {
+                if keep(e) {
+                    if shown.len() == AUDIT_SHOWN {
+                        shown.pop_front();
+                    }
+                    shown.push_back(AuditRow {
+                        seq: e.seq,
+                        at: format_time(e.at),
+                        actor: e.actor.clone(),
+                        action: e.action.clone(),
+                        subject: e.subject.clone(),
+                        detail: e.detail.clone(),
+                    });
+                }
+            });
+            let verified = match trail {
+                Ok(sum) => audit_verdict(&sum, &keys, every),
+                Err(crate::audit_key::AuditKeyError::Store(e)) => return Err(e),
+                Err(crate::audit_key::AuditKeyError::Tampered { why, .. }) => Err(why),
+                Err(other) => Err(other.to_string()),
+            };
+            Ok((verified, shown.into_iter().rev().collect::<Vec<_>>()))
         })
         .await
         .map_err(error_page)?;
@@ -1050,6 +1151,77 @@ pub async fn audit(
         verified,
         filter,
         entries,
+    })
+}
+
+/// What the audit page says of a trail whose chain and checkpoints verified: the chain, then
+/// the checkpoints, which must end at the key in this server's key file (a database whose
+/// checkpoints were all re-signed with another key verifies on its own, but not against it).
+fn audit_verdict(
+    sum: &crate::audit::ChainSummary,
+    keys: &crate::audit_key::KeyFile,
+    every: u64,
+) -> Result<(String, String), String> {
+    let chain = format!(
+        "{} entries, each linked to the one before, head {}",
+        sum.entries, sum.head
+    );
+    let Some(key) = &sum.current_key else {
+        return Ok((
+            chain,
+            "no signed checkpoint yet (the server signs one at start-up and every \
+             audit_checkpoint_secs)"
+                .to_owned(),
+        ));
+    };
+    match keys.holds(key) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "the stored checkpoints are signed by {key}, which is not this server's audit \
+                 key (checkpoints forged or re-signed)"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read the audit key: {e}")),
+    }
+    let mut text = format!(
+        "{} signed checkpoint{} verified, each along the key rotations to this server's \
+         audit key {key}; the last covers entry {}",
+        sum.checkpoints,
+        if sum.checkpoints == 1 { "" } else { "s" },
+        sum.covered
+    );
+    if sum.covered < sum.entries {
+        text.push_str(&format!(
+            " (entries {} to {} are newer; a checkpoint is signed every {every} s)",
+            sum.covered.saturating_add(1),
+            sum.entries
+        ));
+    }
+    Ok((chain, text))
+}
+
+// ---------------------------------------------------------------- records
+
+#[derive(Template)]
+#[template(path = "records.html")]
+struct RecordsPage {
+    nav: Nav,
+    records: Vec<crate::records::RecordKind>,
+    prune_interval_secs: u64,
+}
+
+/// `GET /console/records`: what the server keeps, for how long and why
+/// (`GET /api/v1/records`'s handler).
+pub async fn records(State(state): State<AppState>, caller: Result<Caller, ApiError>) -> Page {
+    let (caller, nav) = person(caller)?;
+    let Json(statement) = records_api::statement(State(state), caller)
+        .await
+        .map_err(error_page)?;
+    ok(&RecordsPage {
+        nav,
+        records: statement.records,
+        prune_interval_secs: statement.prune_interval_secs,
     })
 }
 

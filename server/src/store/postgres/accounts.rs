@@ -418,6 +418,25 @@ impl AccountStore for PgStore {
         })
     }
 
+    fn sweep_sessions(
+        &self,
+        idle_before: u64,
+        absolute_before: u64,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        self.with_tx(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM sessions WHERE hash IN (SELECT hash FROM sessions \
+                 WHERE last_seen < $1 OR created_at < $2 LIMIT $3)",
+                &[
+                    &to_sql(idle_before),
+                    &to_sql(absolute_before),
+                    &i64::from(limit),
+                ],
+            )?)
+        })
+    }
+
     fn set_user_state(
         &self,
         name: &str,

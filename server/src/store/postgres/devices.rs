@@ -46,30 +46,62 @@ impl DeviceStore for PgStore {
     }
 
     fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>> {
+        let (cond, mut args) = device_where(filter, 3);
+        args.splice(
+            0..0,
+            [
+                Box::new(i64::from(page.limit)) as Arg,
+                Box::new(to_sql(page.offset)),
+            ],
+        );
         let mut c = self.conn()?;
-        let vendor = filter.product.as_ref().map(|p| p.vendor.as_str());
-        let device = filter.product.as_ref().map(|p| p.device.as_str());
-        let state = filter.state.map(CheckInState::as_str);
         let rows = c.query(
             &format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices \
-                 WHERE ($3::TEXT IS NULL OR vendor = $3) AND ($4::TEXT IS NULL OR device = $4) \
-                   AND ($5::TEXT IS NULL OR channel = $5) \
-                   AND ($6::TEXT IS NULL OR groups ? $6) \
-                   AND ($7::TEXT IS NULL OR state = $7) \
-                   AND ($8::BOOLEAN IS NULL OR revoked = $8) \
-                 ORDER BY id LIMIT $1 OFFSET $2"
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE {cond} ORDER BY id LIMIT $1 OFFSET $2"
             ),
-            &[
-                &i64::from(page.limit),
-                &to_sql(page.offset),
-                &vendor,
-                &device,
-                &filter.channel,
-                &filter.group,
-                &state,
-                &filter.revoked,
-            ],
+            &refs(&args),
+        )?;
+        rows.iter().map(device_row).collect()
+    }
+
+    fn device_counts(&self, filter: &DeviceFilter) -> StoreResult<DeviceCounts> {
+        let (cond, args) = device_where(filter, 1);
+        let mut c = self.conn()?;
+        let mut per = |column: &str| -> StoreResult<Vec<(Option<String>, u64)>> {
+            let rows = c.query(
+                &format!(
+                    "SELECT {column}, COUNT(*) FROM devices WHERE {cond} \
+                     GROUP BY {column} ORDER BY {column}"
+                ),
+                &refs(&args),
+            )?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, from_sql(r.try_get(1)?))))
+                .collect()
+        };
+        let by_state = per("state")?
+            .into_iter()
+            .map(|(s, n)| Ok((s.as_deref().map(parse_state).transpose()?, n)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let by_version = per("version")?;
+        Ok(DeviceCounts {
+            total: by_state.iter().map(|(_, n)| n).sum(),
+            by_state,
+            by_version,
+        })
+    }
+
+    fn recent_failures(&self, filter: &DeviceFilter, limit: u32) -> StoreResult<Vec<Device>> {
+        let (cond, mut args) = device_where(filter, 2);
+        args.insert(0, Box::new(i64::from(limit)));
+        let mut c = self.conn()?;
+        let rows = c.query(
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE {cond} \
+                   AND state IN ('failed', 'reverted') \
+                 ORDER BY last_seen DESC NULLS LAST, id LIMIT $1"
+            ),
+            &refs(&args),
         )?;
         rows.iter().map(device_row).collect()
     }
@@ -100,4 +132,53 @@ impl DeviceStore for PgStore {
             Ok(())
         })
     }
+}
+
+type Arg = Box<dyn ::postgres::types::ToSql + Sync>;
+
+fn refs(args: &[Arg]) -> Vec<&(dyn ::postgres::types::ToSql + Sync)> {
+    args.iter().map(|a| &**a).collect()
+}
+
+/// The `WHERE` condition of `filter` (`TRUE` when it has none) and its parameters, numbered
+/// from `$first` on.
+fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Arg>) {
+    let mut args: Vec<Arg> = Vec::new();
+    let mut arg = |v: Arg| {
+        args.push(v);
+        format!("${}", first + args.len() - 1)
+    };
+    let parts: Vec<String> = filter
+        .conditions()
+        .into_iter()
+        .map(|c| match c {
+            DeviceCondition::Is(column, v) => {
+                format!("{column} = {}::TEXT", arg(Box::new(v.to_owned())))
+            }
+            DeviceCondition::Revoked(r) => format!("revoked = {}", arg(Box::new(r))),
+            DeviceCondition::OneOf(column, vs) => {
+                format!("{column} = ANY({}::TEXT[])", arg(Box::new(vs.to_vec())))
+            }
+            DeviceCondition::ProductOneOf(ps) => {
+                let each: Vec<String> = ps
+                    .iter()
+                    .map(|p| {
+                        let v = arg(Box::new(p.vendor.clone()));
+                        let d = arg(Box::new(p.device.clone()));
+                        format!("(vendor = {v}::TEXT AND device = {d}::TEXT)")
+                    })
+                    .collect();
+                format!("({})", each.join(" OR "))
+            }
+            DeviceCondition::InAnyGroup(gs) => {
+                format!("groups ?| {}::TEXT[]", arg(Box::new(gs.to_vec())))
+            }
+        })
+        .collect();
+    let cond = if parts.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        parts.join(" AND ")
+    };
+    (cond, args)
 }

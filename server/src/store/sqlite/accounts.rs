@@ -436,6 +436,22 @@ impl AccountStore for SqliteStore {
         })
     }
 
+    fn sweep_sessions(
+        &self,
+        idle_before: u64,
+        absolute_before: u64,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        self.with_tx(|tx| {
+            let n = tx.execute(
+                "DELETE FROM sessions WHERE hash IN (SELECT hash FROM sessions \
+                 WHERE last_seen < ?1 OR created_at < ?2 LIMIT ?3)",
+                params![to_sql(idle_before), to_sql(absolute_before), limit],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
     fn set_user_state(
         &self,
         name: &str,

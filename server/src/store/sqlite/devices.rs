@@ -2,7 +2,8 @@
 
 use super::rows::*;
 use super::SqliteStore;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use crate::store::*;
 
@@ -43,27 +44,63 @@ impl DeviceStore for SqliteStore {
     }
 
     fn devices(&self, filter: &DeviceFilter, page: Page) -> StoreResult<Vec<Device>> {
-        let rows = filtered_list(
-            &*self.reader()?,
-            &format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices \
-                 WHERE (?3 IS NULL OR vendor = ?3) AND (?4 IS NULL OR device = ?4) \
-                   AND (?5 IS NULL OR channel = ?5) \
-                   AND (?6 IS NULL OR EXISTS \
-                        (SELECT 1 FROM json_each(devices.groups) WHERE value = ?6)) \
-                   AND (?7 IS NULL OR state = ?7) AND (?8 IS NULL OR revoked = ?8) \
-                 ORDER BY id LIMIT ?1 OFFSET ?2"
-            ),
-            page,
-            filter.product.as_ref(),
-            &[
-                &filter.channel,
-                &filter.group,
-                &filter.state.map(CheckInState::as_str),
-                &filter.revoked,
+        let (cond, mut args) = device_where(filter, 3);
+        args.splice(
+            0..0,
+            [
+                Value::Integer(i64::from(page.limit)),
+                Value::Integer(to_sql(page.offset)),
             ],
-            device_row,
-        )?;
+        );
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE {cond} ORDER BY id LIMIT ?1 OFFSET ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(args), device_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(finish_device).collect()
+    }
+
+    fn device_counts(&self, filter: &DeviceFilter) -> StoreResult<DeviceCounts> {
+        let (cond, args) = device_where(filter, 1);
+        let conn = self.reader()?;
+        let per = |column: &str| -> StoreResult<Vec<(Option<String>, u64)>> {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {column}, COUNT(*) FROM devices WHERE {cond} \
+                 GROUP BY {column} ORDER BY {column}"
+            ))?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, from_sql(r.get(1)?)))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        };
+        let by_state = per("state")?
+            .into_iter()
+            .map(|(s, n)| Ok((s.as_deref().map(parse_state).transpose()?, n)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let by_version = per("version")?;
+        Ok(DeviceCounts {
+            total: by_state.iter().map(|(_, n)| n).sum(),
+            by_state,
+            by_version,
+        })
+    }
+
+    fn recent_failures(&self, filter: &DeviceFilter, limit: u32) -> StoreResult<Vec<Device>> {
+        let (cond, mut args) = device_where(filter, 2);
+        args.insert(0, Value::Integer(i64::from(limit)));
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE {cond} \
+               AND state IN ('failed', 'reverted') \
+             ORDER BY last_seen DESC, id LIMIT ?1"
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(args), device_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(finish_device).collect()
     }
 
@@ -94,4 +131,50 @@ impl DeviceStore for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// The `WHERE` condition of `filter` (`1` when it has none) and its parameters, numbered
+/// from `?first` on.
+fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = Vec::new();
+    let mut arg = |v: Value| {
+        args.push(v);
+        format!("?{}", first + args.len() - 1)
+    };
+    let text = |vs: &[String], arg: &mut dyn FnMut(Value) -> String| {
+        vs.iter()
+            .map(|v| arg(Value::Text(v.clone())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let parts: Vec<String> = filter
+        .conditions()
+        .into_iter()
+        .map(|c| match c {
+            DeviceCondition::Is(column, v) => format!("{column} = {}", arg(Value::Text(v.into()))),
+            DeviceCondition::Revoked(r) => format!("revoked = {}", arg(Value::Integer(r.into()))),
+            DeviceCondition::OneOf(column, vs) => format!("{column} IN ({})", text(vs, &mut arg)),
+            DeviceCondition::ProductOneOf(ps) => {
+                let each: Vec<String> = ps
+                    .iter()
+                    .map(|p| {
+                        let v = arg(Value::Text(p.vendor.clone()));
+                        let d = arg(Value::Text(p.device.clone()));
+                        format!("(vendor = {v} AND device = {d})")
+                    })
+                    .collect();
+                format!("({})", each.join(" OR "))
+            }
+            DeviceCondition::InAnyGroup(gs) => format!(
+                "EXISTS (SELECT 1 FROM json_each(devices.groups) WHERE value IN ({}))",
+                text(gs, &mut arg)
+            ),
+        })
+        .collect();
+    let cond = if parts.is_empty() {
+        "1".to_owned()
+    } else {
+        parts.join(" AND ")
+    };
+    (cond, args)
 }
