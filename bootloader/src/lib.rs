@@ -36,7 +36,7 @@ mod verify;
 pub use boot::{BootConfig, Bootloader, VerifiedImage};
 pub use control::BootControl;
 #[cfg(feature = "encryption")]
-pub use crypt::DeviceSecret;
+pub use crypt::{DeviceSecret, KeyStoreError, DEVICE_KEY_RECORD_LEN};
 pub use error::Error;
 pub use layout::{Geometry, Layout, LayoutError, KEY_RECORD_UNIT};
 pub use lock::{LockFailed, StateLock};

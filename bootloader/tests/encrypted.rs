@@ -212,10 +212,22 @@ fn sweep<const W: usize, const E: usize>(
 }
 
 fn geometry<const W: usize, const E: usize>(slot: u32, erased: u8, lens: (usize, usize)) -> usize {
+    geometry_with::<W, E>(slot, erased, lens, false)
+}
+
+/// As [`geometry`]; `mapped`: the bootloader reads the flash in place with no envelope buffer,
+/// as the board ports do.
+fn geometry_with<const W: usize, const E: usize>(
+    slot: u32,
+    erased: u8,
+    lens: (usize, usize),
+    mapped: bool,
+) -> usize {
     let old = encrypted_release(1, lens.0, DEVICE);
     let new = encrypted_release(2, lens.1, DEVICE);
     let secret = blocks(&[&old, &new]);
     let mut dev: Rig<W, E> = Rig::new(slot, erased);
+    dev.mapped = mapped;
     dev.device = Some(secret_key());
     dev.provision(&old.installed);
     dev.boot().unwrap();
@@ -253,6 +265,52 @@ fn encrypted_install_and_revert_cut_at_every_write_and_erase_six_geometries() {
     trials += geometry::<32, 256>(16, 0xFF, (3000, 600));
     trials += geometry::<64, 2048>(6, 0x00, (2500, 7000));
     println!("encrypted power-fail suite: {trials} trials");
+}
+
+/// The board ports' way: flash read in place and no envelope buffer. Every resumed boot
+/// re-reads the new bundle's manifest where the swap has moved its first sector.
+#[test]
+fn encrypted_install_and_revert_on_mapped_flash_cut_at_every_write_and_erase() {
+    let mut trials = 0;
+    trials += geometry_with::<4, 4096>(4, 0xFF, (6000, 9000), true);
+    trials += geometry_with::<64, 2048>(6, 0x00, (2500, 7000), true);
+    assert!(trials > 0);
+    println!("encrypted power-fail suite, mapped flash: {trials} trials");
+}
+
+#[test]
+fn the_device_key_store_record_round_trips_and_a_damaged_one_is_refused() {
+    use sigil_bootloader::{KeyStoreError, DEVICE_KEY_RECORD_LEN};
+    let key = secret_key();
+    let record = key.encode();
+    assert_eq!(&record[..8], b"SGL-DKEY");
+    let back = DeviceSecret::decode(&record, 0xFF).unwrap().unwrap();
+    assert_eq!(back.public_key(), key.public_key());
+    assert_eq!(back.encode(), record, "the private half round-trips too");
+    // Not provisioned: the store reads as erased, whatever the erased value.
+    for erased in [0xFF, 0x00] {
+        let blank = [erased; DEVICE_KEY_RECORD_LEN];
+        assert!(DeviceSecret::decode(&blank, erased).unwrap().is_none());
+    }
+    // Every flipped bit is caught: by the magic or by the checksum.
+    for bit in 0..DEVICE_KEY_RECORD_LEN * 8 {
+        let mut damaged = record;
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        let err = DeviceSecret::decode(&damaged, 0xFF).unwrap_err();
+        let expected = if bit < 64 {
+            KeyStoreError::NotAKeyRecord
+        } else {
+            KeyStoreError::BadChecksum
+        };
+        assert_eq!(err, expected, "bit {bit}");
+    }
+    // A torn provisioning write: the tail still erased.
+    let mut torn = [0xFF; DEVICE_KEY_RECORD_LEN];
+    torn[..40].copy_from_slice(&record[..40]);
+    assert_eq!(
+        DeviceSecret::decode(&torn, 0xFF).unwrap_err(),
+        KeyStoreError::BadChecksum
+    );
 }
 
 /// A device with the old image installed and `new` staged (with `record` beside it).
