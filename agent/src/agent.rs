@@ -483,6 +483,21 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %chain(&e), "root chain from the server refused"),
             }
         }
+        if reply.withheld != self.state.withheld {
+            // Told once per reason, so that the operator sees why this device is not updating.
+            self.state.withheld = reply.withheld.clone();
+            self.save()?;
+            if let Some(reason) = &reply.withheld {
+                tracing::warn!(reason, "the server withholds an assigned release");
+                self.report(
+                    running,
+                    state,
+                    deployment,
+                    format!("an assigned release is withheld by the server: {reason}"),
+                )?;
+                self.flush_best_effort().await;
+            }
+        }
         Ok(reply.update)
     }
 

@@ -536,3 +536,38 @@ async fn a_record_for_another_device_key_is_refused_and_nothing_is_requested() {
         "{reports:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_server_withholds_the_release_from_reports_why_once() {
+    let server = RealServer::start().await;
+    let (bundle, digest) =
+        encrypted_bundle(&Spec::new("1.1.0", 2), &ContentKey::from_bytes([0x33; 32]));
+    serve(&server, bundle, digest).await;
+    // The device's enrolled encryption key changes: the record names the old one.
+    let other = DeviceKey::from_secret([X25519_SEED + 2; 32]).public_key();
+    let (s, v) = server
+        .call(
+            "PUT",
+            &format!("/api/v1/devices/{DEVICE_ID}/encryption-key"),
+            &server.operator,
+            Some(serde_json::json!({ "encryption_key": hex::encode(other) })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut opts = DeviceOptions::new(&server.url);
+    opts.device_extra = format!("encryption_key = \"{}\"\n", hex::encode(other));
+    let device = Device::provision(&opts);
+    let mut agent = device.agent();
+    assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::UpToDate);
+    assert_eq!(agent.run_once().await.unwrap(), CycleOutcome::UpToDate);
+    assert!(!device.install_requested());
+    let told: Vec<_> = server
+        .reports()
+        .await
+        .into_iter()
+        .filter(|(_, d)| d.contains("withheld by the server"))
+        .collect();
+    assert_eq!(told.len(), 1, "reported once: {told:?}");
+    assert!(told[0].1.contains("no key record for device"), "{told:?}");
+    assert_eq!(told[0].0, "idle");
+}
