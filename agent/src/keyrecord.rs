@@ -278,6 +278,74 @@ mod tests {
         place.clear().unwrap();
     }
 
+    /// Boot control over a fresh erased flash file: 4 KiB sectors, 8 slot sectors.
+    fn slots(dir: &Path) -> Box<dyn Slots> {
+        use sigil_bootloader::Geometry;
+        let geometry = Geometry {
+            erase_size: 4096,
+            write_size: 8,
+            read_size: 1,
+            erased: 0xFF,
+        };
+        let layout = Layout::new(geometry, 0, 8192, 12288, 12288 + 8 * 4096, 8).unwrap();
+        let path = dir.join("flash.img");
+        crate::FileFlash::<4096, 8>::create(&path, 3 + 8 + 9, 0xFF).unwrap();
+        crate::slots::open(&path, layout).unwrap()
+    }
+
+    fn unit_at(slots: &mut dyn Slots, at: u32) -> Vec<u8> {
+        let mut unit = vec![0u8; KEY_RECORD_UNIT as usize];
+        slots.read_staged(at, &mut unit).unwrap();
+        unit
+    }
+
+    #[test]
+    fn in_the_staging_slot_the_unit_after_the_bundle_holds_the_record() {
+        let (device, release, record) = setup();
+        let checked = check(Some(&record), Some(&device), &release).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut slots = slots(dir.path());
+        let want = record_unit(&slots.layout(), &checked).to_vec();
+
+        // Sharing the bundle's last sector (erased by the download): written there.
+        slots.erase_staged(0, 4096).unwrap();
+        InStagingSlot::new(slots.as_mut())
+            .place(1000, &checked)
+            .unwrap();
+        assert_eq!(unit_at(slots.as_mut(), 1024), want);
+        // Placed again (a retried stage): kept as it is, not programmed over.
+        InStagingSlot::new(slots.as_mut())
+            .place(1000, &checked)
+            .unwrap();
+        assert_eq!(unit_at(slots.as_mut(), 1024), want);
+
+        // Alone in the sector after the bundle, over stale bytes: that sector is erased first.
+        slots.erase_staged(4096, 8192).unwrap();
+        slots.write_staged(4096, &[0x5A; 512]).unwrap();
+        InStagingSlot::new(slots.as_mut())
+            .place(4096, &checked)
+            .unwrap();
+        assert_eq!(unit_at(slots.as_mut(), 4096), want);
+
+        // Other bytes in a unit that shares a sector with the bundle: refused, nothing erased.
+        slots.erase_staged(8192, 12288).unwrap();
+        slots.write_staged(8192 + 2048, &[0x00; 8]).unwrap();
+        let e = InStagingSlot::new(slots.as_mut())
+            .place(8192 + 2000, &checked)
+            .unwrap_err();
+        assert!(
+            matches!(e, KeyRecordError::Occupied { offset: 10240 }),
+            "{e}"
+        );
+        assert_eq!(unit_at(slots.as_mut(), 10240)[..8], [0x00; 8]);
+
+        // No room after a bundle that fills the slot.
+        let e = InStagingSlot::new(slots.as_mut())
+            .place(8 * 4096, &checked)
+            .unwrap_err();
+        assert!(matches!(e, KeyRecordError::NoRoom { .. }), "{e}");
+    }
+
     #[test]
     fn records_for_another_device_or_release_or_malformed_are_refused() {
         let (device, release, record) = setup();

@@ -27,6 +27,15 @@ pub enum WithheldReason {
 }
 
 impl WithheldReason {
+    /// The reason for a member without a key record: `no_key` if it has no encryption key.
+    pub(crate) fn of(no_key: bool) -> Self {
+        if no_key {
+            WithheldReason::NoEncryptionKey
+        } else {
+            WithheldReason::NoKeyRecord
+        }
+    }
+
     /// What the operator does about it.
     pub fn remedy(self) -> &'static str {
         match self {

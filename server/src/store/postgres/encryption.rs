@@ -175,11 +175,7 @@ impl EncryptionStore for PgStore {
                 device_id: r.try_get(0)?,
                 rank: usize::try_from(r.try_get::<_, i64>(1)?).unwrap_or(usize::MAX),
                 status: parse_status(&status)?,
-                reason: if no_key {
-                    WithheldReason::NoEncryptionKey
-                } else {
-                    WithheldReason::NoKeyRecord
-                },
+                reason: WithheldReason::of(no_key),
             });
         }
         tx.commit()?;

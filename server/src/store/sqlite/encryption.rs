@@ -173,11 +173,7 @@ impl EncryptionStore for SqliteStore {
                 device_id,
                 rank: usize::try_from(rank).unwrap_or(usize::MAX),
                 status: parse_status(&status)?,
-                reason: if no_key {
-                    WithheldReason::NoEncryptionKey
-                } else {
-                    WithheldReason::NoKeyRecord
-                },
+                reason: WithheldReason::of(no_key),
             });
         }
         Ok((from_sql(count), members))
