@@ -59,6 +59,8 @@ $sign_cmd >/dev/null
 $verify_cmd >/dev/null
 $enc_cmd >/dev/null
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # time_all CMD... -> the median seconds of each command, in order, on one line ("n/a" for "").
 if command -v hyperfine >/dev/null; then
   tool="hyperfine $(hyperfine --version | cut -d' ' -f2), --warmup 2 --runs $RUNS, median"
@@ -150,7 +152,7 @@ cat <<EOF
 
 \`bench/signer.sh\`: sign and verify a ${SIZE_MIB} MiB random image, timed against \`sha256sum\` on
 the same file in the same run ($tool, warm page cache, files on $(df --output=fstype . | tail -1)).
-Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), SHA extensions (sha_ni): $sha_ni.
+Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), SHA extensions (sha_ni): $sha_ni; load average (1, 5, 15 min) before timing: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg).
 Target: sign and verify within 10% of sha256sum (ratio <= 1.10).
 
 | command | seconds | ratio to sha256sum | | peak RSS |
@@ -174,11 +176,11 @@ cipher over the same file, no hashing or signing), in the same run.
 
 Encrypting reads the image twice (its SHA-256 salts the payload key, so it is known before the
 first byte is encrypted), hashes the plaintext and the ciphertext, and writes and fsyncs the
-bundle once; in the second pass the plaintext is hashed on a second core while the first
-encrypts and hashes the ciphertext (1 MiB chunks). What remains is CPU in the cipher itself:
-RustCrypto's \`chacha20\` (AVX2 backend, chosen at run time) against OpenSSL's hand-written
-assembly (AVX-512 where the CPU has it); the CPU column shows it. \`openssl enc\` neither hashes
-nor fsyncs.
+bundle once, in 1 MiB chunks. The CPU column says where the rest goes: three SHA-256 passes
+(about a third of plain signing's user time each) and the cipher, RustCrypto's \`chacha20\`
+(AVX2 backend, chosen at run time), against OpenSSL's hand-written assembly (AVX-512 where the
+CPU has it); \`openssl enc\` neither hashes nor fsyncs. Hashing the plaintext on a second core
+was tried and dropped: on this shared 2-core machine it made the median slower.
 
 Peak RSS stays a few MiB for a ${SIZE_MIB} MiB image: signing and verifying stream the file.
 sha256sum here is coreutils $(sha256sum --version | head -1 | awk '{print $NF}'); sigil's SHA-256 (RustCrypto sha2 0.10) detects the

@@ -586,51 +586,26 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     let mut hasher = Sha256::new();
     let mut plain_hasher = Sha256::new();
     let mut buf = vec![0u8; READ_BUFFER];
-    // Encrypting: the ciphertext of `buf`, so that the plaintext can be hashed on a second
-    // core while this one encrypts and hashes the ciphertext.
-    let mut sealed = if cipher.is_some() {
-        vec![0u8; READ_BUFFER]
-    } else {
-        Vec::new()
-    };
     let mut read: u64 = 0;
     loop {
         let n = read_full(&mut image, &mut buf).map_err(image_err)?;
         if n == 0 {
             break;
         }
-        let plain = &buf[..n];
-        let chunk: &[u8] = match &mut cipher {
-            Some(cipher) => {
-                let out = &mut sealed[..n];
-                out.copy_from_slice(plain);
-                let encrypted = std::thread::scope(|scope| {
-                    let hashing = scope.spawn(|| plain_hasher.update(plain));
-                    // Within the payload: `read + n` is at most the size checked below, or the
-                    // loop has already ended with an ImageChanged error.
-                    let encrypted = cipher.apply(read, out).is_ok();
-                    if encrypted {
-                        hasher.update(&*out);
-                    }
-                    if let Err(panic) = hashing.join() {
-                        std::panic::resume_unwind(panic);
-                    }
-                    encrypted
+        let chunk = &mut buf[..n];
+        if let Some(cipher) = &mut cipher {
+            plain_hasher.update(&*chunk);
+            // Within the payload: `read + n` is at most the size checked below, or the loop
+            // has already ended with an ImageChanged error.
+            if cipher.apply(read, chunk).is_err() {
+                return Err(SignError::ImageChanged {
+                    path: image_path.clone(),
+                    expected: payload_size,
+                    read: read.saturating_add(n as u64),
                 });
-                if !encrypted {
-                    return Err(SignError::ImageChanged {
-                        path: image_path.clone(),
-                        expected: payload_size,
-                        read: read.saturating_add(n as u64),
-                    });
-                }
-                out
             }
-            None => {
-                hasher.update(plain);
-                plain
-            }
-        };
+        }
+        hasher.update(&*chunk);
         bundle
             .file()
             .write_all(chunk)
