@@ -177,7 +177,7 @@ cipher over the same file, no hashing or signing), in the same run.
 Encrypting reads the image twice (its SHA-256 salts the payload key, so it is known before the
 first byte is encrypted), hashes the plaintext and the ciphertext, and writes and fsyncs the
 bundle once, in 1 MiB chunks. The CPU column says where the rest goes: three SHA-256 passes
-(about a third of plain signing's user time each) and the cipher, RustCrypto's \`chacha20\`
+(each about plain signing's whole user time) and the cipher, RustCrypto's \`chacha20\`
 (AVX2 backend, chosen at run time), against OpenSSL's hand-written assembly (AVX-512 where the
 CPU has it); \`openssl enc\` neither hashes nor fsyncs. Hashing the plaintext on a second core
 was tried and dropped: on this shared 2-core machine it made the median slower.
