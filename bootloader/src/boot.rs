@@ -295,6 +295,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 &self.layout,
                 device,
                 &loaded.state.trial_image,
+                &loaded.state.swap_id,
                 progress,
                 envelope_buf,
             )?;
@@ -412,11 +413,13 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // never booted without a request (a factory image assembled with one), so nothing
         // below it is installed.
         let floors = loaded.state.floors();
+        let mut previous = None;
         if let Ok(active) = self.verify(self.layout.active_offset(), floors, envelope_buf)? {
             let raised = loaded.state.raise_floors(active.counters().floors());
             if raised != loaded.state {
                 self.commit(loaded, raised)?;
             }
+            previous = Some(active.digest);
         }
         let floors = loaded.state.floors();
         let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf)? {
@@ -445,6 +448,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 &self.layout,
                 device,
                 &staged.digest,
+                &loaded.state.next_swap_id(previous.as_ref()),
                 Some(0),
                 envelope_buf,
             );
@@ -478,7 +482,9 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             sectors,
             staged.security_counter
         );
-        let next = loaded.state.start_install(&staged.counters(), sectors);
+        let next = loaded
+            .state
+            .start_install(&staged.counters(), sectors, previous.as_ref());
         self.commit(loaded, next)
     }
 

@@ -22,8 +22,14 @@
 //! | revert, staging → active (previous image) | whole sector | device-local keystream, role 0 (undoes the install's) |
 //!
 //! The device-local keystream is ChaCha20 under `key ‖ nonce = HKDF-SHA512(salt = trial image
-//! digest, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`, at the
-//! byte's offset within the slot. A chunk that reads as erased is copied as erased, not
+//! digest ‖ swap id, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`,
+//! at the byte's offset within the slot. The swap id ([`crate::record::SwapId`], in the
+//! protected state from the start of the install until the next one) is the sequence number the
+//! install started from and the head of the replaced image's digest: installing one release
+//! twice, over image A and later over image C, uses two unrelated keystreams, so whoever reads
+//! the external flash after each install learns nothing from the XOR of the two ciphertexts
+//! (with the trial digest alone it would be A XOR C). Every resumed boot of the install or its
+//! revert reads the same swap id back. A chunk that reads as erased is copied as erased, not
 //! transformed, both ways, so an erased tail of a slot stays erased. Every transform is a pure
 //! function of the intact source, the keys and the offset: a repeated half-step writes the
 //! same bytes. The staging slot therefore never holds a plaintext sector of an image that was
@@ -42,7 +48,7 @@ use zeroize::Zeroize;
 
 use crate::error::Error;
 use crate::layout::{Layout, CHUNK, KEY_RECORD_UNIT};
-use crate::record::ImageDigest;
+use crate::record::{ImageDigest, SwapId};
 use crate::verify::BootFlash;
 
 /// HKDF info prefix of the device-local swap keystreams.
@@ -143,9 +149,13 @@ impl DeviceSecret {
     }
 
     /// The device-local keystream of `role` (0: the image active before the install, 1: the
-    /// image installed) for the swap of the image `trial`.
-    fn local(&self, trial: &ImageDigest, role: u8) -> ChaCha20 {
-        let hkdf = Hkdf::<Sha512>::new(Some(trial), &self.secret);
+    /// image installed) for the swap of the image `trial` in the install `swap`.
+    fn local(&self, trial: &ImageDigest, swap: &SwapId, role: u8) -> ChaCha20 {
+        let mut salt = [0u8; 48];
+        let (t, s) = salt.split_at_mut(32);
+        t.copy_from_slice(trial);
+        s.copy_from_slice(swap);
+        let hkdf = Hkdf::<Sha512>::new(Some(&salt), &self.secret);
         let mut okm = [0u8; 44];
         // 44 bytes is far below HKDF-SHA512's limit: this never fails.
         let _ = hkdf.expand_multi_info(&[SWAP_INFO, &[role]], &mut okm);
@@ -198,7 +208,8 @@ pub(crate) enum Transform {
 }
 
 impl SwapKeys {
-    /// The keystreams of the swap of image `trial`. For an install with decrypting half-steps
+    /// The keystreams of the swap of image `trial` in the install `swap` (the protected
+    /// state's [`SwapId`]). For an install with decrypting half-steps
     /// left (`progress` half-steps done) it re-reads the new bundle's header and manifest from
     /// wherever they lie now (header and envelope bytes are copied unchanged), checks the
     /// manifest against the digest the protected state recorded, and reopens the key record.
@@ -207,12 +218,13 @@ impl SwapKeys {
         layout: &Layout,
         device: &DeviceSecret,
         trial: &ImageDigest,
+        swap: &SwapId,
         install_progress: Option<u32>,
         envelope_buf: &mut [u8],
     ) -> Result<Self, Error> {
         let mut keys = SwapKeys {
-            old: device.local(trial, 0),
-            new: device.local(trial, 1),
+            old: device.local(trial, swap, 0),
+            new: device.local(trial, swap, 1),
             payload: None,
         };
         if let Some(progress) = install_progress {
