@@ -36,18 +36,16 @@
 //! active (raw or encrypted) on a device with a key, and the revert puts back the previous
 //! image byte for byte.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::ChaCha20;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
-use hkdf::Hkdf;
+use hkdf::SimpleHkdf as Hkdf;
 use sha2::{Digest, Sha256, Sha512};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
-use sigil_manifests::encryption::{DeviceKey, PayloadCipher, KEY_RECORD_LEN};
+use sigil_manifests::encryption::{DeviceKey, Keystream, PayloadCipher, KEY_RECORD_LEN};
 use sigil_manifests::{EnvelopeView, Manifest};
 use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::layout::{Layout, CHUNK, KEY_RECORD_UNIT};
+use crate::layout::{Layout, CHUNK};
 use crate::record::{ImageDigest, SwapId};
 use crate::verify::BootFlash;
 
@@ -150,7 +148,7 @@ impl DeviceSecret {
 
     /// The device-local keystream of `role` (0: the image active before the install, 1: the
     /// image installed) for the swap of the image `trial` in the install `swap`.
-    fn local(&self, trial: &ImageDigest, swap: &SwapId, role: u8) -> ChaCha20 {
+    fn local(&self, trial: &ImageDigest, swap: &SwapId, role: u8) -> Keystream {
         let mut salt = [0u8; 48];
         let (t, s) = salt.split_at_mut(32);
         t.copy_from_slice(trial);
@@ -164,7 +162,7 @@ impl DeviceSecret {
         let (k, n) = okm.split_at(32);
         key.copy_from_slice(k);
         nonce.copy_from_slice(n);
-        let cipher = ChaCha20::new(&key.into(), &nonce.into());
+        let cipher = Keystream::new(&key, &nonce);
         key.zeroize();
         okm.zeroize();
         cipher
@@ -193,8 +191,8 @@ pub(crate) struct Payload {
 
 /// The keystreams of one swap.
 pub(crate) struct SwapKeys {
-    old: ChaCha20,
-    new: ChaCha20,
+    old: Keystream,
+    new: Keystream,
     payload: Option<Payload>,
 }
 
@@ -257,8 +255,7 @@ impl SwapKeys {
                     &mut self.new
                 };
                 let at = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
-                cipher.try_seek(at).map_err(|_| Error::Corrupt)?;
-                cipher.try_apply_keystream(data).map_err(|_| Error::Corrupt)
+                cipher.apply(at, data).map_err(Error::Verify)
             }
             Transform::Payload { base } => {
                 let Some(p) = self.payload.as_mut() else {
@@ -371,6 +368,7 @@ fn read_new_bytes<F: NorFlash>(
 
 /// The encryption parameters of the manifest in `envelope`, checked to be the manifest of
 /// image `trial`; `None` for a raw image.
+#[inline(never)] // its decoded manifest leaves the stack before the key derivations run
 fn staged_encryption(
     envelope: &[u8],
     trial: &ImageDigest,
@@ -386,6 +384,7 @@ fn staged_encryption(
 
 /// The new image's payload keystream, or `None` for a raw image or when no half-step that
 /// decrypts is left.
+#[inline(never)] // its frame is not under the device-local derivations of `SwapKeys::new`
 fn staged_payload<F: BootFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -427,9 +426,16 @@ fn staged_payload<F: BootFlash>(
     let at = layout
         .key_record_offset(total)
         .ok_or(Error::Verify(sigil_manifests::Error::Truncated))?;
-    let mut record = [0u8; KEY_RECORD_UNIT as usize];
-    read_new_bytes(flash, layout, progress, at, &mut record)?;
-    let bytes = record.get(..KEY_RECORD_LEN).ok_or(Error::Corrupt)?;
+    // In place on a memory-mapped flash (a 256-byte record unit never spans a sector).
+    let mut copy = [0u8; KEY_RECORD_LEN];
+    let len = u32::try_from(KEY_RECORD_LEN).map_err(|_| Error::Corrupt)?;
+    let bytes = match mapped_new(flash, layout, progress, at, len) {
+        Some(bytes) => bytes,
+        None => {
+            read_new_bytes(flash, layout, progress, at, &mut copy)?;
+            &copy[..]
+        }
+    };
     let cipher = device
         .key()
         .open_for(bytes, trial, encryption)

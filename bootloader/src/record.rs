@@ -64,7 +64,8 @@ pub type ImageDigest = [u8; 32];
 /// Identifies one install on this device, for the device-local keystreams of its swap (feature
 /// `encryption`, `crypt.rs`): the sequence number of the protected state the install started
 /// from (4 bytes, little-endian) followed by the first 12 bytes of the [`ImageDigest`] of the
-/// image it replaced (zero if the active slot did not verify). Recorded by the transition that
+/// image it replaced (zero if the active slot did not verify; all zero from a bootloader built
+/// without decryption, which has no device-local keystream). Recorded by the transition that
 /// starts the install and kept until the next one, so every resumed boot of the install and of
 /// its revert derives the same keystreams, and no two installs share one: the sequence number
 /// never repeats on a device, and the digest differs for different previous images even across
@@ -320,17 +321,18 @@ impl BootState {
         }
     }
 
-    /// Idle → Swapping: the verified staged image moves in over `sectors` sectors, replacing
-    /// `previous` (the active image, if it verified).
+    /// Idle → Swapping: the verified staged image moves in over `sectors` sectors, as the
+    /// install `swap_id` ([`BootState::next_swap_id`]; zero from a bootloader without
+    /// decryption, which has no device-local keystream).
     pub(crate) fn start_install(
         self,
         image: &ImageCounters,
         sectors: u32,
-        previous: Option<&ImageDigest>,
+        swap_id: SwapId,
     ) -> Self {
         BootState {
             phase: Phase::Swapping,
-            swap_id: self.next_swap_id(previous),
+            swap_id,
             swap_progress: 0,
             swap_sectors: sectors,
             trial_security_counter: image.security_counter,
@@ -414,6 +416,7 @@ impl BootState {
     }
 
     /// The [`SwapId`] of an install that starts from this state and replaces `previous`.
+    #[cfg_attr(not(any(feature = "encryption", test)), allow(dead_code))]
     pub(crate) fn next_swap_id(&self, previous: Option<&ImageDigest>) -> SwapId {
         let mut id = [0u8; 16];
         let (sequence, digest) = id.split_at_mut(4);
@@ -589,11 +592,11 @@ mod tests {
                     digest: [7; 32],
                 }),
             })
-            .start_install(&image, 4, Some(&[3; 32]))
+            .start_install(&image, 4, [3; 16])
             .enter_trial(3)
             .start_revert(Outcome::Reverted)
             .finish_revert()
-            .start_install(&image, 4, None)
+            .start_install(&image, 4, [0; 16])
             .swap_progressed(3)
     }
 
@@ -713,12 +716,12 @@ mod tests {
         };
         let mut s = BootState::blank();
         s.sequence = 41;
-        let a = s.start_install(&image, 2, Some(&[0xAA; 32]));
-        let c = s.start_install(&image, 2, Some(&[0xCC; 32]));
+        let a = s.start_install(&image, 2, s.next_swap_id(Some(&[0xAA; 32])));
+        let c = s.start_install(&image, 2, s.next_swap_id(Some(&[0xCC; 32])));
         assert_ne!(a.swap_id, c.swap_id, "another previous image");
         s.sequence = 42;
         assert_ne!(
-            s.start_install(&image, 2, Some(&[0xAA; 32])).swap_id,
+            s.next_swap_id(Some(&[0xAA; 32])),
             a.swap_id,
             "a later install"
         );
@@ -743,7 +746,7 @@ mod tests {
                 root: None,
             };
             s = s
-                .start_install(&image, 1, None)
+                .start_install(&image, 1, [0; 16])
                 .enter_trial(1)
                 .start_revert(Outcome::Reverted);
             s = s.finish_revert();
