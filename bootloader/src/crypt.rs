@@ -22,27 +22,31 @@
 //! | revert, staging → active (previous image) | whole sector | device-local keystream, role 0 (undoes the install's) |
 //!
 //! The device-local keystream is ChaCha20 under `key ‖ nonce = HKDF-SHA512(salt = trial image
-//! digest, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`, at the
-//! byte's offset within the slot. A chunk that reads as erased is copied as erased, not
+//! digest ‖ swap id, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`,
+//! at the byte's offset within the slot. The swap id ([`crate::record::SwapId`], in the
+//! protected state from the start of the install until the next one) is the sequence number the
+//! install started from and the head of the replaced image's digest: installing one release
+//! twice, over image A and later over image C, uses two unrelated keystreams, so whoever reads
+//! the external flash after each install learns nothing from the XOR of the two ciphertexts
+//! (with the trial digest alone it would be A XOR C). Every resumed boot of the install or its
+//! revert reads the same swap id back. A chunk that reads as erased is copied as erased, not
 //! transformed, both ways, so an erased tail of a slot stays erased. Every transform is a pure
 //! function of the intact source, the keys and the offset: a repeated half-step writes the
 //! same bytes. The staging slot therefore never holds a plaintext sector of an image that was
 //! active (raw or encrypted) on a device with a key, and the revert puts back the previous
 //! image byte for byte.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::ChaCha20;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
-use hkdf::Hkdf;
+use hkdf::SimpleHkdf as Hkdf;
 use sha2::{Digest, Sha256, Sha512};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
-use sigil_manifests::encryption::{DeviceKey, PayloadCipher, KEY_RECORD_LEN};
+use sigil_manifests::encryption::{DeviceKey, Keystream, PayloadCipher, KEY_RECORD_LEN};
 use sigil_manifests::{EnvelopeView, Manifest};
 use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::layout::{Layout, CHUNK, KEY_RECORD_UNIT};
-use crate::record::ImageDigest;
+use crate::layout::{Layout, CHUNK};
+use crate::record::{ImageDigest, SwapId};
 use crate::verify::BootFlash;
 
 /// HKDF info prefix of the device-local swap keystreams.
@@ -143,9 +147,13 @@ impl DeviceSecret {
     }
 
     /// The device-local keystream of `role` (0: the image active before the install, 1: the
-    /// image installed) for the swap of the image `trial`.
-    fn local(&self, trial: &ImageDigest, role: u8) -> ChaCha20 {
-        let hkdf = Hkdf::<Sha512>::new(Some(trial), &self.secret);
+    /// image installed) for the swap of the image `trial` in the install `swap`.
+    fn local(&self, trial: &ImageDigest, swap: &SwapId, role: u8) -> Keystream {
+        let mut salt = [0u8; 48];
+        let (t, s) = salt.split_at_mut(32);
+        t.copy_from_slice(trial);
+        s.copy_from_slice(swap);
+        let hkdf = Hkdf::<Sha512>::new(Some(&salt), &self.secret);
         let mut okm = [0u8; 44];
         // 44 bytes is far below HKDF-SHA512's limit: this never fails.
         let _ = hkdf.expand_multi_info(&[SWAP_INFO, &[role]], &mut okm);
@@ -154,7 +162,7 @@ impl DeviceSecret {
         let (k, n) = okm.split_at(32);
         key.copy_from_slice(k);
         nonce.copy_from_slice(n);
-        let cipher = ChaCha20::new(&key.into(), &nonce.into());
+        let cipher = Keystream::new(&key, &nonce);
         key.zeroize();
         okm.zeroize();
         cipher
@@ -183,8 +191,8 @@ pub(crate) struct Payload {
 
 /// The keystreams of one swap.
 pub(crate) struct SwapKeys {
-    old: ChaCha20,
-    new: ChaCha20,
+    old: Keystream,
+    new: Keystream,
     payload: Option<Payload>,
 }
 
@@ -198,7 +206,8 @@ pub(crate) enum Transform {
 }
 
 impl SwapKeys {
-    /// The keystreams of the swap of image `trial`. For an install with decrypting half-steps
+    /// The keystreams of the swap of image `trial` in the install `swap` (the protected
+    /// state's [`SwapId`]). For an install with decrypting half-steps
     /// left (`progress` half-steps done) it re-reads the new bundle's header and manifest from
     /// wherever they lie now (header and envelope bytes are copied unchanged), checks the
     /// manifest against the digest the protected state recorded, and reopens the key record.
@@ -207,12 +216,13 @@ impl SwapKeys {
         layout: &Layout,
         device: &DeviceSecret,
         trial: &ImageDigest,
+        swap: &SwapId,
         install_progress: Option<u32>,
         envelope_buf: &mut [u8],
     ) -> Result<Self, Error> {
         let mut keys = SwapKeys {
-            old: device.local(trial, 0),
-            new: device.local(trial, 1),
+            old: device.local(trial, swap, 0),
+            new: device.local(trial, swap, 1),
             payload: None,
         };
         if let Some(progress) = install_progress {
@@ -245,8 +255,7 @@ impl SwapKeys {
                     &mut self.new
                 };
                 let at = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
-                cipher.try_seek(at).map_err(|_| Error::Corrupt)?;
-                cipher.try_apply_keystream(data).map_err(|_| Error::Corrupt)
+                cipher.apply(at, data).map_err(Error::Verify)
             }
             Transform::Payload { base } => {
                 let Some(p) = self.payload.as_mut() else {
@@ -359,6 +368,7 @@ fn read_new_bytes<F: NorFlash>(
 
 /// The encryption parameters of the manifest in `envelope`, checked to be the manifest of
 /// image `trial`; `None` for a raw image.
+#[inline(never)] // its decoded manifest leaves the stack before the key derivations run
 fn staged_encryption(
     envelope: &[u8],
     trial: &ImageDigest,
@@ -374,6 +384,7 @@ fn staged_encryption(
 
 /// The new image's payload keystream, or `None` for a raw image or when no half-step that
 /// decrypts is left.
+#[inline(never)] // its frame is not under the device-local derivations of `SwapKeys::new`
 fn staged_payload<F: BootFlash>(
     flash: &mut F,
     layout: &Layout,
@@ -415,9 +426,16 @@ fn staged_payload<F: BootFlash>(
     let at = layout
         .key_record_offset(total)
         .ok_or(Error::Verify(sigil_manifests::Error::Truncated))?;
-    let mut record = [0u8; KEY_RECORD_UNIT as usize];
-    read_new_bytes(flash, layout, progress, at, &mut record)?;
-    let bytes = record.get(..KEY_RECORD_LEN).ok_or(Error::Corrupt)?;
+    // In place on a memory-mapped flash (a 256-byte record unit never spans a sector).
+    let mut copy = [0u8; KEY_RECORD_LEN];
+    let len = u32::try_from(KEY_RECORD_LEN).map_err(|_| Error::Corrupt)?;
+    let bytes = match mapped_new(flash, layout, progress, at, len) {
+        Some(bytes) => bytes,
+        None => {
+            read_new_bytes(flash, layout, progress, at, &mut copy)?;
+            &copy[..]
+        }
+    };
     let cipher = device
         .key()
         .open_for(bytes, trial, encryption)

@@ -84,11 +84,11 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     };
     // The board's flash is memory-mapped: bundles are verified in place, so no envelope
     // buffer is needed (`sigil_bootloader::BootFlash`).
-    let (image, bootloader) =
-        match sigil_board_common::boot_with(config, flash, LAYOUT, &mut lock, &mut []) {
-            Ok(booted) => booted,
-            Err(code) => return code,
-        };
+    let booted = sigil_board_common::boot_with(config, flash, LAYOUT, &mut lock, &mut []);
+    let (image, bootloader) = match booted {
+        Ok(booted) => booted,
+        Err(code) => return code,
+    };
     let flash = bootloader.into_flash();
     // The key is wiped (`DeviceSecret` zeroizes on drop) before the application runs.
     #[cfg(feature = "encryption")]
