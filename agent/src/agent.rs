@@ -73,6 +73,9 @@ pub enum AgentError {
     /// The server.
     #[error("server")]
     Server(#[from] ClientError),
+    /// Boot control given to [`Agent::with_slots`] uses another layout than the configuration.
+    #[error("the boot control's flash layout is not the configured one (flash.*)")]
+    LayoutMismatch,
     /// Only the bootloader may act in this phase.
     #[error("the bootloader is in phase \"{0}\"; the agent leaves the flash alone")]
     Busy(Phase),
@@ -261,9 +264,18 @@ impl Agent {
     /// Loads the key, trust root, flash and state named by `config`. A state file that cannot
     /// be read does not stop the agent: it is recovered (see [`crate::state`]).
     pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        let slots = slots::open(&config.flash.path, config.flash.layout)?;
+        Self::with_slots(config, slots)
+    }
+
+    /// [`Agent::new`] over boot control the caller opened (a board's own flash driver, or a
+    /// test double), which must use `config.flash.layout`.
+    pub fn with_slots(config: AgentConfig, slots: Box<dyn Slots>) -> Result<Self, AgentError> {
+        if slots.layout() != config.flash.layout {
+            return Err(AgentError::LayoutMismatch);
+        }
         let key = load_device_key(&config.device.key)?;
         let root = load_trust_root(&config.device.trust_root)?;
-        let slots = slots::open(&config.flash.path, config.flash.layout)?;
         let client = ServerClient::new(
             &config.server,
             config.download.max_redirects,
@@ -318,6 +330,14 @@ impl Agent {
                 message: "is not a valid product id".to_owned(),
             })?;
         let policy = DevicePolicy::device(product, u64::from(layout.max_bundle_len()));
+        // A device with an encryption key runs decrypted images of encrypted releases: the
+        // bootloader decrypted the payload while installing, so step 9 compares it against the
+        // signed plaintext digest, as the bootloader does on every boot.
+        let policy = if self.config.device.encryption_key.is_some() {
+            policy.with_encrypted_payload(sigil_manifests::EncryptedPayload::Decrypted)
+        } else {
+            policy
+        };
         let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
         let v = self
             .slots
@@ -461,6 +481,21 @@ impl Agent {
                 // A chain that does not verify changes nothing; the offer is still judged by
                 // the bundle's own verification.
                 Err(e) => tracing::warn!(error = %chain(&e), "root chain from the server refused"),
+            }
+        }
+        if reply.withheld != self.state.withheld {
+            // Told once per reason, so that the operator sees why this device is not updating.
+            self.state.withheld = reply.withheld.clone();
+            self.save()?;
+            if let Some(reason) = &reply.withheld {
+                tracing::warn!(reason, "the server withholds an assigned release");
+                self.report(
+                    running,
+                    state,
+                    deployment,
+                    format!("an assigned release is withheld by the server: {reason}"),
+                )?;
+                self.flush_best_effort().await;
             }
         }
         Ok(reply.update)

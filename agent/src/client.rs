@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/device/challenge` | `{device_id}` | `{nonce, expires_in}` |
 //! | `POST /api/v1/device/session` | `{device_id, nonce, signature}` | `{token, expires_in}` |
-//! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?, root_version?}` | `{update: null \| offer, root_chain?}` |
+//! | `POST /api/v1/device/checkin` (Bearer) | `{version, security_counter, state, deployment?, detail?, root_version?}` | `{update: null \| offer, root_chain?, withheld?}` |
 //! | `GET <download_url>` (Bearer if same origin) | `Range: bytes=N-` | `200` / `206`, or a redirect to a mirror / CDN |
 //!
 //! The session signature covers `"SIGIL-DEVICE-AUTH-V1" ‖ u64le(len(id)) ‖ id ‖ nonce`. The
@@ -129,6 +129,10 @@ pub struct CheckInReply {
     /// Hex of the root chain, when the device reported an older root than the server holds.
     #[serde(default)]
     pub root_chain: Option<String>,
+    /// Why an assigned release is not offered (an encrypted release without this device's
+    /// key record).
+    #[serde(default)]
+    pub withheld: Option<String>,
 }
 
 /// The update the server assigns. `release`, `deployment` and `download_url` are used to act.

@@ -21,6 +21,7 @@
 //! | `flash.erase_size`, `flash.write_size` | yes | | geometry: must match the bootloader's |
 //! | `flash.erased` | no | `255` | erased byte value (255 or 0) |
 //! | `flash.protected_offset`, `flash.request_offset`, `flash.active_offset`, `flash.staging_offset`, `flash.slot_sectors` | yes | | the bootloader's `Layout` (protected state, request sector, slots) |
+//! | `flash.key_record` | no | `"staging-slot"` | where the key record of an encrypted release goes ([`KeyRecordPlace`]): `"staging-slot"`, beside the staged bundle where the Sigil bootloader reads it; `"state-dir"`, the file `<state.dir>/staged.wkey` for a boot stage that reads it from the file system |
 //! | `poll.interval` | no | `5m` | time between check-ins |
 //! | `poll.jitter` | no | `30s` | up to this much random extra wait (spreads a fleet's load) |
 //! | `poll.defer_interval` | no | `10m` | time before asking the install-permission hook again |
@@ -48,6 +49,7 @@ use serde::Deserialize;
 use sigil_bootloader::{Geometry, Layout};
 use sigil_manifests::manifest::check_identifier;
 
+use crate::keyrecord::KeyRecordPlace;
 use crate::slots;
 
 /// Why the configuration was refused.
@@ -151,6 +153,8 @@ struct RawFlash {
     active_offset: u32,
     staging_offset: u32,
     slot_sectors: u32,
+    #[serde(default)]
+    key_record: KeyRecordPlace,
 }
 
 fn erased_ff() -> u8 {
@@ -263,6 +267,8 @@ pub struct FlashConfig {
     pub path: PathBuf,
     /// The checked layout (identical to the bootloader's).
     pub layout: Layout,
+    /// Where the key record of an encrypted release is staged.
+    pub key_record: KeyRecordPlace,
 }
 
 /// Polling.
@@ -549,6 +555,7 @@ impl AgentConfig {
         let flash = FlashConfig {
             path: rel(f.path),
             layout,
+            key_record: f.key_record,
         };
 
         // Poll.
@@ -758,6 +765,7 @@ end = "04:30"
         assert_eq!(c.device.key, Path::new("/etc/sigil/device.key"));
         assert_eq!(c.poll.interval, Duration::from_secs(300));
         assert_eq!(c.flash.layout.staged_bundle_offset(), 65536 + 4096);
+        assert_eq!(c.flash.key_record, KeyRecordPlace::StagingSlot);
         let w = c.maintenance_window.unwrap();
         assert!(w.contains(23 * 3600));
         assert!(w.contains(4 * 3600 + 29 * 60));
@@ -785,6 +793,22 @@ end = "04:30"
         assert_eq!(c.download.throughput_window, Duration::from_secs(10));
         assert_eq!(c.download.max_redirects, 0);
         assert!(c.device.trusted_time);
+    }
+
+    #[test]
+    fn the_key_record_placement_is_chosen_by_name() {
+        let with = |v: &str| {
+            GOOD.replace(
+                "slot_sectors =",
+                &format!("key_record = {v}\nslot_sectors ="),
+            )
+        };
+        let c = parse(&with("\"state-dir\"")).unwrap();
+        assert_eq!(c.flash.key_record, KeyRecordPlace::StateDir);
+        let c = parse(&with("\"staging-slot\"")).unwrap();
+        assert_eq!(c.flash.key_record, KeyRecordPlace::StagingSlot);
+        let e = parse(&with("\"beside\"")).unwrap_err().to_string();
+        assert!(e.contains("staging-slot"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub trait Slots: Send {
     fn write_staged(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SlotError>;
     /// Reads staged-bundle bytes at `offset`.
     fn read_staged(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), SlotError>;
+    /// [`BootControl::write_key_record`]: programs the key record of the staged encrypted
+    /// bundle of `bundle_len` bytes at [`Layout::key_record_offset`] (Idle only; the unit
+    /// there must be erased).
+    fn write_key_record(&mut self, bundle_len: u64, record: &[u8]) -> Result<(), SlotError>;
     /// Batches flash syncs (`true`) during bulk staging, or syncs every operation (`false`).
     fn set_bulk(&mut self, bulk: bool);
     /// Flushes the flash device to the medium.
@@ -156,6 +160,10 @@ impl<const E: usize, const W: usize> Slots for BootControl<FileFlash<E, W>> {
         self.flash()
             .read(at, buf)
             .map_err(|e| SlotError::Boot(BootError::Flash(e.kind())))
+    }
+
+    fn write_key_record(&mut self, bundle_len: u64, record: &[u8]) -> Result<(), SlotError> {
+        Ok(BootControl::write_key_record(self, bundle_len, record)?)
     }
 
     fn set_bulk(&mut self, bulk: bool) {

@@ -132,6 +132,10 @@ pub struct AgentState {
     /// Releases refused (verification or policy), never downloaded again; newest last.
     #[serde(default)]
     pub rejected: Vec<String>,
+    /// The server's last reason for withholding an assigned release (an encrypted release
+    /// without this device's key record), reported once when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
 }
 
 impl AgentState {
@@ -521,6 +525,7 @@ mod tests {
                 },
             }),
             rejected: Vec::new(),
+            withheld: Some("no key record".into()),
         };
         st.reject("cd");
         s.save(&st).unwrap();
@@ -550,6 +555,7 @@ mod tests {
         AgentState {
             update: None,
             rejected: vec![format!("release-{n}")],
+            withheld: None,
         }
     }
 

@@ -295,6 +295,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 &self.layout,
                 device,
                 &loaded.state.trial_image,
+                &loaded.state.swap_id,
                 progress,
                 envelope_buf,
             )?;
@@ -412,12 +413,23 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // never booted without a request (a factory image assembled with one), so nothing
         // below it is installed.
         let floors = loaded.state.floors();
+        #[cfg(feature = "encryption")]
+        let mut previous = None;
         if let Ok(active) = self.verify(self.layout.active_offset(), floors, envelope_buf)? {
             let raised = loaded.state.raise_floors(active.counters().floors());
             if raised != loaded.state {
                 self.commit(loaded, raised)?;
             }
+            #[cfg(feature = "encryption")]
+            {
+                previous = Some(active.digest);
+            }
         }
+        // The install's swap id (the device-local keystreams of encrypted builds).
+        #[cfg(feature = "encryption")]
+        let swap_id = loaded.state.next_swap_id(previous.as_ref());
+        #[cfg(not(feature = "encryption"))]
+        let swap_id = [0; 16];
         let floors = loaded.state.floors();
         let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf)? {
             Ok(info) => info,
@@ -439,24 +451,10 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // boot of the install repeats (from the same bytes), so an install that starts can
         // always resume; an envelope buffer too small to re-read the manifest refuses here.
         #[cfg(feature = "encryption")]
-        if let (Some(device), Some(_)) = (self.config.device_key, staged.encryption) {
-            let opened = crate::crypt::SwapKeys::new(
-                &mut self.flash,
-                &self.layout,
-                device,
-                &staged.digest,
-                Some(0),
-                envelope_buf,
-            );
-            match opened {
-                Ok(keys) if keys.decrypts() => {}
-                Err(Error::Flash(kind)) => return Err(Error::Flash(kind)),
-                Ok(_) => return self.refuse(loaded, Outcome::KeyRefused),
-                Err(e) => {
-                    log_warn!("key record refused: {}", e);
-                    return self.refuse(loaded, Outcome::KeyRefused);
-                }
-            }
+        if staged.encryption.is_some()
+            && !self.key_record_opens(&staged.digest, &swap_id, envelope_buf)?
+        {
+            return self.refuse(loaded, Outcome::KeyRefused);
         }
         let old = swap::active_extent(&mut self.flash, &self.layout)?;
         let sectors = self
@@ -478,8 +476,43 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             sectors,
             staged.security_counter
         );
-        let next = loaded.state.start_install(&staged.counters(), sectors);
+        let next = loaded
+            .state
+            .start_install(&staged.counters(), sectors, swap_id);
         self.commit(loaded, next)
+    }
+
+    /// Whether the key record beside the staged encrypted bundle `digest` opens it (steps
+    /// D1-D4) with this device's key; `Err` only for a flash error. Out of line: the
+    /// keystreams it builds stay off the stack of the boots that do not install.
+    #[cfg(feature = "encryption")]
+    #[inline(never)]
+    fn key_record_opens(
+        &mut self,
+        digest: &ImageDigest,
+        swap_id: &crate::record::SwapId,
+        envelope_buf: &mut [u8],
+    ) -> Result<bool, Error> {
+        let Some(device) = self.config.device_key else {
+            return Ok(false);
+        };
+        let opened = crate::crypt::SwapKeys::new(
+            &mut self.flash,
+            &self.layout,
+            device,
+            digest,
+            swap_id,
+            Some(0),
+            envelope_buf,
+        );
+        match opened {
+            Ok(keys) => Ok(keys.decrypts()),
+            Err(Error::Flash(kind)) => Err(Error::Flash(kind)),
+            Err(_e) => {
+                log_warn!("key record refused: {}", _e);
+                Ok(false)
+            }
+        }
     }
 
     fn refuse(&mut self, loaded: &mut Loaded, why: Outcome) -> Result<(), Error> {
@@ -488,6 +521,10 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
     }
 
     /// Verifies the active image as the trial image: `Ok(Some)` when its digest matches.
+    /// Inlined with feature `encryption`: a frame of its own (600 bytes of results passed
+    /// through) would sit under the signature check and take the update boot's peak stack
+    /// over 12 KiB; without the feature the peak is lower and the copy not worth its flash.
+    #[cfg_attr(feature = "encryption", inline(always))]
     fn verify_trial(
         &mut self,
         loaded: &Loaded,

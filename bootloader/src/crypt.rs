@@ -22,30 +22,63 @@
 //! | revert, staging → active (previous image) | whole sector | device-local keystream, role 0 (undoes the install's) |
 //!
 //! The device-local keystream is ChaCha20 under `key ‖ nonce = HKDF-SHA512(salt = trial image
-//! digest, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`, at the
-//! byte's offset within the slot. A chunk that reads as erased is copied as erased, not
+//! digest ‖ swap id, IKM = device X25519 private key, info = "SIGIL-SWAP-V1" ‖ role, 44 bytes)`,
+//! at the byte's offset within the slot. The swap id ([`crate::record::SwapId`], in the
+//! protected state from the start of the install until the next one) is the sequence number the
+//! install started from and the head of the replaced image's digest: installing one release
+//! twice, over image A and later over image C, uses two unrelated keystreams, so whoever reads
+//! the external flash after each install learns nothing from the XOR of the two ciphertexts
+//! (with the trial digest alone it would be A XOR C). Every resumed boot of the install or its
+//! revert reads the same swap id back. A chunk that reads as erased is copied as erased, not
 //! transformed, both ways, so an erased tail of a slot stays erased. Every transform is a pure
 //! function of the intact source, the keys and the offset: a repeated half-step writes the
 //! same bytes. The staging slot therefore never holds a plaintext sector of an image that was
 //! active (raw or encrypted) on a device with a key, and the revert puts back the previous
 //! image byte for byte.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::ChaCha20;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
-use hkdf::Hkdf;
+use hkdf::SimpleHkdf as Hkdf;
 use sha2::{Digest, Sha256, Sha512};
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
-use sigil_manifests::encryption::{DeviceKey, PayloadCipher, KEY_RECORD_LEN};
+use sigil_manifests::encryption::{DeviceKey, Keystream, PayloadCipher, KEY_RECORD_LEN};
 use sigil_manifests::{EnvelopeView, Manifest};
 use zeroize::Zeroize;
 
 use crate::error::Error;
-use crate::layout::{Layout, CHUNK, KEY_RECORD_UNIT};
-use crate::record::ImageDigest;
+use crate::layout::{Layout, CHUNK};
+use crate::record::{ImageDigest, SwapId};
+use crate::verify::BootFlash;
 
 /// HKDF info prefix of the device-local swap keystreams.
 const SWAP_INFO: &[u8] = b"SIGIL-SWAP-V1";
+
+/// Bytes of the device key record a board keeps in its key store ([`DeviceSecret::decode`]).
+pub const DEVICE_KEY_RECORD_LEN: usize = 76;
+
+/// First bytes of a device key record.
+const DEVICE_KEY_MAGIC: &[u8; 8] = b"SGL-DKEY";
+
+/// Why the record in a board's key store is refused (the device then has no key: it boots raw
+/// releases and refuses encrypted ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    /// The store holds something that is not a device key record.
+    NotAKeyRecord,
+    /// The record's checksum does not match (a torn or damaged provisioning write).
+    BadChecksum,
+}
+
+impl core::fmt::Display for KeyStoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            KeyStoreError::NotAKeyRecord => "the key store holds no device key record",
+            KeyStoreError::BadChecksum => "the device key record's checksum does not match",
+        })
+    }
+}
+
+impl core::error::Error for KeyStoreError {}
 
 /// The device's X25519 key pair, from the bootloader's protected storage (the board port reads
 /// it from OTP, a key store or the locked protected-state sector; see FORMAT.md §9).
@@ -61,14 +94,66 @@ impl DeviceSecret {
         DeviceSecret { secret, public }
     }
 
+    /// Decodes the record a board's key store holds: `SGL-DKEY` ‖ private key (32) ‖ public
+    /// key (32) ‖ CRC-32 of the preceding 72 bytes (little-endian). A store that reads as
+    /// erased holds no key (`Ok(None)`): the device was not provisioned.
+    pub fn decode(
+        record: &[u8; DEVICE_KEY_RECORD_LEN],
+        erased: u8,
+    ) -> Result<Option<Self>, KeyStoreError> {
+        if record.iter().all(|&b| b == erased) {
+            return Ok(None);
+        }
+        let (magic, rest) = record.split_at(DEVICE_KEY_MAGIC.len());
+        let (secret, rest) = rest.split_at(32);
+        let (public, crc) = rest.split_at(32);
+        if magic != DEVICE_KEY_MAGIC {
+            return Err(KeyStoreError::NotAKeyRecord);
+        }
+        let body = record
+            .get(..DEVICE_KEY_RECORD_LEN.saturating_sub(4))
+            .ok_or(KeyStoreError::NotAKeyRecord)?;
+        if crc != crate::crc::crc32(body).to_le_bytes() {
+            return Err(KeyStoreError::BadChecksum);
+        }
+        let mut pair = DeviceSecret::new([0; 32], [0; 32]);
+        pair.secret.copy_from_slice(secret);
+        pair.public.copy_from_slice(public);
+        Ok(Some(pair))
+    }
+
+    /// The key store record of this key pair ([`DeviceSecret::decode`]), for the provisioning
+    /// tool. It holds the private key: the caller wipes it after writing it.
+    pub fn encode(&self) -> [u8; DEVICE_KEY_RECORD_LEN] {
+        let mut out = [0u8; DEVICE_KEY_RECORD_LEN];
+        let (magic, rest) = out.split_at_mut(DEVICE_KEY_MAGIC.len());
+        let (secret, rest) = rest.split_at_mut(32);
+        let (public, _) = rest.split_at_mut(32);
+        magic.copy_from_slice(DEVICE_KEY_MAGIC);
+        secret.copy_from_slice(&self.secret);
+        public.copy_from_slice(&self.public);
+        let (body, crc) = out.split_at_mut(DEVICE_KEY_RECORD_LEN.saturating_sub(4));
+        crc.copy_from_slice(&crate::crc::crc32(body).to_le_bytes());
+        out
+    }
+
+    /// The X25519 public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
     fn key(&self) -> DeviceKey {
         DeviceKey::new(self.secret, self.public)
     }
 
     /// The device-local keystream of `role` (0: the image active before the install, 1: the
-    /// image installed) for the swap of the image `trial`.
-    fn local(&self, trial: &ImageDigest, role: u8) -> ChaCha20 {
-        let hkdf = Hkdf::<Sha512>::new(Some(trial), &self.secret);
+    /// image installed) for the swap of the image `trial` in the install `swap`.
+    fn local(&self, trial: &ImageDigest, swap: &SwapId, role: u8) -> Keystream {
+        let mut salt = [0u8; 48];
+        let (t, s) = salt.split_at_mut(32);
+        t.copy_from_slice(trial);
+        s.copy_from_slice(swap);
+        let hkdf = Hkdf::<Sha512>::new(Some(&salt), &self.secret);
         let mut okm = [0u8; 44];
         // 44 bytes is far below HKDF-SHA512's limit: this never fails.
         let _ = hkdf.expand_multi_info(&[SWAP_INFO, &[role]], &mut okm);
@@ -77,7 +162,7 @@ impl DeviceSecret {
         let (k, n) = okm.split_at(32);
         key.copy_from_slice(k);
         nonce.copy_from_slice(n);
-        let cipher = ChaCha20::new(&key.into(), &nonce.into());
+        let cipher = Keystream::new(&key, &nonce);
         key.zeroize();
         okm.zeroize();
         cipher
@@ -106,8 +191,8 @@ pub(crate) struct Payload {
 
 /// The keystreams of one swap.
 pub(crate) struct SwapKeys {
-    old: ChaCha20,
-    new: ChaCha20,
+    old: Keystream,
+    new: Keystream,
     payload: Option<Payload>,
 }
 
@@ -121,21 +206,23 @@ pub(crate) enum Transform {
 }
 
 impl SwapKeys {
-    /// The keystreams of the swap of image `trial`. For an install with decrypting half-steps
+    /// The keystreams of the swap of image `trial` in the install `swap` (the protected
+    /// state's [`SwapId`]). For an install with decrypting half-steps
     /// left (`progress` half-steps done) it re-reads the new bundle's header and manifest from
     /// wherever they lie now (header and envelope bytes are copied unchanged), checks the
     /// manifest against the digest the protected state recorded, and reopens the key record.
-    pub(crate) fn new<F: NorFlash>(
+    pub(crate) fn new<F: BootFlash>(
         flash: &mut F,
         layout: &Layout,
         device: &DeviceSecret,
         trial: &ImageDigest,
+        swap: &SwapId,
         install_progress: Option<u32>,
         envelope_buf: &mut [u8],
     ) -> Result<Self, Error> {
         let mut keys = SwapKeys {
-            old: device.local(trial, 0),
-            new: device.local(trial, 1),
+            old: device.local(trial, swap, 0),
+            new: device.local(trial, swap, 1),
             payload: None,
         };
         if let Some(progress) = install_progress {
@@ -168,8 +255,7 @@ impl SwapKeys {
                     &mut self.new
                 };
                 let at = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
-                cipher.try_seek(at).map_err(|_| Error::Corrupt)?;
-                cipher.try_apply_keystream(data).map_err(|_| Error::Corrupt)
+                cipher.apply(at, data).map_err(Error::Verify)
             }
             Transform::Payload { base } => {
                 let Some(p) = self.payload.as_mut() else {
@@ -204,6 +290,13 @@ fn read_new<F: NorFlash>(
     off: u32,
     buf: &mut [u8],
 ) -> Result<(), Error> {
+    let at = new_place(layout, progress, off)?;
+    flash.read(at, buf).map_err(|e| Error::Flash(e.kind()))
+}
+
+/// The flash offset of the new bundle's byte at bundle offset `off` during an install with
+/// `progress` half-steps done (see [`read_new`]).
+fn new_place(layout: &Layout, progress: u32, off: u32) -> Result<u32, Error> {
     let sector = layout.sector_size();
     let j = off.checked_div(sector).ok_or(Error::Corrupt)?;
     let within = off.checked_rem(sector).ok_or(Error::Corrupt)?;
@@ -216,10 +309,26 @@ fn read_new<F: NorFlash>(
     } else {
         layout.staging_sector(j.saturating_add(1))
     };
-    let at = place
+    place
         .and_then(|p| p.checked_add(within))
-        .ok_or(Error::Corrupt)?;
-    flash.read(at, buf).map_err(|e| Error::Flash(e.kind()))
+        .ok_or(Error::Corrupt)
+}
+
+/// The new bundle's bytes `from .. from + len` in place, on a memory-mapped flash, when they
+/// lie in one sector of the bundle (so in one place, wherever the swap has moved it).
+fn mapped_new<'f, F: BootFlash>(
+    flash: &'f F,
+    layout: &Layout,
+    progress: u32,
+    from: u32,
+    len: u32,
+) -> Option<&'f [u8]> {
+    let last = from.checked_add(len)?.checked_sub(1)?;
+    let sector = layout.sector_size();
+    if !F::MAPPED || from.checked_div(sector)? != last.checked_div(sector)? {
+        return None;
+    }
+    flash.mapped(new_place(layout, progress, from).ok()?, len)
 }
 
 /// Reads `out.len()` bytes of the new bundle from bundle offset `from` (any alignment).
@@ -257,9 +366,26 @@ fn read_new_bytes<F: NorFlash>(
     Ok(())
 }
 
+/// The encryption parameters of the manifest in `envelope`, checked to be the manifest of
+/// image `trial`; `None` for a raw image.
+#[inline(never)] // its decoded manifest leaves the stack before the key derivations run
+fn staged_encryption(
+    envelope: &[u8],
+    trial: &ImageDigest,
+) -> Result<Option<sigil_manifests::Encryption>, Error> {
+    let envelope = EnvelopeView::parse(envelope).map_err(Error::Verify)?;
+    let digest: [u8; 32] = Sha256::digest(envelope.manifest).into();
+    if digest != *trial {
+        return Err(Error::WrongImage);
+    }
+    let manifest = Manifest::decode(envelope.manifest).map_err(Error::Verify)?;
+    Ok(manifest.payload_format.encryption().copied())
+}
+
 /// The new image's payload keystream, or `None` for a raw image or when no half-step that
 /// decrypts is left.
-fn staged_payload<F: NorFlash>(
+#[inline(never)] // its frame is not under the device-local derivations of `SwapKeys::new`
+fn staged_payload<F: BootFlash>(
     flash: &mut F,
     layout: &Layout,
     device: &DeviceSecret,
@@ -278,26 +404,38 @@ fn staged_payload<F: NorFlash>(
     }
     let start = header.envelope_start().map_err(Error::Verify)?;
     let end = header.envelope_end().map_err(Error::Verify)?;
-    let len = usize::try_from(end.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
-    let env = envelope_buf
-        .get_mut(..len)
-        .ok_or(Error::Verify(sigil_manifests::Error::BufferTooSmall))?;
-    read_new_bytes(flash, layout, progress, start, env)?;
-    let envelope = EnvelopeView::parse(env).map_err(Error::Verify)?;
-    let digest: [u8; 32] = Sha256::digest(envelope.manifest).into();
-    if digest != *trial {
-        return Err(Error::WrongImage);
-    }
-    let manifest = Manifest::decode(envelope.manifest).map_err(Error::Verify)?;
-    let Some(encryption) = manifest.payload_format.encryption() else {
+    let len = end.saturating_sub(start);
+    // A memory-mapped flash is read in place (the envelope lies in the bundle's first
+    // sector whenever the payload alignment is a sector, as on the board ports); otherwise
+    // the envelope is copied into `envelope_buf`.
+    let env = match mapped_new(flash, layout, progress, start, len) {
+        Some(bytes) => bytes,
+        None => {
+            let len = usize::try_from(len).map_err(|_| Error::Corrupt)?;
+            let env = envelope_buf
+                .get_mut(..len)
+                .ok_or(Error::Verify(sigil_manifests::Error::BufferTooSmall))?;
+            read_new_bytes(flash, layout, progress, start, env)?;
+            env
+        }
+    };
+    let Some(encryption) = staged_encryption(env, trial)? else {
         return Ok(None);
     };
+    let encryption = &encryption;
     let at = layout
         .key_record_offset(total)
         .ok_or(Error::Verify(sigil_manifests::Error::Truncated))?;
-    let mut record = [0u8; KEY_RECORD_UNIT as usize];
-    read_new_bytes(flash, layout, progress, at, &mut record)?;
-    let bytes = record.get(..KEY_RECORD_LEN).ok_or(Error::Corrupt)?;
+    // In place on a memory-mapped flash (a 256-byte record unit never spans a sector).
+    let mut copy = [0u8; KEY_RECORD_LEN];
+    let len = u32::try_from(KEY_RECORD_LEN).map_err(|_| Error::Corrupt)?;
+    let bytes = match mapped_new(flash, layout, progress, at, len) {
+        Some(bytes) => bytes,
+        None => {
+            read_new_bytes(flash, layout, progress, at, &mut copy)?;
+            &copy[..]
+        }
+    };
     let cipher = device
         .key()
         .open_for(bytes, trial, encryption)

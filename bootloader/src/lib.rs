@@ -36,11 +36,11 @@ mod verify;
 pub use boot::{BootConfig, Bootloader, VerifiedImage};
 pub use control::BootControl;
 #[cfg(feature = "encryption")]
-pub use crypt::DeviceSecret;
+pub use crypt::{DeviceSecret, KeyStoreError, DEVICE_KEY_RECORD_LEN};
 pub use error::Error;
 pub use layout::{Geometry, Layout, LayoutError, KEY_RECORD_UNIT};
 pub use lock::{LockFailed, StateLock};
-pub use record::{BootState, Floors, ImageDigest, Outcome, Phase};
+pub use record::{BootState, Floors, ImageDigest, Outcome, Phase, SwapId};
 pub use request::Request;
 pub use store::provision;
 pub use verify::BootFlash;

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SGPS` |
 //! | 4 | 4 | sequence number (the highest valid one is the state) |
-//! | 8 | 1 | record version (3; version 2 records, without a root floor, are read too) |
+//! | 8 | 1 | record version (4; versions 2 and 3, without a root floor or a swap id, are read too) |
 //! | 9 | 1 | [`Phase`] (1 idle, 3 swapping, 4 trial, 5 reverting; 2 was version 1's "pending") |
 //! | 10 | 1 | trial boots left |
 //! | 11 | 1 | [`Outcome`] of the last request |
@@ -25,7 +25,7 @@
 //! | 72 | 128 | 4 × [`ImageDigest`] of rejected images, newest first; unused entries zero |
 //! | 200 | 4 | root floor: version of the trust root the device adopted through rotation (0: none, the provisioned root) |
 //! | 204 | 32 | root floor: SHA-256 of that root's document (zero when the version is 0) |
-//! | 236 | 16 | reserved, zero: room for device-key references of later record versions |
+//! | 236 | 16 | [`SwapId`] of the current or last install (version 4; zero in versions 2 and 3) |
 //! | 252 | 4 | CRC-32 of bytes 0..252 |
 //!
 //! A record whose magic, version, CRC, enumerations, counts or reserved bytes are wrong is
@@ -43,13 +43,15 @@ use crate::crc::crc32;
 pub(crate) const RECORD_LEN: usize = 256;
 
 const MAGIC: [u8; 4] = *b"SGPS";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
+/// Records of version 3 are read as having no swap id (their bytes 236..252 are zero).
+const VERSION_NO_SWAP_ID: u8 = 3;
 /// Records of version 2 are read as having no root floor (their bytes 200..252 are zero).
 const VERSION_NO_ROOT: u8 = 2;
 const CRC_AT: usize = 252;
 const REJECTED_AT: usize = 72;
 const ROOT_AT: usize = 200;
-const RESERVED_AT: usize = 236;
+const SWAP_ID_AT: usize = 236;
 
 /// Rejected images the protected state remembers (the oldest is forgotten first).
 pub const MAX_REJECTED: usize = 4;
@@ -58,6 +60,17 @@ pub const MAX_REJECTED: usize = 4;
 /// manifest bytes ([`sigil_manifests::VerifiedBundle::manifest_digest`]). A payload re-signed
 /// with a higher security counter has a different digest; adding a signature does not change it.
 pub type ImageDigest = [u8; 32];
+
+/// Identifies one install on this device, for the device-local keystreams of its swap (feature
+/// `encryption`, `crypt.rs`): the sequence number of the protected state the install started
+/// from (4 bytes, little-endian) followed by the first 12 bytes of the [`ImageDigest`] of the
+/// image it replaced (zero if the active slot did not verify; all zero from a bootloader built
+/// without decryption, which has no device-local keystream). Recorded by the transition that
+/// starts the install and kept until the next one, so every resumed boot of the install and of
+/// its revert derives the same keystreams, and no two installs share one: the sequence number
+/// never repeats on a device, and the digest differs for different previous images even across
+/// a re-provisioned protected state.
+pub type SwapId = [u8; 16];
 
 /// Where the device is in the update cycle (protected; only the bootloader moves it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +248,8 @@ pub struct BootState {
     pub trial_key_set_version: u32,
     /// Identity of the image being installed or on trial.
     pub trial_image: ImageDigest,
+    /// The current or last install ([`SwapId`]).
+    pub swap_id: SwapId,
     /// How the last request ended.
     pub outcome: Outcome,
     /// The trust root adopted through rotation (`None`: the provisioned root); only rises.
@@ -257,6 +272,7 @@ impl BootState {
             trial_security_counter: 0,
             trial_key_set_version: 0,
             trial_image: [0; 32],
+            swap_id: [0; 16],
             outcome: Outcome::None,
             root_floor: None,
             rejected: [[0; 32]; MAX_REJECTED],
@@ -305,10 +321,18 @@ impl BootState {
         }
     }
 
-    /// Idle → Swapping: the verified staged image moves in over `sectors` sectors.
-    pub(crate) fn start_install(self, image: &ImageCounters, sectors: u32) -> Self {
+    /// Idle → Swapping: the verified staged image moves in over `sectors` sectors, as the
+    /// install `swap_id` ([`BootState::next_swap_id`]; zero from a bootloader without
+    /// decryption, which has no device-local keystream).
+    pub(crate) fn start_install(
+        self,
+        image: &ImageCounters,
+        sectors: u32,
+        swap_id: SwapId,
+    ) -> Self {
         BootState {
             phase: Phase::Swapping,
+            swap_id,
             swap_progress: 0,
             swap_sectors: sectors,
             trial_security_counter: image.security_counter,
@@ -391,6 +415,20 @@ impl BootState {
         }
     }
 
+    /// The [`SwapId`] of an install that starts from this state and replaces `previous`.
+    #[cfg_attr(not(any(feature = "encryption", test)), allow(dead_code))]
+    pub(crate) fn next_swap_id(&self, previous: Option<&ImageDigest>) -> SwapId {
+        let mut id = [0u8; 16];
+        let (sequence, digest) = id.split_at_mut(4);
+        sequence.copy_from_slice(&self.sequence.to_le_bytes());
+        if let Some(previous) = previous {
+            for (d, p) in digest.iter_mut().zip(previous) {
+                *d = *p;
+            }
+        }
+        id
+    }
+
     fn with_rejected(mut self, digest: ImageDigest) -> Self {
         if self.is_rejected(&digest) {
             return self;
@@ -442,6 +480,7 @@ impl BootState {
             .map_or((0, [0; 32]), |r| (r.version, r.digest));
         w.put(version.to_le_bytes());
         w.put(digest);
+        w.put(self.swap_id);
         let crc = crc32(out.get(..CRC_AT).unwrap_or(&[]));
         if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
             *last = crc.to_le_bytes();
@@ -453,7 +492,9 @@ impl BootState {
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let body = bytes.get(..CRC_AT)?;
         let version = *bytes.get(8)?;
-        if bytes.get(..4)? != MAGIC || (version != VERSION && version != VERSION_NO_ROOT) {
+        if bytes.get(..4)? != MAGIC
+            || !matches!(version, VERSION | VERSION_NO_SWAP_ID | VERSION_NO_ROOT)
+        {
             return None;
         }
         if crc32(body) != u32_at(bytes, CRC_AT)? {
@@ -461,10 +502,12 @@ impl BootState {
         }
         let rejected_len = *bytes.get(68)?;
         let used = usize::from(rejected_len);
-        if used > MAX_REJECTED
-            || bytes.get(69..REJECTED_AT)?.iter().any(|&b| b != 0)
-            || bytes.get(RESERVED_AT..CRC_AT)?.iter().any(|&b| b != 0)
-        {
+        if used > MAX_REJECTED || bytes.get(69..REJECTED_AT)?.iter().any(|&b| b != 0) {
+            return None;
+        }
+        // Versions 2 and 3 have zeros here (checked as reserved then): no swap id.
+        let swap_id: SwapId = bytes.get(SWAP_ID_AT..CRC_AT)?.try_into().ok()?;
+        if version != VERSION && swap_id != [0; 16] {
             return None;
         }
         let mut rejected = [[0u8; 32]; MAX_REJECTED];
@@ -500,6 +543,7 @@ impl BootState {
             trial_security_counter: u32_at(bytes, 28)?,
             trial_key_set_version: u32_at(bytes, 32)?,
             trial_image: digest_at(bytes, 36)?,
+            swap_id,
             root_floor,
             rejected,
             rejected_len,
@@ -548,11 +592,11 @@ mod tests {
                     digest: [7; 32],
                 }),
             })
-            .start_install(&image, 4)
+            .start_install(&image, 4, [3; 16])
             .enter_trial(3)
             .start_revert(Outcome::Reverted)
             .finish_revert()
-            .start_install(&image, 4)
+            .start_install(&image, 4, [0; 16])
             .swap_progressed(3)
     }
 
@@ -646,6 +690,52 @@ mod tests {
     }
 
     #[test]
+    fn version_3_records_read_without_a_swap_id() {
+        let reversion = |mut bytes: [u8; RECORD_LEN]| {
+            bytes[8] = VERSION_NO_SWAP_ID;
+            let crc = crc32(&bytes[..CRC_AT]);
+            bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            BootState::decode(&bytes)
+        };
+        let mut s = sample();
+        s.swap_id = [0; 16];
+        assert_eq!(reversion(s.encode()), Some(s));
+        // A version 3 record with a swap id is not one that version wrote.
+        let mut with_id = s;
+        with_id.swap_id[15] = 1;
+        assert_eq!(reversion(with_id.encode()), None);
+    }
+
+    #[test]
+    fn every_install_gets_its_own_swap_id() {
+        let image = ImageCounters {
+            security_counter: 1,
+            key_set_version: 1,
+            digest: [1; 32],
+            root: None,
+        };
+        let mut s = BootState::blank();
+        s.sequence = 41;
+        let a = s.start_install(&image, 2, s.next_swap_id(Some(&[0xAA; 32])));
+        let c = s.start_install(&image, 2, s.next_swap_id(Some(&[0xCC; 32])));
+        assert_ne!(a.swap_id, c.swap_id, "another previous image");
+        s.sequence = 42;
+        assert_ne!(
+            s.next_swap_id(Some(&[0xAA; 32])),
+            a.swap_id,
+            "a later install"
+        );
+        assert_eq!(&a.swap_id[..4], &41u32.to_le_bytes());
+        assert_eq!(&a.swap_id[4..], &[0xAA; 12]);
+        // Kept through the trial and the revert, whose keystreams need it again.
+        let reverted = a
+            .swap_progressed(4)
+            .enter_trial(2)
+            .start_revert(Outcome::Reverted);
+        assert_eq!(reverted.swap_id, a.swap_id);
+    }
+
+    #[test]
     fn rejected_list_keeps_the_newest_four() {
         let mut s = BootState::blank();
         for i in 1..=6u8 {
@@ -656,7 +746,7 @@ mod tests {
                 root: None,
             };
             s = s
-                .start_install(&image, 1)
+                .start_install(&image, 1, [0; 16])
                 .enter_trial(1)
                 .start_revert(Outcome::Reverted);
             s = s.finish_revert();

@@ -63,6 +63,22 @@ fn encrypted_release(counter: u32, len: usize, device: u8) -> Release {
     }
 }
 
+/// As [`encrypted_release`], with its own payload `salt` (two releases of one counter).
+fn encrypted_release_salted(counter: u32, len: usize, salt: u8) -> Release {
+    let spec = sigil_test_support::Spec {
+        payload: sigil_test_support::noise(len, salt),
+        ..spec(counter, len)
+    };
+    let key = encrypted::content_key(salt);
+    let staged = encrypted::bundle(&spec, &key);
+    Release {
+        installed: encrypted::installed(&staged, &spec.payload),
+        record: encrypted::record(&staged, &key, DEVICE, salt),
+        plain: spec.payload,
+        staged,
+    }
+}
+
 fn raw_release(counter: u32, len: usize) -> Release {
     let spec = spec(counter, len);
     let staged = sigil_test_support::bundle(&spec);
@@ -212,10 +228,22 @@ fn sweep<const W: usize, const E: usize>(
 }
 
 fn geometry<const W: usize, const E: usize>(slot: u32, erased: u8, lens: (usize, usize)) -> usize {
+    geometry_with::<W, E>(slot, erased, lens, false)
+}
+
+/// As [`geometry`]; `mapped`: the bootloader reads the flash in place with no envelope buffer,
+/// as the board ports do.
+fn geometry_with<const W: usize, const E: usize>(
+    slot: u32,
+    erased: u8,
+    lens: (usize, usize),
+    mapped: bool,
+) -> usize {
     let old = encrypted_release(1, lens.0, DEVICE);
     let new = encrypted_release(2, lens.1, DEVICE);
     let secret = blocks(&[&old, &new]);
     let mut dev: Rig<W, E> = Rig::new(slot, erased);
+    dev.mapped = mapped;
     dev.device = Some(secret_key());
     dev.provision(&old.installed);
     dev.boot().unwrap();
@@ -253,6 +281,107 @@ fn encrypted_install_and_revert_cut_at_every_write_and_erase_six_geometries() {
     trials += geometry::<32, 256>(16, 0xFF, (3000, 600));
     trials += geometry::<64, 2048>(6, 0x00, (2500, 7000));
     println!("encrypted power-fail suite: {trials} trials");
+}
+
+/// The board ports' way: flash read in place and no envelope buffer. Every resumed boot
+/// re-reads the new bundle's manifest where the swap has moved its first sector.
+#[test]
+fn encrypted_install_and_revert_on_mapped_flash_cut_at_every_write_and_erase() {
+    let mut trials = 0;
+    trials += geometry_with::<4, 4096>(4, 0xFF, (6000, 9000), true);
+    trials += geometry_with::<64, 2048>(6, 0x00, (2500, 7000), true);
+    assert!(trials > 0);
+    println!("encrypted power-fail suite, mapped flash: {trials} trials");
+}
+
+#[test]
+fn the_device_key_store_record_round_trips_and_a_damaged_one_is_refused() {
+    use sigil_bootloader::{KeyStoreError, DEVICE_KEY_RECORD_LEN};
+    let key = secret_key();
+    let record = key.encode();
+    assert_eq!(&record[..8], b"SGL-DKEY");
+    let back = DeviceSecret::decode(&record, 0xFF).unwrap().unwrap();
+    assert_eq!(back.public_key(), key.public_key());
+    assert_eq!(back.encode(), record, "the private half round-trips too");
+    // Not provisioned: the store reads as erased, whatever the erased value.
+    for erased in [0xFF, 0x00] {
+        let blank = [erased; DEVICE_KEY_RECORD_LEN];
+        assert!(DeviceSecret::decode(&blank, erased).unwrap().is_none());
+    }
+    // Every flipped bit is caught: by the magic or by the checksum.
+    for bit in 0..DEVICE_KEY_RECORD_LEN * 8 {
+        let mut damaged = record;
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        let err = DeviceSecret::decode(&damaged, 0xFF).unwrap_err();
+        let expected = if bit < 64 {
+            KeyStoreError::NotAKeyRecord
+        } else {
+            KeyStoreError::BadChecksum
+        };
+        assert_eq!(err, expected, "bit {bit}");
+    }
+    // A torn provisioning write: the tail still erased.
+    let mut torn = [0xFF; DEVICE_KEY_RECORD_LEN];
+    torn[..40].copy_from_slice(&record[..40]);
+    assert_eq!(
+        DeviceSecret::decode(&torn, 0xFF).unwrap_err(),
+        KeyStoreError::BadChecksum
+    );
+}
+
+/// Installs `r` and confirms it; returns the active slot before the install and the staging
+/// slot right after its swap (what an attacker reading the external flash would take).
+fn install_and_confirm(dev: &mut Rig<4, 4096>, r: &Release) -> (Vec<u8>, Vec<u8>) {
+    let before = dev.active().to_vec();
+    stage(dev, r);
+    assert!(dev.boot().unwrap().is_trial());
+    let at = dev.layout.staging_offset() as usize;
+    let staging = dev.flash.bytes()[at..at + before.len()].to_vec();
+    dev.confirm().unwrap();
+    assert!(!dev.boot().unwrap().is_trial());
+    assert!(dev.active_holds(&r.installed));
+    (before, staging)
+}
+
+/// One device installs release B twice, over image A and later over image C. The images that
+/// left the active slot are in the staging slot, encrypted under the device's swap keystream;
+/// if both installs used one keystream, the XOR of the two staging ciphertexts would be the XOR
+/// of A and C. It must be unrelated to it.
+#[test]
+fn two_installs_of_one_release_over_different_images_use_unrelated_keystreams() {
+    let a = encrypted_release(1, 6000, DEVICE);
+    let b = encrypted_release(2, 9000, DEVICE);
+    let c = encrypted_release_salted(2, 7000, 0x5C);
+    let mut dev: Rig<4, 4096> = Rig::new(4, 0xFF);
+    dev.device = Some(secret_key());
+    dev.provision(&a.installed);
+    dev.boot().unwrap();
+    let (plain_a, over_a) = install_and_confirm(&mut dev, &b);
+    install_and_confirm(&mut dev, &c);
+    let (plain_c, over_c) = install_and_confirm(&mut dev, &b);
+    assert!(plain_a.starts_with(&a.installed) && plain_c.starts_with(&c.installed));
+
+    // Bytes where both previous images were written (erased chunks are copied as erased).
+    let erased = |chunk: &[u8]| chunk.iter().all(|&x| x == 0xFF);
+    let (mut compared, mut leaked) = (0usize, 0usize);
+    for (i, (pa, pc)) in plain_a.chunks(256).zip(plain_c.chunks(256)).enumerate() {
+        if erased(pa) || erased(pc) {
+            continue;
+        }
+        let (sa, sc) = (&over_a[i * 256..][..256], &over_c[i * 256..][..256]);
+        for j in 0..256 {
+            compared += 1;
+            if sa[j] ^ sc[j] == pa[j] ^ pc[j] {
+                leaked += 1;
+            }
+        }
+    }
+    assert!(compared >= 6000, "compared only {compared} bytes");
+    // Unrelated keystreams agree by chance on about 1 byte in 256; one keystream on all.
+    assert!(
+        leaked * 64 < compared,
+        "{leaked} of {compared} bytes of A XOR C readable from the staging ciphertexts"
+    );
 }
 
 /// A device with the old image installed and `new` staged (with `record` beside it).

@@ -16,10 +16,11 @@
 //! The same functions make what the signer writes: [`ContentKey::encryption`] for the manifest,
 //! [`ContentKey::wrap`] for each record, [`PayloadCipher`] for the ciphertext.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::ChaCha20;
+use chacha20::cipher::consts::U10;
+use chacha20::cipher::{Block, KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
+use chacha20::ChaChaCore;
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use hkdf::Hkdf;
+use hkdf::SimpleHkdf as Hkdf;
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroize;
 
@@ -285,7 +286,7 @@ impl ContentKey {
             d.key.zeroize();
             return Err(Error::PayloadTooLongForCipher);
         }
-        let cipher = ChaCha20::new(&d.key.into(), &d.nonce.into());
+        let cipher = Keystream::new(&d.key, &d.nonce);
         d.key.zeroize();
         Ok(PayloadCipher {
             cipher,
@@ -345,8 +346,88 @@ fn xor(dst: &mut [u8; 32], mask: &[u8; 32]) {
 
 /// The ChaCha20 keystream of one payload, applied at any offset (step D5).
 pub struct PayloadCipher {
-    cipher: ChaCha20,
+    cipher: Keystream,
     len: u64,
+}
+
+/// A ChaCha20 keystream (RFC 8439: 256-bit key, 96-bit nonce, 32-bit block counter from 0),
+/// applied at any byte offset. Without feature `alloc` (the bootloader) it drives the
+/// `chacha20` crate's block function directly, one 64-byte block at a time, without the
+/// crate's buffering stream wrapper: about 1 KiB less flash. The host tools (feature `alloc`)
+/// keep the wrapper, whose SIMD backends make several blocks at once. Both give the same bytes
+/// (`the_bare_block_keystream_is_the_stream_ciphers`).
+pub struct Keystream {
+    #[cfg(feature = "alloc")]
+    stream: chacha20::ChaCha20,
+    #[cfg(not(feature = "alloc"))]
+    core: ChaChaCore<U10>,
+}
+
+impl core::fmt::Debug for Keystream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Keystream").finish_non_exhaustive()
+    }
+}
+
+impl Keystream {
+    /// The keystream of `key` and `nonce`.
+    pub fn new(key: &[u8; 32], nonce: &[u8; 12]) -> Self {
+        Keystream {
+            #[cfg(feature = "alloc")]
+            stream: KeyIvInit::new(key.into(), nonce.into()),
+            #[cfg(not(feature = "alloc"))]
+            core: ChaChaCore::new(key.into(), nonce.into()),
+        }
+    }
+
+    /// XORs the keystream from byte `offset` on into `data`. Fails with `OutsidePayload`,
+    /// changing nothing, if that passes the 2^32 blocks of the counter.
+    pub fn apply(&mut self, offset: u64, data: &mut [u8]) -> Result<(), Error> {
+        let len = u64::try_from(data.len()).map_err(|_| Error::OutsidePayload)?;
+        let end = offset.checked_add(len).ok_or(Error::OutsidePayload)?;
+        if end > MAX_ENCRYPTED_PAYLOAD {
+            return Err(Error::OutsidePayload);
+        }
+        #[cfg(feature = "alloc")]
+        {
+            use chacha20::cipher::{StreamCipher, StreamCipherSeek};
+            self.stream
+                .try_seek(offset)
+                .map_err(|_| Error::OutsidePayload)?;
+            self.stream
+                .try_apply_keystream(data)
+                .map_err(|_| Error::OutsidePayload)
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            apply_blocks(&mut self.core, offset, data);
+            Ok(())
+        }
+    }
+}
+
+/// XORs the keystream of `core` from byte `offset` into `data`, block by block; the caller
+/// checked that `offset + data.len()` is within 2^32 blocks.
+#[cfg_attr(all(feature = "alloc", not(test)), allow(dead_code))]
+fn apply_blocks(core: &mut ChaChaCore<U10>, offset: u64, data: &mut [u8]) {
+    let mut block = offset / 64;
+    let mut skip = (offset % 64) as usize;
+    let mut keystream = Block::<ChaChaCore<U10>>::default();
+    let mut rest = data;
+    while !rest.is_empty() {
+        // Below 2^32 blocks: the caller's check.
+        core.set_block_pos(block as u32);
+        core.write_keystream_block(&mut keystream);
+        let take = rest.len().min(64usize.saturating_sub(skip));
+        let (now, tail) = core::mem::take(&mut rest).split_at_mut(take);
+        for (d, k) in now.iter_mut().zip(keystream.iter().skip(skip)) {
+            *d ^= k;
+        }
+        rest = tail;
+        skip = 0;
+        block = block.saturating_add(1);
+    }
+    keystream.as_mut_slice().zeroize();
 }
 
 impl core::fmt::Debug for PayloadCipher {
@@ -378,12 +459,7 @@ impl PayloadCipher {
         if end > self.len {
             return Err(Error::OutsidePayload);
         }
-        self.cipher
-            .try_seek(offset)
-            .map_err(|_| Error::OutsidePayload)?;
-        self.cipher
-            .try_apply_keystream(data)
-            .map_err(|_| Error::OutsidePayload)
+        self.cipher.apply(offset, data)
     }
 }
 
@@ -394,6 +470,34 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+
+    #[test]
+    fn the_bare_block_keystream_is_the_stream_ciphers() {
+        use chacha20::cipher::{StreamCipher, StreamCipherSeek};
+        let (key, nonce) = ([7u8; 32], [9u8; 12]);
+        let mut core: ChaChaCore<U10> = ChaChaCore::new((&key).into(), (&nonce).into());
+        let mut stream: chacha20::ChaCha20 = KeyIvInit::new((&key).into(), (&nonce).into());
+        // Offsets inside and across blocks, lengths from 0 to several blocks.
+        for (offset, len) in [
+            (0u64, 0usize),
+            (0, 1),
+            (0, 64),
+            (1, 63),
+            (63, 2),
+            (64, 64),
+            (100, 300),
+            (4095, 4097),
+            (1 << 20, 256),
+            ((1 << 38) - 4096, 1000),
+        ] {
+            let mut a: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut b = a.clone();
+            apply_blocks(&mut core, offset, &mut a);
+            stream.seek(offset);
+            stream.apply_keystream(&mut b);
+            assert_eq!(a, b, "offset {offset}, len {len}");
+        }
+    }
 
     fn encryption_for(key: &ContentKey, image: &[u8]) -> Encryption {
         key.encryption(Sha256::digest(image).into())

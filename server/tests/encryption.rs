@@ -491,3 +491,169 @@ async fn hidden_server_never_sees_plaintext() {
     // And the bundle the server stored is the ciphertext, byte for byte.
     assert!(files.iter().any(|f| std::fs::read(f).unwrap() == bundle));
 }
+
+/// The first deployment's id.
+async fn first_deployment(h: &Harness) -> i64 {
+    let (s, v) = h
+        .call(
+            "GET",
+            "/api/v1/deployments",
+            Some(h.token(Role::Operator)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v[0]["id"].as_i64().unwrap()
+}
+
+async fn withheld(h: &Harness, dep: i64) -> (u64, Value) {
+    let (s, d) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}"),
+            Some(h.token(Role::Auditor)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let (s, list) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}/withheld"),
+            Some(h.token(Role::Auditor)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    (d["withheld"].as_u64().unwrap(), list)
+}
+
+#[tokio::test]
+async fn devices_withheld_for_lack_of_a_key_record_are_counted_listed_and_shown() {
+    let h = Harness::with_env(people::ENV);
+    let (bundle, id) = fleet(&h).await;
+    let dep = first_deployment(&h).await;
+    // pump-3 has no encryption key: withheld, and the operator is told what to do.
+    let (n, list) = withheld(&h, dep).await;
+    assert_eq!(n, 1, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let w = &list[0];
+    assert_eq!(w["device_id"], "pump-3");
+    assert_eq!(w["status"], "pending");
+    assert_eq!(w["reason"], "no_encryption_key");
+    assert!(w["remedy"].as_str().unwrap().contains("enrol"), "{w}");
+    // The check-in agrees: pump-3 is not offered the release.
+    let t = h.session("pump-3", 43).await.unwrap();
+    let (_, r) = h.check_in(&t, "idle", None).await;
+    assert_eq!(r["update"], Value::Null, "{r}");
+
+    // The console's deployment page lists it, with the reason.
+    let ops = people::person(&h, "olga", &[Role::Operator]).await;
+    let (s, page) = people::as_person(
+        &h,
+        &ops,
+        "GET",
+        &format!("/console/deployments/{dep}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let html = page.as_str().unwrap();
+    assert!(html.contains("id=\"withheld\""), "{html}");
+    assert!(html.contains("/console/devices/pump-3"), "{html}");
+    assert!(html.contains("no encryption key"), "{html}");
+
+    // With a key but no record: still withheld, for the other reason.
+    let (s, _) = h
+        .call(
+            "PUT",
+            "/api/v1/devices/pump-3/encryption-key",
+            Some(h.token(Role::Operator)),
+            Some(json!({ "encryption_key": key_hex(13) })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (n, list) = withheld(&h, dep).await;
+    assert_eq!(n, 1);
+    assert_eq!(list[0]["reason"], "no_key_record", "{list}");
+
+    // Its record uploaded: nobody is withheld, and the page has no such section.
+    let key = content_key(1);
+    let (s, _) = upload_records(&h, &id, &[record(&bundle, &key, 13, 3)]).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (n, list) = withheld(&h, dep).await;
+    assert_eq!((n, list), (0, json!([])));
+    let (_, page) = people::as_person(
+        &h,
+        &ops,
+        "GET",
+        &format!("/console/deployments/{dep}"),
+        None,
+    )
+    .await;
+    assert!(!page.as_str().unwrap().contains("id=\"withheld\""));
+
+    // And its check-in is offered the release.
+    let (_, r) = h.check_in(&t, "idle", None).await;
+    assert_eq!(r["update"]["release"], id.as_str(), "{r}");
+
+    // Scoped like the deployment: out of scope reads as missing; unknown ids are 404.
+    let (s, _) = h
+        .call(
+            "GET",
+            "/api/v1/deployments/999/withheld",
+            Some(h.token(Role::Auditor)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let hana = people::person(&h, "hana", &[Role::Auditor]).await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/api/v1/users/hana/scope",
+            Some(h.token(Role::Admin)),
+            Some(json!({ "groups": ["hospital-b"] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = people::as_person(
+        &h,
+        &hana,
+        "GET",
+        &format!("/api/v1/deployments/{dep}/withheld"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Devices only read it.
+    let (s, _) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{dep}/withheld"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_plain_release_withholds_nobody() {
+    let h = Harness::new();
+    let (s, _) = h.enrol("pump-3", 43, json!({})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, r) = h.upload(bundle(&spec())).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let (s, r) = h
+        .deploy(
+            &id,
+            json!({ "kind": "channel", "value": "stable" }),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let dep = r["id"].as_i64().unwrap();
+    assert_eq!(withheld(&h, dep).await, (0, json!([])));
+}

@@ -507,7 +507,15 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     let content_key = match (&recipients, &args.content_key) {
         (Some(_), Some(path)) => {
             let mut hasher = Sha256::new();
-            io::copy(&mut (&mut image).take(payload_size), &mut hasher).map_err(image_err)?;
+            let mut buf = vec![0u8; READ_BUFFER];
+            let mut first = (&mut image).take(payload_size);
+            loop {
+                let n = read_full(&mut first, &mut buf).map_err(image_err)?;
+                let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                    break;
+                };
+                hasher.update(chunk);
+            }
             image.seek(SeekFrom::Start(0)).map_err(image_err)?;
             Some(ContentKeyFile::for_image(path, hasher.finalize().into())?)
         }

@@ -175,6 +175,41 @@ impl Stack {
             .collect()
     }
 
+    /// Enrols `public` as device `id`'s X25519 encryption key (operator).
+    pub fn set_encryption_key(&self, id: &str, public: &[u8; 32]) {
+        let (status, v) = self.call(
+            "PUT",
+            &format!("/api/v1/devices/{id}/encryption-key"),
+            &self.operator,
+            Some(json!({ "encryption_key": hex::encode(public) })),
+        );
+        assert_eq!(status, 200, "encryption key of {id}: {v}");
+    }
+
+    /// Uploads the key records (`.wkey` files of `sigil sign --encrypt-to`) of `release` as
+    /// the release engineer; panics unless 201. The answer (the devices they name).
+    pub fn upload_key_records(&self, release: &str, records: &[PathBuf]) -> Value {
+        let mut body = Vec::new();
+        for r in records {
+            body.extend_from_slice(&std::fs::read(r).unwrap());
+        }
+        let url = format!("{}/api/v1/releases/{release}/key-records", self.url);
+        let token = self.release.clone();
+        let (status, text) = self.block_on(async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        });
+        assert_eq!(status, 201, "key records: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// Creates a deployment of `release` to `channel` with rollout `phases` and failure
     /// threshold; its id.
     pub fn deploy(&self, release: &str, channel: &str, phases: &[u8], max_failure: u8) -> i64 {
@@ -244,11 +279,14 @@ impl Stack {
     }
 }
 
-/// Hooks of a device's agent (shell snippets; `None` = the agent's default).
+/// Hooks of a device's agent (shell snippets; `None` = the agent's default), and the
+/// device's encryption key as its agent is configured with it.
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     /// The health check run after a trial boot the application did not confirm itself.
     pub health_check: Option<String>,
+    /// The device's X25519 encryption public key (`device.encryption_key`).
+    pub encryption_key: Option<[u8; 32]>,
 }
 
 /// A QEMU device with its agent: the flash file both use, the agent's key, trust root,
@@ -293,6 +331,10 @@ impl E2eDevice {
         if let Some(h) = &hooks.health_check {
             hook_lines.push_str(&format!("health_check = {}\n", sh(h)));
         }
+        let encryption = hooks
+            .encryption_key
+            .map(|k| format!("encryption_key = \"{}\"\n", hex::encode(k)))
+            .unwrap_or_default();
         let config = format!(
             r#"[server]
 url = "{url}"
@@ -304,7 +346,7 @@ key = "device.pem"
 trust_root = "root.sgl"
 product = "{vendor}/{device}"
 component = "{component}"
-
+{encryption}
 [flash]
 path = "{flash}"
 erase_size = {erase}

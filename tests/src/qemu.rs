@@ -212,6 +212,7 @@ pub struct Firmware {
     board: BoardConfig,
     bootloader: PathBuf,
     unlocked: OnceLock<PathBuf>,
+    decrypting: OnceLock<PathBuf>,
     flash_write: u64,
     keys: PathBuf,
     signed: Mutex<HashMap<(String, SignSpec), PathBuf>>,
@@ -511,6 +512,7 @@ impl Firmware {
             board,
             bootloader,
             unlocked: OnceLock::new(),
+            decrypting: OnceLock::new(),
             flash_write,
             keys,
             signed: Mutex::new(HashMap::new()),
@@ -564,6 +566,65 @@ impl Firmware {
             drop(lock);
             elf
         })
+    }
+
+    /// The bootloader built with logging and feature `encryption`: it reads the device key
+    /// store and decrypts encrypted releases while installing. Built on first use.
+    pub fn decrypting_bootloader(&self) -> &Path {
+        self.decrypting.get_or_init(|| {
+            let lock = build_lock();
+            let root = self.keys.join("root.sgl");
+            cargo_build(
+                self.spec,
+                &["-p", self.spec.boot_package, "--features", "log,encryption"],
+                &[("SIGIL_TRUST_ROOT", root.to_str().unwrap())],
+            );
+            let elf = self.dir.path().join("sigil-boot-encryption.elf");
+            std::fs::copy(artifact(self.spec, "sigil-boot"), &elf).unwrap();
+            drop(lock);
+            elf
+        })
+    }
+
+    /// Signs `variant` as an encrypted release (`sigil sign --encrypt-to` each of
+    /// `recipients`, X25519 public key files) into `out`; the key records go to
+    /// `out` + `.wkeys/<recipient id>.wkey`.
+    pub fn sign_encrypted(
+        &self,
+        variant: AppVariant,
+        counter: u32,
+        recipients: &[&Path],
+        out: &Path,
+    ) -> PathBuf {
+        let k = |name: &str| self.keys.join(name).into_os_string();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "sign".into(),
+            self.payload(variant).into_os_string(),
+            "--key-set".into(),
+            k("keyset.sgl"),
+            "--key".into(),
+            k("release1.pem"),
+            "--product".into(),
+            self.product().into(),
+            "--component".into(),
+            "app".into(),
+            "--version".into(),
+            variant.version.into(),
+            "--security-counter".into(),
+            counter.to_string().into(),
+            "--alignment".into(),
+            self.board.device.payload_alignment.to_string().into(),
+            "--content-key".into(),
+            out.with_extension("cek").into_os_string(),
+            "--out".into(),
+            out.as_os_str().to_owned(),
+        ];
+        for r in recipients {
+            args.push("--encrypt-to".into());
+            args.push(r.as_os_str().to_owned());
+        }
+        sigil(args).unwrap();
+        out.to_path_buf()
     }
 
     /// Signs `variant` with `sigil sign` (once per spec) and returns the bundle file.
@@ -828,6 +889,36 @@ impl Device {
     /// Powers the device on: one QEMU run, killed after a timeout.
     pub fn boot(&self) -> Boot {
         self.run(None, &Power::default()).0
+    }
+
+    /// Powers the device on with another bootloader ELF (e.g.
+    /// [`Firmware::decrypting_bootloader`]).
+    pub fn boot_on(&self, bootloader: &Path) -> Boot {
+        let power = Power {
+            strap: None,
+            bootloader: Some(bootloader.to_path_buf()),
+        };
+        self.run(None, &power).0
+    }
+
+    /// Provisions the device's X25519 key (`sigil keygen --x25519`'s PKCS#8 PEM) into the
+    /// flash's key store, as `sigil-flash assemble --device-key` does at the factory; the
+    /// public key.
+    pub fn provision_device_key(&self, key: &Path) -> [u8; 32] {
+        let secret = sigil_flash::read_device_key(key).unwrap();
+        let mut image = self.image();
+        image.provision_device_key(&secret).unwrap();
+        image.save(&self.flash_path()).unwrap();
+        secret.public_key()
+    }
+
+    /// The staging slot's bytes (its spare sector included).
+    pub fn staging_slot(&self) -> Vec<u8> {
+        let image = self.image();
+        let l = image.layout();
+        let start = l.staging_offset() as usize;
+        let end = start + ((l.max_bundle_len() + l.sector_size()) as usize);
+        image.bytes()[start..end].to_vec()
     }
 
     /// Powers the device on with the test strap set to `attack`, for the hostile application

@@ -165,6 +165,7 @@ fn unhealthy_update_is_reverted_and_halts_the_rollout() {
     assert!(qemu.boot().ran(APP_V1));
     let hooks = Hooks {
         health_check: Some("test \"$SIGIL_RUNNING_VERSION\" != 2.0.1".to_owned()),
+        ..Hooks::default()
     };
     let device = E2eDevice::new(qemu, canary, &stack.url, &hooks);
 
@@ -513,4 +514,169 @@ fn power_cuts_during_the_swap_resume_to_a_verified_image() {
 #[test]
 fn power_cuts_during_the_revert_end_on_the_old_image() {
     scenarios::power_cuts_during_the_revert_end_on_the_old_image(firmware());
+}
+
+/// The 32-byte blocks of `payload` a copy of it in flash would show (4096-aligned in its
+/// bundle, so 32-aligned in the slot), without the uniform ones (erased or zeroed areas).
+fn plaintext_blocks(payload: &[u8]) -> std::collections::HashSet<&[u8]> {
+    payload
+        .chunks_exact(32)
+        .filter(|b| b.iter().any(|&x| x != b[0]))
+        .collect()
+}
+
+/// Panics if the staging slot of `device` holds a plaintext block of `secret`.
+fn assert_no_plaintext(device: &Device, secret: &std::collections::HashSet<&[u8]>, when: &str) {
+    let slot = device.staging_slot();
+    let hits = slot
+        .chunks_exact(32)
+        .filter(|b| secret.contains(*b))
+        .count();
+    assert_eq!(
+        hits, 0,
+        "{when}: {hits} plaintext blocks in the staging slot"
+    );
+}
+
+/// Issue 16 end to end on the reference board: 2.0.0 is signed encrypted for one device
+/// (`sigil sign --encrypt-to` its X25519 public key); the server holds only ciphertext and the
+/// key records; that device's agent stages the bundle and its record into the emulated
+/// board's flash, the decrypting bootloader installs it (decrypting as it swaps), the
+/// application confirms, the server shows the device confirmed on 2.0.0. A second device,
+/// not among the recipients, is withheld the release: the server lists it as withheld, its
+/// agent reports the server's reason, nothing is staged and it keeps running 1.0.0. The
+/// staging slots never hold a plaintext block of either image.
+#[test]
+fn encrypted_release_is_decrypted_on_the_board_and_withheld_from_a_device_not_among_its_recipients()
+{
+    let fw = firmware();
+    let bootloader = fw.decrypting_bootloader().to_path_buf();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str| work.path().join(name);
+
+    // Device X25519 keys (made with `sigil keygen --x25519`), 2.0.0 encrypted for enc-1 only.
+    for name in ["enc-1", "enc-2"] {
+        sigil([
+            "keygen".into(),
+            "--x25519".into(),
+            "--out".into(),
+            w(&format!("{name}.x25519.pem")).into_os_string(),
+        ])
+        .unwrap();
+    }
+    let v1 = fw.bundle(APP_V1, SignSpec::counter(1));
+    let v2 = fw.sign_encrypted(
+        APP_V2,
+        2,
+        &[&w("enc-1.x25519.pub.pem")],
+        &w("app-2.0.0-encrypted.sgl"),
+    );
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(w("app-2.0.0-encrypted.sgl.wkeys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "one key record, for enc-1");
+    let v1_plain = std::fs::read(fw.payload(APP_V1)).unwrap();
+    let v2_plain = std::fs::read(fw.payload(APP_V2)).unwrap();
+    let secret: std::collections::HashSet<&[u8]> = plaintext_blocks(&v1_plain)
+        .union(&plaintext_blocks(&v2_plain))
+        .copied()
+        .collect();
+    let bundle = std::fs::read(&v2).unwrap();
+    assert!(
+        bundle
+            .chunks_exact(32)
+            .all(|b| !plaintext_blocks(&v2_plain).contains(b)),
+        "the bundle holds ciphertext only"
+    );
+
+    // The server: both releases, two devices with their encryption keys, enc-1's record.
+    let stack = Stack::start(None);
+    stack.release_id(&v1);
+    let r2 = stack.release_id(&v2);
+    let fleet = stack.enrol(work.path(), "enc", 2, "secure");
+    let mut devices = Vec::new();
+    for identity in &fleet {
+        // The factory: 1.0.0 installed, the device's key in the bootloader's key store.
+        let qemu = Device::assemble(&v1, None, false);
+        let public = qemu.provision_device_key(&w(&format!("{}.x25519.pem", identity.id)));
+        let boot = qemu.boot_on(&bootloader);
+        assert!(boot.ran(APP_V1), "{boot:#?}");
+        stack.set_encryption_key(&identity.id, &public);
+        let hooks = Hooks {
+            encryption_key: Some(public),
+            ..Hooks::default()
+        };
+        devices.push(E2eDevice::new(qemu, identity, &stack.url, &hooks));
+    }
+    let named = stack.upload_key_records(&r2, &records);
+    assert_eq!(named["devices"], serde_json::json!(["enc-1"]), "{named}");
+    let dep = stack.deploy(&r2, "secure", &[100], 50);
+    // enc-2 is admitted but has no record: the operator sees it withheld, and why.
+    let d = stack.deployment(dep);
+    assert_eq!(d["withheld"], 1, "{d}");
+    let withheld = stack.get(&format!("/api/v1/deployments/{dep}/withheld"));
+    assert_eq!(withheld[0]["device_id"], "enc-2", "{withheld}");
+    assert_eq!(withheld[0]["reason"], "no_key_record", "{withheld}");
+    let [recipient, outsider] = &devices[..] else {
+        unreachable!("two devices")
+    };
+
+    // enc-1: the agent downloads, verifies the ciphertext, stages bundle and key record.
+    assert_eq!(recipient.run_agent(&stack), CycleOutcome::RebootRequested);
+    assert!(recipient.take_reboot_request());
+    assert!(recipient.qemu.install_requested());
+    assert_eq!(stack.member_status(dep, &recipient.id), "staged");
+    assert_no_plaintext(&recipient.qemu, &secret, "staged");
+
+    // The reboot: the bootloader opens the record with the device key, decrypts while it
+    // swaps, trial-boots 2.0.0; the application confirms.
+    let boot = recipient.qemu.boot_on(&bootloader);
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    assert!(boot.output.contains("installing:"), "{boot:#?}");
+    assert!(boot.output.contains("app: confirmed"), "{boot:#?}");
+    assert_no_plaintext(
+        &recipient.qemu,
+        &secret,
+        "installed (1.0.0 kept for a revert)",
+    );
+    assert_eq!(recipient.run_agent(&stack), CycleOutcome::AwaitingReboot);
+    let boot = recipient.qemu.boot_on(&bootloader);
+    assert!(boot.ran(APP_V2), "{boot:#?}");
+    let state = recipient.qemu.state();
+    assert_eq!(
+        (state.phase, state.outcome, state.min_security_counter),
+        (Phase::Idle, Outcome::Confirmed, 2)
+    );
+    assert_eq!(recipient.run_agent(&stack), CycleOutcome::Confirmed);
+    let shown = stack.device(&recipient.id);
+    assert_eq!(
+        (shown["version"].as_str(), shown["state"].as_str()),
+        (Some("2.0.0"), Some("confirmed")),
+        "{shown}"
+    );
+    assert_eq!(stack.member_status(dep, &recipient.id), "confirmed");
+    assert_no_plaintext(&recipient.qemu, &secret, "confirmed");
+
+    // enc-2: not offered the release; its agent tells the server why; nothing is staged.
+    assert_eq!(outsider.run_agent(&stack), CycleOutcome::UpToDate);
+    assert!(!outsider.qemu.install_requested());
+    assert!(!outsider.take_reboot_request());
+    let reports = stack.reports(&outsider.id);
+    assert!(
+        reports
+            .iter()
+            .any(|(_, d)| d.contains("withheld by the server")
+                && d.contains("no key record for device enc-2")),
+        "{reports:?}"
+    );
+    assert_eq!(stack.member_status(dep, &outsider.id), "pending");
+    let boot = outsider.qemu.boot_on(&bootloader);
+    assert!(
+        boot.ran(APP_V1),
+        "the outsider keeps running 1.0.0: {boot:#?}"
+    );
+    assert!(!boot.output.contains("installing:"), "{boot:#?}");
+    assert_eq!(stack.device(&outsider.id)["version"], "1.0.0");
+    assert_no_plaintext(&outsider.qemu, &secret, "outsider");
 }

@@ -15,7 +15,7 @@ use sigil_manifests::VERIFY_BUFFER_LEN;
 use super::{chain, Agent, AgentError, CycleOutcome, Record, Running};
 use crate::client::UpdateOffer;
 use crate::download::{self, DownloadError, DownloadRequest, Event, LiveProgress};
-use crate::keyrecord::{self, BesideBundle, KeyRecordError, KeyRecordPlacement};
+use crate::keyrecord;
 use crate::slots::SlotError;
 use crate::state::{ReportState, UpdatePhase, UpdateRecord};
 
@@ -133,7 +133,7 @@ impl Agent {
 
         // Verify again, from the flash: what the bootloader will read.
         let mut buf = vec![0u8; VERIFY_BUFFER_LEN];
-        let (staged_version, digest, encrypted) = match self.slots.verify_staged(
+        let (staged_version, digest, encrypted, bundle_len) = match self.slots.verify_staged(
             &inputs.root,
             policy,
             &mut buf,
@@ -150,6 +150,7 @@ impl Agent {
                 v.manifest().version.to_string(),
                 v.manifest_digest(),
                 v.manifest().payload_format.encryption().is_some(),
+                v.total_len(),
             ),
             Err(e) => {
                 let reason = format!(
@@ -160,25 +161,35 @@ impl Agent {
             }
         };
         // Encrypted release: its key record (steps D1–D2 with the device's public key), staged
-        // for the bootloader before the install is requested; a plain release clears any.
-        let mut placement = BesideBundle::new(&self.config.state_dir);
+        // and synced for the bootloader before the install is requested (the order
+        // `keyrecord` documents for power cuts); a plain release clears any.
+        let mut placement = keyrecord::placement(
+            self.config.flash.key_record,
+            self.slots.as_mut(),
+            &self.config.state_dir,
+        );
         if encrypted {
             let placed = keyrecord::check(
                 offer.key_record.as_deref(),
                 self.config.device.encryption_key.as_ref(),
                 &digest,
             )
-            .and_then(|record| {
-                placement
-                    .place(&digest, &record)
-                    .map_err(KeyRecordError::Place)
-            });
+            .and_then(|record| placement.place(bundle_len, &record));
+            drop(placement);
             if let Err(e) = placed {
                 let reason = format!("encrypted release {}: {}", offer.release, chain(&e));
                 return self.fail(running, dep, reason).await;
             }
         } else {
-            placement.clear()?;
+            let cleared = placement.clear();
+            drop(placement);
+            if let Err(e) = cleared {
+                let reason = format!(
+                    "cannot clear the key record of an earlier stage: {}",
+                    chain(&e)
+                );
+                return self.fail(running, dep, reason).await;
+            }
         }
         self.slots.request_install(&digest)?;
         let rec = UpdateRecord {

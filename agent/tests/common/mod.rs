@@ -155,6 +155,8 @@ pub struct DeviceOptions {
     pub boot_after_provisioning: bool,
     /// Appended to the `[device]` table.
     pub device_extra: String,
+    /// Appended to the `[flash]` table.
+    pub flash_extra: String,
     /// Appended to the `[download]` table.
     pub download_extra: String,
     /// Appended to the configuration file.
@@ -176,6 +178,7 @@ impl DeviceOptions {
             active_counter: 1,
             boot_after_provisioning: true,
             device_extra: String::new(),
+            flash_extra: String::new(),
             download_extra: String::new(),
             extra: String::new(),
         }
@@ -263,7 +266,7 @@ request_offset = {REQUESTS}
 active_offset = {ACTIVE}
 staging_offset = {STAGING}
 slot_sectors = {SLOT_SECTORS}
-
+{flash_extra}
 [poll]
 interval = "1s"
 jitter = "0s"
@@ -290,6 +293,7 @@ dir = "state"
             requests = opts.max_requests,
             stall = opts.stall_timeout,
             device_extra = opts.device_extra,
+            flash_extra = opts.flash_extra,
             download_extra = opts.download_extra,
             extra = opts.extra,
         );

@@ -16,6 +16,11 @@ cargo fmt --all -- --check
 cargo clippy --release --locked --target thumbv7m-none-eabi --all-targets -- -D warnings
 cargo clippy --release --locked --target thumbv7m-none-eabi --all-targets --no-default-features \
   --features sigil-boot-mps2-an385/log,sigil-boot-mps2-an385/bench -- -D warnings
+# Encrypted releases (the device key store, decryption while installing), with and without logs.
+cargo clippy --release --locked --target thumbv7m-none-eabi --all-targets \
+  --features sigil-boot-mps2-an385/encryption -- -D warnings
+cargo clippy --release --locked --target thumbv7m-none-eabi --all-targets --no-default-features \
+  --features sigil-boot-mps2-an385/encryption,sigil-boot-mps2-an385/log,sigil-boot-mps2-an385/bench -- -D warnings
 # The hostile-application tests' control build (its lock protects nothing).
 cargo clippy --release --locked --target thumbv7m-none-eabi --all-targets \
   --features sigil-boot-mps2-an385/dangerous-unlocked -- -D warnings

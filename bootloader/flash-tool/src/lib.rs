@@ -80,6 +80,67 @@ pub enum ImageError {
     /// The ELF file is not a usable application image.
     #[error("application ELF: {0}")]
     Elf(String),
+    /// The device key file is not an X25519 private key.
+    #[error("{path} is not an X25519 private key (PKCS#8 PEM, as `sigil keygen --x25519` writes): {reason}")]
+    BadDeviceKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The board keeps no device key in this flash (board.toml has no `device_key` sector).
+    #[error("this board has no device key store (board.toml [layout] device_key)")]
+    NoKeyStore,
+    /// The device key store of the image holds something the bootloader refuses.
+    #[error("device key store")]
+    BadKeyStore(#[source] sigil_bootloader::KeyStoreError),
+    /// The device key store of the image is already written.
+    #[error("the device key store is already provisioned")]
+    KeyStoreWritten,
+}
+
+/// The X25519 object identifier (RFC 8410).
+const X25519_OID: pkcs8::ObjectIdentifier = pkcs8::ObjectIdentifier::new_unwrap("1.3.101.110");
+
+/// Reads a device's X25519 private key (PKCS#8 PEM, RFC 8410: what `sigil keygen --x25519` and
+/// `openssl genpkey -algorithm x25519` write) and derives its public key, so the key pair the
+/// bootloader receives always matches.
+pub fn read_device_key(path: &Path) -> Result<sigil_bootloader::DeviceSecret, ImageError> {
+    use pkcs8::der::asn1::OctetStringRef;
+    use pkcs8::der::Decode as _;
+    let bad = |reason: &str| ImageError::BadDeviceKey {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let text = zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    })?);
+    let text = std::str::from_utf8(&text).map_err(|_| bad("not a PEM text file"))?;
+    let (label, doc) =
+        pkcs8::SecretDocument::from_pem(text).map_err(|e| bad(&format!("PEM: {e}")))?;
+    if label != "PRIVATE KEY" {
+        return Err(bad(&format!("a {label:?} PEM block, not \"PRIVATE KEY\"")));
+    }
+    let info: pkcs8::PrivateKeyInfo<'_> =
+        doc.decode_msg().map_err(|e| bad(&format!("PKCS#8: {e}")))?;
+    if info.algorithm.oid != X25519_OID {
+        return Err(bad(&format!(
+            "key algorithm {} (an X25519 key is 1.3.101.110)",
+            info.algorithm.oid
+        )));
+    }
+    let secret = OctetStringRef::from_der(info.private_key)
+        .map_err(|e| bad(&format!("private key: {e}")))?;
+    let secret: [u8; 32] = secret
+        .as_bytes()
+        .try_into()
+        .map_err(|_| bad("the private key is not 32 bytes"))?;
+    let pair = sigil_manifests::encryption::DeviceKey::from_secret(secret);
+    Ok(sigil_bootloader::DeviceSecret::new(
+        secret,
+        pair.public_key(),
+    ))
 }
 
 /// A whole flash device image of one board.
@@ -92,6 +153,8 @@ pub struct FlashImage {
 
 struct Stage<'a> {
     bundle: &'a [u8],
+    /// The key record of an encrypted bundle, written beside it.
+    key_record: Option<&'a [u8]>,
     /// The manifest digest to request the install of.
     pending: Option<[u8; 32]>,
 }
@@ -101,7 +164,7 @@ impl FlashOp for Stage<'_> {
 
     fn run<F: NorFlash>(self, flash: &mut F, layout: Layout) -> Self::Output {
         let mut control = BootControl::new(flash, layout)?;
-        stage(&mut control, self.bundle, self.pending)?;
+        stage(&mut control, self.bundle, self.key_record, self.pending)?;
         Ok(control.state())
     }
 }
@@ -109,6 +172,7 @@ impl FlashOp for Stage<'_> {
 fn stage<F: NorFlash>(
     control: &mut BootControl<F>,
     bundle: &[u8],
+    key_record: Option<&[u8]>,
     pending: Option<[u8; 32]>,
 ) -> Result<(), sigil_bootloader::Error> {
     let len = u32::try_from(bundle.len()).map_err(|_| sigil_bootloader::Error::OutOfBounds)?;
@@ -125,6 +189,9 @@ fn stage<F: NorFlash>(
         let mut last = vec![erased; w];
         last[..tail.len()].copy_from_slice(tail);
         control.write_staging(whole as u32, &last)?;
+    }
+    if let Some(record) = key_record {
+        control.write_key_record(bundle.len() as u64, record)?;
     }
     if let Some(digest) = pending {
         control.request_install(&digest)?;
@@ -267,9 +334,67 @@ impl FlashImage {
         Ok(self.run(Provision(floors))??)
     }
 
+    /// Provisions the device's X25519 key pair into the board's key store sector (board.toml
+    /// `device_key`), in the record the bootloader decodes (`DeviceSecret::decode`). Refused on
+    /// a board without a key store and on an image whose store is already written.
+    pub fn provision_device_key(
+        &mut self,
+        key: &sigil_bootloader::DeviceSecret,
+    ) -> Result<(), ImageError> {
+        let store = self
+            .board
+            .device_key_region()
+            .ok_or(ImageError::NoKeyStore)?;
+        let erased = self.board.flash.erased;
+        let sector = &mut self.bytes[store.start as usize..store.end as usize];
+        if sector.iter().any(|&b| b != erased) {
+            return Err(ImageError::KeyStoreWritten);
+        }
+        let record = zeroize::Zeroizing::new(key.encode());
+        sector[..record.len()].copy_from_slice(&record[..]);
+        Ok(())
+    }
+
+    /// Whether the image's key store holds a device key record, and its public key.
+    pub fn device_public_key(&self) -> Result<Option<[u8; 32]>, ImageError> {
+        let Some(store) = self.board.device_key_region() else {
+            return Ok(None);
+        };
+        let start = store.start as usize;
+        let record: &[u8; sigil_bootloader::DEVICE_KEY_RECORD_LEN] = self.bytes
+            [start..start + sigil_bootloader::DEVICE_KEY_RECORD_LEN]
+            .try_into()
+            .map_err(|_| ImageError::NoKeyStore)?;
+        match sigil_bootloader::DeviceSecret::decode(record, self.board.flash.erased) {
+            Ok(key) => Ok(key.map(|k| k.public_key())),
+            Err(e) => Err(ImageError::BadKeyStore(e)),
+        }
+    }
+
     /// Writes `bundle` into the staging slot through the boot-control API, as the agent does,
     /// and with `pending` requests its install at the next boot.
     pub fn stage(&mut self, bundle: &[u8], pending: bool) -> Result<BootState, ImageError> {
+        self.stage_with(bundle, None, pending)
+    }
+
+    /// As [`FlashImage::stage`], for an encrypted bundle: its device key record (`SGL-WKEY`,
+    /// from `sigil sign --encrypt-to`) is written beside it where the bootloader reads it
+    /// (`Layout::key_record_offset`), as the agent does.
+    pub fn stage_encrypted(
+        &mut self,
+        bundle: &[u8],
+        key_record: &[u8],
+        pending: bool,
+    ) -> Result<BootState, ImageError> {
+        self.stage_with(bundle, Some(key_record), pending)
+    }
+
+    fn stage_with(
+        &mut self,
+        bundle: &[u8],
+        key_record: Option<&[u8]>,
+        pending: bool,
+    ) -> Result<BootState, ImageError> {
         let max = self.layout.max_bundle_len();
         if bundle.len() > max as usize {
             return Err(ImageError::BundleTooLarge {
@@ -282,7 +407,11 @@ impl FlashImage {
         } else {
             None
         };
-        let out = self.run(Stage { bundle, pending })?;
+        let out = self.run(Stage {
+            bundle,
+            key_record,
+            pending,
+        })?;
         Ok(out?)
     }
 

@@ -44,9 +44,19 @@ enum Command {
         /// A bundle to write into the staging slot.
         #[arg(long, value_name = "BUNDLE")]
         staged: Option<PathBuf>,
+        /// The key record of the staged encrypted bundle for this device (`SGL-WKEY`, from
+        /// `sigil sign --encrypt-to`), written beside it.
+        #[arg(long, value_name = "FILE", requires = "staged")]
+        key_record: Option<PathBuf>,
         /// Request the install of the staged bundle at the next boot.
         #[arg(long, requires = "staged")]
         pending: bool,
+        /// Factory provisioning: the device's X25519 private key (PKCS#8 PEM from `sigil keygen
+        /// --x25519`), written into the board's device key store (board.toml `device_key`),
+        /// which the bootloader reads and hides from the application. Without it the device
+        /// boots raw releases only and refuses encrypted ones.
+        #[arg(long, value_name = "PEM")]
+        device_key: Option<PathBuf>,
         /// The flash image to write (flash offset 0 first).
         #[arg(short, long, value_name = "FILE")]
         out: PathBuf,
@@ -60,6 +70,10 @@ enum Command {
         /// The bundle to stage.
         #[arg(value_name = "BUNDLE")]
         bundle: PathBuf,
+        /// The key record of an encrypted bundle for this device (`SGL-WKEY`), written beside
+        /// it.
+        #[arg(long, value_name = "FILE")]
+        key_record: Option<PathBuf>,
         /// Request its install at the next boot.
         #[arg(long)]
         pending: bool,
@@ -108,10 +122,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             min_security_counter,
             min_key_set_version,
             staged,
+            key_record,
             pending,
+            device_key,
             out,
         } => {
             let mut image = FlashImage::erased(&board)?;
+            if let Some(path) = device_key {
+                let key = sigil_flash::read_device_key(&path)?;
+                image
+                    .provision_device_key(&key)
+                    .context("provisioning the device key")?;
+            }
             image
                 .install(&read(&installed)?)
                 .with_context(|| format!("installing {}", installed.display()))?;
@@ -125,9 +147,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .context("provisioning the floors")?;
             }
             if let Some(staged) = staged {
-                image
-                    .stage(&read(&staged)?, pending)
-                    .with_context(|| format!("staging {}", staged.display()))?;
+                stage(&mut image, &staged, key_record.as_deref(), pending)?;
             }
             image.save(&out)?;
             println!(
@@ -140,12 +160,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Stage {
             flash,
             bundle,
+            key_record,
             pending,
         } => {
             let mut image = FlashImage::open(&board, &flash)?;
-            let state = image
-                .stage(&read(&bundle)?, pending)
-                .with_context(|| format!("staging {}", bundle.display()))?;
+            let state = stage(&mut image, &bundle, key_record.as_deref(), pending)?;
             image.save(&flash)?;
             let request = image.status()?.request;
             println!(
@@ -156,11 +175,29 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         Command::State { flash, json } => {
-            let status = FlashImage::open(&board, &flash)?.status()?;
+            let image = FlashImage::open(&board, &flash)?;
+            let status = image.status()?;
+            // The recipient id of the provisioned device key (never the key itself).
+            let device_key = board
+                .device_key_region()
+                .map(|_| match image.device_public_key() {
+                    Ok(Some(public)) => {
+                        hex::encode(sigil_manifests::encryption::recipient_id(&public))
+                    }
+                    Ok(None) => "none".to_owned(),
+                    Err(e) => format!("refused: {:#}", anyhow::Error::new(e)),
+                });
             if json {
-                println!("{}", state_json(&status));
+                let mut value = state_json(&status);
+                if let Some(key) = device_key {
+                    value["device_key"] = serde_json::Value::String(key);
+                }
+                println!("{value}");
             } else {
                 print!("{}", state_text(&status));
+                if let Some(key) = device_key {
+                    println!("device key:           {key}");
+                }
             }
         }
         Command::Payload { elf, out } => {
@@ -187,6 +224,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn stage(
+    image: &mut FlashImage,
+    bundle: &Path,
+    key_record: Option<&Path>,
+    pending: bool,
+) -> anyhow::Result<sigil_bootloader::BootState> {
+    let bytes = read(bundle)?;
+    let staged = match key_record {
+        Some(record) => image.stage_encrypted(&bytes, &read(record)?, pending),
+        None => image.stage(&bytes, pending),
+    };
+    staged.with_context(|| format!("staging {}", bundle.display()))
 }
 
 fn request_text(r: Option<Request>) -> String {

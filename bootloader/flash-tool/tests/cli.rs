@@ -96,3 +96,72 @@ fn errors_name_the_file_and_usage_errors_exit_2() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn assemble_provisions_the_device_key_and_state_shows_its_recipient_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a.sgl"), common::bundle(1, 3000)).unwrap();
+    // RFC 8410 §10.3's X25519 private key.
+    std::fs::write(
+        d.join("device.pem"),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("release.pem"), "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n").unwrap();
+    sigil_flash()
+        .current_dir(d)
+        .args([
+            "assemble",
+            "--installed",
+            "a.sgl",
+            "--device-key",
+            "release.pem",
+            "--out",
+            "flash.bin",
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("release.pem is not an X25519 private key"));
+    assert!(
+        !d.join("flash.bin").exists(),
+        "nothing written for a refused key"
+    );
+    sigil_flash()
+        .current_dir(d)
+        .args(["assemble", "--installed", "a.sgl", "--out", "flash.bin"])
+        .assert()
+        .success();
+    sigil_flash()
+        .current_dir(d)
+        .args(["state", "--flash", "flash.bin"])
+        .assert()
+        .success()
+        .stdout(contains("device key:           none"));
+    sigil_flash()
+        .current_dir(d)
+        .args([
+            "assemble",
+            "--installed",
+            "a.sgl",
+            "--device-key",
+            "device.pem",
+            "--out",
+            "flash.bin",
+        ])
+        .assert()
+        .success();
+    let secret: [u8; 32] =
+        hex::decode("d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let key = sigil_manifests::encryption::DeviceKey::from_secret(secret);
+    let out = sigil_flash()
+        .current_dir(d)
+        .args(["state", "--flash", "flash.bin", "--json"])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["device_key"], hex::encode(key.id()));
+}

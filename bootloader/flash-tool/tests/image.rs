@@ -25,7 +25,8 @@ fn reference_board_file_gives_the_documented_flash_map() {
     assert_eq!(layout.active_offset(), 0x3000);
     assert_eq!(layout.staged_bundle_offset(), 0x14_4000);
     assert_eq!(board.app_origin(), 0x2_4000);
-    assert_eq!(board.flash_size(), Some(0x28_4000));
+    assert_eq!(board.device_key_region(), Some(0x28_4000..0x28_5000));
+    assert_eq!(board.flash_size(), Some(0x28_5000));
     assert_eq!(board.device.component, "app");
 }
 
@@ -86,6 +87,107 @@ fn overlapping_regions_are_refused_like_the_firmware_build_does() {
 
     let unaligned = text.replace("payload_alignment = 4096", "payload_alignment = 3000");
     assert!(BoardConfig::parse(&unaligned, Path::new("board.toml")).is_err());
+}
+
+#[test]
+fn a_device_key_store_must_be_a_sector_of_its_own() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/mps2-an385/board.toml"),
+    )
+    .unwrap();
+    for bad in ["0x28_3000", "0x28_4100", "0x2000"] {
+        let moved = text.replace("device_key = 0x28_4000", &format!("device_key = {bad}"));
+        let err = BoardConfig::parse(&moved, Path::new("board.toml")).unwrap_err();
+        assert!(err.to_string().contains("device_key"), "{bad}: {err}");
+    }
+}
+
+/// RFC 8410 §10.3's X25519 private key.
+const RFC8410_X25519: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VuBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+
+#[test]
+fn the_device_key_is_provisioned_once_in_the_record_the_bootloader_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("device.pem");
+    std::fs::write(&pem, RFC8410_X25519).unwrap();
+    let key = sigil_flash::read_device_key(&pem).unwrap();
+    let secret: [u8; 32] =
+        hex::decode("d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let expected = sigil_manifests::encryption::DeviceKey::from_secret(secret).public_key();
+    assert_eq!(
+        key.public_key(),
+        expected,
+        "the public half is derived from the PEM"
+    );
+
+    let board = mps2();
+    let mut image = FlashImage::erased(&board).unwrap();
+    assert_eq!(image.device_public_key().unwrap(), None, "erased: no key");
+    image.provision_device_key(&key).unwrap();
+    assert_eq!(image.device_public_key().unwrap(), Some(expected));
+    let store = board.device_key_region().unwrap();
+    let sector = &image.bytes()[store.start as usize..store.end as usize];
+    let record: &[u8; sigil_bootloader::DEVICE_KEY_RECORD_LEN] = sector
+        [..sigil_bootloader::DEVICE_KEY_RECORD_LEN]
+        .try_into()
+        .unwrap();
+    let decoded = sigil_bootloader::DeviceSecret::decode(record, 0xFF)
+        .unwrap()
+        .unwrap();
+    assert_eq!(decoded.public_key(), expected);
+    assert!(
+        sector[sigil_bootloader::DEVICE_KEY_RECORD_LEN..]
+            .iter()
+            .all(|&b| b == 0xFF),
+        "the rest of the store stays erased"
+    );
+    assert!(matches!(
+        image.provision_device_key(&key),
+        Err(ImageError::KeyStoreWritten)
+    ));
+
+    // A board without a key store refuses it.
+    let microbit = BoardConfig::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards/microbit/board.toml"),
+    )
+    .unwrap();
+    assert!(matches!(
+        FlashImage::erased(&microbit)
+            .unwrap()
+            .provision_device_key(&key),
+        Err(ImageError::NoKeyStore)
+    ));
+}
+
+#[test]
+fn malformed_device_keys_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ed25519 = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+    let public = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VuAyEAhSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=
+-----END PUBLIC KEY-----
+";
+    for (name, text, says) in [
+        ("ed25519.pem", ed25519, "1.3.101.112"),
+        ("public.pem", public, "PUBLIC KEY"),
+        ("text.pem", "not a key\n", ": PEM: "),
+        ("truncated.pem", &RFC8410_X25519[..60], ": PEM: "),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let err = sigil_flash::read_device_key(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(name) && msg.contains(says), "{name}: {msg}");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::rollout::{DeploymentState, DeviceStatus, RolloutPolicy};
 use crate::store::{
     now_secs, AuditAction, AuditEvent, Deployment, DeploymentAction, DeploymentFilter, Member,
-    NewDeployment, Role, Target,
+    NewDeployment, Page, Role, Target, WithheldMember, WithheldReason,
 };
 
 const MAX_EXPLICIT_DEVICES: usize = 10_000;
@@ -148,7 +148,7 @@ pub async fn list(
             .db
             .run(move |s| {
                 let mut mine = Vec::new();
-                for d in s.deployments(&filter, crate::store::Page::ALL)? {
+                for d in s.deployments(&filter, Page::ALL)? {
                     if super::scopes::deployment_in_scope(s, &scope, &d)? {
                         mine.push(d);
                     }
@@ -169,6 +169,9 @@ pub struct DeploymentView {
     #[serde(flatten)]
     deployment: Deployment,
     counts: BTreeMap<&'static str, u64>,
+    /// Admitted, unfinished members the encrypted release is withheld from (no key record):
+    /// `GET /api/v1/deployments/{id}/withheld` lists them. 0 for a plain release.
+    withheld: u64,
     members: Vec<Member>,
 }
 
@@ -187,9 +190,23 @@ pub async fn show(
     caller.require(&[Role::Operator, Role::Auditor])?;
     let page = query?.0.page()?;
     let n = parse_id(&id)?;
-    let detail = state
+    let (detail, withheld) = state
         .db
-        .run(move |s| s.deployment(n, page))
+        .run(move |s| {
+            let Some(detail) = s.deployment(n, page)? else {
+                return Ok(None);
+            };
+            let admitted = crate::store::rules::admitted_now(&detail.deployment);
+            let (withheld, _) = s.withheld(
+                n,
+                admitted,
+                Page {
+                    offset: 0,
+                    limit: 0,
+                },
+            )?;
+            Ok(Some((detail, withheld)))
+        })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
     super::scopes::check_deployment(&state, &caller, &detail.deployment).await?;
@@ -201,8 +218,62 @@ pub async fn show(
     Ok(Json(DeploymentView {
         deployment: detail.deployment,
         counts,
+        withheld,
         members: detail.members,
     }))
+}
+
+/// A member the release is withheld from, with what to do about it.
+#[derive(Debug, Serialize)]
+pub struct WithheldEntry {
+    #[serde(flatten)]
+    member: WithheldMember,
+    /// What the operator does so that the device is offered the release.
+    remedy: &'static str,
+}
+
+/// `GET /api/v1/deployments/{id}/withheld?offset=&limit=` (operator, auditor; scoped like
+/// the deployment): the admitted, unfinished members of a deployment of an encrypted release
+/// that have no key record, so their check-ins are not offered it, in rank order, paged.
+/// Each says why (`no_encryption_key`, `no_key_record`). Empty for a plain release.
+pub async fn withheld(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<WithheldEntry>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Auditor])?;
+    let page = query?.0.page()?;
+    let n = parse_id(&id)?;
+    let (deployment, members) = state
+        .db
+        .run(move |s| {
+            let Some(detail) = s.deployment(
+                n,
+                Page {
+                    offset: 0,
+                    limit: 0,
+                },
+            )?
+            else {
+                return Ok(None);
+            };
+            let admitted = crate::store::rules::admitted_now(&detail.deployment);
+            let (_, members) = s.withheld(n, admitted, page)?;
+            Ok(Some((detail.deployment, members)))
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("deployment {id} not found")))?;
+    super::scopes::check_deployment(&state, &caller, &deployment).await?;
+    Ok(Json(
+        members
+            .into_iter()
+            .map(|member| WithheldEntry {
+                remedy: WithheldReason::remedy(member.reason),
+                member,
+            })
+            .collect(),
+    ))
 }
 
 /// `POST /api/v1/deployments/{id}/{pause|resume|cancel}`.
@@ -229,7 +300,7 @@ pub async fn act(
             .run(move |s| {
                 s.deployment(
                     n,
-                    crate::store::Page {
+                    Page {
                         offset: 0,
                         limit: 1,
                     },

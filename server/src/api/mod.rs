@@ -10,7 +10,7 @@
 //! | `GET /api/v1/devices[/{id}[/reports]]`     | operator, auditor          |
 //! | `GET /api/v1/summary/devices`              | operator, auditor          |
 //! | `POST /api/v1/deployments`, `…/{id}/pause|resume|cancel` | operator     |
-//! | `GET /api/v1/deployments[/{id}]`           | operator, auditor          |
+//! | `GET /api/v1/deployments[/{id}]`, `…/{id}/withheld` | operator, auditor |
 //! | `GET /api/v1/audit/export`, `…/head`, `…/checkpoint` | auditor          |
 //! | `PUT /api/v1/root-chain`                   | admin                      |
 //! | `GET /api/v1/root-chain`                   | admin, release, operator, auditor |
@@ -624,6 +624,10 @@ pub fn router(state: AppState) -> Router {
             post(deployments::create).get(deployments::list),
         )
         .route("/api/v1/deployments/{id}", get(deployments::show))
+        .route(
+            "/api/v1/deployments/{id}/withheld",
+            get(deployments::withheld),
+        )
         .route("/api/v1/deployments/{id}/{action}", post(deployments::act))
         .route(
             "/api/v1/deployments/{id}/approvals",

@@ -28,7 +28,7 @@ pub mod rules;
 pub mod sqlite;
 
 pub use accounts::{AccountStore, ApprovalStore};
-pub use encryption::{EncryptionKey, EncryptionStore};
+pub use encryption::{EncryptionKey, EncryptionStore, WithheldMember, WithheldReason};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use passkeys::PasskeyStore;

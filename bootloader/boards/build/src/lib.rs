@@ -95,6 +95,12 @@ pub struct LayoutConfig {
     pub staging: u32,
     /// Sectors of the active slot.
     pub slot_sectors: u32,
+    /// The device key store, on boards that keep the device's X25519 key pair in this flash
+    /// device (one sector, written only when the device is provisioned: `sigil-flash assemble
+    /// --device-key`); the board's lock must hide it from the application. Boards whose key
+    /// lives elsewhere (OTP, a secure element) or that take no encrypted releases leave it out.
+    #[serde(default)]
+    pub device_key: Option<u32>,
 }
 
 /// What the bootloader accepts.
@@ -153,6 +159,34 @@ impl BoardConfig {
         let size = board
             .flash_size()
             .ok_or_else(|| invalid("flash size overflows".into()))?;
+        if let Some(store) = board.device_key_region() {
+            let layout = board
+                .layout()
+                .map_err(|e: LayoutError| invalid(format!("flash layout: {e}")))?;
+            let sector = board.flash.erase_size;
+            let regions = [
+                layout.protected_region(),
+                layout.request_region(),
+                layout.active_offset()
+                    ..layout
+                        .active_offset()
+                        .saturating_add(layout.max_bundle_len()),
+                layout.staging_offset()
+                    ..layout
+                        .staged_bundle_offset()
+                        .saturating_add(layout.max_bundle_len()),
+            ];
+            if !store.start.is_multiple_of(sector)
+                || regions
+                    .iter()
+                    .any(|r| r.start < store.end && store.start < r.end)
+            {
+                return Err(invalid(
+                    "device_key must be a sector of its own, sector-aligned, outside every other region"
+                        .into(),
+                ));
+            }
+        }
         let a = board.device.payload_alignment;
         if !a.is_power_of_two() || a < 256 || a >= board.slot_len() {
             return Err(invalid(
@@ -208,14 +242,25 @@ impl BoardConfig {
     /// does not check).
     pub fn flash_size(&self) -> Option<u32> {
         let l = self.layout().ok()?;
+        let store_end = match self.layout.device_key {
+            Some(at) => at.checked_add(self.flash.erase_size)?,
+            None => 0,
+        };
         [
             l.protected_region().end,
             l.request_region().end,
             l.active_offset().checked_add(l.max_bundle_len())?,
             l.staged_bundle_offset().checked_add(l.max_bundle_len())?,
+            store_end,
         ]
         .into_iter()
         .max()
+    }
+
+    /// The device key store's sector (flash offsets), if the board has one.
+    pub fn device_key_region(&self) -> Option<std::ops::Range<u32>> {
+        let at = self.layout.device_key?;
+        Some(at..at.saturating_add(self.flash.erase_size))
     }
 
     /// Address the application image must be linked at: where an installed bundle's payload
@@ -290,7 +335,7 @@ impl BoardConfig {
             "FLASH_SIZE",
             "usize",
             format!("{:#x}", self.flash_size().unwrap_or(0)),
-            "Flash device size: up to the end of the staging slot.",
+            "Flash device size: up to the end of the last region.",
         );
         c(
             "ERASE_SIZE",
@@ -335,6 +380,15 @@ impl BoardConfig {
             "u32",
             hex(l.staging),
             "Offset of the staging slot.",
+        );
+        c(
+            "DEVICE_KEY",
+            "Option<u32>",
+            match l.device_key {
+                Some(at) => format!("Some({})", hex(at)),
+                None => "None".into(),
+            },
+            "Offset of the device key store sector, if this board keeps the key in this flash.",
         );
         c(
             "SLOT_SECTORS",

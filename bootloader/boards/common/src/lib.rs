@@ -96,12 +96,34 @@ pub fn boot<'a, F: BootFlash, L: StateLock>(
     lock: &mut L,
     envelope_buf: &mut [u8],
 ) -> Result<(VerifiedImage, Bootloader<'a, F>), u8> {
+    boot_with(
+        config(trust_root, policy)?,
+        flash,
+        layout,
+        lock,
+        envelope_buf,
+    )
+}
+
+/// The core's configuration from the compiled-in `trust_root` and `policy`, for a port that adds
+/// to it (a device key: `BootConfig::with_device_key`) before [`boot_with`].
+pub fn config<'a>(trust_root: &'a TrustRoot, policy: &'a Policy) -> Result<BootConfig<'a>, u8> {
     let Ok(product) = ProductId::new(policy.vendor, policy.device) else {
         info!("invalid product id in board.toml");
         return Err(exit::BOOT_ERROR);
     };
-    let config = BootConfig::new(trust_root, product, policy.component)
-        .with_trial_attempts(policy.trial_attempts);
+    Ok(BootConfig::new(trust_root, product, policy.component)
+        .with_trial_attempts(policy.trial_attempts))
+}
+
+/// [`boot`] with a configuration the port built ([`config`]).
+pub fn boot_with<'a, F: BootFlash, L: StateLock>(
+    config: BootConfig<'a>,
+    flash: F,
+    layout: Layout,
+    lock: &mut L,
+    envelope_buf: &mut [u8],
+) -> Result<(VerifiedImage, Bootloader<'a, F>), u8> {
     let mut bootloader = Bootloader::new(flash, layout, config).map_err(|_e| {
         info!("{}", _e);
         exit::BOOT_ERROR

@@ -872,7 +872,21 @@ struct DeploymentPage {
     decisions: Vec<DecisionRow>,
     final_state: bool,
     paused: bool,
+    /// Members the encrypted release is withheld from, and the first of them.
+    withheld: u64,
+    withheld_rows: Vec<WithheldRow>,
 }
+
+/// A member an encrypted release is withheld from.
+struct WithheldRow {
+    device: String,
+    status: String,
+    reason: String,
+    remedy: String,
+}
+
+/// Withheld members the deployment page lists (the API pages the rest).
+const WITHHELD_SHOWN: u32 = 100;
 
 /// `GET /console/deployments/{id}`: phases, counts, the chart, actions and approvals.
 pub async fn deployment(
@@ -891,6 +905,27 @@ pub async fn deployment(
         )
         .await,
     )?;
+    let withheld = d.get("withheld").and_then(Value::as_u64).unwrap_or(0);
+    let withheld_rows = if withheld > 0 {
+        let q = Query(body(json!({ "limit": WITHHELD_SHOWN }))?);
+        let w = value(
+            deployments::withheld(
+                State(state.clone()),
+                caller.clone(),
+                Path(id.clone()),
+                Ok(q),
+            )
+            .await,
+        )?;
+        each(&w, |m| WithheldRow {
+            device: text(m, "device_id"),
+            status: text(m, "status"),
+            reason: text(m, "reason").replace('_', " "),
+            remedy: text(m, "remedy"),
+        })
+    } else {
+        Vec::new()
+    };
     let a = value(approvals::deployment_approvals(State(state), caller, Path(id)).await)?;
     let counts = d
         .get("counts")
@@ -972,6 +1007,8 @@ pub async fn deployment(
         waiting: a.get("waiting").and_then(Value::as_bool).unwrap_or(false),
         author: text(&a, "author"),
         decisions: decision_rows(&a),
+        withheld,
+        withheld_rows,
     })
 }
 

@@ -133,4 +133,52 @@ impl EncryptionStore for PgStore {
         .map(|r| Ok(r.try_get(0)?))
         .transpose()
     }
+
+    fn withheld(
+        &self,
+        deployment_id: i64,
+        admitted: usize,
+        page: Page,
+    ) -> StoreResult<(u64, Vec<WithheldMember>)> {
+        let mut c = self.conn()?;
+        let admitted = i64::try_from(admitted).unwrap_or(i64::MAX);
+        let from = encryption::withheld_from_where("$1", "$2");
+        // One snapshot for the count and the page.
+        let mut tx = c
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+            .start()?;
+        let count: i64 = tx
+            .query_one(
+                &format!("SELECT COUNT(*) {from}"),
+                &[&deployment_id, &admitted],
+            )?
+            .try_get(0)?;
+        let rows = tx.query(
+            &format!(
+                "SELECT m.device_id, m.rank, m.status, dk.device_id IS NULL {from} \
+                 ORDER BY m.rank LIMIT $3 OFFSET $4"
+            ),
+            &[
+                &deployment_id,
+                &admitted,
+                &i64::from(page.limit),
+                &to_sql(page.offset),
+            ],
+        )?;
+        let mut members = Vec::with_capacity(rows.len());
+        for r in rows {
+            let status: String = r.try_get(2)?;
+            let no_key: bool = r.try_get(3)?;
+            members.push(WithheldMember {
+                device_id: r.try_get(0)?,
+                rank: usize::try_from(r.try_get::<_, i64>(1)?).unwrap_or(usize::MAX),
+                status: parse_status(&status)?,
+                reason: WithheldReason::of(no_key),
+            });
+        }
+        tx.commit()?;
+        Ok((from_sql(count), members))
+    }
 }

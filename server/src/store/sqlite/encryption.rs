@@ -138,4 +138,44 @@ impl EncryptionStore for SqliteStore {
             .optional()?;
         Ok(row)
     }
+
+    fn withheld(
+        &self,
+        deployment_id: i64,
+        admitted: usize,
+        page: Page,
+    ) -> StoreResult<(u64, Vec<WithheldMember>)> {
+        let conn = self.reader()?;
+        let admitted = i64::try_from(admitted).unwrap_or(i64::MAX);
+        let from = encryption::withheld_from_where("?1", "?2");
+        let count: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) {from}"))?
+            .query_row(params![deployment_id, admitted], |r| r.get(0))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT m.device_id, m.rank, m.status, dk.device_id IS NULL {from} \
+             ORDER BY m.rank LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![deployment_id, admitted, page.limit, to_sql(page.offset)],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            },
+        )?;
+        let mut members = Vec::new();
+        for row in rows {
+            let (device_id, rank, status, no_key) = row?;
+            members.push(WithheldMember {
+                device_id,
+                rank: usize::try_from(rank).unwrap_or(usize::MAX),
+                status: parse_status(&status)?,
+                reason: WithheldReason::of(no_key),
+            });
+        }
+        Ok((from_sql(count), members))
+    }
 }

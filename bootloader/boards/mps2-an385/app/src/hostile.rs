@@ -22,6 +22,10 @@
 //! | 11 | `service-deputy`: the service asked to copy the bootloader's RAM into the staging slot and to print the bootloader's image | refused (`BadBuffer`) |
 //! | 12 | `erase-active`: erase the active slot, the running verified image, through the service | refused (`NotWritable`) |
 //! | 13 | `erase-revert-image`: on a trial boot, erase the staging slot, which holds the image to revert to | refused (`NotWritable`) |
+//! | 14 | `read-key`: read the device key store (the X25519 private key) through the memory window | memory protection fault |
+//! | 15 | `read-key-mirror`: the same read through QEMU's mirror of SSRAM1 at `0x0040_0000` | memory protection fault |
+//! | 16 | `service-key`: the service asked to copy the key store into the staging slot and to print it | refused (`BadBuffer`) |
+//! | 17 | `erase-key`: erase the key store through the service | refused (`NotWritable`) |
 //!
 //! With no attack it behaves like the test application: prints its banner and the state,
 //! confirms a trial boot, exits with its code.
@@ -113,6 +117,13 @@ fn main() -> ! {
             control.flash(),
             LAYOUT.staged_bundle_offset(),
         ),
+        14 => read_key(control.flash()),
+        15 => load(
+            "read-key-mirror",
+            key_address().saturating_add(SSRAM1_MIRROR),
+        ),
+        16 => service_key(control.flash()),
+        17 => erase_sector("erase-key", control.flash(), key_offset()),
         other => println!("hostile: no attack {}", other),
     }
     println!("app: exiting with code {}", EXIT_CODE);
@@ -132,6 +143,43 @@ fn benign(control: &mut BootControl<AppFlash>) {
 
 fn protected_address() -> u32 {
     config::FLASH_BASE.saturating_add(LAYOUT.protected_region().start)
+}
+
+/// The device key store (board.toml `device_key`; this board always has one).
+fn key_offset() -> u32 {
+    config::DEVICE_KEY.unwrap_or(0)
+}
+
+fn key_address() -> u32 {
+    config::FLASH_BASE.saturating_add(key_offset())
+}
+
+/// A read of the key store through the application's flash driver (the memory window).
+fn read_key(flash: &mut AppFlash) {
+    let mut word = [0u8; 4];
+    match flash.read(key_offset(), &mut word) {
+        Ok(()) => {
+            println!("hostile: read-key: READ {:02x?}", word);
+            app::exit(BREACHED)
+        }
+        Err(e) => println!("hostile: read-key: {}", e),
+    }
+}
+
+/// A raw word load from `addr`: a read the MPU lets through ends the run as a breach.
+fn load(attack: &str, addr: u32) {
+    let word = sigil_board_mps2_an385::dangerous_load(addr);
+    println!("hostile: {}: READ {:#010x}", attack, word);
+    app::exit(BREACHED)
+}
+
+/// The flash service as a deputy for the key store.
+fn service_key(flash: &mut AppFlash) {
+    let staging = LAYOUT.staged_bundle_offset();
+    let status = flash.raw_service_call(Op::Write, staging, key_address(), 256);
+    println!("hostile: service-key: copy key store: {}", status);
+    let status = flash.raw_service_call(Op::Console, key_address(), 64, 0);
+    println!("hostile: service-key: print key store: {}", status);
 }
 
 fn report(attack: &str, result: Result<(), FlashError>) {

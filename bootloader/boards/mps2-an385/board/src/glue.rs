@@ -339,6 +339,24 @@ pub fn dangerous_store_then_exit(addr: u32, value: u32, code: u8) -> ! {
     }
 }
 
+/// **Hostile test application only.** Loads the word at `addr` (4-byte aligned), as code that
+/// tries to read memory the lock hides would. Where the MPU denies the read it faults and
+/// never returns.
+pub fn dangerous_load(addr: u32) -> u32 {
+    let value: u32;
+    // SAFETY: a single aligned word load; the caller is the hostile test application, which
+    // expects the load to fault. If it does not, it reads a word of SSRAM (no side effects).
+    unsafe {
+        core::arch::asm!(
+            "ldr {v}, [{a}]",
+            a = in(reg) addr,
+            v = lateout(reg) value,
+            options(nostack, readonly),
+        )
+    }
+    value
+}
+
 /// **Hostile test application only.** A semihosting call (`bkpt 0xab`, operation `op`,
 /// parameter block `param`) made directly, not through the flash service. QEMU serves
 /// semihosting to privileged code only, so from the application this faults; the return

@@ -21,6 +21,7 @@
 //! | `0x0002_2000` | 4 KiB | request sector: the application's install / confirm / cancel requests |
 //! | `0x0002_3000` | 1.25 MiB | active slot: the installed bundle; its payload (the application) at `0x0002_4000` |
 //! | `0x0016_3000` | 1.25 MiB + 4 KiB | staging slot: swap spare sector, then the staged bundle at `0x0016_4000` |
+//! | `0x002A_4000` | 4 KiB | device key store ([`device_key`]): the bootloader's alone, hidden from the application |
 //! | `0x2000_0000` | 48 KiB | RAM: the application's |
 //! | `0x2000_C000` | 16 KiB | RAM: the bootloader's, kept after the jump (stack, latch, flash service) |
 //!
@@ -48,7 +49,9 @@ pub mod logging;
 pub mod service;
 
 pub use flash::{AppFlash, Flash, FlashError};
-pub use glue::{dangerous_semihosting, dangerous_store_then_exit, test_strap, TEST_STRAP};
+pub use glue::{
+    dangerous_load, dangerous_semihosting, dangerous_store_then_exit, test_strap, TEST_STRAP,
+};
 #[cfg(feature = "bench")]
 pub use glue::{peak_stack, stack_size};
 #[cfg(feature = "bootloader")]
@@ -83,6 +86,27 @@ pub mod exit {
 }
 
 pub use sigil_board_common::JumpError;
+
+/// The device's X25519 key pair from the key store sector (board.toml `device_key`; written
+/// by `sigil-flash assemble --device-key`). `Ok(None)` if the board has no key store or the
+/// device was not provisioned (the sector is erased): it then boots raw releases only. Read it
+/// before [`BoardLock`] is set: the lock hides the sector from everything but a privileged read,
+/// and from the application entirely.
+#[cfg(feature = "encryption")]
+pub fn device_key(
+    flash: &Flash,
+) -> Result<Option<sigil_bootloader::DeviceSecret>, sigil_bootloader::KeyStoreError> {
+    use sigil_bootloader::{BootFlash, DeviceSecret, KeyStoreError, DEVICE_KEY_RECORD_LEN};
+    let Some(at) = config::DEVICE_KEY else {
+        return Ok(None);
+    };
+    let len = DEVICE_KEY_RECORD_LEN as u32;
+    let record = flash
+        .mapped(at, len)
+        .and_then(|bytes| <&[u8; DEVICE_KEY_RECORD_LEN]>::try_from(bytes).ok())
+        .ok_or(KeyStoreError::NotAKeyRecord)?;
+    DeviceSecret::decode(record, config::ERASED)
+}
 
 /// Vector table alignment of this core (VTOR): 16 system + 32 external vectors (mps2-an385) =
 /// 192 bytes, rounded up to a power of two. The application's table is not installed (every

@@ -23,7 +23,8 @@
 //! | 1 bootloader | the bootloader's image | read, execute | none |
 //! | 2 RAM | all RAM | read/write | read/write, no execute |
 //! | 3 bootloader RAM | the top `bootloader_ram` bytes: stack, latch, service | read/write | none |
-//! | 4..=7 protected | the protected state in the flash window, in up to four aligned blocks | read | read |
+//! | 4..=6 protected | the protected state in the flash window, in up to three aligned blocks | read | read |
+//! | 7 device key | the device key store sector (board.toml `device_key`): the device's X25519 private key | read | none |
 //!
 //! Addresses no region covers (the peripherals, the SSRAM mirrors at `0x0040_0000` and
 //! `0x2040_0000`) are privileged-only (`PRIVDEFENA`): an unprivileged access faults.
@@ -99,8 +100,17 @@ enum Access {
 /// Regions the MPU of this core has (QEMU's Cortex-M3: `MPU_TYPE.DREGION` = 8).
 pub(crate) const MPU_REGIONS: usize = 8;
 
-/// Regions 4..=7 cover the protected range.
-const PROTECTED_REGIONS: usize = 4;
+/// Regions 4..=6 cover the protected range.
+const PROTECTED_REGIONS: usize = 3;
+
+/// Region 7 hides the device key store.
+const KEY_REGION: usize = 7;
+
+/// The device key store sector (flash offsets), if board.toml has one.
+pub(crate) const KEY_STORE: Option<Range<u32>> = match config::DEVICE_KEY {
+    Some(at) => Some(at..at.saturating_add(config::ERASE_SIZE as u32)),
+    None => None,
+};
 
 /// `RASR` for a region of `size` bytes (a power of two, at least 32): normal memory,
 /// write-through (TEX 0, C 1, B 0), not shared.
@@ -128,6 +138,13 @@ const _: () = {
         config::BOOTLOADER_RAM,
         config::BOOTLOADER_RAM_SIZE
     ));
+    // The key store is one MPU region: a sector is a power of two, aligned to itself.
+    if let Some(at) = config::DEVICE_KEY {
+        assert!(is_region(
+            config::FLASH_BASE + at,
+            config::ERASE_SIZE as u32
+        ));
+    }
 };
 
 /// The MPU regions that lock `protected` (flash offsets), or `None` if the range cannot be
@@ -160,9 +177,21 @@ pub(crate) fn regions(protected: &Range<u32>) -> Option<[Region; MPU_REGIONS]> {
     {
         return None;
     }
+    if let Some(store) = &KEY_STORE {
+        // Privileged code (the bootloader, which read the key before the lock) may only read
+        // it; the application may not touch it at all.
+        let size = store.end.checked_sub(store.start)?;
+        *out.get_mut(KEY_REGION)? = Region {
+            base: config::FLASH_BASE.checked_add(store.start)?,
+            attrs: attrs(size, Access::PrivilegedRead, false),
+        };
+    }
     let mut at = config::FLASH_BASE.checked_add(protected.start)?;
     let end = config::FLASH_BASE.checked_add(protected.end)?;
-    let mut slots = out.iter_mut().skip(MPU_REGIONS - PROTECTED_REGIONS);
+    let mut slots = out
+        .iter_mut()
+        .take(KEY_REGION)
+        .skip(KEY_REGION - PROTECTED_REGIONS);
     while at < end {
         // The largest block aligned at `at` that does not pass `end`.
         let mut size = 1u32 << at.trailing_zeros().min(31);
@@ -206,7 +235,7 @@ impl StateLock for BoardLock {
     fn lock(&mut self, protected: Range<u32>) -> Result<(), LockFailed> {
         let mut map = regions(&protected).ok_or(LockFailed)?;
         let latched = if DANGEROUS_UNLOCKED {
-            for region in map.iter_mut().skip(MPU_REGIONS - PROTECTED_REGIONS) {
+            for region in map.iter_mut().skip(KEY_REGION - PROTECTED_REGIONS) {
                 region.attrs = 0;
             }
             protected.start..protected.start

@@ -67,11 +67,12 @@ pub fn report(boot: u64, image: &VerifiedImage, flash: &Flash) -> u8 {
         );
     });
     semihosting::println!(
-        "bench: boot_insns={} sha256_insns={} sig_insns={} payload_bytes={} peak_stack={} stack_reserved={}",
+        "bench: boot_insns={} sha256_insns={} sig_insns={} payload_bytes={} counter={} peak_stack={} stack_reserved={}",
         boot,
         sha,
         sigs,
         image.payload_size(),
+        image.security_counter(),
         peak,
         stack_size(),
     );

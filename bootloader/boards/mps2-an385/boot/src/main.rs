@@ -56,22 +56,51 @@ fn run(#[cfg(feature = "bench")] timer: bench::Timer) -> u8 {
     // `dangerous-unlocked`: the hostile-application tests' control build, whose lock protects
     // nothing).
     let mut lock = BoardLock::new();
+    let config = match sigil_board_common::config(&root, &POLICY) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Feature `encryption`: the device key pair from the key store, read before the lock hides
+    // it. Without one (not provisioned, or a damaged store) the device boots raw releases and
+    // refuses encrypted ones (step 7k: the staged bundle is refused, outcome `StagedInvalid`).
+    #[cfg(feature = "encryption")]
+    let device_key = match sigil_board_mps2_an385::device_key(&flash) {
+        Ok(key) => key,
+        Err(_e) => {
+            log!(
+                "sigil-boot: device key store: {}: encrypted releases are refused",
+                _e
+            );
+            None
+        }
+    };
+    #[cfg(feature = "encryption")]
+    let config = match &device_key {
+        Some(key) => config.with_device_key(key),
+        None => {
+            log!("sigil-boot: no device key provisioned: encrypted releases are refused");
+            config
+        }
+    };
     // The board's flash is memory-mapped: bundles are verified in place, so no envelope
     // buffer is needed (`sigil_bootloader::BootFlash`).
-    let (image, bootloader) =
-        match sigil_board_common::boot(&root, &POLICY, flash, LAYOUT, &mut lock, &mut []) {
-            Ok(booted) => booted,
-            Err(code) => return code,
-        };
+    let booted = sigil_board_common::boot_with(config, flash, LAYOUT, &mut lock, &mut []);
+    let (image, bootloader) = match booted {
+        Ok(booted) => booted,
+        Err(code) => return code,
+    };
+    let flash = bootloader.into_flash();
+    // The key is wiped (`DeviceSecret` zeroizes on drop) before the application runs.
+    #[cfg(feature = "encryption")]
+    drop(device_key);
     #[cfg(feature = "bench")]
     {
         let boot_ticks = timer.elapsed();
-        let flash = bootloader.into_flash();
         return bench::report(boot_ticks, &image, &flash);
     }
     #[allow(unreachable_code)] // with `bench` the run ends above
     {
-        let e = sigil_board_mps2_an385::start_image(&image, bootloader.into_flash());
+        let e = sigil_board_mps2_an385::start_image(&image, flash);
         log!("sigil-boot: not starting the image: {}", e);
         e.exit_code()
     }
