@@ -248,7 +248,9 @@ pub struct BootState {
     pub trial_key_set_version: u32,
     /// Identity of the image being installed or on trial.
     pub trial_image: ImageDigest,
-    /// The current or last install ([`SwapId`]).
+    /// The current or last install ([`SwapId`]; feature `encryption`: a bootloader without
+    /// decryption writes zero and does not keep it).
+    #[cfg(feature = "encryption")]
     pub swap_id: SwapId,
     /// How the last request ended.
     pub outcome: Outcome,
@@ -272,6 +274,7 @@ impl BootState {
             trial_security_counter: 0,
             trial_key_set_version: 0,
             trial_image: [0; 32],
+            #[cfg(feature = "encryption")]
             swap_id: [0; 16],
             outcome: Outcome::None,
             root_floor: None,
@@ -330,8 +333,11 @@ impl BootState {
         sectors: u32,
         swap_id: SwapId,
     ) -> Self {
+        #[cfg(not(feature = "encryption"))]
+        let _ = swap_id;
         BootState {
             phase: Phase::Swapping,
+            #[cfg(feature = "encryption")]
             swap_id,
             swap_progress: 0,
             swap_sectors: sectors,
@@ -416,7 +422,7 @@ impl BootState {
     }
 
     /// The [`SwapId`] of an install that starts from this state and replaces `previous`.
-    #[cfg_attr(not(any(feature = "encryption", test)), allow(dead_code))]
+    #[cfg(feature = "encryption")]
     pub(crate) fn next_swap_id(&self, previous: Option<&ImageDigest>) -> SwapId {
         let mut id = [0u8; 16];
         let (sequence, digest) = id.split_at_mut(4);
@@ -480,6 +486,8 @@ impl BootState {
             .map_or((0, [0; 32]), |r| (r.version, r.digest));
         w.put(version.to_le_bytes());
         w.put(digest);
+        // Without decryption the swap id stays zero (the buffer starts zeroed).
+        #[cfg(feature = "encryption")]
         w.put(self.swap_id);
         let crc = crc32(out.get(..CRC_AT).unwrap_or(&[]));
         if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
@@ -510,6 +518,8 @@ impl BootState {
         if version != VERSION && swap_id != [0; 16] {
             return None;
         }
+        #[cfg(not(feature = "encryption"))]
+        let _ = swap_id;
         let mut rejected = [[0u8; 32]; MAX_REJECTED];
         for (i, slot) in rejected.iter_mut().enumerate() {
             let at = REJECTED_AT.checked_add(i.checked_mul(32)?)?;
@@ -543,6 +553,7 @@ impl BootState {
             trial_security_counter: u32_at(bytes, 28)?,
             trial_key_set_version: u32_at(bytes, 32)?,
             trial_image: digest_at(bytes, 36)?,
+            #[cfg(feature = "encryption")]
             swap_id,
             root_floor,
             rejected,
@@ -689,6 +700,7 @@ mod tests {
         assert_eq!(BootState::decode(&rooted), None);
     }
 
+    #[cfg(feature = "encryption")]
     #[test]
     fn version_3_records_read_without_a_swap_id() {
         let reversion = |mut bytes: [u8; RECORD_LEN]| {
@@ -706,6 +718,7 @@ mod tests {
         assert_eq!(reversion(with_id.encode()), None);
     }
 
+    #[cfg(feature = "encryption")]
     #[test]
     fn every_install_gets_its_own_swap_id() {
         let image = ImageCounters {

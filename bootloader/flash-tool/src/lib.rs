@@ -4,7 +4,9 @@
 //! built from the same file. From it this crate
 //!
 //! - assembles a flash image: the installed bundle in the active slot, optionally the factory
-//!   floors in the protected state, a staged bundle and an install request ([`FlashImage`]);
+//!   floors in the protected state, the device's X25519 key in the board's key store
+//!   ([`read_device_key`], [`FlashImage::provision_device_key`]), a staged bundle (with the key
+//!   record of an encrypted one) and an install request ([`FlashImage`]);
 //! - stages an update into an existing image, as the device agent would, and reads the
 //!   boot-control state back (after QEMU runs, the image holds what the device wrote);
 //! - turns an application ELF into the payload to sign, checking that it is linked where the
