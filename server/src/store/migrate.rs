@@ -105,6 +105,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("version", Text),
             ("security_counter", Int),
             ("state", Text),
+            ("reports_seq", Int),
         ],
     ),
     (
@@ -112,6 +113,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("id", Int),
             ("device_id", Text),
+            ("seq", Int),
             ("at", Int),
             ("version", Text),
             ("security_counter", Int),

@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0005_account_scopes.sql"),
     include_str!("schema/0006_reports_by_age.sql"),
     include_str!("schema/0007_device_encryption_keys.sql"),
+    include_str!("schema/0008_report_seq.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.
