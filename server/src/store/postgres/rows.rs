@@ -445,7 +445,10 @@ pub(super) fn assignment(
         };
         let r = st.query(
             c,
-            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
+            &format!(
+                "SELECT {RELEASE_COLUMNS}, EXISTS (SELECT 1 FROM encrypted_releases e \
+                 WHERE e.release_id = releases.id) FROM releases WHERE id = $1"
+            ),
             &[(&dep.release_id, Type::TEXT)],
         )?;
         let release = r
@@ -453,6 +456,7 @@ pub(super) fn assignment(
             .ok_or_else(|| StoreError::Backend(format!("release {} vanished", dep.release_id)))?;
         return Ok(Some(Assignment {
             deployment_id: dep.id,
+            encrypted: release.try_get(15)?,
             release: release_row(release)?,
             status,
         }));
@@ -662,7 +666,8 @@ fn assignments(
     let rows = st.query(
         c,
         &format!(
-            "SELECT {DEPLOYMENT_COLUMNS}, m.device_id, m.rank, m.status, {RELEASE_COLUMNS_R} \
+            "SELECT {DEPLOYMENT_COLUMNS}, m.device_id, m.rank, m.status, {RELEASE_COLUMNS_R}, \
+             EXISTS (SELECT 1 FROM encrypted_releases e WHERE e.release_id = r.id) \
              FROM unnest($1::TEXT[], $2::BIGINT[]) AS i (device_id, security_counter) \
              JOIN members m ON m.device_id = i.device_id \
              JOIN deployments d ON d.id = m.deployment_id JOIN releases r ON r.id = d.release_id \
@@ -699,6 +704,7 @@ fn assignments(
                 deployment_id: dep.id,
                 release,
                 status,
+                encrypted: row.try_get(29)?,
             },
         );
     }

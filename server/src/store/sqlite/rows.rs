@@ -394,15 +394,17 @@ pub(super) fn assignment(
         .collect::<Result<_, _>>()?;
     for (id, release_id) in candidates {
         if let Some(status) = admitted_member(conn, id, device_id)? {
-            let release = conn
+            let (release, encrypted) = conn
                 .prepare_cached(&format!(
-                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"
+                    "SELECT {RELEASE_COLUMNS}, EXISTS (SELECT 1 FROM encrypted_releases e \
+                     WHERE e.release_id = releases.id) FROM releases WHERE id = ?1"
                 ))?
-                .query_row([&release_id], release_row)?;
+                .query_row([&release_id], |r| Ok((release_row(r)?, r.get(15)?)))?;
             return Ok(Some(Assignment {
                 deployment_id: id,
                 release,
                 status,
+                encrypted,
             }));
         }
     }
