@@ -611,7 +611,11 @@ fn record_round(
     let now_sql = to_sql(now);
     let keep = i64::from(keep.max(1));
     // Each report carries its device's next number; the trim deletes the device's numbers
-    // `keep` or more below it (one index range per device, only the rows that go).
+    // `keep` or more below it (one index range per device, only the rows that go). The
+    // newest number to go is found per device by a lateral probe of the index: its ORDER BY
+    // and LIMIT keep the plan on the index however small the table was when the connection
+    // planned the statement (a plain join, planned while `reports` was nearly empty, went on
+    // scanning the whole table once it had grown).
     st.query(
         c,
         "WITH i AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], \
@@ -621,8 +625,10 @@ fn record_round(
              (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
              SELECT device_id, seq, $7, version, security_counter, state, deployment_id, detail \
              FROM i), \
-         trim AS (DELETE FROM reports r USING i \
-             WHERE r.device_id = i.device_id AND r.seq <= i.seq - $9) \
+         trim AS (DELETE FROM reports r USING i CROSS JOIN LATERAL (SELECT x.seq FROM reports x \
+             WHERE x.device_id = i.device_id AND x.seq <= i.seq - $9 \
+             ORDER BY x.seq DESC LIMIT 1) cut \
+             WHERE r.device_id = i.device_id AND r.seq <= cut.seq) \
          UPDATE devices d SET last_seen = $7, version = i.version, \
              security_counter = i.security_counter, state = i.state, reports_seq = i.seq \
          FROM i WHERE d.id = i.device_id",
