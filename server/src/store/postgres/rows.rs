@@ -316,15 +316,17 @@ pub(super) fn record_check_in(
     let state = ci.state.as_str();
     let previous = st.query(
         c,
-        "WITH prev AS (SELECT version, state, reports_seq FROM devices WHERE id = $1 \
-             FOR NO KEY UPDATE), \
+        "WITH prev AS (SELECT version, state, reports_seq, reports_trimmed, \
+             GREATEST(reports_seq + 1 - $8, reports_trimmed) AS cut \
+             FROM devices WHERE id = $1 FOR NO KEY UPDATE), \
          ins AS (INSERT INTO reports \
              (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
              SELECT $1, reports_seq + 1, $2, $3, $4, $5, $6, $7 FROM prev), \
-         trim AS (DELETE FROM reports WHERE device_id = $1 AND seq <= \
-             (SELECT reports_seq + 1 - $8 FROM prev)), \
-         upd AS (UPDATE devices SET last_seen = $2, version = $3, security_counter = $4, \
-             state = $5, reports_seq = reports_seq + 1 WHERE id = $1) \
+         trim AS (DELETE FROM reports r USING prev WHERE r.device_id = $1 \
+             AND r.seq > prev.reports_trimmed AND r.seq <= prev.cut), \
+         upd AS (UPDATE devices d SET last_seen = $2, version = $3, security_counter = $4, \
+             state = $5, reports_seq = d.reports_seq + 1, reports_trimmed = prev.cut \
+             FROM prev WHERE d.id = $1) \
          SELECT version, state FROM prev",
         &[
             (&ci.device_id, Type::TEXT),
@@ -524,6 +526,8 @@ struct Previous {
     state: Option<CheckInState>,
     /// The number of the report the check-in adds (one above the device's last).
     seq: i64,
+    /// Every report number up to this one is deleted.
+    trimmed: i64,
 }
 
 /// One round of [`record_batch`]: each device at most once, in id order.
@@ -551,7 +555,8 @@ fn record_round(
     };
     let rows = st.query(
         c,
-        "SELECT id, version, state, reports_seq FROM devices WHERE id = ANY($1) ORDER BY id \
+        "SELECT id, version, state, reports_seq, reports_trimmed FROM devices WHERE id = ANY($1) \
+         ORDER BY id \
          FOR NO KEY UPDATE",
         &[(&ids, Type::TEXT_ARRAY)],
     )?;
@@ -560,6 +565,7 @@ fn record_round(
     for r in &rows {
         let state: Option<String> = r.try_get(2)?;
         let seq: i64 = r.try_get(3)?;
+        let trimmed: i64 = r.try_get(4)?;
         previous.insert(
             r.try_get(0)?,
             Previous {
@@ -569,6 +575,7 @@ fn record_round(
                 seq: seq.checked_add(1).ok_or_else(|| {
                     StoreError::Backend("a device's report number overflowed".to_owned())
                 })?,
+                trimmed,
             },
         );
     }
@@ -576,6 +583,11 @@ fn record_round(
     // the write lock, a batch that needs it stops here and runs again under it.
     let mut known = Vec::with_capacity(round.len());
     let mut seqs: Vec<i64> = Vec::with_capacity(round.len());
+    // Per device, the trim deletes the numbers in (trimmed, cut]: those `keep` or more below
+    // the new report, above the ones deleted before.
+    let mut trimmed: Vec<i64> = Vec::with_capacity(round.len());
+    let mut cuts: Vec<i64> = Vec::with_capacity(round.len());
+    let keep = i64::from(keep.max(1));
     let mut events = Vec::new();
     for &i in round {
         let ci = &batch[i];
@@ -595,6 +607,8 @@ fn record_round(
         }
         known.push(i);
         seqs.push(prev.seq);
+        trimmed.push(prev.trimmed);
+        cuts.push(prev.seq.saturating_sub(keep).max(prev.trimmed));
     }
     if known.is_empty() {
         return Ok(());
@@ -609,28 +623,29 @@ fn record_round(
     let deployments: Vec<Option<i64>> = known.iter().map(|&i| batch[i].deployment_id).collect();
     let details: Vec<Option<&str>> = known.iter().map(|&i| batch[i].detail.as_deref()).collect();
     let now_sql = to_sql(now);
-    let keep = i64::from(keep.max(1));
-    // Each report carries its device's next number; the trim deletes the device's numbers
-    // `keep` or more below it (one index range per device, only the rows that go). The
-    // newest number to go is found per device by a lateral probe of the index: its ORDER BY
-    // and LIMIT keep the plan on the index however small the table was when the connection
-    // planned the statement (a plain join, planned while `reports` was nearly empty, went on
-    // scanning the whole table once it had grown).
+    // Each report carries its device's next number; the trim deletes the device's numbers in
+    // (trimmed, cut] (one index range per device holding only the rows that go, none deleted
+    // before) and the device remembers `cut`. The newest number to go is found per device by
+    // a lateral probe of the index: its ORDER BY and LIMIT keep the plan on the index however
+    // small the table was when the connection planned the statement (a plain join, planned
+    // while `reports` was nearly empty, went on scanning the whole table once it had grown).
     st.query(
         c,
         "WITH i AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], \
-             $5::BIGINT[], $6::TEXT[], $8::BIGINT[]) \
-             AS i (device_id, version, security_counter, state, deployment_id, detail, seq)), \
+             $5::BIGINT[], $6::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[]) \
+             AS i (device_id, version, security_counter, state, deployment_id, detail, seq, \
+             trimmed, cut)), \
          ins AS (INSERT INTO reports \
              (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
              SELECT device_id, seq, $7, version, security_counter, state, deployment_id, detail \
              FROM i), \
          trim AS (DELETE FROM reports r USING i CROSS JOIN LATERAL (SELECT x.seq FROM reports x \
-             WHERE x.device_id = i.device_id AND x.seq <= i.seq - $9 \
+             WHERE x.device_id = i.device_id AND x.seq > i.trimmed AND x.seq <= i.cut \
              ORDER BY x.seq DESC LIMIT 1) cut \
-             WHERE r.device_id = i.device_id AND r.seq <= cut.seq) \
+             WHERE r.device_id = i.device_id AND r.seq > i.trimmed AND r.seq <= cut.seq) \
          UPDATE devices d SET last_seen = $7, version = i.version, \
-             security_counter = i.security_counter, state = i.state, reports_seq = i.seq \
+             security_counter = i.security_counter, state = i.state, reports_seq = i.seq, \
+             reports_trimmed = i.cut \
          FROM i WHERE d.id = i.device_id",
         &[
             (&devices, Type::TEXT_ARRAY),
@@ -641,7 +656,8 @@ fn record_round(
             (&details, Type::TEXT_ARRAY),
             (&now_sql, Type::INT8),
             (&seqs, Type::INT8_ARRAY),
-            (&keep, Type::INT8),
+            (&trimmed, Type::INT8_ARRAY),
+            (&cuts, Type::INT8_ARRAY),
         ],
     )?;
     for (i, event) in events {

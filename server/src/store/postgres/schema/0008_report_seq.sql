@@ -2,7 +2,10 @@
 -- that trimming a device's reports to its newest N deletes `seq <= newest - N`: one index range
 -- that holds only the rows to delete, instead of walking the device's N newest reports to find
 -- where to cut.
+-- `reports_trimmed`: every number up to it is deleted, so the next trim's range starts above
+-- it and never walks the index entries of reports deleted before (dead until vacuumed).
 ALTER TABLE devices ADD COLUMN reports_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN reports_trimmed BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE reports ADD COLUMN seq BIGINT;
 UPDATE reports r SET seq = n.seq
     FROM (SELECT id, row_number() OVER (PARTITION BY device_id ORDER BY id) AS seq FROM reports) n
