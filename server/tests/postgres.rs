@@ -442,3 +442,87 @@ fn a_batch_with_repeated_and_unknown_devices_is_recorded_in_order_and_trimmed() 
     );
     verify_entries(&store.audit_entries(0, u32::MAX).unwrap()).unwrap();
 }
+
+/// Token lookups grouped into one statement: each hash gets its own answer, in order (a
+/// session, an API token, the same session twice, an expired session, a revoked device's
+/// session, an unknown hash), and a device revoked through one replica fails the next group
+/// of another (nothing is cached).
+#[test]
+fn grouped_token_lookups_answer_each_hash_in_order_and_see_a_revocation_at_once() {
+    use sigil_server::store::{Role, TokenGrant};
+    let pg = TestPostgres::start();
+    let stores = replicas(&pg, 2);
+    let (a, b) = (&stores[0], &stores[1]);
+    for id in ["pump-a", "pump-b", "pump-c"] {
+        a.enrol_device(&device(id), &event(1)).unwrap();
+    }
+    let grant = |hash: &[u8; 32], name: &str, role, device_id, expires_at| {
+        a.create_token(
+            &TokenGrant {
+                hash,
+                name,
+                role,
+                device_id,
+                expires_at,
+                owner: None,
+            },
+            10,
+            None,
+        )
+        .unwrap();
+    };
+    grant(
+        &[1; 32],
+        "device:pump-a",
+        Role::Device,
+        Some("pump-a"),
+        Some(1000),
+    );
+    grant(&[2; 32], "ci", Role::Release, None, None);
+    grant(
+        &[3; 32],
+        "device:pump-b",
+        Role::Device,
+        Some("pump-b"),
+        Some(50),
+    );
+    grant(
+        &[4; 32],
+        "device:pump-c",
+        Role::Device,
+        Some("pump-c"),
+        Some(1000),
+    );
+    let names = |store: &PgStore, hashes: &[[u8; 32]]| -> Vec<Option<String>> {
+        store
+            .principals(hashes, 100)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.map(|p| p.name))
+            .collect()
+    };
+    let group = [[1; 32], [2; 32], [1; 32], [3; 32], [4; 32], [9; 32]];
+    let some = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        names(b, &group),
+        [
+            some("device:pump-a"),
+            some("ci"),
+            some("device:pump-a"),
+            None,
+            some("device:pump-c"),
+            None
+        ]
+    );
+    assert_eq!(
+        b.principal(&[4; 32], 100)
+            .unwrap()
+            .unwrap()
+            .device_id
+            .as_deref(),
+        Some("pump-c")
+    );
+    a.revoke_device("pump-c", &event(2)).unwrap();
+    assert_eq!(names(b, &[[4; 32], [1; 32]]), [None, some("device:pump-a")]);
+    assert_eq!(b.principals(&[], 100).unwrap(), Vec::new());
+}

@@ -464,3 +464,122 @@ fn the_records_commands_prune_and_export_for_the_operator() {
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert!(actions.contains(&"records.prune"), "{actions:?}");
 }
+
+/// A database at schema version 8 (before reports were numbered per device), with reports of
+/// two devices interleaved, opened by this server: each device's reports are numbered oldest
+/// first, the device remembers its last number, and the next check-ins trim by number to the
+/// newest `keep` (the old reports among them, in order).
+#[test]
+fn reports_from_before_numbering_are_numbered_per_device_and_trimmed_by_number() {
+    use sigil_server::store::prelude::*;
+    use sigil_server::store::{CheckIn, CheckInState};
+    let dir = tempfile::tempdir().unwrap();
+    let insert = |backend: &str| {
+        let mut sql = String::new();
+        for d in ["pump-1", "pump-2"] {
+            sql += &format!(
+                "INSERT INTO devices (id, vendor, device, public_key, channel, groups, labels, \
+                 enrolled_at) VALUES ('{d}', 'acme', 'pump', '{}', 'stable', '[]', '{{}}', 1);",
+                "ab".repeat(32)
+            );
+        }
+        for at in 1..=5 {
+            for d in ["pump-1", "pump-2"] {
+                sql += &format!(
+                    "INSERT INTO reports (device_id, at, version, security_counter, state) \
+                     VALUES ('{d}', {at}, '1.0.{at}', 1, 'idle');"
+                );
+            }
+        }
+        sql + match backend {
+            "postgres" => {
+                "CREATE TABLE sigil_schema (version BIGINT NOT NULL); \
+                           INSERT INTO sigil_schema VALUES (8);"
+            }
+            _ => "PRAGMA user_version = 8;",
+        }
+    };
+    let pg = postgres::postgres_selected().then(postgres::TestPostgres::start);
+    let store: Box<dyn Store> = match &pg {
+        Some(pg) => {
+            pg.client()
+                .batch_execute(
+                    &(concat!(
+                        include_str!("../src/store/postgres/schema/0001_initial.sql"),
+                        include_str!("../src/store/postgres/schema/0002_bundles.sql"),
+                        include_str!("../src/store/postgres/schema/0003_root_chain.sql"),
+                        include_str!("../src/store/postgres/schema/0004_accounts.sql"),
+                        include_str!("../src/store/postgres/schema/0005_account_scopes.sql"),
+                        include_str!("../src/store/postgres/schema/0006_reports_by_age.sql"),
+                        include_str!(
+                            "../src/store/postgres/schema/0007_device_encryption_keys.sql"
+                        ),
+                        include_str!("../src/store/postgres/schema/0008_passkeys.sql"),
+                    )
+                    .to_owned()
+                        + &insert("postgres")),
+                )
+                .unwrap();
+            let s = sigil_server::store::PgStore::open(&pg.url(), None).unwrap();
+            assert_eq!(s.schema_differences().unwrap(), Vec::<String>::new());
+            Box::new(s)
+        }
+        None => {
+            let path = dir.path().join("sigil.db");
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute_batch(
+                    &(concat!(
+                        include_str!("../src/store/sqlite/schema/0001_initial.sql"),
+                        include_str!("../src/store/sqlite/schema/0002_audit_checkpoints.sql"),
+                        include_str!("../src/store/sqlite/schema/0003_root_chain.sql"),
+                        include_str!("../src/store/sqlite/schema/0004_accounts.sql"),
+                        include_str!("../src/store/sqlite/schema/0005_account_scopes.sql"),
+                        include_str!("../src/store/sqlite/schema/0006_reports_by_age.sql"),
+                        include_str!("../src/store/sqlite/schema/0007_device_encryption_keys.sql"),
+                        include_str!("../src/store/sqlite/schema/0008_passkeys.sql"),
+                    )
+                    .to_owned()
+                        + &insert("sqlite")),
+                )
+                .unwrap();
+            let s = sigil_server::store::SqliteStore::open(&path).unwrap();
+            assert_eq!(s.schema_differences().unwrap(), Vec::<String>::new());
+            Box::new(s)
+        }
+    };
+    let versions = |d: &str| -> Vec<String> {
+        store
+            .reports(d, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.check_in.version)
+            .collect()
+    };
+    assert_eq!(
+        versions("pump-1"),
+        ["1.0.5", "1.0.4", "1.0.3", "1.0.2", "1.0.1"]
+    );
+    let check_in = |d: &str, version: &str| CheckIn {
+        device_id: d.to_owned(),
+        version: version.to_owned(),
+        security_counter: 1,
+        state: CheckInState::Idle,
+        deployment_id: None,
+        detail: None,
+    };
+    // One alone, then one in a group beside the other device: both paths number and trim.
+    store.check_in(&check_in("pump-1", "2.0.0"), 10, 3).unwrap();
+    assert_eq!(versions("pump-1"), ["2.0.0", "1.0.5", "1.0.4"]);
+    let out = store
+        .check_in_batch(
+            &[check_in("pump-2", "2.0.0"), check_in("pump-1", "2.0.1")],
+            11,
+            3,
+        )
+        .unwrap();
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(versions("pump-1"), ["2.0.1", "2.0.0", "1.0.5"]);
+    assert_eq!(versions("pump-2"), ["2.0.0", "1.0.5", "1.0.4"]);
+    drop(store);
+}

@@ -18,6 +18,12 @@
 //! transaction on its own connection) gets several drain tasks
 //! ([`crate::store::CheckInStore::batch_writers`]): with one, a replica's check-in rate was
 //! bounded by one batch's round trips and commit at a time while the database had cores idle.
+//!
+//! The same queue groups the token lookups of concurrent requests ([`PrincipalQueue`]): each
+//! request still looks its token up when it arrives (nothing is cached, so a token revoked
+//! through any replica fails the next request on every replica), but the lookups that arrive
+//! while one group runs go to the database together as one statement
+//! ([`crate::store::TokenStore::principals`]) instead of one round trip each.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -25,7 +31,7 @@ use tokio::sync::oneshot;
 
 use super::Db;
 use crate::error::ApiError;
-use crate::store::{now_secs, Assignment, CheckIn, StoreError, StoreResult};
+use crate::store::{now_secs, Assignment, CheckIn, Principal, Store, StoreError, StoreResult};
 
 /// Most check-ins committed in one transaction: bounds how long one batch holds the writer.
 pub const MAX_BATCH: usize = 256;
@@ -34,54 +40,89 @@ pub const MAX_BATCH: usize = 256;
 /// several writers).
 const BACKLOG: usize = 32;
 
-type Reply = oneshot::Sender<StoreResult<Option<Assignment>>>;
+type Reply<R> = oneshot::Sender<StoreResult<R>>;
 
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<(CheckIn, Reply)>,
+/// What a queue runs for a group of jobs: one result per job, in the group's order.
+type RunGroup<J, R> = dyn Fn(&dyn Store, &[J]) -> StoreResult<Vec<StoreResult<R>>> + Send + Sync;
+
+struct Queue<J, R> {
+    jobs: Vec<(J, Reply<R>)>,
     /// Drain tasks running (each sees any job queued before it stops); at most the store's
     /// [`crate::store::CheckInStore::batch_writers`].
     draining: usize,
 }
 
-/// The check-in queue (one per server).
-pub struct CheckInQueue {
+/// Jobs of concurrent requests, run in groups on the blocking pool (see the module
+/// documentation).
+pub struct GroupQueue<J, R> {
     db: Db,
-    keep: u32,
+    run: Box<RunGroup<J, R>>,
     /// Drain tasks allowed at once.
     writers: usize,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<J, R>>,
 }
+
+/// The check-in queue (one per server).
+pub type CheckInQueue = GroupQueue<CheckIn, Option<Assignment>>;
+
+/// The token lookup queue (one per server).
+pub type PrincipalQueue = GroupQueue<[u8; 32], Option<Principal>>;
 
 impl CheckInQueue {
     /// A queue recording into `db`, keeping the last `keep` reports per device.
     pub fn new(db: Db, keep: u32) -> Arc<Self> {
-        let writers = db.store().batch_writers().max(1);
-        Arc::new(CheckInQueue {
+        GroupQueue::with_run(
             db,
-            keep,
+            Box::new(move |s: &dyn Store, batch: &[CheckIn]| {
+                s.check_in_batch(batch, now_secs(), keep)
+            }),
+        )
+    }
+}
+
+impl PrincipalQueue {
+    /// A queue looking token hashes up in `db`.
+    pub fn new(db: Db) -> Arc<Self> {
+        GroupQueue::with_run(
+            db,
+            Box::new(|s: &dyn Store, hashes: &[[u8; 32]]| {
+                Ok(s.principals(hashes, now_secs())?
+                    .into_iter()
+                    .map(Ok)
+                    .collect())
+            }),
+        )
+    }
+}
+
+impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
+    fn with_run(db: Db, run: Box<RunGroup<J, R>>) -> Arc<Self> {
+        let writers = db.store().batch_writers().max(1);
+        Arc::new(GroupQueue {
+            db,
+            run,
             writers,
-            queue: Mutex::default(),
+            queue: Mutex::new(Queue {
+                jobs: Vec::new(),
+                draining: 0,
+            }),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Queue<J, R>> {
         // The queue is consistent between statements: a panic elsewhere cannot leave it torn.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a check-in; answers once it is committed.
-    pub async fn submit(
-        self: &Arc<Self>,
-        check_in: CheckIn,
-    ) -> Result<Option<Assignment>, ApiError> {
+    /// Queues a job; answers once its group has run (for a check-in: is committed).
+    pub async fn submit(self: &Arc<Self>, job: J) -> Result<R, ApiError> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut q = self.lock();
-            q.jobs.push((check_in, reply));
+            q.jobs.push((job, reply));
             // One drain task; another (up to what the store commits side by side; SQLite: one)
             // only once a backlog builds up behind the running ones, since at a pace one task
-            // keeps up with, more would only split the same check-ins into smaller batches.
+            // keeps up with, more would only split the same jobs into smaller groups.
             let start = q.draining == 0
                 || (q.draining < self.writers
                     && q.jobs.len() >= BACKLOG.saturating_mul(q.draining));
@@ -96,13 +137,13 @@ impl CheckInQueue {
         }
         let result = answer.await.map_err(|_| {
             ApiError::Internal(anyhow::anyhow!(
-                "the check-in writer stopped before answering"
+                "the store's group task stopped before answering"
             ))
         })?;
         Ok(result?)
     }
 
-    /// Commits batches until the queue is empty.
+    /// Runs groups until the queue is empty.
     fn drain(&self) {
         let _guard = DrainGuard(self);
         loop {
@@ -115,12 +156,8 @@ impl CheckInQueue {
                 let n = q.jobs.len().min(MAX_BATCH);
                 q.jobs.drain(..n).collect::<Vec<_>>()
             };
-            let (batch, replies): (Vec<CheckIn>, Vec<Reply>) = jobs.into_iter().unzip();
-            match self
-                .db
-                .store()
-                .check_in_batch(&batch, now_secs(), self.keep)
-            {
+            let (batch, replies): (Vec<J>, Vec<Reply<R>>) = jobs.into_iter().unzip();
+            match (self.run)(self.db.store(), &batch) {
                 Ok(results) if results.len() == replies.len() => {
                     for (reply, result) in replies.into_iter().zip(results) {
                         // A client that went away no longer waits for its answer.
@@ -129,7 +166,7 @@ impl CheckInQueue {
                 }
                 Ok(results) => {
                     let e = format!(
-                        "check-in batch of {} returned {} results",
+                        "a group of {} returned {} results",
                         replies.len(),
                         results.len()
                     );
@@ -150,12 +187,12 @@ impl CheckInQueue {
 
 /// Should a drain task unwind, the check-ins it left queued are answered with an error (their
 /// reply channels close) and the next check-in starts a new drain task.
-struct DrainGuard<'a>(&'a CheckInQueue);
+struct DrainGuard<'a, J, R>(&'a GroupQueue<J, R>);
 
-impl Drop for DrainGuard<'_> {
+impl<J, R> Drop for DrainGuard<'_, J, R> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut q = self.0.lock();
+            let mut q = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
             q.jobs.clear();
             q.draining = q.draining.saturating_sub(1);
         }

@@ -567,6 +567,7 @@ pub async fn checkin(
     let mut withheld = None;
     let mut key_record = None;
     let assignment = match assignment {
+        Some(a) if !a.encrypted => Some(a),
         Some(a) => match super::encryption::record_for(&state, &a.release.id, &device_id).await? {
             None => Some(a),
             Some(Ok(record)) => {

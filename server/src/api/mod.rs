@@ -54,7 +54,7 @@ mod releases;
 mod roots;
 mod scopes;
 
-pub use checkin_queue::CheckInQueue;
+pub use checkin_queue::{CheckInQueue, PrincipalQueue};
 pub use devices::auth_message;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -127,6 +127,8 @@ pub struct Inner {
     pub limits: RateLimits,
     /// Device check-ins, committed in groups.
     pub check_ins: Arc<CheckInQueue>,
+    /// Token lookups, sent to the store in groups (never cached).
+    pub principals: Arc<PrincipalQueue>,
     /// Read buffers shared by bundle downloads.
     pub download_buffers: Arc<downloads::BufferPool>,
     /// Device-login challenges (stateless) and their replay set.
@@ -168,10 +170,12 @@ impl AppState {
         });
         let db = Db::new(store);
         let check_ins = CheckInQueue::new(db.clone(), config.limits.reports_kept);
+        let principals = PrincipalQueue::new(db.clone());
         AppState(Arc::new(Inner {
             config,
             db,
             check_ins,
+            principals,
             bundles,
             roots,
             metrics: Metrics::default(),
@@ -277,8 +281,7 @@ impl FromRequestParts<AppState> for Caller {
             state.metrics.rate_limited();
             return Err(ApiError::TooManyRequests);
         }
-        let now = now_secs();
-        let Some(principal) = state.db.run(move |s| s.principal(&hash, now)).await? else {
+        let Some(principal) = state.principals.submit(hash).await? else {
             limits.auth_failures.allow(&client, Instant::now());
             return Err(ApiError::Unauthorized("unknown, expired or revoked token"));
         };

@@ -120,6 +120,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("version", Text),
             ("security_counter", Int),
             ("state", Text),
+            ("reports_seq", Int),
         ],
     ),
     (
@@ -127,6 +128,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("id", Int),
             ("device_id", Text),
+            ("seq", Int),
             ("at", Int),
             ("version", Text),
             ("security_counter", Int),

@@ -60,6 +60,11 @@ pub trait TokenStore {
     ) -> StoreResult<i64>;
     /// Resolves a token hash to its principal (unexpired; device not revoked).
     fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>>;
+    /// [`Self::principal`] for each of `hashes`, in their order (a backend across a network
+    /// answers them with one round trip).
+    fn principals(&self, hashes: &[[u8; 32]], now: u64) -> StoreResult<Vec<Option<Principal>>> {
+        hashes.iter().map(|h| self.principal(h, now)).collect()
+    }
     /// Lists API tokens (not device sessions).
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>>;
     /// Deletes an API token.

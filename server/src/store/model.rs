@@ -445,6 +445,9 @@ pub struct Assignment {
     pub release: Release,
     /// The device's status in it.
     pub status: DeviceStatus,
+    /// The release is encrypted (FORMAT.md §9): the offer needs the device's key record. Read
+    /// with the assignment, so that a check-in offered a plain release makes no other query.
+    pub encrypted: bool,
 }
 
 /// Rollout figures for `/metrics`.

@@ -81,7 +81,7 @@ impl CheckInStore for PgStore {
         let mut c = self.conn()?;
         let rows = c.query(
             "SELECT device_id, at, version, security_counter, state, deployment_id, detail \
-             FROM reports WHERE device_id = $1 ORDER BY id DESC LIMIT $2",
+             FROM reports WHERE device_id = $1 ORDER BY seq DESC LIMIT $2",
             &[&device_id, &i64::from(limit)],
         )?;
         rows.iter()

@@ -65,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0006_reports_by_age.sql"),
     include_str!("schema/0007_device_encryption_keys.sql"),
     include_str!("schema/0008_passkeys.sql"),
+    include_str!("schema/0009_report_seq.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_lock`), chosen once: `SGLM` and `SGLW` in ASCII.

@@ -306,24 +306,27 @@ pub(super) fn record_check_in(
     now: u64,
     keep: u32,
 ) -> StoreResult<Option<Assignment>> {
-    // One round trip (prepared once per connection): the device's previous version and state
-    // (its row locked, so that check-ins of one device are ordered), the report
-    // (only for an enrolled device), the trim to the last `keep` reports (the new row is not
-    // visible to the trim, so it keeps `keep - 1` older ones) and the device's new state.
+    // One round trip (prepared once per connection): the device's previous version, state
+    // and report number (its row locked, so that check-ins of one device are ordered), the
+    // report (only for an enrolled device) numbered one higher, the trim to the newest `keep`
+    // numbers and the device's new state.
     let counter = i64::from(ci.security_counter);
-    let older = i64::from(keep.saturating_sub(1));
+    let keep = i64::from(keep.max(1));
     let now_sql = to_sql(now);
     let state = ci.state.as_str();
     let previous = st.query(
         c,
-        "WITH prev AS (SELECT version, state FROM devices WHERE id = $1 FOR NO KEY UPDATE), \
+        "WITH prev AS (SELECT version, state, reports_seq, reports_trimmed, \
+             GREATEST(reports_seq + 1 - $8, reports_trimmed) AS cut \
+             FROM devices WHERE id = $1 FOR NO KEY UPDATE), \
          ins AS (INSERT INTO reports \
-             (device_id, at, version, security_counter, state, deployment_id, detail) \
-             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM prev)), \
-         trim AS (DELETE FROM reports WHERE device_id = $1 AND id <= \
-             (SELECT id FROM reports WHERE device_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $8)), \
-         upd AS (UPDATE devices SET last_seen = $2, version = $3, security_counter = $4, \
-             state = $5 WHERE id = $1) \
+             (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
+             SELECT $1, reports_seq + 1, $2, $3, $4, $5, $6, $7 FROM prev), \
+         trim AS (DELETE FROM reports r USING prev WHERE r.device_id = $1 \
+             AND r.seq > prev.reports_trimmed AND r.seq <= prev.cut), \
+         upd AS (UPDATE devices d SET last_seen = $2, version = $3, security_counter = $4, \
+             state = $5, reports_seq = d.reports_seq + 1, reports_trimmed = prev.cut \
+             FROM prev WHERE d.id = $1) \
          SELECT version, state FROM prev",
         &[
             (&ci.device_id, Type::TEXT),
@@ -333,7 +336,7 @@ pub(super) fn record_check_in(
             (&state, Type::TEXT),
             (&ci.deployment_id, Type::INT8),
             (&ci.detail, Type::TEXT),
-            (&older, Type::INT8),
+            (&keep, Type::INT8),
         ],
     )?;
     let Some(previous) = previous.first() else {
@@ -444,7 +447,10 @@ pub(super) fn assignment(
         };
         let r = st.query(
             c,
-            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = $1"),
+            &format!(
+                "SELECT {RELEASE_COLUMNS}, EXISTS (SELECT 1 FROM encrypted_releases e \
+                 WHERE e.release_id = releases.id) FROM releases WHERE id = $1"
+            ),
             &[(&dep.release_id, Type::TEXT)],
         )?;
         let release = r
@@ -452,6 +458,7 @@ pub(super) fn assignment(
             .ok_or_else(|| StoreError::Backend(format!("release {} vanished", dep.release_id)))?;
         return Ok(Some(Assignment {
             deployment_id: dep.id,
+            encrypted: release.try_get(15)?,
             release: release_row(release)?,
             status,
         }));
@@ -468,8 +475,9 @@ pub(super) type BatchResults = Vec<StoreResult<Option<Assignment>>>;
 ///
 /// 1. the devices' previous versions and states, their rows locked in id order (so that two
 ///    batches sharing devices cannot deadlock, and check-ins of one device are ordered);
-/// 2. the reports, the trims to the last `keep` per device and the devices' new state, one
-///    multi-row statement over arrays (`unnest`);
+/// 2. the reports (each numbered one above its device's last), the trims to the newest `keep`
+///    numbers per device and the devices' new state, one multi-row statement over arrays
+///    (`unnest`);
 /// 3. per check-in that changes something (a version or state change is audited; a report
 ///    for a rollout moves a member), the audit append and the rollout's step — these need the
 ///    write lock ([`Stmts::need_lock`]), checked before anything is written;
@@ -512,6 +520,16 @@ pub(super) fn record_batch(
         .collect()
 }
 
+/// A device's row as a check-in of a batch found it.
+struct Previous {
+    version: Option<String>,
+    state: Option<CheckInState>,
+    /// The number of the report the check-in adds (one above the device's last).
+    seq: i64,
+    /// Every report number up to this one is deleted.
+    trimmed: i64,
+}
+
 /// One round of [`record_batch`]: each device at most once, in id order.
 fn record_round(
     c: &mut impl GenericClient,
@@ -537,35 +555,50 @@ fn record_round(
     };
     let rows = st.query(
         c,
-        "SELECT id, version, state FROM devices WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        "SELECT id, version, state, reports_seq, reports_trimmed FROM devices WHERE id = ANY($1) \
+         ORDER BY id \
+         FOR NO KEY UPDATE",
         &[(&ids, Type::TEXT_ARRAY)],
     )?;
-    let mut previous: std::collections::HashMap<String, (Option<String>, Option<CheckInState>)> =
+    let mut previous: std::collections::HashMap<String, Previous> =
         std::collections::HashMap::with_capacity(rows.len());
     for r in &rows {
         let state: Option<String> = r.try_get(2)?;
+        let seq: i64 = r.try_get(3)?;
+        let trimmed: i64 = r.try_get(4)?;
         previous.insert(
             r.try_get(0)?,
-            (
-                r.try_get(1)?,
-                state.as_deref().map(parse_state).transpose()?,
-            ),
+            Previous {
+                version: r.try_get(1)?,
+                state: state.as_deref().map(parse_state).transpose()?,
+                // The number of the report this check-in adds.
+                seq: seq.checked_add(1).ok_or_else(|| {
+                    StoreError::Backend("a device's report number overflowed".to_owned())
+                })?,
+                trimmed,
+            },
         );
     }
     // What each known device's check-in changes, decided before anything is written: without
     // the write lock, a batch that needs it stops here and runs again under it.
     let mut known = Vec::with_capacity(round.len());
+    let mut seqs: Vec<i64> = Vec::with_capacity(round.len());
+    // Per device, the trim deletes the numbers in (trimmed, cut]: those `keep` or more below
+    // the new report, above the ones deleted before.
+    let mut trimmed: Vec<i64> = Vec::with_capacity(round.len());
+    let mut cuts: Vec<i64> = Vec::with_capacity(round.len());
+    let keep = i64::from(keep.max(1));
     let mut events = Vec::new();
     for &i in round {
         let ci = &batch[i];
-        let Some((prev_version, prev_state)) = previous.get(&ci.device_id) else {
+        let Some(prev) = previous.get(&ci.device_id) else {
             out[i] = Some(Err(StoreError::NotFound {
                 what: "device",
                 id: ci.device_id.clone(),
             }));
             continue;
         };
-        let event = rules::report_event(ci, prev_version.as_deref(), *prev_state);
+        let event = rules::report_event(ci, prev.version.as_deref(), prev.state);
         let reports_status =
             ci.deployment_id.is_some() && rules::reported_status(ci.state).is_some();
         if event.is_some() || reports_status {
@@ -573,6 +606,9 @@ fn record_round(
             events.push((i, event));
         }
         known.push(i);
+        seqs.push(prev.seq);
+        trimmed.push(prev.trimmed);
+        cuts.push(prev.seq.saturating_sub(keep).max(prev.trimmed));
     }
     if known.is_empty() {
         return Ok(());
@@ -587,23 +623,29 @@ fn record_round(
     let deployments: Vec<Option<i64>> = known.iter().map(|&i| batch[i].deployment_id).collect();
     let details: Vec<Option<&str>> = known.iter().map(|&i| batch[i].detail.as_deref()).collect();
     let now_sql = to_sql(now);
-    let older = i64::from(keep.saturating_sub(1));
-    // The new reports are not visible to the trim (one statement, one snapshot), so it keeps
-    // `keep - 1` older ones per device.
+    // Each report carries its device's next number; the trim deletes the device's numbers in
+    // (trimmed, cut] (one index range per device holding only the rows that go, none deleted
+    // before) and the device remembers `cut`. The newest number to go is found per device by
+    // a lateral probe of the index: its ORDER BY and LIMIT keep the plan on the index however
+    // small the table was when the connection planned the statement (a plain join, planned
+    // while `reports` was nearly empty, went on scanning the whole table once it had grown).
     st.query(
         c,
         "WITH i AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], \
-             $5::BIGINT[], $6::TEXT[]) \
-             AS i (device_id, version, security_counter, state, deployment_id, detail)), \
+             $5::BIGINT[], $6::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[]) \
+             AS i (device_id, version, security_counter, state, deployment_id, detail, seq, \
+             trimmed, cut)), \
          ins AS (INSERT INTO reports \
-             (device_id, at, version, security_counter, state, deployment_id, detail) \
-             SELECT device_id, $7, version, security_counter, state, deployment_id, detail FROM i), \
-         trim AS (DELETE FROM reports r USING (SELECT i.device_id, cut.id FROM i \
-             CROSS JOIN LATERAL (SELECT x.id FROM reports x WHERE x.device_id = i.device_id \
-             ORDER BY x.id DESC LIMIT 1 OFFSET $8) cut) t \
-             WHERE r.device_id = t.device_id AND r.id <= t.id) \
+             (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
+             SELECT device_id, seq, $7, version, security_counter, state, deployment_id, detail \
+             FROM i), \
+         trim AS (DELETE FROM reports r USING i CROSS JOIN LATERAL (SELECT x.seq FROM reports x \
+             WHERE x.device_id = i.device_id AND x.seq > i.trimmed AND x.seq <= i.cut \
+             ORDER BY x.seq DESC LIMIT 1) cut \
+             WHERE r.device_id = i.device_id AND r.seq > i.trimmed AND r.seq <= cut.seq) \
          UPDATE devices d SET last_seen = $7, version = i.version, \
-             security_counter = i.security_counter, state = i.state \
+             security_counter = i.security_counter, state = i.state, reports_seq = i.seq, \
+             reports_trimmed = i.cut \
          FROM i WHERE d.id = i.device_id",
         &[
             (&devices, Type::TEXT_ARRAY),
@@ -613,7 +655,9 @@ fn record_round(
             (&deployments, Type::INT8_ARRAY),
             (&details, Type::TEXT_ARRAY),
             (&now_sql, Type::INT8),
-            (&older, Type::INT8),
+            (&seqs, Type::INT8_ARRAY),
+            (&trimmed, Type::INT8_ARRAY),
+            (&cuts, Type::INT8_ARRAY),
         ],
     )?;
     for (i, event) in events {
@@ -644,7 +688,8 @@ fn assignments(
     let rows = st.query(
         c,
         &format!(
-            "SELECT {DEPLOYMENT_COLUMNS}, m.device_id, m.rank, m.status, {RELEASE_COLUMNS_R} \
+            "SELECT {DEPLOYMENT_COLUMNS}, m.device_id, m.rank, m.status, {RELEASE_COLUMNS_R}, \
+             EXISTS (SELECT 1 FROM encrypted_releases e WHERE e.release_id = r.id) \
              FROM unnest($1::TEXT[], $2::BIGINT[]) AS i (device_id, security_counter) \
              JOIN members m ON m.device_id = i.device_id \
              JOIN deployments d ON d.id = m.deployment_id JOIN releases r ON r.id = d.release_id \
@@ -681,6 +726,7 @@ fn assignments(
                 deployment_id: dep.id,
                 release,
                 status,
+                encrypted: row.try_get(29)?,
             },
         );
     }

@@ -71,35 +71,53 @@ impl TokenStore for PgStore {
     }
 
     fn principal(&self, hash: &[u8; 32], now: u64) -> StoreResult<Option<Principal>> {
-        // Every authenticated request runs this: prepared once per connection.
+        Ok(self.principals(&[*hash], now)?.pop().flatten())
+    }
+
+    fn principals(&self, hashes: &[[u8; 32]], now: u64) -> StoreResult<Vec<Option<Principal>>> {
+        // Every authenticated request runs this (grouped with the lookups of the requests
+        // that arrived meanwhile): prepared once per connection.
+        let list: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
         let rows = self.query_cached(
-            "SELECT t.role, COALESCE(t.owner, t.name), t.device_id, u.roles FROM tokens t \
+            "SELECT i.n, t.role, COALESCE(t.owner, t.name), t.device_id, u.roles \
+             FROM unnest($1::BYTEA[]) WITH ORDINALITY AS i (hash, n) \
+             JOIN tokens t ON t.hash = i.hash \
              LEFT JOIN devices d ON d.id = t.device_id \
              LEFT JOIN users u ON u.name = t.owner \
-             WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
+             WHERE (t.expires_at IS NULL OR t.expires_at > $2) \
              AND (t.device_id IS NULL OR NOT d.revoked) \
              AND (t.owner IS NULL OR u.state = 'active')",
             &[
-                (&&hash[..], ::postgres::types::Type::BYTEA),
+                (&list, ::postgres::types::Type::BYTEA_ARRAY),
                 (&to_sql(now), ::postgres::types::Type::INT8),
             ],
         )?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let role: String = row.try_get(0)?;
-        let roles: Option<String> = row.try_get(3)?;
-        let Some(role) = Role::parse(&role) else {
-            return Ok(None);
-        };
-        if !accounts::owner_holds(roles.as_deref(), role) {
-            return Ok(None);
+        let mut out: Vec<Option<Principal>> = hashes.iter().map(|_| None).collect();
+        for row in rows {
+            // WITH ORDINALITY counts from 1.
+            let n: i64 = row.try_get(0)?;
+            let Some(slot) = usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| out.get_mut(i))
+            else {
+                return Err(StoreError::Backend(format!("token lookup: no hash {n}")));
+            };
+            let role: String = row.try_get(1)?;
+            let roles: Option<String> = row.try_get(4)?;
+            let Some(role) = Role::parse(&role) else {
+                continue;
+            };
+            if !accounts::owner_holds(roles.as_deref(), role) {
+                continue;
+            }
+            *slot = Some(Principal {
+                role,
+                name: row.try_get(2)?,
+                device_id: row.try_get(3)?,
+            });
         }
-        Ok(Some(Principal {
-            role,
-            name: row.try_get(1)?,
-            device_id: row.try_get(2)?,
-        }))
+        Ok(out)
     }
 
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {

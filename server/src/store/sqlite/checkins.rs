@@ -42,7 +42,7 @@ impl CheckInStore for SqliteStore {
         let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT device_id, at, version, security_counter, state, deployment_id, detail FROM reports \
-             WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE device_id = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![device_id, limit], |r| {
             Ok((

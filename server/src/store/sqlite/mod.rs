@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema/0006_reports_by_age.sql"),
     include_str!("schema/0007_device_encryption_keys.sql"),
     include_str!("schema/0008_passkeys.sql"),
+    include_str!("schema/0009_report_seq.sql"),
 ];
 
 /// SQLite keeps no bundle bytes: the bundle store beside the database is the only copy.

@@ -280,22 +280,29 @@ pub(super) fn record_check_in(
     now: u64,
     keep: u32,
 ) -> StoreResult<Option<Assignment>> {
-    let previous: Option<(Option<String>, Option<String>)> = tx
-        .prepare_cached("SELECT version, state FROM devices WHERE id = ?1")?
-        .query_row([&c.device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let previous: Option<(Option<String>, Option<String>, i64)> = tx
+        .prepare_cached("SELECT version, state, reports_seq FROM devices WHERE id = ?1")?
+        .query_row([&c.device_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((prev_version, prev_state)) = previous else {
+    let Some((prev_version, prev_state, prev_seq)) = previous else {
         return Err(StoreError::NotFound {
             what: "device",
             id: c.device_id.clone(),
         });
     };
+    // The report gets its device's next number; the trim deletes the numbers `keep` or more
+    // below it (one index range, only the rows that go).
+    let seq = prev_seq
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Backend("a device's report number overflowed".to_owned()))?;
     tx.prepare_cached(
-        "INSERT INTO reports (device_id, at, version, security_counter, state, deployment_id, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO reports \
+         (device_id, seq, at, version, security_counter, state, deployment_id, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         c.device_id,
+        seq,
         to_sql(now),
         c.version,
         c.security_counter,
@@ -303,20 +310,22 @@ pub(super) fn record_check_in(
         c.deployment_id,
         c.detail
     ])?;
+    tx.prepare_cached("DELETE FROM reports WHERE device_id = ?1 AND seq <= ?2")?
+        .execute(params![
+            c.device_id,
+            seq.saturating_sub(i64::from(keep.max(1)))
+        ])?;
     tx.prepare_cached(
-        "DELETE FROM reports WHERE device_id = ?1 AND id <= \
-         (SELECT id FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute(params![c.device_id, keep])?;
-    tx.prepare_cached(
-        "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5 WHERE id = ?1",
+        "UPDATE devices SET last_seen = ?2, version = ?3, security_counter = ?4, state = ?5, \
+         reports_seq = ?6 WHERE id = ?1",
     )?
     .execute(params![
         c.device_id,
         to_sql(now),
         c.version,
         c.security_counter,
-        c.state.as_str()
+        c.state.as_str(),
+        seq
     ])?;
     let prev_state = prev_state.as_deref().map(parse_state).transpose()?;
     if let Some(event) = rules::report_event(c, prev_version.as_deref(), prev_state) {
@@ -385,15 +394,17 @@ pub(super) fn assignment(
         .collect::<Result<_, _>>()?;
     for (id, release_id) in candidates {
         if let Some(status) = admitted_member(conn, id, device_id)? {
-            let release = conn
+            let (release, encrypted) = conn
                 .prepare_cached(&format!(
-                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"
+                    "SELECT {RELEASE_COLUMNS}, EXISTS (SELECT 1 FROM encrypted_releases e \
+                     WHERE e.release_id = releases.id) FROM releases WHERE id = ?1"
                 ))?
-                .query_row([&release_id], release_row)?;
+                .query_row([&release_id], |r| Ok((release_row(r)?, r.get(15)?)))?;
             return Ok(Some(Assignment {
                 deployment_id: id,
                 release,
                 status,
+                encrypted,
             }));
         }
     }
