@@ -182,6 +182,14 @@ pub enum Attack {
     EraseActive = 12,
     /// On a trial boot, erase the staging slot, which holds the image to revert to.
     EraseRevertImage = 13,
+    /// A read of the device key store (the X25519 private key) through the memory window.
+    ReadKey = 14,
+    /// The same read through QEMU's mirror of SSRAM1.
+    ReadKeyMirror = 15,
+    /// The flash service asked to copy the key store into the staging slot and to print it.
+    ServiceKey = 16,
+    /// Erase the key store through the flash service.
+    EraseKey = 17,
 }
 
 /// How to sign an application image.
@@ -930,6 +938,27 @@ impl Device {
             bootloader: unlocked.then(|| self.fw.unlocked_bootloader().to_path_buf()),
         };
         self.run(None, &power).0
+    }
+
+    /// [`Device::boot_attacked`] on another bootloader ELF (e.g.
+    /// [`Firmware::decrypting_bootloader`], which reads the device key store).
+    pub fn boot_attacked_on(&self, attack: Attack, bootloader: &Path) -> Boot {
+        let power = Power {
+            strap: Some(attack as u32),
+            bootloader: Some(bootloader.to_path_buf()),
+        };
+        self.run(None, &power).0
+    }
+
+    /// The device key store sector's bytes (board.toml `device_key`), as the flash file holds
+    /// them.
+    pub fn key_store(&self) -> Vec<u8> {
+        let image = self.image();
+        let store = image
+            .board()
+            .device_key_region()
+            .expect("the board has a device key store");
+        image.bytes()[store.start as usize..store.end as usize].to_vec()
     }
 
     /// The protected-state region's bytes.

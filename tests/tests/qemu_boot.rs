@@ -8,8 +8,10 @@
 //! The `hostile_app_*` tests install compromised, validly signed application firmware
 //! (`APP_HOSTILE`) and let it attack the protected state from inside, one attack per boot:
 //! the lock must refuse or fault every attempt, keep the floor, and the device must go on
-//! booting its current verified image. `without_the_lock_*` runs the same attacks on the
-//! control bootloader whose lock protects nothing, to show they are real ones.
+//! booting its current verified image. The `*_device_key` ones attack the key store of a
+//! key-provisioned device booted by the decrypting bootloader: no byte of the key may reach the
+//! application, and the store must stay intact. `without_the_lock_*` runs the same attacks on
+//! the control bootloader whose lock protects nothing, to show they are real ones.
 
 use std::path::PathBuf;
 
@@ -339,6 +341,172 @@ fn hostile_app_on_trial_cannot_destroy_the_image_to_revert_to() {
     assert_eq!(
         (state.phase, state.outcome, state.min_security_counter),
         (Phase::Idle, Outcome::Reverted, 1)
+    );
+}
+
+/// A device running the hostile application (as [`hostile_device`]) with its X25519 key pair
+/// provisioned into the key store (`sigil keygen --x25519`, then what `sigil-flash assemble
+/// --device-key` writes), booted once on the decrypting bootloader, which reads the store at
+/// every boot before the lock closes it. Returns the device and the key store sector as
+/// provisioned.
+fn hostile_device_with_key() -> (Device, Vec<u8>) {
+    let fw = firmware();
+    let device = Device::assemble(&fw.bundle(APP_HOSTILE, SignSpec::counter(2)), None, false);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let key = dir.path().join("device.x25519.pem");
+    sigil_tests::sigil::sigil([
+        "keygen".into(),
+        "--x25519".into(),
+        "--out".into(),
+        key.clone().into_os_string(),
+    ])
+    .unwrap_or_else(|e| panic!("sigil keygen --x25519: {e}"));
+    device.provision_device_key(&key);
+    let store = device.key_store();
+    assert_eq!(
+        &store[..8],
+        b"SGL-DKEY",
+        "the key store holds no key record"
+    );
+    let boot = device.boot_on(fw.decrypting_bootloader());
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(!boot.output.contains("device key"), "{boot:#?}");
+    assert_eq!(device.state().min_security_counter, 2);
+    (device, store)
+}
+
+/// The ways `boot`'s output would show bytes of the key store's record (`record`: the magic,
+/// the private key, the public key, the CRC) that were found in it: the hostile application's
+/// `READ` line, any four of its bytes as it prints a read (`[53, 47, 4c, 2d]`, or a
+/// little-endian word `0x2d4c4753`), the record printed raw by the service's console, the
+/// private key in hex.
+fn key_bytes_shown(boot: &Boot, record: &[u8]) -> Vec<String> {
+    let secret: String = record[8..40].iter().map(|b| format!("{b:02x}")).collect();
+    let mut forms = vec!["READ".to_owned(), "SGL-DKEY".to_owned(), secret];
+    for window in record.windows(4) {
+        let &[a, b, c, d] = window else { continue };
+        let word = [a, b, c, d];
+        forms.push(format!("{word:02x?}"));
+        forms.push(format!("{:#010x}", u32::from_le_bytes(word)));
+    }
+    forms
+        .into_iter()
+        .filter(|form| boot.output.contains(form.as_str()))
+        .collect()
+}
+
+/// The key store's record: its first [`sigil_bootloader::DEVICE_KEY_RECORD_LEN`] bytes.
+fn key_record(store: &[u8]) -> &[u8] {
+    &store[..sigil_bootloader::DEVICE_KEY_RECORD_LEN]
+}
+
+/// After an attack on the key store: none of its bytes reached the application's output, the
+/// flash (key store included) is as it was, and the next boot reads the key without complaint
+/// and runs the current image.
+fn assert_key_kept(device: &Device, boot: &Boot, store: &[u8], flash: &[u8]) {
+    let shown = key_bytes_shown(boot, key_record(store));
+    assert!(shown.is_empty(), "key bytes shown as {shown:?}: {boot:#?}");
+    assert_eq!(device.key_store(), store, "the key store was modified");
+    assert_eq!(device.flash_bytes(), flash, "the flash was modified");
+    let boot = device.boot_on(firmware().decrypting_bootloader());
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(!boot.output.contains("device key"), "{boot:#?}");
+}
+
+#[test]
+fn hostile_app_reads_of_the_device_key_through_the_flash_window_and_its_mirror_fault() {
+    let fw = firmware();
+    let key = fw.board().flash.base
+        + fw.board()
+            .layout
+            .device_key
+            .expect("the board has a device key store");
+    let (device, store) = hostile_device_with_key();
+    let flash = device.flash_bytes();
+    // QEMU mirrors SSRAM1 at 0x0040_0000: no MPU region covers the mirror, so it is
+    // privileged only.
+    for (attack, at) in [
+        (Attack::ReadKey, key),
+        (Attack::ReadKeyMirror, key + 0x40_0000),
+    ] {
+        let boot = device.boot_attacked_on(attack, fw.decrypting_bootloader());
+        assert_eq!(boot.code, Some(EXIT_APP_FAULT), "{attack:?}: {boot:#?}");
+        assert!(
+            boot.output.contains(&format!(
+                "sigil-boot: lock: application stopped: memory protection fault: data access at {at:#010x}"
+            )),
+            "{attack:?}: {boot:#?}"
+        );
+        assert_key_kept(&device, &boot, &store, &flash);
+    }
+}
+
+#[test]
+fn hostile_app_cannot_use_the_flash_service_to_copy_print_or_erase_the_device_key() {
+    let fw = firmware();
+    let (device, store) = hostile_device_with_key();
+    let flash = device.flash_bytes();
+    const BAD_BUFFER: &str = "refused: the buffer is not the application's memory";
+    for (attack, refusals) in [
+        (
+            Attack::ServiceKey,
+            vec![
+                format!("hostile: service-key: copy key store: {BAD_BUFFER}"),
+                format!("hostile: service-key: print key store: {BAD_BUFFER}"),
+            ],
+        ),
+        (
+            Attack::EraseKey,
+            vec![format!("hostile: erase-key: {NOT_WRITABLE}")],
+        ),
+    ] {
+        let boot = device.boot_attacked_on(attack, fw.decrypting_bootloader());
+        assert!(boot.ran(APP_HOSTILE), "{attack:?}: {boot:#?}");
+        for refusal in refusals {
+            assert!(boot.output.contains(&refusal), "{attack:?}: {boot:#?}");
+        }
+        assert_key_kept(&device, &boot, &store, &flash);
+    }
+}
+
+/// The control for the key store: on the bootloader whose lock protects nothing, a read
+/// through the flash window shows the store's first bytes to the application, and an erase
+/// through the service destroys the key (the decrypting bootloader then finds none). So the
+/// tests above fail if the lock stops covering the key store.
+#[test]
+fn without_the_lock_the_hostile_app_reads_and_erases_the_device_key() {
+    let fw = firmware();
+    let (device, store) = hostile_device_with_key();
+
+    let boot = device.boot_attacked(Attack::ReadKey, true);
+    assert_eq!(boot.code, Some(EXIT_LOCK_BREACHED), "{boot:#?}");
+    // The first four bytes of the record: its magic, `SGL-`.
+    assert!(
+        boot.output
+            .contains("hostile: read-key: READ [53, 47, 4c, 2d]"),
+        "{boot:#?}"
+    );
+    assert!(
+        !key_bytes_shown(&boot, key_record(&store)).is_empty(),
+        "{boot:#?}"
+    );
+
+    let boot = device.boot_attacked(Attack::EraseKey, true);
+    assert!(
+        boot.output.contains("hostile: erase-key: WRITTEN"),
+        "{boot:#?}"
+    );
+    let erased = fw.board().flash.erased;
+    assert!(
+        device.key_store().iter().all(|&b| b == erased),
+        "the key store was not erased"
+    );
+    let boot = device.boot_on(fw.decrypting_bootloader());
+    assert!(boot.ran(APP_HOSTILE), "{boot:#?}");
+    assert!(
+        boot.output
+            .contains("no device key provisioned: encrypted releases are refused"),
+        "{boot:#?}"
     );
 }
 
