@@ -203,15 +203,7 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
     );
 
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "groups": ["hospital-a"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
     let cookie = console_login(&h, &mut hana).await;
     let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
     assert!(body.contains(">a1<") && !body.contains(">b1<"), "{body}");
@@ -489,15 +481,7 @@ async fn counts_and_pages_cover_more_devices_than_a_list_page_holds_and_keep_the
 
     // A site's operator: every count is the site's.
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "groups": ["hospital-a"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
     let cookie = console_login(&h, &mut hana).await;
     let (_, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
     assert_eq!(span(&body, "device-count"), "5025");
@@ -542,6 +526,19 @@ async fn counts_and_pages_cover_more_devices_than_a_list_page_holds_and_keep_the
     assert_eq!(v["by_version"], json!([["2.0.0", 4020]]), "{v}");
 }
 
+/// Limits hana's account to `scope` (as an admin).
+async fn scope_hana(h: &Harness, scope: serde_json::Value) {
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/api/v1/users/hana/scope",
+            Some(h.token(Role::Admin)),
+            Some(scope),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+}
+
 /// Uploads a release of `version` and security `counter`; its id.
 async fn uploaded(h: &Harness, version: &'static str, counter: u32) -> String {
     let (s, v) = h.upload(common::release_bundle(version, counter)).await;
@@ -556,25 +553,33 @@ async fn deployed(h: &Harness, release: &str, target: serde_json::Value) -> i64 
     v["id"].as_i64().unwrap()
 }
 
+/// A deployment of a release to all of `n` devices ([`many_devices`]), its members'
+/// `updated_at` and `status` then set straight in the table to the SQL expressions `at` and
+/// `status`; the release and the deployment.
+async fn finished_deployment(h: &Harness, n: u32, at: &str, status: &str) -> (String, i64) {
+    many_devices(h, n);
+    let release = uploaded(h, "2.0.0", 7).await;
+    let id = deployed(h, &release, json!({ "kind": "channel", "value": "stable" })).await;
+    let outcomes = format!(
+        "UPDATE members SET updated_at = {at}, status = {status} WHERE deployment_id = {id}"
+    );
+    h.raw_execute(&outcomes, &outcomes);
+    (release, id)
+}
+
 #[tokio::test]
 async fn the_deployment_page_counts_and_charts_more_members_than_a_page_holds() {
     let h = Harness::with_env(ENV);
-    many_devices(&h, 10_050);
-    let release = uploaded(&h, "2.0.0", 7).await;
-    let id = deployed(
+    // By rank (the order the old page read 10,000 members in): the 50 ranked last reverted,
+    // every hundredth of the others failed.
+    let (_, id) = finished_deployment(
         &h,
-        &release,
-        json!({ "kind": "channel", "value": "stable" }),
+        10_050,
+        "1000 + rank",
+        "CASE WHEN rank >= 10000 THEN 'reverted' WHEN rank % 100 = 0 THEN 'failed' \
+         ELSE 'confirmed' END",
     )
     .await;
-    // Outcomes written straight into the table, by rank (the order the old page read 10,000
-    // members in): the 50 ranked last reverted, every hundredth of the others failed.
-    let outcomes = format!(
-        "UPDATE members SET updated_at = 1000 + rank, status = CASE \
-         WHEN rank >= 10000 THEN 'reverted' WHEN rank % 100 = 0 THEN 'failed' \
-         ELSE 'confirmed' END WHERE deployment_id = {id}"
-    );
-    h.raw_execute(&outcomes, &outcomes);
     assert_eq!(
         h.raw_i64(&format!(
             "SELECT COUNT(*) FROM members WHERE deployment_id = {id} AND rank >= 10000"
@@ -625,20 +630,14 @@ async fn the_deployment_page_counts_and_charts_more_members_than_a_page_holds() 
 #[tokio::test]
 async fn outcome_spans_count_each_device_once_at_its_last_change() {
     let h = Harness::with_env(ENV);
-    many_devices(&h, 300);
-    let release = uploaded(&h, "2.0.0", 7).await;
-    let id = deployed(
+    // Ranks 0..299 at 0..299 seconds past 5,000: confirmed, except every third failed.
+    let (release, id) = finished_deployment(
         &h,
-        &release,
-        json!({ "kind": "channel", "value": "stable" }),
+        300,
+        "5000 + rank",
+        "CASE WHEN rank % 3 = 0 THEN 'failed' ELSE 'confirmed' END",
     )
     .await;
-    // Ranks 0..299 at 0..299 seconds past 5,000: confirmed, except every third failed.
-    let outcomes = format!(
-        "UPDATE members SET updated_at = 5000 + rank, status = CASE \
-         WHEN rank % 3 = 0 THEN 'failed' ELSE 'confirmed' END WHERE deployment_id = {id}"
-    );
-    h.raw_execute(&outcomes, &outcomes);
     let o = h.blocking(move |s| s.deployment_outcomes(id, 100).unwrap());
     assert_eq!((o.start, o.width), (5000, 3));
     let sum = |status| {
@@ -780,15 +779,7 @@ async fn scoped_deployment_lists_are_cut_by_the_database_and_page_within_the_sco
     }
     mine.reverse();
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "groups": ["hospital-a"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
 
     // Pages of the API list: every row hers, in order, the pages adding up to her 151.
     let mut seen = Vec::new();
@@ -852,15 +843,7 @@ async fn scoped_deployment_lists_are_cut_by_the_database_and_page_within_the_sco
     );
 
     // A scope by channel: channel targets on it are in, group targets are not.
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "channels": ["stable"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "channels": ["stable"] })).await;
     let (_, v) = people::as_person(&h, &hana, "GET", "/api/v1/deployments?limit=1000", None).await;
     let kinds: Vec<&str> = v
         .as_array()

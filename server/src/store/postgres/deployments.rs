@@ -101,11 +101,7 @@ impl DeploymentStore for PgStore {
     fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>> {
         let mut c = self.conn()?;
         // One snapshot for the deployment, its counts and its members.
-        let mut tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-            .start()?;
+        let mut tx = snapshot(&mut c)?;
         let Some(dep) = load_deployment(&mut tx, id, false)? else {
             return Ok(None);
         };
@@ -149,11 +145,7 @@ impl DeploymentStore for PgStore {
     fn deployment_outcomes(&self, id: i64, spans: u32) -> StoreResult<Outcomes> {
         let mut c = self.conn()?;
         // One snapshot for the span bounds and the counts.
-        let mut tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-            .start()?;
+        let mut tx = snapshot(&mut c)?;
         let statuses: Vec<String> = rules::OUTCOMES
             .iter()
             .map(|s| s.as_str().to_owned())
@@ -251,6 +243,14 @@ impl DeploymentStore for PgStore {
             },
         })
     }
+}
+
+/// A read-only transaction on one snapshot, so that the answers it reads agree.
+fn snapshot(c: &mut ::postgres::Client) -> StoreResult<::postgres::Transaction<'_>> {
+    Ok(c.build_transaction()
+        .read_only(true)
+        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+        .start()?)
 }
 
 /// The `WHERE` condition of `filter` on `deployments d` (`TRUE` when it has none) and its
