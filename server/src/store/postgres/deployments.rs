@@ -309,9 +309,12 @@ fn deployment_where(filter: &DeploymentFilter, first: usize) -> (String, Vec<Arg
         };
         let (cond, mut more) = device_where(&devices, first + args.len());
         args.append(&mut more);
+        // PostgreSQL may evaluate the subquery before the kind test: other kinds read as an
+        // empty list rather than an error on their text value.
         kinds.push(format!(
             "((d.target::jsonb ->> 'kind') = 'devices' AND NOT EXISTS (\
-             SELECT 1 FROM jsonb_array_elements_text(d.target::jsonb -> 'value') AS listed(id) \
+             SELECT 1 FROM jsonb_array_elements_text(CASE WHEN (d.target::jsonb ->> 'kind') = \
+             'devices' THEN d.target::jsonb -> 'value' ELSE '[]'::jsonb END) AS listed(id) \
              WHERE NOT EXISTS (SELECT 1 FROM devices WHERE devices.id = listed.id AND {cond})))"
         ));
         parts.push(format!("({})", kinds.join(" OR ")));

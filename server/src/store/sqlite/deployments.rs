@@ -128,7 +128,9 @@ impl DeploymentStore for SqliteStore {
     }
 
     fn deployment_outcomes(&self, id: i64, spans: u32) -> StoreResult<Outcomes> {
-        let conn = self.reader()?;
+        let reader = self.reader()?;
+        // One snapshot for the span bounds and the counts (dropped unwritten).
+        let conn = reader.unchecked_transaction()?;
         let statuses = rules::OUTCOMES.map(|s| Value::Text(s.as_str().to_owned()));
         let (first, last): (Option<i64>, Option<i64>) = conn
             .prepare_cached(
