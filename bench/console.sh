@@ -179,7 +179,10 @@ Load average (1 min) when the measurements began / ended: $load_start / $load_en
 |---|---|---:|---:|---:|---:|
 $rows
 Counts (overview, device list) are \`GROUP BY\` queries in the store, cut to the caller's scope
-in SQL; lists show 100 rows a page with previous / next links. The overview and device pages scan
+in SQL; lists show 100 rows a page with previous / next links. The deployment page's counts and
+its chart are \`GROUP BY\` queries over all its members (the chart's outcomes in at most 120 time
+spans), and a release page lists its own deployments 100 a page (here all $n_deployments deployments are
+of one release). The overview and device pages scan
 the devices table for their counts (no index on state or version yet); the audit page verifies
 every entry and every signed checkpoint on each visit, as the server does at start-up, so its
 time grows with the log ($n_audit entries here).

@@ -203,15 +203,7 @@ async fn every_page_renders_in_a_session_and_a_sites_operator_sees_only_its_devi
     );
 
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "groups": ["hospital-a"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
     let cookie = console_login(&h, &mut hana).await;
     let (_, _, body) = page(&h, "GET", "/console/devices", Some(&cookie), &[], None).await;
     assert!(body.contains(">a1<") && !body.contains(">b1<"), "{body}");
@@ -489,15 +481,7 @@ async fn counts_and_pages_cover_more_devices_than_a_list_page_holds_and_keep_the
 
     // A site's operator: every count is the site's.
     let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
-    let (s, v) = h
-        .call(
-            "PUT",
-            "/api/v1/users/hana/scope",
-            Some(h.token(Role::Admin)),
-            Some(json!({ "groups": ["hospital-a"] })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
     let cookie = console_login(&h, &mut hana).await;
     let (_, _, body) = page(&h, "GET", "/console/", Some(&cookie), &[], None).await;
     assert_eq!(span(&body, "device-count"), "5025");
@@ -540,6 +524,335 @@ async fn counts_and_pages_cover_more_devices_than_a_list_page_holds_and_keep_the
     .await;
     assert_eq!(v["total"], 4020, "{v}");
     assert_eq!(v["by_version"], json!([["2.0.0", 4020]]), "{v}");
+}
+
+/// Limits hana's account to `scope` (as an admin).
+async fn scope_hana(h: &Harness, scope: serde_json::Value) {
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/api/v1/users/hana/scope",
+            Some(h.token(Role::Admin)),
+            Some(scope),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+}
+
+/// Uploads a release of `version` and security `counter`; its id.
+async fn uploaded(h: &Harness, version: &'static str, counter: u32) -> String {
+    let (s, v) = h.upload(common::release_bundle(version, counter)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates a deployment of `release` to `target` through the API; its id.
+async fn deployed(h: &Harness, release: &str, target: serde_json::Value) -> i64 {
+    let (s, v) = h.deploy(release, target, json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["id"].as_i64().unwrap()
+}
+
+/// A deployment of a release to all of `n` devices ([`many_devices`]), its members'
+/// `updated_at` and `status` then set straight in the table to the SQL expressions `at` and
+/// `status`; the release and the deployment.
+async fn finished_deployment(h: &Harness, n: u32, at: &str, status: &str) -> (String, i64) {
+    many_devices(h, n);
+    let release = uploaded(h, "2.0.0", 7).await;
+    let id = deployed(h, &release, json!({ "kind": "channel", "value": "stable" })).await;
+    let outcomes = format!(
+        "UPDATE members SET updated_at = {at}, status = {status} WHERE deployment_id = {id}"
+    );
+    h.raw_execute(&outcomes, &outcomes);
+    (release, id)
+}
+
+#[tokio::test]
+async fn the_deployment_page_counts_and_charts_more_members_than_a_page_holds() {
+    let h = Harness::with_env(ENV);
+    // By rank (the order the old page read 10,000 members in): the 50 ranked last reverted,
+    // every hundredth of the others failed.
+    let (_, id) = finished_deployment(
+        &h,
+        10_050,
+        "1000 + rank",
+        "CASE WHEN rank >= 10000 THEN 'reverted' WHEN rank % 100 = 0 THEN 'failed' \
+         ELSE 'confirmed' END",
+    )
+    .await;
+    assert_eq!(
+        h.raw_i64(&format!(
+            "SELECT COUNT(*) FROM members WHERE deployment_id = {id} AND rank >= 10000"
+        )),
+        50
+    );
+    let mut root = people::person(&h, "root", &[Role::Operator]).await;
+    let cookie = console_login(&h, &mut root).await;
+    let (s, _, body) = page(
+        &h,
+        "GET",
+        &format!("/console/deployments/{id}"),
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    for count in [
+        "data-status=\"confirmed\">9900<",
+        "data-status=\"failed\">100<",
+        "data-status=\"reverted\">50<",
+    ] {
+        assert!(body.contains(count), "{count}: {body}");
+    }
+    // The chart ends at every device's outcome, the reverted ones included.
+    for legend in ["confirmed (9900)", "failed (100)", "reverted (50)"] {
+        assert!(body.contains(legend), "{legend}: {body}");
+    }
+    // Drawn from spans counted by the database, not a point per device.
+    let points = body.matches(" H").count();
+    assert!(points < 3 * 130, "{points} points: {body}");
+
+    // The API answers the same counts whatever page of members it is asked for.
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments/{id}?limit=1"),
+            Some(h.token(Role::Operator)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["counts"]["reverted"], 50, "{v}");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
+#[tokio::test]
+async fn outcome_spans_count_each_device_once_at_its_last_change() {
+    let h = Harness::with_env(ENV);
+    // Ranks 0..299 at 0..299 seconds past 5,000: confirmed, except every third failed.
+    let (release, id) = finished_deployment(
+        &h,
+        300,
+        "5000 + rank",
+        "CASE WHEN rank % 3 = 0 THEN 'failed' ELSE 'confirmed' END",
+    )
+    .await;
+    let o = h.blocking(move |s| s.deployment_outcomes(id, 100).unwrap());
+    assert_eq!((o.start, o.width), (5000, 3));
+    let sum = |status| {
+        o.counts
+            .iter()
+            .filter(|c| c.0 == status)
+            .map(|c| c.2)
+            .sum::<u64>()
+    };
+    use sigil_server::rollout::DeviceStatus;
+    assert_eq!(sum(DeviceStatus::Failed), 100);
+    assert_eq!(sum(DeviceStatus::Confirmed), 200);
+    assert_eq!(sum(DeviceStatus::Reverted), 0);
+    // Span k holds ranks 3k, 3k+1, 3k+2: one failure and two confirmations, in span order.
+    assert_eq!(o.counts.len(), 200, "{o:?}");
+    assert!(o.counts.windows(2).all(|w| w[0].1 <= w[1].1), "{o:?}");
+    assert!(o
+        .counts
+        .iter()
+        .all(|c| c.1 < 100 && c.2 == if c.0 == DeviceStatus::Failed { 1 } else { 2 }));
+    // A deployment nobody has finished yet has no outcomes.
+    let fresh = deployed(
+        &h,
+        &release,
+        json!({ "kind": "group", "value": "hospital-a" }),
+    )
+    .await;
+    let o = h.blocking(move |s| s.deployment_outcomes(fresh, 100).unwrap());
+    assert!(o.counts.is_empty(), "{o:?}");
+}
+
+/// `n` more deployments copied from deployment `from`, straight into the table.
+fn copies_of_deployment(h: &Harness, from: i64, n: u32) {
+    let columns = "INSERT INTO deployments (release_id, vendor, device, target, policy, phase, \
+                   state, created_at, created_by, device_count) SELECT release_id, vendor, \
+                   device, target, policy, phase, 'completed', created_at, created_by, device_count";
+    h.raw_execute(
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             {columns} FROM deployments CROSS JOIN n WHERE id = {from}"
+        ),
+        &format!("{columns} FROM deployments CROSS JOIN generate_series(1, {n}) WHERE id = {from}"),
+    );
+}
+
+#[tokio::test]
+async fn a_release_page_lists_its_own_deployments_behind_more_than_a_list_of_others() {
+    let h = Harness::with_env(ENV);
+    many_devices(&h, 20);
+    let old = uploaded(&h, "2.0.0", 7).await;
+    let new = uploaded(&h, "2.1.0", 8).await;
+    let mut first = Vec::new();
+    for _ in 0..101 {
+        first.push(deployed(&h, &old, json!({ "kind": "group", "value": "hospital-a" })).await);
+    }
+    // 10,050 newer deployments of another release of the same product (the old page read
+    // the product's newest 10,000 and found none of the old release's).
+    let other = deployed(&h, &new, json!({ "kind": "channel", "value": "stable" })).await;
+    copies_of_deployment(&h, other, 10_049);
+
+    let mut root = people::person(&h, "root", &[Role::Operator]).await;
+    let cookie = console_login(&h, &mut root).await;
+    let path = format!("/console/releases/{old}");
+    let (s, _, body) = page(&h, "GET", &path, Some(&cookie), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // A page of 100, newest first, and a link to the rest.
+    let shown = |body: &str, id: i64| body.contains(&format!("/console/deployments/{id}\""));
+    assert!(shown(&body, first[100]) && shown(&body, first[1]), "{body}");
+    assert!(!shown(&body, first[0]) && !shown(&body, other), "{body}");
+    assert!(
+        body.contains(&format!("href=\"{path}?offset=100\" rel=\"next\"")),
+        "{body}"
+    );
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        &format!("{path}?offset=100"),
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    assert!(shown(&body, first[0]) && !shown(&body, first[1]), "{body}");
+    assert!(!body.contains("rel=\"next\""), "{body}");
+
+    // The API filter, and a release id it refuses.
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/api/v1/deployments?release={old}&limit=1000"),
+            Some(h.token(Role::Operator)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(101), "{v}");
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["release_id"] == old.as_str()));
+    let (s, v) = h
+        .call(
+            "GET",
+            "/api/v1/deployments?release=nope",
+            Some(h.token(Role::Operator)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}
+
+#[tokio::test]
+async fn scoped_deployment_lists_are_cut_by_the_database_and_page_within_the_scope() {
+    let h = Harness::with_env(ENV);
+    many_devices(&h, 20);
+    let release = uploaded(&h, "2.0.0", 7).await;
+    // Hana's scope is hospital-a (even devices): a group target of hospital-a and a device
+    // list of even devices are hers; a channel (it reaches every site), the other site, a
+    // device list with one odd device are not.
+    let a = json!({ "kind": "group", "value": "hospital-a" });
+    let mine_by_list = json!({ "kind": "devices", "value": ["d00002", "d00004"] });
+    let mut mine = vec![deployed(&h, &release, mine_by_list).await];
+    for target in [
+        json!({ "kind": "channel", "value": "stable" }),
+        json!({ "kind": "group", "value": "hospital-b" }),
+        json!({ "kind": "devices", "value": ["d00002", "d00003"] }),
+    ] {
+        deployed(&h, &release, target).await;
+    }
+    for _ in 0..150 {
+        mine.push(deployed(&h, &release, a.clone()).await);
+        deployed(
+            &h,
+            &release,
+            json!({ "kind": "group", "value": "hospital-b" }),
+        )
+        .await;
+    }
+    mine.reverse();
+    let mut hana = people::person(&h, "hana", &[Role::Operator]).await;
+    scope_hana(&h, json!({ "groups": ["hospital-a"] })).await;
+
+    // Pages of the API list: every row hers, in order, the pages adding up to her 151.
+    let mut seen = Vec::new();
+    for offset in [0, 100, 200] {
+        let (s, v) = people::as_person(
+            &h,
+            &hana,
+            "GET",
+            &format!("/api/v1/deployments?offset={offset}&limit=100"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        seen.extend(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_i64().unwrap()),
+        );
+    }
+    assert_eq!(seen, mine);
+    // Filters combine with the scope.
+    let (_, v) = people::as_person(
+        &h,
+        &hana,
+        "GET",
+        &format!("/api/v1/deployments?release={release}&product=acme/pump-x2&limit=1000"),
+        None,
+    )
+    .await;
+    assert_eq!(v.as_array().map(Vec::len), Some(151), "{v}");
+    let (_, v) = people::as_person(
+        &h,
+        &hana,
+        "GET",
+        "/api/v1/deployments?product=acme/other&limit=1000",
+        None,
+    )
+    .await;
+    assert_eq!(v, json!([]));
+
+    // The console's list: her newest 100, then the rest.
+    let cookie = console_login(&h, &mut hana).await;
+    let (_, _, body) = page(&h, "GET", "/console/deployments", Some(&cookie), &[], None).await;
+    let rows = body.matches("href=\"/console/deployments/").count();
+    assert_eq!(rows, 100, "{body}");
+    let (_, _, body) = page(
+        &h,
+        "GET",
+        "/console/deployments?offset=100",
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
+    let rows = body.matches("href=\"/console/deployments/").count();
+    assert_eq!(rows, 51, "{body}");
+    assert!(
+        body.contains(&format!("/console/deployments/{}\"", mine[150])),
+        "{body}"
+    );
+
+    // A scope by channel: channel targets on it are in, group targets are not.
+    scope_hana(&h, json!({ "channels": ["stable"] })).await;
+    let (_, v) = people::as_person(&h, &hana, "GET", "/api/v1/deployments?limit=1000", None).await;
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["target"]["kind"].as_str().unwrap())
+        .collect();
+    // The channel target, and the two device lists whose devices all exist (on stable).
+    assert_eq!(kinds, ["devices", "channel", "devices"], "{v}");
 }
 
 // ------------------------------------------------------------------ in a real browser

@@ -331,16 +331,12 @@ pub async fn queue(State(state): State<AppState>, caller: Caller) -> Result<Json
             ] {
                 let filter = crate::store::DeploymentFilter {
                     state: Some(state),
+                    scope: scope.clone(),
                     ..Default::default()
                 };
                 for d in s.deployments(&filter, Page::ALL)? {
                     if d.policy.hold_after_phase.is_none() {
                         continue;
-                    }
-                    if let Some(sc) = &scope {
-                        if !super::scopes::deployment_in_scope(s, sc, &d)? {
-                            continue;
-                        }
                     }
                     deployments.push(d);
                 }

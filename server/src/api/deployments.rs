@@ -128,9 +128,12 @@ pub struct DeploymentsQuery {
     /// `VENDOR/DEVICE`.
     product: Option<String>,
     state: Option<DeploymentState>,
+    /// A release id: only deployments of that release.
+    release: Option<String>,
 }
 
-/// `GET /api/v1/deployments?offset=&limit=&product=&state=`: newest first.
+/// `GET /api/v1/deployments?offset=&limit=&product=&state=&release=`: newest first; a
+/// scoped caller's list holds only deployments in its scope, cut by the database.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -138,26 +141,18 @@ pub async fn list(
 ) -> Result<Json<Vec<Deployment>>, ApiError> {
     caller.require(&[Role::Operator, Role::Auditor])?;
     let q = query?.0;
+    if q.release.as_deref().is_some_and(|r| !is_bundle_id(r)) {
+        return Err(ApiError::BadRequest(
+            "release must be a release id (64 lowercase hex digits)".to_owned(),
+        ));
+    }
     let filter = DeploymentFilter {
         product: q.product.as_deref().map(parse_product).transpose()?,
         state: q.state,
+        release: q.release,
+        scope: caller.scope().cloned(),
     };
     let page = PageQuery::new(q.offset, q.limit).page()?;
-    if let Some(scope) = caller.scope().cloned() {
-        let mine = state
-            .db
-            .run(move |s| {
-                let mut mine = Vec::new();
-                for d in s.deployments(&filter, Page::ALL)? {
-                    if super::scopes::deployment_in_scope(s, &scope, &d)? {
-                        mine.push(d);
-                    }
-                }
-                Ok(mine)
-            })
-            .await?;
-        return Ok(Json(super::scopes::window(mine, page)));
-    }
     Ok(Json(
         state.db.run(move |s| s.deployments(&filter, page)).await?,
     ))
@@ -175,7 +170,8 @@ pub struct DeploymentView {
     members: Vec<Member>,
 }
 
-fn parse_id(id: &str) -> Result<i64, ApiError> {
+/// A deployment id from a path; anything else is a deployment not found.
+pub fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse()
         .map_err(|_| ApiError::NotFound(format!("deployment {id:.70} not found")))
 }

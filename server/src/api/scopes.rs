@@ -5,7 +5,8 @@
 //! - Devices: lists hold only devices in scope; one out of scope is answered 404 (show,
 //!   reports, revoke), as if it did not exist; enrolling one is refused (403).
 //! - Deployments: a deployment is in scope when every device its target can reach is
-//!   ([`Scope::admits_target`]); lists hold only those, others are 404 (show, actions,
+//!   ([`Scope::admits_target`]); lists hold only those (cut by the database, through
+//!   [`crate::store::DeploymentFilter::scope`]), others are 404 (show, actions,
 //!   approvals), and creating one beyond the scope is refused (403). Its counts and members
 //!   are then the scope's devices.
 //! - Releases: lists and reads hold only the scope's products.

@@ -121,6 +121,17 @@ impl Scope {
             && (self.channels.is_empty() || self.channels.contains(&d.channel))
     }
 
+    /// [`Scope::admits_target`] for a database to write as SQL: which channel targets and
+    /// which group targets it admits (`None`: none; an empty list: any), the product aside.
+    /// A device-list target is admitted when every listed device passes a device list cut to
+    /// the scope ([`super::DeviceFilter::scope`]).
+    pub fn target_rule(&self) -> TargetRule<'_> {
+        TargetRule {
+            channels: self.groups.is_empty().then_some(self.channels.as_slice()),
+            groups: self.channels.is_empty().then_some(self.groups.as_slice()),
+        }
+    }
+
     /// Whether every device a deployment of `product` to `target` can reach is in scope,
     /// whatever devices join the fleet later: a channel target needs no group restriction
     /// and its channel in scope, a group target no channel restriction and its group in
@@ -129,18 +140,27 @@ impl Scope {
         if !self.admits_product(product) {
             return false;
         }
+        let rule = self.target_rule();
+        let within = |admitted: Option<&[String]>, v: &String| {
+            admitted.is_some_and(|a| a.is_empty() || a.contains(v))
+        };
         match target {
-            Target::Channel(c) => {
-                self.groups.is_empty() && (self.channels.is_empty() || self.channels.contains(c))
-            }
-            Target::Group(g) => {
-                self.channels.is_empty() && (self.groups.is_empty() || self.groups.contains(g))
-            }
+            Target::Channel(c) => within(rule.channels, c),
+            Target::Group(g) => within(rule.groups, g),
             Target::Devices(ids) => ids
                 .iter()
                 .all(|id| devices.iter().any(|d| &d.id == id && self.admits_device(d))),
         }
     }
+}
+
+/// Which channel and group targets a scope admits: see [`Scope::target_rule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetRule<'a> {
+    /// Channel targets on one of these channels (any when empty); `None`: no channel target.
+    pub channels: Option<&'a [String]>,
+    /// Group targets of one of these groups (any when empty); `None`: no group target.
+    pub groups: Option<&'a [String]>,
 }
 
 /// What a login checks, and the failure counters.

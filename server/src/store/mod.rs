@@ -116,6 +116,9 @@ pub trait DeploymentStore {
     fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>>;
     /// One deployment with its members.
     fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>>;
+    /// A deployment's confirmed, failed and reverted devices over time, in at most `spans`
+    /// equal spans (at least 1); empty when none has reached those statuses.
+    fn deployment_outcomes(&self, id: i64, spans: u32) -> StoreResult<Outcomes>;
     /// Pauses, resumes or cancels.
     fn act_on_deployment(
         &self,

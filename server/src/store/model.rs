@@ -300,6 +300,12 @@ pub struct DeploymentFilter {
     pub product: Option<Product>,
     /// Only deployments in this state.
     pub state: Option<DeploymentState>,
+    /// Only deployments of this release.
+    pub release: Option<String>,
+    /// Only deployments in this account's scope (see
+    /// [`super::accounts::Scope::admits_target`]): cut by the database, so pages hold whole
+    /// pages of what the scope may see.
+    pub scope: Option<super::accounts::Scope>,
 }
 
 /// Which devices a device list returns: every condition given must hold.
@@ -395,6 +401,19 @@ pub struct DeploymentDetail {
     pub counts: Vec<(DeviceStatus, u64)>,
     /// The requested page of members, in rank order.
     pub members: Vec<Member>,
+}
+
+/// When a deployment's devices reached confirmed, failed or reverted, counted by the database
+/// in equal spans of time from the first such change to the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Start of the first span (seconds since the epoch).
+    pub start: u64,
+    /// Length of each span in seconds (at least 1).
+    pub width: u64,
+    /// Per status and span index (in span order), the devices whose last change to that
+    /// status fell in the span; spans with none are left out.
+    pub counts: Vec<(DeviceStatus, u64, u64)>,
 }
 
 /// A new deployment request.

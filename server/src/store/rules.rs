@@ -378,6 +378,19 @@ pub fn checkpoint_step(
     })
 }
 
+/// The statuses [`crate::store::DeploymentStore::deployment_outcomes`] counts over time.
+pub const OUTCOMES: [DeviceStatus; 3] = [
+    DeviceStatus::Confirmed,
+    DeviceStatus::Failed,
+    DeviceStatus::Reverted,
+];
+
+/// The span length that cuts `first..=last` into at most `spans` equal spans: every
+/// `(t - first) / width` for `t` in that range is below `spans`.
+pub fn outcome_width(first: u64, last: u64, spans: u32) -> u64 {
+    (last.saturating_sub(first) / u64::from(spans.max(1))).saturating_add(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +406,28 @@ mod tests {
     fn audit_actions_round_trip() {
         for a in AuditAction::ALL {
             assert_eq!(AuditAction::parse(a.as_str()), Some(a));
+        }
+    }
+
+    #[test]
+    fn outcome_spans_cover_first_to_last_within_the_span_count() {
+        for (first, last, spans) in [
+            (0, 0, 60),
+            (10, 10, 1),
+            (0, 59, 60),
+            (0, 60, 60),
+            (5, 1_000_003, 60),
+            (0, u64::MAX, 60),
+            (3, 7, 0),
+        ] {
+            let w = outcome_width(first, last, spans);
+            assert!(w >= 1);
+            for t in [first, (first / 2).saturating_add(last / 2), last] {
+                assert!(
+                    (t - first) / w < u64::from(spans.max(1)),
+                    "{first} {last} {spans}"
+                );
+            }
         }
     }
 }

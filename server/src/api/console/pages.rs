@@ -22,7 +22,8 @@ use super::super::{ApiJson, AppState, Caller};
 use super::charts::{self, Series};
 use super::see_other;
 use crate::error::ApiError;
-use crate::store::{now_secs, Role};
+use crate::rollout::DeviceStatus;
+use crate::store::{now_secs, Outcomes, Role};
 
 /// A page's answer: the page, or an error page / redirect.
 pub(super) type Page = Result<Response, Response>;
@@ -719,6 +720,7 @@ struct ReleasePage {
     author: String,
     decisions: Vec<DecisionRow>,
     deployed: Vec<DeploymentRow>,
+    pager: Pager,
 }
 
 struct DecisionRow {
@@ -744,11 +746,13 @@ fn decision_rows(v: &Value) -> Vec<DecisionRow> {
         .unwrap_or_default()
 }
 
-/// `GET /console/releases/{id}`: manifest fields, approvals, where it is deployed.
+/// `GET /console/releases/{id}?offset=`: manifest fields, approvals, where it is deployed (a
+/// page of [`PAGE_ROWS`] deployments, newest first).
 pub async fn release(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
     Path(id): Path<String>,
+    uri: Uri,
 ) -> Page {
     let (caller, nav) = person(caller)?;
     let answer = releases::show(State(state.clone()), caller.clone(), Path(id.clone()))
@@ -778,18 +782,16 @@ pub async fn release(
             .ok()
             .and_then(|Json(a)| serde_json::to_value(a).ok())
             .unwrap_or(Value::Null);
-    let product = format!("{}/{}", text(&r, "vendor"), text(&r, "device"));
-    let q = Query(body(json!({ "product": product, "limit": 10000 }))?);
-    let deployed = deployments::list(State(state), caller, Ok(q))
-        .await
-        .ok()
-        .and_then(|Json(a)| serde_json::to_value(a).ok())
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter(|d| d.get("release_id").and_then(Value::as_str) == Some(id.as_str()))
-        .map(deployment_row)
-        .collect();
+    // Where it is deployed: the release's own deployments, a page at a time.
+    let (deployed, pager) = deployment_rows(
+        &state,
+        &caller,
+        &uri,
+        &format!("/console/releases/{}", urlencode(&id)),
+        &[],
+        &[("release", &id)],
+    )
+    .await?;
     ok(&ReleasePage {
         nav,
         decide_action: format!("/console/releases/{}/decide", urlencode(&id)),
@@ -800,6 +802,7 @@ pub async fn release(
         author: text(&approvals_state, "author"),
         decisions: decision_rows(&approvals_state),
         deployed,
+        pager,
     })
 }
 
@@ -825,6 +828,31 @@ pub async fn decide_release(
 
 // ---------------------------------------------------------------- deployments
 
+/// A page of [`PAGE_ROWS`] deployments (newest first) at the `offset` of `uri`, filtered by
+/// the page's `kept` query fields and `fixed` ones, with its pager to `path`.
+async fn deployment_rows(
+    state: &AppState,
+    caller: &Caller,
+    uri: &Uri,
+    path: &str,
+    kept: &[&str],
+    fixed: &[(&str, &str)],
+) -> Result<(Vec<DeploymentRow>, Pager), Response> {
+    // One row more than shown: whether a next page exists.
+    let limit = PAGE_ROWS.saturating_add(1).to_string();
+    let mut keys = kept.to_vec();
+    keys.push("offset");
+    let mut extra = fixed.to_vec();
+    extra.push(("limit", &limit));
+    let q = query(uri, &keys, &extra)?;
+    let list = value(deployments::list(State(state.clone()), caller.clone(), Ok(q)).await)?;
+    let mut rows = each(&list, deployment_row);
+    let more = rows.len() as u64 > PAGE_ROWS;
+    rows.truncate(PAGE_ROWS as usize);
+    let pager = Pager::new(path, uri, kept, rows.len() as u64, more, None);
+    Ok((rows, pager))
+}
+
 #[derive(Template)]
 #[template(path = "deployments.html")]
 struct DeploymentsPage {
@@ -840,21 +868,15 @@ pub async fn deployments(
     uri: Uri,
 ) -> Page {
     let (caller, nav) = person(caller)?;
-    // One row more than shown: whether a next page exists.
-    let limit = PAGE_ROWS.saturating_add(1).to_string();
-    let q = query(&uri, &["product", "state", "offset"], &[("limit", &limit)])?;
-    let list = value(deployments::list(State(state), caller, Ok(q)).await)?;
-    let mut rows = each(&list, deployment_row);
-    let more = rows.len() as u64 > PAGE_ROWS;
-    rows.truncate(PAGE_ROWS as usize);
-    let pager = Pager::new(
-        "/console/deployments",
+    let (rows, pager) = deployment_rows(
+        &state,
+        &caller,
         &uri,
+        "/console/deployments",
         &["product", "state"],
-        rows.len() as u64,
-        more,
-        None,
-    );
+        &[],
+    )
+    .await?;
     ok(&DeploymentsPage { nav, rows, pager })
 }
 
@@ -895,7 +917,8 @@ pub async fn deployment(
     Path(id): Path<String>,
 ) -> Page {
     let (caller, nav) = person(caller)?;
-    let q = Query(body(json!({ "limit": 10000 }))?);
+    // The counts cover every device; the page needs no members.
+    let q = Query(body(json!({ "limit": 1 }))?);
     let d = value(
         deployments::show(
             State(state.clone()),
@@ -926,7 +949,9 @@ pub async fn deployment(
     } else {
         Vec::new()
     };
-    let a = value(approvals::deployment_approvals(State(state), caller, Path(id)).await)?;
+    let a = value(
+        approvals::deployment_approvals(State(state.clone()), caller, Path(id.clone())).await,
+    )?;
     let counts = d
         .get("counts")
         .and_then(Value::as_object)
@@ -936,45 +961,16 @@ pub async fn deployment(
                 .collect()
         })
         .unwrap_or_default();
-    // Confirmed / failed / reverted over time: each member counted from its last change.
-    let mut series = [
-        ("confirmed", "ok", Vec::new()),
-        ("failed", "bad", Vec::new()),
-        ("reverted", "warn", Vec::new()),
-    ];
-    let mut members: Vec<(u64, String)> = d
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|m| {
-            m.iter()
-                .map(|m| {
-                    (
-                        m.get("updated_at").and_then(Value::as_u64).unwrap_or(0),
-                        text(m, "status"),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    members.sort();
-    for (at, status) in &members {
-        for (name, _, points) in series.iter_mut() {
-            if status == name {
-                let n = points.last().map_or(0, |p: &(u64, u64)| p.1) + 1;
-                points.push((*at, n));
-            }
-        }
-    }
+    // Shown only once `show` has found the deployment in the caller's scope.
+    let n = deployments::parse_id(&id).map_err(error_page)?;
+    let outcomes = state
+        .db
+        .run(move |s| s.deployment_outcomes(n, CHART_SPANS))
+        .await
+        .map_err(error_page)?;
     let chart = charts::lines(
         "confirmed, failed and reverted devices over time",
-        &series
-            .into_iter()
-            .map(|(name, class, points)| Series {
-                name,
-                class,
-                points,
-            })
-            .collect::<Vec<_>>(),
+        &outcome_series(&outcomes),
     );
     let phase = d.get("phase").and_then(Value::as_u64).unwrap_or(0);
     let phases = d
@@ -1010,6 +1006,39 @@ pub async fn deployment(
         withheld,
         withheld_rows,
     })
+}
+
+/// Spans of the deployment chart: the store counts outcomes in at most this many.
+const CHART_SPANS: u32 = 120;
+
+/// Confirmed / failed / reverted devices over time, each series cumulative, one point at
+/// the end of every span in which its count rose.
+fn outcome_series(o: &Outcomes) -> Vec<Series> {
+    [
+        (DeviceStatus::Confirmed, "ok"),
+        (DeviceStatus::Failed, "bad"),
+        (DeviceStatus::Reverted, "warn"),
+    ]
+    .into_iter()
+    .map(|(status, class)| {
+        let mut total = 0u64;
+        let points = o
+            .counts
+            .iter()
+            .filter(|(s, _, _)| *s == status)
+            .map(|(_, span, n)| {
+                total = total.saturating_add(*n);
+                let end = span.saturating_add(1).saturating_mul(o.width);
+                (o.start.saturating_add(end.saturating_sub(1)), total)
+            })
+            .collect();
+        Series {
+            name: status.as_str(),
+            class,
+            points,
+        }
+    })
+    .collect()
 }
 
 fn compact(v: &Value) -> String {

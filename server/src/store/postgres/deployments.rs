@@ -1,5 +1,6 @@
 //! [`crate::store::DeploymentStore`] on PostgreSQL.
 
+use super::devices::{device_where, refs, Arg};
 use super::rows::*;
 use super::PgStore;
 use crate::rollout::{Counts, DeploymentState};
@@ -81,24 +82,18 @@ impl DeploymentStore for PgStore {
     }
 
     fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>> {
-        let mut c = self.conn()?;
-        let vendor = filter.product.as_ref().map(|p| p.vendor.as_str());
-        let device = filter.product.as_ref().map(|p| p.device.as_str());
-        let state = filter.state.map(DeploymentState::as_str);
-        let rows = c.query(
+        let (cond, mut args) = deployment_where(filter, 3);
+        let mut all: Vec<Arg> = vec![
+            Box::new(i64::from(page.limit)),
+            Box::new(to_sql(page.offset)),
+        ];
+        all.append(&mut args);
+        let rows = self.conn()?.query(
             &format!(
-                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
-                 WHERE ($3::TEXT IS NULL OR d.vendor = $3) AND ($4::TEXT IS NULL OR d.device = $4) \
-                   AND ($5::TEXT IS NULL OR d.state = $5) \
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE {cond} \
                  ORDER BY d.id DESC LIMIT $1 OFFSET $2"
             ),
-            &[
-                &i64::from(page.limit),
-                &to_sql(page.offset),
-                &vendor,
-                &device,
-                &state,
-            ],
+            &refs(&all),
         )?;
         rows.iter().map(deployment_row).collect()
     }
@@ -106,11 +101,7 @@ impl DeploymentStore for PgStore {
     fn deployment(&self, id: i64, page: Page) -> StoreResult<Option<DeploymentDetail>> {
         let mut c = self.conn()?;
         // One snapshot for the deployment, its counts and its members.
-        let mut tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-            .start()?;
+        let mut tx = snapshot(&mut c)?;
         let Some(dep) = load_deployment(&mut tx, id, false)? else {
             return Ok(None);
         };
@@ -149,6 +140,52 @@ impl DeploymentStore for PgStore {
             counts,
             members,
         }))
+    }
+
+    fn deployment_outcomes(&self, id: i64, spans: u32) -> StoreResult<Outcomes> {
+        let mut c = self.conn()?;
+        // One snapshot for the span bounds and the counts.
+        let mut tx = snapshot(&mut c)?;
+        let statuses: Vec<String> = rules::OUTCOMES
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        let bounds = tx.query_one(
+            "SELECT MIN(updated_at), MAX(updated_at) FROM members \
+             WHERE deployment_id = $1 AND status = ANY($2::TEXT[])",
+            &[&id, &statuses],
+        )?;
+        let (Some(first), Some(last)) = (
+            bounds.try_get::<_, Option<i64>>(0)?,
+            bounds.try_get::<_, Option<i64>>(1)?,
+        ) else {
+            return Ok(Outcomes::default());
+        };
+        let (start, width) = (
+            from_sql(first),
+            rules::outcome_width(from_sql(first), from_sql(last), spans),
+        );
+        let rows = tx.query(
+            "SELECT status, (updated_at - $3) / $4 AS span, COUNT(*) FROM members \
+             WHERE deployment_id = $1 AND status = ANY($2::TEXT[]) \
+             GROUP BY status, span ORDER BY span, status",
+            &[&id, &statuses, &first, &to_sql(width)],
+        )?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            counts.push((
+                parse_status(&status)?,
+                from_sql(r.try_get(1)?),
+                from_sql(r.try_get(2)?),
+            ));
+        }
+        tx.commit()?;
+        Ok(Outcomes {
+            start,
+            width,
+            counts,
+        })
     }
 
     fn act_on_deployment(
@@ -206,4 +243,86 @@ impl DeploymentStore for PgStore {
             },
         })
     }
+}
+
+/// A read-only transaction on one snapshot, so that the answers it reads agree.
+fn snapshot(c: &mut ::postgres::Client) -> StoreResult<::postgres::Transaction<'_>> {
+    Ok(c.build_transaction()
+        .read_only(true)
+        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+        .start()?)
+}
+
+/// The `WHERE` condition of `filter` on `deployments d` (`TRUE` when it has none) and its
+/// parameters, numbered from `$first` on.
+fn deployment_where(filter: &DeploymentFilter, first: usize) -> (String, Vec<Arg>) {
+    let mut args: Vec<Arg> = Vec::new();
+    let arg = |v: Arg, args: &mut Vec<Arg>| {
+        args.push(v);
+        format!("${}", first + args.len() - 1)
+    };
+    let mut parts = Vec::new();
+    if let Some(p) = &filter.product {
+        let v = arg(Box::new(p.vendor.clone()), &mut args);
+        let d = arg(Box::new(p.device.clone()), &mut args);
+        parts.push(format!("d.vendor = {v}::TEXT AND d.device = {d}::TEXT"));
+    }
+    if let Some(state) = filter.state {
+        let s = arg(Box::new(state.as_str().to_owned()), &mut args);
+        parts.push(format!("d.state = {s}::TEXT"));
+    }
+    if let Some(release) = &filter.release {
+        let r = arg(Box::new(release.clone()), &mut args);
+        parts.push(format!("d.release_id = {r}::TEXT"));
+    }
+    if let Some(scope) = filter.scope.as_ref().filter(|s| !s.is_unrestricted()) {
+        if !scope.products.is_empty() {
+            let each: Vec<String> = scope
+                .products
+                .iter()
+                .map(|p| {
+                    let v = arg(Box::new(p.vendor.clone()), &mut args);
+                    let d = arg(Box::new(p.device.clone()), &mut args);
+                    format!("(d.vendor = {v}::TEXT AND d.device = {d}::TEXT)")
+                })
+                .collect();
+            parts.push(format!("({})", each.join(" OR ")));
+        }
+        let rule = scope.target_rule();
+        let mut kinds = Vec::new();
+        for (kind, admitted) in [("channel", rule.channels), ("group", rule.groups)] {
+            match admitted {
+                None => {}
+                Some([]) => kinds.push(format!("(d.target::jsonb ->> 'kind') = '{kind}'")),
+                Some(values) => {
+                    let list = arg(Box::new(values.to_vec()), &mut args);
+                    kinds.push(format!(
+                        "((d.target::jsonb ->> 'kind') = '{kind}' \
+                         AND (d.target::jsonb ->> 'value') = ANY({list}::TEXT[]))"
+                    ));
+                }
+            }
+        }
+        let devices = DeviceFilter {
+            scope: Some(scope.clone()),
+            ..DeviceFilter::default()
+        };
+        let (cond, mut more) = device_where(&devices, first + args.len());
+        args.append(&mut more);
+        // PostgreSQL may evaluate the subquery before the kind test: other kinds read as an
+        // empty list rather than an error on their text value.
+        kinds.push(format!(
+            "((d.target::jsonb ->> 'kind') = 'devices' AND NOT EXISTS (\
+             SELECT 1 FROM jsonb_array_elements_text(CASE WHEN (d.target::jsonb ->> 'kind') = \
+             'devices' THEN d.target::jsonb -> 'value' ELSE '[]'::jsonb END) AS listed(id) \
+             WHERE NOT EXISTS (SELECT 1 FROM devices WHERE devices.id = listed.id AND {cond})))"
+        ));
+        parts.push(format!("({})", kinds.join(" OR ")));
+    }
+    let cond = if parts.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        parts.join(" AND ")
+    };
+    (cond, args)
 }

@@ -134,15 +134,15 @@ impl DeviceStore for PgStore {
     }
 }
 
-type Arg = Box<dyn ::postgres::types::ToSql + Sync>;
+pub(super) type Arg = Box<dyn ::postgres::types::ToSql + Sync>;
 
-fn refs(args: &[Arg]) -> Vec<&(dyn ::postgres::types::ToSql + Sync)> {
+pub(super) fn refs(args: &[Arg]) -> Vec<&(dyn ::postgres::types::ToSql + Sync)> {
     args.iter().map(|a| &**a).collect()
 }
 
 /// The `WHERE` condition of `filter` (`TRUE` when it has none) and its parameters, numbered
 /// from `$first` on.
-fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Arg>) {
+pub(super) fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Arg>) {
     let mut args: Vec<Arg> = Vec::new();
     let mut arg = |v: Arg| {
         args.push(v);

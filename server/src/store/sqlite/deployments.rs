@@ -2,7 +2,8 @@
 
 use super::rows::*;
 use super::SqliteStore;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use crate::rollout::{Counts, DeploymentState};
 use crate::store::*;
@@ -63,19 +64,20 @@ impl DeploymentStore for SqliteStore {
     }
 
     fn deployments(&self, filter: &DeploymentFilter, page: Page) -> StoreResult<Vec<Deployment>> {
-        let rows = filtered_list(
-            &*self.reader()?,
-            &format!(
-                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d \
-                 WHERE (?3 IS NULL OR d.vendor = ?3) AND (?4 IS NULL OR d.device = ?4) \
-                   AND (?5 IS NULL OR d.state = ?5) \
-                 ORDER BY d.id DESC LIMIT ?1 OFFSET ?2"
-            ),
-            page,
-            filter.product.as_ref(),
-            &[&filter.state.map(DeploymentState::as_str)],
-            deployment_row,
-        )?;
+        let (cond, mut args) = deployment_where(filter, 3);
+        let mut all = vec![
+            Value::Integer(page.limit.into()),
+            Value::Integer(to_sql(page.offset)),
+        ];
+        all.append(&mut args);
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE {cond} \
+             ORDER BY d.id DESC LIMIT ?1 OFFSET ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params_from_iter(all), deployment_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(finish_deployment).collect()
     }
 
@@ -123,6 +125,55 @@ impl DeploymentStore for SqliteStore {
             counts,
             members,
         }))
+    }
+
+    fn deployment_outcomes(&self, id: i64, spans: u32) -> StoreResult<Outcomes> {
+        let reader = self.reader()?;
+        // One snapshot for the span bounds and the counts (dropped unwritten).
+        let conn = reader.unchecked_transaction()?;
+        let statuses = rules::OUTCOMES.map(|s| Value::Text(s.as_str().to_owned()));
+        let (first, last): (Option<i64>, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT MIN(updated_at), MAX(updated_at) FROM members \
+                 WHERE deployment_id = ?1 AND status IN (?2, ?3, ?4)",
+            )?
+            .query_row(
+                params_from_iter([Value::Integer(id)].into_iter().chain(statuses.clone())),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Outcomes::default());
+        };
+        let (start, width) = (
+            from_sql(first),
+            rules::outcome_width(from_sql(first), from_sql(last), spans),
+        );
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, (updated_at - ?5) / ?6 AS span, COUNT(*) FROM members \
+             WHERE deployment_id = ?1 AND status IN (?2, ?3, ?4) \
+             GROUP BY status, span ORDER BY span, status",
+        )?;
+        let args = [Value::Integer(id)]
+            .into_iter()
+            .chain(statuses)
+            .chain([Value::Integer(first), Value::Integer(to_sql(width))]);
+        let rows = stmt.query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, span, n) = row?;
+            counts.push((parse_status(&status)?, from_sql(span), from_sql(n)));
+        }
+        Ok(Outcomes {
+            start,
+            width,
+            counts,
+        })
     }
 
     fn act_on_deployment(
@@ -181,4 +232,72 @@ impl DeploymentStore for SqliteStore {
             },
         })
     }
+}
+
+/// The `WHERE` condition of `filter` on `deployments d` (`1` when it has none) and its
+/// parameters, numbered from `?first` on.
+fn deployment_where(filter: &DeploymentFilter, first: usize) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = Vec::new();
+    let arg = |v: &str, args: &mut Vec<Value>| {
+        args.push(Value::Text(v.to_owned()));
+        format!("?{}", first + args.len() - 1)
+    };
+    let mut parts = Vec::new();
+    if let Some(p) = &filter.product {
+        let (v, d) = (arg(&p.vendor, &mut args), arg(&p.device, &mut args));
+        parts.push(format!("d.vendor = {v} AND d.device = {d}"));
+    }
+    if let Some(state) = filter.state {
+        parts.push(format!("d.state = {}", arg(state.as_str(), &mut args)));
+    }
+    if let Some(release) = &filter.release {
+        parts.push(format!("d.release_id = {}", arg(release, &mut args)));
+    }
+    if let Some(scope) = filter.scope.as_ref().filter(|s| !s.is_unrestricted()) {
+        if !scope.products.is_empty() {
+            let each: Vec<String> = scope
+                .products
+                .iter()
+                .map(|p| {
+                    let (v, d) = (arg(&p.vendor, &mut args), arg(&p.device, &mut args));
+                    format!("(d.vendor = {v} AND d.device = {d})")
+                })
+                .collect();
+            parts.push(format!("({})", each.join(" OR ")));
+        }
+        let rule = scope.target_rule();
+        let mut kinds = Vec::new();
+        for (kind, admitted) in [("channel", rule.channels), ("group", rule.groups)] {
+            match admitted {
+                None => {}
+                Some([]) => kinds.push(format!("json_extract(d.target, '$.kind') = '{kind}'")),
+                Some(values) => {
+                    let list: Vec<String> = values.iter().map(|v| arg(v, &mut args)).collect();
+                    kinds.push(format!(
+                        "(json_extract(d.target, '$.kind') = '{kind}' \
+                         AND json_extract(d.target, '$.value') IN ({}))",
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+        let devices = DeviceFilter {
+            scope: Some(scope.clone()),
+            ..DeviceFilter::default()
+        };
+        let (cond, mut more) = super::devices::device_where(&devices, first + args.len());
+        args.append(&mut more);
+        kinds.push(format!(
+            "(json_extract(d.target, '$.kind') = 'devices' AND NOT EXISTS (\
+             SELECT 1 FROM json_each(d.target, '$.value') listed WHERE NOT EXISTS (\
+             SELECT 1 FROM devices WHERE devices.id = listed.value AND {cond})))"
+        ));
+        parts.push(format!("({})", kinds.join(" OR ")));
+    }
+    let cond = if parts.is_empty() {
+        "1".to_owned()
+    } else {
+        parts.join(" AND ")
+    };
+    (cond, args)
 }

@@ -135,7 +135,7 @@ impl DeviceStore for SqliteStore {
 
 /// The `WHERE` condition of `filter` (`1` when it has none) and its parameters, numbered
 /// from `?first` on.
-fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Value>) {
+pub(super) fn device_where(filter: &DeviceFilter, first: usize) -> (String, Vec<Value>) {
     let mut args: Vec<Value> = Vec::new();
     let mut arg = |v: Value| {
         args.push(v);
