@@ -141,6 +141,19 @@ pub fn check_factor_remains(
     Ok(())
 }
 
+/// The answer for a passkey the person does not have.
+pub fn no_passkey(id: &[u8]) -> StoreError {
+    StoreError::NotFound {
+        what: "passkey",
+        id: crate::passkeys::encode_id(id),
+    }
+}
+
+/// The conflict of removing an authenticator app the person never set up.
+pub fn no_totp(name: &str) -> StoreError {
+    StoreError::Conflict(format!("{name} has no authenticator app set up"))
+}
+
 /// The conflict of a counter that did not advance (a cloned authenticator, or a replay).
 pub fn counter_did_not_advance() -> StoreError {
     StoreError::Conflict("the passkey's signature counter did not advance".to_owned())

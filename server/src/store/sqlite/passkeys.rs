@@ -180,10 +180,7 @@ impl PasskeyStore for SqliteStore {
                 params![id, name],
             )?;
             if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: "passkey",
-                    id: crate::passkeys::encode_id(id),
-                });
+                return Err(no_passkey(id));
             }
             append(tx, audit, crate::store::now_secs())?;
             Ok(())
@@ -193,9 +190,7 @@ impl PasskeyStore for SqliteStore {
     fn remove_totp(&self, name: &str, audit: &AuditEvent) -> StoreResult<()> {
         self.with_tx(|tx| {
             if !has_totp(tx, name)? {
-                return Err(StoreError::Conflict(format!(
-                    "{name} has no authenticator app set up"
-                )));
+                return Err(no_totp(name));
             }
             check_factor_remains(name, false, user_passkeys(tx, name)?.len())?;
             tx.execute(
