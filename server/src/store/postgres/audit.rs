@@ -17,20 +17,7 @@ impl AuditStore for PgStore {
              WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&to_sql(after), &i64::from(limit)],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    seq: from_sql(r.try_get(0)?),
-                    at: from_sql(r.try_get(1)?),
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    subject: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                    prev_hash: r.try_get(6)?,
-                    hash: r.try_get(7)?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(audit_entry).collect::<Result<_, _>>()?)
     }
 
     fn audit_head(&self) -> StoreResult<(u64, String)> {

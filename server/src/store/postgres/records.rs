@@ -103,19 +103,6 @@ impl RecordStore for PgStore {
              WHERE subject = $1 OR strpos(detail, $2) > 0 ORDER BY seq",
             &[&id, &json_needle(id)],
         )?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    seq: from_sql(r.try_get(0)?),
-                    at: from_sql(r.try_get(1)?),
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    subject: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                    prev_hash: r.try_get(6)?,
-                    hash: r.try_get(7)?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(audit_entry).collect::<Result<_, _>>()?)
     }
 }

@@ -27,6 +27,20 @@ pub(super) fn from_sql(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// An audit row, read as `SELECT seq, at, actor, action, subject, detail, prev_hash, hash`.
+pub(super) fn audit_entry(r: &Row) -> Result<AuditEntry, postgres::Error> {
+    Ok(AuditEntry {
+        seq: from_sql(r.try_get(0)?),
+        at: from_sql(r.try_get(1)?),
+        actor: r.try_get(2)?,
+        action: r.try_get(3)?,
+        subject: r.try_get(4)?,
+        detail: r.try_get(5)?,
+        prev_hash: r.try_get(6)?,
+        hash: r.try_get(7)?,
+    })
+}
+
 /// A stored 32-bit value (security counters, key set versions).
 pub(super) fn u32_sql(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)

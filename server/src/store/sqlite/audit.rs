@@ -18,18 +18,7 @@ impl AuditStore for SqliteStore {
             "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit \
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![to_sql(after), limit], |r| {
-            Ok(AuditEntry {
-                seq: from_sql(r.get(0)?),
-                at: from_sql(r.get(1)?),
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                subject: r.get(4)?,
-                detail: r.get(5)?,
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![to_sql(after), limit], audit_entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

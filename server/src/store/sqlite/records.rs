@@ -116,18 +116,7 @@ impl RecordStore for SqliteStore {
             "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit \
              WHERE subject = ?1 OR instr(detail, ?2) > 0 ORDER BY seq",
         )?;
-        let rows = stmt.query_map(params![id, json_needle(id)], |r| {
-            Ok(AuditEntry {
-                seq: from_sql(r.get(0)?),
-                at: from_sql(r.get(1)?),
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                subject: r.get(4)?,
-                detail: r.get(5)?,
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![id, json_needle(id)], audit_entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

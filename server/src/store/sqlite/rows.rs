@@ -192,6 +192,20 @@ pub(super) fn load_deployment(tx: &Connection, id: i64) -> StoreResult<Option<De
     row.map(finish_deployment).transpose()
 }
 
+/// An audit row, read as `SELECT seq, at, actor, action, subject, detail, prev_hash, hash`.
+pub(super) fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: from_sql(r.get(0)?),
+        at: from_sql(r.get(1)?),
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        subject: r.get(4)?,
+        detail: r.get(5)?,
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
 /// Appends an audit entry inside a transaction.
 pub(super) fn append(tx: &Connection, event: &AuditEvent, now: u64) -> StoreResult<AuditEntry> {
     let head: Option<(u64, String)> = tx
