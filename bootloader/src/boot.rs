@@ -179,6 +179,13 @@ impl VerifiedImage {
     }
 }
 
+/// Raises the floors of `state` to the counters of the verified image `info` (not written
+/// yet): whether that changed them.
+fn raise_floors(state: &mut BootState, info: &ImageInfo) -> bool {
+    let before = state.floors();
+    state.raise_floors(info.counters().floors()).floors() != before
+}
+
 /// The portable boot logic over one flash device.
 #[derive(Debug)]
 pub struct Bootloader<'a, F> {
@@ -252,8 +259,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 (Phase::Idle, _) => return self.boot_idle(loaded, envelope_buf),
                 (Phase::Swapping, _) => {
                     self.swap(loaded, Direction::Install, envelope_buf)?;
-                    let next = loaded.state.enter_trial(self.config.trial_attempts.max(1));
-                    self.commit(loaded, next)?;
+                    loaded.state.enter_trial(self.config.trial_attempts.max(1));
+                    self.commit(loaded)?;
                 }
                 (Phase::Trial, Some(Request::Confirm(digest)))
                     if digest == loaded.state.trial_image =>
@@ -269,8 +276,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 }
                 (Phase::Reverting, _) => {
                     self.swap(loaded, Direction::Revert, envelope_buf)?;
-                    let next = loaded.state.finish_revert();
-                    self.commit(loaded, next)?;
+                    loaded.state.finish_revert();
+                    self.commit(loaded)?;
                 }
             }
         }
@@ -317,8 +324,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         )
     }
 
-    fn commit(&mut self, loaded: &mut Loaded, next: BootState) -> Result<(), Error> {
-        loaded.commit(&mut self.flash, &self.layout, next)
+    fn commit(&mut self, loaded: &mut Loaded) -> Result<(), Error> {
+        loaded.commit(&mut self.flash, &self.layout)
     }
 
     /// Verifies the bundle at `base` with the device policy at `floors` (the state itself is
@@ -395,9 +402,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 return Err(Error::NoBootableImage(e));
             }
         };
-        let next = loaded.state.raise_floors(info.counters().floors());
-        if next != loaded.state || store::is_blank(loaded) {
-            self.commit(loaded, next)?;
+        if raise_floors(&mut loaded.state, &info) || store::is_blank(loaded) {
+            self.commit(loaded)?;
         }
         self.image(&info, false, 0)
     }
@@ -416,9 +422,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         #[cfg(feature = "encryption")]
         let mut previous = None;
         if let Ok(active) = self.verify(self.layout.active_offset(), floors, envelope_buf)? {
-            let raised = loaded.state.raise_floors(active.counters().floors());
-            if raised != loaded.state {
-                self.commit(loaded, raised)?;
+            if raise_floors(&mut loaded.state, &active) {
+                self.commit(loaded)?;
             }
             #[cfg(feature = "encryption")]
             {
@@ -476,10 +481,10 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             sectors,
             staged.security_counter
         );
-        let next = loaded
+        loaded
             .state
             .start_install(&staged.counters(), sectors, swap_id);
-        self.commit(loaded, next)
+        self.commit(loaded)
     }
 
     /// Whether the key record beside the staged encrypted bundle `digest` opens it (steps
@@ -516,8 +521,8 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
     }
 
     fn refuse(&mut self, loaded: &mut Loaded, why: Outcome) -> Result<(), Error> {
-        let next = loaded.state.refuse_install(why);
-        self.commit(loaded, next)
+        loaded.state.refuse_install(why);
+        self.commit(loaded)
     }
 
     /// Verifies the active image as the trial image: `Ok(Some)` when its digest matches.
@@ -547,13 +552,13 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
     ) -> Result<Option<VerifiedImage>, Error> {
         let Some(info) = self.verify_trial(loaded, envelope_buf)? else {
             log_warn!("confirmed image does not verify: reverting");
-            let next = loaded.state.start_revert(Outcome::TrialInvalid);
-            self.commit(loaded, next)?;
+            loaded.state.start_revert(Outcome::TrialInvalid);
+            self.commit(loaded)?;
             return Ok(None);
         };
         log_info!("trial image confirmed: counter {}", info.security_counter);
-        let next = loaded.state.confirm_trial(info.root);
-        self.commit(loaded, next)?;
+        loaded.state.confirm_trial(info.root);
+        self.commit(loaded)?;
         self.image(&info, false, 0).map(Some)
     }
 
@@ -567,15 +572,17 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
         } else if let Some(info) = self.verify_trial(loaded, envelope_buf)? {
-            let next = loaded.state.use_trial_boot();
-            self.commit(loaded, next)?;
-            return self.image(&info, true, next.attempts_left).map(Some);
+            loaded.state.use_trial_boot();
+            self.commit(loaded)?;
+            return self
+                .image(&info, true, loaded.state.attempts_left)
+                .map(Some);
         } else {
             log_warn!("trial image does not verify: reverting");
             Outcome::TrialInvalid
         };
-        let next = loaded.state.start_revert(why);
-        self.commit(loaded, next)?;
+        loaded.state.start_revert(why);
+        self.commit(loaded)?;
         Ok(None)
     }
 }

@@ -305,120 +305,101 @@ impl BootState {
     }
 
     // The transitions: each is written once, and the bootloader makes new states only
-    // through them (the state-and-request table in `boot.rs` names them).
+    // through them (the state-and-request table in `boot.rs` names them). Each changes the
+    // state in place (a record is 250 bytes: no copies on the boot path) and returns it for
+    // chaining; `Loaded::commit` then writes it.
 
     /// The one place the floors change: each rises to `to` if that is higher, never falls. The
     /// root floor moves only to a root of a higher version (a device adopts root N+1 when an
     /// image verified under it is confirmed; SECURITY.md, "Root rotation").
-    pub(crate) fn raise_floors(self, to: Floors) -> Self {
+    pub(crate) fn raise_floors(&mut self, to: Floors) -> &mut Self {
         let have = self.root_floor.map_or(0, |r| r.version);
-        let root_floor = match to.root {
-            Some(new) if new.version > have => Some(new),
-            _ => self.root_floor,
-        };
-        BootState {
-            min_security_counter: self.min_security_counter.max(to.security_counter),
-            min_key_set_version: self.min_key_set_version.max(to.key_set_version),
-            root_floor,
-            ..self
+        if let Some(new) = to.root.filter(|new| new.version > have) {
+            self.root_floor = Some(new);
         }
+        self.min_security_counter = self.min_security_counter.max(to.security_counter);
+        self.min_key_set_version = self.min_key_set_version.max(to.key_set_version);
+        self
     }
 
     /// Idle → Swapping: the verified staged image moves in over `sectors` sectors, as the
     /// install `swap_id` ([`BootState::next_swap_id`]; zero from a bootloader without
     /// decryption, which has no device-local keystream).
     pub(crate) fn start_install(
-        self,
+        &mut self,
         image: &ImageCounters,
         sectors: u32,
         swap_id: SwapId,
-    ) -> Self {
+    ) -> &mut Self {
         #[cfg(not(feature = "encryption"))]
         let _ = swap_id;
-        BootState {
-            phase: Phase::Swapping,
-            #[cfg(feature = "encryption")]
-            swap_id,
-            swap_progress: 0,
-            swap_sectors: sectors,
-            trial_security_counter: image.security_counter,
-            trial_key_set_version: image.key_set_version,
-            trial_image: image.digest,
-            attempts_left: 0,
-            ..self
+        #[cfg(feature = "encryption")]
+        {
+            self.swap_id = swap_id;
         }
+        self.phase = Phase::Swapping;
+        self.swap_progress = 0;
+        self.swap_sectors = sectors;
+        self.trial_security_counter = image.security_counter;
+        self.trial_key_set_version = image.key_set_version;
+        self.trial_image = image.digest;
+        self.attempts_left = 0;
+        self
     }
 
     /// Swapping / Reverting: `done` half-steps are complete.
-    pub(crate) fn swap_progressed(self, done: u32) -> Self {
-        BootState {
-            swap_progress: done,
-            ..self
-        }
+    pub(crate) fn swap_progressed(&mut self, done: u32) -> &mut Self {
+        self.swap_progress = done;
+        self
     }
 
     /// Swapping → Trial with `attempts` boots to be confirmed in.
-    pub(crate) fn enter_trial(self, attempts: u8) -> Self {
-        BootState {
-            phase: Phase::Trial,
-            attempts_left: attempts,
-            ..self
-        }
+    pub(crate) fn enter_trial(&mut self, attempts: u8) -> &mut Self {
+        self.phase = Phase::Trial;
+        self.attempts_left = attempts;
+        self
     }
 
     /// Trial: one boot of the budget used.
-    pub(crate) fn use_trial_boot(self) -> Self {
-        BootState {
-            attempts_left: self.attempts_left.saturating_sub(1),
-            ..self
-        }
+    pub(crate) fn use_trial_boot(&mut self) -> &mut Self {
+        self.attempts_left = self.attempts_left.saturating_sub(1);
+        self
     }
 
     /// Trial → Idle on a confirm request for the trial image: the floors rise to its counters
     /// and to `root`, the root it verified under in this boot.
-    pub(crate) fn confirm_trial(self, root: Option<RootFloor>) -> Self {
+    pub(crate) fn confirm_trial(&mut self, root: Option<RootFloor>) -> &mut Self {
         let floors = Floors {
             security_counter: self.trial_security_counter,
             key_set_version: self.trial_key_set_version,
             root,
         };
-        BootState {
-            phase: Phase::Idle,
-            attempts_left: 0,
-            outcome: Outcome::Confirmed,
-            ..self
-        }
-        .raise_floors(floors)
+        self.phase = Phase::Idle;
+        self.attempts_left = 0;
+        self.outcome = Outcome::Confirmed;
+        self.raise_floors(floors)
     }
 
     /// Trial → Reverting, for `why` (`Reverted` or `TrialInvalid`).
-    pub(crate) fn start_revert(self, why: Outcome) -> Self {
-        BootState {
-            phase: Phase::Reverting,
-            swap_progress: 0,
-            attempts_left: 0,
-            outcome: why,
-            ..self
-        }
+    pub(crate) fn start_revert(&mut self, why: Outcome) -> &mut Self {
+        self.phase = Phase::Reverting;
+        self.swap_progress = 0;
+        self.attempts_left = 0;
+        self.outcome = why;
+        self
     }
 
     /// Reverting → Idle: the previous image is back; the trial image is remembered as rejected.
-    pub(crate) fn finish_revert(self) -> Self {
-        let digest = self.trial_image;
-        BootState {
-            phase: Phase::Idle,
-            attempts_left: 0,
-            ..self
-        }
-        .with_rejected(digest)
+    pub(crate) fn finish_revert(&mut self) -> &mut Self {
+        self.phase = Phase::Idle;
+        self.attempts_left = 0;
+        self.add_rejected()
     }
 
     /// Idle → Idle: an install request refused for `why`; nothing moved.
-    pub(crate) fn refuse_install(self, why: Outcome) -> Self {
-        BootState {
-            outcome: why,
-            ..self
-        }
+    pub(crate) fn refuse_install(&mut self, why: Outcome) -> &mut Self {
+        self.outcome = why;
+        self
     }
 
     /// The [`SwapId`] of an install that starts from this state and replaces `previous`.
@@ -435,13 +416,13 @@ impl BootState {
         id
     }
 
-    fn with_rejected(mut self, digest: ImageDigest) -> Self {
-        if self.is_rejected(&digest) {
+    /// Remembers the trial image as rejected (newest first; the oldest falls off).
+    fn add_rejected(&mut self) -> &mut Self {
+        if self.is_rejected(&self.trial_image) {
             return self;
         }
-        // Newest first; the oldest falls off. A plain loop: `rotate_right` pulls a 1.5 KiB
-        // memmove into the firmware.
-        let mut carry = digest;
+        // A plain loop: `rotate_right` pulls a 1.5 KiB memmove into the firmware.
+        let mut carry = self.trial_image;
         for slot in self.rejected.iter_mut() {
             core::mem::swap(slot, &mut carry);
         }
@@ -594,7 +575,7 @@ mod tests {
             digest: [9; 32],
             root: None,
         };
-        BootState::blank()
+        *BootState::blank()
             .raise_floors(Floors {
                 security_counter: 5,
                 key_set_version: 1,
@@ -653,12 +634,13 @@ mod tests {
                 digest: [version as u8; 32],
             })
         };
-        let s = BootState::blank().raise_floors(Floors {
+        let s = *BootState::blank().raise_floors(Floors {
             security_counter: 7,
             key_set_version: 3,
             root: root(3),
         });
-        let lower = s.raise_floors(Floors {
+        let mut lower = s;
+        lower.raise_floors(Floors {
             security_counter: 2,
             key_set_version: 9,
             root: root(2),
@@ -667,7 +649,8 @@ mod tests {
         assert_eq!(lower.min_key_set_version, 9);
         assert_eq!(lower.root_floor, root(3));
         // The provisioned root (`None`) never lowers an adopted one.
-        let none = lower.raise_floors(Floors::default());
+        let mut none = lower;
+        none.raise_floors(Floors::default());
         assert_eq!(none.root_floor, root(3));
         assert_eq!(
             none.raise_floors(Floors {
@@ -729,8 +712,9 @@ mod tests {
         };
         let mut s = BootState::blank();
         s.sequence = 41;
-        let a = s.start_install(&image, 2, s.next_swap_id(Some(&[0xAA; 32])));
-        let c = s.start_install(&image, 2, s.next_swap_id(Some(&[0xCC; 32])));
+        let (mut a, mut c) = (s, s);
+        a.start_install(&image, 2, s.next_swap_id(Some(&[0xAA; 32])));
+        c.start_install(&image, 2, s.next_swap_id(Some(&[0xCC; 32])));
         assert_ne!(a.swap_id, c.swap_id, "another previous image");
         s.sequence = 42;
         assert_ne!(
@@ -741,7 +725,8 @@ mod tests {
         assert_eq!(&a.swap_id[..4], &41u32.to_le_bytes());
         assert_eq!(&a.swap_id[4..], &[0xAA; 12]);
         // Kept through the trial and the revert, whose keystreams need it again.
-        let reverted = a
+        let mut reverted = a;
+        reverted
             .swap_progressed(4)
             .enter_trial(2)
             .start_revert(Outcome::Reverted);
@@ -758,11 +743,10 @@ mod tests {
                 digest: [i; 32],
                 root: None,
             };
-            s = s
-                .start_install(&image, 1, [0; 16])
+            s.start_install(&image, 1, [0; 16])
                 .enter_trial(1)
-                .start_revert(Outcome::Reverted);
-            s = s.finish_revert();
+                .start_revert(Outcome::Reverted)
+                .finish_revert();
         }
         assert_eq!(s.rejected(), &[[6; 32], [5; 32], [4; 32], [3; 32]]);
         assert!(!s.is_rejected(&[2; 32]));

@@ -130,14 +130,15 @@ pub(crate) fn is_blank(loaded: &Loaded) -> bool {
 }
 
 impl Loaded {
-    /// Writes `next` as the new state, twice (its sequence number is assigned here).
+    /// Writes the state, changed in place by a transition, as the new record, twice (its
+    /// sequence number is assigned here). After an `Err` the state is not what flash holds:
+    /// the boot ends there.
     pub(crate) fn commit<F: NorFlash>(
         &mut self,
         flash: &mut F,
         layout: &Layout,
-        mut next: BootState,
     ) -> Result<(), Error> {
-        next.sequence = self
+        self.state.sequence = self
             .state
             .sequence
             .checked_add(1)
@@ -163,7 +164,7 @@ impl Loaded {
         let stride_len = usize::try_from(stride).map_err(|_| Error::Corrupt)?;
         let mut buf = [layout.geometry().erased; MAX_STRIDE];
         if let Some(dst) = buf.get_mut(..RECORD_LEN) {
-            dst.copy_from_slice(&next.encode());
+            dst.copy_from_slice(&self.state.encode());
         }
         let record = buf.get(..stride_len).ok_or(Error::Corrupt)?;
         for copy in 0..2u32 {
@@ -181,7 +182,6 @@ impl Loaded {
             next_slot: (following.saturating_add(2) <= layout.records_per_bank())
                 .then_some(following),
         };
-        self.state = next;
         self.copies = 2;
         Ok(())
     }
@@ -194,8 +194,7 @@ impl Loaded {
     ) -> Result<(), Error> {
         if self.copies == 1 {
             log_warn!("protected state: newest record has one valid copy; rewriting it");
-            let state = self.state;
-            self.commit(flash, layout, state)?;
+            self.commit(flash, layout)?;
         }
         Ok(())
     }
@@ -211,6 +210,6 @@ pub fn provision<F: NorFlash>(flash: &mut F, layout: &Layout, floors: Floors) ->
     if !is_blank(&loaded) {
         return Err(Error::AlreadyProvisioned);
     }
-    let first = BootState::blank().raise_floors(floors);
-    loaded.commit(flash, layout, first)
+    loaded.state.raise_floors(floors);
+    loaded.commit(flash, layout)
 }

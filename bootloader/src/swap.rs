@@ -62,8 +62,8 @@ pub(crate) fn run<F: NorFlash>(
         half_step(flash, layout, direction, sectors, progress, &mut keys)?;
         progress = progress.saturating_add(1);
         if progress < total {
-            let next = loaded.state.swap_progressed(progress);
-            loaded.commit(flash, layout, next)?;
+            loaded.state.swap_progressed(progress);
+            loaded.commit(flash, layout)?;
         }
     }
     Ok(())
