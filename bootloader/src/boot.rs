@@ -292,36 +292,32 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         envelope_buf: &mut [u8],
     ) -> Result<(), Error> {
         #[cfg(feature = "encryption")]
-        if let Some(device) = self.config.device_key {
-            let progress = match direction {
-                Direction::Install => Some(loaded.state.swap_progress),
-                Direction::Revert => None,
-            };
-            let mut keys = crate::crypt::SwapKeys::new(
-                &mut self.flash,
-                &self.layout,
-                device,
-                &loaded.state.trial_image,
-                &loaded.state.swap_id,
-                progress,
-                envelope_buf,
-            )?;
-            return swap::run(
-                &mut self.flash,
-                &self.layout,
-                loaded,
-                direction,
-                Some(&mut keys),
-            );
-        }
-        let _ = envelope_buf;
-        swap::run(
-            &mut self.flash,
-            &self.layout,
-            loaded,
-            direction,
-            Default::default(),
-        )
+        let mut keys = match self.config.device_key {
+            Some(device) => {
+                let progress = match direction {
+                    Direction::Install => Some(loaded.state.swap_progress),
+                    Direction::Revert => None,
+                };
+                Some(crate::crypt::SwapKeys::new(
+                    &mut self.flash,
+                    &self.layout,
+                    device,
+                    &loaded.state.trial_image,
+                    &loaded.state.swap_id,
+                    progress,
+                    envelope_buf,
+                )?)
+            }
+            None => None,
+        };
+        #[cfg(feature = "encryption")]
+        let keys = keys.as_mut();
+        #[cfg(not(feature = "encryption"))]
+        let keys = {
+            let _ = envelope_buf;
+            Default::default()
+        };
+        swap::run(&mut self.flash, &self.layout, loaded, direction, keys)
     }
 
     fn commit(&mut self, loaded: &mut Loaded) -> Result<(), Error> {

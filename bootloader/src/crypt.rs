@@ -186,7 +186,9 @@ impl core::fmt::Debug for DeviceSecret {
 /// The payload keystream of the image being installed, at its place in the bundle.
 pub(crate) struct Payload {
     cipher: PayloadCipher,
-    offset: u64,
+    /// Bundle offsets of the payload's first byte and one past its last.
+    start: u32,
+    end: u32,
 }
 
 /// The keystreams of one swap.
@@ -200,9 +202,9 @@ pub(crate) struct SwapKeys {
 #[derive(Clone, Copy)]
 pub(crate) enum Transform {
     /// Device-local keystream of `role`, at slot offset `base` of the sector.
-    Local { role: u8, base: u64 },
+    Local { role: u8, base: u32 },
     /// The new image's payload keystream, at bundle offset `base` of the sector.
-    Payload { base: u64 },
+    Payload { base: u32 },
 }
 
 impl SwapKeys {
@@ -254,26 +256,30 @@ impl SwapKeys {
                 } else {
                     &mut self.new
                 };
-                let at = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
-                cipher.apply(at, data).map_err(Error::Verify)
+                let at = base.checked_add(off).ok_or(Error::Corrupt)?;
+                cipher.apply(u64::from(at), data).map_err(Error::Verify)
             }
             Transform::Payload { base } => {
                 let Some(p) = self.payload.as_mut() else {
                     return Ok(());
                 };
-                let start = base.checked_add(u64::from(off)).ok_or(Error::Corrupt)?;
-                let len = u64::try_from(data.len()).map_err(|_| Error::Corrupt)?;
-                let end = start.checked_add(len).ok_or(Error::Corrupt)?;
-                let from = start.max(p.offset);
-                let to = end.min(p.offset.saturating_add(p.cipher.len()));
+                // The chunk's bundle offsets `start..end`, cut to the payload's.
+                let start = base.checked_add(off).ok_or(Error::Corrupt)?;
+                let end = u32::try_from(data.len())
+                    .ok()
+                    .and_then(|len| start.checked_add(len))
+                    .ok_or(Error::Corrupt)?;
+                let (from, to) = (start.max(p.start), end.min(p.end));
                 if from >= to {
                     return Ok(());
                 }
-                let lo = usize::try_from(from.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
-                let hi = usize::try_from(to.saturating_sub(start)).map_err(|_| Error::Corrupt)?;
-                let part = data.get_mut(lo..hi).ok_or(Error::Corrupt)?;
+                let part = usize::try_from(from.saturating_sub(start))
+                    .ok()
+                    .zip(usize::try_from(to.saturating_sub(start)).ok())
+                    .and_then(|(lo, hi)| data.get_mut(lo..hi))
+                    .ok_or(Error::Corrupt)?;
                 p.cipher
-                    .apply(from.saturating_sub(p.offset), part)
+                    .apply(u64::from(from.saturating_sub(p.start)), part)
                     .map_err(Error::Verify)
             }
         }
@@ -443,8 +449,11 @@ fn staged_payload<F: BootFlash>(
         .open_for(bytes, trial, encryption)
         .and_then(|cek| cek.payload_cipher(encryption, header.payload_size))
         .map_err(Error::Verify)?;
-    Ok(Some(Payload {
-        cipher,
-        offset: u64::from(header.payload_offset),
-    }))
+    // A verified header keeps the payload inside the bundle: its end fits 32 bits.
+    let start = header.payload_offset;
+    let end = u32::try_from(cipher.len())
+        .ok()
+        .and_then(|len| start.checked_add(len))
+        .ok_or(Error::Corrupt)?;
+    Ok(Some(Payload { cipher, start, end }))
 }

@@ -86,73 +86,53 @@ fn half_step<F: NorFlash>(
 ) -> Result<(), Error> {
     let pair = step / 2;
     let first_half = step.is_multiple_of(2);
-    let (erase, src, dst) = match direction {
-        Direction::Install => {
-            let i = pair;
-            if first_half {
-                (l.staging_sector(i), l.active_sector(i), l.staging_sector(i))
-            } else {
-                (
-                    l.active_sector(i),
-                    l.staging_sector(i.saturating_add(1)),
-                    l.active_sector(i),
-                )
-            }
-        }
+    // Active sector `i` pairs with staging sector `i` or `i + 1` (the tables above): the
+    // first half-step copies active → staging, the second staging → active, and each erases
+    // its destination first.
+    let (i, up) = match direction {
+        Direction::Install => (pair, !first_half),
         Direction::Revert => {
             let i = sectors
                 .checked_sub(1)
                 .and_then(|k| k.checked_sub(pair))
                 .ok_or(Error::Corrupt)?;
-            if first_half {
-                let up = l.staging_sector(i.saturating_add(1));
-                (up, l.active_sector(i), up)
-            } else {
-                (l.active_sector(i), l.staging_sector(i), l.active_sector(i))
-            }
+            (i, first_half)
         }
     };
-    let (erase, src, dst) = match (erase, src, dst) {
-        (Some(e), Some(s), Some(d)) => (e, s, d),
-        _ => return Err(Error::Corrupt),
+    let active = l.active_sector(i).ok_or(Error::Corrupt)?;
+    let staging = l
+        .staging_sector(i.saturating_add(u32::from(up)))
+        .ok_or(Error::Corrupt)?;
+    let (src, dst) = if first_half {
+        (active, staging)
+    } else {
+        (staging, active)
     };
-    let erase_end = erase.checked_add(l.sector_size()).ok_or(Error::Corrupt)?;
+    let erase_end = dst.checked_add(l.sector_size()).ok_or(Error::Corrupt)?;
     flash
-        .erase(erase, erase_end)
+        .erase(dst, erase_end)
         .map_err(|e| Error::Flash(e.kind()))?;
+    // What the copy does to the bytes: with keys, the half-step's keystream at the slot
+    // offset of the sector it moves (the bundle offset for the new image).
     #[cfg(feature = "encryption")]
-    if let Some(keys) = keys.as_deref_mut() {
-        use crate::crypt::Transform;
-        // Slot offset of the sector the half-step moves (bundle offset for the new image).
-        let index = match direction {
-            Direction::Install => pair,
-            Direction::Revert => sectors.saturating_sub(1).saturating_sub(pair),
-        };
-        let base = u64::from(index).saturating_mul(u64::from(l.sector_size()));
-        let t = match (direction, first_half) {
-            (Direction::Install, true) => Transform::Local { role: 0, base },
-            (Direction::Install, false) => Transform::Payload { base },
-            (Direction::Revert, true) => Transform::Local { role: 1, base },
-            (Direction::Revert, false) => Transform::Local { role: 0, base },
-        };
-        let erased = l.geometry().erased;
-        return copy_sector(flash, l, src, dst, |off, buf| {
-            keys.apply(t, off, buf, erased)
-        });
-    }
+    let mut step = match keys.as_deref_mut() {
+        Some(keys) => {
+            use crate::crypt::Transform;
+            let base = i.checked_mul(l.sector_size()).ok_or(Error::Corrupt)?;
+            let t = match (direction, first_half) {
+                (Direction::Install, true) => Transform::Local { role: 0, base },
+                (Direction::Install, false) => Transform::Payload { base },
+                (Direction::Revert, true) => Transform::Local { role: 1, base },
+                (Direction::Revert, false) => Transform::Local { role: 0, base },
+            };
+            Some((keys, t))
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "encryption"))]
     let _ = keys;
-    copy_sector(flash, l, src, dst, |_, _| Ok(()))
-}
-
-/// Copies one sector chunk by chunk, passing each chunk (and its offset in the sector) through
-/// `transform` before it is written.
-fn copy_sector<F: NorFlash>(
-    flash: &mut F,
-    l: &Layout,
-    src: u32,
-    dst: u32,
-    mut transform: impl FnMut(u32, &mut [u8]) -> Result<(), Error>,
-) -> Result<(), Error> {
+    // One sector, chunk by chunk; a chunk that reads as erased after its transform is not
+    // written.
     let chunk = l.chunk();
     let chunk_len = usize::try_from(chunk).map_err(|_| Error::Corrupt)?;
     let erased = l.geometry().erased;
@@ -163,7 +143,10 @@ fn copy_sector<F: NorFlash>(
         let from = src.checked_add(off).ok_or(Error::Corrupt)?;
         let to = dst.checked_add(off).ok_or(Error::Corrupt)?;
         flash.read(from, buf).map_err(|e| Error::Flash(e.kind()))?;
-        transform(off, buf)?;
+        #[cfg(feature = "encryption")]
+        if let Some((keys, t)) = step.as_mut() {
+            keys.apply(*t, off, buf, erased)?;
+        }
         if buf.iter().any(|&b| b != erased) {
             flash.write(to, buf).map_err(|e| Error::Flash(e.kind()))?;
         }
