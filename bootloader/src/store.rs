@@ -36,25 +36,27 @@ pub(crate) struct Loaded {
     cursor: Cursor,
 }
 
-struct BankScan {
-    best: Option<BootState>,
-    copies: u8,
-    /// One past the last slot that is not fully erased.
-    used: u32,
-}
-
-fn scan_bank<F: NorFlash>(flash: &mut F, layout: &Layout, bank: u32) -> Result<BankScan, Error> {
+/// Reads the slots of `bank` into `best`, the newest valid record found so far (of either
+/// bank) with its raw bytes in `best_raw`: a record replaces it only with a higher sequence
+/// number; one with the same sequence number counts as a further copy only if it lies in the
+/// same bank and its bytes are the same (two different valid records under one sequence
+/// number are not something the bootloader writes: the first is kept as a lone copy, and it
+/// is rewritten as a pair before it is used). Returns one past the last slot that is not
+/// fully erased.
+fn scan_bank<F: NorFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    bank: u32,
+    best: &mut Loaded,
+    best_raw: &mut [u8; RECORD_LEN],
+) -> Result<u32, Error> {
     let base = layout.bank(bank).ok_or(Error::Corrupt)?;
     let stride = layout.record_stride();
     let stride_len = usize::try_from(stride).map_err(|_| Error::Corrupt)?;
     let erased = layout.geometry().erased;
     let mut buf = [0u8; MAX_STRIDE];
     let slot_buf = buf.get_mut(..stride_len).ok_or(Error::Corrupt)?;
-    let mut scan = BankScan {
-        best: None,
-        copies: 0,
-        used: 0,
-    };
+    let mut used = 0;
     for slot in 0..layout.records_per_bank() {
         let at = slot
             .checked_mul(stride)
@@ -66,26 +68,26 @@ fn scan_bank<F: NorFlash>(flash: &mut F, layout: &Layout, bank: u32) -> Result<B
         if slot_buf.iter().all(|&b| b == erased) {
             continue;
         }
-        scan.used = slot.saturating_add(1);
-        match slot_buf.get(..RECORD_LEN).and_then(BootState::decode) {
-            Some(r) if consistent(&r, layout) => match scan.best {
-                Some(b) if b.sequence > r.sequence => {}
-                Some(b) if b.sequence == r.sequence && b == r => {
-                    scan.copies = scan.copies.saturating_add(1);
+        used = slot.saturating_add(1);
+        let Some(raw) = slot_buf.first_chunk::<RECORD_LEN>() else {
+            return Err(Error::Corrupt);
+        };
+        match BootState::decode(raw) {
+            Some(r) if consistent(&r, layout) => {
+                let newer = best.cursor.bank.is_none() || r.sequence > best.state.sequence;
+                if newer {
+                    best.state = r;
+                    best.copies = 1;
+                    best.cursor.bank = Some(bank);
+                    *best_raw = *raw;
+                } else if best.cursor.bank == Some(bank) && raw == best_raw {
+                    best.copies = best.copies.saturating_add(1);
                 }
-                // Two different valid records under one sequence number: not something the
-                // bootloader writes; keep the first and count it as a lone copy (it is
-                // rewritten as a pair before it is used).
-                Some(b) if b.sequence == r.sequence => {}
-                _ => {
-                    scan.best = Some(r);
-                    scan.copies = 1;
-                }
-            },
+            }
             _ => log_debug!("protected bank {} slot {}: not a valid record", bank, slot),
         }
     }
-    Ok(scan)
+    Ok(used)
 }
 
 /// A CRC-valid record that still makes no sense for this layout is ignored like a corrupt one.
@@ -96,32 +98,25 @@ fn consistent(r: &BootState, layout: &Layout) -> bool {
 
 /// Reads both banks and returns the current state.
 pub(crate) fn load<F: NorFlash>(flash: &mut F, layout: &Layout) -> Result<Loaded, Error> {
-    let a = scan_bank(flash, layout, 0)?;
-    let b = scan_bank(flash, layout, 1)?;
-    let slots = layout.records_per_bank();
-    // A pair needs two free slots.
-    let free_after = |used: u32| (used.saturating_add(2) <= slots).then_some(used);
-    let in_bank = |bank: u32, scan: &BankScan, state: BootState| Loaded {
-        state,
-        copies: scan.copies,
+    let mut loaded = Loaded {
+        state: BootState::blank(),
+        copies: 0,
         cursor: Cursor {
-            bank: Some(bank),
-            next_slot: free_after(scan.used),
+            bank: None,
+            next_slot: None,
         },
     };
-    Ok(match (a.best, b.best) {
-        (Some(x), Some(y)) if y.sequence > x.sequence => in_bank(1, &b, y),
-        (Some(x), _) => in_bank(0, &a, x),
-        (None, Some(y)) => in_bank(1, &b, y),
-        (None, None) => Loaded {
-            state: BootState::blank(),
-            copies: 0,
-            cursor: Cursor {
-                bank: None,
-                next_slot: free_after(a.used),
-            },
-        },
-    })
+    let mut raw = [0u8; RECORD_LEN];
+    let used_a = scan_bank(flash, layout, 0, &mut loaded, &mut raw)?;
+    let used_b = scan_bank(flash, layout, 1, &mut loaded, &mut raw)?;
+    // A pair needs two free slots, in the bank of the current record (bank 0 if none).
+    let used = if loaded.cursor.bank == Some(1) {
+        used_b
+    } else {
+        used_a
+    };
+    loaded.cursor.next_slot = (used.saturating_add(2) <= layout.records_per_bank()).then_some(used);
+    Ok(loaded)
 }
 
 /// Whether the protected region holds no valid record (a factory-fresh device).
