@@ -262,15 +262,9 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                     loaded.state.enter_trial(self.config.trial_attempts.max(1));
                     self.commit(loaded)?;
                 }
-                (Phase::Trial, Some(Request::Confirm(digest)))
-                    if digest == loaded.state.trial_image =>
-                {
-                    if let Some(image) = self.confirm_trial(loaded, envelope_buf)? {
-                        return Ok(image);
-                    }
-                }
-                (Phase::Trial, _) => {
-                    if let Some(image) = self.boot_trial(loaded, envelope_buf)? {
+                (Phase::Trial, request) => {
+                    let confirm = request == Some(Request::Confirm(loaded.state.trial_image));
+                    if let Some(image) = self.boot_trial(loaded, confirm, envelope_buf)? {
                         return Ok(image);
                     }
                 }
@@ -521,61 +515,44 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         self.commit(loaded)
     }
 
-    /// Verifies the active image as the trial image: `Ok(Some)` when its digest matches.
-    /// Inlined with feature `encryption`: a frame of its own (600 bytes of results passed
-    /// through) would sit under the signature check and take the update boot's peak stack
-    /// over 12 KiB; without the feature the peak is lower and the copy not worth its flash.
-    #[cfg_attr(feature = "encryption", inline(always))]
-    fn verify_trial(
-        &mut self,
-        loaded: &Loaded,
-        envelope_buf: &mut [u8],
-    ) -> Result<Option<ImageInfo>, Error> {
-        let (floors, trial) = (loaded.state.floors(), loaded.state.trial_image);
-        Ok(
-            match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
-                Ok(info) if info.digest == trial => Some(info),
-                _ => None,
-            },
-        )
-    }
-
-    /// Trial + `Confirm(trial image)`: make it final, or revert if it no longer verifies.
-    fn confirm_trial(
-        &mut self,
-        loaded: &mut Loaded,
-        envelope_buf: &mut [u8],
-    ) -> Result<Option<VerifiedImage>, Error> {
-        let Some(info) = self.verify_trial(loaded, envelope_buf)? else {
-            log_warn!("confirmed image does not verify: reverting");
-            loaded.state.start_revert(Outcome::TrialInvalid);
-            self.commit(loaded)?;
-            return Ok(None);
-        };
-        log_info!("trial image confirmed: counter {}", info.security_counter);
-        loaded.state.confirm_trial(info.root);
-        self.commit(loaded)?;
-        self.image(&info, false, 0).map(Some)
-    }
-
-    /// Trial: `Some(image)` to jump to, or `None` after starting the revert.
+    /// Trial: `Some(image)` to jump to, or `None` after starting the revert. With a
+    /// `Confirm(trial image)` request (`confirm`) the image becomes final, without one it boots
+    /// on trial while boots are left; either way only after the active image verified as the
+    /// trial image in this boot. Out of line: inlined into the table it costs more flash, and
+    /// its frame under the signature check is smaller than the table's.
+    #[inline(never)]
     fn boot_trial(
         &mut self,
         loaded: &mut Loaded,
+        confirm: bool,
         envelope_buf: &mut [u8],
     ) -> Result<Option<VerifiedImage>, Error> {
-        let why = if loaded.state.attempts_left == 0 {
+        let (floors, trial) = (loaded.state.floors(), loaded.state.trial_image);
+        let why = if !confirm && loaded.state.attempts_left == 0 {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
-        } else if let Some(info) = self.verify_trial(loaded, envelope_buf)? {
-            loaded.state.use_trial_boot();
-            self.commit(loaded)?;
-            return self
-                .image(&info, true, loaded.state.attempts_left)
-                .map(Some);
         } else {
-            log_warn!("trial image does not verify: reverting");
-            Outcome::TrialInvalid
+            match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
+                Ok(info) if info.digest == trial => {
+                    let state = &mut loaded.state;
+                    if confirm {
+                        log_info!("trial image confirmed: counter {}", info.security_counter);
+                        state.confirm_trial(info.root);
+                    } else {
+                        state.use_trial_boot();
+                    }
+                    let attempts_left = state.attempts_left;
+                    self.commit(loaded)?;
+                    return self.image(&info, !confirm, attempts_left).map(Some);
+                }
+                _ => {
+                    log_warn!(
+                        "{} image does not verify: reverting",
+                        if confirm { "confirmed" } else { "trial" }
+                    );
+                    Outcome::TrialInvalid
+                }
+            }
         };
         loaded.state.start_revert(why);
         self.commit(loaded)?;
