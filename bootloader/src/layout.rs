@@ -160,6 +160,13 @@ pub struct Layout {
     active: u32,
     staging: u32,
     slot_sectors: u32,
+    // Derived from the fields above by `new`, once: the boot reads them in every loop over
+    // the protected state and the requests.
+    bank_len: u32,
+    record_stride: u32,
+    records_per_bank: u32,
+    request_stride: u32,
+    requests_per_sector: u32,
 }
 
 const fn end(offset: u32, sectors: u32, sector: u32) -> Option<u32> {
@@ -268,6 +275,11 @@ impl Layout {
         {
             return Err(LayoutError::Overlap);
         }
+        // The larger of the write and read sizes: every record slot is padded to it.
+        let io_unit = max(w, r);
+        let bank_len = bank_sectors(s).saturating_mul(s);
+        let record_stride = round_up(RECORD_LEN as u32, io_unit);
+        let request_stride = round_up(REQUEST_LEN as u32, io_unit);
         Ok(Layout {
             geometry,
             protected,
@@ -275,6 +287,17 @@ impl Layout {
             active,
             staging,
             slot_sectors,
+            bank_len,
+            record_stride,
+            records_per_bank: match bank_len.checked_div(record_stride) {
+                Some(n) => n,
+                None => 0,
+            },
+            request_stride,
+            requests_per_sector: match s.checked_div(request_stride) {
+                Some(n) => n,
+                None => 0,
+            },
         })
     }
 
@@ -327,10 +350,11 @@ impl Layout {
 
     /// The protected-state region: the range a board locks before every jump.
     pub const fn protected_region(&self) -> Range<u32> {
+        // Two banks: `Layout::protected_len`.
         self.protected
             ..self
                 .protected
-                .saturating_add(Layout::protected_len(self.geometry))
+                .saturating_add(self.bank_len.saturating_mul(2))
     }
 
     /// The request sector.
@@ -373,40 +397,30 @@ impl Layout {
         self.slot_sectors.saturating_mul(self.geometry.erase_size)
     }
 
-    /// The unit every record slot is padded to: the larger of the write and read sizes.
-    const fn io_unit(&self) -> u32 {
-        max(self.geometry.write_size, self.geometry.read_size)
-    }
-
-    /// Byte stride of one protected-state record slot (the record padded to the I/O unit).
+    /// Byte stride of one protected-state record slot (the record padded to the larger of the
+    /// write and read sizes).
     pub const fn record_stride(&self) -> u32 {
-        round_up(RECORD_LEN as u32, self.io_unit())
+        self.record_stride
     }
 
     /// Bytes of one protected-state bank.
     pub const fn bank_len(&self) -> u32 {
-        bank_sectors(self.geometry.erase_size).saturating_mul(self.geometry.erase_size)
+        self.bank_len
     }
 
     /// Record slots one bank holds.
     pub const fn records_per_bank(&self) -> u32 {
-        match self.bank_len().checked_div(self.record_stride()) {
-            Some(n) => n,
-            None => 0,
-        }
+        self.records_per_bank
     }
 
     /// Byte stride of one request slot.
     pub const fn request_stride(&self) -> u32 {
-        round_up(REQUEST_LEN as u32, self.io_unit())
+        self.request_stride
     }
 
     /// Request slots the request sector holds.
     pub const fn requests_per_sector(&self) -> u32 {
-        match self.geometry.erase_size.checked_div(self.request_stride()) {
-            Some(n) => n,
-            None => 0,
-        }
+        self.requests_per_sector
     }
 
     pub(crate) const fn active_end(&self) -> u32 {
