@@ -179,13 +179,6 @@ impl VerifiedImage {
     }
 }
 
-/// Raises the floors of `state` to the counters of the verified image `info` (not written
-/// yet): whether that changed them.
-fn raise_floors(state: &mut BootState, info: &ImageInfo) -> bool {
-    let before = state.floors();
-    state.raise_floors(info.counters().floors()).floors() != before
-}
-
 /// The portable boot logic over one flash device.
 #[derive(Debug)]
 pub struct Bootloader<'a, F> {
@@ -319,13 +312,14 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
     }
 
     /// Verifies the bundle at `base` with the device policy at `floors` (the state itself is
-    /// not passed: it would sit on the stack below the signature checks).
+    /// not passed: it would sit on the stack below the signature checks). `Error::Verify`: the
+    /// bytes are not a valid bundle for this device; any other error is a flash failure.
     fn verify(
         &mut self,
         base: u32,
         floors: Floors,
         envelope_buf: &mut [u8],
-    ) -> Result<Result<ImageInfo, sigil_manifests::Error>, Error> {
+    ) -> Result<ImageInfo, Error> {
         let policy = self.config.policy_at(&self.layout, floors);
         // A device with a key verifies the staged bundle as ciphertext and the active slot as
         // the decrypted image (the same cost as a raw image).
@@ -344,7 +338,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                 .ok_or(Error::Flash(NorFlashErrorKind::OutOfBounds))?;
             // The region is the slot's bundle space: nothing outside it is read.
             let verified = sigil_manifests::verify_in_place(self.config.root, policy, region);
-            return Ok(verified.map(|v| ImageInfo::of(&v)));
+            return verified.map(|v| ImageInfo::of(&v)).map_err(Error::Verify);
         }
         let verified = verify_at(
             &mut self.flash,
@@ -354,7 +348,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             policy,
             envelope_buf,
         )?;
-        Ok(verified.map(|v| ImageInfo::of(&v)))
+        verified.map(|v| ImageInfo::of(&v)).map_err(Error::Verify)
     }
 
     fn image(
@@ -385,14 +379,15 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         envelope_buf: &mut [u8],
     ) -> Result<VerifiedImage, Error> {
         let floors = loaded.state.floors();
-        let info = match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
+        let info = match self.verify(self.layout.active_offset(), floors, envelope_buf) {
             Ok(info) => info,
-            Err(e) => {
+            Err(Error::Verify(e)) => {
                 log_warn!("active slot does not verify: {}", e);
                 return Err(Error::NoBootableImage(e));
             }
+            Err(e) => return Err(e),
         };
-        if raise_floors(&mut loaded.state, &info) || store::is_blank(loaded) {
+        if loaded.state.raise_floors(info.counters().floors()) || store::is_blank(loaded) {
             self.commit(loaded)?;
         }
         self.image(&info, false, 0)
@@ -411,14 +406,18 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         let floors = loaded.state.floors();
         #[cfg(feature = "encryption")]
         let mut previous = None;
-        if let Ok(active) = self.verify(self.layout.active_offset(), floors, envelope_buf)? {
-            if raise_floors(&mut loaded.state, &active) {
-                self.commit(loaded)?;
+        match self.verify(self.layout.active_offset(), floors, envelope_buf) {
+            Ok(active) => {
+                if loaded.state.raise_floors(active.counters().floors()) {
+                    self.commit(loaded)?;
+                }
+                #[cfg(feature = "encryption")]
+                {
+                    previous = Some(active.digest);
+                }
             }
-            #[cfg(feature = "encryption")]
-            {
-                previous = Some(active.digest);
-            }
+            Err(Error::Verify(_)) => {}
+            Err(e) => return Err(e),
         }
         // The install's swap id (the device-local keystreams of encrypted builds).
         #[cfg(feature = "encryption")]
@@ -426,12 +425,13 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         #[cfg(not(feature = "encryption"))]
         let swap_id = [0; 16];
         let floors = loaded.state.floors();
-        let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf)? {
+        let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf) {
             Ok(info) => info,
-            Err(e) => {
-                log_warn!("staged bundle refused: {}", e);
+            Err(Error::Verify(_e)) => {
+                log_warn!("staged bundle refused: {}", _e);
                 return self.refuse(loaded, Outcome::StagedInvalid);
             }
+            Err(e) => return Err(e),
         };
         if staged.digest != *digest {
             log_warn!("staged bundle is not the requested image: not installed");
@@ -446,9 +446,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // boot of the install repeats (from the same bytes), so an install that starts can
         // always resume; an envelope buffer too small to re-read the manifest refuses here.
         #[cfg(feature = "encryption")]
-        if staged.encryption.is_some()
-            && !self.key_record_opens(&staged.digest, &swap_id, envelope_buf)?
-        {
+        if staged.encryption.is_some() && !self.key_record_opens(&staged.digest, envelope_buf)? {
             return self.refuse(loaded, Outcome::KeyRefused);
         }
         let old = swap::active_extent(&mut self.flash, &self.layout)?;
@@ -479,29 +477,21 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
 
     /// Whether the key record beside the staged encrypted bundle `digest` opens it (steps
     /// D1-D4) with this device's key; `Err` only for a flash error. Out of line: the
-    /// keystreams it builds stay off the stack of the boots that do not install.
+    /// keystream it builds stays off the stack of the boots that do not install.
     #[cfg(feature = "encryption")]
     #[inline(never)]
     fn key_record_opens(
         &mut self,
         digest: &ImageDigest,
-        swap_id: &crate::record::SwapId,
         envelope_buf: &mut [u8],
     ) -> Result<bool, Error> {
         let Some(device) = self.config.device_key else {
             return Ok(false);
         };
-        let opened = crate::crypt::SwapKeys::new(
-            &mut self.flash,
-            &self.layout,
-            device,
-            digest,
-            swap_id,
-            Some(0),
-            envelope_buf,
-        );
+        let opened =
+            crate::crypt::staged_opens(&mut self.flash, &self.layout, device, digest, envelope_buf);
         match opened {
-            Ok(keys) => Ok(keys.decrypts()),
+            Ok(opens) => Ok(opens),
             Err(Error::Flash(kind)) => Err(Error::Flash(kind)),
             Err(_e) => {
                 log_warn!("key record refused: {}", _e);
@@ -532,7 +522,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
         } else {
-            match self.verify(self.layout.active_offset(), floors, envelope_buf)? {
+            match self.verify(self.layout.active_offset(), floors, envelope_buf) {
                 Ok(info) if info.digest == trial => {
                     let state = &mut loaded.state;
                     if confirm {
@@ -545,6 +535,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
                     self.commit(loaded)?;
                     return self.image(&info, !confirm, attempts_left).map(Some);
                 }
+                Err(e) if !matches!(e, Error::Verify(_)) => return Err(e),
                 _ => {
                     log_warn!(
                         "{} image does not verify: reverting",

@@ -233,11 +233,6 @@ impl SwapKeys {
         Ok(keys)
     }
 
-    /// Whether the install decrypts (the new image is encrypted and its record opened).
-    pub(crate) fn decrypts(&self) -> bool {
-        self.payload.is_some()
-    }
-
     /// Applies `t` to `data`, the chunk at `off` within its sector.
     pub(crate) fn apply(
         &mut self,
@@ -284,6 +279,19 @@ impl SwapKeys {
             }
         }
     }
+}
+
+/// Whether the install of the staged image `trial` (no half-step done yet) decrypts: its
+/// manifest is encrypted and the key record beside it opens with `device`'s key (steps D1-D4,
+/// the check every resumed boot of the install repeats in [`SwapKeys::new`]).
+pub(crate) fn staged_opens<F: BootFlash>(
+    flash: &mut F,
+    layout: &Layout,
+    device: &DeviceSecret,
+    trial: &ImageDigest,
+    envelope_buf: &mut [u8],
+) -> Result<bool, Error> {
+    staged_payload(flash, layout, device, trial, 0, envelope_buf).map(|p| p.is_some())
 }
 
 /// Reads the new bundle at bundle offset `off` during an install with `progress` half-steps

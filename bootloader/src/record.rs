@@ -49,6 +49,8 @@ const VERSION_NO_SWAP_ID: u8 = 3;
 /// Records of version 2 are read as having no root floor (their bytes 200..252 are zero).
 const VERSION_NO_ROOT: u8 = 2;
 const CRC_AT: usize = 252;
+/// Where the sequence number lies in a record.
+pub(crate) const SEQUENCE_AT: usize = 4;
 const REJECTED_AT: usize = 72;
 const ROOT_AT: usize = 200;
 const SWAP_ID_AT: usize = 236;
@@ -312,14 +314,23 @@ impl BootState {
     /// The one place the floors change: each rises to `to` if that is higher, never falls. The
     /// root floor moves only to a root of a higher version (a device adopts root N+1 when an
     /// image verified under it is confirmed; SECURITY.md, "Root rotation").
-    pub(crate) fn raise_floors(&mut self, to: Floors) -> &mut Self {
+    /// Returns whether any floor rose.
+    pub(crate) fn raise_floors(&mut self, to: Floors) -> bool {
+        let mut raised = false;
         let have = self.root_floor.map_or(0, |r| r.version);
         if let Some(new) = to.root.filter(|new| new.version > have) {
             self.root_floor = Some(new);
+            raised = true;
         }
-        self.min_security_counter = self.min_security_counter.max(to.security_counter);
-        self.min_key_set_version = self.min_key_set_version.max(to.key_set_version);
-        self
+        if to.security_counter > self.min_security_counter {
+            self.min_security_counter = to.security_counter;
+            raised = true;
+        }
+        if to.key_set_version > self.min_key_set_version {
+            self.min_key_set_version = to.key_set_version;
+            raised = true;
+        }
+        raised
     }
 
     /// Idle → Swapping: the verified staged image moves in over `sectors` sectors, as the
@@ -377,7 +388,8 @@ impl BootState {
         self.phase = Phase::Idle;
         self.attempts_left = 0;
         self.outcome = Outcome::Confirmed;
-        self.raise_floors(floors)
+        self.raise_floors(floors);
+        self
     }
 
     /// Trial → Reverting, for `why` (`Reverted` or `TrialInvalid`).
@@ -430,10 +442,19 @@ impl BootState {
         self
     }
 
+    /// The record's bytes.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Writes the record into `out` (in place: the state is committed from the write buffer).
+    pub(crate) fn encode_into(&self, out: &mut [u8; RECORD_LEN]) {
+        *out = [0; RECORD_LEN];
         // The fields in layout order (offsets in the module table); the rest stays zero.
-        let mut w = Writer(&mut out);
+        let mut w = Writer(out);
         w.put(MAGIC);
         w.put(self.sequence.to_le_bytes());
         w.put([
@@ -474,11 +495,24 @@ impl BootState {
         if let Some((_, last)) = out.split_last_chunk_mut::<4>() {
             *last = crc.to_le_bytes();
         }
-        out
     }
 
     /// Decodes a record; `None` for anything that is not a complete, valid record.
+    #[cfg(test)]
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut state = BootState::blank();
+        state.decode_from(bytes, u32::MAX).then_some(state)
+    }
+
+    /// Decodes a record into `self`: `false`, leaving `self` as it was, for anything that is
+    /// not a complete, valid record for a layout of `slot_sectors` (a CRC-valid record whose
+    /// swap does not fit the slot is ignored like a corrupt one). In place: the
+    /// protected-state scan keeps no second copy.
+    pub(crate) fn decode_from(&mut self, bytes: &[u8], slot_sectors: u32) -> bool {
+        self.decode_checked(bytes, slot_sectors).is_some()
+    }
+
+    fn decode_checked(&mut self, bytes: &[u8], slot_sectors: u32) -> Option<()> {
         let body = bytes.get(..CRC_AT)?;
         let version = *bytes.get(8)?;
         if bytes.get(..4)? != MAGIC
@@ -501,14 +535,13 @@ impl BootState {
         }
         #[cfg(not(feature = "encryption"))]
         let _ = swap_id;
-        let mut rejected = [[0u8; 32]; MAX_REJECTED];
-        for (i, slot) in rejected.iter_mut().enumerate() {
-            let at = REJECTED_AT.checked_add(i.checked_mul(32)?)?;
-            let digest = digest_at(bytes, at)?;
-            if i >= used && digest != [0; 32] {
-                return None;
-            }
-            *slot = digest;
+        let rejected = bytes.get(REJECTED_AT..ROOT_AT)?;
+        if rejected
+            .get(used.checked_mul(32)?..)?
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return None;
         }
         // Version 2 has zeros here (checked as reserved then): the provisioned root.
         let root_version = u32_at(bytes, ROOT_AT)?;
@@ -522,24 +555,41 @@ impl BootState {
                 digest: root_digest,
             }),
         };
-        Some(BootState {
-            sequence: u32_at(bytes, 4)?,
-            phase: Phase::from_code(*bytes.get(9)?)?,
-            attempts_left: *bytes.get(10)?,
-            outcome: Outcome::from_code(*bytes.get(11)?)?,
-            swap_progress: u32_at(bytes, 12)?,
-            swap_sectors: u32_at(bytes, 16)?,
-            min_security_counter: u32_at(bytes, 20)?,
-            min_key_set_version: u32_at(bytes, 24)?,
-            trial_security_counter: u32_at(bytes, 28)?,
-            trial_key_set_version: u32_at(bytes, 32)?,
-            trial_image: digest_at(bytes, 36)?,
-            #[cfg(feature = "encryption")]
-            swap_id,
-            root_floor,
-            rejected,
-            rejected_len,
-        })
+        let phase = Phase::from_code(*bytes.get(9)?)?;
+        let outcome = Outcome::from_code(*bytes.get(11)?)?;
+        let attempts_left = *bytes.get(10)?;
+        let words = [SEQUENCE_AT, 12, 16, 20, 24, 28, 32].map(|at| u32_at(bytes, at));
+        let [Some(sequence), Some(swap_progress), Some(swap_sectors), Some(min_sc), Some(min_ksv), Some(trial_sc), Some(trial_ksv)] =
+            words
+        else {
+            return None;
+        };
+        let trial_image = digest_at(bytes, 36)?;
+        if swap_sectors > slot_sectors || swap_progress > swap_sectors.checked_mul(2)? {
+            return None;
+        }
+        // Valid: only now is `self` written.
+        for (slot, digest) in self.rejected.iter_mut().zip(rejected.chunks_exact(32)) {
+            slot.copy_from_slice(digest);
+        }
+        self.sequence = sequence;
+        self.phase = phase;
+        self.attempts_left = attempts_left;
+        self.outcome = outcome;
+        self.swap_progress = swap_progress;
+        self.swap_sectors = swap_sectors;
+        self.min_security_counter = min_sc;
+        self.min_key_set_version = min_ksv;
+        self.trial_security_counter = trial_sc;
+        self.trial_key_set_version = trial_ksv;
+        self.trial_image = trial_image;
+        #[cfg(feature = "encryption")]
+        {
+            self.swap_id = swap_id;
+        }
+        self.root_floor = root_floor;
+        self.rejected_len = rejected_len;
+        Some(())
     }
 }
 
@@ -575,16 +625,16 @@ mod tests {
             digest: [9; 32],
             root: None,
         };
-        *BootState::blank()
-            .raise_floors(Floors {
-                security_counter: 5,
-                key_set_version: 1,
-                root: Some(RootFloor {
-                    version: 3,
-                    digest: [7; 32],
-                }),
-            })
-            .start_install(&image, 4, [3; 16])
+        let mut s = BootState::blank();
+        assert!(s.raise_floors(Floors {
+            security_counter: 5,
+            key_set_version: 1,
+            root: Some(RootFloor {
+                version: 3,
+                digest: [7; 32],
+            }),
+        }));
+        *s.start_install(&image, 4, [3; 16])
             .enter_trial(3)
             .start_revert(Outcome::Reverted)
             .finish_revert()
@@ -634,42 +684,42 @@ mod tests {
                 digest: [version as u8; 32],
             })
         };
-        let s = *BootState::blank().raise_floors(Floors {
+        let mut s = BootState::blank();
+        assert!(s.raise_floors(Floors {
             security_counter: 7,
             key_set_version: 3,
             root: root(3),
-        });
+        }));
         let mut lower = s;
-        lower.raise_floors(Floors {
+        // Only the key-set version rises.
+        assert!(lower.raise_floors(Floors {
             security_counter: 2,
             key_set_version: 9,
             root: root(2),
-        });
+        }));
         assert_eq!(lower.min_security_counter, 7);
         assert_eq!(lower.min_key_set_version, 9);
         assert_eq!(lower.root_floor, root(3));
         // The provisioned root (`None`) never lowers an adopted one.
         let mut none = lower;
-        none.raise_floors(Floors::default());
+        assert!(!none.raise_floors(Floors::default()));
+        assert_eq!(none, lower, "nothing rose: the state is unchanged");
         assert_eq!(none.root_floor, root(3));
-        assert_eq!(
-            none.raise_floors(Floors {
-                root: root(4),
-                ..Floors::default()
-            })
-            .root_floor,
-            root(4)
-        );
+        assert!(none.raise_floors(Floors {
+            root: root(4),
+            ..Floors::default()
+        }));
+        assert_eq!(none.root_floor, root(4));
     }
 
     #[test]
     fn version_2_records_read_as_the_provisioned_root() {
-        let mut bytes = BootState::blank()
-            .raise_floors(Floors {
-                security_counter: 4,
-                ..Floors::default()
-            })
-            .encode();
+        let mut floored = BootState::blank();
+        floored.raise_floors(Floors {
+            security_counter: 4,
+            ..Floors::default()
+        });
+        let mut bytes = floored.encode();
         bytes[8] = VERSION_NO_ROOT;
         let crc = crc32(&bytes[..CRC_AT]);
         bytes[CRC_AT..].copy_from_slice(&crc.to_le_bytes());

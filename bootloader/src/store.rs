@@ -13,7 +13,7 @@ use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::record::{BootState, Floors, RECORD_LEN};
+use crate::record::{u32_at, BootState, Floors, RECORD_LEN, SEQUENCE_AT};
 
 /// Largest record slot: the 256-byte record padded to a read or write size of at most 256.
 const MAX_STRIDE: usize = 256;
@@ -72,28 +72,24 @@ fn scan_bank<F: NorFlash>(
         let Some(raw) = slot_buf.first_chunk::<RECORD_LEN>() else {
             return Err(Error::Corrupt);
         };
-        match BootState::decode(raw) {
-            Some(r) if consistent(&r, layout) => {
-                let newer = best.cursor.bank.is_none() || r.sequence > best.state.sequence;
-                if newer {
-                    best.state = r;
-                    best.copies = 1;
-                    best.cursor.bank = Some(bank);
-                    *best_raw = *raw;
-                } else if best.cursor.bank == Some(bank) && raw == best_raw {
-                    best.copies = best.copies.saturating_add(1);
-                }
+        // Only a record newer than the best so far is decoded (into the best, in place); an
+        // older one or one of the same sequence number counts only as a further copy of the
+        // best, by its bytes.
+        let newer = best.cursor.bank.is_none()
+            || u32_at(raw, SEQUENCE_AT).is_some_and(|seq| seq > best.state.sequence);
+        if newer {
+            if best.state.decode_from(raw, layout.slot_sectors()) {
+                best.copies = 1;
+                best.cursor.bank = Some(bank);
+                *best_raw = *raw;
+            } else {
+                log_debug!("protected bank {} slot {}: not a valid record", bank, slot);
             }
-            _ => log_debug!("protected bank {} slot {}: not a valid record", bank, slot),
+        } else if best.cursor.bank == Some(bank) && raw == best_raw {
+            best.copies = best.copies.saturating_add(1);
         }
     }
     Ok(used)
-}
-
-/// A CRC-valid record that still makes no sense for this layout is ignored like a corrupt one.
-fn consistent(r: &BootState, layout: &Layout) -> bool {
-    let max_progress = r.swap_sectors.checked_mul(2);
-    r.swap_sectors <= layout.slot_sectors() && max_progress.is_some_and(|m| r.swap_progress <= m)
 }
 
 /// Reads both banks and returns the current state.
@@ -158,8 +154,8 @@ impl Loaded {
         let stride = layout.record_stride();
         let stride_len = usize::try_from(stride).map_err(|_| Error::Corrupt)?;
         let mut buf = [layout.geometry().erased; MAX_STRIDE];
-        if let Some(dst) = buf.get_mut(..RECORD_LEN) {
-            dst.copy_from_slice(&self.state.encode());
+        if let Some(dst) = buf.first_chunk_mut::<RECORD_LEN>() {
+            self.state.encode_into(dst);
         }
         let record = buf.get(..stride_len).ok_or(Error::Corrupt)?;
         for copy in 0..2u32 {
