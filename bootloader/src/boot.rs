@@ -311,16 +311,16 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded.commit(&mut self.flash, &self.layout)
     }
 
-    /// Verifies the bundle at `base` with the device policy at `floors` (the state itself is
-    /// not passed: it would sit on the stack below the signature checks). `Error::Verify`: the
-    /// bytes are not a valid bundle for this device; any other error is a flash failure.
+    /// Verifies the bundle at `base` with the device policy at the floors of `state`.
+    /// `Error::Verify`: the bytes are not a valid bundle for this device; any other error is a
+    /// flash failure.
     fn verify(
         &mut self,
         base: u32,
-        floors: Floors,
+        state: &BootState,
         envelope_buf: &mut [u8],
     ) -> Result<ImageInfo, Error> {
-        let policy = self.config.policy_at(&self.layout, floors);
+        let policy = self.config.policy(&self.layout, state);
         // A device with a key verifies the staged bundle as ciphertext and the active slot as
         // the decrypted image (the same cost as a raw image).
         #[cfg(feature = "encryption")]
@@ -378,8 +378,7 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         loaded: &mut Loaded,
         envelope_buf: &mut [u8],
     ) -> Result<VerifiedImage, Error> {
-        let floors = loaded.state.floors();
-        let info = match self.verify(self.layout.active_offset(), floors, envelope_buf) {
+        let info = match self.verify(self.layout.active_offset(), &loaded.state, envelope_buf) {
             Ok(info) => info,
             Err(Error::Verify(e)) => {
                 log_warn!("active slot does not verify: {}", e);
@@ -403,10 +402,9 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         // The running image is confirmed: its counters are a floor even on a device that has
         // never booted without a request (a factory image assembled with one), so nothing
         // below it is installed.
-        let floors = loaded.state.floors();
         #[cfg(feature = "encryption")]
         let mut previous = None;
-        match self.verify(self.layout.active_offset(), floors, envelope_buf) {
+        match self.verify(self.layout.active_offset(), &loaded.state, envelope_buf) {
             Ok(active) => {
                 if loaded.state.raise_floors(active.counters().floors()) {
                     self.commit(loaded)?;
@@ -424,8 +422,11 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         let swap_id = loaded.state.next_swap_id(previous.as_ref());
         #[cfg(not(feature = "encryption"))]
         let swap_id = [0; 16];
-        let floors = loaded.state.floors();
-        let staged = match self.verify(self.layout.staged_bundle_offset(), floors, envelope_buf) {
+        let staged = match self.verify(
+            self.layout.staged_bundle_offset(),
+            &loaded.state,
+            envelope_buf,
+        ) {
             Ok(info) => info,
             Err(Error::Verify(_e)) => {
                 log_warn!("staged bundle refused: {}", _e);
@@ -517,12 +518,12 @@ impl<'a, F: BootFlash> Bootloader<'a, F> {
         confirm: bool,
         envelope_buf: &mut [u8],
     ) -> Result<Option<VerifiedImage>, Error> {
-        let (floors, trial) = (loaded.state.floors(), loaded.state.trial_image);
+        let trial = loaded.state.trial_image;
         let why = if !confirm && loaded.state.attempts_left == 0 {
             log_warn!("trial image not confirmed in time: reverting");
             Outcome::Reverted
         } else {
-            match self.verify(self.layout.active_offset(), floors, envelope_buf) {
+            match self.verify(self.layout.active_offset(), &loaded.state, envelope_buf) {
                 Ok(info) if info.digest == trial => {
                     let state = &mut loaded.state;
                     if confirm {
