@@ -222,15 +222,15 @@ impl SwapKeys {
         install_progress: Option<u32>,
         envelope_buf: &mut [u8],
     ) -> Result<Self, Error> {
-        let mut keys = SwapKeys {
+        let payload = match install_progress {
+            Some(progress) => staged_payload(flash, layout, device, trial, progress, envelope_buf)?,
+            None => None,
+        };
+        Ok(SwapKeys {
             old: device.local(trial, swap, 0),
             new: device.local(trial, swap, 1),
-            payload: None,
-        };
-        if let Some(progress) = install_progress {
-            keys.payload = staged_payload(flash, layout, device, trial, progress, envelope_buf)?;
-        }
-        Ok(keys)
+            payload,
+        })
     }
 
     /// Applies `t` to `data`, the chunk at `off` within its sector.
