@@ -91,10 +91,9 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 }
 
 /// Whether a point lies in the prime-order subgroup: `[l]P` is the identity, tested as
-/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is loaded with the wide reduction
-/// the signature check links anyway: `-Scalar::ONE` would inline a Montgomery multiplication
-/// (about 1.6 KiB of flash), `Scalar::ZERO - Scalar::ONE` links scalar subtraction (about
-/// 0.4 KiB).
+/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is a constant ([`MINUS_ONE`]):
+/// `-Scalar::ONE` would link a Montgomery multiplication (about 1.6 KiB of flash),
+/// `Scalar::ZERO - Scalar::ONE` scalar subtraction (about 0.2 KiB).
 ///
 /// This uses the variable-time double-base multiplication that `verify_strict` already links
 /// (public keys are public, so variable time leaks nothing), rather than curve25519-dalek's
@@ -104,17 +103,29 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 // integers).
 #[allow(clippy::arithmetic_side_effects)]
 fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
-    let mut l_minus_one = [0u8; 64];
-    for (dst, src) in l_minus_one.iter_mut().zip(GROUP_ORDER) {
-        *dst = src;
-    }
-    // l is odd (its low byte is 0xed): l - 1 only changes the low byte.
-    l_minus_one[0] = 0xec;
-    EdwardsPoint::vartime_double_scalar_mul_basepoint(
-        &Scalar::from_bytes_mod_order_wide(&l_minus_one),
-        point,
-        &Scalar::ZERO,
-    ) == -point
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&MINUS_ONE, point, &Scalar::ZERO) == -point
+}
+
+/// The scalar `l - 1`: l is odd (its low byte is 0xed), so `l - 1` only changes the low byte.
+const MINUS_ONE: Scalar = {
+    let mut bytes = GROUP_ORDER;
+    bytes[0] = 0xec;
+    canonical_scalar(bytes)
+};
+
+/// The scalar whose canonical encoding is `bytes`, which the caller has checked (or computed)
+/// to be below `l`: loaded as they are, with no second reduction.
+///
+/// curve25519-dalek 4 deprecates `Scalar::from_bits` because the scalar it makes need not be
+/// reduced, and scalar-scalar arithmetic is then undefined. Here it always is reduced (below
+/// `l`, so the masked top bit is already clear), and it is only ever multiplied with a point,
+/// which reads its bits; so `from_bits` is `from_canonical_bytes` without the constant-time
+/// reduction that checks canonicity (about 2.5 KiB of flash with the wide reduction, for bytes
+/// that are public).
+// See above: every caller passes bytes below l.
+#[allow(deprecated)]
+const fn canonical_scalar(bytes: [u8; 32]) -> Scalar {
+    Scalar::from_bits(bytes)
 }
 
 /// Checks one public key of `doc` (FORMAT.md §3): its 32 bytes are the canonical encoding of
@@ -197,9 +208,11 @@ fn is_canonical_scalar(s: &[u8; 32]) -> bool {
 ///    byte for byte the signature's `R` (so a non-canonical `R` never verifies).
 ///
 /// Written out over curve25519-dalek (the crate ed25519-dalek computes with) only so that the
-/// canonical check of `s` is a byte comparison; `s` itself is then loaded with the
-/// out-of-line wide reduction the challenge needs anyway (`s < l`, so it is unchanged). The
-/// test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same answers.
+/// scalar work is variable time over public bytes: the canonical check of `s` is a byte
+/// comparison and `s` is then used as it is, and the challenge is reduced by
+/// [`crate::scalar::reduce_wide`] (the same value as curve25519-dalek's constant-time
+/// reduction). The test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same
+/// answers.
 // Negating a curve point is a group operation; it cannot overflow (the lint is for integers).
 // Out of line, and the challenge in its own function: the SHA-512 state and the decoded `R`
 // are then off the stack while the double-base multiplication runs (the deepest point of a
@@ -216,11 +229,7 @@ fn verify_strict(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> Optio
     if !is_canonical_scalar(&s) || !is_valid_r(&r) || point.is_small_order() {
         return Some(false);
     }
-    let mut wide = [0u8; 64];
-    if let Some(low) = wide.get_mut(..32) {
-        low.copy_from_slice(&s);
-    }
-    let s = Scalar::from_bytes_mod_order_wide(&wide);
+    let s = canonical_scalar(s);
     let k = challenge(&r, key, message);
     let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
     Some(expected.compress().to_bytes() == r)
@@ -243,7 +252,7 @@ fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
         .chain_update(message)
         .finalize()
         .into();
-    Scalar::from_bytes_mod_order_wide(&k)
+    canonical_scalar(crate::scalar::reduce_wide(&k))
 }
 
 /// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
@@ -582,14 +591,9 @@ mod tests {
 
     #[test]
     fn the_subgroup_scalar_is_minus_one() {
-        let mut wide = [0u8; 64];
-        wide[..32].copy_from_slice(&GROUP_ORDER);
-        wide[0] -= 1;
-        assert_eq!(Scalar::from_bytes_mod_order_wide(&wide), -Scalar::ONE);
-        assert_eq!(
-            Scalar::from_bytes_mod_order_wide(&wide) + Scalar::ONE,
-            Scalar::ZERO
-        );
+        assert_eq!(MINUS_ONE, -Scalar::ONE);
+        assert_eq!(MINUS_ONE + Scalar::ONE, Scalar::ZERO);
+        assert_eq!(MINUS_ONE.to_bytes(), (-Scalar::ONE).to_bytes());
     }
 
     #[test]
