@@ -148,8 +148,35 @@ impl<'a> Reader<'a> {
     /// A fixed array of `N` raw bytes.
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
+        self.array_into(&mut out)?;
         Ok(out)
+    }
+
+    /// `out.len()` raw bytes into `out`: for fields read where they stay, rather than returned
+    /// (a 32-byte array inside a `Result` is copied byte by byte at every call site).
+    pub(crate) fn array_into(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        out.copy_from_slice(self.take(out.len())?);
+        Ok(())
+    }
+
+    /// An `Option` of a fixed array, read into `out` (see [`Reader::array_into`]).
+    pub(crate) fn option_into<const N: usize>(
+        &mut self,
+        out: &mut Option<[u8; N]>,
+    ) -> Result<(), Error> {
+        if self.present()? {
+            self.array_into(out.insert([0; N]))?;
+        }
+        Ok(())
+    }
+
+    /// An `Option` tag: `0` (none) or `1` (some).
+    fn present(&mut self) -> Result<bool, Error> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.malformed()),
+        }
     }
 
     /// A list of at most `max` fixed-size entries of `entry_len` bytes, left in place: the
@@ -173,10 +200,10 @@ impl<'a> Reader<'a> {
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => read(self).map(Some),
-            _ => Err(self.malformed()),
+        if self.present()? {
+            read(self).map(Some)
+        } else {
+            Ok(None)
         }
     }
 
