@@ -141,13 +141,33 @@ pub fn check_public_key(key: &PublicKey, doc: Document) -> Result<VerifyingKey, 
         return Err(Error::NonCanonicalKey(doc));
     }
     let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey(doc))?;
-    if vk.is_weak() {
+    check_point(&vk.to_edwards(), doc)?;
+    Ok(vk)
+}
+
+/// [`check_public_key`] without the [`VerifyingKey`] it returns, for key lists
+/// ([`check_keys`]): the point is decoded as `VerifyingKey::from_bytes` decodes it, and is not
+/// copied into one (the bootloader links only this).
+fn check_key(key: &PublicKey, doc: Document) -> Result<(), Error> {
+    if !is_canonical_encoding(key) {
+        return Err(Error::NonCanonicalKey(doc));
+    }
+    let point = CompressedEdwardsY(*key)
+        .decompress()
+        .ok_or(Error::InvalidPublicKey(doc))?;
+    check_point(&point, doc)
+}
+
+/// The point checks of [`check_public_key`]: not of small order (`VerifyingKey::is_weak`), in
+/// the prime-order subgroup.
+fn check_point(point: &EdwardsPoint, doc: Document) -> Result<(), Error> {
+    if point.is_small_order() {
         return Err(Error::WeakPublicKey(doc));
     }
-    if !in_prime_order_subgroup(&vk.to_edwards()) {
+    if !in_prime_order_subgroup(point) {
         return Err(Error::KeyOutsideSubgroup(doc));
     }
-    Ok(vk)
+    Ok(())
 }
 
 /// Checks a list of keys and its threshold: at least one key, every key valid
@@ -160,7 +180,7 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
         return Err(Error::TooLarge(doc));
     }
     for (i, key) in keys.iter().enumerate() {
-        check_public_key(key, doc)?;
+        check_key(key, doc)?;
         // Canonical keys: equal bytes if and only if equal points.
         if keys
             .iter()
