@@ -44,10 +44,7 @@ impl<'a> Reader<'a> {
         doc: Document,
         newest: u16,
     ) -> Result<(Self, u16), Error> {
-        let (body, version) = split_prefix(bytes, tag, doc)?;
-        if version == 0 || version > newest {
-            return Err(Error::UnsupportedVersion(doc, version));
-        }
+        let (body, version) = split_prefix(bytes, tag, doc, newest)?;
         Ok((Reader::new(body, doc), version))
     }
 
@@ -224,18 +221,17 @@ impl<'a> Reader<'a> {
 
 /// Checks the tag and version prefix; returns the body.
 pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<&'a [u8], Error> {
-    let (body, version) = split_prefix(bytes, tag, doc)?;
-    if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion(doc, version));
-    }
-    Ok(body)
+    split_prefix(bytes, tag, doc, FORMAT_VERSION).map(|(body, _)| body)
 }
 
-/// Checks the tag; returns the body and the declared format version.
+/// Checks the tag and that the declared format version is one of `1..=newest`; returns the
+/// body and the version. The one prefix check of every tagged document.
+#[inline(never)]
 fn split_prefix<'a>(
     bytes: &'a [u8],
     tag: &[u8; 8],
     doc: Document,
+    newest: u16,
 ) -> Result<(&'a [u8], u16), Error> {
     if bytes.get(..8) != Some(&tag[..]) {
         return Err(Error::WrongTag(doc));
@@ -244,6 +240,9 @@ fn split_prefix<'a>(
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
         _ => return Err(Error::Malformed(doc)),
     };
+    if version == 0 || version > newest {
+        return Err(Error::UnsupportedVersion(doc, version));
+    }
     Ok((
         bytes.get(PREFIX_LEN..).ok_or(Error::Malformed(doc))?,
         version,
