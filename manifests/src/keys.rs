@@ -266,12 +266,12 @@ fn is_valid_r(r: &[u8; 32]) -> bool {
 /// The challenge `k = SHA-512(R || A || M) mod l`.
 #[inline(never)]
 fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
-    let k: [u8; 64] = Sha512::new()
-        .chain_update(r)
-        .chain_update(key)
-        .chain_update(message)
-        .finalize()
-        .into();
+    // Updated in place: `chain_update` moves the hasher's state (about 200 bytes) per call.
+    let mut hasher = Sha512::new();
+    hasher.update(r);
+    hasher.update(key);
+    hasher.update(message);
+    let k: [u8; 64] = hasher.finalize().into();
     canonical_scalar(crate::scalar::reduce_wide(&k))
 }
 
