@@ -32,12 +32,16 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks the tag and version prefix, then reads the body behind it.
+    // Inlined, as `tagged_versions`: the caller then builds the reader from the body with its
+    // own constant `doc`, rather than unpacking a returned `Result<Reader>`.
+    #[inline(always)]
     pub(crate) fn tagged(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<Self, Error> {
         Ok(Reader::new(check_prefix(bytes, tag, doc)?, doc))
     }
 
     /// As [`Reader::tagged`] for a document with format versions `1..=newest` (FORMAT.md §7):
     /// the reader and the version the document declares.
+    #[inline(always)]
     pub(crate) fn tagged_versions(
         bytes: &'a [u8],
         tag: &[u8; 8],
