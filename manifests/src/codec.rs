@@ -121,6 +121,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u64` varint.
+    // A thin wrapper: inlined, each caller calls `varint` itself (less flash).
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         self.varint(64)
     }
