@@ -115,9 +115,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` varint.
+    // A thin wrapper, inlined as `u64`. `varint(32)` refuses any value of more than 32
+    // significant bits, so the cast keeps every bit.
+    #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, Error> {
-        let v = self.varint(32)?;
-        u32::try_from(v).map_err(|_| self.malformed())
+        self.varint(32).map(|v| v as u32)
     }
 
     /// A `u64` varint.
@@ -362,6 +364,22 @@ mod tests {
         );
         assert_eq!(varint(&[0x80], 32), Err(Error::Malformed(DOC)));
         assert_eq!(varint(&[], 32), Err(Error::Malformed(DOC)));
+    }
+
+    #[test]
+    fn u32_reads_every_u32_and_nothing_wider() {
+        let u32_of = |bytes: &[u8]| Reader::new(bytes, DOC).u32();
+        assert_eq!(u32_of(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Ok(u32::MAX));
+        assert_eq!(u32_of(&[0x80, 0x80, 0x80, 0x80, 0x08]), Ok(1 << 31));
+        // 2^32, and 2^35 - 1: one bit more than a u32 holds, refused rather than cut.
+        assert_eq!(
+            u32_of(&[0x80, 0x80, 0x80, 0x80, 0x10]),
+            Err(Error::Malformed(DOC))
+        );
+        assert_eq!(
+            u32_of(&[0xff, 0xff, 0xff, 0xff, 0x7f]),
+            Err(Error::Malformed(DOC))
+        );
     }
 
     #[test]
