@@ -20,11 +20,12 @@ use chacha20::cipher::consts::U10;
 use chacha20::cipher::{Block, KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
 use chacha20::ChaChaCore;
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use crate::codec::{check_prefix, FORMAT_VERSION, PREFIX_LEN};
 use crate::error::{Document, Error};
+use crate::keys::sha512;
 use crate::manifest::{Cipher, Encryption};
 use crate::verify::VerifiedBundle;
 
@@ -399,17 +400,6 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
     mac
 }
 
-/// SHA-512 of `head`, then `parts`, then `tail`: the one place HMAC makes a hasher.
-fn sha512(head: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
-    let mut hasher = Sha512::new();
-    hasher.update(head);
-    for part in parts {
-        hasher.update(part);
-    }
-    hasher.update(tail);
-    hasher.finalize().into()
-}
-
 fn xor(dst: &mut [u8; 32], mask: &[u8; 32]) {
     for (d, m) in dst.iter_mut().zip(mask) {
         *d ^= m;
@@ -604,7 +594,7 @@ mod tests {
     /// The crate's HKDF (extract, then one expand of 1 to 64 bytes) against `hkdf` 0.12.
     fn reference_hkdf(salt: &[u8], ikm: &[u8], info: &[&[u8]], len: usize) -> Vec<u8> {
         let salt = if salt.is_empty() { None } else { Some(salt) };
-        let hkdf = hkdf::Hkdf::<Sha512>::new(salt, ikm);
+        let hkdf = hkdf::Hkdf::<sha2::Sha512>::new(salt, ikm);
         let mut okm = std::vec![0u8; len];
         hkdf.expand_multi_info(info, &mut okm).unwrap();
         okm

@@ -266,13 +266,21 @@ fn is_valid_r(r: &[u8; 32]) -> bool {
 /// The challenge `k = SHA-512(R || A || M) mod l`.
 #[inline(never)]
 fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
-    // Updated in place: `chain_update` moves the hasher's state (about 200 bytes) per call.
-    let mut hasher = Sha512::new();
-    hasher.update(r);
-    hasher.update(key);
-    hasher.update(message);
-    let k: [u8; 64] = hasher.finalize().into();
+    let k = sha512(r, &[key], message);
     canonical_scalar(crate::scalar::reduce_wide(&k))
+}
+
+/// SHA-512 of `head`, then `parts`, then `tail`: the one place the crate makes a SHA-512 hasher
+/// (the challenge here, HMAC in `encryption`). Updated in place: `chain_update` moves the
+/// hasher's state (about 200 bytes) per call.
+pub(crate) fn sha512(head: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
+    let mut hasher = Sha512::new();
+    hasher.update(head);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.update(tail);
+    hasher.finalize().into()
 }
 
 /// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
