@@ -47,7 +47,8 @@ const WRAP_INFO: &[u8] = b"SIGIL-WKEY-V1";
 
 /// The id of a device's encryption key: SHA-256 of its 32-byte X25519 public key.
 pub fn recipient_id(public: &[u8; 32]) -> [u8; 32] {
-    Sha256::digest(public).into()
+    // As a slice: one instantiation of the generic `digest` (see `keys::key_id`).
+    Sha256::digest(public.as_slice()).into()
 }
 
 /// A per-device key record (`SGL-WKEY`, FORMAT.md §9). Not signed: a forged record yields a

@@ -16,7 +16,9 @@ pub type KeyId = [u8; 32];
 
 /// Computes the key id of a public key.
 pub fn key_id(key: &PublicKey) -> KeyId {
-    Sha256::digest(key).into()
+    // As a slice, like every other `Sha256::digest` of the crate: `digest` is generic over its
+    // argument, and a `&[u8; 32]` would link a second copy (84 bytes).
+    Sha256::digest(key.as_slice()).into()
 }
 
 /// One signature in a signature list: who signed (key id) and the 64-byte ed25519 signature.
