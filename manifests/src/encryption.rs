@@ -69,15 +69,23 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Strict decode (step D1): tag, format version 1, exactly four 32-byte fields.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let [recipient, ephemeral, release, wrapped_key] = Self::fields(bytes)?;
+        Ok(KeyRecord {
+            recipient: *recipient,
+            ephemeral: *ephemeral,
+            release: *release,
+            wrapped_key: *wrapped_key,
+        })
+    }
+
+    /// [`KeyRecord::decode`] without copying: the four fields, in place in `bytes`.
+    fn fields(bytes: &[u8]) -> Result<[&[u8; 32]; 4], Error> {
         let body = check_prefix(bytes, KEY_RECORD_TAG, Document::KeyRecord)?;
         let (fields, rest) = body.as_chunks::<32>();
         match fields {
-            [recipient, ephemeral, release, wrapped_key] if rest.is_empty() => Ok(KeyRecord {
-                recipient: *recipient,
-                ephemeral: *ephemeral,
-                release: *release,
-                wrapped_key: *wrapped_key,
-            }),
+            [recipient, ephemeral, release, wrapped_key] if rest.is_empty() => {
+                Ok([recipient, ephemeral, release, wrapped_key])
+            }
             // More than the four fields: bytes after the value.
             [_, _, _, _, ..] => Err(Error::TrailingBytes(Document::KeyRecord)),
             // The value ends early.
@@ -198,20 +206,21 @@ impl DeviceKey {
     /// Steps D1–D3: the content key a record wraps for this device and release (not yet
     /// checked against the commitment).
     fn unwrap(&self, record: &[u8], release: &[u8; 32]) -> Result<ContentKey, Error> {
-        // D1: strict decode.
-        let record = KeyRecord::decode(record)?;
+        // D1: strict decode (the fields stay in place).
+        let [recipient, ephemeral, record_release, wrapped_key] = KeyRecord::fields(record)?;
         // D2: this device, this release.
-        if record.recipient != self.id() {
+        if *recipient != self.id() {
             return Err(Error::KeyRecordForOtherDevice);
         }
-        if record.release != *release {
+        if record_release != release {
             return Err(Error::KeyRecordForOtherRelease);
         }
         // D3: the key-encryption key from X25519(device secret, ephemeral).
-        let shared = MontgomeryPoint(record.ephemeral).mul_clamped(self.secret);
-        let mask = wrap_mask(&shared, &record.ephemeral, &self.public, release)?;
-        let mut key = record.wrapped_key;
+        let shared = MontgomeryPoint(*ephemeral).mul_clamped(self.secret);
+        let mut mask = wrap_mask(&shared, ephemeral, &self.public, release)?;
+        let mut key = *wrapped_key;
         xor(&mut key, &mask);
+        mask.zeroize();
         Ok(ContentKey(key))
     }
 }
@@ -325,9 +334,10 @@ impl ContentKey {
     ) -> Result<KeyRecord, Error> {
         let ephemeral = MontgomeryPoint::mul_base_clamped(ephemeral_secret).to_bytes();
         let shared = MontgomeryPoint(*recipient).mul_clamped(ephemeral_secret);
-        let mask = wrap_mask(&shared, &ephemeral, recipient, &release)?;
+        let mut mask = wrap_mask(&shared, &ephemeral, recipient, &release)?;
         let mut wrapped_key = self.0;
         xor(&mut wrapped_key, &mask);
+        mask.zeroize();
         Ok(KeyRecord {
             recipient: recipient_id(recipient),
             ephemeral,
@@ -338,27 +348,27 @@ impl ContentKey {
 }
 
 /// The key-encryption key of a record (step D3): HKDF-SHA512 of the X25519 shared secret,
-/// bound to both public keys and the release. An all-zero shared secret (a small-order point
-/// on either side) is refused (RFC 7748 §6.1).
+/// bound to both public keys and the release; its first 32 bytes mask the content key (the
+/// caller zeroizes the block). An all-zero shared secret (a small-order point on either side)
+/// is refused (RFC 7748 §6.1).
 fn wrap_mask(
     shared: &MontgomeryPoint,
     ephemeral: &[u8; 32],
     recipient: &[u8; 32],
     release: &[u8; 32],
-) -> Result<[u8; 32], Error> {
+) -> Result<[u8; 64], Error> {
     let mut secret = shared.to_bytes();
-    if secret.iter().all(|&b| b == 0) {
+    // Every byte is read, without an early exit at the first non-zero one: only whether the
+    // secret is all zero (then public, by the refusal) depends on its bytes.
+    if secret.iter().fold(0u8, |acc, &b| acc | b) == 0 {
         return Err(Error::WeakKeyRecord);
     }
     // No salt: RFC 5869's default of 64 zero bytes, which HMAC pads like the empty key.
     let mut prk = hkdf_extract(&[], &secret);
     secret.zeroize();
-    let mut block = hkdf_expand(&prk, &[WRAP_INFO, ephemeral, recipient, release]);
+    let block = hkdf_expand(&prk, &[WRAP_INFO, ephemeral, recipient, release]);
     prk.zeroize();
-    let mut mask = [0u8; 32];
-    mask.copy_from_slice(block.split_at(32).0);
-    block.zeroize();
-    Ok(mask)
+    Ok(block)
 }
 
 /// HKDF-Extract with SHA-512 (RFC 5869 §2.2): the pseudorandom key of `ikm` under `salt`.
@@ -401,7 +411,8 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
     mac
 }
 
-fn xor(dst: &mut [u8; 32], mask: &[u8; 32]) {
+/// XORs the first 32 bytes of `mask` into `dst`.
+fn xor(dst: &mut [u8; 32], mask: &[u8; 64]) {
     for (d, m) in dst.iter_mut().zip(mask) {
         *d ^= m;
     }
