@@ -32,22 +32,23 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks the tag and version prefix, then reads the body behind it.
+    // Inlined, as `tagged_versions`: the caller then builds the reader from the body with its
+    // own constant `doc`, rather than unpacking a returned `Result<Reader>`.
+    #[inline(always)]
     pub(crate) fn tagged(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<Self, Error> {
         Ok(Reader::new(check_prefix(bytes, tag, doc)?, doc))
     }
 
     /// As [`Reader::tagged`] for a document with format versions `1..=newest` (FORMAT.md §7):
     /// the reader and the version the document declares.
+    #[inline(always)]
     pub(crate) fn tagged_versions(
         bytes: &'a [u8],
         tag: &[u8; 8],
         doc: Document,
         newest: u16,
     ) -> Result<(Self, u16), Error> {
-        let (body, version) = split_prefix(bytes, tag, doc)?;
-        if version == 0 || version > newest {
-            return Err(Error::UnsupportedVersion(doc, version));
-        }
+        let (body, version) = split_prefix(bytes, tag, doc, newest)?;
         Ok((Reader::new(body, doc), version))
     }
 
@@ -114,12 +115,16 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` varint.
+    // A thin wrapper, inlined as `u64`. `varint(32)` refuses any value of more than 32
+    // significant bits, so the cast keeps every bit.
+    #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, Error> {
-        let v = self.varint(32)?;
-        u32::try_from(v).map_err(|_| self.malformed())
+        self.varint(32).map(|v| v as u32)
     }
 
     /// A `u64` varint.
+    // A thin wrapper: inlined, each caller calls `varint` itself (less flash).
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         self.varint(64)
     }
@@ -148,8 +153,35 @@ impl<'a> Reader<'a> {
     /// A fixed array of `N` raw bytes.
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
+        self.array_into(&mut out)?;
         Ok(out)
+    }
+
+    /// `out.len()` raw bytes into `out`: for fields read where they stay, rather than returned
+    /// (a 32-byte array inside a `Result` is copied byte by byte at every call site).
+    pub(crate) fn array_into(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        out.copy_from_slice(self.take(out.len())?);
+        Ok(())
+    }
+
+    /// An `Option` of a fixed array, read into `out` (see [`Reader::array_into`]).
+    pub(crate) fn option_into<const N: usize>(
+        &mut self,
+        out: &mut Option<[u8; N]>,
+    ) -> Result<(), Error> {
+        if self.present()? {
+            self.array_into(out.insert([0; N]))?;
+        }
+        Ok(())
+    }
+
+    /// An `Option` tag: `0` (none) or `1` (some).
+    fn present(&mut self) -> Result<bool, Error> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.malformed()),
+        }
     }
 
     /// A list of at most `max` fixed-size entries of `entry_len` bytes, left in place: the
@@ -173,10 +205,10 @@ impl<'a> Reader<'a> {
         &mut self,
         read: impl FnOnce(&mut Self) -> Result<T, Error>,
     ) -> Result<Option<T>, Error> {
-        match self.u8()? {
-            0 => Ok(None),
-            1 => read(self).map(Some),
-            _ => Err(self.malformed()),
+        if self.present()? {
+            read(self).map(Some)
+        } else {
+            Ok(None)
         }
     }
 
@@ -197,18 +229,17 @@ impl<'a> Reader<'a> {
 
 /// Checks the tag and version prefix; returns the body.
 pub fn check_prefix<'a>(bytes: &'a [u8], tag: &[u8; 8], doc: Document) -> Result<&'a [u8], Error> {
-    let (body, version) = split_prefix(bytes, tag, doc)?;
-    if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion(doc, version));
-    }
-    Ok(body)
+    split_prefix(bytes, tag, doc, FORMAT_VERSION).map(|(body, _)| body)
 }
 
-/// Checks the tag; returns the body and the declared format version.
+/// Checks the tag and that the declared format version is one of `1..=newest`; returns the
+/// body and the version. The one prefix check of every tagged document.
+#[inline(never)]
 fn split_prefix<'a>(
     bytes: &'a [u8],
     tag: &[u8; 8],
     doc: Document,
+    newest: u16,
 ) -> Result<(&'a [u8], u16), Error> {
     if bytes.get(..8) != Some(&tag[..]) {
         return Err(Error::WrongTag(doc));
@@ -217,6 +248,9 @@ fn split_prefix<'a>(
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
         _ => return Err(Error::Malformed(doc)),
     };
+    if version == 0 || version > newest {
+        return Err(Error::UnsupportedVersion(doc, version));
+    }
     Ok((
         bytes.get(PREFIX_LEN..).ok_or(Error::Malformed(doc))?,
         version,
@@ -330,6 +364,22 @@ mod tests {
         );
         assert_eq!(varint(&[0x80], 32), Err(Error::Malformed(DOC)));
         assert_eq!(varint(&[], 32), Err(Error::Malformed(DOC)));
+    }
+
+    #[test]
+    fn u32_reads_every_u32_and_nothing_wider() {
+        let u32_of = |bytes: &[u8]| Reader::new(bytes, DOC).u32();
+        assert_eq!(u32_of(&[0xff, 0xff, 0xff, 0xff, 0x0f]), Ok(u32::MAX));
+        assert_eq!(u32_of(&[0x80, 0x80, 0x80, 0x80, 0x08]), Ok(1 << 31));
+        // 2^32, and 2^35 - 1: one bit more than a u32 holds, refused rather than cut.
+        assert_eq!(
+            u32_of(&[0x80, 0x80, 0x80, 0x80, 0x10]),
+            Err(Error::Malformed(DOC))
+        );
+        assert_eq!(
+            u32_of(&[0xff, 0xff, 0xff, 0xff, 0x7f]),
+            Err(Error::Malformed(DOC))
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@ use chacha20::cipher::consts::U10;
 use chacha20::cipher::{Block, KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
 use chacha20::ChaChaCore;
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use hkdf::SimpleHkdf as Hkdf;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use crate::codec::{check_prefix, FORMAT_VERSION, PREFIX_LEN};
 use crate::error::{Document, Error};
+use crate::keys::sha512;
 use crate::manifest::{Cipher, Encryption};
 use crate::verify::VerifiedBundle;
 
@@ -47,7 +47,8 @@ const WRAP_INFO: &[u8] = b"SIGIL-WKEY-V1";
 
 /// The id of a device's encryption key: SHA-256 of its 32-byte X25519 public key.
 pub fn recipient_id(public: &[u8; 32]) -> [u8; 32] {
-    Sha256::digest(public).into()
+    // As a slice: one instantiation of the generic `digest` (see `keys::key_id`).
+    Sha256::digest(public.as_slice()).into()
 }
 
 /// A per-device key record (`SGL-WKEY`, FORMAT.md §9). Not signed: a forged record yields a
@@ -68,15 +69,23 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Strict decode (step D1): tag, format version 1, exactly four 32-byte fields.
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let [recipient, ephemeral, release, wrapped_key] = Self::fields(bytes)?;
+        Ok(KeyRecord {
+            recipient: *recipient,
+            ephemeral: *ephemeral,
+            release: *release,
+            wrapped_key: *wrapped_key,
+        })
+    }
+
+    /// [`KeyRecord::decode`] without copying: the four fields, in place in `bytes`.
+    fn fields(bytes: &[u8]) -> Result<[&[u8; 32]; 4], Error> {
         let body = check_prefix(bytes, KEY_RECORD_TAG, Document::KeyRecord)?;
         let (fields, rest) = body.as_chunks::<32>();
         match fields {
-            [recipient, ephemeral, release, wrapped_key] if rest.is_empty() => Ok(KeyRecord {
-                recipient: *recipient,
-                ephemeral: *ephemeral,
-                release: *release,
-                wrapped_key: *wrapped_key,
-            }),
+            [recipient, ephemeral, release, wrapped_key] if rest.is_empty() => {
+                Ok([recipient, ephemeral, release, wrapped_key])
+            }
             // More than the four fields: bytes after the value.
             [_, _, _, _, ..] => Err(Error::TrailingBytes(Document::KeyRecord)),
             // The value ends early.
@@ -172,24 +181,47 @@ impl DeviceKey {
         release: &[u8; 32],
         encryption: &Encryption,
     ) -> Result<ContentKey, Error> {
-        // D1: strict decode.
-        let record = KeyRecord::decode(record)?;
-        // D2: this device, this release.
-        if record.recipient != self.id() {
-            return Err(Error::KeyRecordForOtherDevice);
-        }
-        if record.release != *release {
-            return Err(Error::KeyRecordForOtherRelease);
-        }
-        // D3: the key-encryption key from X25519(device secret, ephemeral).
-        let shared = MontgomeryPoint(record.ephemeral).mul_clamped(self.secret);
-        let mask = wrap_mask(&shared, &record.ephemeral, &self.public, release)?;
-        let mut key = record.wrapped_key;
-        xor(&mut key, &mask);
-        let key = ContentKey(key);
+        let key = self.unwrap(record, release)?;
         // D4: the commitment the release keys signed.
         key.check(encryption)?;
         Ok(key)
+    }
+
+    /// Steps D1–D5 in one: the payload keystream of the release known by its manifest digest
+    /// and encryption parameters (from a verified manifest), for a payload of `payload_size`
+    /// bytes. The same as [`DeviceKey::open_for`] then [`ContentKey::payload_cipher`], with
+    /// one HKDF derivation of the content key instead of two.
+    pub fn open_cipher(
+        &self,
+        record: &[u8],
+        release: &[u8; 32],
+        encryption: &Encryption,
+        payload_size: u64,
+    ) -> Result<PayloadCipher, Error> {
+        // D4 and D5: `payload_cipher` checks the commitment before it keys the stream.
+        self.unwrap(record, release)?
+            .payload_cipher(encryption, payload_size)
+    }
+
+    /// Steps D1–D3: the content key a record wraps for this device and release (not yet
+    /// checked against the commitment).
+    fn unwrap(&self, record: &[u8], release: &[u8; 32]) -> Result<ContentKey, Error> {
+        // D1: strict decode (the fields stay in place).
+        let [recipient, ephemeral, record_release, wrapped_key] = KeyRecord::fields(record)?;
+        // D2: this device, this release.
+        if *recipient != self.id() {
+            return Err(Error::KeyRecordForOtherDevice);
+        }
+        if record_release != release {
+            return Err(Error::KeyRecordForOtherRelease);
+        }
+        // D3: the key-encryption key from X25519(device secret, ephemeral).
+        let shared = MontgomeryPoint(*ephemeral).mul_clamped(self.secret);
+        let mut mask = wrap_mask(&shared, ephemeral, &self.public, release)?;
+        let mut key = *wrapped_key;
+        xor(&mut key, &mask);
+        mask.zeroize();
+        Ok(ContentKey(key))
     }
 }
 
@@ -209,11 +241,17 @@ impl core::fmt::Debug for ContentKey {
     }
 }
 
-/// What HKDF-SHA512 derives from a content key for one image.
+/// What HKDF-SHA512 derives from a content key for one image: the commitment, and the first
+/// output block of the payload info (its first 44 bytes are the keystream's key and nonce).
 struct Derived {
     commitment: [u8; 32],
-    key: [u8; 32],
-    nonce: [u8; 12],
+    payload: [u8; 64],
+}
+
+impl Drop for Derived {
+    fn drop(&mut self) {
+        self.payload.zeroize();
+    }
 }
 
 impl ContentKey {
@@ -230,22 +268,17 @@ impl ContentKey {
     /// One HKDF extract (salt: the image's SHA-256, so one key over another image never
     /// repeats a keystream), then the commitment and the payload key and nonce.
     fn derive(&self, plaintext_digest: &[u8; 32]) -> Derived {
-        let hkdf = Hkdf::<Sha512>::new(Some(plaintext_digest), &self.0);
+        let mut prk = hkdf_extract(plaintext_digest, &self.0);
         let mut commitment = [0u8; 32];
-        let mut okm = [0u8; 44];
-        // Both lengths are far below HKDF-SHA512's limit (255 × 64 bytes): these never fail.
-        let _ = hkdf.expand(COMMITMENT_INFO, &mut commitment);
-        let _ = hkdf.expand(PAYLOAD_INFO, &mut okm);
-        let (key, nonce) = okm.split_at(32);
-        let mut d = Derived {
+        let mut block = hkdf_expand(&prk, &[COMMITMENT_INFO]);
+        commitment.copy_from_slice(block.split_at(32).0);
+        block.zeroize();
+        let payload = hkdf_expand(&prk, &[PAYLOAD_INFO]);
+        prk.zeroize();
+        Derived {
             commitment,
-            key: [0; 32],
-            nonce: [0; 12],
-        };
-        d.key.copy_from_slice(key);
-        d.nonce.copy_from_slice(nonce);
-        okm.zeroize();
-        d
+            payload,
+        }
     }
 
     /// The manifest's `payload_format` parameters for an image with this SHA-256.
@@ -274,22 +307,18 @@ impl ContentKey {
         payload_size: u64,
     ) -> Result<PayloadCipher, Error> {
         // One derivation gives the commitment (step D4) and the keystream's key and nonce.
-        let mut d = self.derive(&encryption.plaintext_digest);
+        let d = self.derive(&encryption.plaintext_digest);
         if d.commitment != encryption.key_commitment {
-            d.key.zeroize();
             return Err(Error::WrongContentKey);
         }
         match encryption.cipher {
             Cipher::ChaCha20 => {}
         }
         if payload_size > MAX_ENCRYPTED_PAYLOAD {
-            d.key.zeroize();
             return Err(Error::PayloadTooLongForCipher);
         }
-        let cipher = Keystream::new(&d.key, &d.nonce);
-        d.key.zeroize();
         Ok(PayloadCipher {
-            cipher,
+            cipher: Keystream::from_okm(&d.payload),
             len: payload_size,
         })
     }
@@ -305,9 +334,10 @@ impl ContentKey {
     ) -> Result<KeyRecord, Error> {
         let ephemeral = MontgomeryPoint::mul_base_clamped(ephemeral_secret).to_bytes();
         let shared = MontgomeryPoint(*recipient).mul_clamped(ephemeral_secret);
-        let mask = wrap_mask(&shared, &ephemeral, recipient, &release)?;
+        let mut mask = wrap_mask(&shared, &ephemeral, recipient, &release)?;
         let mut wrapped_key = self.0;
         xor(&mut wrapped_key, &mask);
+        mask.zeroize();
         Ok(KeyRecord {
             recipient: recipient_id(recipient),
             ephemeral,
@@ -318,27 +348,71 @@ impl ContentKey {
 }
 
 /// The key-encryption key of a record (step D3): HKDF-SHA512 of the X25519 shared secret,
-/// bound to both public keys and the release. An all-zero shared secret (a small-order point
-/// on either side) is refused (RFC 7748 §6.1).
+/// bound to both public keys and the release; its first 32 bytes mask the content key (the
+/// caller zeroizes the block). An all-zero shared secret (a small-order point on either side)
+/// is refused (RFC 7748 §6.1).
 fn wrap_mask(
     shared: &MontgomeryPoint,
     ephemeral: &[u8; 32],
     recipient: &[u8; 32],
     release: &[u8; 32],
-) -> Result<[u8; 32], Error> {
+) -> Result<[u8; 64], Error> {
     let mut secret = shared.to_bytes();
-    if secret.iter().all(|&b| b == 0) {
+    // Every byte is read, without an early exit at the first non-zero one: only whether the
+    // secret is all zero (then public, by the refusal) depends on its bytes.
+    if secret.iter().fold(0u8, |acc, &b| acc | b) == 0 {
         return Err(Error::WeakKeyRecord);
     }
-    let hkdf = Hkdf::<Sha512>::new(None, &secret);
+    // No salt: RFC 5869's default of 64 zero bytes, which HMAC pads like the empty key.
+    let mut prk = hkdf_extract(&[], &secret);
     secret.zeroize();
-    let mut mask = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA512's limit: this never fails.
-    let _ = hkdf.expand_multi_info(&[WRAP_INFO, ephemeral, recipient, release], &mut mask);
-    Ok(mask)
+    let block = hkdf_expand(&prk, &[WRAP_INFO, ephemeral, recipient, release]);
+    prk.zeroize();
+    Ok(block)
 }
 
-fn xor(dst: &mut [u8; 32], mask: &[u8; 32]) {
+/// HKDF-Extract with SHA-512 (RFC 5869 §2.2): the pseudorandom key of `ikm` under `salt`.
+fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> [u8; 64] {
+    hmac_sha512(salt, &[ikm], &[])
+}
+
+/// HKDF-Expand with SHA-512 (RFC 5869 §2.3), the first output block `T(1)`: every Sigil
+/// derivation takes at most 64 bytes, so its output is a prefix of this block.
+fn hkdf_expand(prk: &[u8; 64], info: &[&[u8]]) -> [u8; 64] {
+    hmac_sha512(prk, info, &[1])
+}
+
+/// HMAC-SHA512 (RFC 2104) under `key` of the concatenation of `parts` and `tail`, over the
+/// `sha2` hasher the signature check links anyway: one instantiation of the hasher's
+/// `new`/`update`/`finalize` for every derivation (the `hkdf` and `hmac` crates linked about
+/// 1 KiB of their own). Held to the `hkdf` crate by tests (`hkdf_is_the_hkdf_crates`).
+fn hmac_sha512(key: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
+    // The key, zero-padded to SHA-512's 128-byte block; a longer key is replaced by its hash.
+    let mut pad = [0u8; 128];
+    match pad.get_mut(..key.len()) {
+        Some(head) => head.copy_from_slice(key),
+        None => {
+            if let Some(head) = pad.first_chunk_mut::<64>() {
+                *head = sha512(key, &[], &[]);
+            }
+        }
+    }
+    for b in pad.iter_mut() {
+        *b ^= 0x36;
+    }
+    let mut hash = sha512(&pad, parts, tail);
+    // From the inner pad (key ^ 0x36) to the outer one (key ^ 0x5c).
+    for b in pad.iter_mut() {
+        *b ^= 0x36 ^ 0x5c;
+    }
+    let mac = sha512(&pad, &[], &hash);
+    pad.zeroize();
+    hash.zeroize();
+    mac
+}
+
+/// XORs the first 32 bytes of `mask` into `dst`.
+fn xor(dst: &mut [u8; 32], mask: &[u8; 64]) {
     for (d, m) in dst.iter_mut().zip(mask) {
         *d ^= m;
     }
@@ -377,6 +451,36 @@ impl Keystream {
             stream: KeyIvInit::new(key.into(), nonce.into()),
             #[cfg(not(feature = "alloc"))]
             core: ChaChaCore::new(key.into(), nonce.into()),
+        }
+    }
+
+    /// The keystream whose key and nonce are the first 32 + 12 bytes of
+    /// HKDF-SHA512(`salt`, `ikm`, the concatenation of `info`) (RFC 5869; an empty salt is
+    /// its default one). The payload keystream is this of the content key (FORMAT.md §9);
+    /// the bootloader's device-local swap keystream is this of the device key.
+    pub fn derive(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> Self {
+        let mut prk = hkdf_extract(salt, ikm);
+        let mut okm = hkdf_expand(&prk, info);
+        prk.zeroize();
+        let cipher = Keystream::from_okm(&okm);
+        okm.zeroize();
+        cipher
+    }
+
+    /// The keystream of the key and nonce at the start of one HKDF output block.
+    fn from_okm(okm: &[u8; 64]) -> Self {
+        let (key, rest) = okm.split_at(32);
+        let (nonce, _) = rest.split_at(12);
+        // Both lengths are those of the types: `from_slice` cannot fail.
+        let (key, nonce) = (
+            chacha20::Key::from_slice(key),
+            chacha20::Nonce::from_slice(nonce),
+        );
+        Keystream {
+            #[cfg(feature = "alloc")]
+            stream: KeyIvInit::new(key, nonce),
+            #[cfg(not(feature = "alloc"))]
+            core: ChaChaCore::new(key, nonce),
         }
     }
 
@@ -496,6 +600,122 @@ mod tests {
             stream.seek(offset);
             stream.apply_keystream(&mut b);
             assert_eq!(a, b, "offset {offset}, len {len}");
+        }
+    }
+
+    /// The crate's HKDF (extract, then one expand of 1 to 64 bytes) against `hkdf` 0.12.
+    fn reference_hkdf(salt: &[u8], ikm: &[u8], info: &[&[u8]], len: usize) -> Vec<u8> {
+        let salt = if salt.is_empty() { None } else { Some(salt) };
+        let hkdf = hkdf::Hkdf::<sha2::Sha512>::new(salt, ikm);
+        let mut okm = std::vec![0u8; len];
+        hkdf.expand_multi_info(info, &mut okm).unwrap();
+        okm
+    }
+
+    #[test]
+    fn hkdf_is_the_hkdf_crates() {
+        // Salts and keys around SHA-512's 128-byte block (longer ones are hashed first), info
+        // split into several parts, every output length the crate uses and the whole block.
+        for salt_len in [0usize, 1, 32, 48, 64, 127, 128, 129, 200] {
+            for ikm_len in [0usize, 32, 64, 128, 129] {
+                let salt: Vec<u8> = (0..salt_len).map(|i| i as u8 ^ 0xa5).collect();
+                let ikm: Vec<u8> = (0..ikm_len).map(|i| (i * 3) as u8).collect();
+                let info: [&[u8]; 3] = [b"SIGIL-TEST", &salt[..salt_len.min(7)], &[9; 130]];
+                let block = hkdf_expand(&hkdf_extract(&salt, &ikm), &info);
+                for len in [1usize, 32, 44, 64] {
+                    assert_eq!(
+                        block[..len],
+                        reference_hkdf(&salt, &ikm, &info, len)[..],
+                        "salt {salt_len}, ikm {ikm_len}, len {len}"
+                    );
+                }
+                assert_eq!(
+                    hkdf_expand(&hkdf_extract(&salt, &ikm), &[])[..],
+                    reference_hkdf(&salt, &ikm, &[], 64)[..]
+                );
+            }
+        }
+        // No salt is RFC 5869's 64 zero bytes.
+        assert_eq!(hkdf_extract(&[], b"ikm"), hkdf_extract(&[0; 64], b"ikm"));
+    }
+
+    #[test]
+    fn keystream_derive_keys_with_the_first_44_bytes() {
+        let (salt, ikm, info) = ([1u8; 48], [2u8; 32], [&b"SIGIL-SWAP-V1"[..], &[1]]);
+        let okm = reference_hkdf(&salt, &ikm, &info, 44);
+        let mut a = [0u8; 200];
+        let mut b = [0u8; 200];
+        Keystream::derive(&salt, &ikm, &info)
+            .apply(5, &mut a)
+            .unwrap();
+        Keystream::new(okm[..32].try_into().unwrap(), okm[32..].try_into().unwrap())
+            .apply(5, &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn open_cipher_is_open_for_then_payload_cipher() {
+        let device = DeviceKey::from_secret([7; 32]);
+        let cek = ContentKey::from_bytes([9; 32]);
+        let enc = encryption_for(&cek, b"image");
+        let release = [5; 32];
+        let record = cek
+            .wrap(&device.public_key(), [11; 32], release)
+            .unwrap()
+            .encode();
+        let mut a = [0u8; 300];
+        let mut b = [0u8; 300];
+        device
+            .open_cipher(&record, &release, &enc, 1000)
+            .unwrap()
+            .apply(100, &mut a)
+            .unwrap();
+        device
+            .open_for(&record, &release, &enc)
+            .unwrap()
+            .payload_cipher(&enc, 1000)
+            .unwrap()
+            .apply(100, &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+        // Every refusal of the two steps, in the same order.
+        let other = DeviceKey::from_secret([8; 32]);
+        let mut bad = record;
+        bad[KEY_RECORD_LEN - 1] ^= 1;
+        for (key, bytes, rel, size, err) in [
+            (
+                &other,
+                &record[..],
+                release,
+                10,
+                Error::KeyRecordForOtherDevice,
+            ),
+            (
+                &device,
+                &record[..],
+                [6; 32],
+                10,
+                Error::KeyRecordForOtherRelease,
+            ),
+            (
+                &device,
+                &record[..KEY_RECORD_LEN - 1],
+                release,
+                10,
+                Error::Malformed(Document::KeyRecord),
+            ),
+            (&device, &bad[..], release, 10, Error::WrongContentKey),
+            (&device, &bad[..], release, u64::MAX, Error::WrongContentKey),
+            (
+                &device,
+                &record[..],
+                release,
+                MAX_ENCRYPTED_PAYLOAD + 1,
+                Error::PayloadTooLongForCipher,
+            ),
+        ] {
+            assert_eq!(key.open_cipher(bytes, &rel, &enc, size).unwrap_err(), err);
         }
     }
 

@@ -16,7 +16,9 @@ pub type KeyId = [u8; 32];
 
 /// Computes the key id of a public key.
 pub fn key_id(key: &PublicKey) -> KeyId {
-    Sha256::digest(key).into()
+    // As a slice, like every other `Sha256::digest` of the crate: `digest` is generic over its
+    // argument, and a `&[u8; 32]` would link a second copy (84 bytes).
+    Sha256::digest(key.as_slice()).into()
 }
 
 /// One signature in a signature list: who signed (key id) and the 64-byte ed25519 signature.
@@ -91,10 +93,9 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 }
 
 /// Whether a point lies in the prime-order subgroup: `[l]P` is the identity, tested as
-/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is loaded with the wide reduction
-/// the signature check links anyway: `-Scalar::ONE` would inline a Montgomery multiplication
-/// (about 1.6 KiB of flash), `Scalar::ZERO - Scalar::ONE` links scalar subtraction (about
-/// 0.4 KiB).
+/// `[l - 1]P == -P`. The scalar `l - 1` (the scalar `-1`) is a constant ([`MINUS_ONE`]):
+/// `-Scalar::ONE` would link a Montgomery multiplication (about 1.6 KiB of flash),
+/// `Scalar::ZERO - Scalar::ONE` scalar subtraction (about 0.2 KiB).
 ///
 /// This uses the variable-time double-base multiplication that `verify_strict` already links
 /// (public keys are public, so variable time leaks nothing), rather than curve25519-dalek's
@@ -104,17 +105,29 @@ pub fn is_canonical_encoding(key: &PublicKey) -> bool {
 // integers).
 #[allow(clippy::arithmetic_side_effects)]
 fn in_prime_order_subgroup(point: &EdwardsPoint) -> bool {
-    let mut l_minus_one = [0u8; 64];
-    for (dst, src) in l_minus_one.iter_mut().zip(GROUP_ORDER) {
-        *dst = src;
-    }
-    // l is odd (its low byte is 0xed): l - 1 only changes the low byte.
-    l_minus_one[0] = 0xec;
-    EdwardsPoint::vartime_double_scalar_mul_basepoint(
-        &Scalar::from_bytes_mod_order_wide(&l_minus_one),
-        point,
-        &Scalar::ZERO,
-    ) == -point
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&MINUS_ONE, point, &Scalar::ZERO) == -point
+}
+
+/// The scalar `l - 1`: l is odd (its low byte is 0xed), so `l - 1` only changes the low byte.
+const MINUS_ONE: Scalar = {
+    let mut bytes = GROUP_ORDER;
+    bytes[0] = 0xec;
+    canonical_scalar(bytes)
+};
+
+/// The scalar whose canonical encoding is `bytes`, which the caller has checked (or computed)
+/// to be below `l`: loaded as they are, with no second reduction.
+///
+/// curve25519-dalek 4 deprecates `Scalar::from_bits` because the scalar it makes need not be
+/// reduced, and scalar-scalar arithmetic is then undefined. Here it always is reduced (below
+/// `l`, so the masked top bit is already clear), and it is only ever multiplied with a point,
+/// which reads its bits; so `from_bits` is `from_canonical_bytes` without the constant-time
+/// reduction that checks canonicity (about 2.5 KiB of flash with the wide reduction, for bytes
+/// that are public).
+// See above: every caller passes bytes below l.
+#[allow(deprecated)]
+const fn canonical_scalar(bytes: [u8; 32]) -> Scalar {
+    Scalar::from_bits(bytes)
 }
 
 /// Checks one public key of `doc` (FORMAT.md §3): its 32 bytes are the canonical encoding of
@@ -130,13 +143,33 @@ pub fn check_public_key(key: &PublicKey, doc: Document) -> Result<VerifyingKey, 
         return Err(Error::NonCanonicalKey(doc));
     }
     let vk = VerifyingKey::from_bytes(key).map_err(|_| Error::InvalidPublicKey(doc))?;
-    if vk.is_weak() {
+    check_point(&vk.to_edwards(), doc)?;
+    Ok(vk)
+}
+
+/// [`check_public_key`] without the [`VerifyingKey`] it returns, for key lists
+/// ([`check_keys`]): the point is decoded as `VerifyingKey::from_bytes` decodes it, and is not
+/// copied into one (the bootloader links only this).
+fn check_key(key: &PublicKey, doc: Document) -> Result<(), Error> {
+    if !is_canonical_encoding(key) {
+        return Err(Error::NonCanonicalKey(doc));
+    }
+    let point = CompressedEdwardsY(*key)
+        .decompress()
+        .ok_or(Error::InvalidPublicKey(doc))?;
+    check_point(&point, doc)
+}
+
+/// The point checks of [`check_public_key`]: not of small order (`VerifyingKey::is_weak`), in
+/// the prime-order subgroup.
+fn check_point(point: &EdwardsPoint, doc: Document) -> Result<(), Error> {
+    if point.is_small_order() {
         return Err(Error::WeakPublicKey(doc));
     }
-    if !in_prime_order_subgroup(&vk.to_edwards()) {
+    if !in_prime_order_subgroup(point) {
         return Err(Error::KeyOutsideSubgroup(doc));
     }
-    Ok(vk)
+    Ok(())
 }
 
 /// Checks a list of keys and its threshold: at least one key, every key valid
@@ -149,7 +182,7 @@ pub fn check_keys(keys: &[PublicKey], threshold: u8, doc: Document) -> Result<()
         return Err(Error::TooLarge(doc));
     }
     for (i, key) in keys.iter().enumerate() {
-        check_public_key(key, doc)?;
+        check_key(key, doc)?;
         // Canonical keys: equal bytes if and only if equal points.
         if keys
             .iter()
@@ -197,9 +230,11 @@ fn is_canonical_scalar(s: &[u8; 32]) -> bool {
 ///    byte for byte the signature's `R` (so a non-canonical `R` never verifies).
 ///
 /// Written out over curve25519-dalek (the crate ed25519-dalek computes with) only so that the
-/// canonical check of `s` is a byte comparison; `s` itself is then loaded with the
-/// out-of-line wide reduction the challenge needs anyway (`s < l`, so it is unchanged). The
-/// test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same answers.
+/// scalar work is variable time over public bytes: the canonical check of `s` is a byte
+/// comparison and `s` is then used as it is, and the challenge is reduced by
+/// [`crate::scalar::reduce_wide`] (the same value as curve25519-dalek's constant-time
+/// reduction). The test `agrees_with_ed25519_dalek_verify_strict` holds the two to the same
+/// answers.
 // Negating a curve point is a group operation; it cannot overflow (the lint is for integers).
 // Out of line, and the challenge in its own function: the SHA-512 state and the decoded `R`
 // are then off the stack while the double-base multiplication runs (the deepest point of a
@@ -216,11 +251,7 @@ fn verify_strict(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> Optio
     if !is_canonical_scalar(&s) || !is_valid_r(&r) || point.is_small_order() {
         return Some(false);
     }
-    let mut wide = [0u8; 64];
-    if let Some(low) = wide.get_mut(..32) {
-        low.copy_from_slice(&s);
-    }
-    let s = Scalar::from_bytes_mod_order_wide(&wide);
+    let s = canonical_scalar(s);
     let k = challenge(&r, key, message);
     let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-point, &s);
     Some(expected.compress().to_bytes() == r)
@@ -237,13 +268,21 @@ fn is_valid_r(r: &[u8; 32]) -> bool {
 /// The challenge `k = SHA-512(R || A || M) mod l`.
 #[inline(never)]
 fn challenge(r: &[u8; 32], key: &PublicKey, message: &[u8]) -> Scalar {
-    let k: [u8; 64] = Sha512::new()
-        .chain_update(r)
-        .chain_update(key)
-        .chain_update(message)
-        .finalize()
-        .into();
-    Scalar::from_bytes_mod_order_wide(&k)
+    let k = sha512(r, &[key], message);
+    canonical_scalar(crate::scalar::reduce_wide(&k))
+}
+
+/// SHA-512 of `head`, then `parts`, then `tail`: the one place the crate makes a SHA-512 hasher
+/// (the challenge here, HMAC in `encryption`). Updated in place: `chain_update` moves the
+/// hasher's state (about 200 bytes) per call.
+pub(crate) fn sha512(head: &[u8], parts: &[&[u8]], tail: &[u8]) -> [u8; 64] {
+    let mut hasher = Sha512::new();
+    hasher.update(head);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.update(tail);
+    hasher.finalize().into()
 }
 
 /// Verifies that at least `threshold` distinct keys of `allowed` signed `message`.
@@ -582,14 +621,9 @@ mod tests {
 
     #[test]
     fn the_subgroup_scalar_is_minus_one() {
-        let mut wide = [0u8; 64];
-        wide[..32].copy_from_slice(&GROUP_ORDER);
-        wide[0] -= 1;
-        assert_eq!(Scalar::from_bytes_mod_order_wide(&wide), -Scalar::ONE);
-        assert_eq!(
-            Scalar::from_bytes_mod_order_wide(&wide) + Scalar::ONE,
-            Scalar::ZERO
-        );
+        assert_eq!(MINUS_ONE, -Scalar::ONE);
+        assert_eq!(MINUS_ONE + Scalar::ONE, Scalar::ZERO);
+        assert_eq!(MINUS_ONE.to_bytes(), (-Scalar::ONE).to_bytes());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod keyset;
 pub mod manifest;
 pub mod root;
 pub mod rotation;
+mod scalar;
 pub mod verify;
 pub mod view;
 

@@ -367,27 +367,56 @@ impl<'a> Manifest<'a> {
             Reader::tagged(bytes, MANIFEST_TAG, Document::Manifest)?,
             MANIFEST_VERSION_RAW,
         );
-        let m = Manifest {
-            product: ProductId::read(&mut r)?,
-            component: r.str()?,
-            version: Version::read(&mut r)?,
-            security_counter: r.u32()?,
-            payload_size: r.u64()?,
-            payload_digest: r.array()?,
-            payload_format: read_payload_format(&mut r, version)?,
-            payload_alignment: r.u32()?,
-            min_bootloader_version: r.option(Reader::u32)?,
-            dependencies: r.list(|r| {
-                Ok(Dependency {
-                    component: r.str()?,
-                    min_version: Version::read(r)?,
-                })
-            })?,
-            created: r.u64()?,
-            expires: r.option(Reader::u64)?,
-            release_notes_digest: r.option(Reader::array)?,
-            sbom_digest: r.option(Reader::array)?,
+        // Every field is read into `m` where it stays, not returned: a digest or the
+        // dependency list inside a `Result` is copied at each call site, which made this the
+        // largest function of the verifier in flash. The fields are read in order.
+        let mut m = Manifest {
+            product: ProductId {
+                vendor: "",
+                device: "",
+            },
+            component: "",
+            version: Version {
+                major: 0,
+                minor: 0,
+                patch: 0,
+                pre: "",
+            },
+            security_counter: 0,
+            payload_size: 0,
+            payload_digest: [0; 32],
+            payload_format: PayloadFormat::Raw,
+            payload_alignment: 0,
+            min_bootloader_version: None,
+            dependencies: heapless::Vec::new(),
+            created: 0,
+            expires: None,
+            release_notes_digest: None,
+            sbom_digest: None,
         };
+        m.product = ProductId::read(&mut r)?;
+        m.component = r.str()?;
+        m.version = Version::read(&mut r)?;
+        m.security_counter = r.u32()?;
+        m.payload_size = r.u64()?;
+        r.array_into(&mut m.payload_digest)?;
+        read_payload_format(&mut r, version, &mut m.payload_format)?;
+        m.payload_alignment = r.u32()?;
+        m.min_bootloader_version = r.option(Reader::u32)?;
+        for _ in 0..r.len(MAX_DEPENDENCIES)? {
+            let dependency = Dependency {
+                component: r.str()?,
+                min_version: Version::read(&mut r)?,
+            };
+            // At most MAX_DEPENDENCIES, the list's capacity: `len` checked the count.
+            m.dependencies
+                .push(dependency)
+                .map_err(|_| Error::Malformed(Document::Manifest))?;
+        }
+        m.created = r.u64()?;
+        m.expires = r.option(Reader::u64)?;
+        r.option_into(&mut m.release_notes_digest)?;
+        r.option_into(&mut m.sbom_digest)?;
         r.finish()?;
         m.validate()?;
         Ok(m)
@@ -434,21 +463,32 @@ impl<'a> Manifest<'a> {
 /// The `payload_format` field (step 7a): version 1 knows only `Raw`; version 2 is the version
 /// of encrypted payloads and holds nothing else (a raw payload in a version 2 manifest would
 /// be a second encoding of a version 1 manifest).
-fn read_payload_format(r: &mut Reader<'_>, version: u16) -> Result<PayloadFormat, Error> {
+fn read_payload_format(
+    r: &mut Reader<'_>,
+    version: u16,
+    out: &mut PayloadFormat,
+) -> Result<(), Error> {
     match (r.u32()?, version) {
-        (0, MANIFEST_VERSION_RAW) => Ok(PayloadFormat::Raw),
-        (0, _) => Err(Error::NonCanonical(Document::Manifest)),
+        (0, MANIFEST_VERSION_RAW) => *out = PayloadFormat::Raw,
+        (0, _) => return Err(Error::NonCanonical(Document::Manifest)),
         #[cfg(any(feature = "alloc", feature = "encryption"))]
-        (1, MANIFEST_VERSION_ENCRYPTED) => Ok(PayloadFormat::Encrypted(Encryption {
-            cipher: match r.u32()? {
+        (1, MANIFEST_VERSION_ENCRYPTED) => {
+            let cipher = match r.u32()? {
                 0 => Cipher::ChaCha20,
                 _ => return Err(Error::Malformed(Document::Manifest)),
-            },
-            plaintext_digest: r.array()?,
-            key_commitment: r.array()?,
-        })),
-        _ => Err(Error::Malformed(Document::Manifest)),
+            };
+            let mut e = Encryption {
+                cipher,
+                plaintext_digest: [0; 32],
+                key_commitment: [0; 32],
+            };
+            r.array_into(&mut e.plaintext_digest)?;
+            r.array_into(&mut e.key_commitment)?;
+            *out = PayloadFormat::Encrypted(e);
+        }
+        _ => return Err(Error::Malformed(Document::Manifest)),
     }
+    Ok(())
 }
 
 #[cfg(test)]

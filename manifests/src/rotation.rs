@@ -97,11 +97,21 @@ impl<'a> RootUpdateView<'a> {
     /// Step R3: `previous` signed, the version is exactly one above it, the new root decodes
     /// (step 0) and its own threshold signed. Signatures are checked over the exact bytes.
     pub fn verify(&self, previous: TrustRootRef<'_>) -> Result<TrustRootRef<'a>, Error> {
+        self.verify_version(previous, self.version()?)
+    }
+
+    /// [`RootUpdateView::verify`] of an update whose [`RootUpdateView::version`] the caller
+    /// has read already.
+    fn verify_version(
+        &self,
+        previous: TrustRootRef<'_>,
+        version: u32,
+    ) -> Result<TrustRootRef<'a>, Error> {
         let next = previous
             .root_version
             .checked_add(1)
             .ok_or(Error::RootVersionSkipped)?;
-        if self.version()? != next {
+        if version != next {
             return Err(Error::RootVersionSkipped);
         }
         previous.verify_signed(
@@ -299,20 +309,20 @@ impl Walk {
         if version < self.device_version || (current.is_some() && version == self.device_version) {
             return Ok(None);
         }
-        let (root, digest) = match current {
+        let digest = root_digest(update.root);
+        let root = match current {
             // R2: the update at the device's version is the root it adopted.
             None => {
                 if version != self.device_version {
                     return Err(Error::RootChainGap);
                 }
-                let digest = root_digest(update.root);
                 if self.floor.map(|f| f.digest) != Some(digest) {
                     return Err(Error::RootMismatch);
                 }
-                (TrustRootRef::read_adopted(update.root)?, digest)
+                TrustRootRef::read_adopted(update.root)?
             }
             // R3: one version at a time.
-            Some(previous) => (update.verify(previous)?, root_digest(update.root)),
+            Some(previous) => update.verify_version(previous, version)?,
         };
         let digest = Some(digest);
         Ok(Some((ReachedRoot { root, digest }, root_at)))

@@ -548,15 +548,10 @@ impl<'a, const IN_PLACE: bool> BundleVerifier<'a, IN_PLACE> {
                     reached,
                     &mut self.checked,
                 )?;
-                let checked = self.checked.as_ref().ok_or(Error::Truncated)?;
-                let padding = header.padding_len()?;
-                self.stage = if padding > 0 {
-                    Stage::Padding { remaining: padding }
-                } else {
-                    Stage::Payload {
-                        hasher: Sha256::new(),
-                        remaining: checked.manifest.payload_size,
-                    }
+                // Through the padding stage even without padding (it then only hands over to
+                // the payload): one place starts the payload hash.
+                self.stage = Stage::Padding {
+                    remaining: header.padding_len()?,
                 };
             }
             Stage::Padding { remaining, .. } => {

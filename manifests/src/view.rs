@@ -20,15 +20,16 @@ pub struct SignatureBytes<'a>(pub(crate) &'a [u8]);
 impl<'a> SignatureBytes<'a> {
     /// The entries, decoded one at a time.
     pub fn iter(&self) -> impl Iterator<Item = SignatureEntry> + 'a {
-        self.0.chunks_exact(SIGNATURE_ENTRY_LEN).map(|entry| {
-            let (id, sig) = entry.split_at(32);
-            let mut out = SignatureEntry {
-                key_id: [0; 32],
-                signature: [0; 64],
-            };
-            out.key_id.copy_from_slice(id);
-            out.signature.copy_from_slice(sig);
-            out
+        // Fixed-size chunks (the list is whole entries, checked when it was read): each entry
+        // is copied out once, with no length checks or division in the loop.
+        let (entries, _) = self.0.as_chunks::<SIGNATURE_ENTRY_LEN>();
+        entries.iter().map(|entry| {
+            // 96 bytes split at 32: the conversions below cannot fail.
+            let (key_id, signature) = entry.split_at(32);
+            SignatureEntry {
+                key_id: key_id.try_into().unwrap_or([0; 32]),
+                signature: signature.try_into().unwrap_or([0; 64]),
+            }
         })
     }
 
@@ -59,6 +60,8 @@ pub struct EnvelopeView<'a> {
 const DOC: Document = Document::Envelope;
 
 /// A signature list left in place: a count of at most [`MAX_KEYS`], then `count × 96` bytes.
+// A thin wrapper: inlined, each caller calls `entries` itself (less flash than a call layer).
+#[inline(always)]
 pub(crate) fn signatures<'a>(r: &mut Reader<'a>) -> Result<SignatureBytes<'a>, Error> {
     Ok(SignatureBytes(r.entries(MAX_KEYS, SIGNATURE_ENTRY_LEN)?))
 }
