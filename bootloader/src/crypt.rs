@@ -37,8 +37,6 @@
 //! image byte for byte.
 
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
-use hkdf::SimpleHkdf as Hkdf;
-use sha2::Sha512;
 use sigil_manifests::bundle::{BundleHeader, HEADER_LEN};
 use sigil_manifests::encryption::{DeviceKey, Keystream, PayloadCipher, KEY_RECORD_LEN};
 use sigil_manifests::{EnvelopeView, Manifest};
@@ -153,19 +151,7 @@ impl DeviceSecret {
         let (t, s) = salt.split_at_mut(32);
         t.copy_from_slice(trial);
         s.copy_from_slice(swap);
-        let hkdf = Hkdf::<Sha512>::new(Some(&salt), &self.secret);
-        let mut okm = [0u8; 44];
-        // 44 bytes is far below HKDF-SHA512's limit: this never fails.
-        let _ = hkdf.expand_multi_info(&[SWAP_INFO, &[role]], &mut okm);
-        let mut key = [0u8; 32];
-        let mut nonce = [0u8; 12];
-        let (k, n) = okm.split_at(32);
-        key.copy_from_slice(k);
-        nonce.copy_from_slice(n);
-        let cipher = Keystream::new(&key, &nonce);
-        key.zeroize();
-        okm.zeroize();
-        cipher
+        Keystream::derive(&salt, &self.secret, &[SWAP_INFO, &[role]])
     }
 }
 
@@ -454,8 +440,7 @@ fn staged_payload<F: BootFlash>(
     };
     let cipher = device
         .key()
-        .open_for(bytes, trial, encryption)
-        .and_then(|cek| cek.payload_cipher(encryption, header.payload_size))
+        .open_cipher(bytes, trial, encryption, header.payload_size)
         .map_err(Error::Verify)?;
     // A verified header keeps the payload inside the bundle: its end fits 32 bits.
     let start = header.payload_offset;
