@@ -425,7 +425,7 @@ pub struct PayloadCipher {
 
 /// A ChaCha20 keystream (RFC 8439: 256-bit key, 96-bit nonce, 32-bit block counter from 0),
 /// applied at any byte offset. Without feature `alloc` (the bootloader) it is this module's
-/// block function ([`ChaCha20Block`]), one 64-byte block at a time: about 300 bytes less flash
+/// block function (`ChaCha20Block`), one 64-byte block at a time: about 300 bytes less flash
 /// than driving the `chacha20` crate's block function, and 1.3 KiB less than the crate's
 /// buffering stream wrapper. The host tools (feature `alloc`) keep the wrapper, whose SIMD
 /// backends make several blocks at once. Both give the same bytes
