@@ -1,10 +1,11 @@
 //! Prepared statements cached per connection, for the check-in path.
 //!
 //! The `postgres` client parses and plans every query given as text afresh on the server; a
-//! check-in runs the same few statements every time, so each connection prepares them once
-//! (`prepare_typed`) and then only binds and executes. Named prepared statements belong to the
-//! session, not to a transaction: one prepared inside a transaction that rolls back stays
-//! valid. The cache goes with its connection when the pool drops a broken one.
+//! check-in runs the same few statements every time, so each connection prepares them
+//! (`prepare_typed`) and then only binds and executes, until it prepares them again (below).
+//! Named prepared statements belong to the session, not to a transaction: one prepared inside
+//! a transaction that rolls back stays valid. The cache goes with its connection when the pool
+//! drops a broken one.
 //!
 //! A prepared statement keeps its plan until the tables' statistics change (an `ANALYZE`,
 //! which autovacuum runs only every so often), however much the tables grow meanwhile: a plan
@@ -82,7 +83,7 @@ where
     }
 }
 
-/// How a statement reaches the server: prepared once per connection (`cache` given), or as
+/// How a statement reaches the server: prepared per connection (`cache` given), or as
 /// typed text (`query_typed`, one round trip, parsed every time) where no cache is at hand.
 /// Also carries whether the transaction holds the store's write lock.
 pub struct Stmts<'a> {
@@ -96,7 +97,7 @@ pub struct Stmts<'a> {
 }
 
 impl<'a> Stmts<'a> {
-    /// Statements prepared once and kept in `cache`; `locked` says whether the transaction
+    /// Statements prepared and kept in `cache`; `locked` says whether the transaction
     /// holds the write lock.
     pub(super) fn cached(cache: &'a mut HashMap<String, Prepared>, locked: bool) -> Self {
         Stmts {
