@@ -229,8 +229,8 @@ $(grep -o 'BATCH_WRITERS: usize = [0-9]*' server/src/store/postgres/checkins.rs 
 each prepared per connection (and again every 5 s, so that its plan is made for the tables as
 they have grown): the assignments, the devices' rows locked in id order, one
 multi-row statement over arrays for the reports, the trims and the devices' new state; then
-the commit. Plus the session-token lookups, grouped as the check-ins are (a small group waits
-up to 1 ms for more), each hash one probe of the tokens' unique index. A group of unchanged check-ins takes only
+the commit. Plus the session-token lookups, grouped as the check-ins are, each hash one probe
+of the tokens' unique index. A group of unchanged check-ins takes only
 its devices' row locks, so groups from all replicas commit side by side; the store's one
 advisory lock is taken only by writes that decide something (a status change, an audit entry).
 The reports table holds fewer than the 100 kept per device in a run this short, so the trims

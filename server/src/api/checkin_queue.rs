@@ -23,14 +23,9 @@
 //! request still looks its token up when it arrives (nothing is cached, so a token revoked
 //! through any replica fails the next request on every replica), but the lookups that arrive
 //! while one group runs go to the database together as one statement
-//! ([`crate::store::TokenStore::principals`]) instead of one round trip each. Where a lookup
-//! is a round trip (PostgreSQL), a small group also waits up to
-//! [`crate::store::TokenStore::lookup_linger`] (from its oldest lookup's arrival) for more to
-//! join it, unless [`LINGER_UNTIL`] are already waiting: at a fleet's pace the round trip was
-//! over before the next request came, and each request paid one of its own.
+//! ([`crate::store::TokenStore::principals`]) instead of one round trip each.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -45,17 +40,13 @@ pub const MAX_BATCH: usize = 256;
 /// several writers).
 const BACKLOG: usize = 32;
 
-/// A group this large runs at once, without waiting out its queue's linger.
-const LINGER_UNTIL: usize = 32;
-
 type Reply<R> = oneshot::Sender<StoreResult<R>>;
 
 /// What a queue runs for a group of jobs: one result per job, in the group's order.
 type RunGroup<J, R> = dyn Fn(&dyn Store, &[J]) -> StoreResult<Vec<StoreResult<R>>> + Send + Sync;
 
 struct Queue<J, R> {
-    /// Each job with its reply and when it was queued.
-    jobs: Vec<(J, Reply<R>, Instant)>,
+    jobs: Vec<(J, Reply<R>)>,
     /// Drain tasks running (each sees any job queued before it stops); at most the store's
     /// [`crate::store::CheckInStore::batch_writers`].
     draining: usize,
@@ -68,12 +59,7 @@ pub struct GroupQueue<J, R> {
     run: Box<RunGroup<J, R>>,
     /// Drain tasks allowed at once.
     writers: usize,
-    /// How long a small group waits for more jobs (from its oldest job's arrival).
-    linger: Duration,
     queue: Mutex<Queue<J, R>>,
-    /// Signalled when the queue reaches [`LINGER_UNTIL`] jobs: a lingering drain task takes
-    /// them at once.
-    grown: Condvar,
 }
 
 /// The check-in queue (one per server).
@@ -90,10 +76,6 @@ impl CheckInQueue {
             Box::new(move |s: &dyn Store, batch: &[CheckIn]| {
                 s.check_in_batch(batch, now_secs(), keep)
             }),
-            // No linger: measured at the fleet's pace on PostgreSQL, a check-in group waiting
-            // for more saved no CPU beyond the noise (a group's commit takes long enough for
-            // the next one to gather) and the two-replica tail was no better.
-            Duration::ZERO,
         )
     }
 }
@@ -101,7 +83,6 @@ impl CheckInQueue {
 impl PrincipalQueue {
     /// A queue looking token hashes up in `db`.
     pub fn new(db: Db) -> Arc<Self> {
-        let linger = db.store().lookup_linger();
         GroupQueue::with_run(
             db,
             Box::new(|s: &dyn Store, hashes: &[[u8; 32]]| {
@@ -110,24 +91,21 @@ impl PrincipalQueue {
                     .map(Ok)
                     .collect())
             }),
-            linger,
         )
     }
 }
 
 impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
-    fn with_run(db: Db, run: Box<RunGroup<J, R>>, linger: Duration) -> Arc<Self> {
+    fn with_run(db: Db, run: Box<RunGroup<J, R>>) -> Arc<Self> {
         let writers = db.store().batch_writers().max(1);
         Arc::new(GroupQueue {
             db,
             run,
             writers,
-            linger,
             queue: Mutex::new(Queue {
                 jobs: Vec::new(),
                 draining: 0,
             }),
-            grown: Condvar::new(),
         })
     }
 
@@ -141,10 +119,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut q = self.lock();
-            q.jobs.push((job, reply, Instant::now()));
-            if q.jobs.len() == LINGER_UNTIL {
-                self.grown.notify_all();
-            }
+            q.jobs.push((job, reply));
             // One drain task; another (up to what the store commits side by side; SQLite: one)
             // only once a backlog builds up behind the running ones, since at a pace one task
             // keeps up with, more would only split the same jobs into smaller groups.
@@ -174,23 +149,6 @@ impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
         loop {
             let jobs = {
                 let mut q = self.lock();
-                // A small group waits for more jobs until its oldest has waited the linger;
-                // jobs that queued behind a running group have usually waited that long
-                // already, and a backlog never waits.
-                while let Some(&(_, _, since)) = q.jobs.first() {
-                    if q.jobs.len() >= LINGER_UNTIL {
-                        break;
-                    }
-                    let left = self.linger.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = self
-                        .grown
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
                 if q.jobs.is_empty() {
                     q.draining = q.draining.saturating_sub(1);
                     return;
@@ -198,8 +156,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupQueue<J, R> {
                 let n = q.jobs.len().min(MAX_BATCH);
                 q.jobs.drain(..n).collect::<Vec<_>>()
             };
-            let (batch, replies): (Vec<J>, Vec<Reply<R>>) =
-                jobs.into_iter().map(|(job, reply, _)| (job, reply)).unzip();
+            let (batch, replies): (Vec<J>, Vec<Reply<R>>) = jobs.into_iter().unzip();
             match (self.run)(self.db.store(), &batch) {
                 Ok(results) if results.len() == replies.len() => {
                     for (reply, result) in replies.into_iter().zip(results) {
@@ -314,87 +271,8 @@ mod tests {
                 stopped = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert!(stopped, "the drain task stops when the queue is empty");
-    }
-
-    /// The sizes of the groups a queue ran, in order.
-    type Sizes = Arc<Mutex<Vec<usize>>>;
-
-    /// A queue over an empty store whose groups only record their sizes.
-    fn sizing_queue(linger: Duration) -> (Arc<GroupQueue<u32, u32>>, Sizes) {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&sizes);
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let queue = GroupQueue::with_run(
-            Db::new(store),
-            Box::new(move |_: &dyn Store, jobs: &[u32]| {
-                seen.lock().unwrap().push(jobs.len());
-                Ok(jobs.iter().map(|&j| Ok(j)).collect())
-            }),
-            linger,
-        );
-        (queue, sizes)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lingering_queue_gathers_jobs_that_arrive_one_by_one_into_one_group() {
-        let (queue, sizes) = sizing_queue(Duration::from_secs(2));
-        let mut tasks = Vec::new();
-        for j in 0..5u32 {
-            let q = Arc::clone(&queue);
-            tasks.push(tokio::spawn(async move { q.submit(j).await }));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for (j, t) in tasks.into_iter().enumerate() {
-            assert_eq!(
-                t.await.unwrap().unwrap(),
-                j as u32,
-                "each job gets its own answer"
-            );
-        }
-        assert_eq!(*sizes.lock().unwrap(), vec![5], "one group of all five");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_backlog_runs_at_once_however_long_the_linger() {
-        let (queue, sizes) = sizing_queue(Duration::from_secs(600));
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..LINGER_UNTIL as u32)
-            .map(|j| {
-                let q = Arc::clone(&queue);
-                tokio::spawn(async move { q.submit(j).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "a full group does not wait out the linger"
-        );
-        assert_eq!(
-            sizes.lock().unwrap().iter().sum::<usize>(),
-            LINGER_UNTIL,
-            "every job ran once"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lone_job_waits_no_longer_than_the_linger() {
-        let (queue, sizes) = sizing_queue(Duration::from_millis(200));
-        let started = Instant::now();
-        assert_eq!(queue.submit(7).await.unwrap(), 7);
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(200),
-            "it waited for company ({waited:?})"
-        );
-        assert!(
-            waited < Duration::from_secs(30),
-            "but not for ever ({waited:?})"
-        );
-        assert_eq!(*sizes.lock().unwrap(), vec![1]);
     }
 }

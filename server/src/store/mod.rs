@@ -65,12 +65,6 @@ pub trait TokenStore {
     fn principals(&self, hashes: &[[u8; 32]], now: u64) -> StoreResult<Vec<Option<Principal>>> {
         hashes.iter().map(|h| self.principal(h, now)).collect()
     }
-    /// How long a small group of token lookups waits for more to join it before it runs
-    /// (counted from its oldest lookup's arrival): zero (the default) where a lookup is a local
-    /// read, a little where each [`Self::principals`] call is a round trip.
-    fn lookup_linger(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
     /// Lists API tokens (not device sessions).
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>>;
     /// Deletes an API token.

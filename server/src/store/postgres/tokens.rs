@@ -5,13 +5,6 @@ use super::PgStore;
 use crate::store::accounts;
 use crate::store::*;
 
-/// How long a small group of token lookups waits for others to join it: at the fleet's pace
-/// (3,333 check-ins/s on one replica) a lookup's round trip was over before the next request
-/// arrived, so nearly every request paid a round trip and a statement of its own; waiting a
-/// millisecond halved the lookup statements (2.5 to 5.5 lookups each) and cut PostgreSQL's
-/// CPU per check-in. Every request waits at most this long more for its lookup.
-const LOOKUP_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
-
 impl TokenStore for PgStore {
     fn has_admin_token(&self) -> StoreResult<bool> {
         let mut c = self.conn()?;
@@ -131,10 +124,6 @@ impl TokenStore for PgStore {
             });
         }
         Ok(out)
-    }
-
-    fn lookup_linger(&self) -> std::time::Duration {
-        LOOKUP_LINGER
     }
 
     fn tokens(&self) -> StoreResult<Vec<TokenInfo>> {
