@@ -226,9 +226,11 @@ read -r p2_rps p2_cs p2_cp p2_pace p2_p99 < "$work/pg2.nums"
 cat <<EOF
 Per group of check-ins (one transaction; up to $(grep -o 'MAX_BATCH: usize = [0-9]*' server/src/api/checkin_queue.rs | grep -o '[0-9]*$') check-ins, up to
 $(grep -o 'BATCH_WRITERS: usize = [0-9]*' server/src/store/postgres/checkins.rs | grep -o '[0-9]*$') groups in flight per replica) PostgreSQL runs the same three statements and a commit whatever the group's size,
-each prepared once per connection: the assignments, the devices' rows locked in id order, one
+each prepared per connection (and again every 5 s, so that its plan is made for the tables as
+they have grown): the assignments, the devices' rows locked in id order, one
 multi-row statement over arrays for the reports, the trims and the devices' new state; then
-the commit. Plus the session-token lookup per request. A group of unchanged check-ins takes only
+the commit. Plus the session-token lookups, grouped as the check-ins are, each hash one probe
+of the tokens' unique index. A group of unchanged check-ins takes only
 its devices' row locks, so groups from all replicas commit side by side; the store's one
 advisory lock is taken only by writes that decide something (a status change, an audit entry).
 The reports table holds fewer than the 100 kept per device in a run this short, so the trims

@@ -15,8 +15,9 @@
 //!   check-ins (no status change, no audit entry) runs without the write lock under its
 //!   devices' row locks, and one that turns out to need the lock rolls back and runs again
 //!   under it (`Stmts::need_lock`).
-//! - The check-in path's statements and the token lookup are prepared once per pooled
-//!   connection (`stmts`).
+//! - The check-in path's statements and the token lookup are prepared per pooled connection
+//!   and prepared again every few seconds, so that their plans follow the tables' growth
+//!   (`stmts`).
 //! - At start-up [`PgStore::schema_differences`] compares the schema with the one the
 //!   migrations make.
 //! - Bundle bytes live in the database too (`bundle_chunks`), written before their release
@@ -292,7 +293,7 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
 
-    /// Runs one statement outside a transaction, prepared once per pooled connection (for
+    /// Runs one statement outside a transaction, prepared per pooled connection (for
     /// the reads every request makes, such as the token lookup).
     pub(super) fn query_cached(
         &self,
