@@ -196,12 +196,15 @@ codegen-units = 1, no logging) in $(qemu-system-arm --version | head -1).
   folds identical functions at link time (\`--icf=all\`): together about 3.3 KiB less flash
   (memmove alone 1.5 KiB), for about 1% more instructions per boot (the baseline uses the same
   routines, so the ratio is unaffected).
-- Where the flash goes: ed25519 verification (curve25519-dalek, SHA-512) is about 10.5 KiB of
-  it at opt-level "z"; see the symbols below. The strict check is ed25519-dalek's
-  \`verify_strict\` written out over curve25519-dalek with \`s < l\` as a byte comparison (its
-  \`Scalar::from_canonical_bytes\` inlined a second Montgomery multiplication, 1.3 KiB), held to
-  ed25519-dalek's answers by a test. \`sigil_manifests::Error\` is kept to 4 bytes so every
-  verifier stage returns it in registers (about 1.2 KiB less than with 12 bytes).
+- Where the flash goes: ed25519 verification (curve25519-dalek's field and point code,
+  SHA-512) is about 7.5 KiB of it at opt-level "z"; see the symbols below. The strict check is
+  ed25519-dalek's \`verify_strict\` written out over curve25519-dalek with \`s < l\` as a byte
+  comparison, held to ed25519-dalek's answers by a test; the challenge hash is reduced mod l
+  in variable time (it is public) by \`manifests/src/scalar.rs\`, held to curve25519-dalek's
+  reduction by tests, and the checked scalars are loaded as they are, so no Montgomery
+  multiplication is linked (2.5 KiB). \`sigil_manifests::Error\` is kept to 4 bytes so every
+  verifier stage returns it in registers (about 1.2 KiB less than with 12 bytes). The boot
+  state (250 bytes) is changed in place and written from there, never copied by value.
 - Peak stack: the signature check runs out of line (the key decode, the \`R\` check and the
   SHA-512 challenge in their own frames) and the checked envelope is written in place, so
   only the double-base multiplication's 3.7 KiB frame and its lookup table (1.9 KiB) sit under
@@ -220,15 +223,14 @@ provisioned with \`sigil-flash assemble --device-key\`; the issue's budget: the 
 bootloader ≤ 32 KiB flash and ≤ 12 KiB RAM, every-boot cost unchanged). The update boots
 verify the staged 1 MiB bundle, swap 257 sectors each way (on a device with a key, the
 previous image leaving the active slot is encrypted under the device-local keystream either
-way) and verify the installed image; the encrypted one also opens the key record (X25519, three
-HKDF-SHA512) and decrypts the payload as it is swapped in. Without decryption the same raw
+way) and verify the installed image; the encrypted one also opens the key record (X25519, two
+HKDF-SHA512: the key-encryption key, then the content key's commitment and keystream) and decrypts the payload as it is swapped in. Without decryption the same raw
 update boot costs $(mi "$uboot_compact") (default build, table above).
 
 The micro:bit and nRF52840-DK ports are not built with decryption: their boot firmware has
-no device key store wired yet (no \`encryption\` feature). Adding this board's decryption
-delta ($((e_flash - p_flash)) B) to their current footprints (boards section) would put both
-near 45 KiB, above the nRF52840-DK's 40,000-byte gate, so the size work above is what would
-let them take it too.
+no device key store wired yet (no \`encryption\` feature). With one, each would take about
+this board's decryption delta ($((e_flash - p_flash)) B) on top of its footprint in the boards
+section.
 
 | with decryption | |
 |---|---|
