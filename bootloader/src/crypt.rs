@@ -374,10 +374,7 @@ fn staged_encryption(
     trial: &ImageDigest,
 ) -> Result<Option<sigil_manifests::Encryption>, Error> {
     let envelope = EnvelopeView::parse(envelope).map_err(Error::Verify)?;
-    // SHA-256 of the manifest bytes, as `VerifiedBundle::manifest_digest` names an image;
-    // `root_digest` is the same hash of a byte string, and sharing its one instance of the
-    // SHA-256 code keeps a second inlined copy out of the bootloader.
-    if sigil_manifests::rotation::root_digest(envelope.manifest) != *trial {
+    if sigil_manifests::manifest_digest(envelope.manifest) != *trial {
         return Err(Error::WrongImage);
     }
     let manifest = Manifest::decode(envelope.manifest).map_err(Error::Verify)?;

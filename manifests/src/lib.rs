@@ -45,7 +45,8 @@ pub use rotation::{
 #[cfg(feature = "alloc")]
 pub use rotation::{verify_root_chain, RootUpdate};
 pub use verify::{
-    verify_bundle, verify_in_place, BundleVerifier, DevicePolicy, EncryptedPayload, VerifiedBundle,
+    manifest_digest, verify_bundle, verify_in_place, BundleVerifier, DevicePolicy,
+    EncryptedPayload, VerifiedBundle,
 };
 pub use view::{EnvelopeView, SignatureBytes};
 

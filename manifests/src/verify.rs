@@ -187,6 +187,13 @@ struct RootReached {
     floor: Option<RootFloor>,
 }
 
+/// SHA-256 of a manifest's exact signed bytes ([`VerifiedBundle::manifest_digest`]): the name
+/// of a release on the device, for a caller that holds the manifest bytes without a verified
+/// bundle (the bootloader matching a staged manifest against the image its request names).
+pub fn manifest_digest(manifest_bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(manifest_bytes).into()
+}
+
 impl<'a> VerifiedBundle<'a> {
     /// The verified manifest.
     pub fn manifest(&self) -> &Manifest<'a> {
@@ -198,7 +205,7 @@ impl<'a> VerifiedBundle<'a> {
     /// manifest binds changes (payload digest, version, security counter), and does not
     /// change when signatures are added.
     pub fn manifest_digest(&self) -> [u8; 32] {
-        Sha256::digest(self.manifest_bytes).into()
+        manifest_digest(self.manifest_bytes)
     }
 
     /// The verified key set the manifest was signed under.

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use ed25519_dalek::pkcs8::spki::der::pem::{self, LineEnding};
 use rand_core::{OsRng, RngCore};
-use sha2::{Digest, Sha256};
 use sigil_manifests::encryption::{recipient_id, ContentKey, DeviceKey};
 use sigil_manifests::{
     BundleVerifier, EncryptedPayload, Encryption, Error as FormatError, UnverifiedBundle,
@@ -440,7 +439,7 @@ fn bundle_encryption(path: &Path) -> Result<([u8; 32], Encryption), EncryptError
         .encryption()
         .ok_or_else(|| EncryptError::NotEncrypted(path.to_owned()))?;
     Ok((
-        Sha256::digest(parsed.envelope().manifest).into(),
+        sigil_manifests::manifest_digest(parsed.envelope().manifest),
         encryption,
     ))
 }

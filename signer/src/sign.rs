@@ -672,7 +672,7 @@ fn build(args: &SignArgs, out: &mut dyn Write) -> Result<(), SignError> {
     let records = match (&content_key, &recipients) {
         (Some((file, _)), Some(recipients)) => {
             let dir = args.encryption.records_dir(dest);
-            let release: [u8; 32] = Sha256::digest(&manifest_bytes).into();
+            let release = sigil_manifests::manifest_digest(&manifest_bytes);
             let paths = encrypt::write_records(&file.key, recipients, release, &dir)?;
             Some((dir, paths))
         }

@@ -204,9 +204,8 @@ fn stage<F: NorFlash>(
 /// The manifest digest of a bundle (the identity an install request names), from its
 /// envelope; the bootloader verifies everything else at boot.
 pub fn manifest_digest(bundle: &[u8]) -> Result<[u8; 32], sigil_manifests::Error> {
-    use sha2::{Digest, Sha256};
     let parsed = sigil_manifests::UnverifiedBundle::parse(bundle)?;
-    Ok(Sha256::digest(parsed.envelope().manifest).into())
+    Ok(sigil_manifests::manifest_digest(parsed.envelope().manifest))
 }
 
 struct Provision(Floors);

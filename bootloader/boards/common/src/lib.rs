@@ -266,8 +266,7 @@ pub fn manifest_digest<F: BootFlash>(
     let head: &[u8; HEADER_LEN] = flash.mapped(base, HEADER_LEN as u32)?.try_into().ok()?;
     let end = BundleHeader::parse(head).ok()?.envelope_end().ok()?;
     let bundle = UnverifiedBundle::parse(flash.mapped(base, end)?).ok()?;
-    use sha2::Digest as _;
-    Some(sha2::Sha256::digest(bundle.envelope().manifest).into())
+    Some(sigil_manifests::manifest_digest(bundle.envelope().manifest))
 }
 
 /// [`manifest_digest`] for flash that is read by copy: the bundle's header, then its envelope
@@ -287,8 +286,7 @@ pub fn manifest_digest_read<F: embedded_storage::nor_flash::ReadNorFlash>(
         .read(base.checked_add(header.envelope_start().ok()?)?, envelope)
         .ok()?;
     let view = EnvelopeView::parse(envelope).ok()?;
-    use sha2::Digest as _;
-    Some(sha2::Sha256::digest(view.manifest).into())
+    Some(sigil_manifests::manifest_digest(view.manifest))
 }
 
 #[cfg(test)]
